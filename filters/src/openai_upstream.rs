@@ -1,0 +1,262 @@
+//! Requests to and responses from OpenAI-shaped upstreams (OpenAI itself; later Azure OpenAI
+//! and other OpenAI-compatible services).
+//!
+//! The client's model name is swapped for the provider's on the way up and back on the way
+//! down; streams always ask the upstream for the final usage chunk so every request can be
+//! metered, and that chunk is removed again when the client did not ask for it.
+
+use memchr::memmem;
+use serde_json::{Map, Value};
+
+use crate::openai::{ParsedRequest, Usage};
+use crate::sse::SseFramer;
+
+/// Serializes the upstream body: the provider's model name, and `stream_options.include_usage`
+/// forced on for streams.
+pub fn prepare_request(mut parsed: ParsedRequest, upstream_model: &str) -> Vec<u8> {
+    let body = &mut parsed.body;
+    if body.get("model").and_then(Value::as_str) != Some(upstream_model) {
+        body.insert("model".into(), Value::String(upstream_model.to_owned()));
+    }
+    if parsed.summary.stream {
+        let opts = body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !opts.is_object() {
+            *opts = Value::Object(Map::new());
+        }
+        if let Value::Object(o) = opts {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    serde_json::to_vec(&parsed.body).expect("a JSON map always serializes")
+}
+
+/// Rewrites a buffered (non-stream) upstream response for the client: the client's model name
+/// restored. Returns the body to send and the usage it reports. Bodies that are not JSON
+/// objects (an upstream's HTML error page, say) pass through unchanged.
+pub fn translate_response(body: &[u8], client_model: &str) -> (Option<Vec<u8>>, Option<Usage>) {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let usage = Usage::from_response(&v);
+    match v.get_mut("model") {
+        Some(m) if m.is_string() && m.as_str() != Some(client_model) => {
+            *m = Value::String(client_model.to_owned());
+            (Some(serde_json::to_vec(&v).expect("a JSON value serializes")), usage)
+        }
+        _ => (None, usage),
+    }
+}
+
+/// The `usage` and `model` an OpenAI-shaped JSON object reports.
+fn reported(body: &[u8]) -> Option<(Usage, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Reported {
+        usage: Option<Usage>,
+        model: Option<String>,
+    }
+    let r = serde_json::from_slice::<Reported>(body).ok()?;
+    Some((r.usage?, r.model))
+}
+
+/// Filters an OpenAI SSE stream for the client, chunk by chunk.
+pub struct StreamFilter {
+    framer: SseFramer,
+    /// `"model":"<upstream>"` as it appears in upstream chunks, when it must be rewritten.
+    model_from: Option<Vec<u8>>,
+    model_to: Vec<u8>,
+    strip_usage: bool,
+    usage: Option<Usage>,
+    model: Option<String>,
+    saw_done: bool,
+}
+
+impl StreamFilter {
+    pub fn new(upstream_model: &str, client_model: &str, client_wants_usage: bool) -> Self {
+        let quoted = |m: &str| {
+            let mut v = b"\"model\":".to_vec();
+            v.extend_from_slice(&serde_json::to_vec(m).expect("string serializes"));
+            v
+        };
+        Self {
+            framer: SseFramer::new(),
+            model_from: (upstream_model != client_model).then(|| quoted(upstream_model)),
+            model_to: quoted(client_model),
+            strip_usage: !client_wants_usage,
+            usage: None,
+            model: None,
+            saw_done: false,
+        }
+    }
+
+    /// True when the client's stream is byte-identical to the upstream's, so chunks can be
+    /// forwarded without copying.
+    pub fn is_identity(&self) -> bool {
+        self.model_from.is_none() && !self.strip_usage
+    }
+
+    /// Feeds one upstream chunk. Returns true when the chunk itself should be forwarded
+    /// unchanged; otherwise the bytes to forward were appended to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> bool {
+        let identity = self.is_identity();
+        let Self {
+            framer,
+            model_from,
+            model_to,
+            strip_usage,
+            usage,
+            model,
+            saw_done,
+        } = self;
+        framer.feed(chunk, |event| {
+            let data = event_data(event);
+            if data == b"[DONE]" {
+                *saw_done = true;
+            }
+            let has_usage = memmem::find(data, b"\"usage\":{").is_some();
+            if has_usage {
+                if let Some((u, m)) = reported(data) {
+                    *usage = Some(u);
+                    *model = m;
+                }
+            }
+            if identity {
+                return;
+            }
+            if *strip_usage && has_usage && memmem::find(data, b"\"choices\":[]").is_some() {
+                return; // the usage-only chunk the gateway asked for, not the client
+            }
+            let mut start = 0;
+            if let Some(from) = model_from.as_deref() {
+                if let Some(pos) = memmem::find(event, from) {
+                    out.extend_from_slice(&event[..pos]);
+                    out.extend_from_slice(model_to);
+                    start = pos + from.len();
+                }
+            }
+            let rest = &event[start..];
+            if *strip_usage {
+                if let Some(pos) = memmem::find(rest, b",\"usage\":null") {
+                    out.extend_from_slice(&rest[..pos]);
+                    out.extend_from_slice(&rest[pos + 13..]);
+                    return;
+                }
+            }
+            out.extend_from_slice(rest);
+        });
+        identity
+    }
+
+    /// End of the upstream stream: flushes any unterminated trailing bytes.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let rest = self.framer.take_rest();
+        if !self.is_identity() {
+            out.extend_from_slice(&rest);
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// The model named by the chunk that carried the usage.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// Whether the upstream ended its stream properly with `data: [DONE]`.
+    pub fn saw_done(&self) -> bool {
+        self.saw_done
+    }
+}
+
+/// The payload of a single-line `data:` event (the OpenAI format), or the empty slice.
+fn event_data(event: &[u8]) -> &[u8] {
+    let line_end = memchr::memchr2(b'\n', b'\r', event).unwrap_or(event.len());
+    let line = &event[..line_end];
+    match line.strip_prefix(b"data:") {
+        Some(d) => d.strip_prefix(b" ").unwrap_or(d),
+        None => b"",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::{parse_request, Endpoint};
+
+    const STREAM: &[u8] = b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4-0125-preview\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4-0125-preview\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi \xc3\xa9\"},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4-0125-preview\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4-0125-preview\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n\
+data: [DONE]\n\n";
+
+    fn run(filter: &mut StreamFilter, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in chunks {
+            let mut o = Vec::new();
+            if filter.feed(c, &mut o) {
+                out.extend_from_slice(c);
+            } else {
+                out.extend_from_slice(&o);
+            }
+        }
+        let mut o = Vec::new();
+        filter.finish(&mut o);
+        out.extend_from_slice(&o);
+        out
+    }
+
+    #[test]
+    fn prepare_sets_model_and_forces_usage() {
+        let p = parse_request(
+            Endpoint::ChatCompletions,
+            br#"{"model":"gpt-4","messages":[{"role":"user","content":"x"}],"stream":true}"#,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&prepare_request(p, "gpt-4-0125-preview")).unwrap();
+        assert_eq!(v["model"], "gpt-4-0125-preview");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn stream_rewrites_model_and_strips_usage_at_every_split() {
+        let mut whole = StreamFilter::new("gpt-4-0125-preview", "gpt-4", false);
+        let expected = run(&mut whole, &[STREAM]);
+        let text = String::from_utf8(expected.clone()).unwrap();
+        assert!(!text.contains("gpt-4-0125-preview"));
+        assert_eq!(text.matches("\"model\":\"gpt-4\"").count(), 3);
+        assert!(!text.contains("\"usage\""), "{text}");
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        assert_eq!(whole.usage(), Some(Usage::new(9, 2)));
+        for split in 0..STREAM.len() {
+            let mut f = StreamFilter::new("gpt-4-0125-preview", "gpt-4", false);
+            assert_eq!(run(&mut f, &[&STREAM[..split], &STREAM[split..]]), expected, "split {split}");
+            assert_eq!(f.usage(), Some(Usage::new(9, 2)));
+        }
+    }
+
+    #[test]
+    fn identity_stream_is_forwarded_untouched_and_metered() {
+        let mut f = StreamFilter::new("gpt-4-0125-preview", "gpt-4-0125-preview", true);
+        assert!(f.is_identity());
+        let mut out = Vec::new();
+        assert!(f.feed(&STREAM[..100], &mut out));
+        assert!(f.feed(&STREAM[100..], &mut out));
+        assert!(out.is_empty());
+        assert_eq!(f.usage(), Some(Usage::new(9, 2)));
+        assert!(f.saw_done());
+    }
+
+    #[test]
+    fn response_model_is_restored() {
+        let body = br#"{"id":"x","object":"chat.completion","model":"gpt-4-0125-preview","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        let (out, usage) = translate_response(body, "gpt-4");
+        let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+        assert_eq!(v["model"], "gpt-4");
+        assert_eq!(usage, Some(Usage::new(3, 4)));
+        let (out, _) = translate_response(b"<html>", "gpt-4");
+        assert!(out.is_none());
+    }
+}

@@ -1,0 +1,120 @@
+//! One JSON line per request on stdout, written by a dedicated thread.
+//!
+//! Request handlers only push a small record into a bounded queue (never blocking); the
+//! writer thread formats and writes. If the queue is full the record is dropped and counted
+//! rather than stalling a Pingora worker. Records never carry prompts, completions or keys.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct AccessRecord {
+    pub ts: String,
+    pub request_id: String,
+    pub user: Option<Arc<str>>,
+    pub method: String,
+    pub route: &'static str,
+    pub path: String,
+    pub provider: Option<Arc<str>>,
+    pub model: Option<String>,
+    pub upstream_model: Option<String>,
+    pub status: u16,
+    pub latency_ms: f64,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub error: Option<String>,
+}
+
+pub struct AccessLog {
+    tx: Option<SyncSender<AccessRecord>>,
+    pub dropped: AtomicU64,
+}
+
+impl AccessLog {
+    /// Starts the writer thread (when `enabled`).
+    pub fn start(enabled: bool) -> Arc<AccessLog> {
+        let tx = enabled.then(|| {
+            let (tx, rx) = sync_channel(16 * 1024);
+            std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || write_loop(rx))
+                .expect("spawning the access-log thread");
+            tx
+        });
+        Arc::new(AccessLog {
+            tx,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    pub fn log(&self, record: AccessRecord) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<AccessRecord>) {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(rec) = next {
+            if serde_json::to_writer(&mut out, &rec).is_ok() {
+                let _ = out.write_all(b"\n");
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+/// RFC 3339 UTC timestamp with milliseconds, without pulling in a date library.
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_416), (2025, 11, 24));
+        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    }
+}

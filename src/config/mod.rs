@@ -1,0 +1,244 @@
+//! Loading and validating the YAML configuration.
+//!
+//! `raw` mirrors the file (unknown keys are errors), `env` substitutes `${VAR}` references,
+//! and [`Config::from_raw`] turns the raw tree into the validated [`Config`] the gateway runs
+//! on, collecting every problem with its key path instead of stopping at the first.
+
+mod env;
+pub mod raw;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::auth::KeyTable;
+use crate::pricing::PriceTable;
+use crate::providers::ProviderRegistry;
+use crate::route::Router;
+
+/// One thing wrong with a configuration: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub why: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            why: why.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.why)
+        } else {
+            write!(f, "{}: {}", self.path, self.why)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Listener and limit settings (`server:`).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub metrics_listen: Option<String>,
+    pub threads: usize,
+    pub max_request_body_bytes: u64,
+    pub grace_period: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_upstream_response_bytes: u64,
+    pub access_log: bool,
+}
+
+/// The validated configuration the gateway runs on.
+pub struct Config {
+    pub server: ServerSettings,
+    pub keys: KeyTable,
+    pub providers: ProviderRegistry,
+    pub router: Router,
+    pub prices: PriceTable,
+}
+
+impl Config {
+    /// Reads, substitutes and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![Problem::new("", format!("cannot read {}: {e}", path.display()))])
+        })?;
+        Self::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses YAML text; `lookup` reads environment variables.
+    pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut tree: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| ConfigErrors(vec![Problem::new("", format!("invalid YAML: {e}"))]))?;
+        if tree.is_null() {
+            tree = serde_yaml::Value::Mapping(Default::default());
+        }
+        let mut problems = Vec::new();
+        env::substitute(&mut tree, lookup, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            ConfigErrors(vec![Problem::new(path, e.into_inner().to_string())])
+        })?;
+        Self::from_raw(raw)
+    }
+
+    /// Validates the raw tree, reporting every problem at once.
+    pub fn from_raw(raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
+        let mut problems = Vec::new();
+        let server = validate_server(&raw.server, &mut problems);
+        let keys = KeyTable::from_raw(&raw.auth.keys, &mut problems);
+        let providers = ProviderRegistry::from_raw(&raw.providers, &mut problems);
+        let router = Router::from_raw(&raw.model_mappings, &raw.routing, &providers, &mut problems);
+        let prices = PriceTable::with_overrides(&raw.pricing, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        Ok(Config {
+            server,
+            keys,
+            providers,
+            router,
+            prices,
+        })
+    }
+}
+
+fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
+    let check_addr = |path: &str, addr: &str, problems: &mut Vec<Problem>| {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(Problem::new(path, format!("`{addr}` is not an IP:port address")));
+        }
+    };
+    check_addr("server.listen", &raw.listen, problems);
+    if let Some(m) = &raw.metrics_listen {
+        check_addr("server.metrics_listen", m, problems);
+        if *m == raw.listen {
+            problems.push(Problem::new("server.metrics_listen", "must differ from server.listen"));
+        }
+    }
+    if raw.threads == 0 || raw.threads > 1024 {
+        problems.push(Problem::new("server.threads", "must be between 1 and 1024"));
+    }
+    if raw.max_request_body_bytes == 0 {
+        problems.push(Problem::new("server.max_request_body_bytes", "must be greater than 0"));
+    }
+    for (path, v) in [
+        ("server.upstream_connect_timeout_seconds", raw.upstream_connect_timeout_seconds),
+        ("server.upstream_read_timeout_seconds", raw.upstream_read_timeout_seconds),
+    ] {
+        if v == 0 {
+            problems.push(Problem::new(path, "must be greater than 0"));
+        }
+    }
+    ServerSettings {
+        listen: raw.listen.clone(),
+        metrics_listen: raw.metrics_listen.clone(),
+        threads: raw.threads.clamp(1, 1024) as usize,
+        max_request_body_bytes: raw.max_request_body_bytes,
+        grace_period: Duration::from_secs(raw.grace_period_seconds),
+        connect_timeout: Duration::from_secs(raw.upstream_connect_timeout_seconds),
+        read_timeout: Duration::from_secs(raw.upstream_read_timeout_seconds),
+        max_upstream_response_bytes: raw.max_upstream_response_bytes,
+        access_log: raw.access_log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_shipped_configs_are_valid() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        for file in ["conf/demo.yaml", "conf/gateway.yaml"] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            let lookup = |name: &str| (!name.ends_with("SHA256")).then(|| format!("test-value-for-{name}"));
+            if let Err(e) = Config::parse(&text, &lookup) {
+                panic!("{file}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_path() {
+        let e = Config::parse("server:\n  listn: 1\n", &no_env).err().unwrap();
+        assert_eq!(e.0[0].path, "server.listn");
+        assert!(e.0[0].why.contains("listn"), "{}", e.0[0].why);
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let yaml = r#"
+server: {listen: "nope", threads: 0}
+auth: {keys: [{user: a}]}
+providers:
+  openai: {auth: {method: api_key, config: {}}}
+  weird: {}
+model_mappings:
+  m: {default_provider: ghost, providers: {ghost: {model: x}}}
+routing:
+  patterns: [{pattern: "([", default_provider: openai}]
+"#;
+        let e = Config::parse(yaml, &no_env).err().unwrap();
+        let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "server.listen",
+            "server.threads",
+            "auth.keys[0]",
+            "providers.openai.auth.config",
+            "providers.weird",
+            "model_mappings.m.providers.ghost",
+            "routing.patterns[0].pattern",
+        ] {
+            assert!(paths.iter().any(|p| p.starts_with(expected)), "missing {expected} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_problems() {
+        let yaml = "auth: {keys: [{user: a, key: hunter2-secret, key_sha256: abc}]}\n";
+        let e = Config::parse(yaml, &no_env).err().unwrap();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn numbers_can_come_from_the_environment() {
+        let lookup = |n: &str| (n == "THREADS").then(|| "4".to_string());
+        let c = Config::parse("server: {threads: \"${THREADS}\"}\n", &lookup).ok().unwrap();
+        assert_eq!(c.server.threads, 4);
+    }
+}

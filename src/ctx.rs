@@ -1,0 +1,106 @@
+//! Per-request state carried through Pingora's hooks, from authentication to the access log.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchyard_filters::Usage;
+
+use crate::auth::Caller;
+use crate::errors::GatewayError;
+use crate::metrics::Metrics;
+use crate::passthrough::Passthrough;
+use crate::providers::Provider;
+
+/// What kind of request this is, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Unclassified,
+    Health,
+    Ready,
+    Models,
+    Unified(switchyard_filters::Endpoint),
+    Passthrough,
+    NotFound,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Unclassified => "unclassified",
+            RouteKind::Health => "health",
+            RouteKind::Ready => "ready",
+            RouteKind::Models => "models",
+            RouteKind::Unified(e) => e.as_str(),
+            RouteKind::Passthrough => "passthrough",
+            RouteKind::NotFound => "not_found",
+        }
+    }
+}
+
+/// Decrements the in-flight gauge when the request ends, however it ends.
+pub struct InFlight(Arc<Metrics>);
+
+impl InFlight {
+    pub fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.in_flight.inc();
+        InFlight(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub route: RouteKind,
+    pub caller: Option<Caller>,
+    pub provider: Option<Arc<Provider>>,
+    /// The model as the client named it, once it resolved to a provider.
+    pub client_model: Option<String>,
+    pub upstream_model: Option<String>,
+    /// Status of a response the gateway wrote itself (None: read it from the session).
+    pub status: Option<u16>,
+    pub usage: Option<Usage>,
+    pub cost: f64,
+    /// Why the request failed, for logs and metrics.
+    pub error: Option<GatewayError>,
+    /// Free-form failure detail for the log only (never sent to the client).
+    pub log_detail: Option<String>,
+    pub passthrough: Option<Passthrough>,
+    _in_flight: InFlight,
+}
+
+impl RequestCtx {
+    pub fn new(metrics: &Arc<Metrics>) -> Self {
+        RequestCtx {
+            request_id: String::new(),
+            started: Instant::now(),
+            route: RouteKind::Unclassified,
+            caller: None,
+            provider: None,
+            client_model: None,
+            upstream_model: None,
+            status: None,
+            usage: None,
+            cost: 0.0,
+            error: None,
+            log_detail: None,
+            passthrough: None,
+            _in_flight: InFlight::new(metrics),
+        }
+    }
+}
+
+/// A request id: the caller's `x-request-id` when it is sane, else 128 random bits in hex.
+pub fn request_id(incoming: Option<&[u8]>) -> String {
+    if let Some(id) = incoming {
+        if !id.is_empty() && id.len() <= 128 && id.iter().all(|b| b.is_ascii_graphic()) {
+            return String::from_utf8_lossy(id).into_owned();
+        }
+    }
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}

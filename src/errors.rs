@@ -1,0 +1,194 @@
+//! The gateway's one error type, rendered as OpenAI's error envelope with the right status.
+//!
+//! Every refusal the gateway produces itself goes through [`GatewayError`], so clients always
+//! get `{"error":{"message","type","param","code"}}` and an HTTP status the OpenAI SDKs map to
+//! the right exception. Messages never contain secrets: they are written from static text and
+//! caller-visible names only.
+
+use std::fmt;
+
+use switchyard_filters::openai::error_body;
+use switchyard_filters::InvalidRequest;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// 400: malformed JSON, missing or wrongly typed fields.
+    InvalidRequest { message: String, param: Option<String> },
+    /// 400: a passthrough path that tries to leave the configured endpoint.
+    BadPath(&'static str),
+    /// 401: no gateway key, or an unknown one.
+    Unauthenticated { missing: bool },
+    /// 404: the model resolves to no provider.
+    ModelNotFound { model: String, suggestions: Vec<String> },
+    /// 404: no such route, provider or model object.
+    NotFound(String),
+    /// 405: the route exists but not for this method.
+    MethodNotAllowed { allow: &'static str },
+    /// 413: the body is over `server.max_request_body_bytes`.
+    PayloadTooLarge { limit: u64 },
+    /// 502: the upstream could not be reached or answered something unusable.
+    UpstreamUnreachable { provider: String, detail: &'static str },
+    /// 502: the upstream refused the gateway's own credential (not the caller's fault).
+    UpstreamCredentialRejected { provider: String, status: u16 },
+    /// 503: the provider cannot be used right now (e.g. no credential yet).
+    ProviderUnavailable { provider: String, reason: String },
+    /// 504: the upstream did not answer in time.
+    UpstreamTimeout { provider: String },
+    /// 500: a gateway bug; details go to the log, not the client.
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidRequest { .. } | Self::BadPath(_) => 400,
+            Self::Unauthenticated { .. } => 401,
+            Self::ModelNotFound { .. } | Self::NotFound(_) => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamCredentialRejected { .. } => 502,
+            Self::ProviderUnavailable { .. } => 503,
+            Self::UpstreamTimeout { .. } => 504,
+            Self::Internal => 500,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. }
+            | Self::BadPath(_)
+            | Self::Unauthenticated { .. }
+            | Self::ModelNotFound { .. }
+            | Self::NotFound(_)
+            | Self::MethodNotAllowed { .. }
+            | Self::PayloadTooLarge { .. } => "invalid_request_error",
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamCredentialRejected { .. }
+            | Self::UpstreamTimeout { .. } => "api_error",
+            Self::ProviderUnavailable { .. } | Self::Internal => "server_error",
+        }
+    }
+
+    /// OpenAI's `error.code`.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::Unauthenticated { .. } => Some("invalid_api_key"),
+            Self::ModelNotFound { .. } => Some("model_not_found"),
+            Self::NotFound(_) => Some("not_found"),
+            Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            Self::PayloadTooLarge { .. } => Some("request_too_large"),
+            Self::BadPath(_) => Some("invalid_path"),
+            Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
+            Self::UpstreamCredentialRejected { .. } => Some("upstream_credentials_rejected"),
+            Self::ProviderUnavailable { .. } => Some("provider_unavailable"),
+            Self::InvalidRequest { .. } | Self::Internal => None,
+        }
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidRequest { param, .. } => param.as_deref(),
+            Self::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// A label for `ai_proxy_provider_errors_total{error_type}` when the error is an upstream's.
+    pub fn provider_error_type(&self) -> Option<&'static str> {
+        match self {
+            Self::UpstreamUnreachable { .. } => Some("connection"),
+            Self::UpstreamTimeout { .. } => Some("timeout"),
+            Self::UpstreamCredentialRejected { .. } => Some("credentials"),
+            Self::ProviderUnavailable { .. } => Some("unavailable"),
+            _ => None,
+        }
+    }
+
+    /// The JSON body of the error envelope.
+    pub fn body(&self) -> Vec<u8> {
+        error_body(&self.to_string(), self.kind(), self.param(), self.code())
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidRequest { message, .. } => f.write_str(message),
+            Self::BadPath(why) => write!(f, "Invalid passthrough path: {why}."),
+            Self::Unauthenticated { missing: true } => f.write_str(
+                "You didn't provide an API key. Send your gateway key in an Authorization: Bearer header (or X-API-Key, api-key, x-goog-api-key).",
+            ),
+            Self::Unauthenticated { missing: false } => {
+                f.write_str("Incorrect API key provided. Check the gateway key you are using.")
+            }
+            Self::ModelNotFound { model, suggestions } => {
+                write!(f, "The model `{model}` does not exist or is not served by this gateway.")?;
+                if !suggestions.is_empty() {
+                    write!(f, " Did you mean: {}?", suggestions.join(", "))?;
+                }
+                Ok(())
+            }
+            Self::NotFound(what) => f.write_str(what),
+            Self::MethodNotAllowed { allow } => {
+                write!(f, "Method not allowed for this route; use {allow}.")
+            }
+            Self::PayloadTooLarge { limit } => {
+                write!(f, "The request body is larger than this gateway accepts ({limit} bytes).")
+            }
+            Self::UpstreamUnreachable { provider, detail } => {
+                write!(f, "Provider `{provider}` could not be reached: {detail}.")
+            }
+            Self::UpstreamCredentialRejected { provider, status } => write!(
+                f,
+                "Provider `{provider}` rejected the gateway's credentials (HTTP {status}); this is a gateway configuration problem, not your key."
+            ),
+            Self::ProviderUnavailable { provider, reason } => {
+                write!(f, "Provider `{provider}` is unavailable: {reason}.")
+            }
+            Self::UpstreamTimeout { provider } => {
+                write!(f, "Provider `{provider}` did not answer in time.")
+            }
+            Self::Internal => f.write_str("The gateway hit an internal error."),
+        }
+    }
+}
+
+impl From<InvalidRequest> for GatewayError {
+    fn from(e: InvalidRequest) -> Self {
+        Self::InvalidRequest {
+            message: e.message,
+            param: e.param,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_renders_a_parseable_envelope() {
+        let all = [
+            GatewayError::InvalidRequest { message: "m".into(), param: Some("p".into()) },
+            GatewayError::BadPath("dot segments"),
+            GatewayError::Unauthenticated { missing: true },
+            GatewayError::ModelNotFound { model: "x".into(), suggestions: vec!["y".into()] },
+            GatewayError::NotFound("nope".into()),
+            GatewayError::MethodNotAllowed { allow: "POST" },
+            GatewayError::PayloadTooLarge { limit: 1 },
+            GatewayError::UpstreamUnreachable { provider: "p".into(), detail: "refused" },
+            GatewayError::UpstreamCredentialRejected { provider: "p".into(), status: 401 },
+            GatewayError::ProviderUnavailable { provider: "p".into(), reason: "r".into() },
+            GatewayError::UpstreamTimeout { provider: "p".into() },
+            GatewayError::Internal,
+        ];
+        for e in all {
+            let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+            assert_eq!(v["error"]["type"], e.kind());
+            assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+            assert!((400..=504).contains(&e.status()));
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Calls an upstream for a request whose body the gateway has already read and prepared
+//! (the unified API), and writes the translated answer downstream.
+//!
+//! Why not Pingora's proxy loop for these: once `request_filter` has consumed the body (it
+//! must, to route by model), Pingora 0.9 replays it upstream only from its 64 KiB retry
+//! buffer (cloudflare/pingora#575, #780), so larger prompts would hang. Here the exchange runs
+//! on Pingora's own connector and pools, with the prepared body sent in one write, which also
+//! lets later work (fallback, retries, hedging) drive several attempts per request.
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use pingora::ErrorType;
+use switchyard_filters::openai::upstream_error_body;
+use switchyard_filters::openai_upstream::{translate_response, StreamFilter};
+
+use crate::ctx::RequestCtx;
+use crate::errors::GatewayError;
+use crate::providers::endpoint::PeerTimeouts;
+use crate::providers::{Provider, Upstream};
+use crate::respond;
+
+/// Largest upstream error body read (the rest is dropped).
+const ERROR_BODY_LIMIT: usize = 256 * 1024;
+
+/// Upstream response headers worth passing to the client.
+fn forwardable(name: &str) -> bool {
+    name.starts_with("x-ratelimit-")
+        || name.starts_with("openai-")
+        || name == "retry-after"
+        || name == "retry-after-ms"
+}
+
+/// One prepared upstream call.
+pub struct UpstreamCall<'a> {
+    pub provider: &'a Provider,
+    pub upstream: &'a Upstream,
+    /// Path and query below the endpoint's base path.
+    pub path: &'a str,
+    pub body: Bytes,
+    pub stream: bool,
+    pub client_model: &'a str,
+    pub upstream_model: &'a str,
+    pub client_wants_usage: bool,
+}
+
+pub struct Forwarder<'g> {
+    pub connector: &'g Connector,
+    pub timeouts: PeerTimeouts,
+    pub max_response_bytes: u64,
+}
+
+impl Forwarder<'_> {
+    /// Runs the call. An `Err` means nothing has been sent downstream yet and the caller must
+    /// answer with the error; once the response has started, failures end the stream with
+    /// an SSE error event and `Ok` is returned.
+    pub async fn call(&self, session: &mut Session, ctx: &mut RequestCtx, call: UpstreamCall<'_>) -> Result<(), GatewayError> {
+        let provider = &*call.provider.name;
+        let endpoint = &call.upstream.endpoint;
+        let peer = endpoint.peer(self.timeouts).ok_or_else(|| GatewayError::ProviderUnavailable {
+            provider: provider.to_owned(),
+            reason: format!("the address of {} is not resolved yet", endpoint.host),
+        })?;
+        let request = self.request_header(&call).map_err(|_| GatewayError::Internal)?;
+
+        // A pooled connection may have been closed by the provider meanwhile: retry once on a
+        // fresh one when a reused connection fails before any response arrives.
+        let mut up = None;
+        for attempt in 0..2 {
+            let (mut s, reused) = self
+                .connector
+                .get_http_session(&*peer)
+                .await
+                .map_err(|e| failure(&e, provider))?;
+            match send(&mut s, request.clone(), call.body.clone()).await {
+                Ok(()) => {
+                    up = Some(s);
+                    break;
+                }
+                Err(e) => {
+                    let stale = reused
+                        && attempt == 0
+                        && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError);
+                    s.shutdown().await;
+                    if !stale {
+                        return Err(failure(&e, provider));
+                    }
+                }
+            }
+        }
+        let mut up = up.ok_or_else(|| GatewayError::UpstreamUnreachable {
+            provider: provider.to_owned(),
+            detail: "the connection was closed",
+        })?;
+        let resp = up.response_header().cloned().ok_or(GatewayError::Internal)?;
+        let status = resp.status.as_u16();
+
+        if status >= 400 {
+            let body = read_all(&mut up, ERROR_BODY_LIMIT as u64).await.unwrap_or_default();
+            self.done(up, &*peer).await;
+            if status == 401 {
+                return Err(GatewayError::UpstreamCredentialRejected {
+                    provider: provider.to_owned(),
+                    status,
+                });
+            }
+            ctx.log_detail = Some(format!("upstream answered HTTP {status}"));
+            let mut h = respond::header(status, "application/json", ctx).map_err(|_| GatewayError::Internal)?;
+            copy_headers(&resp, &mut h);
+            let body = upstream_error_body(status, &body, provider);
+            return respond::full(session, ctx, h, Bytes::from(body))
+                .await
+                .map_err(|_| GatewayError::Internal);
+        }
+
+        let is_sse = resp
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if call.stream && is_sse {
+            return self.stream(session, ctx, &call, up, &resp, &*peer).await;
+        }
+
+        let body = match read_all(&mut up, self.max_response_bytes).await {
+            Ok(b) => b,
+            Err(e) => {
+                up.shutdown().await;
+                return Err(e.map_or(
+                    GatewayError::UpstreamUnreachable {
+                        provider: provider.to_owned(),
+                        detail: "the response was larger than server.max_upstream_response_bytes",
+                    },
+                    |e| failure(&e, provider),
+                ));
+            }
+        };
+        self.done(up, &*peer).await;
+        let (rewritten, usage) = translate_response(&body, call.client_model);
+        ctx.usage = usage;
+        let mut h = respond::header(status, "application/json", ctx).map_err(|_| GatewayError::Internal)?;
+        copy_headers(&resp, &mut h);
+        let out = rewritten.map(Bytes::from).unwrap_or_else(|| Bytes::from(body));
+        respond::full(session, ctx, h, out).await.map_err(|_| GatewayError::Internal)
+    }
+
+    fn request_header(&self, call: &UpstreamCall<'_>) -> pingora::Result<RequestHeader> {
+        let path = call.upstream.endpoint.path(call.path);
+        let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8))?;
+        req.insert_header("host", call.upstream.endpoint.authority.clone())?;
+        req.insert_header("content-type", "application/json")?;
+        req.insert_header("content-length", call.body.len().to_string())?;
+        req.insert_header(
+            "accept",
+            if call.stream { "text/event-stream" } else { "application/json" },
+        )?;
+        req.insert_header("user-agent", concat!("switchyard/", env!("CARGO_PKG_VERSION")))?;
+        call.upstream.credential.apply(&mut req)?;
+        Ok(req)
+    }
+
+    async fn stream(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        call: &UpstreamCall<'_>,
+        mut up: HttpSession,
+        resp: &ResponseHeader,
+        peer: &pingora::upstreams::peer::HttpPeer,
+    ) -> Result<(), GatewayError> {
+        let provider = &*call.provider.name;
+        let mut filter = StreamFilter::new(call.upstream_model, call.client_model, call.client_wants_usage);
+        let mut h = respond::header(200, "text/event-stream", ctx).map_err(|_| GatewayError::Internal)?;
+        copy_headers(resp, &mut h);
+        respond::start_stream(session, ctx, h).await.map_err(|_| GatewayError::Internal)?;
+        let mut out = Vec::new();
+        loop {
+            let chunk = match up.read_response_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    ctx.usage = filter.usage();
+                    ctx.log_detail = Some(format!("upstream stream failed: {}", e.etype().as_str()));
+                    ctx.error = Some(failure(&e, provider));
+                    up.shutdown().await;
+                    end_with_error(session, &failure(&e, provider)).await;
+                    return Ok(());
+                }
+            };
+            out.clear();
+            let send = if filter.feed(&chunk, &mut out) {
+                chunk
+            } else {
+                Bytes::copy_from_slice(&out)
+            };
+            if !send.is_empty() && session.write_response_body(Some(send), false).await.is_err() {
+                ctx.usage = filter.usage();
+                ctx.log_detail = Some("client disconnected mid-stream".into());
+                up.shutdown().await;
+                return Ok(());
+            }
+        }
+        out.clear();
+        filter.finish(&mut out);
+        ctx.usage = filter.usage();
+        if !out.is_empty() {
+            let _ = session.write_response_body(Some(Bytes::copy_from_slice(&out)), false).await;
+        }
+        if !filter.saw_done() {
+            let e = GatewayError::UpstreamUnreachable {
+                provider: provider.to_owned(),
+                detail: "the stream ended before it was complete",
+            };
+            ctx.log_detail = Some("upstream stream ended without [DONE]".into());
+            ctx.error = Some(e.clone());
+            up.shutdown().await;
+            end_with_error(session, &e).await;
+            return Ok(());
+        }
+        let _ = session.write_response_body(None, true).await;
+        self.done(up, peer).await;
+        Ok(())
+    }
+
+    /// Returns a finished connection to the pool, or closes one that is not reusable.
+    async fn done(&self, mut up: HttpSession, peer: &pingora::upstreams::peer::HttpPeer) {
+        if up.response_done() {
+            self.connector.release_http_session(up, peer, peer.options.idle_timeout).await;
+        } else {
+            up.shutdown().await;
+        }
+    }
+}
+
+async fn send(up: &mut HttpSession, req: RequestHeader, body: Bytes) -> pingora::Result<()> {
+    up.write_request_header(Box::new(req)).await?;
+    up.write_request_body(body, true).await?;
+    up.finish_request_body().await?;
+    up.read_response_header().await
+}
+
+/// Reads the whole response body, failing with None past `limit` bytes.
+async fn read_all(up: &mut HttpSession, limit: u64) -> Result<Vec<u8>, Option<Box<pingora::Error>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = up.read_response_body().await.map_err(Some)? {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn copy_headers(from: &ResponseHeader, to: &mut ResponseHeader) {
+    for (name, value) in from.headers.iter() {
+        if forwardable(name.as_str()) {
+            let _ = to.append_header(name.clone(), value.clone());
+        }
+    }
+    if let Some(id) = from.headers.get("x-request-id") {
+        let _ = to.insert_header("x-upstream-request-id", id.clone());
+    }
+}
+
+/// Ends a started SSE response with one OpenAI error event.
+async fn end_with_error(session: &mut Session, e: &GatewayError) {
+    let mut event = Vec::new();
+    switchyard_filters::sse::write_data_event(&mut event, &e.body());
+    let _ = session.write_response_body(Some(Bytes::from(event)), true).await;
+}
+
+/// Maps a Pingora connection error to the client-facing error.
+pub fn failure(e: &pingora::Error, provider: &str) -> GatewayError {
+    use ErrorType::*;
+    let detail = match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            return GatewayError::UpstreamTimeout {
+                provider: provider.to_owned(),
+            }
+        }
+        ConnectRefused => "connection refused",
+        ConnectNoRoute => "no route to host",
+        TLSHandshakeFailure | InvalidCert | TLSWantX509Lookup => "TLS handshake failed",
+        ConnectionClosed => "the connection was closed",
+        InvalidHTTPHeader => "the response was not valid HTTP",
+        _ => "the connection failed",
+    };
+    GatewayError::UpstreamUnreachable {
+        provider: provider.to_owned(),
+        detail,
+    }
+}

@@ -1,0 +1,22 @@
+//! Switchyard: an AI gateway on Pingora.
+//!
+//! One OpenAI-compatible API routed by model name to any provider, and byte-exact native
+//! passthrough at `/providers/{name}/*` with the gateway holding the providers' credentials.
+//! Pure translation lives in the `switchyard-filters` crate; this crate holds everything
+//! with I/O: the Pingora service ([`proxy`]), configuration, authentication, providers and
+//! their credentials, routing, metrics and logs.
+
+pub mod access_log;
+pub mod auth;
+pub mod config;
+pub mod ctx;
+pub mod errors;
+pub mod forward;
+pub mod metrics;
+pub mod passthrough;
+pub mod pricing;
+pub mod providers;
+pub mod proxy;
+pub mod respond;
+pub mod route;
+pub mod server;

@@ -1,0 +1,154 @@
+//! Prometheus metrics with the design's names, and the `/metrics` listener.
+//!
+//! Each gateway instance owns its registry (tests run several in one process). Labels are
+//! bounded: provider names come from config, and model labels only ever carry names that
+//! resolved to a provider.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{
+    exponential_buckets, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use switchyard_filters::Usage;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub tokens: IntCounterVec,
+    pub cost: CounterVec,
+    pub provider_errors: IntCounterVec,
+    pub translation: HistogramVec,
+    pub openai_requests: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub legacy_bedrock_requests: IntCounter,
+    pub legacy_bedrock_duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let latency = exponential_buckets(0.005, 2.0, 14).expect("valid buckets"); // 5 ms .. 41 s
+        let fast = exponential_buckets(0.000_001, 4.0, 10).expect("valid buckets"); // 1 µs .. 0.26 s
+        let requests = IntCounterVec::new(
+            Opts::new("ai_proxy_requests_total", "Requests by provider, model and HTTP status."),
+            &["provider", "model", "status"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("ai_proxy_request_duration_seconds", "Request latency, end to end.").buckets(latency.clone()),
+            &["provider", "model"],
+        )
+        .expect("valid metric");
+        let tokens = IntCounterVec::new(
+            Opts::new("ai_proxy_tokens_total", "Tokens by provider, model and type (input|output)."),
+            &["provider", "model", "type"],
+        )
+        .expect("valid metric");
+        let cost = CounterVec::new(
+            Opts::new("ai_proxy_cost_usd_total", "Cost in USD from the price table."),
+            &["provider", "model"],
+        )
+        .expect("valid metric");
+        let provider_errors = IntCounterVec::new(
+            Opts::new("ai_proxy_provider_errors_total", "Upstream failures by provider and error type."),
+            &["provider", "error_type"],
+        )
+        .expect("valid metric");
+        let translation = HistogramVec::new(
+            HistogramOpts::new("ai_proxy_translation_duration_seconds", "Time spent translating request bodies.")
+                .buckets(fast),
+            &["from", "to"],
+        )
+        .expect("valid metric");
+        let openai_requests = IntCounterVec::new(
+            Opts::new("ai_proxy_openai_requests_total", "Unified (OpenAI-compatible) API requests by target provider."),
+            &["target_provider"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new("ai_proxy_in_flight_requests", "Requests being served now.").expect("valid metric");
+        let legacy_bedrock_requests =
+            IntCounter::new("bedrock_proxy_requests_total", "Legacy: requests served by the Bedrock provider.")
+                .expect("valid metric");
+        let legacy_bedrock_duration = Histogram::with_opts(
+            HistogramOpts::new("bedrock_proxy_request_duration_seconds", "Legacy: latency of Bedrock requests.")
+                .buckets(latency),
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(tokens.clone()),
+            Box::new(cost.clone()),
+            Box::new(provider_errors.clone()),
+            Box::new(translation.clone()),
+            Box::new(openai_requests.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(legacy_bedrock_requests.clone()),
+            Box::new(legacy_bedrock_duration.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Arc::new(Metrics {
+            registry,
+            requests,
+            duration,
+            tokens,
+            cost,
+            provider_errors,
+            translation,
+            openai_requests,
+            in_flight,
+            legacy_bedrock_requests,
+            legacy_bedrock_duration,
+        })
+    }
+
+    pub fn record_usage(&self, provider: &str, model: &str, usage: &Usage, cost: f64) {
+        self.tokens
+            .with_label_values(&[provider, model, "input"])
+            .inc_by(usage.prompt_tokens);
+        self.tokens
+            .with_label_values(&[provider, model, "output"])
+            .inc_by(usage.completion_tokens);
+        if cost > 0.0 {
+            self.cost.with_label_values(&[provider, model]).inc_by(cost);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
+
+/// The `/metrics` HTTP app on `server.metrics_listen`.
+pub struct MetricsApp(pub Arc<Metrics>);
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        let (status, ctype, body) = if path == "/metrics" {
+            (200, "text/plain; version=0.0.4", self.0.render())
+        } else {
+            (404, "text/plain", b"not found; try /metrics\n".to_vec())
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", ctype)
+            .header("content-length", body.len())
+            .body(body)
+            .expect("static response parts are valid")
+    }
+}

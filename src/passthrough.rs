@@ -1,0 +1,174 @@
+//! Native passthrough at `/providers/{name}/*` (and the older `/transparent/{name}/*`).
+//!
+//! The request goes to the provider's configured endpoint with its path and body unchanged:
+//! only the caller's gateway key is swapped for the provider's credential. Paths that could
+//! step outside the endpoint's base path are refused. The response passes through byte for
+//! byte; usage is read from a side copy (JSON) or by framing the SSE stream, never by
+//! changing what the client receives.
+
+use switchyard_filters::openai_upstream::StreamFilter;
+use switchyard_filters::Usage;
+
+use crate::errors::GatewayError;
+
+/// Largest non-stream passthrough body copied aside to read its usage.
+const USAGE_SNIFF_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The provider name and the rest of the path, for `/providers/{name}/{rest}`.
+pub fn split_route(path: &str) -> Option<(&str, &str)> {
+    let tail = path
+        .strip_prefix("/providers/")
+        .or_else(|| path.strip_prefix("/transparent/"))?;
+    match tail.find('/') {
+        Some(i) => Some((&tail[..i], &tail[i..])),
+        None => Some((tail, "")),
+    }
+}
+
+/// Checks `rest` (the path after the provider name) and returns the path and query to send
+/// upstream, relative to the endpoint's base path.
+pub fn upstream_path(rest: &str, query: Option<&str>) -> Result<String, GatewayError> {
+    if rest.is_empty() || rest == "/" {
+        return Err(GatewayError::BadPath("a path after the provider name is required"));
+    }
+    if !rest.starts_with('/') || rest.starts_with("//") {
+        return Err(GatewayError::BadPath("the path must be relative to the provider's endpoint"));
+    }
+    if rest.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {
+        return Err(GatewayError::BadPath("backslashes and control characters are not allowed"));
+    }
+    let lower = rest.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return Err(GatewayError::BadPath("encoded slashes are not allowed"));
+    }
+    for segment in rest.split('/') {
+        let s = segment.to_ascii_lowercase();
+        let decoded_dots = s.replace("%2e", ".");
+        if decoded_dots == "." || decoded_dots == ".." {
+            return Err(GatewayError::BadPath("dot segments are not allowed"));
+        }
+    }
+    let mut out = rest.to_owned();
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Ok(out)
+}
+
+/// How the response body is observed for usage.
+#[derive(Default)]
+enum Observer {
+    #[default]
+    None,
+    Json(Vec<u8>),
+    Sse(Box<StreamFilter>),
+}
+
+/// Passthrough state kept in the request context.
+pub struct Passthrough {
+    /// Upstream path and query relative to the endpoint's base path.
+    pub path: String,
+    observer: Observer,
+}
+
+impl Passthrough {
+    pub fn new(path: String) -> Self {
+        Passthrough {
+            path,
+            observer: Observer::None,
+        }
+    }
+
+    /// Chooses how to read usage once the response's content type is known.
+    pub fn observe_response(&mut self, status: u16, content_type: Option<&[u8]>) {
+        if !(200..300).contains(&status) {
+            return;
+        }
+        let ct = content_type.unwrap_or_default();
+        self.observer = if ct.starts_with(b"text/event-stream") {
+            // Identity filter: frames events to find usage, forwards nothing itself.
+            Observer::Sse(Box::new(StreamFilter::new("", "", true)))
+        } else if ct.starts_with(b"application/json") {
+            Observer::Json(Vec::new())
+        } else {
+            Observer::None
+        };
+    }
+
+    /// Sees one response chunk (which is forwarded unchanged by the caller).
+    pub fn observe_chunk(&mut self, chunk: &[u8]) {
+        match &mut self.observer {
+            Observer::None => {}
+            Observer::Json(buf) => {
+                if buf.len() + chunk.len() > USAGE_SNIFF_LIMIT {
+                    self.observer = Observer::None;
+                } else {
+                    buf.extend_from_slice(chunk);
+                }
+            }
+            Observer::Sse(f) => {
+                let mut sink = Vec::new();
+                f.feed(chunk, &mut sink);
+            }
+        }
+    }
+
+    /// The usage and model the response reported, once it is complete.
+    pub fn finish(&mut self) -> (Option<Usage>, Option<String>) {
+        match std::mem::take(&mut self.observer) {
+            Observer::None => (None, None),
+            Observer::Json(buf) => {
+                #[derive(serde::Deserialize)]
+                struct Reported {
+                    usage: Option<Usage>,
+                    model: Option<String>,
+                }
+                match serde_json::from_slice::<Reported>(&buf) {
+                    Ok(r) => (r.usage, r.model),
+                    Err(_) => (None, None),
+                }
+            }
+            Observer::Sse(f) => (f.usage(), f.model().map(str::to_owned)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_provider_and_rest() {
+        assert_eq!(split_route("/providers/openai/v1/models"), Some(("openai", "/v1/models")));
+        assert_eq!(split_route("/transparent/openai/v1/x"), Some(("openai", "/v1/x")));
+        assert_eq!(split_route("/providers/openai"), Some(("openai", "")));
+        assert_eq!(split_route("/v1/models"), None);
+    }
+
+    #[test]
+    fn refuses_every_escape() {
+        for bad in [
+            "", "/", "//evil.com/x", "/v1/../admin", "/v1/%2e%2e/admin", "/v1/%2E./x", "/v1%2fadmin",
+            "/v1/%5c..", "/v1\\..\\x", "/./v1", "/v1/.", "http://evil.com/x",
+        ] {
+            assert!(upstream_path(bad, None).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(upstream_path("/v1/chat/completions", Some("a=1")).unwrap(), "/v1/chat/completions?a=1");
+        assert_eq!(upstream_path("/v1/models/ft:gpt-4o:org..x", None).unwrap(), "/v1/models/ft:gpt-4o:org..x");
+    }
+
+    #[test]
+    fn usage_is_read_from_json_and_sse_without_changing_bytes() {
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_response(200, Some(b"application/json"));
+        p.observe_chunk(br#"{"model":"gpt-4o","usage":{"prompt_tokens":1,"#);
+        p.observe_chunk(br#""completion_tokens":2,"total_tokens":3}}"#);
+        assert_eq!(p.finish(), (Some(Usage::new(1, 2)), Some("gpt-4o".into())));
+
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_response(200, Some(b"text/event-stream; charset=utf-8"));
+        p.observe_chunk(b"data: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":5,\"total_tokens\":9}}\n\ndata: [DONE]\n\n");
+        assert_eq!(p.finish(), (Some(Usage::new(4, 5)), Some("gpt-4o".into())));
+    }
+}

@@ -1,0 +1,473 @@
+//! The Pingora `ProxyHttp` service: each hook is a few lines calling the modules that do the
+//! work.
+//!
+//! - `request_filter`: request id, local endpoints, authentication, then either the unified
+//!   API (read the bounded body, validate, resolve the model, answer from the mock or call the
+//!   upstream through [`crate::forward`]) or native passthrough (path checked, proxied below).
+//! - `upstream_peer` / `upstream_request_filter`: passthrough only; the provider's endpoint and
+//!   path, the caller's key swapped for the provider's credential.
+//! - `response_filter` / `response_body_filter`: passthrough usage observed, bytes unchanged.
+//! - `logging`: metrics and the access log for every request.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use serde_json::json;
+use switchyard_filters::openai::parse_request;
+use switchyard_filters::{mock, openai_upstream, Endpoint};
+
+use crate::access_log::{now_rfc3339, AccessLog, AccessRecord};
+use crate::config::Config;
+use crate::ctx::{request_id, RequestCtx, RouteKind};
+use crate::errors::GatewayError;
+use crate::forward::{self, Forwarder, UpstreamCall};
+use crate::metrics::Metrics;
+use crate::passthrough::{self, Passthrough};
+use crate::providers::endpoint::PeerTimeouts;
+use crate::providers::ProviderKind;
+use crate::respond;
+
+/// The gateway: configuration, metrics, logs and the upstream connector shared by all requests.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
+    connector: Connector,
+    timeouts: PeerTimeouts,
+}
+
+/// What `request_filter` decided.
+enum Next {
+    /// A response was written; the request is done.
+    Responded,
+    /// Proxy to the upstream through Pingora's hooks (passthrough).
+    Proxy,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, access_log: Arc<AccessLog>) -> Self {
+        let timeouts = PeerTimeouts {
+            connect: config.server.connect_timeout,
+            read: config.server.read_timeout,
+        };
+        Gateway {
+            config,
+            metrics,
+            access_log,
+            connector: Connector::new(None),
+            timeouts,
+        }
+    }
+
+    async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Next, GatewayError> {
+        let path = session.req_header().uri.path().to_owned();
+        let method = session.req_header().method.clone();
+        let is_get = method == http::Method::GET || method == http::Method::HEAD;
+
+        match path.as_str() {
+            "/health" | "/healthz" => {
+                ctx.route = RouteKind::Health;
+                require(is_get, "GET")?;
+                return self.local_json(session, ctx, 200, json!({"status": "ok"})).await;
+            }
+            "/ready" | "/readyz" => {
+                ctx.route = RouteKind::Ready;
+                require(is_get, "GET")?;
+                let (ready, body) = self.readiness();
+                return self.local_json(session, ctx, if ready { 200 } else { 503 }, body).await;
+            }
+            _ => {}
+        }
+
+        let caller = self.config.keys.authenticate(&session.req_header().headers)?;
+        ctx.caller = Some(caller);
+
+        if let Some(endpoint) = unified_endpoint(&path) {
+            ctx.route = RouteKind::Unified(endpoint);
+            require(method == http::Method::POST, "POST")?;
+            return self.unified(session, ctx, endpoint).await;
+        }
+        if path == "/v1/models" {
+            ctx.route = RouteKind::Models;
+            require(is_get, "GET")?;
+            return self.list_models(session, ctx).await;
+        }
+        if let Some(id) = path.strip_prefix("/v1/models/") {
+            ctx.route = RouteKind::Models;
+            require(is_get, "GET")?;
+            let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy().into_owned();
+            return self.get_model(session, ctx, &id).await;
+        }
+        if let Some((name, rest)) = passthrough::split_route(&path) {
+            ctx.route = RouteKind::Passthrough;
+            return self.start_passthrough(session, ctx, name, rest);
+        }
+        ctx.route = RouteKind::NotFound;
+        Err(GatewayError::NotFound(format!("Unknown route: {method} {path}")))
+    }
+
+    /// `/ready`: the config is loaded and at least one provider is usable.
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        let mut providers = serde_json::Map::new();
+        let mut any = false;
+        for p in self.config.providers.iter() {
+            let usable = p.upstream.as_ref().is_none_or(|u| u.endpoint.is_resolved());
+            any |= usable;
+            providers.insert(p.name.to_string(), json!({"kind": p.kind.as_str(), "usable": usable}));
+        }
+        let ready = any;
+        (ready, json!({"status": if ready { "ready" } else { "not_ready" }, "providers": providers}))
+    }
+
+    async fn local_json(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, body: serde_json::Value) -> Result<Next, GatewayError> {
+        let bytes = serde_json::to_vec(&body).map_err(|_| GatewayError::Internal)?;
+        respond::json(session, ctx, status, bytes).await.map_err(|_| GatewayError::Internal)?;
+        Ok(Next::Responded)
+    }
+
+    fn model_object(id: &str, owner: &str) -> serde_json::Value {
+        json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+    }
+
+    async fn list_models(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Next, GatewayError> {
+        let data: Vec<_> = self
+            .config
+            .router
+            .listed_models()
+            .map(|(id, owner)| Self::model_object(id, owner))
+            .collect();
+        self.local_json(session, ctx, 200, json!({"object": "list", "data": data})).await
+    }
+
+    async fn get_model(&self, session: &mut Session, ctx: &mut RequestCtx, id: &str) -> Result<Next, GatewayError> {
+        let resolved = self.config.router.resolve(id)?;
+        let body = Self::model_object(id, &resolved.provider.name);
+        self.local_json(session, ctx, 200, body).await
+    }
+
+    async fn unified(&self, session: &mut Session, ctx: &mut RequestCtx, endpoint: Endpoint) -> Result<Next, GatewayError> {
+        let raw = read_body(session, self.config.server.max_request_body_bytes).await?;
+        let parsed = parse_request(endpoint, &raw)?;
+        let resolved = self.config.router.resolve(&parsed.summary.model)?;
+        let provider = resolved.provider.clone();
+        let upstream_model = resolved.upstream_model.to_owned();
+        ctx.provider = Some(provider.clone());
+        ctx.client_model = Some(parsed.summary.model.clone());
+        ctx.upstream_model = Some(upstream_model.clone());
+        self.metrics.openai_requests.with_label_values(&[&provider.name]).inc();
+
+        match (&provider.kind, &provider.upstream) {
+            (ProviderKind::Mock, _) => {
+                let reply = mock::respond(&parsed, unix_now());
+                self.send_mock(session, ctx, reply).await?;
+                Ok(Next::Responded)
+            }
+            (ProviderKind::OpenAi, Some(upstream)) => {
+                let summary = parsed.summary.clone();
+                let started = std::time::Instant::now();
+                let body = openai_upstream::prepare_request(parsed, &upstream_model);
+                self.metrics
+                    .translation
+                    .with_label_values(&["openai", provider.kind.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+                let forwarder = Forwarder {
+                    connector: &self.connector,
+                    timeouts: self.timeouts,
+                    max_response_bytes: self.config.server.max_upstream_response_bytes,
+                };
+                let path = format!("/v1{}", endpoint.path());
+                forwarder
+                    .call(
+                        session,
+                        ctx,
+                        UpstreamCall {
+                            provider: &provider,
+                            upstream,
+                            path: &path,
+                            body: Bytes::from(body),
+                            stream: summary.stream,
+                            client_model: &summary.model,
+                            upstream_model: &upstream_model,
+                            client_wants_usage: summary.client_wants_usage,
+                        },
+                    )
+                    .await?;
+                Ok(Next::Responded)
+            }
+            (ProviderKind::OpenAi, None) => Err(GatewayError::Internal),
+        }
+    }
+
+    async fn send_mock(&self, session: &mut Session, ctx: &mut RequestCtx, reply: mock::MockReply) -> Result<(), GatewayError> {
+        ctx.usage = reply.usage;
+        let io = |_| GatewayError::Internal;
+        let mut h = respond::header(reply.status, reply.content_type, ctx).map_err(io)?;
+        if let Some(secs) = reply.retry_after {
+            h.insert_header("retry-after", secs.to_string()).map_err(io)?;
+        }
+        if reply.content_type == "text/event-stream" {
+            respond::start_stream(session, ctx, h).await.map_err(io)?;
+            for chunk in reply.chunks {
+                session.write_response_body(Some(Bytes::from(chunk)), false).await.map_err(io)?;
+            }
+            session.write_response_body(None, true).await.map_err(io)?;
+        } else {
+            let body = Bytes::from(reply.chunks.concat());
+            respond::full(session, ctx, h, body).await.map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn start_passthrough(&self, session: &mut Session, ctx: &mut RequestCtx, name: &str, rest: &str) -> Result<Next, GatewayError> {
+        let uri = &session.req_header().uri;
+        if uri.scheme().is_some() || uri.authority().is_some() {
+            return Err(GatewayError::BadPath("absolute-form request targets are not allowed"));
+        }
+        let provider = self
+            .config
+            .providers
+            .get(name)
+            .ok_or_else(|| GatewayError::NotFound(format!("No provider named `{name}` is configured.")))?;
+        if provider.upstream.is_none() {
+            return Err(GatewayError::NotFound(format!("Provider `{name}` has no native API to pass through to.")));
+        }
+        let path = passthrough::upstream_path(rest, uri.query())?;
+        ctx.provider = Some(provider.clone());
+        ctx.passthrough = Some(Passthrough::new(path));
+        Ok(Next::Proxy)
+    }
+}
+
+fn require(ok: bool, allow: &'static str) -> Result<(), GatewayError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(GatewayError::MethodNotAllowed { allow })
+    }
+}
+
+fn unified_endpoint(path: &str) -> Option<Endpoint> {
+    match path.trim_end_matches('/') {
+        "/v1/chat/completions" | "/chat/completions" => Some(Endpoint::ChatCompletions),
+        "/v1/completions" | "/completions" => Some(Endpoint::Completions),
+        "/v1/embeddings" | "/embeddings" => Some(Endpoint::Embeddings),
+        _ => None,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Reads the request body, refusing more than `limit` bytes (413) before or while reading.
+async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes, GatewayError> {
+    let too_large = GatewayError::PayloadTooLarge { limit };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large);
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .downstream_session
+            .write_continue_response()
+            .await
+            .map_err(|_| GatewayError::Internal)?;
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(too_large);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return Err(GatewayError::InvalidRequest {
+                    message: "The request body could not be read.".into(),
+                    param: None,
+                })
+            }
+        }
+    }
+    Ok(body.freeze())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(&self.metrics)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = request_id(session.req_header().headers.get("x-request-id").map(|v| v.as_bytes()));
+        match self.route(session, ctx).await {
+            Ok(Next::Responded) => Ok(true),
+            Ok(Next::Proxy) => Ok(false),
+            Err(e) => {
+                respond::error(session, ctx, &e).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let upstream = ctx.provider.as_ref().and_then(|p| p.upstream.as_ref());
+        let Some(upstream) = upstream else {
+            return Error::e_explain(ErrorType::InternalError, "passthrough without a provider");
+        };
+        match upstream.endpoint.peer(self.timeouts) {
+            Some(peer) => Ok(peer),
+            None => {
+                ctx.error = Some(GatewayError::ProviderUnavailable {
+                    provider: ctx.provider.as_ref().map(|p| p.name.to_string()).unwrap_or_default(),
+                    reason: format!("the address of {} is not resolved yet", upstream.endpoint.host),
+                });
+                Error::e_explain(ErrorType::HTTPStatus(503), "provider address unresolved")
+            }
+        }
+    }
+
+    async fn upstream_request_filter(&self, _session: &mut Session, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let (Some(provider), Some(pt)) = (ctx.provider.as_ref(), ctx.passthrough.as_ref()) else {
+            return Error::e_explain(ErrorType::InternalError, "passthrough state missing");
+        };
+        let Some(upstream) = provider.upstream.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "passthrough without an upstream");
+        };
+        let uri: http::Uri = upstream
+            .endpoint
+            .path(&pt.path)
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
+        req.set_uri(uri);
+        req.insert_header("host", upstream.endpoint.authority.clone())?;
+        upstream.credential.apply(req)
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if let Some(pt) = ctx.passthrough.as_mut() {
+            pt.observe_response(resp.status.as_u16(), resp.headers.get("content-type").map(|v| v.as_bytes()));
+            resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let (Some(pt), Some(chunk)) = (ctx.passthrough.as_mut(), body.as_ref()) {
+            pt.observe_chunk(chunk);
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let provider = ctx.provider.as_ref().map(|p| p.name.to_string()).unwrap_or_default();
+        let err = match (ctx.error.clone(), e.etype()) {
+            (Some(err), _) => err,
+            (None, ErrorType::HTTPStatus(400)) => GatewayError::InvalidRequest {
+                message: "The request could not be read.".into(),
+                param: None,
+            },
+            (None, _) if e.esource() == &pingora::ErrorSource::Downstream => {
+                return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            }
+            (None, _) => forward::failure(e, &provider),
+        };
+        ctx.log_detail = Some(format!("{}", e.etype().as_str()));
+        let code = err.status();
+        if session.response_written().is_none() {
+            let _ = respond::error(session, ctx, &err).await;
+        } else {
+            ctx.error = Some(err);
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(pt) = ctx.passthrough.as_mut() {
+            let (usage, model) = pt.finish();
+            ctx.usage = usage;
+            if ctx.client_model.is_none() {
+                ctx.client_model = model;
+            }
+        }
+        let status = ctx
+            .status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(if e.is_some() { 502 } else { 0 });
+        let latency = ctx.started.elapsed();
+        let provider = ctx.provider.as_ref().map_or("none", |p| &*p.name);
+        let model = ctx.client_model.as_deref().unwrap_or("none");
+        let status_code = http::StatusCode::from_u16(status).ok();
+        let status_label = status_code.as_ref().map_or("000", http::StatusCode::as_str);
+        self.metrics.requests.with_label_values(&[provider, model, status_label]).inc();
+        self.metrics
+            .duration
+            .with_label_values(&[provider, model])
+            .observe(latency.as_secs_f64());
+        if let Some(kind) = ctx.error.as_ref().and_then(GatewayError::provider_error_type) {
+            self.metrics.provider_errors.with_label_values(&[provider, kind]).inc();
+        } else if status >= 400 && ctx.provider.is_some() && ctx.error.is_none() {
+            let kind = match status {
+                429 => "rate_limit",
+                s if s >= 500 => "server_error",
+                _ => "client_error",
+            };
+            self.metrics.provider_errors.with_label_values(&[provider, kind]).inc();
+        }
+        if let Some(usage) = ctx.usage {
+            let upstream = ctx.upstream_model.as_deref().unwrap_or(model);
+            ctx.cost = self.config.prices.cost(&[upstream, model], &usage);
+            self.metrics.record_usage(provider, model, &usage, ctx.cost);
+        }
+        self.access_log.log(AccessRecord {
+            ts: now_rfc3339(),
+            request_id: std::mem::take(&mut ctx.request_id),
+            user: ctx.caller.as_ref().map(|c| c.user.clone()),
+            method: session.req_header().method.as_str().to_owned(),
+            route: ctx.route.as_str(),
+            path: session.req_header().uri.path().chars().take(256).collect(),
+            provider: ctx.provider.as_ref().map(|p| p.name.clone()),
+            model: ctx.client_model.take(),
+            upstream_model: ctx.upstream_model.take(),
+            status,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            input_tokens: ctx.usage.map(|u| u.prompt_tokens),
+            output_tokens: ctx.usage.map(|u| u.completion_tokens),
+            cost_usd: ctx.usage.map(|_| ctx.cost),
+            error: ctx
+                .log_detail
+                .take()
+                .or_else(|| ctx.error.as_ref().map(|e| e.code().unwrap_or(e.kind()).to_owned())),
+        });
+    }
+}
