@@ -43,7 +43,10 @@ impl KeyTable {
             }
             let digest = match (&k.key, &k.key_sha256) {
                 (Some(_), Some(_)) => {
-                    problems.push(Problem::new(&path, "give either `key` or `key_sha256`, not both"));
+                    problems.push(Problem::new(
+                        &path,
+                        "give either `key` or `key_sha256`, not both",
+                    ));
                     continue;
                 }
                 (None, None) => {
@@ -52,7 +55,10 @@ impl KeyTable {
                 }
                 (Some(key), None) => {
                     if key.len() < 8 {
-                        problems.push(Problem::new(format!("{path}.key"), "is too short (at least 8 characters)"));
+                        problems.push(Problem::new(
+                            format!("{path}.key"),
+                            "is too short (at least 8 characters)",
+                        ));
                         continue;
                     }
                     sha256(key.as_bytes())
@@ -69,7 +75,10 @@ impl KeyTable {
                     d
                 }
             };
-            if by_digest.insert(digest, Arc::from(k.user.as_str())).is_some() {
+            if by_digest
+                .insert(digest, Arc::from(k.user.as_str()))
+                .is_some()
+            {
                 problems.push(Problem::new(&path, "the same key is configured twice"));
             }
         }
@@ -86,10 +95,13 @@ impl KeyTable {
 
     /// Authenticates the caller from the request headers.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
-        let presented = presented_key(headers).ok_or(GatewayError::Unauthenticated { missing: true })?;
+        let presented =
+            presented_key(headers).ok_or(GatewayError::Unauthenticated { missing: true })?;
         let digest = sha256(presented);
         match self.by_digest.get_key_value(&digest) {
-            Some((stored, user)) if bool::from(stored.ct_eq(&digest)) => Ok(Caller { user: user.clone() }),
+            Some((stored, user)) if bool::from(stored.ct_eq(&digest)) => {
+                Ok(Caller { user: user.clone() })
+            }
             _ => Err(GatewayError::Unauthenticated { missing: false }),
         }
     }
@@ -126,7 +138,11 @@ mod tests {
 
     fn table() -> KeyTable {
         let keys = vec![
-            RawKey { user: "alice".into(), key: Some("sk-alice-123".into()), key_sha256: None },
+            RawKey {
+                user: "alice".into(),
+                key: Some("sk-alice-123".into()),
+                key_sha256: None,
+            },
             RawKey {
                 user: "bob".into(),
                 key: None,
@@ -155,9 +171,18 @@ mod tests {
             ("api-key", "sk-alice-123"),
             ("x-goog-api-key", "sk-alice-123"),
         ] {
-            assert_eq!(&*t.authenticate(&headers(name, value)).unwrap().user, "alice", "{name}");
+            assert_eq!(
+                &*t.authenticate(&headers(name, value)).unwrap().user,
+                "alice",
+                "{name}"
+            );
         }
-        assert_eq!(&*t.authenticate(&headers("x-api-key", "sk-bob-4567")).unwrap().user, "bob");
+        assert_eq!(
+            &*t.authenticate(&headers("x-api-key", "sk-bob-4567"))
+                .unwrap()
+                .user,
+            "bob"
+        );
     }
 
     #[test]
@@ -168,11 +193,13 @@ mod tests {
             GatewayError::Unauthenticated { missing: true }
         );
         assert_eq!(
-            t.authenticate(&headers("authorization", "Basic abc")).unwrap_err(),
+            t.authenticate(&headers("authorization", "Basic abc"))
+                .unwrap_err(),
             GatewayError::Unauthenticated { missing: true }
         );
         assert_eq!(
-            t.authenticate(&headers("authorization", "Bearer sk-alice-124")).unwrap_err(),
+            t.authenticate(&headers("authorization", "Bearer sk-alice-124"))
+                .unwrap_err(),
             GatewayError::Unauthenticated { missing: false }
         );
     }

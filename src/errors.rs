@@ -13,13 +13,19 @@ use switchyard_filters::InvalidRequest;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
     /// 400: malformed JSON, missing or wrongly typed fields.
-    InvalidRequest { message: String, param: Option<String> },
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
     /// 400: a passthrough path that tries to leave the configured endpoint.
     BadPath(&'static str),
     /// 401: no gateway key, or an unknown one.
     Unauthenticated { missing: bool },
     /// 404: the model resolves to no provider.
-    ModelNotFound { model: String, suggestions: Vec<String> },
+    ModelNotFound {
+        model: String,
+        suggestions: Vec<String>,
+    },
     /// 404: no such route, provider or model object.
     NotFound(String),
     /// 405: the route exists but not for this method.
@@ -27,7 +33,10 @@ pub enum GatewayError {
     /// 413: the body is over `server.max_request_body_bytes`.
     PayloadTooLarge { limit: u64 },
     /// 502: the upstream could not be reached or answered something unusable.
-    UpstreamUnreachable { provider: String, detail: &'static str },
+    UpstreamUnreachable {
+        provider: String,
+        detail: &'static str,
+    },
     /// 502: the upstream refused the gateway's own credential (not the caller's fault).
     UpstreamCredentialRejected { provider: String, status: u16 },
     /// 503: the provider cannot be used right now (e.g. no credential yet).
@@ -171,17 +180,34 @@ mod tests {
     #[test]
     fn every_variant_renders_a_parseable_envelope() {
         let all = [
-            GatewayError::InvalidRequest { message: "m".into(), param: Some("p".into()) },
+            GatewayError::InvalidRequest {
+                message: "m".into(),
+                param: Some("p".into()),
+            },
             GatewayError::BadPath("dot segments"),
             GatewayError::Unauthenticated { missing: true },
-            GatewayError::ModelNotFound { model: "x".into(), suggestions: vec!["y".into()] },
+            GatewayError::ModelNotFound {
+                model: "x".into(),
+                suggestions: vec!["y".into()],
+            },
             GatewayError::NotFound("nope".into()),
             GatewayError::MethodNotAllowed { allow: "POST" },
             GatewayError::PayloadTooLarge { limit: 1 },
-            GatewayError::UpstreamUnreachable { provider: "p".into(), detail: "refused" },
-            GatewayError::UpstreamCredentialRejected { provider: "p".into(), status: 401 },
-            GatewayError::ProviderUnavailable { provider: "p".into(), reason: "r".into() },
-            GatewayError::UpstreamTimeout { provider: "p".into() },
+            GatewayError::UpstreamUnreachable {
+                provider: "p".into(),
+                detail: "refused",
+            },
+            GatewayError::UpstreamCredentialRejected {
+                provider: "p".into(),
+                status: 401,
+            },
+            GatewayError::ProviderUnavailable {
+                provider: "p".into(),
+                reason: "r".into(),
+            },
+            GatewayError::UpstreamTimeout {
+                provider: "p".into(),
+            },
             GatewayError::Internal,
         ];
         for e in all {

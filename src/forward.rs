@@ -56,14 +56,24 @@ impl Forwarder<'_> {
     /// Runs the call. An `Err` means nothing has been sent downstream yet and the caller must
     /// answer with the error; once the response has started, failures end the stream with
     /// an SSE error event and `Ok` is returned.
-    pub async fn call(&self, session: &mut Session, ctx: &mut RequestCtx, call: UpstreamCall<'_>) -> Result<(), GatewayError> {
+    pub async fn call(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        call: UpstreamCall<'_>,
+    ) -> Result<(), GatewayError> {
         let provider = &*call.provider.name;
         let endpoint = &call.upstream.endpoint;
-        let peer = endpoint.peer(self.timeouts).ok_or_else(|| GatewayError::ProviderUnavailable {
-            provider: provider.to_owned(),
-            reason: format!("the address of {} is not resolved yet", endpoint.host),
-        })?;
-        let request = self.request_header(&call).map_err(|_| GatewayError::Internal)?;
+        let peer =
+            endpoint
+                .peer(self.timeouts)
+                .ok_or_else(|| GatewayError::ProviderUnavailable {
+                    provider: provider.to_owned(),
+                    reason: format!("the address of {} is not resolved yet", endpoint.host),
+                })?;
+        let request = self
+            .request_header(&call)
+            .map_err(|_| GatewayError::Internal)?;
 
         // A pooled connection may have been closed by the provider meanwhile: retry once on a
         // fresh one when a reused connection fails before any response arrives.
@@ -74,6 +84,8 @@ impl Forwarder<'_> {
                 .get_http_session(&*peer)
                 .await
                 .map_err(|e| failure(&e, provider))?;
+            s.set_read_timeout(Some(self.timeouts.read));
+            s.set_write_timeout(Some(self.timeouts.read));
             match send(&mut s, request.clone(), call.body.clone()).await {
                 Ok(()) => {
                     up = Some(s);
@@ -82,7 +94,12 @@ impl Forwarder<'_> {
                 Err(e) => {
                     let stale = reused
                         && attempt == 0
-                        && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError);
+                        && matches!(
+                            e.etype(),
+                            ErrorType::ConnectionClosed
+                                | ErrorType::ReadError
+                                | ErrorType::WriteError
+                        );
                     s.shutdown().await;
                     if !stale {
                         return Err(failure(&e, provider));
@@ -94,11 +111,16 @@ impl Forwarder<'_> {
             provider: provider.to_owned(),
             detail: "the connection was closed",
         })?;
-        let resp = up.response_header().cloned().ok_or(GatewayError::Internal)?;
+        let resp = up
+            .response_header()
+            .cloned()
+            .ok_or(GatewayError::Internal)?;
         let status = resp.status.as_u16();
 
         if status >= 400 {
-            let body = read_all(&mut up, ERROR_BODY_LIMIT as u64).await.unwrap_or_default();
+            let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
+                .await
+                .unwrap_or_default();
             self.done(up, &*peer).await;
             if status == 401 {
                 return Err(GatewayError::UpstreamCredentialRejected {
@@ -107,7 +129,8 @@ impl Forwarder<'_> {
                 });
             }
             ctx.log_detail = Some(format!("upstream answered HTTP {status}"));
-            let mut h = respond::header(status, "application/json", ctx).map_err(|_| GatewayError::Internal)?;
+            let mut h = respond::header(status, "application/json", ctx)
+                .map_err(|_| GatewayError::Internal)?;
             copy_headers(&resp, &mut h);
             let body = upstream_error_body(status, &body, provider);
             return respond::full(session, ctx, h, Bytes::from(body))
@@ -139,10 +162,15 @@ impl Forwarder<'_> {
         self.done(up, &*peer).await;
         let (rewritten, usage) = translate_response(&body, call.client_model);
         ctx.usage = usage;
-        let mut h = respond::header(status, "application/json", ctx).map_err(|_| GatewayError::Internal)?;
+        let mut h =
+            respond::header(status, "application/json", ctx).map_err(|_| GatewayError::Internal)?;
         copy_headers(&resp, &mut h);
-        let out = rewritten.map(Bytes::from).unwrap_or_else(|| Bytes::from(body));
-        respond::full(session, ctx, h, out).await.map_err(|_| GatewayError::Internal)
+        let out = rewritten
+            .map(Bytes::from)
+            .unwrap_or_else(|| Bytes::from(body));
+        respond::full(session, ctx, h, out)
+            .await
+            .map_err(|_| GatewayError::Internal)
     }
 
     fn request_header(&self, call: &UpstreamCall<'_>) -> pingora::Result<RequestHeader> {
@@ -153,9 +181,16 @@ impl Forwarder<'_> {
         req.insert_header("content-length", call.body.len().to_string())?;
         req.insert_header(
             "accept",
-            if call.stream { "text/event-stream" } else { "application/json" },
+            if call.stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
         )?;
-        req.insert_header("user-agent", concat!("switchyard/", env!("CARGO_PKG_VERSION")))?;
+        req.insert_header(
+            "user-agent",
+            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+        )?;
         call.upstream.credential.apply(&mut req)?;
         Ok(req)
     }
@@ -170,10 +205,17 @@ impl Forwarder<'_> {
         peer: &pingora::upstreams::peer::HttpPeer,
     ) -> Result<(), GatewayError> {
         let provider = &*call.provider.name;
-        let mut filter = StreamFilter::new(call.upstream_model, call.client_model, call.client_wants_usage);
-        let mut h = respond::header(200, "text/event-stream", ctx).map_err(|_| GatewayError::Internal)?;
+        let mut filter = StreamFilter::new(
+            call.upstream_model,
+            call.client_model,
+            call.client_wants_usage,
+        );
+        let mut h =
+            respond::header(200, "text/event-stream", ctx).map_err(|_| GatewayError::Internal)?;
         copy_headers(resp, &mut h);
-        respond::start_stream(session, ctx, h).await.map_err(|_| GatewayError::Internal)?;
+        respond::start_stream(session, ctx, h)
+            .await
+            .map_err(|_| GatewayError::Internal)?;
         let mut out = Vec::new();
         loop {
             let chunk = match up.read_response_body().await {
@@ -181,7 +223,8 @@ impl Forwarder<'_> {
                 Ok(None) => break,
                 Err(e) => {
                     ctx.usage = filter.usage();
-                    ctx.log_detail = Some(format!("upstream stream failed: {}", e.etype().as_str()));
+                    ctx.log_detail =
+                        Some(format!("upstream stream failed: {}", e.etype().as_str()));
                     ctx.error = Some(failure(&e, provider));
                     up.shutdown().await;
                     end_with_error(session, &failure(&e, provider)).await;
@@ -194,7 +237,12 @@ impl Forwarder<'_> {
             } else {
                 Bytes::copy_from_slice(&out)
             };
-            if !send.is_empty() && session.write_response_body(Some(send), false).await.is_err() {
+            if !send.is_empty()
+                && session
+                    .write_response_body(Some(send), false)
+                    .await
+                    .is_err()
+            {
                 ctx.usage = filter.usage();
                 ctx.log_detail = Some("client disconnected mid-stream".into());
                 up.shutdown().await;
@@ -205,7 +253,9 @@ impl Forwarder<'_> {
         filter.finish(&mut out);
         ctx.usage = filter.usage();
         if !out.is_empty() {
-            let _ = session.write_response_body(Some(Bytes::copy_from_slice(&out)), false).await;
+            let _ = session
+                .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
+                .await;
         }
         if !filter.saw_done() {
             let e = GatewayError::UpstreamUnreachable {
@@ -226,7 +276,9 @@ impl Forwarder<'_> {
     /// Returns a finished connection to the pool, or closes one that is not reusable.
     async fn done(&self, mut up: HttpSession, peer: &pingora::upstreams::peer::HttpPeer) {
         if up.response_done() {
-            self.connector.release_http_session(up, peer, peer.options.idle_timeout).await;
+            self.connector
+                .release_http_session(up, peer, peer.options.idle_timeout)
+                .await;
         } else {
             up.shutdown().await;
         }
@@ -241,7 +293,10 @@ async fn send(up: &mut HttpSession, req: RequestHeader, body: Bytes) -> pingora:
 }
 
 /// Reads the whole response body, failing with None past `limit` bytes.
-async fn read_all(up: &mut HttpSession, limit: u64) -> Result<Vec<u8>, Option<Box<pingora::Error>>> {
+async fn read_all(
+    up: &mut HttpSession,
+    limit: u64,
+) -> Result<Vec<u8>, Option<Box<pingora::Error>>> {
     let mut body = Vec::new();
     while let Some(chunk) = up.read_response_body().await.map_err(Some)? {
         if body.len() as u64 + chunk.len() as u64 > limit {
@@ -267,7 +322,9 @@ fn copy_headers(from: &ResponseHeader, to: &mut ResponseHeader) {
 async fn end_with_error(session: &mut Session, e: &GatewayError) {
     let mut event = Vec::new();
     switchyard_filters::sse::write_data_event(&mut event, &e.body());
-    let _ = session.write_response_body(Some(Bytes::from(event)), true).await;
+    let _ = session
+        .write_response_body(Some(Bytes::from(event)), true)
+        .await;
 }
 
 /// Maps a Pingora connection error to the client-facing error.

@@ -36,48 +36,76 @@ impl Metrics {
         let latency = exponential_buckets(0.005, 2.0, 14).expect("valid buckets"); // 5 ms .. 41 s
         let fast = exponential_buckets(0.000_001, 4.0, 10).expect("valid buckets"); // 1 µs .. 0.26 s
         let requests = IntCounterVec::new(
-            Opts::new("ai_proxy_requests_total", "Requests by provider, model and HTTP status."),
+            Opts::new(
+                "ai_proxy_requests_total",
+                "Requests by provider, model and HTTP status.",
+            ),
             &["provider", "model", "status"],
         )
         .expect("valid metric");
         let duration = HistogramVec::new(
-            HistogramOpts::new("ai_proxy_request_duration_seconds", "Request latency, end to end.").buckets(latency.clone()),
+            HistogramOpts::new(
+                "ai_proxy_request_duration_seconds",
+                "Request latency, end to end.",
+            )
+            .buckets(latency.clone()),
             &["provider", "model"],
         )
         .expect("valid metric");
         let tokens = IntCounterVec::new(
-            Opts::new("ai_proxy_tokens_total", "Tokens by provider, model and type (input|output)."),
+            Opts::new(
+                "ai_proxy_tokens_total",
+                "Tokens by provider, model and type (input|output).",
+            ),
             &["provider", "model", "type"],
         )
         .expect("valid metric");
         let cost = CounterVec::new(
-            Opts::new("ai_proxy_cost_usd_total", "Cost in USD from the price table."),
+            Opts::new(
+                "ai_proxy_cost_usd_total",
+                "Cost in USD from the price table.",
+            ),
             &["provider", "model"],
         )
         .expect("valid metric");
         let provider_errors = IntCounterVec::new(
-            Opts::new("ai_proxy_provider_errors_total", "Upstream failures by provider and error type."),
+            Opts::new(
+                "ai_proxy_provider_errors_total",
+                "Upstream failures by provider and error type.",
+            ),
             &["provider", "error_type"],
         )
         .expect("valid metric");
         let translation = HistogramVec::new(
-            HistogramOpts::new("ai_proxy_translation_duration_seconds", "Time spent translating request bodies.")
-                .buckets(fast),
+            HistogramOpts::new(
+                "ai_proxy_translation_duration_seconds",
+                "Time spent translating request bodies.",
+            )
+            .buckets(fast),
             &["from", "to"],
         )
         .expect("valid metric");
         let openai_requests = IntCounterVec::new(
-            Opts::new("ai_proxy_openai_requests_total", "Unified (OpenAI-compatible) API requests by target provider."),
+            Opts::new(
+                "ai_proxy_openai_requests_total",
+                "Unified (OpenAI-compatible) API requests by target provider.",
+            ),
             &["target_provider"],
         )
         .expect("valid metric");
-        let in_flight = IntGauge::new("ai_proxy_in_flight_requests", "Requests being served now.").expect("valid metric");
-        let legacy_bedrock_requests =
-            IntCounter::new("bedrock_proxy_requests_total", "Legacy: requests served by the Bedrock provider.")
-                .expect("valid metric");
+        let in_flight = IntGauge::new("ai_proxy_in_flight_requests", "Requests being served now.")
+            .expect("valid metric");
+        let legacy_bedrock_requests = IntCounter::new(
+            "bedrock_proxy_requests_total",
+            "Legacy: requests served by the Bedrock provider.",
+        )
+        .expect("valid metric");
         let legacy_bedrock_duration = Histogram::with_opts(
-            HistogramOpts::new("bedrock_proxy_request_duration_seconds", "Legacy: latency of Bedrock requests.")
-                .buckets(latency),
+            HistogramOpts::new(
+                "bedrock_proxy_request_duration_seconds",
+                "Legacy: latency of Bedrock requests.",
+            )
+            .buckets(latency),
         )
         .expect("valid metric");
         for c in [
@@ -130,7 +158,6 @@ impl Metrics {
         out
     }
 }
-
 
 /// The `/metrics` HTTP app on `server.metrics_listen`.
 pub struct MetricsApp(pub Arc<Metrics>);

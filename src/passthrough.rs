@@ -29,13 +29,19 @@ pub fn split_route(path: &str) -> Option<(&str, &str)> {
 /// upstream, relative to the endpoint's base path.
 pub fn upstream_path(rest: &str, query: Option<&str>) -> Result<String, GatewayError> {
     if rest.is_empty() || rest == "/" {
-        return Err(GatewayError::BadPath("a path after the provider name is required"));
+        return Err(GatewayError::BadPath(
+            "a path after the provider name is required",
+        ));
     }
     if !rest.starts_with('/') || rest.starts_with("//") {
-        return Err(GatewayError::BadPath("the path must be relative to the provider's endpoint"));
+        return Err(GatewayError::BadPath(
+            "the path must be relative to the provider's endpoint",
+        ));
     }
     if rest.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {
-        return Err(GatewayError::BadPath("backslashes and control characters are not allowed"));
+        return Err(GatewayError::BadPath(
+            "backslashes and control characters are not allowed",
+        ));
     }
     let lower = rest.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
@@ -140,8 +146,14 @@ mod tests {
 
     #[test]
     fn splits_provider_and_rest() {
-        assert_eq!(split_route("/providers/openai/v1/models"), Some(("openai", "/v1/models")));
-        assert_eq!(split_route("/transparent/openai/v1/x"), Some(("openai", "/v1/x")));
+        assert_eq!(
+            split_route("/providers/openai/v1/models"),
+            Some(("openai", "/v1/models"))
+        );
+        assert_eq!(
+            split_route("/transparent/openai/v1/x"),
+            Some(("openai", "/v1/x"))
+        );
         assert_eq!(split_route("/providers/openai"), Some(("openai", "")));
         assert_eq!(split_route("/v1/models"), None);
     }
@@ -149,13 +161,29 @@ mod tests {
     #[test]
     fn refuses_every_escape() {
         for bad in [
-            "", "/", "//evil.com/x", "/v1/../admin", "/v1/%2e%2e/admin", "/v1/%2E./x", "/v1%2fadmin",
-            "/v1/%5c..", "/v1\\..\\x", "/./v1", "/v1/.", "http://evil.com/x",
+            "",
+            "/",
+            "//evil.com/x",
+            "/v1/../admin",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E./x",
+            "/v1%2fadmin",
+            "/v1/%5c..",
+            "/v1\\..\\x",
+            "/./v1",
+            "/v1/.",
+            "http://evil.com/x",
         ] {
             assert!(upstream_path(bad, None).is_err(), "{bad:?} was accepted");
         }
-        assert_eq!(upstream_path("/v1/chat/completions", Some("a=1")).unwrap(), "/v1/chat/completions?a=1");
-        assert_eq!(upstream_path("/v1/models/ft:gpt-4o:org..x", None).unwrap(), "/v1/models/ft:gpt-4o:org..x");
+        assert_eq!(
+            upstream_path("/v1/chat/completions", Some("a=1")).unwrap(),
+            "/v1/chat/completions?a=1"
+        );
+        assert_eq!(
+            upstream_path("/v1/models/ft:gpt-4o:org..x", None).unwrap(),
+            "/v1/models/ft:gpt-4o:org..x"
+        );
     }
 
     #[test]

@@ -24,16 +24,28 @@ pub struct PriceTable {
 }
 
 impl PriceTable {
-    pub fn with_overrides(overrides: &BTreeMap<String, RawPrice>, problems: &mut Vec<Problem>) -> Self {
-        let shipped: BTreeMap<String, RawPrice> =
-            serde_yaml::from_str(SHIPPED).expect("conf/prices.yaml is valid (checked by a unit test)");
+    pub fn with_overrides(
+        overrides: &BTreeMap<String, RawPrice>,
+        problems: &mut Vec<Problem>,
+    ) -> Self {
+        let shipped: BTreeMap<String, RawPrice> = serde_yaml::from_str(SHIPPED)
+            .expect("conf/prices.yaml is valid (checked by a unit test)");
         let mut prices = HashMap::new();
         for (model, p) in shipped.iter().chain(overrides) {
-            prices.insert(model.clone(), Price { input_per_million: p.input, output_per_million: p.output });
+            prices.insert(
+                model.clone(),
+                Price {
+                    input_per_million: p.input,
+                    output_per_million: p.output,
+                },
+            );
         }
         for (model, p) in overrides {
             if !(p.input.is_finite() && p.output.is_finite() && p.input >= 0.0 && p.output >= 0.0) {
-                problems.push(Problem::new(format!("pricing.{model}"), "prices must be non-negative numbers"));
+                problems.push(Problem::new(
+                    format!("pricing.{model}"),
+                    "prices must be non-negative numbers",
+                ));
             }
         }
         PriceTable { prices }
@@ -47,7 +59,8 @@ impl PriceTable {
     /// Cost in USD of `usage` on the first priced model of `models`; 0 when none is priced.
     pub fn cost(&self, models: &[&str], usage: &Usage) -> f64 {
         self.price(models).map_or(0.0, |p| {
-            (usage.prompt_tokens as f64 * p.input_per_million + usage.completion_tokens as f64 * p.output_per_million)
+            (usage.prompt_tokens as f64 * p.input_per_million
+                + usage.completion_tokens as f64 * p.output_per_million)
                 / 1_000_000.0
         })
     }
@@ -60,7 +73,13 @@ mod tests {
     #[test]
     fn shipped_table_parses_and_overrides_win() {
         let mut overrides = BTreeMap::new();
-        overrides.insert("gpt-4o".to_string(), RawPrice { input: 1.0, output: 2.0 });
+        overrides.insert(
+            "gpt-4o".to_string(),
+            RawPrice {
+                input: 1.0,
+                output: 2.0,
+            },
+        );
         let mut problems = Vec::new();
         let t = PriceTable::with_overrides(&overrides, &mut problems);
         assert!(problems.is_empty());

@@ -66,7 +66,11 @@ impl Gateway {
         }
     }
 
-    async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Next, GatewayError> {
+    async fn route(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Next, GatewayError> {
         let path = session.req_header().uri.path().to_owned();
         let method = session.req_header().method.clone();
         let is_get = method == http::Method::GET || method == http::Method::HEAD;
@@ -75,42 +79,56 @@ impl Gateway {
             "/health" | "/healthz" => {
                 ctx.route = RouteKind::Health;
                 require(is_get, "GET")?;
-                return self.local_json(session, ctx, 200, json!({"status": "ok"})).await;
+                return self
+                    .local_json(session, ctx, 200, json!({"status": "ok"}))
+                    .await;
             }
             "/ready" | "/readyz" => {
                 ctx.route = RouteKind::Ready;
                 require(is_get, "GET")?;
                 let (ready, body) = self.readiness();
-                return self.local_json(session, ctx, if ready { 200 } else { 503 }, body).await;
+                return self
+                    .local_json(session, ctx, if ready { 200 } else { 503 }, body)
+                    .await;
             }
             _ => {}
         }
 
-        let caller = self.config.keys.authenticate(&session.req_header().headers)?;
+        let endpoint = unified_endpoint(&path);
+        let passthrough_route = passthrough::split_route(&path);
+        ctx.route = match (&endpoint, &passthrough_route) {
+            (Some(e), _) => RouteKind::Unified(*e),
+            (None, Some(_)) => RouteKind::Passthrough,
+            _ if path == "/v1/models" || path.starts_with("/v1/models/") => RouteKind::Models,
+            _ => RouteKind::NotFound,
+        };
+        let caller = self
+            .config
+            .keys
+            .authenticate(&session.req_header().headers)?;
         ctx.caller = Some(caller);
 
-        if let Some(endpoint) = unified_endpoint(&path) {
-            ctx.route = RouteKind::Unified(endpoint);
+        if let Some(endpoint) = endpoint {
             require(method == http::Method::POST, "POST")?;
             return self.unified(session, ctx, endpoint).await;
         }
+        if let Some((name, rest)) = passthrough_route {
+            return self.start_passthrough(session, ctx, name, rest);
+        }
         if path == "/v1/models" {
-            ctx.route = RouteKind::Models;
             require(is_get, "GET")?;
             return self.list_models(session, ctx).await;
         }
         if let Some(id) = path.strip_prefix("/v1/models/") {
-            ctx.route = RouteKind::Models;
             require(is_get, "GET")?;
-            let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy().into_owned();
+            let id = percent_encoding::percent_decode_str(id)
+                .decode_utf8_lossy()
+                .into_owned();
             return self.get_model(session, ctx, &id).await;
         }
-        if let Some((name, rest)) = passthrough::split_route(&path) {
-            ctx.route = RouteKind::Passthrough;
-            return self.start_passthrough(session, ctx, name, rest);
-        }
-        ctx.route = RouteKind::NotFound;
-        Err(GatewayError::NotFound(format!("Unknown route: {method} {path}")))
+        Err(GatewayError::NotFound(format!(
+            "Unknown route: {method} {path}"
+        )))
     }
 
     /// `/ready`: the config is loaded and at least one provider is usable.
@@ -120,15 +138,29 @@ impl Gateway {
         for p in self.config.providers.iter() {
             let usable = p.upstream.as_ref().is_none_or(|u| u.endpoint.is_resolved());
             any |= usable;
-            providers.insert(p.name.to_string(), json!({"kind": p.kind.as_str(), "usable": usable}));
+            providers.insert(
+                p.name.to_string(),
+                json!({"kind": p.kind.as_str(), "usable": usable}),
+            );
         }
         let ready = any;
-        (ready, json!({"status": if ready { "ready" } else { "not_ready" }, "providers": providers}))
+        (
+            ready,
+            json!({"status": if ready { "ready" } else { "not_ready" }, "providers": providers}),
+        )
     }
 
-    async fn local_json(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, body: serde_json::Value) -> Result<Next, GatewayError> {
+    async fn local_json(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        body: serde_json::Value,
+    ) -> Result<Next, GatewayError> {
         let bytes = serde_json::to_vec(&body).map_err(|_| GatewayError::Internal)?;
-        respond::json(session, ctx, status, bytes).await.map_err(|_| GatewayError::Internal)?;
+        respond::json(session, ctx, status, bytes)
+            .await
+            .map_err(|_| GatewayError::Internal)?;
         Ok(Next::Responded)
     }
 
@@ -136,23 +168,38 @@ impl Gateway {
         json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
     }
 
-    async fn list_models(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Next, GatewayError> {
+    async fn list_models(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Next, GatewayError> {
         let data: Vec<_> = self
             .config
             .router
             .listed_models()
             .map(|(id, owner)| Self::model_object(id, owner))
             .collect();
-        self.local_json(session, ctx, 200, json!({"object": "list", "data": data})).await
+        self.local_json(session, ctx, 200, json!({"object": "list", "data": data}))
+            .await
     }
 
-    async fn get_model(&self, session: &mut Session, ctx: &mut RequestCtx, id: &str) -> Result<Next, GatewayError> {
+    async fn get_model(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+    ) -> Result<Next, GatewayError> {
         let resolved = self.config.router.resolve(id)?;
         let body = Self::model_object(id, &resolved.provider.name);
         self.local_json(session, ctx, 200, body).await
     }
 
-    async fn unified(&self, session: &mut Session, ctx: &mut RequestCtx, endpoint: Endpoint) -> Result<Next, GatewayError> {
+    async fn unified(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: Endpoint,
+    ) -> Result<Next, GatewayError> {
         let raw = read_body(session, self.config.server.max_request_body_bytes).await?;
         let parsed = parse_request(endpoint, &raw)?;
         let resolved = self.config.router.resolve(&parsed.summary.model)?;
@@ -161,7 +208,10 @@ impl Gateway {
         ctx.provider = Some(provider.clone());
         ctx.client_model = Some(parsed.summary.model.clone());
         ctx.upstream_model = Some(upstream_model.clone());
-        self.metrics.openai_requests.with_label_values(&[&provider.name]).inc();
+        self.metrics
+            .openai_requests
+            .with_label_values(&[&provider.name])
+            .inc();
 
         match (&provider.kind, &provider.upstream) {
             (ProviderKind::Mock, _) => {
@@ -205,17 +255,26 @@ impl Gateway {
         }
     }
 
-    async fn send_mock(&self, session: &mut Session, ctx: &mut RequestCtx, reply: mock::MockReply) -> Result<(), GatewayError> {
+    async fn send_mock(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reply: mock::MockReply,
+    ) -> Result<(), GatewayError> {
         ctx.usage = reply.usage;
         let io = |_| GatewayError::Internal;
         let mut h = respond::header(reply.status, reply.content_type, ctx).map_err(io)?;
         if let Some(secs) = reply.retry_after {
-            h.insert_header("retry-after", secs.to_string()).map_err(io)?;
+            h.insert_header("retry-after", secs.to_string())
+                .map_err(io)?;
         }
         if reply.content_type == "text/event-stream" {
             respond::start_stream(session, ctx, h).await.map_err(io)?;
             for chunk in reply.chunks {
-                session.write_response_body(Some(Bytes::from(chunk)), false).await.map_err(io)?;
+                session
+                    .write_response_body(Some(Bytes::from(chunk)), false)
+                    .await
+                    .map_err(io)?;
             }
             session.write_response_body(None, true).await.map_err(io)?;
         } else {
@@ -225,18 +284,29 @@ impl Gateway {
         Ok(())
     }
 
-    fn start_passthrough(&self, session: &mut Session, ctx: &mut RequestCtx, name: &str, rest: &str) -> Result<Next, GatewayError> {
+    fn start_passthrough(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        name: &str,
+        rest: &str,
+    ) -> Result<Next, GatewayError> {
         let uri = &session.req_header().uri;
-        if uri.scheme().is_some() || uri.authority().is_some() {
-            return Err(GatewayError::BadPath("absolute-form request targets are not allowed"));
+        if uri.scheme().is_some()
+            || uri.authority().is_some()
+            || !session.req_header().raw_path().starts_with(b"/")
+        {
+            return Err(GatewayError::BadPath(
+                "absolute-form request targets are not allowed",
+            ));
         }
-        let provider = self
-            .config
-            .providers
-            .get(name)
-            .ok_or_else(|| GatewayError::NotFound(format!("No provider named `{name}` is configured.")))?;
+        let provider = self.config.providers.get(name).ok_or_else(|| {
+            GatewayError::NotFound(format!("No provider named `{name}` is configured."))
+        })?;
         if provider.upstream.is_none() {
-            return Err(GatewayError::NotFound(format!("Provider `{name}` has no native API to pass through to.")));
+            return Err(GatewayError::NotFound(format!(
+                "Provider `{name}` has no native API to pass through to."
+            )));
         }
         let path = passthrough::upstream_path(rest, uri.query())?;
         ctx.provider = Some(provider.clone());
@@ -263,7 +333,9 @@ fn unified_endpoint(path: &str) -> Option<Endpoint> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Reads the request body, refusing more than `limit` bytes (413) before or while reading.
@@ -320,7 +392,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.request_id = request_id(session.req_header().headers.get("x-request-id").map(|v| v.as_bytes()));
+        ctx.request_id = request_id(
+            session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .map(|v| v.as_bytes()),
+        );
         match self.route(session, ctx).await {
             Ok(Next::Responded) => Ok(true),
             Ok(Next::Proxy) => Ok(false),
@@ -331,7 +409,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let upstream = ctx.provider.as_ref().and_then(|p| p.upstream.as_ref());
         let Some(upstream) = upstream else {
             return Error::e_explain(ErrorType::InternalError, "passthrough without a provider");
@@ -340,15 +422,27 @@ impl ProxyHttp for Gateway {
             Some(peer) => Ok(peer),
             None => {
                 ctx.error = Some(GatewayError::ProviderUnavailable {
-                    provider: ctx.provider.as_ref().map(|p| p.name.to_string()).unwrap_or_default(),
-                    reason: format!("the address of {} is not resolved yet", upstream.endpoint.host),
+                    provider: ctx
+                        .provider
+                        .as_ref()
+                        .map(|p| p.name.to_string())
+                        .unwrap_or_default(),
+                    reason: format!(
+                        "the address of {} is not resolved yet",
+                        upstream.endpoint.host
+                    ),
                 });
                 Error::e_explain(ErrorType::HTTPStatus(503), "provider address unresolved")
             }
         }
     }
 
-    async fn upstream_request_filter(&self, _session: &mut Session, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let (Some(provider), Some(pt)) = (ctx.provider.as_ref(), ctx.passthrough.as_ref()) else {
             return Error::e_explain(ErrorType::InternalError, "passthrough state missing");
         };
@@ -365,9 +459,17 @@ impl ProxyHttp for Gateway {
         upstream.credential.apply(req)
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if let Some(pt) = ctx.passthrough.as_mut() {
-            pt.observe_response(resp.status.as_u16(), resp.headers.get("content-type").map(|v| v.as_bytes()));
+            pt.observe_response(
+                resp.status.as_u16(),
+                resp.headers.get("content-type").map(|v| v.as_bytes()),
+            );
             resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
         }
         Ok(())
@@ -386,8 +488,17 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let provider = ctx.provider.as_ref().map(|p| p.name.to_string()).unwrap_or_default();
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let provider = ctx
+            .provider
+            .as_ref()
+            .map(|p| p.name.to_string())
+            .unwrap_or_default();
         let err = match (ctx.error.clone(), e.etype()) {
             (Some(err), _) => err,
             (None, ErrorType::HTTPStatus(400)) => GatewayError::InvalidRequest {
@@ -395,7 +506,10 @@ impl ProxyHttp for Gateway {
                 param: None,
             },
             (None, _) if e.esource() == &pingora::ErrorSource::Downstream => {
-                return FailToProxy { error_code: 0, can_reuse_downstream: false };
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
             }
             (None, _) => forward::failure(e, &provider),
         };
@@ -429,20 +543,33 @@ impl ProxyHttp for Gateway {
         let model = ctx.client_model.as_deref().unwrap_or("none");
         let status_code = http::StatusCode::from_u16(status).ok();
         let status_label = status_code.as_ref().map_or("000", http::StatusCode::as_str);
-        self.metrics.requests.with_label_values(&[provider, model, status_label]).inc();
+        self.metrics
+            .requests
+            .with_label_values(&[provider, model, status_label])
+            .inc();
         self.metrics
             .duration
             .with_label_values(&[provider, model])
             .observe(latency.as_secs_f64());
-        if let Some(kind) = ctx.error.as_ref().and_then(GatewayError::provider_error_type) {
-            self.metrics.provider_errors.with_label_values(&[provider, kind]).inc();
+        if let Some(kind) = ctx
+            .error
+            .as_ref()
+            .and_then(GatewayError::provider_error_type)
+        {
+            self.metrics
+                .provider_errors
+                .with_label_values(&[provider, kind])
+                .inc();
         } else if status >= 400 && ctx.provider.is_some() && ctx.error.is_none() {
             let kind = match status {
                 429 => "rate_limit",
                 s if s >= 500 => "server_error",
                 _ => "client_error",
             };
-            self.metrics.provider_errors.with_label_values(&[provider, kind]).inc();
+            self.metrics
+                .provider_errors
+                .with_label_values(&[provider, kind])
+                .inc();
         }
         if let Some(usage) = ctx.usage {
             let upstream = ctx.upstream_model.as_deref().unwrap_or(model);
@@ -464,10 +591,11 @@ impl ProxyHttp for Gateway {
             input_tokens: ctx.usage.map(|u| u.prompt_tokens),
             output_tokens: ctx.usage.map(|u| u.completion_tokens),
             cost_usd: ctx.usage.map(|_| ctx.cost),
-            error: ctx
-                .log_detail
-                .take()
-                .or_else(|| ctx.error.as_ref().map(|e| e.code().unwrap_or(e.kind()).to_owned())),
+            error: ctx.log_detail.take().or_else(|| {
+                ctx.error
+                    .as_ref()
+                    .map(|e| e.code().unwrap_or(e.kind()).to_owned())
+            }),
         });
     }
 }

@@ -17,7 +17,11 @@ const SECURITY_HEADERS: [(&str, &str); 3] = [
 ];
 
 /// A response header with the gateway's standard headers.
-pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> pingora::Result<ResponseHeader> {
+pub fn header(
+    status: u16,
+    content_type: &str,
+    ctx: &RequestCtx,
+) -> pingora::Result<ResponseHeader> {
     let mut h = ResponseHeader::build(status, Some(8))?;
     h.insert_header("content-type", content_type)?;
     h.insert_header("x-request-id", ctx.request_id.as_str())?;
@@ -37,7 +41,9 @@ pub async fn full(
     h.insert_header("content-length", body.len().to_string())?;
     ctx.status = Some(h.status.as_u16());
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(h), head_only).await?;
+    session
+        .write_response_header(Box::new(h), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }
@@ -45,13 +51,22 @@ pub async fn full(
 }
 
 /// Sends JSON with the given status.
-pub async fn json(session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Vec<u8>) -> pingora::Result<()> {
+pub async fn json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Vec<u8>,
+) -> pingora::Result<()> {
     let h = header(status, "application/json", ctx)?;
     full(session, ctx, h, Bytes::from(body)).await
 }
 
 /// Sends an error in the OpenAI envelope.
-pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError) -> pingora::Result<()> {
+pub async fn error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    e: &GatewayError,
+) -> pingora::Result<()> {
     let mut h = header(e.status(), "application/json", ctx)?;
     if let GatewayError::MethodNotAllowed { allow } = e {
         h.insert_header("allow", *allow)?;
@@ -64,7 +79,11 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
 }
 
 /// Starts a streamed (SSE) response; body chunks follow with `write_response_body`.
-pub async fn start_stream(session: &mut Session, ctx: &mut RequestCtx, mut h: ResponseHeader) -> pingora::Result<()> {
+pub async fn start_stream(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut h: ResponseHeader,
+) -> pingora::Result<()> {
     if session.req_header().version == Version::HTTP_11 {
         h.insert_header("transfer-encoding", "chunked")?;
     }

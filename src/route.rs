@@ -57,19 +57,26 @@ impl Router {
         problems: &mut Vec<Problem>,
     ) -> Router {
         let mut router = Router::default();
-        let lookup = |name: &str, path: String, problems: &mut Vec<Problem>| -> Option<Arc<Provider>> {
-            match providers.get(name) {
-                Some(p) => Some(p.clone()),
-                None => {
-                    problems.push(Problem::new(path, format!("provider `{name}` is not configured under `providers`")));
-                    None
+        let lookup =
+            |name: &str, path: String, problems: &mut Vec<Problem>| -> Option<Arc<Provider>> {
+                match providers.get(name) {
+                    Some(p) => Some(p.clone()),
+                    None => {
+                        problems.push(Problem::new(
+                            path,
+                            format!("provider `{name}` is not configured under `providers`"),
+                        ));
+                        None
+                    }
                 }
-            }
-        };
+            };
         for (model, m) in mappings {
             let path = format!("model_mappings.{model}");
             if m.providers.is_empty() {
-                problems.push(Problem::new(format!("{path}.providers"), "names no provider"));
+                problems.push(Problem::new(
+                    format!("{path}.providers"),
+                    "names no provider",
+                ));
                 continue;
             }
             let default = m
@@ -83,14 +90,25 @@ impl Router {
                 ));
             }
             let mut targets = Vec::new();
-            let order = std::iter::once(&default).chain(m.providers.keys().filter(|k| **k != default));
+            let order =
+                std::iter::once(&default).chain(m.providers.keys().filter(|k| **k != default));
             for name in order {
-                let Some(t) = m.providers.get(name) else { continue };
-                let Some(provider) = lookup(name, format!("{path}.providers.{name}"), problems) else {
+                let Some(t) = m.providers.get(name) else {
                     continue;
                 };
-                let upstream_model = t.model.as_deref().or(t.deployment.as_deref()).map(Arc::from);
-                targets.push(Target { provider, upstream_model });
+                let Some(provider) = lookup(name, format!("{path}.providers.{name}"), problems)
+                else {
+                    continue;
+                };
+                let upstream_model = t
+                    .model
+                    .as_deref()
+                    .or(t.deployment.as_deref())
+                    .map(Arc::from);
+                targets.push(Target {
+                    provider,
+                    upstream_model,
+                });
             }
             router.names.push(model.clone());
             router.mappings.insert(model.clone(), Mapping { targets });
@@ -98,9 +116,18 @@ impl Router {
         for (i, p) in routing.patterns.iter().enumerate() {
             let path = format!("routing.patterns[{i}]");
             let regex = Regex::new(&p.pattern)
-                .map_err(|e| problems.push(Problem::new(format!("{path}.pattern"), format!("invalid regular expression: {e}"))))
+                .map_err(|e| {
+                    problems.push(Problem::new(
+                        format!("{path}.pattern"),
+                        format!("invalid regular expression: {e}"),
+                    ))
+                })
                 .ok();
-            let provider = lookup(&p.default_provider, format!("{path}.default_provider"), problems);
+            let provider = lookup(
+                &p.default_provider,
+                format!("{path}.default_provider"),
+                problems,
+            );
             if let (Some(regex), Some(provider)) = (regex, provider) {
                 router.patterns.push(Pattern { regex, provider });
             }
@@ -108,7 +135,13 @@ impl Router {
         for (i, name) in routing.fallback.providers.iter().enumerate() {
             lookup(name, format!("routing.fallback.providers[{i}]"), problems);
         }
-        const STRATEGIES: [&str; 5] = ["round_robin", "weighted", "random", "least_latency", "least_busy"];
+        const STRATEGIES: [&str; 5] = [
+            "round_robin",
+            "weighted",
+            "random",
+            "least_latency",
+            "least_busy",
+        ];
         if !STRATEGIES.contains(&routing.load_balancing.strategy.as_str()) {
             problems.push(Problem::new(
                 "routing.load_balancing.strategy",
@@ -153,7 +186,12 @@ impl Router {
         let mut scored: Vec<(usize, &String)> = self
             .names
             .iter()
-            .map(|n| (edit_distance(&n.to_ascii_lowercase(), &model.to_ascii_lowercase()), n))
+            .map(|n| {
+                (
+                    edit_distance(&n.to_ascii_lowercase(), &model.to_ascii_lowercase()),
+                    n,
+                )
+            })
             .filter(|(d, n)| *d <= (n.len().max(model.len()) / 3).max(2))
             .collect();
         scored.sort();
@@ -167,7 +205,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -199,11 +239,20 @@ routing:
     fn mappings_then_patterns() {
         let c = config();
         let r = c.router.resolve("gpt-4").unwrap();
-        assert_eq!((&*r.provider.name, r.upstream_model), ("openai", "gpt-4-0125-preview"));
+        assert_eq!(
+            (&*r.provider.name, r.upstream_model),
+            ("openai", "gpt-4-0125-preview")
+        );
         let r = c.router.resolve("gpt-4o-mini").unwrap();
-        assert_eq!((&*r.provider.name, r.upstream_model), ("mock", "gpt-4o-mini"));
+        assert_eq!(
+            (&*r.provider.name, r.upstream_model),
+            ("mock", "gpt-4o-mini")
+        );
         let r = c.router.resolve("gpt-3.5-turbo").unwrap();
-        assert_eq!((&*r.provider.name, r.upstream_model), ("openai", "gpt-3.5-turbo"));
+        assert_eq!(
+            (&*r.provider.name, r.upstream_model),
+            ("openai", "gpt-3.5-turbo")
+        );
         assert_eq!(&*c.router.resolve("mock-x").unwrap().provider.name, "mock");
     }
 

@@ -37,7 +37,10 @@ pub fn build(config: Arc<Config>) -> Built {
     for p in config.providers.iter() {
         if let Some(u) = &p.upstream {
             if let Err(e) = u.endpoint.resolve_blocking() {
-                log::warn!("provider {}: {e}; it stays unusable until DNS answers", p.name);
+                log::warn!(
+                    "provider {}: {e}; it stays unusable until DNS answers",
+                    p.name
+                );
             }
         }
     }
@@ -56,7 +59,8 @@ pub fn build(config: Arc<Config>) -> Built {
     let metrics = Metrics::new();
     let access_log = AccessLog::start(s.access_log);
     let gateway = Gateway::new(config.clone(), metrics.clone(), access_log.clone());
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
     proxy.add_tcp(&s.listen);
     server.add_service(proxy);
 
@@ -65,7 +69,10 @@ pub fn build(config: Arc<Config>) -> Built {
         svc.add_tcp(addr);
         server.add_service(svc);
     }
-    server.add_service(background_service("dns-refresh", DnsRefresher(config.clone())));
+    server.add_service(background_service(
+        "dns-refresh",
+        DnsRefresher(config.clone()),
+    ));
     Built {
         server,
         metrics,
@@ -127,7 +134,10 @@ impl ShutdownSignalWatch for UnixSignals {
             _ = int.recv() => "SIGINT",
             _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
         };
-        log::info!("{kind} received: finishing in-flight requests (at most {:?})", self.grace);
+        log::info!(
+            "{kind} received: finishing in-flight requests (at most {:?})",
+            self.grace
+        );
         let metrics = self.metrics.clone();
         let deadline = Instant::now() + self.grace;
         std::thread::spawn(move || {
@@ -181,7 +191,10 @@ impl GatewayHandle {
         });
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&listen).is_err() {
-            assert!(Instant::now() < deadline, "gateway did not start listening on {listen}");
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start listening on {listen}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         GatewayHandle {

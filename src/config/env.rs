@@ -9,11 +9,20 @@ use serde_yaml::Value;
 use super::Problem;
 
 /// Substitutes variables in place, using `lookup` to read the environment.
-pub fn substitute(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+pub fn substitute(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
     walk(value, &mut String::new(), lookup, problems);
 }
 
-fn walk(value: &mut Value, path: &mut String, lookup: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+fn walk(
+    value: &mut Value,
+    path: &mut String,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
     match value {
         Value::String(s) if s.contains("${") => match expand(s, lookup) {
             Ok(expanded) => *s = expanded,
@@ -27,7 +36,12 @@ fn walk(value: &mut Value, path: &mut String, lookup: &dyn Fn(&str) -> Option<St
                 }
                 match k {
                     Value::String(k) => path.push_str(k),
-                    other => path.push_str(&serde_yaml::to_string(other).unwrap_or_default().trim().to_owned()),
+                    other => path.push_str(
+                        &serde_yaml::to_string(other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    ),
                 }
                 walk(v, path, lookup, problems);
                 path.truncate(len);
@@ -78,11 +92,9 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
             (Some(v), _) if !(v.is_empty() && default.is_some()) => out.push_str(&v),
             (_, Some(d)) => out.push_str(d),
             (Some(v), None) => out.push_str(&v),
-            (None, None) => {
-                return Err(format!(
-                    "environment variable {name} is not set (use ${{{name}:-default}} to allow that)"
-                ))
-            }
+            (None, None) => return Err(format!(
+                "environment variable {name} is not set (use ${{{name}:-default}} to allow that)"
+            )),
         }
         rest = &body[end + 1..];
     }

@@ -87,13 +87,19 @@ impl Config {
     /// Reads, substitutes and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![Problem::new("", format!("cannot read {}: {e}", path.display()))])
+            ConfigErrors(vec![Problem::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
         })?;
         Self::parse(&text, &|name| std::env::var(name).ok())
     }
 
     /// Parses YAML text; `lookup` reads environment variables.
-    pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    pub fn parse(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
         let mut tree: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| ConfigErrors(vec![Problem::new("", format!("invalid YAML: {e}"))]))?;
         if tree.is_null() {
@@ -136,25 +142,40 @@ impl Config {
 fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
     let check_addr = |path: &str, addr: &str, problems: &mut Vec<Problem>| {
         if addr.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(Problem::new(path, format!("`{addr}` is not an IP:port address")));
+            problems.push(Problem::new(
+                path,
+                format!("`{addr}` is not an IP:port address"),
+            ));
         }
     };
     check_addr("server.listen", &raw.listen, problems);
     if let Some(m) = &raw.metrics_listen {
         check_addr("server.metrics_listen", m, problems);
         if *m == raw.listen {
-            problems.push(Problem::new("server.metrics_listen", "must differ from server.listen"));
+            problems.push(Problem::new(
+                "server.metrics_listen",
+                "must differ from server.listen",
+            ));
         }
     }
     if raw.threads == 0 || raw.threads > 1024 {
         problems.push(Problem::new("server.threads", "must be between 1 and 1024"));
     }
     if raw.max_request_body_bytes == 0 {
-        problems.push(Problem::new("server.max_request_body_bytes", "must be greater than 0"));
+        problems.push(Problem::new(
+            "server.max_request_body_bytes",
+            "must be greater than 0",
+        ));
     }
     for (path, v) in [
-        ("server.upstream_connect_timeout_seconds", raw.upstream_connect_timeout_seconds),
-        ("server.upstream_read_timeout_seconds", raw.upstream_read_timeout_seconds),
+        (
+            "server.upstream_connect_timeout_seconds",
+            raw.upstream_connect_timeout_seconds,
+        ),
+        (
+            "server.upstream_read_timeout_seconds",
+            raw.upstream_read_timeout_seconds,
+        ),
     ] {
         if v == 0 {
             problems.push(Problem::new(path, "must be greater than 0"));
@@ -186,7 +207,8 @@ mod tests {
         let root = env!("CARGO_MANIFEST_DIR");
         for file in ["conf/demo.yaml", "conf/gateway.yaml"] {
             let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
-            let lookup = |name: &str| (!name.ends_with("SHA256")).then(|| format!("test-value-for-{name}"));
+            let lookup =
+                |name: &str| (!name.ends_with("SHA256")).then(|| format!("test-value-for-{name}"));
             if let Err(e) = Config::parse(&text, &lookup) {
                 panic!("{file}: {e}");
             }
@@ -195,7 +217,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_with_a_path() {
-        let e = Config::parse("server:\n  listn: 1\n", &no_env).err().unwrap();
+        let e = Config::parse("server:\n  listn: 1\n", &no_env)
+            .err()
+            .unwrap();
         assert_eq!(e.0[0].path, "server.listn");
         assert!(e.0[0].why.contains("listn"), "{}", e.0[0].why);
     }
@@ -224,7 +248,10 @@ routing:
             "model_mappings.m.providers.ghost",
             "routing.patterns[0].pattern",
         ] {
-            assert!(paths.iter().any(|p| p.starts_with(expected)), "missing {expected} in {paths:?}");
+            assert!(
+                paths.iter().any(|p| p.starts_with(expected)),
+                "missing {expected} in {paths:?}"
+            );
         }
     }
 
@@ -238,7 +265,9 @@ routing:
     #[test]
     fn numbers_can_come_from_the_environment() {
         let lookup = |n: &str| (n == "THREADS").then(|| "4".to_string());
-        let c = Config::parse("server: {threads: \"${THREADS}\"}\n", &lookup).ok().unwrap();
+        let c = Config::parse("server: {threads: \"${THREADS}\"}\n", &lookup)
+            .ok()
+            .unwrap();
         assert_eq!(c.server.threads, 4);
     }
 }

@@ -231,9 +231,8 @@ fn number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     match NumOrString::deserialize(d)? {
         NumOrString::Num(n) => Ok(n),
-        NumOrString::Str(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("expected a non-negative integer, got `{s}`"))),
+        NumOrString::Str(s) => s.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("expected a non-negative integer, got `{s}`"))
+        }),
     }
 }

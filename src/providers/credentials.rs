@@ -105,7 +105,10 @@ mod tests {
         cred.apply(&mut req).unwrap();
         let dump = format!("{:?}", req.headers);
         assert!(!dump.contains("sk-gateway"), "{dump}");
-        assert_eq!(req.headers.get("authorization").unwrap(), "Bearer sk-upstream");
+        assert_eq!(
+            req.headers.get("authorization").unwrap(),
+            "Bearer sk-upstream"
+        );
         assert_eq!(req.headers.get("openai-organization").unwrap(), "org-1");
         assert!(req.headers.get("x-switchyard-provider").is_none());
         assert!(req.headers.get("content-type").is_some());

@@ -35,20 +35,28 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses an `http://` or `https://` base URL without credentials, query or fragment.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let uri: Uri = url.parse().map_err(|_| format!("`{url}` is not a valid URL"))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| format!("`{url}` is not a valid URL"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
             _ => return Err(format!("`{url}` must start with https:// or http://")),
         };
-        let authority = uri.authority().ok_or_else(|| format!("`{url}` has no host"))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{url}` has no host"))?;
         if authority.as_str().contains('@') {
             return Err("the endpoint URL must not contain credentials".into());
         }
         if uri.query().is_some() {
             return Err(format!("`{url}` must not have a query string"));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         if host.is_empty() {
             return Err(format!("`{url}` has no host"));
         }
@@ -60,7 +68,8 @@ impl Endpoint {
             .map(|ip| Arc::new(SocketAddr::new(ip, port)));
         Ok(Endpoint {
             tls,
-            authority: HeaderValue::from_str(authority.as_str()).map_err(|_| format!("`{url}` has an invalid host"))?,
+            authority: HeaderValue::from_str(authority.as_str())
+                .map_err(|_| format!("`{url}` has an invalid host"))?,
             host,
             port,
             base_path,
@@ -93,7 +102,10 @@ impl Endpoint {
                     self.addr.store(Some(Arc::new(a)));
                 }
             }
-            Err(e) => log::warn!("DNS refresh for {} failed, keeping the last address: {e}", self.host),
+            Err(e) => log::warn!(
+                "DNS refresh for {} failed, keeping the last address: {e}",
+                self.host
+            ),
         }
     }
 
@@ -134,7 +146,10 @@ mod tests {
     fn parses_base_urls() {
         let e = Endpoint::parse("https://api.openai.com").unwrap();
         assert!(e.tls);
-        assert_eq!((e.host.as_str(), e.port, e.base_path.as_str()), ("api.openai.com", 443, ""));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.base_path.as_str()),
+            ("api.openai.com", 443, "")
+        );
         let e = Endpoint::parse("http://127.0.0.1:9000/openai/").unwrap();
         assert_eq!((e.port, e.base_path.as_str()), (9000, "/openai"));
         assert!(e.is_resolved());
@@ -143,7 +158,13 @@ mod tests {
 
     #[test]
     fn refuses_odd_urls() {
-        for bad in ["ftp://x", "api.openai.com", "https://user:pw@x.com", "https://x.com/?a=1", "https://"] {
+        for bad in [
+            "ftp://x",
+            "api.openai.com",
+            "https://user:pw@x.com",
+            "https://x.com/?a=1",
+            "https://",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }

@@ -106,36 +106,56 @@ impl ProviderRegistry {
     }
 }
 
-fn build(name: &str, kind: ProviderKind, p: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Option<Provider> {
+fn build(
+    name: &str,
+    kind: ProviderKind,
+    p: &RawProvider,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Provider> {
     let before = problems.len();
     let upstream = match kind {
         ProviderKind::Mock => {
             if p.endpoint.is_some() || p.auth.is_some() {
-                problems.push(Problem::new(path, "the mock provider takes no endpoint or auth"));
+                problems.push(Problem::new(
+                    path,
+                    "the mock provider takes no endpoint or auth",
+                ));
             }
             None
         }
         ProviderKind::OpenAi => {
-            let url = p.endpoint.as_deref().or(kind.default_endpoint()).unwrap_or_default();
+            let url = p
+                .endpoint
+                .as_deref()
+                .or(kind.default_endpoint())
+                .unwrap_or_default();
             let endpoint = Endpoint::parse(url)
                 .map_err(|why| problems.push(Problem::new(format!("{path}.endpoint"), why)))
                 .ok();
             let credential = match &p.auth {
                 None => {
-                    problems.push(Problem::new(format!("{path}.auth"), "is required (method: api_key)"));
+                    problems.push(Problem::new(
+                        format!("{path}.auth"),
+                        "is required (method: api_key)",
+                    ));
                     None
                 }
                 Some(auth) if auth.method == "api_key" => {
                     let cfg_path = format!("{path}.auth.config");
-                    match serde_path_to_error::deserialize::<_, RawApiKeyConfig>(serde_yaml::Value::Mapping(
-                        auth.config.clone(),
-                    )) {
+                    match serde_path_to_error::deserialize::<_, RawApiKeyConfig>(
+                        serde_yaml::Value::Mapping(auth.config.clone()),
+                    ) {
                         Ok(c) => Credential::bearer(&c)
                             .map_err(|why| problems.push(Problem::new(&cfg_path, why)))
                             .ok(),
                         Err(e) => {
                             let inner = e.path().to_string();
-                            let at = if inner == "." { cfg_path } else { format!("{cfg_path}.{inner}") };
+                            let at = if inner == "." {
+                                cfg_path
+                            } else {
+                                format!("{cfg_path}.{inner}")
+                            };
                             problems.push(Problem::new(at, e.into_inner().to_string()));
                             None
                         }
@@ -144,13 +164,20 @@ fn build(name: &str, kind: ProviderKind, p: &RawProvider, path: &str, problems: 
                 Some(auth) => {
                     problems.push(Problem::new(
                         format!("{path}.auth.method"),
-                        format!("`{}` is not supported for {} (use api_key)", auth.method, kind.as_str()),
+                        format!(
+                            "`{}` is not supported for {} (use api_key)",
+                            auth.method,
+                            kind.as_str()
+                        ),
                     ));
                     None
                 }
             };
             match (endpoint, credential) {
-                (Some(endpoint), Some(credential)) => Some(Upstream { endpoint, credential }),
+                (Some(endpoint), Some(credential)) => Some(Upstream {
+                    endpoint,
+                    credential,
+                }),
                 _ => None,
             }
         }
