@@ -1,0 +1,176 @@
+//! The `switchyard` binary: `check` lists every problem with a non-zero exit, `serve`
+//! drains in-flight requests on SIGTERM and exits well before the grace period ends.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+fn write_config(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("switchyard-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn check_accepts_the_shipped_configs() {
+    for file in ["conf/demo.yaml", "conf/gateway.yaml"] {
+        let out = Command::new(BIN)
+            .args(["check", "-c", file])
+            .env("ALICE_KEY", "sk-alice-check-123")
+            .env("OPENAI_API_KEY", "sk-test")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    }
+}
+
+#[test]
+fn check_lists_every_problem_and_never_a_secret() {
+    let dir = temp_dir("check");
+    let bad = write_config(
+        &dir,
+        "bad.yaml",
+        "server: {listen: nowhere}\nauth: {keys: [{user: a, key: short}]}\nproviders:\n  openai: {auth: {method: api_key, config: {api_key: \"${NOT_SET_ANYWHERE}\"}}}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOT_SET_ANYWHERE"), "{err}");
+    let bad2 = write_config(
+        &dir,
+        "bad2.yaml",
+        "server: {listen: nowhere, threads: 0}\nauth: {keys: [{user: a, key: tiny}]}\nproviders: {}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&bad2)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in ["server.listen", "server.threads", "auth.keys[0].key"] {
+        assert!(err.contains(path), "{path} missing from:\n{err}");
+    }
+    assert!(!err.contains("tiny"), "the key value was printed");
+    let out = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for word in ["serve", "check"] {
+        assert!(text.contains(word), "{text}");
+    }
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_early() {
+    let up = MockUpstream::start(|_| {
+        Reply::Delay(
+            Duration::from_millis(1500),
+            Box::new(Reply::Full(
+                200,
+                vec![],
+                chat_completion("gpt-4-0125-preview", "late", 1, 1),
+            )),
+        )
+    });
+    let dir = temp_dir("serve");
+    let port = free_port();
+    let cfg = write_config(
+        &dir,
+        "gw.yaml",
+        &format!(
+            "server: {{listen: \"127.0.0.1:{port}\", grace_period_seconds: 20}}\nauth: {{keys: [{{user: a, key: {GATEWAY_KEY}}}]}}\nproviders:\n  openai: {{endpoint: \"{}\", auth: {{method: api_key, config: {{api_key: {UPSTREAM_KEY}}}}}}}\nrouting: {{patterns: [{{pattern: \"^gpt-\", default_provider: openai}}]}}\n",
+            up.url()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = r#"{"model":"gpt-4","messages":[{"role":"user","content":"x"}]}"#;
+    let request = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let response = request.join().unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "in-flight request was dropped: {response}"
+    );
+    assert!(response.contains("late"));
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    // The access log line of the drained request was flushed before exit.
+    let mut log = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("\"status\":200"), "{log}");
+}
