@@ -10,7 +10,9 @@ use switchyard_filters::sse::SseFramer;
 
 /// A realistic ~1 KB chat request.
 fn chat_request() -> Vec<u8> {
-    let system = "You are a helpful assistant that answers concisely and cites sources when asked. ".repeat(3);
+    let system =
+        "You are a helpful assistant that answers concisely and cites sources when asked. "
+            .repeat(3);
     let user = "Summarise the following paragraph in two sentences: the quick brown fox jumps over the lazy dog. ".repeat(6);
     serde_json::to_vec(&serde_json::json!({
         "model": "gpt-4",
@@ -59,12 +61,15 @@ fn request_translation(c: &mut Criterion) {
     let body = chat_request();
     let mut g = c.benchmark_group("request");
     g.throughput(Throughput::Bytes(body.len() as u64));
-    g.bench_function(BenchmarkId::new("openai_chat_prepare", format!("{}B", body.len())), |b| {
-        b.iter(|| {
-            let parsed = parse_request(Endpoint::ChatCompletions, black_box(&body)).unwrap();
-            black_box(prepare_request(parsed, "gpt-4-0125-preview"))
-        })
-    });
+    g.bench_function(
+        BenchmarkId::new("openai_chat_prepare", format!("{}B", body.len())),
+        |b| {
+            b.iter(|| {
+                let parsed = parse_request(Endpoint::ChatCompletions, black_box(&body)).unwrap();
+                black_box(prepare_request(parsed, "gpt-4-0125-preview"))
+            })
+        },
+    );
     g.finish();
 }
 
@@ -84,8 +89,18 @@ fn stream_translation(c: &mut Criterion) {
         })
     });
     for (name, upstream, client, usage) in [
-        ("openai_rewrite_model_strip_usage", "gpt-4-0125-preview", "gpt-4", false),
-        ("openai_identity_metering_only", "gpt-4-0125-preview", "gpt-4-0125-preview", true),
+        (
+            "openai_rewrite_model_strip_usage",
+            "gpt-4-0125-preview",
+            "gpt-4",
+            false,
+        ),
+        (
+            "openai_identity_metering_only",
+            "gpt-4-0125-preview",
+            "gpt-4-0125-preview",
+            true,
+        ),
     ] {
         g.bench_function(name, |b| {
             let mut out = Vec::with_capacity(8192);
@@ -94,7 +109,11 @@ fn stream_translation(c: &mut Criterion) {
                 let mut n = 0;
                 for p in &pieces {
                     out.clear();
-                    n += if f.feed(p, &mut out) { p.len() } else { out.len() };
+                    n += if f.feed(p, &mut out) {
+                        p.len()
+                    } else {
+                        out.len()
+                    };
                 }
                 black_box((n, f.usage()))
             })

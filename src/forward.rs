@@ -121,7 +121,7 @@ impl Forwarder<'_> {
             let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
                 .await
                 .unwrap_or_default();
-            self.done(up, &*peer).await;
+            self.done(up, &peer).await;
             if status == 401 {
                 return Err(GatewayError::UpstreamCredentialRejected {
                     provider: provider.to_owned(),
@@ -143,7 +143,7 @@ impl Forwarder<'_> {
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if call.stream && is_sse {
-            return self.stream(session, ctx, &call, up, &resp, &*peer).await;
+            return self.stream(session, ctx, &call, up, &resp, &peer).await;
         }
 
         let body = match read_all(&mut up, self.max_response_bytes).await {
@@ -159,7 +159,7 @@ impl Forwarder<'_> {
                 ));
             }
         };
-        self.done(up, &*peer).await;
+        self.done(up, &peer).await;
         let (rewritten, usage) = translate_response(&body, call.client_model);
         ctx.usage = usage;
         let mut h =

@@ -36,7 +36,7 @@ enum Command {
     },
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|errors| {
         eprintln!("{}: configuration is invalid:", path.display());
         for p in &errors.0 {

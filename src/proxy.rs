@@ -513,7 +513,7 @@ impl ProxyHttp for Gateway {
             }
             (None, _) => forward::failure(e, &provider),
         };
-        ctx.log_detail = Some(format!("{}", e.etype().as_str()));
+        ctx.log_detail = Some(e.etype().as_str().to_owned());
         let code = err.status();
         if session.response_written().is_none() {
             let _ = respond::error(session, ctx, &err).await;

@@ -194,10 +194,17 @@ fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
     };
     let mut chunks = Vec::with_capacity(emitted.len() + 4);
     if chat {
-        chunks.push(chunk(piece(json!({"role": "assistant", "content": ""}), "", None), None));
+        chunks.push(chunk(
+            piece(json!({"role": "assistant", "content": ""}), "", None),
+            None,
+        ));
     }
     for (i, w) in emitted.iter().enumerate() {
-        let text = if i == 0 { (*w).to_owned() } else { format!(" {w}") };
+        let text = if i == 0 {
+            (*w).to_owned()
+        } else {
+            format!(" {w}")
+        };
         chunks.push(chunk(piece(json!({ "content": text }), &text, None), None));
     }
     chunks.push(chunk(piece(json!({}), "", Some(finish)), None));
@@ -217,10 +224,13 @@ fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
 fn embeddings(req: &ParsedRequest) -> MockReply {
     let inputs: Vec<String> = match req.body.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items.iter().map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
         _ => Vec::new(),
     };
     let dims = match req.body.get("dimensions") {
@@ -304,7 +314,12 @@ fn unit_vector(text: &str, dims: usize) -> Vec<f32> {
             (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         })
         .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }
@@ -315,14 +330,22 @@ mod tests {
     use crate::openai::parse_request;
 
     fn chat(body: &str) -> MockReply {
-        respond(&parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap(), 1)
+        respond(
+            &parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap(),
+            1,
+        )
     }
 
     #[test]
     fn chat_echoes_and_counts_words() {
-        let r = chat(r#"{"model":"mock-1","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello there"}]}"#);
+        let r = chat(
+            r#"{"model":"mock-1","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello there"}]}"#,
+        );
         let v: Value = serde_json::from_slice(&r.chunks[0]).unwrap();
-        assert_eq!(v["choices"][0]["message"]["content"], "This is a mock response from Switchyard. You said: hello there");
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            "This is a mock response from Switchyard. You said: hello there"
+        );
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(r.usage, Some(Usage::new(4, 11)));
         assert_eq!(v["model"], "mock-1");
@@ -357,23 +380,36 @@ mod tests {
                 text.push_str(t);
             }
         }
-        assert_eq!(text, "This is a mock response from Switchyard. You said: a b");
+        assert_eq!(
+            text,
+            "This is a mock response from Switchyard. You said: a b"
+        );
         assert_eq!(usage_chunks, 1);
         assert_eq!(r.chunks.last().unwrap(), b"data: [DONE]\n\n");
     }
 
     #[test]
     fn embeddings_are_unit_and_deterministic() {
-        let req = parse_request(Endpoint::Embeddings, br#"{"model":"e","input":["a","b"],"dimensions":8}"#).unwrap();
+        let req = parse_request(
+            Endpoint::Embeddings,
+            br#"{"model":"e","input":["a","b"],"dimensions":8}"#,
+        )
+        .unwrap();
         let r = respond(&req, 0);
         assert_eq!(r, respond(&req, 0));
         let v: Value = serde_json::from_slice(&r.chunks[0]).unwrap();
         let e: Vec<f64> = serde_json::from_value(v["data"][1]["embedding"].clone()).unwrap();
         assert_eq!(e.len(), 8);
         assert!((e.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4);
-        let b64 = parse_request(Endpoint::Embeddings, br#"{"model":"e","input":"a","encoding_format":"base64"}"#).unwrap();
+        let b64 = parse_request(
+            Endpoint::Embeddings,
+            br#"{"model":"e","input":"a","encoding_format":"base64"}"#,
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&respond(&b64, 0).chunks[0]).unwrap();
-        let raw = base64::engine::general_purpose::STANDARD.decode(v["data"][0]["embedding"].as_str().unwrap()).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(v["data"][0]["embedding"].as_str().unwrap())
+            .unwrap();
         assert_eq!(raw.len(), DEFAULT_DIMENSIONS * 4);
     }
 

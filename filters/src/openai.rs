@@ -99,7 +99,10 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, In
         }
         Some(other) => {
             return Err(InvalidRequest::new(
-                format!("Invalid type for 'model': expected a string, but got {}.", type_name(other)),
+                format!(
+                    "Invalid type for 'model': expected a string, but got {}.",
+                    type_name(other)
+                ),
                 Some("model"),
             ))
         }
@@ -115,7 +118,10 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, In
         (Endpoint::ChatCompletions, Some(Value::Array(msgs))) => validate_messages(msgs)?,
         (Endpoint::ChatCompletions, Some(other)) => {
             return Err(InvalidRequest::new(
-                format!("Invalid type for 'messages': expected an array, but got {}.", type_name(other)),
+                format!(
+                    "Invalid type for 'messages': expected an array, but got {}.",
+                    type_name(other)
+                ),
                 Some("messages"),
             ))
         }
@@ -135,7 +141,10 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, In
         Some(Value::Bool(b)) => *b,
         Some(other) => {
             return Err(InvalidRequest::new(
-                format!("Invalid type for 'stream': expected a boolean, but got {}.", type_name(other)),
+                format!(
+                    "Invalid type for 'stream': expected a boolean, but got {}.",
+                    type_name(other)
+                ),
                 Some("stream"),
             ))
         }
@@ -189,7 +198,10 @@ fn validate_messages(msgs: &[Value]) -> Result<(), InvalidRequest> {
     for (i, m) in msgs.iter().enumerate() {
         let Value::Object(m) = m else {
             return Err(InvalidRequest::new(
-                format!("Invalid type for 'messages[{i}]': expected an object, but got {}.", type_name(m)),
+                format!(
+                    "Invalid type for 'messages[{i}]': expected an object, but got {}.",
+                    type_name(m)
+                ),
                 Some(&format!("messages[{i}]")),
             ));
         };
@@ -269,7 +281,10 @@ pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&
             code,
         },
     })
-    .unwrap_or_else(|_| br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#.to_vec())
+    .unwrap_or_else(|_| {
+        br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#
+            .to_vec()
+    })
 }
 
 /// Collects the text of a message's `content` (string, or text parts) into `out`.
@@ -310,17 +325,31 @@ mod tests {
         let cases: &[(&[u8], Option<&str>)] = &[
             (b"{not json", None),
             (b"[1,2]", None),
-            (br#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
             (br#"{"model":5,"messages":[]}"#, Some("model")),
             (br#"{"model":"m"}"#, Some("messages")),
             (br#"{"model":"m","messages":"hi"}"#, Some("messages")),
             (br#"{"model":"m","messages":[]}"#, Some("messages")),
-            (br#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages[0].role")),
-            (br#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, Some("stream")),
+            (
+                br#"{"model":"m","messages":[{"content":"x"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#,
+                Some("stream"),
+            ),
         ];
         for (body, param) in cases {
             let err = parse_request(Endpoint::ChatCompletions, body).unwrap_err();
-            assert_eq!(err.param.as_deref(), *param, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                err.param.as_deref(),
+                *param,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
         let err = parse_request(Endpoint::Embeddings, br#"{"model":"e","input":3}"#).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("input"));
@@ -328,7 +357,9 @@ mod tests {
 
     #[test]
     fn error_envelope_shape() {
-        let v: Value = serde_json::from_slice(&error_body("m", "invalid_request_error", None, Some("c"))).unwrap();
+        let v: Value =
+            serde_json::from_slice(&error_body("m", "invalid_request_error", None, Some("c")))
+                .unwrap();
         assert_eq!(v["error"]["message"], "m");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert!(v["error"]["param"].is_null());
@@ -353,7 +384,10 @@ pub fn error_type_for_status(status: u16) -> &'static str {
 /// (an object with `error.message`), wrapped with a status-derived type otherwise.
 pub fn upstream_error_body(status: u16, body: &[u8], provider: &str) -> Vec<u8> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        if v.get("error").and_then(|e| e.get("message")).is_some_and(Value::is_string) {
+        if v.get("error")
+            .and_then(|e| e.get("message"))
+            .is_some_and(Value::is_string)
+        {
             return body.to_vec();
         }
     }

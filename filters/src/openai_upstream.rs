@@ -43,7 +43,10 @@ pub fn translate_response(body: &[u8], client_model: &str) -> (Option<Vec<u8>>, 
     match v.get_mut("model") {
         Some(m) if m.is_string() && m.as_str() != Some(client_model) => {
             *m = Value::String(client_model.to_owned());
-            (Some(serde_json::to_vec(&v).expect("a JSON value serializes")), usage)
+            (
+                Some(serde_json::to_vec(&v).expect("a JSON value serializes")),
+                usage,
+            )
         }
         _ => (None, usage),
     }
@@ -232,7 +235,11 @@ data: [DONE]\n\n";
         assert_eq!(whole.usage(), Some(Usage::new(9, 2)));
         for split in 0..STREAM.len() {
             let mut f = StreamFilter::new("gpt-4-0125-preview", "gpt-4", false);
-            assert_eq!(run(&mut f, &[&STREAM[..split], &STREAM[split..]]), expected, "split {split}");
+            assert_eq!(
+                run(&mut f, &[&STREAM[..split], &STREAM[split..]]),
+                expected,
+                "split {split}"
+            );
             assert_eq!(f.usage(), Some(Usage::new(9, 2)));
         }
     }

@@ -158,7 +158,11 @@ impl<'a> Iterator for Lines<'a> {
         }
         let (line, rest) = match memchr2(b'\n', b'\r', self.0) {
             Some(i) => {
-                let skip = if self.0[i] == b'\r' && self.0.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                let skip = if self.0[i] == b'\r' && self.0.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 (&self.0[..i], &self.0[i + skip..])
             }
             None => (self.0, &b""[..]),

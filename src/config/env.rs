@@ -36,12 +36,7 @@ fn walk(
                 }
                 match k {
                     Value::String(k) => path.push_str(k),
-                    other => path.push_str(
-                        &serde_yaml::to_string(other)
-                            .unwrap_or_default()
-                            .trim()
-                            .to_owned(),
-                    ),
+                    other => path.push_str(serde_yaml::to_string(other).unwrap_or_default().trim()),
                 }
                 walk(v, path, lookup, problems);
                 path.truncate(len);
@@ -92,9 +87,11 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
             (Some(v), _) if !(v.is_empty() && default.is_some()) => out.push_str(&v),
             (_, Some(d)) => out.push_str(d),
             (Some(v), None) => out.push_str(&v),
-            (None, None) => return Err(format!(
+            (None, None) => {
+                return Err(format!(
                 "environment variable {name} is not set (use ${{{name}:-default}} to allow that)"
-            )),
+            ))
+            }
         }
         rest = &body[end + 1..];
     }
