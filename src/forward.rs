@@ -33,18 +33,41 @@ fn forwardable(name: &str) -> bool {
         || name == "retry-after-ms"
 }
 
+/// How the upstream's answer is turned into the client's.
+pub enum Mode<'a> {
+    /// Unified API on an OpenAI-shaped upstream: model name restored, usage chunk handled.
+    OpenAi {
+        stream: bool,
+        client_model: &'a str,
+        upstream_model: &'a str,
+        client_wants_usage: bool,
+    },
+    /// Native passthrough: status, headers and bytes unchanged; usage observed on the side.
+    Raw,
+}
+
 /// One prepared upstream call.
 pub struct UpstreamCall<'a> {
     pub provider: &'a Provider,
     pub upstream: &'a Upstream,
-    /// Path and query below the endpoint's base path.
-    pub path: &'a str,
+    /// The request with its final method, path and headers, before credentials are applied.
+    pub request: RequestHeader,
     pub body: Bytes,
-    pub stream: bool,
-    pub client_model: &'a str,
-    pub upstream_model: &'a str,
-    pub client_wants_usage: bool,
+    pub mode: Mode<'a>,
 }
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that never cross the gateway.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 pub struct Forwarder<'g> {
     pub connector: &'g Connector,
@@ -71,9 +94,11 @@ impl Forwarder<'_> {
                     provider: provider.to_owned(),
                     reason: format!("the address of {} is not resolved yet", endpoint.host),
                 })?;
-        let request = self
-            .request_header(&call)
-            .map_err(|_| GatewayError::Internal)?;
+        let mut request = call.request.clone();
+        call.upstream
+            .credential
+            .apply(provider, &mut request, &call.body)
+            .await?;
 
         // A pooled connection may have been closed by the provider meanwhile: retry once on a
         // fresh one when a reused connection fails before any response arrives.
@@ -117,6 +142,14 @@ impl Forwarder<'_> {
             .ok_or(GatewayError::Internal)?;
         let status = resp.status.as_u16();
 
+        let Mode::OpenAi {
+            stream,
+            client_model,
+            ..
+        } = call.mode
+        else {
+            return self.raw(session, ctx, up, &resp, &peer).await;
+        };
         if status >= 400 {
             let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
                 .await
@@ -142,7 +175,7 @@ impl Forwarder<'_> {
             .headers
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if call.stream && is_sse {
+        if stream && is_sse {
             return self.stream(session, ctx, &call, up, &resp, &peer).await;
         }
 
@@ -160,7 +193,7 @@ impl Forwarder<'_> {
             }
         };
         self.done(up, &peer).await;
-        let (rewritten, usage) = translate_response(&body, call.client_model);
+        let (rewritten, usage) = translate_response(&body, client_model);
         ctx.usage = usage;
         let mut h =
             respond::header(status, "application/json", ctx).map_err(|_| GatewayError::Internal)?;
@@ -173,28 +206,6 @@ impl Forwarder<'_> {
             .map_err(|_| GatewayError::Internal)
     }
 
-    fn request_header(&self, call: &UpstreamCall<'_>) -> pingora::Result<RequestHeader> {
-        let path = call.upstream.endpoint.path(call.path);
-        let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8))?;
-        req.insert_header("host", call.upstream.endpoint.authority.clone())?;
-        req.insert_header("content-type", "application/json")?;
-        req.insert_header("content-length", call.body.len().to_string())?;
-        req.insert_header(
-            "accept",
-            if call.stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            },
-        )?;
-        req.insert_header(
-            "user-agent",
-            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
-        )?;
-        call.upstream.credential.apply(&mut req)?;
-        Ok(req)
-    }
-
     async fn stream(
         &self,
         session: &mut Session,
@@ -205,11 +216,16 @@ impl Forwarder<'_> {
         peer: &pingora::upstreams::peer::HttpPeer,
     ) -> Result<(), GatewayError> {
         let provider = &*call.provider.name;
-        let mut filter = StreamFilter::new(
-            call.upstream_model,
-            call.client_model,
-            call.client_wants_usage,
-        );
+        let Mode::OpenAi {
+            upstream_model,
+            client_model,
+            client_wants_usage,
+            ..
+        } = call.mode
+        else {
+            return Err(GatewayError::Internal);
+        };
+        let mut filter = StreamFilter::new(upstream_model, client_model, client_wants_usage);
         let mut h =
             respond::header(200, "text/event-stream", ctx).map_err(|_| GatewayError::Internal)?;
         copy_headers(resp, &mut h);
@@ -267,6 +283,78 @@ impl Forwarder<'_> {
             up.shutdown().await;
             end_with_error(session, &e).await;
             return Ok(());
+        }
+        let _ = session.write_response_body(None, true).await;
+        self.done(up, peer).await;
+        Ok(())
+    }
+
+    /// Passthrough: relays status, headers and body unchanged, observing usage on the side.
+    async fn raw(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut up: HttpSession,
+        resp: &ResponseHeader,
+        peer: &pingora::upstreams::peer::HttpPeer,
+    ) -> Result<(), GatewayError> {
+        let io = |_| GatewayError::Internal;
+        let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 1)).map_err(io)?;
+        for (name, value) in resp.headers.iter() {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                h.append_header(name.clone(), value.clone()).map_err(io)?;
+            }
+        }
+        h.insert_header("x-switchyard-request-id", ctx.request_id.as_str())
+            .map_err(io)?;
+        if let Some(pt) = ctx.passthrough.as_mut() {
+            pt.observe_response(
+                resp.status.as_u16(),
+                resp.headers.get("content-type").map(|v| v.as_bytes()),
+            );
+        }
+        if h.headers.contains_key("content-length") {
+            ctx.status = Some(h.status.as_u16());
+            session
+                .write_response_header(Box::new(h), false)
+                .await
+                .map_err(io)?;
+        } else {
+            respond::start_stream(session, ctx, h).await.map_err(io)?;
+        }
+        loop {
+            match up.read_response_body().await {
+                Ok(Some(chunk)) => {
+                    if let Some(pt) = ctx.passthrough.as_mut() {
+                        pt.observe_chunk(&chunk);
+                    }
+                    if session
+                        .write_response_body(Some(chunk), false)
+                        .await
+                        .is_err()
+                    {
+                        ctx.log_detail = Some("client disconnected mid-response".into());
+                        up.shutdown().await;
+                        return Ok(());
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Bytes already reached the client: the only honest signal left is to cut
+                    // the connection, so the client sees a truncated body rather than a short one.
+                    ctx.log_detail = Some(format!("upstream body failed: {}", e.etype().as_str()));
+                    ctx.error = Some(failure(
+                        &e,
+                        &ctx.provider
+                            .as_ref()
+                            .map(|p| p.name.to_string())
+                            .unwrap_or_default(),
+                    ));
+                    up.shutdown().await;
+                    session.downstream_session.shutdown().await;
+                    return Ok(());
+                }
+            }
         }
         let _ = session.write_response_body(None, true).await;
         self.done(up, peer).await;

@@ -9,7 +9,20 @@
 use switchyard_filters::openai_upstream::StreamFilter;
 use switchyard_filters::Usage;
 
+use pingora::http::RequestHeader;
+
 use crate::errors::GatewayError;
+use crate::forward::HOP_BY_HOP;
+use crate::providers::Upstream;
+
+/// Characters escaped in a default query value.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'&')
+    .add(b'=')
+    .add(b'#')
+    .add(b'+')
+    .add(b'%');
 
 /// Largest non-stream passthrough body copied aside to read its usage.
 const USAGE_SNIFF_LIMIT: usize = 4 * 1024 * 1024;
@@ -26,8 +39,13 @@ pub fn split_route(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Checks `rest` (the path after the provider name) and returns the path and query to send
-/// upstream, relative to the endpoint's base path.
-pub fn upstream_path(rest: &str, query: Option<&str>) -> Result<String, GatewayError> {
+/// upstream, relative to the endpoint's base path. `defaults` are query parameters added when
+/// the caller did not send them (e.g. Azure's `api-version`).
+pub fn upstream_path(
+    rest: &str,
+    query: Option<&str>,
+    defaults: &[(&'static str, String)],
+) -> Result<String, GatewayError> {
     if rest.is_empty() || rest == "/" {
         return Err(GatewayError::BadPath(
             "a path after the provider name is required",
@@ -55,11 +73,48 @@ pub fn upstream_path(rest: &str, query: Option<&str>) -> Result<String, GatewayE
         }
     }
     let mut out = rest.to_owned();
-    if let Some(q) = query {
-        out.push('?');
+    let mut sep = '?';
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        out.push(sep);
         out.push_str(q);
+        sep = '&';
+    }
+    for (name, value) in defaults {
+        let present =
+            query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some(name)));
+        if !present {
+            out.push(sep);
+            out.push_str(name);
+            out.push('=');
+            out.extend(percent_encoding::utf8_percent_encode(value, QUERY_VALUE));
+            sep = '&';
+        }
     }
     Ok(out)
+}
+
+/// Points a caller's request at the provider: final path, `Host`, hop-by-hop headers dropped,
+/// and the provider's default headers added where the caller sent none. Credentials are
+/// applied after this (they may sign what is set here).
+pub fn prepare_upstream_request(
+    req: &mut RequestHeader,
+    upstream: &Upstream,
+    path: &str,
+) -> pingora::Result<()> {
+    let uri: http::Uri = upstream.endpoint.path(path).parse().map_err(|_| {
+        pingora::Error::explain(pingora::ErrorType::InternalError, "invalid upstream path")
+    })?;
+    req.set_uri(uri);
+    req.insert_header("host", upstream.endpoint.authority.clone())?;
+    for name in HOP_BY_HOP.iter().chain(&["expect"]) {
+        req.remove_header(*name);
+    }
+    for (name, value) in &upstream.default_headers {
+        if !req.headers.contains_key(name) {
+            req.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(())
 }
 
 /// How the response body is observed for usage.
@@ -174,14 +229,26 @@ mod tests {
             "/v1/.",
             "http://evil.com/x",
         ] {
-            assert!(upstream_path(bad, None).is_err(), "{bad:?} was accepted");
+            assert!(
+                upstream_path(bad, None, &[]).is_err(),
+                "{bad:?} was accepted"
+            );
         }
+        let defaults = [("api-version", "2024-10-21".to_string())];
         assert_eq!(
-            upstream_path("/v1/chat/completions", Some("a=1")).unwrap(),
+            upstream_path("/x", None, &defaults).unwrap(),
+            "/x?api-version=2024-10-21"
+        );
+        assert_eq!(
+            upstream_path("/x", Some("api-version=1"), &defaults).unwrap(),
+            "/x?api-version=1"
+        );
+        assert_eq!(
+            upstream_path("/v1/chat/completions", Some("a=1"), &[]).unwrap(),
             "/v1/chat/completions?a=1"
         );
         assert_eq!(
-            upstream_path("/v1/models/ft:gpt-4o:org..x", None).unwrap(),
+            upstream_path("/v1/models/ft:gpt-4o:org..x", None, &[]).unwrap(),
             "/v1/models/ft:gpt-4o:org..x"
         );
     }

@@ -27,11 +27,11 @@ use crate::access_log::{now_rfc3339, AccessLog, AccessRecord};
 use crate::config::Config;
 use crate::ctx::{request_id, RequestCtx, RouteKind};
 use crate::errors::GatewayError;
-use crate::forward::{self, Forwarder, UpstreamCall};
+use crate::forward::{self, Forwarder, Mode, UpstreamCall};
 use crate::metrics::Metrics;
 use crate::passthrough::{self, Passthrough};
 use crate::providers::endpoint::PeerTimeouts;
-use crate::providers::ProviderKind;
+use crate::providers::{ProviderKind, Readiness, Upstream};
 use crate::respond;
 
 /// The gateway: configuration, metrics, logs and the upstream connector shared by all requests.
@@ -113,7 +113,7 @@ impl Gateway {
             return self.unified(session, ctx, endpoint).await;
         }
         if let Some((name, rest)) = passthrough_route {
-            return self.start_passthrough(session, ctx, name, rest);
+            return self.start_passthrough(session, ctx, name, rest).await;
         }
         if path == "/v1/models" {
             require(is_get, "GET")?;
@@ -136,18 +136,19 @@ impl Gateway {
         let mut providers = serde_json::Map::new();
         let mut any = false;
         for p in self.config.providers.iter() {
-            let usable = p.upstream.as_ref().is_none_or(|u| u.endpoint.is_resolved());
-            any |= usable;
-            providers.insert(
-                p.name.to_string(),
-                json!({"kind": p.kind.as_str(), "usable": usable}),
-            );
+            let state = match p.readiness() {
+                Readiness::Ready => {
+                    any = true;
+                    json!({"kind": p.kind.as_str(), "usable": true})
+                }
+                Readiness::NotReady(why) => {
+                    json!({"kind": p.kind.as_str(), "usable": false, "reason": why})
+                }
+            };
+            providers.insert(p.name.to_string(), state);
         }
-        let ready = any;
-        (
-            ready,
-            json!({"status": if ready { "ready" } else { "not_ready" }, "providers": providers}),
-        )
+        let status = if any { "ready" } else { "not_ready" };
+        (any, json!({"status": status, "providers": providers}))
     }
 
     async fn local_json(
@@ -227,31 +228,34 @@ impl Gateway {
                     .translation
                     .with_label_values(&["openai", provider.kind.as_str()])
                     .observe(started.elapsed().as_secs_f64());
-                let forwarder = Forwarder {
-                    connector: &self.connector,
-                    timeouts: self.timeouts,
-                    max_response_bytes: self.config.server.max_upstream_response_bytes,
+                let path = upstream.endpoint.path(&format!("/v1{}", endpoint.path()));
+                let request = json_request(&path, upstream, body.len(), summary.stream)
+                    .map_err(|_| GatewayError::Internal)?;
+                let call = UpstreamCall {
+                    provider: &provider,
+                    upstream,
+                    request,
+                    body: Bytes::from(body),
+                    mode: Mode::OpenAi {
+                        stream: summary.stream,
+                        client_model: &summary.model,
+                        upstream_model: &upstream_model,
+                        client_wants_usage: summary.client_wants_usage,
+                    },
                 };
-                let path = format!("/v1{}", endpoint.path());
-                forwarder
-                    .call(
-                        session,
-                        ctx,
-                        UpstreamCall {
-                            provider: &provider,
-                            upstream,
-                            path: &path,
-                            body: Bytes::from(body),
-                            stream: summary.stream,
-                            client_model: &summary.model,
-                            upstream_model: &upstream_model,
-                            client_wants_usage: summary.client_wants_usage,
-                        },
-                    )
-                    .await?;
+                self.forwarder().call(session, ctx, call).await?;
                 Ok(Next::Responded)
             }
-            (ProviderKind::OpenAi, None) => Err(GatewayError::Internal),
+            // Config validation only maps models to providers that speak the unified API.
+            _ => Err(GatewayError::Internal),
+        }
+    }
+
+    fn forwarder(&self) -> Forwarder<'_> {
+        Forwarder {
+            connector: &self.connector,
+            timeouts: self.timeouts,
+            max_response_bytes: self.config.server.max_upstream_response_bytes,
         }
     }
 
@@ -284,35 +288,85 @@ impl Gateway {
         Ok(())
     }
 
-    fn start_passthrough(
+    async fn start_passthrough(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         name: &str,
         rest: &str,
     ) -> Result<Next, GatewayError> {
-        let uri = &session.req_header().uri;
-        if uri.scheme().is_some()
-            || uri.authority().is_some()
-            || !session.req_header().raw_path().starts_with(b"/")
+        let header = session.req_header();
+        if header.uri.scheme().is_some()
+            || header.uri.authority().is_some()
+            || !header.raw_path().starts_with(b"/")
         {
             return Err(GatewayError::BadPath(
                 "absolute-form request targets are not allowed",
             ));
         }
-        let provider = self.config.providers.get(name).ok_or_else(|| {
-            GatewayError::NotFound(format!("No provider named `{name}` is configured."))
-        })?;
-        if provider.upstream.is_none() {
+        let provider = self
+            .config
+            .providers
+            .get(name)
+            .ok_or_else(|| {
+                GatewayError::NotFound(format!("No provider named `{name}` is configured."))
+            })?
+            .clone();
+        let Some(upstream) = provider.upstream.as_ref() else {
             return Err(GatewayError::NotFound(format!(
                 "Provider `{name}` has no native API to pass through to."
             )));
-        }
-        let path = passthrough::upstream_path(rest, uri.query())?;
+        };
+        let path = passthrough::upstream_path(rest, header.uri.query(), &upstream.default_query)?;
         ctx.provider = Some(provider.clone());
-        ctx.passthrough = Some(Passthrough::new(path));
-        Ok(Next::Proxy)
+        ctx.passthrough = Some(Passthrough::new(path.clone()));
+        if !upstream.credential.signs_body() {
+            return Ok(Next::Proxy); // Pingora's hooks stream the request through
+        }
+        // A signature covers the body, so it must be read before any header goes upstream.
+        let body = read_body(session, self.config.server.max_request_body_bytes).await?;
+        let mut request = session.req_header().clone();
+        passthrough::prepare_upstream_request(&mut request, upstream, &path)
+            .map_err(|_| GatewayError::Internal)?;
+        request
+            .insert_header("content-length", body.len().to_string())
+            .map_err(|_| GatewayError::Internal)?;
+        let call = UpstreamCall {
+            provider: &provider,
+            upstream,
+            request,
+            body,
+            mode: Mode::Raw,
+        };
+        self.forwarder().call(session, ctx, call).await?;
+        Ok(Next::Responded)
     }
+}
+
+/// The request header for a JSON POST to an upstream (credentials are applied later).
+fn json_request(
+    path: &str,
+    upstream: &Upstream,
+    len: usize,
+    stream: bool,
+) -> pingora::Result<RequestHeader> {
+    let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8))?;
+    req.insert_header("host", upstream.endpoint.authority.clone())?;
+    req.insert_header("content-type", "application/json")?;
+    req.insert_header("content-length", len.to_string())?;
+    req.insert_header(
+        "accept",
+        if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        },
+    )?;
+    req.insert_header(
+        "user-agent",
+        concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+    )?;
+    Ok(req)
 }
 
 fn require(ok: bool, allow: &'static str) -> Result<(), GatewayError> {
@@ -449,14 +503,16 @@ impl ProxyHttp for Gateway {
         let Some(upstream) = provider.upstream.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "passthrough without an upstream");
         };
-        let uri: http::Uri = upstream
-            .endpoint
-            .path(&pt.path)
-            .parse()
-            .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
-        req.set_uri(uri);
-        req.insert_header("host", upstream.endpoint.authority.clone())?;
-        upstream.credential.apply(req)
+        passthrough::prepare_upstream_request(req, upstream, &pt.path)?;
+        if let Err(e) = upstream.credential.apply(&provider.name, req, b"").await {
+            let status = e.status();
+            ctx.error = Some(e);
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "provider credential unavailable",
+            );
+        }
+        Ok(())
     }
 
     async fn response_filter(

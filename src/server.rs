@@ -70,8 +70,8 @@ pub fn build(config: Arc<Config>) -> Built {
         server.add_service(svc);
     }
     server.add_service(background_service(
-        "dns-refresh",
-        DnsRefresher(config.clone()),
+        "provider-maintenance",
+        ProviderMaintenance(config.clone()),
     ));
     Built {
         server,
@@ -80,23 +80,34 @@ pub fn build(config: Arc<Config>) -> Built {
     }
 }
 
-/// Re-resolves provider hosts periodically so requests never wait on DNS.
-struct DnsRefresher(Arc<Config>);
+/// Keeps providers usable without the request path ever waiting: re-resolves their hosts
+/// periodically and keeps their credentials (tokens) fresh.
+struct ProviderMaintenance(Arc<Config>);
 
 #[async_trait]
-impl BackgroundService for DnsRefresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(DNS_REFRESH) => {}
-            }
-            for p in self.0.providers.iter() {
-                if let Some(u) = &p.upstream {
-                    u.endpoint.refresh().await;
+impl BackgroundService for ProviderMaintenance {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let credentials = self
+            .0
+            .providers
+            .iter()
+            .filter_map(|p| p.upstream.as_ref())
+            .map(|u| u.credential.maintain(shutdown.clone()));
+        let mut dns_shutdown = shutdown.clone();
+        let dns = async {
+            loop {
+                tokio::select! {
+                    _ = dns_shutdown.changed() => return,
+                    _ = tokio::time::sleep(DNS_REFRESH) => {}
+                }
+                for p in self.0.providers.iter() {
+                    if let Some(u) = &p.upstream {
+                        u.endpoint.refresh().await;
+                    }
                 }
             }
-        }
+        };
+        tokio::join!(dns, futures_util::future::join_all(credentials));
     }
 }
 

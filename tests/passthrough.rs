@@ -73,19 +73,11 @@ async fn requests_and_responses_pass_byte_exact_with_the_key_swapped() {
         "gateway key reached the provider"
     );
 
-    let metrics = client()
-        .get(&gw.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics
-            .contains(r#"ai_proxy_tokens_total{model="gpt-4o",provider="openai",type="output"} 5"#),
-        "{metrics}"
-    );
+    metrics_containing(
+        &gw.metrics_url,
+        &[r#"ai_proxy_tokens_total{model="gpt-4o",provider="openai",type="output"} 5"#],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -103,19 +95,11 @@ async fn streams_pass_through_unchanged_and_are_metered() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().to_vec(), stream);
-    let metrics = client()
-        .get(&gw.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics
-            .contains(r#"ai_proxy_tokens_total{model="gpt-4o",provider="openai",type="input"} 6"#),
-        "{metrics}"
-    );
+    metrics_containing(
+        &gw.metrics_url,
+        &[r#"ai_proxy_tokens_total{model="gpt-4o",provider="openai",type="input"} 6"#],
+    )
+    .await;
 }
 
 #[tokio::test]

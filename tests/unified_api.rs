@@ -54,19 +54,11 @@ async fn openai_route_rewrites_the_model_and_swaps_credentials() {
         "gateway key leaked upstream"
     );
 
-    let metrics = client()
-        .get(&gw.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics
-            .contains(r#"ai_proxy_requests_total{model="gpt-4",provider="openai",status="200"} 1"#),
-        "{metrics}"
-    );
+    let metrics = metrics_containing(
+        &gw.metrics_url,
+        &[r#"ai_proxy_requests_total{model="gpt-4",provider="openai",status="200"} 1"#],
+    )
+    .await;
     assert!(metrics
         .contains(r#"ai_proxy_tokens_total{model="gpt-4",provider="openai",type="input"} 9"#));
     assert!(metrics
@@ -145,20 +137,11 @@ async fn streams_translate_identically_at_random_split_points() {
             None => expected = Some(body),
             Some(first) => assert_eq!(&body, first, "seed {seed} differs"),
         }
-        let metrics = client()
-            .get(&gw.metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            metrics.contains(
-                r#"ai_proxy_tokens_total{model="gpt-4",provider="openai",type="output"} 4"#
-            ),
-            "{metrics}"
-        );
+        metrics_containing(
+            &gw.metrics_url,
+            &[r#"ai_proxy_tokens_total{model="gpt-4",provider="openai",type="output"} 4"#],
+        )
+        .await;
     }
 }
 

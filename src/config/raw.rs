@@ -118,6 +118,24 @@ pub struct RawProvider {
     pub endpoint: Option<String>,
     #[serde(default)]
     pub auth: Option<RawProviderAuth>,
+    /// AWS region (bedrock) or OCI region (oci).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Azure OpenAI `api-version` added when the caller omits it.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// GCP project (vertex) or watsonx project.
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// GCP location (vertex).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// OCI compartment.
+    #[serde(default)]
+    pub compartment_id: Option<String>,
+    /// Extra CA bundle (PEM) trusted for this provider's endpoint.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,47 +1,71 @@
 //! The configured providers: what kind each is, where it lives and how the gateway
 //! authenticates to it.
 //!
-//! Adding a provider kind means one [`ProviderKind`] variant, its credential in
-//! [`credentials`], and its translation module in `switchyard-filters`.
+//! Adding a provider kind means: one [`ProviderKind`] variant and one arm in [`build_upstream`]
+//! (its own module here builds the endpoint and credential from its config block), a
+//! credential in [`credentials`] if it needs a new scheme, and its translation module in
+//! `switchyard-filters`.
 
 pub mod credentials;
 pub mod endpoint;
+pub mod openai;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::raw::{RawApiKeyConfig, RawProvider};
+use http::{HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
+
+use crate::config::raw::{RawProvider, RawProviderAuth};
 use crate::config::Problem;
 
-pub use credentials::Credential;
+pub use credentials::{Credential, Readiness};
 pub use endpoint::Endpoint;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
-    /// OpenAI's own API.
     OpenAi,
+    Bedrock,
+    Azure,
+    Anthropic,
+    Vertex,
+    Watsonx,
+    Oci,
     /// The built-in deterministic provider; answers inside the gateway.
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 2] = [ProviderKind::OpenAi, ProviderKind::Mock];
+    pub const ALL: [ProviderKind; 8] = [
+        ProviderKind::OpenAi,
+        ProviderKind::Bedrock,
+        ProviderKind::Azure,
+        ProviderKind::Anthropic,
+        ProviderKind::Vertex,
+        ProviderKind::Watsonx,
+        ProviderKind::Oci,
+        ProviderKind::Mock,
+    ];
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// Whether `/v1/*` requests can be translated for this kind (else passthrough only).
+    pub fn speaks_unified(self) -> bool {
+        matches!(self, ProviderKind::OpenAi | ProviderKind::Mock)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Vertex => "vertex",
+            ProviderKind::Watsonx => "watsonx",
+            ProviderKind::Oci => "oci",
             ProviderKind::Mock => "mock",
-        }
-    }
-
-    fn default_endpoint(self) -> Option<&'static str> {
-        match self {
-            ProviderKind::OpenAi => Some("https://api.openai.com"),
-            ProviderKind::Mock => None,
         }
     }
 }
@@ -51,6 +75,29 @@ impl ProviderKind {
 pub struct Upstream {
     pub endpoint: Endpoint,
     pub credential: Credential,
+    /// Headers added to passthrough requests that lack them (e.g. `anthropic-version`).
+    pub default_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Query parameters added to passthrough requests that lack them (e.g. Azure `api-version`).
+    pub default_query: Vec<(&'static str, String)>,
+}
+
+impl Upstream {
+    pub fn new(endpoint: Endpoint, credential: Credential) -> Upstream {
+        Upstream {
+            endpoint,
+            credential,
+            default_headers: Vec::new(),
+            default_query: Vec::new(),
+        }
+    }
+
+    /// Whether the provider can take requests now (address resolved, credential ready).
+    pub fn readiness(&self) -> Readiness {
+        if !self.endpoint.is_resolved() {
+            return Readiness::NotReady(format!("{} is not resolved", self.endpoint.host));
+        }
+        self.credential.readiness()
+    }
 }
 
 #[derive(Debug)]
@@ -59,6 +106,14 @@ pub struct Provider {
     pub kind: ProviderKind,
     /// None for providers that answer inside the gateway (`mock`).
     pub upstream: Option<Upstream>,
+}
+
+impl Provider {
+    pub fn readiness(&self) -> Readiness {
+        self.upstream
+            .as_ref()
+            .map_or(Readiness::Ready, Upstream::readiness)
+    }
 }
 
 /// All providers, by name.
@@ -72,12 +127,12 @@ impl ProviderRegistry {
     pub fn from_raw(raw: &BTreeMap<String, RawProvider>, problems: &mut Vec<Problem>) -> Self {
         let mut reg = ProviderRegistry::default();
         for (name, p) in raw {
-            let path = format!("providers.{name}");
+            let at = ConfigPath(format!("providers.{name}"));
             let kind_name = p.kind.as_deref().unwrap_or(name);
             let Some(kind) = ProviderKind::parse(kind_name) else {
                 let known: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
                 problems.push(Problem::new(
-                    &path,
+                    &at.0,
                     format!(
                         "unknown provider kind `{kind_name}` (known: {}; set `type:` to name a kind)",
                         known.join(", ")
@@ -85,9 +140,15 @@ impl ProviderRegistry {
                 ));
                 continue;
             };
-            if let Some(provider) = build(name, kind, p, &path, problems) {
+            let before = problems.len();
+            let upstream = build_upstream(kind, p, &at, problems);
+            if problems.len() == before {
                 reg.by_name.insert(name.clone(), reg.providers.len());
-                reg.providers.push(Arc::new(provider));
+                reg.providers.push(Arc::new(Provider {
+                    name: Arc::from(name.as_str()),
+                    kind,
+                    upstream,
+                }));
             }
         }
         reg
@@ -106,85 +167,134 @@ impl ProviderRegistry {
     }
 }
 
-fn build(
-    name: &str,
+/// Builds the network side of a provider; pushes problems instead of failing early.
+fn build_upstream(
     kind: ProviderKind,
     p: &RawProvider,
-    path: &str,
+    at: &ConfigPath,
     problems: &mut Vec<Problem>,
-) -> Option<Provider> {
-    let before = problems.len();
-    let upstream = match kind {
+) -> Option<Upstream> {
+    match kind {
         ProviderKind::Mock => {
             if p.endpoint.is_some() || p.auth.is_some() {
                 problems.push(Problem::new(
-                    path,
+                    &at.0,
                     "the mock provider takes no endpoint or auth",
                 ));
             }
             None
         }
         ProviderKind::OpenAi => {
-            let url = p
-                .endpoint
-                .as_deref()
-                .or(kind.default_endpoint())
-                .unwrap_or_default();
-            let endpoint = Endpoint::parse(url)
-                .map_err(|why| problems.push(Problem::new(format!("{path}.endpoint"), why)))
-                .ok();
-            let credential = match &p.auth {
-                None => {
-                    problems.push(Problem::new(
-                        format!("{path}.auth"),
-                        "is required (method: api_key)",
-                    ));
-                    None
-                }
-                Some(auth) if auth.method == "api_key" => {
-                    let cfg_path = format!("{path}.auth.config");
-                    match serde_path_to_error::deserialize::<_, RawApiKeyConfig>(
-                        serde_yaml::Value::Mapping(auth.config.clone()),
-                    ) {
-                        Ok(c) => Credential::bearer(&c)
-                            .map_err(|why| problems.push(Problem::new(&cfg_path, why)))
-                            .ok(),
-                        Err(e) => {
-                            let inner = e.path().to_string();
-                            let at = if inner == "." {
-                                cfg_path
-                            } else {
-                                format!("{cfg_path}.{inner}")
-                            };
-                            problems.push(Problem::new(at, e.into_inner().to_string()));
-                            None
-                        }
-                    }
-                }
-                Some(auth) => {
-                    problems.push(Problem::new(
-                        format!("{path}.auth.method"),
-                        format!(
-                            "`{}` is not supported for {} (use api_key)",
-                            auth.method,
-                            kind.as_str()
-                        ),
-                    ));
-                    None
-                }
-            };
-            match (endpoint, credential) {
-                (Some(endpoint), Some(credential)) => Some(Upstream {
-                    endpoint,
-                    credential,
-                }),
-                _ => None,
+            at.reject_unused(p, &[], problems);
+            openai::build(p, at, problems)
+        }
+        ProviderKind::Bedrock
+        | ProviderKind::Azure
+        | ProviderKind::Anthropic
+        | ProviderKind::Vertex
+        | ProviderKind::Watsonx
+        | ProviderKind::Oci => {
+            problems.push(Problem::new(
+                &at.0,
+                format!("provider kind `{}` is not available yet", kind.as_str()),
+            ));
+            None
+        }
+    }
+}
+
+/// A key path in the config, for problems.
+pub struct ConfigPath(pub String);
+
+impl ConfigPath {
+    pub fn join(&self, key: &str) -> String {
+        format!("{}.{key}", self.0)
+    }
+
+    /// The endpoint: the configured one, else `default`; problems name `<provider>.endpoint`.
+    pub fn endpoint(
+        &self,
+        configured: Option<&str>,
+        default: Option<String>,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Endpoint> {
+        let Some(url) = configured.map(str::to_owned).or(default) else {
+            problems.push(Problem::new(self.join("endpoint"), "is required"));
+            return None;
+        };
+        Endpoint::parse(&url)
+            .map_err(|why| problems.push(Problem::new(self.join("endpoint"), why)))
+            .ok()
+    }
+
+    /// Reports provider fields set in the config that this kind does not use (`allowed` lists
+    /// the ones it does, beyond `type`, `endpoint` and `auth`).
+    pub fn reject_unused(&self, p: &RawProvider, allowed: &[&str], problems: &mut Vec<Problem>) {
+        let fields = [
+            ("region", p.region.is_some()),
+            ("api_version", p.api_version.is_some()),
+            ("project_id", p.project_id.is_some()),
+            ("location", p.location.is_some()),
+            ("compartment_id", p.compartment_id.is_some()),
+            ("ca_file", p.ca_file.is_some()),
+        ];
+        for (name, set) in fields {
+            if set && !allowed.contains(&name) {
+                problems.push(Problem::new(
+                    self.join(name),
+                    "does not apply to this provider kind",
+                ));
             }
         }
-    };
-    (problems.len() == before).then(|| Provider {
-        name: Arc::from(name),
-        kind,
-        upstream,
-    })
+    }
+
+    /// The `auth` block, requiring its method to be one of `methods`.
+    pub fn auth<'a>(
+        &self,
+        auth: Option<&'a RawProviderAuth>,
+        methods: &[&str],
+        problems: &mut Vec<Problem>,
+    ) -> Option<&'a RawProviderAuth> {
+        match auth {
+            None => {
+                problems.push(Problem::new(
+                    self.join("auth"),
+                    format!("is required (method: {})", methods.join(" | ")),
+                ));
+                None
+            }
+            Some(a) if methods.contains(&a.method.as_str()) => Some(a),
+            Some(a) => {
+                problems.push(Problem::new(
+                    self.join("auth.method"),
+                    format!(
+                        "`{}` is not supported here (use {})",
+                        a.method,
+                        methods.join(" | ")
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
+    /// Deserializes an `auth.config` block into `T`, reporting the inner key path on error.
+    pub fn auth_config<T: DeserializeOwned>(
+        &self,
+        auth: &RawProviderAuth,
+        problems: &mut Vec<Problem>,
+    ) -> Option<T> {
+        let base = self.join("auth.config");
+        serde_path_to_error::deserialize::<_, T>(serde_yaml::Value::Mapping(auth.config.clone()))
+            .map_err(|e| {
+                let inner = e.path().to_string();
+                let at = if inner == "." {
+                    base.clone()
+                } else {
+                    format!("{base}.{inner}")
+                };
+                problems.push(Problem::new(at, e.into_inner().to_string()));
+            })
+            .ok()
+    }
 }

@@ -411,3 +411,27 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Metrics are recorded in the logging phase, just after the client has its response: poll
+/// until `needles` all appear (or fail after two seconds), returning the exposition text.
+pub async fn metrics_containing(url: &str, needles: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let text = client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if needles.iter().all(|n| text.contains(n)) {
+            return text;
+        }
+        if std::time::Instant::now() > deadline {
+            let missing: Vec<_> = needles.iter().filter(|n| !text.contains(**n)).collect();
+            panic!("metrics never showed {missing:?}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

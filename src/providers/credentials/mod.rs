@@ -1,0 +1,94 @@
+//! The credential the gateway presents to a provider, injected into every upstream request
+//! after the caller's own key headers have been removed.
+
+//! The credential the gateway presents to a provider, injected into every upstream request
+//! after the caller's own key headers have been removed.
+//!
+//! Static keys are headers; bearer tokens (Azure AD, GCP, IBM IAM) come from a
+//! [`token::TokenSource`] that caches them and refreshes them in the background; request
+//! signatures (AWS SigV4, OCI) are computed over the exact bytes sent.
+
+pub mod api_key;
+pub mod token;
+
+use pingora::http::RequestHeader;
+
+use crate::auth::KEY_HEADERS;
+use crate::errors::GatewayError;
+
+pub use api_key::StaticHeaders;
+pub use token::TokenSource;
+
+/// Whether a provider's credential can be used right now (for `/ready` and 503s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Not usable; the reason is safe to show (never contains a secret).
+    NotReady(String),
+}
+
+#[derive(Debug)]
+pub enum Credential {
+    /// Fixed headers: `Authorization: Bearer` (OpenAI), `x-api-key` (Anthropic), `api-key` (Azure).
+    Static(StaticHeaders),
+    /// `Authorization: Bearer <token>` from a cached, background-refreshed token.
+    Token(TokenSource),
+}
+
+impl Credential {
+    /// Whether the credential covers the body (a signature), so the body must be known before
+    /// the request headers are sent.
+    pub fn signs_body(&self) -> bool {
+        match self {
+            Credential::Static(_) | Credential::Token(_) => false,
+        }
+    }
+
+    /// Replaces whatever credential headers the request carries with the provider's.
+    /// `req` must already carry its final path, `Host` and other headers; `body` is the exact
+    /// bytes to be sent (only read when [`Self::signs_body`]).
+    pub async fn apply(
+        &self,
+        provider: &str,
+        req: &mut RequestHeader,
+        _body: &[u8],
+    ) -> Result<(), GatewayError> {
+        strip_caller_credentials(req);
+        match self {
+            Credential::Static(h) => h.apply(req),
+            Credential::Token(t) => t.apply(provider, req).await,
+        }
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        match self {
+            Credential::Static(_) => Readiness::Ready,
+            Credential::Token(t) => t.readiness(),
+        }
+    }
+
+    /// Keeps the credential fresh; runs until the process stops (no-op for static ones).
+    pub async fn maintain(&self, shutdown: pingora::server::ShutdownWatch) {
+        match self {
+            Credential::Static(_) => {}
+            Credential::Token(t) => t.maintain(shutdown).await,
+        }
+    }
+}
+
+/// Removes every header that may carry the caller's gateway key, and the gateway's own
+/// control headers, so none of them reaches a provider.
+pub fn strip_caller_credentials(req: &mut RequestHeader) {
+    for name in KEY_HEADERS {
+        req.remove_header(name);
+    }
+    let control: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-switchyard-"))
+        .cloned()
+        .collect();
+    for name in control {
+        req.remove_header(&name);
+    }
+}
