@@ -305,6 +305,38 @@ pub fn content_text(content: &Value, out: &mut String) {
     }
 }
 
+/// OpenAI's `error.type` for an HTTP status, where a provider gave none.
+pub fn error_type_for_status(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// An upstream error body as the OpenAI envelope: kept as is when it already is one
+/// (an object with `error.message`), wrapped with a status-derived type otherwise.
+pub fn upstream_error_body(status: u16, body: &[u8], provider: &str) -> Vec<u8> {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if v.get("error")
+            .and_then(|e| e.get("message"))
+            .is_some_and(Value::is_string)
+        {
+            return body.to_vec();
+        }
+    }
+    error_body(
+        &format!("Provider `{provider}` returned HTTP {status}."),
+        error_type_for_status(status),
+        None,
+        None,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,36 +397,4 @@ mod tests {
         assert!(v["error"]["param"].is_null());
         assert_eq!(v["error"]["code"], "c");
     }
-}
-
-/// OpenAI's `error.type` for an HTTP status, where a provider gave none.
-pub fn error_type_for_status(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        408 | 504 => "timeout_error",
-        429 => "rate_limit_error",
-        s if s >= 500 => "server_error",
-        _ => "invalid_request_error",
-    }
-}
-
-/// An upstream error body as the OpenAI envelope: kept as is when it already is one
-/// (an object with `error.message`), wrapped with a status-derived type otherwise.
-pub fn upstream_error_body(status: u16, body: &[u8], provider: &str) -> Vec<u8> {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        if v.get("error")
-            .and_then(|e| e.get("message"))
-            .is_some_and(Value::is_string)
-        {
-            return body.to_vec();
-        }
-    }
-    error_body(
-        &format!("Provider `{provider}` returned HTTP {status}."),
-        error_type_for_status(status),
-        None,
-        None,
-    )
 }

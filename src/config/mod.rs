@@ -24,10 +24,12 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem at `path`; `why` is folded onto one line (one problem, one line).
     pub fn new(path: impl Into<String>, why: impl Into<String>) -> Self {
+        let why: String = why.into();
         Self {
             path: path.into(),
-            why: why.into(),
+            why: why.split_whitespace().collect::<Vec<_>>().join(" "),
         }
     }
 }
