@@ -6,10 +6,12 @@
 //! byte; usage is read from a side copy (JSON) or by framing the SSE stream, never by
 //! changing what the client receives.
 
-use switchyard_filters::openai_upstream::StreamFilter;
+use switchyard_filters::eventstream;
+use switchyard_filters::sse::{parse_event, SseFramer};
+use switchyard_filters::usage::UsageMeter;
 use switchyard_filters::Usage;
 
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::errors::GatewayError;
 use crate::forward::HOP_BY_HOP;
@@ -46,6 +48,17 @@ pub fn upstream_path(
     query: Option<&str>,
     defaults: &[(&'static str, String)],
 ) -> Result<String, GatewayError> {
+    upstream_path_with(rest, query, defaults, false)
+}
+
+/// [`upstream_path`], letting `%2F` through when `encoded_slashes` (for APIs whose path
+/// labels may hold a `/`, sent encoded: Bedrock model ARNs). It stays inside its segment.
+pub fn upstream_path_with(
+    rest: &str,
+    query: Option<&str>,
+    defaults: &[(&'static str, String)],
+    encoded_slashes: bool,
+) -> Result<String, GatewayError> {
     if rest.is_empty() || rest == "/" {
         return Err(GatewayError::BadPath(
             "a path after the provider name is required",
@@ -62,7 +75,8 @@ pub fn upstream_path(
         ));
     }
     let lower = rest.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+    if (lower.contains("%2f") && !encoded_slashes) || lower.contains("%5c") || lower.contains("%00")
+    {
         return Err(GatewayError::BadPath("encoded slashes are not allowed"));
     }
     for segment in rest.split('/') {
@@ -122,8 +136,12 @@ pub fn prepare_upstream_request(
 enum Observer {
     #[default]
     None,
+    /// A JSON body, copied aside (up to a limit) and read at the end.
     Json(Vec<u8>),
-    Sse(Box<StreamFilter>),
+    /// An SSE stream, framed event by event.
+    Sse(SseFramer),
+    /// An AWS event stream (Bedrock), decoded message by message (checksums verified).
+    EventStream(eventstream::Decoder),
 }
 
 /// Passthrough state kept in the request context.
@@ -131,6 +149,11 @@ pub struct Passthrough {
     /// Upstream path and query relative to the endpoint's base path.
     pub path: String,
     observer: Observer,
+    meter: UsageMeter,
+    /// The model named by the request path (Bedrock `/model/{id}/...`), reported instead of
+    /// the response's when the response succeeded.
+    path_model: Option<String>,
+    succeeded: bool,
 }
 
 impl Passthrough {
@@ -138,18 +161,43 @@ impl Passthrough {
         Passthrough {
             path,
             observer: Observer::None,
+            meter: UsageMeter::new(),
+            path_model: None,
+            succeeded: false,
         }
     }
 
-    /// Chooses how to read usage once the response's content type is known.
-    pub fn observe_response(&mut self, status: u16, content_type: Option<&[u8]>) {
-        if !(200..300).contains(&status) {
+    /// Reports `model` (from the request path) as the model of a successful response.
+    pub fn with_path_model(mut self, model: Option<String>) -> Self {
+        self.path_model = model;
+        self
+    }
+
+    /// Chooses how to read usage once the response's status and headers are known.
+    pub fn observe_response(&mut self, resp: &ResponseHeader) {
+        if !resp.status.is_success() {
             return;
         }
-        let ct = content_type.unwrap_or_default();
+        self.succeeded = true;
+        let header_count = |name: &str| {
+            resp.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+        };
+        // Bedrock InvokeModel reports usage in headers.
+        self.meter.observe_counts(
+            header_count("x-amzn-bedrock-input-token-count"),
+            header_count("x-amzn-bedrock-output-token-count"),
+        );
+        let ct = resp
+            .headers
+            .get("content-type")
+            .map_or(&b""[..], |v| v.as_bytes());
         self.observer = if ct.starts_with(b"text/event-stream") {
-            // Identity filter: frames events to find usage, forwards nothing itself.
-            Observer::Sse(Box::new(StreamFilter::new("", "", true)))
+            Observer::Sse(SseFramer::new())
+        } else if ct.starts_with(eventstream::CONTENT_TYPE.as_bytes()) {
+            Observer::EventStream(eventstream::Decoder::new())
         } else if ct.starts_with(b"application/json") {
             Observer::Json(Vec::new())
         } else {
@@ -168,30 +216,36 @@ impl Passthrough {
                     buf.extend_from_slice(chunk);
                 }
             }
-            Observer::Sse(f) => {
-                let mut sink = Vec::new();
-                f.feed(chunk, &mut sink);
+            Observer::Sse(framer) => {
+                let meter = &mut self.meter;
+                framer.feed(chunk, |event| {
+                    let ev = parse_event(event);
+                    if ev.has_data && ev.data.first() == Some(&b'{') {
+                        meter.observe_json(&ev.data);
+                    }
+                });
+            }
+            Observer::EventStream(decoder) => {
+                let meter = &mut self.meter;
+                let fed = decoder.feed(chunk, |m| eventstream::meter_bedrock_event(meter, m));
+                if let Err(e) = fed {
+                    log::warn!("passthrough: cannot read usage from the event stream: {e}");
+                    self.observer = Observer::None;
+                }
             }
         }
     }
 
     /// The usage and model the response reported, once it is complete.
     pub fn finish(&mut self) -> (Option<Usage>, Option<String>) {
-        match std::mem::take(&mut self.observer) {
-            Observer::None => (None, None),
-            Observer::Json(buf) => {
-                #[derive(serde::Deserialize)]
-                struct Reported {
-                    usage: Option<Usage>,
-                    model: Option<String>,
-                }
-                match serde_json::from_slice::<Reported>(&buf) {
-                    Ok(r) => (r.usage, r.model),
-                    Err(_) => (None, None),
-                }
-            }
-            Observer::Sse(f) => (f.usage(), f.model().map(str::to_owned)),
+        if let Observer::Json(buf) = std::mem::take(&mut self.observer) {
+            self.meter.observe_json(&buf);
         }
+        let model = match self.path_model.take() {
+            Some(m) if self.succeeded => Some(m),
+            _ => self.meter.model().map(str::to_owned),
+        };
+        (self.meter.usage(), model)
     }
 }
 
@@ -254,16 +308,76 @@ mod tests {
     }
 
     #[test]
+    fn encoded_slashes_only_where_allowed() {
+        let arn = "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x/converse";
+        assert!(upstream_path(arn, None, &[]).is_err());
+        assert_eq!(upstream_path_with(arn, None, &[], true).unwrap(), arn);
+        for bad in [
+            "/v1/%2e%2e/admin",
+            "/v1/%5c..",
+            "//evil.com/x",
+            "/a/../b",
+            "/a%00",
+        ] {
+            assert!(
+                upstream_path_with(bad, None, &[], true).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    fn response(content_type: &str) -> ResponseHeader {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("content-type", content_type).unwrap();
+        r
+    }
+
+    #[test]
     fn usage_is_read_from_json_and_sse_without_changing_bytes() {
         let mut p = Passthrough::new("/v1/chat/completions".into());
-        p.observe_response(200, Some(b"application/json"));
+        p.observe_response(&response("application/json"));
         p.observe_chunk(br#"{"model":"gpt-4o","usage":{"prompt_tokens":1,"#);
         p.observe_chunk(br#""completion_tokens":2,"total_tokens":3}}"#);
         assert_eq!(p.finish(), (Some(Usage::new(1, 2)), Some("gpt-4o".into())));
 
         let mut p = Passthrough::new("/v1/chat/completions".into());
-        p.observe_response(200, Some(b"text/event-stream; charset=utf-8"));
+        p.observe_response(&response("text/event-stream; charset=utf-8"));
         p.observe_chunk(b"data: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":5,\"total_tokens\":9}}\n\ndata: [DONE]\n\n");
         assert_eq!(p.finish(), (Some(Usage::new(4, 5)), Some("gpt-4o".into())));
+    }
+
+    #[test]
+    fn usage_is_read_from_bedrock_event_streams() {
+        use switchyard_filters::eventstream::encode_event;
+        let mut body = encode_event("messageStart", br#"{"role":"assistant"}"#);
+        body.extend(encode_event(
+            "metadata",
+            br#"{"usage":{"inputTokens":5,"outputTokens":6,"totalTokens":11}}"#,
+        ));
+        let stream = || {
+            let mut p = Passthrough::new("/model/m%3A0/converse-stream".into())
+                .with_path_model(Some("m:0".into()));
+            p.observe_response(&response("application/vnd.amazon.eventstream"));
+            p
+        };
+        let mut p = stream();
+        for piece in body.chunks(3) {
+            p.observe_chunk(piece);
+        }
+        assert_eq!(p.finish(), (Some(Usage::new(5, 6)), Some("m:0".into())));
+
+        // A corrupt frame stops metering; nothing else happens.
+        let mut bad = body.clone();
+        let n = bad.len();
+        bad[n - 2] ^= 0xFF;
+        let mut p = stream();
+        p.observe_chunk(&bad);
+        assert_eq!(p.finish(), (None, Some("m:0".into())));
+
+        // The path's model is not reported for a failed request (callers choose paths).
+        let mut p =
+            Passthrough::new("/model/bogus/invoke".into()).with_path_model(Some("bogus".into()));
+        p.observe_response(&ResponseHeader::build(404, None).unwrap());
+        assert_eq!(p.finish(), (None, None));
     }
 }

@@ -8,9 +8,11 @@
 //! - [`openai_upstream`]: preparing requests for, and filtering responses from, OpenAI-shaped upstreams,
 //! - [`mock`]: the built-in deterministic `mock` provider.
 
+pub mod eventstream;
 pub mod mock;
 pub mod openai;
 pub mod openai_upstream;
 pub mod sse;
+pub mod usage;
 
 pub use openai::{Endpoint, InvalidRequest, RequestSummary, Usage};

@@ -6,9 +6,15 @@
 //! credential in [`credentials`] if it needs a new scheme, and its translation module in
 //! `switchyard-filters`.
 
+pub mod anthropic;
+pub mod azure;
+pub mod bedrock;
 pub mod credentials;
 pub mod endpoint;
+pub mod oci;
 pub mod openai;
+pub mod vertex;
+pub mod watsonx;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -174,7 +180,7 @@ fn build_upstream(
     at: &ConfigPath,
     problems: &mut Vec<Problem>,
 ) -> Option<Upstream> {
-    match kind {
+    let mut upstream = match kind {
         ProviderKind::Mock => {
             if p.endpoint.is_some() || p.auth.is_some() {
                 problems.push(Problem::new(
@@ -188,19 +194,19 @@ fn build_upstream(
             at.reject_unused(p, &[], problems);
             openai::build(p, at, problems)
         }
-        ProviderKind::Bedrock
-        | ProviderKind::Azure
-        | ProviderKind::Anthropic
-        | ProviderKind::Vertex
-        | ProviderKind::Watsonx
-        | ProviderKind::Oci => {
-            problems.push(Problem::new(
-                &at.0,
-                format!("provider kind `{}` is not available yet", kind.as_str()),
-            ));
-            None
-        }
+        ProviderKind::Anthropic => anthropic::build(p, at, problems),
+        ProviderKind::Azure => azure::build(p, at, problems),
+        ProviderKind::Bedrock => bedrock::build(p, at, problems),
+        ProviderKind::Oci => oci::build(p, at, problems),
+        ProviderKind::Vertex => vertex::build(p, at, problems),
+        ProviderKind::Watsonx => watsonx::build(p, at, problems),
+    }?;
+    // Every kind: TLS to the endpoint trusts the system roots, SSL_CERT_FILE and `ca_file`.
+    if !upstream.endpoint.has_trust() {
+        let trust = at.trust(p, problems)?;
+        upstream.endpoint.set_trust(trust);
     }
+    Some(upstream)
 }
 
 /// A key path in the config, for problems.
@@ -228,7 +234,8 @@ impl ConfigPath {
     }
 
     /// Reports provider fields set in the config that this kind does not use (`allowed` lists
-    /// the ones it does, beyond `type`, `endpoint` and `auth`).
+    /// the ones it does, beyond `type`, `endpoint`, `auth` and `ca_file`, which every kind
+    /// with an endpoint takes).
     pub fn reject_unused(&self, p: &RawProvider, allowed: &[&str], problems: &mut Vec<Problem>) {
         let fields = [
             ("region", p.region.is_some()),
@@ -236,7 +243,6 @@ impl ConfigPath {
             ("project_id", p.project_id.is_some()),
             ("location", p.location.is_some()),
             ("compartment_id", p.compartment_id.is_some()),
-            ("ca_file", p.ca_file.is_some()),
         ];
         for (name, set) in fields {
             if set && !allowed.contains(&name) {
@@ -246,6 +252,24 @@ impl ConfigPath {
                 ));
             }
         }
+    }
+
+    /// The roots trusted for TLS to this provider and its token endpoints: the system roots,
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` and the provider's `ca_file` (problems name
+    /// `<provider>.ca_file`). [`build_upstream`] sets it on every endpoint a kind's `build`
+    /// returns without one; call it from `build` only to use the trust for something else
+    /// too, then `endpoint.set_trust(..)`.
+    pub fn trust(&self, p: &RawProvider, problems: &mut Vec<Problem>) -> Option<endpoint::Trust> {
+        let at = self.join("ca_file");
+        if problems.iter().any(|pr| pr.path == at) {
+            return None; // the kind's own build already reported it
+        }
+        endpoint::Trust::load(p.ca_file.as_deref())
+            .map_err(|e| match e {
+                endpoint::TrustError::CaFile(why) => problems.push(Problem::new(at, why)),
+                endpoint::TrustError::Ambient(why) => problems.push(Problem::new(&self.0, why)),
+            })
+            .ok()
     }
 
     /// The `auth` block, requiring its method to be one of `methods`.
@@ -293,7 +317,10 @@ impl ConfigPath {
                 } else {
                     format!("{base}.{inner}")
                 };
-                problems.push(Problem::new(at, e.into_inner().to_string()));
+                problems.push(Problem::new(
+                    at,
+                    crate::config::redact_serde_message(&e.into_inner().to_string()),
+                ));
             })
             .ok()
     }

@@ -6,6 +6,13 @@
 
 #![allow(dead_code)]
 
+pub mod anthropic;
+pub mod azure;
+pub mod bedrock;
+pub mod oci;
+pub mod vertex;
+pub mod watsonx;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -366,9 +373,31 @@ pub struct Gateway {
     pub handle: GatewayHandle,
 }
 
-/// Starts a gateway whose `openai` provider points at `upstream_url`; `extra` is appended
-/// under `server:` (indented two spaces).
+/// Starts a gateway whose `openai` provider points at `upstream_url`; `server_extra` is
+/// appended under `server:` (indented two spaces).
 pub fn gateway(upstream_url: &str, server_extra: &str) -> Gateway {
+    let providers = format!(
+        r#"  openai:
+    endpoint: "{upstream_url}"
+    auth: {{method: api_key, config: {{api_key: "{UPSTREAM_KEY}", organization: org-test}}}}
+"#
+    );
+    let routes = r#"model_mappings:
+  gpt-4: {default_provider: openai, providers: {openai: {model: gpt-4-0125-preview}}}
+  gpt-4o-mini: {default_provider: mock, providers: {mock: {}}}
+routing:
+  patterns:
+    - {pattern: "^gpt-", default_provider: openai}
+    - {pattern: "^text-embedding-", default_provider: openai}
+    - {pattern: "^mock-", default_provider: mock}
+"#;
+    gateway_with(server_extra, &providers, routes)
+}
+
+/// Starts a gateway from parts: `server_extra` lines under `server:`, `providers` lines under
+/// `providers:` (a `mock` provider is always added), and top-level `routes` YAML
+/// (`model_mappings:` / `routing:`). Key: [`GATEWAY_KEY`] for user alice.
+pub fn gateway_with(server_extra: &str, providers: &str, routes: &str) -> Gateway {
     let (port, mport) = (free_port(), free_port());
     let yaml = format!(
         r#"
@@ -382,21 +411,12 @@ auth:
   keys:
     - {{user: alice, key: "{GATEWAY_KEY}"}}
 providers:
-  openai:
-    endpoint: "{upstream_url}"
-    auth: {{method: api_key, config: {{api_key: "{UPSTREAM_KEY}", organization: org-test}}}}
   mock: {{}}
-model_mappings:
-  gpt-4: {{default_provider: openai, providers: {{openai: {{model: gpt-4-0125-preview}}}}}}
-  gpt-4o-mini: {{default_provider: mock, providers: {{mock: {{}}}}}}
-routing:
-  patterns:
-    - {{pattern: "^gpt-", default_provider: openai}}
-    - {{pattern: "^text-embedding-", default_provider: openai}}
-    - {{pattern: "^mock-", default_provider: mock}}
+{providers}
+{routes}
 "#
     );
-    let config = Config::parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let handle = GatewayHandle::start(Arc::new(config));
     Gateway {
         base: format!("http://127.0.0.1:{port}"),
@@ -412,10 +432,11 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Metrics are recorded in the logging phase, just after the client has its response: poll
-/// until `needles` all appear (or fail after two seconds), returning the exposition text.
+/// Metrics are recorded in the logging phase, just after the client has its response (and
+/// `ai_proxy_provider_up` every second): poll until `needles` all appear (or fail after five
+/// seconds), returning the exposition text.
 pub async fn metrics_containing(url: &str, needles: &[&str]) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let text = client()
             .get(url)

@@ -9,7 +9,13 @@
 //! signatures (AWS SigV4, OCI) are computed over the exact bytes sent.
 
 pub mod api_key;
+pub mod azure_ad;
+pub mod gcp;
+pub mod ibm_iam;
+pub mod oci;
+pub mod sigv4;
 pub mod token;
+pub mod token_http;
 
 use pingora::http::RequestHeader;
 
@@ -33,15 +39,32 @@ pub enum Credential {
     Static(StaticHeaders),
     /// `Authorization: Bearer <token>` from a cached, background-refreshed token.
     Token(TokenSource),
+    /// A signature over the request (and its body): AWS SigV4, OCI HTTP signatures.
+    Signed(Box<dyn RequestSigner>),
+}
+
+/// A credential that signs each request, e.g. AWS SigV4 or OCI's HTTP signature.
+#[async_trait::async_trait]
+pub trait RequestSigner: Send + Sync + std::fmt::Debug {
+    /// Adds the signature headers to `req`, which already carries its final method, path
+    /// (with query), `Host` and other headers; `body` is exactly what will be sent. The error
+    /// must be safe to show callers (no secrets).
+    async fn sign(&self, req: &mut RequestHeader, body: &[u8]) -> Result<(), String>;
+
+    /// Whether signing can work now (e.g. credentials loaded).
+    fn readiness(&self) -> Readiness {
+        Readiness::Ready
+    }
+
+    /// Keeps underlying credentials fresh until shutdown (e.g. AWS role credentials).
+    async fn maintain(&self, _shutdown: pingora::server::ShutdownWatch) {}
 }
 
 impl Credential {
     /// Whether the credential covers the body (a signature), so the body must be known before
     /// the request headers are sent.
     pub fn signs_body(&self) -> bool {
-        match self {
-            Credential::Static(_) | Credential::Token(_) => false,
-        }
+        matches!(self, Credential::Signed(_))
     }
 
     /// Replaces whatever credential headers the request carries with the provider's.
@@ -51,12 +74,20 @@ impl Credential {
         &self,
         provider: &str,
         req: &mut RequestHeader,
-        _body: &[u8],
+        body: &[u8],
     ) -> Result<(), GatewayError> {
         strip_caller_credentials(req);
         match self {
             Credential::Static(h) => h.apply(req),
             Credential::Token(t) => t.apply(provider, req).await,
+            Credential::Signed(s) => {
+                s.sign(req, body)
+                    .await
+                    .map_err(|reason| GatewayError::ProviderUnavailable {
+                        provider: provider.to_owned(),
+                        reason: format!("could not sign the request: {reason}"),
+                    })
+            }
         }
     }
 
@@ -64,6 +95,7 @@ impl Credential {
         match self {
             Credential::Static(_) => Readiness::Ready,
             Credential::Token(t) => t.readiness(),
+            Credential::Signed(s) => s.readiness(),
         }
     }
 
@@ -72,6 +104,7 @@ impl Credential {
         match self {
             Credential::Static(_) => {}
             Credential::Token(t) => t.maintain(shutdown).await,
+            Credential::Signed(s) => s.maintain(shutdown).await,
         }
     }
 }

@@ -144,7 +144,12 @@ impl TokenSource {
         let c = self.current.load();
         let c = c.as_ref()?;
         let lifetime = c.expires_at.saturating_duration_since(c.obtained);
-        Some(c.expires_at - REFRESH_MARGIN.min(lifetime / 2))
+        // Refresh before the token stops being usable (EXPIRY_SAFETY before expiry), at half
+        // its life for short-lived tokens, never later than REFRESH_MARGIN before expiry.
+        let margin = REFRESH_MARGIN
+            .min((lifetime / 2).max(EXPIRY_SAFETY + Duration::from_secs(1)))
+            .min(lifetime.mul_f64(0.9));
+        Some(c.expires_at - margin)
     }
 
     /// Keeps a fresh token cached until shutdown, retrying failures with capped backoff.

@@ -1,0 +1,241 @@
+//! Reading token usage out of any provider's response without changing it.
+//!
+//! Each provider reports usage in its own shape; [`UsageMeter`] recognises all of them in
+//! JSON bodies and stream events, keeping the largest value seen per field (stream usage is
+//! cumulative: Anthropic's `message_delta`, Gemini's `usageMetadata`, Bedrock's final
+//! metrics), and remembers the model the response names.
+
+use serde_json::Value;
+
+use crate::openai::Usage;
+
+#[derive(Debug, Default, Clone)]
+pub struct UsageMeter {
+    input: Option<u64>,
+    output: Option<u64>,
+    model: Option<String>,
+}
+
+/// (object key holding usage, input field, output field)
+const SHAPES: [(&str, &str, &str); 6] = [
+    ("usage", "prompt_tokens", "completion_tokens"), // OpenAI, Azure, watsonx
+    ("usage", "input_tokens", "output_tokens"),      // Anthropic (also on Bedrock/Vertex)
+    ("usage", "inputTokens", "outputTokens"),        // Bedrock Converse
+    ("usage", "promptTokens", "completionTokens"),   // OCI GENERIC
+    ("usageMetadata", "promptTokenCount", "candidatesTokenCount"), // Gemini
+    (
+        "amazon-bedrock-invocationMetrics",
+        "inputTokenCount",
+        "outputTokenCount",
+    ), // Bedrock InvokeModel streams
+];
+
+impl UsageMeter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Looks for usage and a model name in one JSON document (a body or a stream event).
+    pub fn observe_json(&mut self, bytes: &[u8]) {
+        match serde_json::from_slice::<Value>(bytes) {
+            // Gemini `streamGenerateContent` without `alt=sse`: one JSON array of responses.
+            Ok(Value::Array(items)) => items.iter().for_each(|v| self.observe_value(v, 0)),
+            Ok(v) => self.observe_value(&v, 0),
+            Err(_) => {}
+        }
+    }
+
+    /// Records token counts reported outside the body (e.g. Bedrock's
+    /// `x-amzn-bedrock-input-token-count` / `-output-token-count` headers).
+    pub fn observe_counts(&mut self, input: Option<u64>, output: Option<u64>) {
+        if let Some(i) = input {
+            self.input = Some(self.input.map_or(i, |x| x.max(i)));
+        }
+        if let Some(o) = output {
+            self.output = Some(self.output.map_or(o, |x| x.max(o)));
+        }
+    }
+
+    fn observe_value(&mut self, v: &Value, depth: usize) {
+        let Value::Object(obj) = v else { return };
+        if self.model.is_none() {
+            // `modelId` (OCI) before `modelVersion`, which is OCI's version number but Gemini's name.
+            if let Some(m) = obj
+                .get("model")
+                .or_else(|| obj.get("modelId"))
+                .or_else(|| obj.get("modelVersion"))
+                .or_else(|| obj.get("model_id")) // watsonx
+                .and_then(Value::as_str)
+                .filter(|m| !m.is_empty())
+            // Azure's first stream event has "model": ""
+            {
+                self.model = Some(m.to_owned());
+            }
+        }
+        for (key, input, output) in SHAPES {
+            if let Some(Value::Object(u)) = obj.get(key) {
+                let i = u.get(input).and_then(Value::as_u64);
+                let o = u.get(output).and_then(Value::as_u64);
+                if i.is_some() || o.is_some() {
+                    self.observe_counts(i, o);
+                }
+            }
+        }
+        self.observe_count_fields(obj);
+        // Usage can sit one or two levels down: Anthropic `message_start.message.usage`,
+        // OCI `chatResponse.usage`, Gemini stream wrappers.
+        if depth < 2 {
+            for key in ["message", "chatResponse", "response", "metadata"] {
+                if let Some(inner) = obj.get(key) {
+                    self.observe_value(inner, depth + 1);
+                }
+            }
+        }
+    }
+
+    /// Counts that are not a usage object: watsonx `/text/generation[_stream]`
+    /// (`results[].input_token_count` / `generated_token_count`, cumulative in streams) and
+    /// `/text/embeddings` (`input_token_count`); Vertex `:predict` embeddings
+    /// (`predictions[].embeddings.statistics.token_count`, summed).
+    fn observe_count_fields(&mut self, obj: &serde_json::Map<String, Value>) {
+        let count = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
+        if let Some(Value::Array(results)) = obj.get("results") {
+            for r in results {
+                let (i, o) = (
+                    count(r, "input_token_count"),
+                    count(r, "generated_token_count"),
+                );
+                if i.is_some() || o.is_some() {
+                    self.observe_counts(i, o);
+                }
+            }
+        }
+        if let Some(i) = obj.get("input_token_count").and_then(Value::as_u64) {
+            self.observe_counts(Some(i), None);
+        }
+        if let Some(Value::Array(predictions)) = obj.get("predictions") {
+            let tokens: Vec<u64> = predictions
+                .iter()
+                .filter_map(|p| p.pointer("/embeddings/statistics/token_count")?.as_u64())
+                .collect();
+            if !tokens.is_empty() {
+                self.observe_counts(Some(tokens.iter().sum()), None);
+            }
+        }
+    }
+
+    /// The usage seen so far, if any.
+    pub fn usage(&self) -> Option<Usage> {
+        if self.input.is_none() && self.output.is_none() {
+            return None;
+        }
+        Some(Usage::new(
+            self.input.unwrap_or(0),
+            self.output.unwrap_or(0),
+        ))
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter(docs: &[&str]) -> UsageMeter {
+        let mut m = UsageMeter::new();
+        for d in docs {
+            m.observe_json(d.as_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn recognises_every_providers_shape() {
+        let cases: &[(&[&str], (u64, u64))] = &[
+            (
+                &[r#"{"model":"gpt-4o","usage":{"prompt_tokens":3,"completion_tokens":5}}"#],
+                (3, 5),
+            ),
+            (
+                &[
+                    r#"{"type":"message_start","message":{"model":"claude-3","usage":{"input_tokens":25,"output_tokens":1}}}"#,
+                    r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
+                ],
+                (25, 15),
+            ),
+            (
+                &[r#"{"output":{},"usage":{"inputTokens":7,"outputTokens":9,"totalTokens":16}}"#],
+                (7, 9),
+            ),
+            (
+                &[r#"{"metadata":{"usage":{"inputTokens":4,"outputTokens":2}}}"#],
+                (4, 2),
+            ),
+            (
+                &[r#"{"chatResponse":{"usage":{"promptTokens":11,"completionTokens":12}}}"#],
+                (11, 12),
+            ),
+            (
+                &[
+                    r#"{"candidates":[],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":2},"modelVersion":"gemini-1.5"}"#,
+                    r#"{"candidates":[],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":6}}"#,
+                ],
+                (8, 6),
+            ),
+            (
+                &[
+                    r#"{"amazon-bedrock-invocationMetrics":{"inputTokenCount":30,"outputTokenCount":40}}"#,
+                ],
+                (30, 40),
+            ),
+        ];
+        for (docs, (i, o)) in cases {
+            assert_eq!(meter(docs).usage(), Some(Usage::new(*i, *o)), "{docs:?}");
+        }
+        assert_eq!(meter(&[r#"{"model":"m"}"#, "not json"]).usage(), None);
+        assert_eq!(
+            meter(&[r#"{"message":{"model":"claude-3"}}"#]).model(),
+            Some("claude-3")
+        );
+        assert_eq!(
+            meter(&[r#"{"model":"","choices":[]}"#, r#"{"model":"gpt-4o"}"#]).model(),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            meter(&[r#"{"modelId":"meta.llama-3.3-70b-instruct","modelVersion":"1.0.0"}"#]).model(),
+            Some("meta.llama-3.3-70b-instruct"),
+            "OCI names the model in modelId"
+        );
+    }
+
+    #[test]
+    fn reads_gemini_json_array_streams_watsonx_generation_and_vertex_embeddings() {
+        let m = meter(&[
+            r#"[{"candidates":[],"usageMetadata":{"promptTokenCount":5},"modelVersion":"gemini-2.0-flash-001"},
+            {"candidates":[],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":9}}]"#,
+        ]);
+        assert_eq!(m.usage(), Some(Usage::new(5, 9)));
+        assert_eq!(m.model(), Some("gemini-2.0-flash-001"));
+
+        let m = meter(&[
+            r#"{"model_id":"ibm/granite-13b","results":[{"generated_text":"","generated_token_count":0,"input_token_count":68,"stop_reason":"not_finished"}]}"#,
+            r#"{"model_id":"ibm/granite-13b","results":[{"generated_text":"40","generated_token_count":1,"input_token_count":0}]}"#,
+            r#"{"model_id":"ibm/granite-13b","results":[{"generated_text":"km","generated_token_count":3,"input_token_count":0}]}"#,
+        ]);
+        assert_eq!(m.usage(), Some(Usage::new(68, 3)));
+        assert_eq!(m.model(), Some("ibm/granite-13b"));
+        let m = meter(&[
+            r#"{"model_id":"ibm/slate-30m","results":[{"embedding":[0.1]}],"input_token_count":10}"#,
+        ]);
+        assert_eq!(m.usage(), Some(Usage::new(10, 0)));
+
+        let m = meter(&[
+            r#"{"predictions":[{"embeddings":{"values":[0.1],"statistics":{"token_count":6,"truncated":false}}},
+            {"embeddings":{"values":[0.2],"statistics":{"token_count":4,"truncated":false}}}],"metadata":{"billableCharacterCount":40}}"#,
+        ]);
+        assert_eq!(m.usage(), Some(Usage::new(10, 0)));
+    }
+}
