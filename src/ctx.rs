@@ -71,6 +71,12 @@ pub struct RequestCtx {
     /// Free-form failure detail for the log only (never sent to the client).
     pub log_detail: Option<String>,
     pub passthrough: Option<Passthrough>,
+    /// When the first byte of a streamed answer left for the client.
+    pub first_byte: Option<std::time::Duration>,
+    /// Upstream attempts made for this request (unified API).
+    pub attempts: u32,
+    /// The configuration snapshot this request runs on.
+    pub config: Option<Arc<crate::config::Config>>,
     _in_flight: InFlight,
 }
 
@@ -90,7 +96,19 @@ impl RequestCtx {
             error: None,
             log_detail: None,
             passthrough: None,
+            first_byte: None,
+            attempts: 0,
+            config: None,
             _in_flight: InFlight::new(metrics),
+        }
+    }
+}
+
+impl RequestCtx {
+    /// Notes the first streamed byte (for `ai_proxy_time_to_first_token_seconds`).
+    pub fn mark_first_byte(&mut self) {
+        if self.first_byte.is_none() {
+            self.first_byte = Some(self.started.elapsed());
         }
     }
 }

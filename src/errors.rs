@@ -39,6 +39,8 @@ pub enum GatewayError {
     },
     /// 502: the upstream refused the gateway's own credential (not the caller's fault).
     UpstreamCredentialRejected { provider: String, status: u16 },
+    /// The provider's own error status, when every retry ended in it.
+    UpstreamStatus { provider: String, status: u16 },
     /// 503: the provider cannot be used right now (e.g. no credential yet).
     ProviderUnavailable { provider: String, reason: String },
     /// 504: the upstream did not answer in time.
@@ -57,6 +59,7 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => 413,
             Self::UpstreamUnreachable { .. } | Self::UpstreamCredentialRejected { .. } => 502,
             Self::ProviderUnavailable { .. } => 503,
+            Self::UpstreamStatus { status, .. } => *status,
             Self::UpstreamTimeout { .. } => 504,
             Self::Internal => 500,
         }
@@ -76,6 +79,9 @@ impl GatewayError {
             | Self::UpstreamCredentialRejected { .. }
             | Self::UpstreamTimeout { .. } => "api_error",
             Self::ProviderUnavailable { .. } | Self::Internal => "server_error",
+            Self::UpstreamStatus { status, .. } => {
+                switchyard_filters::openai::error_type_for_status(*status)
+            }
         }
     }
 
@@ -92,6 +98,8 @@ impl GatewayError {
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             Self::UpstreamCredentialRejected { .. } => Some("upstream_credentials_rejected"),
             Self::ProviderUnavailable { .. } => Some("provider_unavailable"),
+            Self::UpstreamStatus { status: 429, .. } => Some("rate_limit_exceeded"),
+            Self::UpstreamStatus { .. } => Some("upstream_error"),
             Self::InvalidRequest { .. } | Self::Internal => None,
         }
     }
@@ -111,6 +119,7 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => Some("timeout"),
             Self::UpstreamCredentialRejected { .. } => Some("credentials"),
             Self::ProviderUnavailable { .. } => Some("unavailable"),
+            Self::UpstreamStatus { .. } => Some("upstream_status"),
             _ => None,
         }
     }
@@ -155,6 +164,9 @@ impl fmt::Display for GatewayError {
             ),
             Self::ProviderUnavailable { provider, reason } => {
                 write!(f, "Provider `{provider}` is unavailable: {reason}.")
+            }
+            Self::UpstreamStatus { provider, status } => {
+                write!(f, "Provider `{provider}` answered HTTP {status} to every attempt.")
             }
             Self::UpstreamTimeout { provider } => {
                 write!(f, "Provider `{provider}` did not answer in time.")

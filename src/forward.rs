@@ -12,7 +12,9 @@ use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
+use std::time::{Duration, Instant};
 use switchyard_filters::openai::upstream_error_body;
 use switchyard_filters::openai_upstream::{translate_response, StreamFilter};
 
@@ -75,16 +77,54 @@ pub struct Forwarder<'g> {
     pub max_response_bytes: u64,
 }
 
+/// An upstream response whose headers have arrived and whose body has not been read yet.
+pub struct Opened {
+    up: HttpSession,
+    pub resp: ResponseHeader,
+    peer: Box<HttpPeer>,
+    /// Time from sending the request to the response headers.
+    pub time_to_headers: Duration,
+}
+
+impl Opened {
+    pub fn status(&self) -> u16 {
+        self.resp.status.as_u16()
+    }
+
+    /// The provider's `retry-after` (seconds) or `retry-after-ms`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let h = &self.resp.headers;
+        if let Some(ms) = h
+            .get("retry-after-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 3600.0)));
+        }
+        let secs = h
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())?
+            .trim()
+            .parse::<f64>()
+            .ok()?;
+        Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
+    }
+}
+
 impl Forwarder<'_> {
-    /// Runs the call. An `Err` means nothing has been sent downstream yet and the caller must
-    /// answer with the error; once the response has started, failures end the stream with
-    /// an SSE error event and `Ok` is returned.
+    /// Runs the call: [`Self::open`] then [`Self::relay`].
     pub async fn call(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         call: UpstreamCall<'_>,
     ) -> Result<(), GatewayError> {
+        let opened = self.open(&call).await?;
+        self.relay(session, ctx, &call, opened).await
+    }
+
+    /// Sends the request and waits for the response headers. Nothing reaches the client.
+    pub async fn open(&self, call: &UpstreamCall<'_>) -> Result<Opened, GatewayError> {
         let provider = &*call.provider.name;
         let endpoint = &call.upstream.endpoint;
         let peer =
@@ -99,22 +139,31 @@ impl Forwarder<'_> {
             .credential
             .apply(provider, &mut request, &call.body)
             .await?;
+        let started = Instant::now();
 
         // A pooled connection may have been closed by the provider meanwhile: retry once on a
         // fresh one when a reused connection fails before any response arrives.
-        let mut up = None;
         for attempt in 0..2 {
-            let (mut s, reused) = self
+            let (mut up, reused) = self
                 .connector
                 .get_http_session(&*peer)
                 .await
                 .map_err(|e| failure(&e, provider))?;
-            s.set_read_timeout(Some(self.timeouts.read));
-            s.set_write_timeout(Some(self.timeouts.read));
-            match send(&mut s, request.clone(), call.body.clone()).await {
+            up.set_read_timeout(Some(self.timeouts.read));
+            up.set_write_timeout(Some(self.timeouts.read));
+            match send(&mut up, request.clone(), call.body.clone()).await {
                 Ok(()) => {
-                    up = Some(s);
-                    break;
+                    let resp = up
+                        .response_header()
+                        .cloned()
+                        .ok_or(GatewayError::Internal)?;
+                    up.set_read_timeout(Some(self.timeouts.idle));
+                    return Ok(Opened {
+                        up,
+                        resp,
+                        peer,
+                        time_to_headers: started.elapsed(),
+                    });
                 }
                 Err(e) => {
                     let stale = reused
@@ -125,23 +174,44 @@ impl Forwarder<'_> {
                                 | ErrorType::ReadError
                                 | ErrorType::WriteError
                         );
-                    s.shutdown().await;
+                    up.shutdown().await;
                     if !stale {
                         return Err(failure(&e, provider));
                     }
                 }
             }
         }
-        let mut up = up.ok_or_else(|| GatewayError::UpstreamUnreachable {
+        Err(GatewayError::UpstreamUnreachable {
             provider: provider.to_owned(),
             detail: "the connection was closed",
-        })?;
-        let resp = up
-            .response_header()
-            .cloned()
-            .ok_or(GatewayError::Internal)?;
-        let status = resp.status.as_u16();
+        })
+    }
 
+    /// Drops a response the gateway will not use (e.g. a 503 before a retry), keeping the
+    /// connection when its small body can be read quickly.
+    pub async fn discard(&self, opened: Opened) {
+        let Opened { mut up, peer, .. } = opened;
+        match read_all(&mut up, ERROR_BODY_LIMIT as u64).await {
+            Ok(_) => self.done(up, &peer).await,
+            Err(_) => up.shutdown().await,
+        }
+    }
+
+    /// Sends the opened response to the client, translated as `call.mode` says. An `Err`
+    /// means nothing has been sent downstream yet; once the response has started, failures
+    /// end it (an SSE error event for streams) and `Ok` is returned.
+    pub async fn relay(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        call: &UpstreamCall<'_>,
+        opened: Opened,
+    ) -> Result<(), GatewayError> {
+        let provider = &*call.provider.name;
+        let Opened {
+            mut up, resp, peer, ..
+        } = opened;
+        let status = resp.status.as_u16();
         let Mode::OpenAi {
             stream,
             client_model,
@@ -176,7 +246,7 @@ impl Forwarder<'_> {
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if stream && is_sse {
-            return self.stream(session, ctx, &call, up, &resp, &peer).await;
+            return self.stream(session, ctx, call, up, &resp, &peer).await;
         }
 
         let body = match read_all(&mut up, self.max_response_bytes).await {
@@ -253,6 +323,9 @@ impl Forwarder<'_> {
             } else {
                 Bytes::copy_from_slice(&out)
             };
+            if !send.is_empty() {
+                ctx.mark_first_byte();
+            }
             if !send.is_empty()
                 && session
                     .write_response_body(Some(send), false)
@@ -308,10 +381,7 @@ impl Forwarder<'_> {
         h.insert_header("x-switchyard-request-id", ctx.request_id.as_str())
             .map_err(io)?;
         if let Some(pt) = ctx.passthrough.as_mut() {
-            pt.observe_response(
-                resp.status.as_u16(),
-                resp.headers.get("content-type").map(|v| v.as_bytes()),
-            );
+            pt.observe_response(resp);
         }
         if h.headers.contains_key("content-length") {
             ctx.status = Some(h.status.as_u16());
@@ -328,6 +398,7 @@ impl Forwarder<'_> {
                     if let Some(pt) = ctx.passthrough.as_mut() {
                         pt.observe_chunk(&chunk);
                     }
+                    ctx.mark_first_byte();
                     if session
                         .write_response_body(Some(chunk), false)
                         .await

@@ -12,7 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
     exponential_buckets, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use switchyard_filters::Usage;
 
@@ -26,6 +26,8 @@ pub struct Metrics {
     pub translation: HistogramVec,
     pub openai_requests: IntCounterVec,
     pub in_flight: IntGauge,
+    pub time_to_first_token: HistogramVec,
+    pub provider_up: IntGaugeVec,
     pub legacy_bedrock_requests: IntCounter,
     pub legacy_bedrock_duration: Histogram,
 }
@@ -93,6 +95,23 @@ impl Metrics {
             &["target_provider"],
         )
         .expect("valid metric");
+        let time_to_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "ai_proxy_time_to_first_token_seconds",
+                "Time from request start to the first byte of a streamed answer.",
+            )
+            .buckets(exponential_buckets(0.005, 2.0, 14).expect("valid buckets")),
+            &["provider", "model"],
+        )
+        .expect("valid metric");
+        let provider_up = IntGaugeVec::new(
+            Opts::new(
+                "ai_proxy_provider_up",
+                "1 when the provider is usable (resolved, credentials ready, circuit closed).",
+            ),
+            &["provider"],
+        )
+        .expect("valid metric");
         let in_flight = IntGauge::new("ai_proxy_in_flight_requests", "Requests being served now.")
             .expect("valid metric");
         let legacy_bedrock_requests = IntCounter::new(
@@ -117,6 +136,8 @@ impl Metrics {
             Box::new(translation.clone()),
             Box::new(openai_requests.clone()),
             Box::new(in_flight.clone()),
+            Box::new(time_to_first_token.clone()),
+            Box::new(provider_up.clone()),
             Box::new(legacy_bedrock_requests.clone()),
             Box::new(legacy_bedrock_duration.clone()),
         ] {
@@ -132,6 +153,8 @@ impl Metrics {
             translation,
             openai_requests,
             in_flight,
+            time_to_first_token,
+            provider_up,
             legacy_bedrock_requests,
             legacy_bedrock_duration,
         })

@@ -10,8 +10,9 @@
 //! - `logging`: metrics and the access log for every request.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
@@ -20,8 +21,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use serde_json::json;
-use switchyard_filters::openai::parse_request;
-use switchyard_filters::{mock, openai_upstream, Endpoint};
+use switchyard_filters::Endpoint;
 
 use crate::access_log::{now_rfc3339, AccessLog, AccessRecord};
 use crate::config::Config;
@@ -31,16 +31,19 @@ use crate::forward::{self, Forwarder, Mode, UpstreamCall};
 use crate::metrics::Metrics;
 use crate::passthrough::{self, Passthrough};
 use crate::providers::endpoint::PeerTimeouts;
-use crate::providers::{ProviderKind, Readiness, Upstream};
+use crate::providers::{ProviderKind, Readiness};
 use crate::respond;
+use crate::route::health::HealthRegistry;
 
 /// The gateway: configuration, metrics, logs and the upstream connector shared by all requests.
 pub struct Gateway {
-    pub config: Arc<Config>,
+    /// The configuration in force; each request takes a snapshot, so a reload never changes
+    /// a request mid-flight.
+    pub config: Arc<ArcSwap<Config>>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
-    connector: Connector,
-    timeouts: PeerTimeouts,
+    pub(crate) health: Arc<HealthRegistry>,
+    pub(crate) connector: Connector,
 }
 
 /// What `request_filter` decided.
@@ -52,17 +55,18 @@ enum Next {
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, access_log: Arc<AccessLog>) -> Self {
-        let timeouts = PeerTimeouts {
-            connect: config.server.connect_timeout,
-            read: config.server.read_timeout,
-        };
+    pub fn new(
+        config: Arc<ArcSwap<Config>>,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+        health: Arc<HealthRegistry>,
+    ) -> Self {
         Gateway {
             config,
             metrics,
             access_log,
+            health,
             connector: Connector::new(None),
-            timeouts,
         }
     }
 
@@ -71,6 +75,8 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Next, GatewayError> {
+        let config = self.config.load_full();
+        ctx.config = Some(config.clone());
         let path = session.req_header().uri.path().to_owned();
         let method = session.req_header().method.clone();
         let is_get = method == http::Method::GET || method == http::Method::HEAD;
@@ -86,10 +92,16 @@ impl Gateway {
             "/ready" | "/readyz" => {
                 ctx.route = RouteKind::Ready;
                 require(is_get, "GET")?;
-                let (ready, body) = self.readiness();
+                let (ready, body) = self.readiness(&config);
                 return self
                     .local_json(session, ctx, if ready { 200 } else { 503 }, body)
                     .await;
+            }
+            "/health/providers" => {
+                ctx.route = RouteKind::Health;
+                require(is_get, "GET")?;
+                let body = self.provider_health(&config);
+                return self.local_json(session, ctx, 200, body).await;
             }
             _ => {}
         }
@@ -102,29 +114,29 @@ impl Gateway {
             _ if path == "/v1/models" || path.starts_with("/v1/models/") => RouteKind::Models,
             _ => RouteKind::NotFound,
         };
-        let caller = self
-            .config
-            .keys
-            .authenticate(&session.req_header().headers)?;
+        let caller = config.keys.authenticate(&session.req_header().headers)?;
         ctx.caller = Some(caller);
 
         if let Some(endpoint) = endpoint {
             require(method == http::Method::POST, "POST")?;
-            return self.unified(session, ctx, endpoint).await;
+            self.unified(&config, session, ctx, endpoint).await?;
+            return Ok(Next::Responded);
         }
         if let Some((name, rest)) = passthrough_route {
-            return self.start_passthrough(session, ctx, name, rest).await;
+            return self
+                .start_passthrough(&config, session, ctx, name, rest)
+                .await;
         }
         if path == "/v1/models" {
             require(is_get, "GET")?;
-            return self.list_models(session, ctx).await;
+            return self.list_models(&config, session, ctx).await;
         }
         if let Some(id) = path.strip_prefix("/v1/models/") {
             require(is_get, "GET")?;
             let id = percent_encoding::percent_decode_str(id)
                 .decode_utf8_lossy()
                 .into_owned();
-            return self.get_model(session, ctx, &id).await;
+            return self.get_model(&config, session, ctx, &id).await;
         }
         Err(GatewayError::NotFound(format!(
             "Unknown route: {method} {path}"
@@ -132,11 +144,15 @@ impl Gateway {
     }
 
     /// `/ready`: the config is loaded and at least one provider is usable.
-    fn readiness(&self) -> (bool, serde_json::Value) {
+    fn readiness(&self, config: &Config) -> (bool, serde_json::Value) {
         let mut providers = serde_json::Map::new();
         let mut any = false;
-        for p in self.config.providers.iter() {
+        for p in config.providers.iter() {
+            let open = self.health.get(&p.name).is_open();
             let state = match p.readiness() {
+                Readiness::Ready if open => {
+                    json!({"kind": p.kind.as_str(), "usable": false, "reason": "circuit open after repeated failures"})
+                }
                 Readiness::Ready => {
                     any = true;
                     json!({"kind": p.kind.as_str(), "usable": true})
@@ -169,13 +185,30 @@ impl Gateway {
         json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
     }
 
+    /// `/health/providers`: each provider's readiness, circuit state, latency and error rate.
+    fn provider_health(&self, config: &Config) -> serde_json::Value {
+        let mut providers = serde_json::Map::new();
+        for p in config.providers.iter() {
+            let (usable, reason) = match p.readiness() {
+                Readiness::Ready => (true, None),
+                Readiness::NotReady(why) => (false, Some(why)),
+            };
+            let health = self.health.get(&p.name).report();
+            providers.insert(
+                p.name.to_string(),
+                json!({"kind": p.kind.as_str(), "usable": usable && health.state != "open", "reason": reason, "health": health}),
+            );
+        }
+        json!({"providers": providers})
+    }
+
     async fn list_models(
         &self,
+        config: &Config,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Next, GatewayError> {
-        let data: Vec<_> = self
-            .config
+        let data: Vec<_> = config
             .router
             .listed_models()
             .map(|(id, owner)| Self::model_object(id, owner))
@@ -186,110 +219,35 @@ impl Gateway {
 
     async fn get_model(
         &self,
+        config: &Config,
         session: &mut Session,
         ctx: &mut RequestCtx,
         id: &str,
     ) -> Result<Next, GatewayError> {
-        let resolved = self.config.router.resolve(id)?;
+        let resolved = config.router.resolve(id)?;
         let body = Self::model_object(id, &resolved.provider.name);
         self.local_json(session, ctx, 200, body).await
     }
 
-    async fn unified(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        endpoint: Endpoint,
-    ) -> Result<Next, GatewayError> {
-        let raw = read_body(session, self.config.server.max_request_body_bytes).await?;
-        let parsed = parse_request(endpoint, &raw)?;
-        let resolved = self.config.router.resolve(&parsed.summary.model)?;
-        let provider = resolved.provider.clone();
-        let upstream_model = resolved.upstream_model.to_owned();
-        ctx.provider = Some(provider.clone());
-        ctx.client_model = Some(parsed.summary.model.clone());
-        ctx.upstream_model = Some(upstream_model.clone());
-        self.metrics
-            .openai_requests
-            .with_label_values(&[&provider.name])
-            .inc();
-
-        match (&provider.kind, &provider.upstream) {
-            (ProviderKind::Mock, _) => {
-                let reply = mock::respond(&parsed, unix_now());
-                self.send_mock(session, ctx, reply).await?;
-                Ok(Next::Responded)
-            }
-            (ProviderKind::OpenAi, Some(upstream)) => {
-                let summary = parsed.summary.clone();
-                let started = std::time::Instant::now();
-                let body = openai_upstream::prepare_request(parsed, &upstream_model);
-                self.metrics
-                    .translation
-                    .with_label_values(&["openai", provider.kind.as_str()])
-                    .observe(started.elapsed().as_secs_f64());
-                let path = upstream.endpoint.path(&format!("/v1{}", endpoint.path()));
-                let request = json_request(&path, upstream, body.len(), summary.stream)
-                    .map_err(|_| GatewayError::Internal)?;
-                let call = UpstreamCall {
-                    provider: &provider,
-                    upstream,
-                    request,
-                    body: Bytes::from(body),
-                    mode: Mode::OpenAi {
-                        stream: summary.stream,
-                        client_model: &summary.model,
-                        upstream_model: &upstream_model,
-                        client_wants_usage: summary.client_wants_usage,
-                    },
-                };
-                self.forwarder().call(session, ctx, call).await?;
-                Ok(Next::Responded)
-            }
-            // Config validation only maps models to providers that speak the unified API.
-            _ => Err(GatewayError::Internal),
-        }
-    }
-
-    fn forwarder(&self) -> Forwarder<'_> {
+    fn forwarder(&self, config: &Config) -> Forwarder<'_> {
         Forwarder {
             connector: &self.connector,
-            timeouts: self.timeouts,
-            max_response_bytes: self.config.server.max_upstream_response_bytes,
+            timeouts: self.timeouts(config),
+            max_response_bytes: config.server.max_upstream_response_bytes,
         }
     }
 
-    async fn send_mock(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        reply: mock::MockReply,
-    ) -> Result<(), GatewayError> {
-        ctx.usage = reply.usage;
-        let io = |_| GatewayError::Internal;
-        let mut h = respond::header(reply.status, reply.content_type, ctx).map_err(io)?;
-        if let Some(secs) = reply.retry_after {
-            h.insert_header("retry-after", secs.to_string())
-                .map_err(io)?;
+    fn timeouts(&self, config: &Config) -> PeerTimeouts {
+        PeerTimeouts {
+            connect: config.server.connect_timeout,
+            read: config.server.read_timeout,
+            idle: config.server.read_timeout,
         }
-        if reply.content_type == "text/event-stream" {
-            respond::start_stream(session, ctx, h).await.map_err(io)?;
-            for chunk in reply.chunks {
-                session
-                    .write_response_body(Some(Bytes::from(chunk)), false)
-                    .await
-                    .map_err(io)?;
-            }
-            session.write_response_body(None, true).await.map_err(io)?;
-        } else {
-            let body = Bytes::from(reply.chunks.concat());
-            respond::full(session, ctx, h, body).await.map_err(io)?;
-        }
-        Ok(())
     }
 
     async fn start_passthrough(
         &self,
+        config: &Config,
         session: &mut Session,
         ctx: &mut RequestCtx,
         name: &str,
@@ -304,8 +262,7 @@ impl Gateway {
                 "absolute-form request targets are not allowed",
             ));
         }
-        let provider = self
-            .config
+        let provider = config
             .providers
             .get(name)
             .ok_or_else(|| {
@@ -317,14 +274,24 @@ impl Gateway {
                 "Provider `{name}` has no native API to pass through to."
             )));
         };
-        let path = passthrough::upstream_path(rest, header.uri.query(), &upstream.default_query)?;
+        // Bedrock model ARNs carry `/`, sent as `%2F` inside the `{modelId}` label.
+        let encoded_slashes = provider.kind == ProviderKind::Bedrock;
+        let path = passthrough::upstream_path_with(
+            rest,
+            header.uri.query(),
+            &upstream.default_query,
+            encoded_slashes,
+        )?;
         ctx.provider = Some(provider.clone());
-        ctx.passthrough = Some(Passthrough::new(path.clone()));
+        let path_model = (provider.kind == ProviderKind::Bedrock)
+            .then(|| crate::providers::bedrock::model_from_path(rest))
+            .flatten();
+        ctx.passthrough = Some(Passthrough::new(path.clone()).with_path_model(path_model));
         if !upstream.credential.signs_body() {
             return Ok(Next::Proxy); // Pingora's hooks stream the request through
         }
         // A signature covers the body, so it must be read before any header goes upstream.
-        let body = read_body(session, self.config.server.max_request_body_bytes).await?;
+        let body = read_body(session, config.server.max_request_body_bytes).await?;
         let mut request = session.req_header().clone();
         passthrough::prepare_upstream_request(&mut request, upstream, &path)
             .map_err(|_| GatewayError::Internal)?;
@@ -338,35 +305,9 @@ impl Gateway {
             body,
             mode: Mode::Raw,
         };
-        self.forwarder().call(session, ctx, call).await?;
+        self.forwarder(config).call(session, ctx, call).await?;
         Ok(Next::Responded)
     }
-}
-
-/// The request header for a JSON POST to an upstream (credentials are applied later).
-fn json_request(
-    path: &str,
-    upstream: &Upstream,
-    len: usize,
-    stream: bool,
-) -> pingora::Result<RequestHeader> {
-    let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8))?;
-    req.insert_header("host", upstream.endpoint.authority.clone())?;
-    req.insert_header("content-type", "application/json")?;
-    req.insert_header("content-length", len.to_string())?;
-    req.insert_header(
-        "accept",
-        if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        },
-    )?;
-    req.insert_header(
-        "user-agent",
-        concat!("switchyard/", env!("CARGO_PKG_VERSION")),
-    )?;
-    Ok(req)
 }
 
 fn require(ok: bool, allow: &'static str) -> Result<(), GatewayError> {
@@ -386,14 +327,8 @@ fn unified_endpoint(path: &str) -> Option<Endpoint> {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Reads the request body, refusing more than `limit` bytes (413) before or while reading.
-async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes, GatewayError> {
     let too_large = GatewayError::PayloadTooLarge { limit };
     let declared = session
         .req_header()
@@ -472,7 +407,11 @@ impl ProxyHttp for Gateway {
         let Some(upstream) = upstream else {
             return Error::e_explain(ErrorType::InternalError, "passthrough without a provider");
         };
-        match upstream.endpoint.peer(self.timeouts) {
+        let timeouts = match ctx.config.as_deref() {
+            Some(c) => self.timeouts(c),
+            None => return Error::e_explain(ErrorType::InternalError, "no config snapshot"),
+        };
+        match upstream.endpoint.peer(timeouts) {
             Some(peer) => Ok(peer),
             None => {
                 ctx.error = Some(GatewayError::ProviderUnavailable {
@@ -522,10 +461,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(pt) = ctx.passthrough.as_mut() {
-            pt.observe_response(
-                resp.status.as_u16(),
-                resp.headers.get("content-type").map(|v| v.as_bytes()),
-            );
+            pt.observe_response(resp);
             resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
         }
         Ok(())
@@ -540,6 +476,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<Duration>> {
         if let (Some(pt), Some(chunk)) = (ctx.passthrough.as_mut(), body.as_ref()) {
             pt.observe_chunk(chunk);
+            ctx.mark_first_byte();
         }
         Ok(None)
     }
@@ -599,10 +536,14 @@ impl ProxyHttp for Gateway {
         let model = ctx.client_model.as_deref().unwrap_or("none");
         let status_code = http::StatusCode::from_u16(status).ok();
         let status_label = status_code.as_ref().map_or("000", http::StatusCode::as_str);
-        self.metrics
-            .requests
-            .with_label_values(&[provider, model, status_label])
-            .inc();
+        // Probes (load balancers polling /health, /ready) would swamp the request metrics.
+        let probe = matches!(ctx.route, RouteKind::Health | RouteKind::Ready);
+        if !probe {
+            self.metrics
+                .requests
+                .with_label_values(&[provider, model, status_label])
+                .inc();
+        }
         self.metrics
             .duration
             .with_label_values(&[provider, model])
@@ -627,9 +568,28 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[provider, kind])
                 .inc();
         }
+        if let Some(ttfb) = ctx.first_byte {
+            self.metrics
+                .time_to_first_token
+                .with_label_values(&[provider, model])
+                .observe(ttfb.as_secs_f64());
+        }
+        if ctx
+            .provider
+            .as_ref()
+            .is_some_and(|p| p.kind == ProviderKind::Bedrock)
+        {
+            self.metrics.legacy_bedrock_requests.inc();
+            self.metrics
+                .legacy_bedrock_duration
+                .observe(latency.as_secs_f64());
+        }
         if let Some(usage) = ctx.usage {
             let upstream = ctx.upstream_model.as_deref().unwrap_or(model);
-            ctx.cost = self.config.prices.cost(&[upstream, model], &usage);
+            ctx.cost = ctx
+                .config
+                .as_ref()
+                .map_or(0.0, |c| c.prices.cost(&[upstream, model], &usage));
             self.metrics.record_usage(provider, model, &usage, ctx.cost);
         }
         self.access_log.log(AccessRecord {

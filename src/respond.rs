@@ -28,6 +28,15 @@ pub fn header(
     for (k, v) in SECURITY_HEADERS {
         h.insert_header(k, v)?;
     }
+    if ctx.attempts > 0 {
+        if let Some(p) = &ctx.provider {
+            h.insert_header("x-switchyard-provider", &*p.name)?;
+        }
+        if let Some(m) = &ctx.upstream_model {
+            h.insert_header("x-switchyard-model", m.as_str())?;
+        }
+        h.insert_header("x-switchyard-attempts", ctx.attempts.to_string())?;
+    }
     Ok(h)
 }
 

@@ -174,3 +174,72 @@ fn sigterm_finishes_in_flight_requests_then_exits_early() {
         .unwrap();
     assert!(log.contains("\"status\":200"), "{log}");
 }
+
+#[test]
+fn sighup_reloads_a_valid_file_and_keeps_running_on_an_invalid_one() {
+    let dir = temp_dir("hup");
+    let port = free_port();
+    let base = format!("server: {{listen: \"127.0.0.1:{port}\"}}\nauth: {{keys: [{{user: a, key: {GATEWAY_KEY}}}]}}\nproviders: {{mock: {{}}}}\n");
+    let cfg = write_config(
+        &dir,
+        "gw.yaml",
+        &format!("{base}model_mappings: {{before: {{providers: {{mock: {{}}}}}}}}\n"),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status_of = |model: &str| -> String {
+        let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"x"}}]}}"#);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {GATEWAY_KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split(' ').nth(1).unwrap_or_default().to_owned()
+    };
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    assert_eq!(status_of("before"), "200");
+    assert_eq!(status_of("after"), "404");
+    std::fs::write(
+        &cfg,
+        format!("{base}model_mappings: {{after: {{providers: {{mock: {{}}}}}}}}\n"),
+    )
+    .unwrap();
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of("after") != "200" {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not load the new mapping"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(&cfg, "server: {listen: nowhere}\n").unwrap();
+    hup();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        status_of("after"),
+        "200",
+        "an invalid file must not replace the running config"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the gateway exited on a bad reload"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}

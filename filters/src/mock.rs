@@ -28,10 +28,11 @@ pub struct MockReply {
     pub usage: Option<Usage>,
 }
 
-/// Answers `req` as the mock provider would. `created` is the Unix time to stamp responses with.
-pub fn respond(req: &ParsedRequest, created: u64) -> MockReply {
-    let model = req.summary.model.as_str();
-    if let Some(status) = error_status(model) {
+/// Answers `req` as the mock provider would, serving it as `upstream_model` (which decides
+/// `mock-error-*` failures; the reply names the client's model). `created` is the Unix time
+/// to stamp responses with.
+pub fn respond(req: &ParsedRequest, upstream_model: &str, created: u64) -> MockReply {
+    if let Some(status) = error_status(upstream_model) {
         return error_reply(status);
     }
     match req.endpoint {
@@ -330,10 +331,10 @@ mod tests {
     use crate::openai::parse_request;
 
     fn chat(body: &str) -> MockReply {
-        respond(
-            &parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap(),
-            1,
-        )
+        {
+            let req = parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap();
+            respond(&req, &req.summary.model, 1)
+        }
     }
 
     #[test]
@@ -395,8 +396,8 @@ mod tests {
             br#"{"model":"e","input":["a","b"],"dimensions":8}"#,
         )
         .unwrap();
-        let r = respond(&req, 0);
-        assert_eq!(r, respond(&req, 0));
+        let r = respond(&req, "e", 0);
+        assert_eq!(r, respond(&req, "e", 0));
         let v: Value = serde_json::from_slice(&r.chunks[0]).unwrap();
         let e: Vec<f64> = serde_json::from_value(v["data"][1]["embedding"].clone()).unwrap();
         assert_eq!(e.len(), 8);
@@ -406,7 +407,7 @@ mod tests {
             br#"{"model":"e","input":"a","encoding_format":"base64"}"#,
         )
         .unwrap();
-        let v: Value = serde_json::from_slice(&respond(&b64, 0).chunks[0]).unwrap();
+        let v: Value = serde_json::from_slice(&respond(&b64, "e", 0).chunks[0]).unwrap();
         let raw = base64::engine::general_purpose::STANDARD
             .decode(v["data"][0]["embedding"].as_str().unwrap())
             .unwrap();

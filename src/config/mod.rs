@@ -44,6 +44,16 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Removes the offending value from serde's messages (`invalid type: integer \`12345\`,
+/// expected a string`): the value may be a secret written with the wrong type.
+pub fn redact_serde_message(msg: &str) -> String {
+    static VALUE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"(invalid (?:type|value|length): [a-z ]+?)(?: `[^`]*`| "(?:[^"\\]|\\.)*"| [^,]*)?(, expected)"#)
+            .expect("valid regex")
+    });
+    VALUE.replace_all(msg, "$1$2").into_owned()
+}
+
 /// Every problem found in a configuration.
 #[derive(Debug)]
 pub struct ConfigErrors(pub Vec<Problem>);
@@ -74,6 +84,17 @@ pub struct ServerSettings {
     pub read_timeout: Duration,
     pub max_upstream_response_bytes: u64,
     pub access_log: bool,
+    pub upgrade_sock: String,
+    pub pid_file: String,
+    pub tls: Option<TlsListener>,
+}
+
+/// `server.tls`: an HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: String,
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// The validated configuration the gateway runs on.
@@ -115,7 +136,10 @@ impl Config {
         let raw: raw::RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            ConfigErrors(vec![Problem::new(path, e.into_inner().to_string())])
+            ConfigErrors(vec![Problem::new(
+                path,
+                redact_serde_message(&e.into_inner().to_string()),
+            )])
         })?;
         Self::from_raw(raw)
     }
@@ -160,6 +184,25 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             ));
         }
     }
+    if let Some(t) = &raw.tls {
+        check_addr("server.tls.listen", &t.listen, problems);
+        if t.listen == raw.listen {
+            problems.push(Problem::new(
+                "server.tls.listen",
+                "must differ from server.listen",
+            ));
+        }
+        for (path, file, marker) in [
+            ("server.tls.cert_file", &t.cert_file, "CERTIFICATE"),
+            ("server.tls.key_file", &t.key_file, "PRIVATE KEY"),
+        ] {
+            match std::fs::read_to_string(file) {
+                Ok(pem) if pem.contains(marker) => {}
+                Ok(_) => problems.push(Problem::new(path, format!("{file} holds no PEM {marker}"))),
+                Err(e) => problems.push(Problem::new(path, format!("cannot read {file}: {e}"))),
+            }
+        }
+    }
     if raw.threads == 0 || raw.threads > 1024 {
         problems.push(Problem::new("server.threads", "must be between 1 and 1024"));
     }
@@ -193,6 +236,13 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
         read_timeout: Duration::from_secs(raw.upstream_read_timeout_seconds),
         max_upstream_response_bytes: raw.max_upstream_response_bytes,
         access_log: raw.access_log,
+        upgrade_sock: raw.upgrade_sock.clone(),
+        pid_file: raw.pid_file.clone(),
+        tls: raw.tls.as_ref().map(|t| TlsListener {
+            listen: t.listen.clone(),
+            cert_file: t.cert_file.clone(),
+            key_file: t.key_file.clone(),
+        }),
     }
 }
 
@@ -262,6 +312,22 @@ routing:
         let yaml = "auth: {keys: [{user: a, key: hunter2-secret, key_sha256: abc}]}\n";
         let e = Config::parse(yaml, &no_env).err().unwrap();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn wrongly_typed_values_are_not_echoed() {
+        for (yaml, secret) in [
+            (
+                "auth: {keys: [{user: a, key: 987654321987}]}\n",
+                "987654321987",
+            ),
+            ("server: {threads: \"hunter2-secret\"}\n", "hunter2"),
+            ("server: {access_log: [s3cr3t-token]}\n", "s3cr3t"),
+        ] {
+            let e = Config::parse(yaml, &no_env).err().unwrap().to_string();
+            assert!(!e.contains(secret), "{e}");
+            assert!(e.contains("expected"), "{e}");
+        }
     }
 
     #[test]

@@ -48,6 +48,31 @@ pub struct RawServer {
     /// Emit one JSON access-log line per request on stdout.
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// An HTTPS listener (HTTP/1.1 and HTTP/2) in addition to `listen`.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// Unix socket over which a new process takes the listeners in a graceful upgrade.
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: String,
+    #[serde(default = "default_pid_file")]
+    pub pid_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: String,
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+}
+
+fn default_upgrade_sock() -> String {
+    "/tmp/switchyard-upgrade.sock".into()
+}
+fn default_pid_file() -> String {
+    "/tmp/switchyard.pid".into()
 }
 
 impl Default for RawServer {
@@ -62,6 +87,9 @@ impl Default for RawServer {
             upstream_read_timeout_seconds: default_read_timeout(),
             max_upstream_response_bytes: default_max_response(),
             access_log: true,
+            upgrade_sock: default_upgrade_sock(),
+            pid_file: default_pid_file(),
+            tls: None,
         }
     }
 }
@@ -163,6 +191,16 @@ pub struct RawMapping {
     pub default_provider: Option<String>,
     #[serde(default)]
     pub providers: BTreeMap<String, RawTarget>,
+    /// Providers tried after this mapping's own, in order (on top of `routing.fallback`).
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// Overrides `routing.load_balancing.strategy` for this model.
+    #[serde(default)]
+    pub load_balancing: Option<String>,
+    /// Start the next provider too when the first has not answered within this many ms, and
+    /// use whichever answers first.
+    #[serde(default)]
+    pub hedge_after_ms: Option<u64>,
 }
 
 /// How one provider serves a mapped model.
@@ -179,9 +217,12 @@ pub struct RawTarget {
     pub project: Option<String>,
     #[serde(default)]
     pub location: Option<String>,
+    /// Share of traffic for the `weighted` strategy (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
     #[serde(default)]
@@ -190,6 +231,99 @@ pub struct RawRouting {
     pub fallback: RawFallback,
     #[serde(default)]
     pub load_balancing: RawLoadBalancing,
+    #[serde(default)]
+    pub retries: RawRetries,
+    #[serde(default)]
+    pub health: RawHealth,
+    /// Total time for a request until its answer starts (all attempts and backoff included).
+    #[serde(default = "default_routing_timeout", deserialize_with = "number")]
+    pub timeout_seconds: u64,
+    /// Longest wait for an upstream's response headers, per attempt (default:
+    /// `server.upstream_read_timeout_seconds`).
+    #[serde(default, deserialize_with = "optional_number")]
+    pub first_byte_timeout_seconds: Option<u64>,
+    /// Longest silence between two chunks of a stream before it is ended with an error
+    /// (default: `server.upstream_read_timeout_seconds`).
+    #[serde(default, deserialize_with = "optional_number")]
+    pub stream_idle_timeout_seconds: Option<u64>,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        Self {
+            patterns: Vec::new(),
+            fallback: RawFallback::default(),
+            load_balancing: RawLoadBalancing::default(),
+            retries: RawRetries::default(),
+            health: RawHealth::default(),
+            timeout_seconds: default_routing_timeout(),
+            first_byte_timeout_seconds: None,
+            stream_idle_timeout_seconds: None,
+        }
+    }
+}
+
+fn default_routing_timeout() -> u64 {
+    120
+}
+
+/// Retries on the same provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Attempts per provider, the first included (1 = no retry).
+    #[serde(default = "one", deserialize_with = "number")]
+    pub max_attempts: u64,
+    #[serde(default = "default_backoff_initial", deserialize_with = "number")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max", deserialize_with = "number")]
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RawRetries {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_ms: default_backoff_max(),
+        }
+    }
+}
+
+fn one() -> u64 {
+    1
+}
+fn default_backoff_initial() -> u64 {
+    100
+}
+fn default_backoff_max() -> u64 {
+    2000
+}
+
+/// Passive health: consecutive failures open a provider's circuit for a cool-down.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    #[serde(default = "default_failure_threshold", deserialize_with = "number")]
+    pub failure_threshold: u64,
+    #[serde(default = "default_cooldown", deserialize_with = "number")]
+    pub cooldown_seconds: u64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            failure_threshold: default_failure_threshold(),
+            cooldown_seconds: default_cooldown(),
+        }
+    }
+}
+
+fn default_failure_threshold() -> u64 {
+    5
+}
+fn default_cooldown() -> u64 {
+    30
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,13 +333,34 @@ pub struct RawPattern {
     pub default_provider: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFallback {
     #[serde(default)]
     pub enabled: bool,
+    /// Providers tried, in order, after a model's own providers (the model name passes
+    /// through unchanged to them).
     #[serde(default)]
     pub providers: Vec<String>,
+    /// What makes the next provider be tried: `connect`, `timeout`, `429`, `5xx`, or a status.
+    #[serde(default = "default_fallback_on")]
+    pub on: Vec<String>,
+}
+
+impl Default for RawFallback {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            providers: Vec::new(),
+            on: default_fallback_on(),
+        }
+    }
+}
+
+fn default_fallback_on() -> Vec<String> {
+    ["connect", "timeout", "429", "5xx"]
+        .map(String::from)
+        .to_vec()
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +394,10 @@ pub struct RawPrice {
     pub output: f64,
 }
 
+fn optional_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    number(d).map(Some)
+}
+
 /// Accepts `8` and `"8"`, so numbers can come from `${VAR}` substitution.
 fn number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
@@ -249,8 +408,9 @@ fn number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     match NumOrString::deserialize(d)? {
         NumOrString::Num(n) => Ok(n),
-        NumOrString::Str(s) => s.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("expected a non-negative integer, got `{s}`"))
-        }),
+        NumOrString::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom("expected a non-negative integer")),
     }
 }

@@ -1,10 +1,18 @@
-//! Model resolution: which provider serves a model name, and under what upstream name.
+//! Routing: which providers serve a model, in what order, and how hard to try.
 //!
-//! `model_mappings` (exact names) come first, then `routing.patterns` (regular expressions,
-//! first match wins; the model name passes through unchanged).
+//! A model resolves through `model_mappings` (exact names) first, then `routing.patterns`
+//! (regular expressions, first match wins; the model name passes through unchanged). The
+//! result is a [`Plan`]: the candidates in the order they are tried — the balancing choice
+//! among the model's providers first, then (with fallback) the model's other providers, its
+//! own `fallback` list and `routing.fallback.providers` — plus the retry and timeout policy.
+//! Providers whose circuit is open ([`health`]) are skipped.
+
+pub mod health;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use regex::Regex;
 
@@ -12,6 +20,87 @@ use crate::config::raw::{RawMapping, RawRouting};
 use crate::config::Problem;
 use crate::errors::GatewayError;
 use crate::providers::{Provider, ProviderRegistry};
+use health::{BreakerSettings, HealthRegistry};
+
+/// How to pick the first provider among a model's providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    Weighted,
+    Random,
+    LeastLatency,
+    LeastBusy,
+}
+
+impl Strategy {
+    const NAMES: [&'static str; 5] = [
+        "round_robin",
+        "weighted",
+        "random",
+        "least_latency",
+        "least_busy",
+    ];
+
+    fn parse(s: &str) -> Option<Strategy> {
+        Some(match s {
+            "round_robin" => Strategy::RoundRobin,
+            "weighted" => Strategy::Weighted,
+            "random" => Strategy::Random,
+            "least_latency" => Strategy::LeastLatency,
+            "least_busy" => Strategy::LeastBusy,
+            _ => return None,
+        })
+    }
+}
+
+/// What makes the gateway try again (the same provider after a backoff, or the next one).
+#[derive(Debug, Clone, Default)]
+pub struct RetryOn {
+    pub connect: bool,
+    pub timeout: bool,
+    pub any_5xx: bool,
+    pub statuses: Vec<u16>,
+}
+
+impl RetryOn {
+    pub fn status(&self, status: u16) -> bool {
+        (self.any_5xx && (500..600).contains(&status)) || self.statuses.contains(&status)
+    }
+
+    pub fn error(&self, e: &GatewayError) -> bool {
+        match e {
+            GatewayError::UpstreamUnreachable { .. } => self.connect,
+            GatewayError::UpstreamTimeout { .. } => self.timeout,
+            GatewayError::ProviderUnavailable { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Retry, backoff and timeout policy (`routing.*`).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub retry_on: RetryOn,
+    pub attempts_per_provider: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub total_timeout: Duration,
+    /// None: `server.upstream_read_timeout_seconds`.
+    pub first_byte_timeout: Option<Duration>,
+    pub stream_idle_timeout: Option<Duration>,
+    pub breaker: BreakerSettings,
+}
+
+impl Policy {
+    /// Capped exponential backoff with full jitter for the `retry`-th retry (0-based).
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let cap = self
+            .backoff_initial
+            .saturating_mul(1u32.checked_shl(retry.min(16)).unwrap_or(u32::MAX))
+            .min(self.backoff_max);
+        cap.mul_f64(fastrand::f64())
+    }
+}
 
 /// Where one model goes.
 #[derive(Debug, Clone)]
@@ -19,12 +108,17 @@ pub struct Target {
     pub provider: Arc<Provider>,
     /// The provider's name for the model (`model`, or `deployment` for Azure).
     pub upstream_model: Option<Arc<str>>,
+    pub weight: u32,
 }
 
 #[derive(Debug)]
 struct Mapping {
     /// The default provider first, then the others in config order.
     targets: Vec<Target>,
+    fallback: Vec<Target>,
+    strategy: Option<Strategy>,
+    hedge_after: Option<Duration>,
+    cursor: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -33,19 +127,37 @@ struct Pattern {
     provider: Arc<Provider>,
 }
 
-#[derive(Debug, Default)]
 pub struct Router {
     mappings: HashMap<String, Mapping>,
     /// Mapping names in config order, for `/v1/models`.
     names: Vec<String>,
     patterns: Vec<Pattern>,
+    /// `routing.fallback.providers` when fallback is enabled.
+    global_fallback: Vec<Arc<Provider>>,
+    fallback_enabled: bool,
+    pub policy: Policy,
 }
 
-/// A resolved model.
+/// One provider to try for a request.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub provider: &'a Arc<Provider>,
+    /// The name to send upstream.
+    pub upstream_model: &'a str,
+}
+
+/// The ordered candidates for one request.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    pub candidates: Vec<Candidate<'a>>,
+    /// Start the second candidate too when the first is silent this long.
+    pub hedge_after: Option<Duration>,
+}
+
+/// A resolved model (first candidate only), for `/v1/models/{id}`.
 #[derive(Debug, Clone)]
 pub struct Resolved<'a> {
     pub provider: &'a Arc<Provider>,
-    /// The name to send upstream.
     pub upstream_model: &'a str,
 }
 
@@ -56,20 +168,50 @@ impl Router {
         providers: &ProviderRegistry,
         problems: &mut Vec<Problem>,
     ) -> Router {
-        let mut router = Router::default();
-        let lookup =
-            |name: &str, path: String, problems: &mut Vec<Problem>| -> Option<Arc<Provider>> {
-                match providers.get(name) {
-                    Some(p) => Some(p.clone()),
-                    None => {
-                        problems.push(Problem::new(
-                            path,
-                            format!("provider `{name}` is not configured under `providers`"),
-                        ));
-                        None
-                    }
+        let lookup = |name: &str,
+                      path: String,
+                      problems: &mut Vec<Problem>|
+         -> Option<Arc<Provider>> {
+            match providers.get(name) {
+                Some(p) if !p.kind.speaks_unified() => {
+                    problems.push(Problem::new(
+                        path,
+                        format!(
+                            "provider `{name}` ({}) has no OpenAI-compatible translation yet; call it through /providers/{name}/*",
+                            p.kind.as_str()
+                        ),
+                    ));
+                    None
                 }
-            };
+                Some(p) => Some(p.clone()),
+                None => {
+                    problems.push(Problem::new(
+                        path,
+                        format!("provider `{name}` is not configured under `providers`"),
+                    ));
+                    None
+                }
+            }
+        };
+        let strategy_of = |name: &str, path: &str, problems: &mut Vec<Problem>| {
+            let s = Strategy::parse(name);
+            if s.is_none() {
+                problems.push(Problem::new(
+                    path,
+                    format!("must be one of {}", Strategy::NAMES.join(", ")),
+                ));
+            }
+            s
+        };
+        let global_strategy = strategy_of(
+            &routing.load_balancing.strategy,
+            "routing.load_balancing.strategy",
+            problems,
+        )
+        .filter(|_| routing.load_balancing.enabled);
+
+        let mut mapping_table = HashMap::new();
+        let mut names = Vec::new();
         for (model, m) in mappings {
             let path = format!("model_mappings.{model}");
             if m.providers.is_empty() {
@@ -100,6 +242,12 @@ impl Router {
                 else {
                     continue;
                 };
+                if t.weight == Some(0) {
+                    problems.push(Problem::new(
+                        format!("{path}.providers.{name}.weight"),
+                        "must be at least 1",
+                    ));
+                }
                 let upstream_model = t
                     .model
                     .as_deref()
@@ -108,11 +256,51 @@ impl Router {
                 targets.push(Target {
                     provider,
                     upstream_model,
+                    weight: t.weight.unwrap_or(1).max(1),
                 });
             }
-            router.names.push(model.clone());
-            router.mappings.insert(model.clone(), Mapping { targets });
+            let fallback = m
+                .fallback
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    let provider = lookup(name, format!("{path}.fallback[{i}]"), problems)?;
+                    // A fallback that also serves the mapping uses that mapping's model name.
+                    let upstream_model = m
+                        .providers
+                        .get(name)
+                        .and_then(|t| t.model.as_deref().or(t.deployment.as_deref()))
+                        .map(Arc::from);
+                    Some(Target {
+                        provider,
+                        upstream_model,
+                        weight: 1,
+                    })
+                })
+                .collect();
+            let strategy = match &m.load_balancing {
+                Some(s) => strategy_of(s, &format!("{path}.load_balancing"), problems),
+                None => global_strategy,
+            };
+            if m.hedge_after_ms == Some(0) {
+                problems.push(Problem::new(
+                    format!("{path}.hedge_after_ms"),
+                    "must be at least 1",
+                ));
+            }
+            names.push(model.clone());
+            mapping_table.insert(
+                model.clone(),
+                Mapping {
+                    targets,
+                    fallback,
+                    strategy,
+                    hedge_after: m.hedge_after_ms.map(Duration::from_millis),
+                    cursor: AtomicUsize::new(0),
+                },
+            );
         }
+        let mut patterns = Vec::new();
         for (i, p) in routing.patterns.iter().enumerate() {
             let path = format!("routing.patterns[{i}]");
             let regex = Regex::new(&p.pattern)
@@ -129,37 +317,89 @@ impl Router {
                 problems,
             );
             if let (Some(regex), Some(provider)) = (regex, provider) {
-                router.patterns.push(Pattern { regex, provider });
+                patterns.push(Pattern { regex, provider });
             }
         }
-        for (i, name) in routing.fallback.providers.iter().enumerate() {
-            lookup(name, format!("routing.fallback.providers[{i}]"), problems);
+        let global_fallback = routing
+            .fallback
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                lookup(name, format!("routing.fallback.providers[{i}]"), problems)
+            })
+            .collect();
+        let mut retry_on = RetryOn::default();
+        for (i, cond) in routing.fallback.on.iter().enumerate() {
+            match cond.as_str() {
+                "connect" => retry_on.connect = true,
+                "timeout" => retry_on.timeout = true,
+                "5xx" => retry_on.any_5xx = true,
+                s => match s.parse::<u16>() {
+                    Ok(code) if (400..600).contains(&code) => retry_on.statuses.push(code),
+                    _ => problems.push(Problem::new(
+                        format!("routing.fallback.on[{i}]"),
+                        "must be connect, timeout, 5xx or an HTTP status from 400 to 599",
+                    )),
+                },
+            }
         }
-        const STRATEGIES: [&str; 5] = [
-            "round_robin",
-            "weighted",
-            "random",
-            "least_latency",
-            "least_busy",
-        ];
-        if !STRATEGIES.contains(&routing.load_balancing.strategy.as_str()) {
+        let r = &routing.retries;
+        if r.max_attempts == 0 || r.max_attempts > 10 {
             problems.push(Problem::new(
-                "routing.load_balancing.strategy",
-                format!("must be one of {}", STRATEGIES.join(", ")),
+                "routing.retries.max_attempts",
+                "must be from 1 to 10",
             ));
         }
-        router
+        if r.backoff_initial_ms > r.backoff_max_ms {
+            problems.push(Problem::new(
+                "routing.retries.backoff_initial_ms",
+                "must not exceed backoff_max_ms",
+            ));
+        }
+        if routing.timeout_seconds == 0 {
+            problems.push(Problem::new(
+                "routing.timeout_seconds",
+                "must be greater than 0",
+            ));
+        }
+        if routing.health.failure_threshold == 0 {
+            problems.push(Problem::new(
+                "routing.health.failure_threshold",
+                "must be at least 1",
+            ));
+        }
+        let policy = Policy {
+            retry_on,
+            attempts_per_provider: r.max_attempts.clamp(1, 10) as u32,
+            backoff_initial: Duration::from_millis(r.backoff_initial_ms),
+            backoff_max: Duration::from_millis(r.backoff_max_ms),
+            total_timeout: Duration::from_secs(routing.timeout_seconds.max(1)),
+            first_byte_timeout: routing.first_byte_timeout_seconds.map(Duration::from_secs),
+            stream_idle_timeout: routing.stream_idle_timeout_seconds.map(Duration::from_secs),
+            breaker: BreakerSettings {
+                failure_threshold: routing.health.failure_threshold.clamp(1, u32::MAX as u64)
+                    as u32,
+                cooldown: Duration::from_secs(routing.health.cooldown_seconds),
+            },
+        };
+        Router {
+            mappings: mapping_table,
+            names,
+            patterns,
+            global_fallback,
+            fallback_enabled: routing.fallback.enabled,
+            policy,
+        }
     }
 
-    /// Resolves a client's model name.
+    /// Resolves a client's model name to its first candidate.
     pub fn resolve<'a>(&'a self, model: &'a str) -> Result<Resolved<'a>, GatewayError> {
-        if let Some(m) = self.mappings.get(model) {
-            if let Some(t) = m.targets.first() {
-                return Ok(Resolved {
-                    provider: &t.provider,
-                    upstream_model: t.upstream_model.as_deref().unwrap_or(model),
-                });
-            }
+        if let Some(t) = self.mappings.get(model).and_then(|m| m.targets.first()) {
+            return Ok(Resolved {
+                provider: &t.provider,
+                upstream_model: t.upstream_model.as_deref().unwrap_or(model),
+            });
         }
         if let Some(p) = self.patterns.iter().find(|p| p.regex.is_match(model)) {
             return Ok(Resolved {
@@ -167,10 +407,127 @@ impl Router {
                 upstream_model: model,
             });
         }
-        Err(GatewayError::ModelNotFound {
+        Err(self.not_found(model))
+    }
+
+    fn not_found(&self, model: &str) -> GatewayError {
+        GatewayError::ModelNotFound {
             model: model.to_owned(),
             suggestions: self.close_names(model),
+        }
+    }
+
+    /// The ordered candidates for a request. `pinned` is the caller's
+    /// `x-switchyard-provider`, which must be one of the model's providers.
+    pub fn plan<'a>(
+        &'a self,
+        model: &'a str,
+        pinned: Option<&str>,
+        health: &HealthRegistry,
+    ) -> Result<Plan<'a>, GatewayError> {
+        let candidate = |t: &'a Target| Candidate {
+            provider: &t.provider,
+            upstream_model: t.upstream_model.as_deref().unwrap_or(model),
+        };
+        let mut candidates: Vec<Candidate<'a>> = Vec::new();
+        let mut hedge_after = None;
+        if let Some(m) = self.mappings.get(model) {
+            let first = self.choose(m, health);
+            candidates.push(candidate(&m.targets[first]));
+            if self.fallback_enabled || m.strategy.is_some() || m.hedge_after.is_some() {
+                candidates.extend(
+                    m.targets
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != first)
+                        .map(|(_, t)| candidate(t)),
+                );
+            }
+            candidates.extend(m.fallback.iter().map(candidate));
+            hedge_after = m.hedge_after;
+        } else if let Some(p) = self.patterns.iter().find(|p| p.regex.is_match(model)) {
+            candidates.push(Candidate {
+                provider: &p.provider,
+                upstream_model: model,
+            });
+        } else {
+            return Err(self.not_found(model));
+        }
+        if self.fallback_enabled {
+            candidates.extend(self.global_fallback.iter().map(|provider| Candidate {
+                provider,
+                upstream_model: model,
+            }));
+        }
+        let mut seen = Vec::with_capacity(candidates.len());
+        candidates.retain(|c| {
+            let fresh = !seen.contains(&c.provider.name);
+            seen.push(c.provider.name.clone());
+            fresh
+        });
+        if let Some(name) = pinned {
+            let Some(c) = candidates.iter().find(|c| &*c.provider.name == name) else {
+                return Err(GatewayError::InvalidRequest {
+                    message: format!(
+                        "Provider `{name}` does not serve model `{model}` (x-switchyard-provider)."
+                    ),
+                    param: None,
+                });
+            };
+            candidates = vec![c.clone()];
+        }
+        Ok(Plan {
+            candidates,
+            hedge_after,
         })
+    }
+
+    /// The index of the target that takes the first attempt.
+    fn choose(&self, m: &Mapping, health: &HealthRegistry) -> usize {
+        let n = m.targets.len();
+        let Some(strategy) = m.strategy.filter(|_| n > 1) else {
+            return 0;
+        };
+        // Balance among providers whose circuit is not open; all open: fall back to all.
+        let open: Vec<bool> = m
+            .targets
+            .iter()
+            .map(|t| health.get(&t.provider.name).is_open())
+            .collect();
+        let usable: Vec<usize> = (0..n).filter(|&i| !open[i]).collect();
+        let pool = if usable.is_empty() {
+            (0..n).collect()
+        } else {
+            usable
+        };
+        match strategy {
+            Strategy::RoundRobin => pool[m.cursor.fetch_add(1, Ordering::Relaxed) % pool.len()],
+            Strategy::Random => pool[fastrand::usize(..pool.len())],
+            Strategy::Weighted => {
+                let total: u64 = pool.iter().map(|&i| u64::from(m.targets[i].weight)).sum();
+                let mut ticket = m.cursor.fetch_add(1, Ordering::Relaxed) as u64 % total.max(1);
+                for &i in &pool {
+                    let w = u64::from(m.targets[i].weight);
+                    if ticket < w {
+                        return i;
+                    }
+                    ticket -= w;
+                }
+                pool[0]
+            }
+            Strategy::LeastLatency => *pool
+                .iter()
+                .min_by(|&&a, &&b| {
+                    let la = health.get(&m.targets[a].provider.name).latency_us();
+                    let lb = health.get(&m.targets[b].provider.name).latency_us();
+                    la.total_cmp(&lb)
+                })
+                .unwrap_or(&0),
+            Strategy::LeastBusy => *pool
+                .iter()
+                .min_by_key(|&&i| health.get(&m.targets[i].provider.name).in_flight())
+                .unwrap_or(&0),
+        }
     }
 
     /// The mapped model names with the provider that serves each by default.
@@ -262,6 +619,107 @@ routing:
         match c.router.resolve("gtp-4").unwrap_err() {
             GatewayError::ModelNotFound { suggestions, .. } => assert_eq!(suggestions[0], "gpt-4"),
             e => panic!("{e:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn router(routing: &str) -> Config {
+        let yaml = format!(
+            r#"
+providers:
+  a: {{type: openai, endpoint: "http://127.0.0.1:1", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+  b: {{type: openai, endpoint: "http://127.0.0.1:2", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+  c: {{type: openai, endpoint: "http://127.0.0.1:3", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+  mock: {{}}
+model_mappings:
+  m: {{default_provider: a, fallback: [c, a], providers: {{a: {{model: m-a}}, b: {{model: m-b}}}}}}
+{routing}
+"#
+        );
+        Config::parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn names(plan: &Plan<'_>) -> Vec<(String, String)> {
+        plan.candidates
+            .iter()
+            .map(|c| (c.provider.name.to_string(), c.upstream_model.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn fallback_order_is_mapping_then_its_list_then_global_without_duplicates() {
+        let h = HealthRegistry::default();
+        let c = router("routing:\n  fallback: {enabled: true, providers: [mock, b]}\n");
+        let plan = c.router.plan("m", None, &h).unwrap();
+        let expected = [("a", "m-a"), ("b", "m-b"), ("c", "m"), ("mock", "m")];
+        assert_eq!(
+            names(&plan),
+            expected
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .to_vec()
+        );
+        // Without global fallback only the mapping's own list follows the default.
+        let c = router("");
+        assert_eq!(names(&c.router.plan("m", None, &h).unwrap()).len(), 2);
+    }
+
+    #[test]
+    fn pinning_picks_one_of_the_models_providers_only() {
+        let h = HealthRegistry::default();
+        let c = router("routing:\n  fallback: {enabled: true}\n");
+        let plan = c.router.plan("m", Some("b"), &h).unwrap();
+        assert_eq!(names(&plan), vec![("b".to_string(), "m-b".to_string())]);
+        assert!(matches!(
+            c.router.plan("m", Some("mock"), &h),
+            Err(GatewayError::InvalidRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn balancing_skips_open_circuits() {
+        let h = HealthRegistry::default();
+        let c = router("routing:\n  load_balancing: {enabled: true, strategy: round_robin}\n");
+        let settings = BreakerSettings {
+            failure_threshold: 1,
+            cooldown: Duration::from_secs(60),
+        };
+        h.get("a").record_failure(&settings);
+        for _ in 0..4 {
+            assert_eq!(
+                &*c.router.plan("m", None, &h).unwrap().candidates[0]
+                    .provider
+                    .name,
+                "b"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let c = router("routing:\n  retries: {max_attempts: 3, backoff_initial_ms: 100, backoff_max_ms: 400}\n");
+        for retry in 0..10 {
+            assert!(c.router.policy.backoff(retry) <= Duration::from_millis(400));
+        }
+        let samples: Vec<Duration> = (0..20).map(|_| c.router.policy.backoff(2)).collect();
+        assert!(samples.windows(2).any(|w| w[0] != w[1]), "no jitter");
+    }
+
+    #[test]
+    fn bad_routing_settings_are_problems() {
+        let yaml = "providers: {mock: {}}\nrouting:\n  fallback: {on: [teapot]}\n  retries: {max_attempts: 0}\n  load_balancing: {strategy: fastest}\n";
+        let e = Config::parse(yaml, &|_| None).err().unwrap();
+        let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+        for p in [
+            "routing.fallback.on[0]",
+            "routing.retries.max_attempts",
+            "routing.load_balancing.strategy",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
     }
 }
