@@ -26,6 +26,10 @@ enum Command {
         /// The YAML configuration file.
         #[arg(short, long, default_value = "conf/demo.yaml")]
         config: PathBuf,
+        /// Take over the listening sockets of a running instance (zero-downtime upgrade): start
+        /// the new binary with --upgrade, then send SIGQUIT to the old process.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration: prints every problem (key path and why) and exits non-zero
     /// if there is any, like `nginx -t`.
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match cli.command.unwrap_or(Command::Serve {
         config: PathBuf::from("conf/demo.yaml"),
+        upgrade: false,
     }) {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
@@ -64,10 +69,10 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Serve { config } => match load(&config) {
+        Command::Serve { config, upgrade } => match load(&config) {
             Ok(c) => {
                 log::info!("serving {} on {}", config.display(), c.server.listen);
-                switchyard::server::run_forever(Arc::new(c))
+                switchyard::server::run_forever(Arc::new(c), config, upgrade)
             }
             Err(code) => code,
         },

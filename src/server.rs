@@ -2,7 +2,10 @@
 //! metrics service on `server.metrics_listen`, DNS refresh in the background, and graceful
 //! shutdown that exits as soon as in-flight requests finish (bounded by the grace period).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -12,28 +15,60 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::metrics::{Metrics, MetricsApp};
 use crate::proxy::Gateway;
+use crate::route::health::HealthRegistry;
 
 /// How often provider host names are re-resolved.
 const DNS_REFRESH: Duration = Duration::from_secs(60);
+/// How often `ai_proxy_provider_up` is recomputed.
+const PROVIDER_UP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Installs the process-wide rustls crypto provider (idempotent).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A built server and the metrics it reports to.
+/// A built server and the shared state it runs on.
 pub struct Built {
     pub server: Server,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    pub live: Arc<LiveConfig>,
 }
 
-/// Builds the Pingora server for `config` without running it.
-pub fn build(config: Arc<Config>) -> Built {
-    install_crypto_provider();
+/// The configuration in force, swappable at run time (SIGHUP), and its generation counter.
+pub struct LiveConfig {
+    pub current: Arc<ArcSwap<Config>>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl LiveConfig {
+    /// Puts `next` in force: new requests use it, in-flight ones finish on the old one.
+    /// Listener addresses and thread counts only change with a restart.
+    pub fn replace(&self, next: Config) {
+        let old = self.current.load();
+        if old.server.listen != next.server.listen
+            || old.server.metrics_listen != next.server.metrics_listen
+        {
+            log::warn!("reload: listener addresses changed; they take effect after a restart");
+        }
+        resolve_endpoints(&next);
+        self.current.store(Arc::new(next));
+        self.generation.send_modify(|g| *g += 1);
+        log::info!("configuration reloaded");
+    }
+
+    /// Re-reads and validates `path`; an invalid file is refused and the old config kept.
+    pub fn reload_from(&self, path: &Path) -> Result<(), ConfigErrors> {
+        let next = Config::load(path)?;
+        self.replace(next);
+        Ok(())
+    }
+}
+
+fn resolve_endpoints(config: &Config) {
     for p in config.providers.iter() {
         if let Some(u) = &p.upstream {
             if let Err(e) = u.endpoint.resolve_blocking() {
@@ -44,6 +79,13 @@ pub fn build(config: Arc<Config>) -> Built {
             }
         }
     }
+}
+
+/// Builds the Pingora server for `config` without running it. With `source`, SIGHUP
+/// reloads the configuration from that file.
+pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Built {
+    install_crypto_provider();
+    resolve_endpoints(&config);
     let s = &config.server;
     let conf = ServerConf {
         threads: s.threads,
@@ -51,17 +93,43 @@ pub fn build(config: Arc<Config>) -> Built {
         grace_period_seconds: Some(s.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: 256,
+        upgrade_sock: s.upgrade_sock.clone(),
+        pid_file: s.pid_file.clone(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    // With `upgrade`, bootstrap takes the listening sockets from the running old process
+    // (which hands them over on SIGQUIT) instead of binding them.
+    let mut opt = pingora::server::configuration::Opt::parse_from_args(["switchyard"]);
+    opt.upgrade = upgrade;
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let metrics = Metrics::new();
     let access_log = AccessLog::start(s.access_log);
-    let gateway = Gateway::new(config.clone(), metrics.clone(), access_log.clone());
+    let live = Arc::new(LiveConfig {
+        current: Arc::new(ArcSwap::new(config.clone())),
+        generation: tokio::sync::watch::channel(0).0,
+    });
+    let health = Arc::new(HealthRegistry::default());
+    let gateway = Gateway::new(
+        live.current.clone(),
+        metrics.clone(),
+        access_log.clone(),
+        health.clone(),
+    );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
     proxy.add_tcp(&s.listen);
+    if let Some(tls) = &s.tls {
+        match pingora::listeners::tls::TlsSettings::intermediate(&tls.cert_file, &tls.key_file) {
+            Ok(mut settings) => {
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&tls.listen, None, settings);
+            }
+            // `check` validated the files; this is a race with someone replacing them.
+            Err(e) => log::error!("TLS listener {} disabled: {e}", tls.listen),
+        }
+    }
     server.add_service(proxy);
 
     if let Some(addr) = &s.metrics_listen {
@@ -71,51 +139,125 @@ pub fn build(config: Arc<Config>) -> Built {
     }
     server.add_service(background_service(
         "provider-maintenance",
-        ProviderMaintenance(config.clone()),
+        ProviderMaintenance {
+            live: live.clone(),
+            metrics: metrics.clone(),
+            health,
+        },
     ));
+    if let Some(path) = source {
+        server.add_service(background_service(
+            "config-reload",
+            ReloadOnSighup {
+                live: live.clone(),
+                path,
+            },
+        ));
+    }
     Built {
         server,
         metrics,
         access_log,
+        live,
+    }
+}
+
+/// Reloads the configuration file on SIGHUP (`systemctl reload`).
+struct ReloadOnSighup {
+    live: Arc<LiveConfig>,
+    path: PathBuf,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadOnSighup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            log::error!("cannot install a SIGHUP handler; config reload is disabled");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup.recv() => {}
+            }
+            log::info!("SIGHUP: reloading {}", self.path.display());
+            let (live, path) = (self.live.clone(), self.path.clone());
+            match tokio::task::spawn_blocking(move || live.reload_from(&path)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(errors)) => {
+                    log::error!("reload refused, keeping the running configuration:\n{errors}")
+                }
+                Err(e) => log::error!("reload failed: {e}"),
+            }
+        }
     }
 }
 
 /// Keeps providers usable without the request path ever waiting: re-resolves their hosts
-/// periodically and keeps their credentials (tokens) fresh.
-struct ProviderMaintenance(Arc<Config>);
+/// periodically, keeps their credentials (tokens) fresh and publishes
+/// `ai_proxy_provider_up`. Restarts its work for the new providers after a reload.
+struct ProviderMaintenance {
+    live: Arc<LiveConfig>,
+    metrics: Arc<Metrics>,
+    health: Arc<HealthRegistry>,
+}
 
-#[async_trait]
-impl BackgroundService for ProviderMaintenance {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        let credentials = self
-            .0
+impl ProviderMaintenance {
+    async fn maintain(&self, config: &Config, shutdown: &ShutdownWatch) {
+        let credentials = config
             .providers
             .iter()
             .filter_map(|p| p.upstream.as_ref())
             .map(|u| u.credential.maintain(shutdown.clone()));
-        let mut dns_shutdown = shutdown.clone();
         let dns = async {
             loop {
-                tokio::select! {
-                    _ = dns_shutdown.changed() => return,
-                    _ = tokio::time::sleep(DNS_REFRESH) => {}
-                }
-                for p in self.0.providers.iter() {
+                tokio::time::sleep(DNS_REFRESH).await;
+                for p in config.providers.iter() {
                     if let Some(u) = &p.upstream {
                         u.endpoint.refresh().await;
                     }
                 }
             }
         };
-        tokio::join!(dns, futures_util::future::join_all(credentials));
+        let up = async {
+            loop {
+                for p in config.providers.iter() {
+                    let usable = matches!(p.readiness(), crate::providers::Readiness::Ready)
+                        && !self.health.get(&p.name).is_open();
+                    self.metrics
+                        .provider_up
+                        .with_label_values(&[&p.name])
+                        .set(i64::from(usable));
+                }
+                tokio::time::sleep(PROVIDER_UP_INTERVAL).await;
+            }
+        };
+        tokio::join!(dns, up, futures_util::future::join_all(credentials));
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ProviderMaintenance {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut generation = self.live.generation.subscribe();
+        let for_tasks = shutdown.clone();
+        loop {
+            let config = self.live.current.load_full();
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = generation.changed() => continue,
+                _ = self.maintain(&config, &for_tasks) => return,
+            }
+        }
     }
 }
 
 /// Runs the gateway in the foreground until SIGTERM or SIGINT (graceful) or SIGQUIT
 /// (graceful upgrade hand-over). Never returns.
-pub fn run_forever(config: Arc<Config>) -> ! {
+pub fn run_forever(config: Arc<Config>, source: PathBuf, upgrade: bool) -> ! {
     let grace = config.server.grace_period;
-    let built = build(config);
+    let built = build(config, Some(source), upgrade);
     let watch = UnixSignals {
         metrics: built.metrics.clone(),
         grace,
@@ -140,20 +282,22 @@ impl ShutdownSignalWatch for UnixSignals {
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
         let mut quit = signal(SignalKind::quit()).expect("installing a SIGQUIT handler");
-        let kind = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+        let (kind, shutdown_kind, handover) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", ShutdownSignal::GracefulTerminate, Duration::ZERO),
+            _ = int.recv() => ("SIGINT", ShutdownSignal::GracefulTerminate, Duration::ZERO),
+            // Pingora hands the listeners to the new process, then waits 5 s before it stops
+            // accepting here.
+            _ = quit.recv() => ("SIGQUIT (upgrade)", ShutdownSignal::GracefulUpgrade, Duration::from_secs(5)),
         };
         log::info!(
             "{kind} received: finishing in-flight requests (at most {:?})",
             self.grace
         );
         let metrics = self.metrics.clone();
-        let deadline = Instant::now() + self.grace;
+        let deadline = Instant::now() + handover + self.grace;
         std::thread::spawn(move || {
             // Let the listeners close first so no new request slips in.
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(handover + Duration::from_millis(100));
             while metrics.in_flight.get() > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(25));
             }
@@ -162,13 +306,14 @@ impl ShutdownSignalWatch for UnixSignals {
             std::thread::sleep(Duration::from_millis(50));
             std::process::exit(0);
         });
-        ShutdownSignal::GracefulTerminate
+        shutdown_kind
     }
 }
 
 /// A gateway running in this process on a background thread (for tests and benches).
 pub struct GatewayHandle {
     pub metrics: Arc<Metrics>,
+    pub live: Arc<LiveConfig>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -191,8 +336,9 @@ impl GatewayHandle {
     /// Starts the gateway for `config` and waits until its listener accepts connections.
     pub fn start(config: Arc<Config>) -> GatewayHandle {
         let listen = config.server.listen.clone();
-        let built = build(config);
+        let built = build(config, None, false);
         let metrics = built.metrics.clone();
+        let live = built.live.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = built.server;
         let thread = std::thread::spawn(move || {
@@ -210,6 +356,7 @@ impl GatewayHandle {
         }
         GatewayHandle {
             metrics,
+            live,
             stop: Some(tx),
             thread: Some(thread),
         }

@@ -43,6 +43,12 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 command -v cc >/dev/null 2>&1 || apt_install build-essential
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+# openssl: test certificates for the boto3 bearer (HTTPS-only) tests.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules; systemd-analyze
+# checks the unit file. Both are optional: the tests say loudly when they skip.
+command -v promtool >/dev/null 2>&1 || apt_install prometheus || echo "warning: promtool unavailable; alert rules get the parser check only" >&2
+command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd || echo "warning: systemd-analyze unavailable" >&2
 
 # ---------------------------------------------------------------- Rust
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -51,6 +57,11 @@ cargo build --workspace --bins
 
 log "cargo test --workspace"
 cargo test --workspace
+
+if command -v systemd-analyze >/dev/null 2>&1; then
+    log "systemd/verify.sh (systemd-analyze verify + security)"
+    bash systemd/verify.sh
+fi
 
 BIN="$ROOT/target/debug/switchyard"
 if [ ! -x "$BIN" ]; then
