@@ -20,4 +20,5 @@ pub mod proxy;
 pub mod respond;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod unified;

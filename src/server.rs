@@ -19,6 +19,8 @@ use crate::config::{Config, ConfigErrors};
 use crate::metrics::{Metrics, MetricsApp};
 use crate::proxy::Gateway;
 use crate::route::health::HealthRegistry;
+use crate::tls::ReloadableCert;
+use pingora::listeners::tls::TlsSettings;
 
 /// How often provider host names are re-resolved.
 const DNS_REFRESH: Duration = Duration::from_secs(60);
@@ -36,6 +38,8 @@ pub struct Built {
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
     pub live: Arc<LiveConfig>,
+    /// The HTTPS listener's certificate, when `server.tls` is set.
+    pub certificate: Option<Arc<ReloadableCert>>,
 }
 
 /// The configuration in force, swappable at run time (SIGHUP), and its generation counter.
@@ -120,11 +124,12 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Bui
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
     proxy.add_tcp(&s.listen);
+    let mut certificate = None;
     if let Some(tls) = &s.tls {
-        match pingora::listeners::tls::TlsSettings::intermediate(&tls.cert_file, &tls.key_file) {
-            Ok(mut settings) => {
-                settings.enable_h2();
+        match https_settings(tls) {
+            Ok((settings, cert)) => {
                 proxy.add_tls_with_settings(&tls.listen, None, settings);
+                certificate = Some(cert);
             }
             // `check` validated the files; this is a race with someone replacing them.
             Err(e) => log::error!("TLS listener {} disabled: {e}", tls.listen),
@@ -151,6 +156,7 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Bui
             ReloadOnSighup {
                 live: live.clone(),
                 path,
+                certificate: certificate.clone(),
             },
         ));
     }
@@ -159,13 +165,36 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Bui
         metrics,
         access_log,
         live,
+        certificate,
     }
 }
 
-/// Reloads the configuration file on SIGHUP (`systemctl reload`).
+/// TLS settings for the HTTPS listener: a reloadable certificate, HTTP/2, optional mTLS.
+fn https_settings(
+    tls: &crate::config::TlsListener,
+) -> Result<(TlsSettings, Arc<ReloadableCert>), String> {
+    let cert = Arc::new(ReloadableCert::load(&tls.cert_file, &tls.key_file)?);
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(NoCallbacks)).map_err(|e| e.to_string())?;
+    settings.set_cert_resolver(cert.clone());
+    settings.enable_h2();
+    if let Some(ca) = &tls.client_ca_file {
+        settings.set_client_cert_verifier(crate::tls::client_verifier(ca)?);
+    }
+    Ok((settings, cert))
+}
+
+/// `TlsSettings::with_callbacks` is the constructor that takes a certificate resolver.
+struct NoCallbacks;
+
+#[async_trait]
+impl pingora::listeners::TlsAccept for NoCallbacks {}
+
+/// Reloads the configuration file (and the HTTPS certificate) on SIGHUP (`systemctl reload`).
 struct ReloadOnSighup {
     live: Arc<LiveConfig>,
     path: PathBuf,
+    certificate: Option<Arc<ReloadableCert>>,
 }
 
 #[async_trait]
@@ -189,6 +218,14 @@ impl BackgroundService for ReloadOnSighup {
                     log::error!("reload refused, keeping the running configuration:\n{errors}")
                 }
                 Err(e) => log::error!("reload failed: {e}"),
+            }
+            if let Some(cert) = &self.certificate {
+                match cert.reload() {
+                    Ok(()) => log::info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        log::error!("TLS certificate not reloaded, keeping the running one: {e}")
+                    }
+                }
             }
         }
     }
@@ -314,6 +351,7 @@ impl ShutdownSignalWatch for UnixSignals {
 pub struct GatewayHandle {
     pub metrics: Arc<Metrics>,
     pub live: Arc<LiveConfig>,
+    pub certificate: Option<Arc<ReloadableCert>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -339,6 +377,7 @@ impl GatewayHandle {
         let built = build(config, None, false);
         let metrics = built.metrics.clone();
         let live = built.live.clone();
+        let certificate = built.certificate.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = built.server;
         let thread = std::thread::spawn(move || {
@@ -357,6 +396,7 @@ impl GatewayHandle {
         GatewayHandle {
             metrics,
             live,
+            certificate,
             stop: Some(tx),
             thread: Some(thread),
         }

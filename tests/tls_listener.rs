@@ -142,3 +142,183 @@ fn missing_certificate_files_are_config_problems() {
         "{e}"
     );
 }
+
+/// A fresh CA and a `localhost` leaf it signed, made with the openssl CLI (tests/run.sh
+/// installs it): returns (ca.pem, leaf.pem, leaf.key). `usage` is serverAuth or clientAuth.
+fn new_chain(dir: &std::path::Path, name: &str, usage: &str) -> (String, String, String) {
+    let p = |f: &str| dir.join(format!("{name}-{f}")).display().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl CLI");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test CA",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &p("leaf.key"),
+            "-out",
+            &p("leaf.csr"),
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        p("ext"),
+        format!(
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"
+        ),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("leaf.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext"),
+        "-out",
+        &p("leaf.pem"),
+    ]);
+    (p("ca.pem"), p("leaf.pem"), p("leaf.key"))
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_after_reload_and_a_broken_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("switchyard-tls-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("tls.pem"), dir.join("tls.key"));
+    std::fs::copy(fixture("localhost.pem"), &cert).unwrap();
+    std::fs::copy(fixture("localhost.key"), &key).unwrap();
+    let port = free_port();
+    let extra = format!(
+        "  tls: {{listen: \"127.0.0.1:{port}\", cert_file: \"{}\", key_file: \"{}\"}}",
+        cert.display(),
+        key.display()
+    );
+    let gw = gateway_with(&extra, "", "");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let health = |trust: &str| {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(trust).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false)
+            .build()
+            .unwrap();
+        async move {
+            client
+                .get(format!("https://localhost:{port}/health"))
+                .send()
+                .await
+        }
+    };
+    assert!(health(&fixture("ca.pem")).await.is_ok());
+
+    let (new_ca, new_cert, new_key) = new_chain(&dir, "renewed", "serverAuth");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    let certificate = gw.handle.certificate.as_ref().unwrap();
+    certificate.reload().unwrap();
+    assert!(
+        health(&new_ca).await.is_ok(),
+        "the renewed certificate is not served"
+    );
+    assert!(
+        health(&fixture("ca.pem")).await.is_err(),
+        "the old certificate is still served"
+    );
+
+    std::fs::write(&cert, "not a certificate").unwrap();
+    assert!(certificate.reload().is_err());
+    assert!(
+        health(&new_ca).await.is_ok(),
+        "a broken file replaced the running certificate"
+    );
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_a_client_certificate_from_the_configured_ca() {
+    let dir = std::env::temp_dir().join(format!("switchyard-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (client_ca, client_cert, client_key) = new_chain(&dir, "client", "clientAuth");
+    let port = free_port();
+    let extra = format!(
+        "  tls: {{listen: \"127.0.0.1:{port}\", cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{client_ca}\"}}",
+        fixture("localhost.pem"),
+        fixture("localhost.key")
+    );
+    let _gw = gateway_with(&extra, "", "");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
+    let anonymous = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .build()
+        .unwrap();
+    assert!(
+        anonymous
+            .get(format!("https://localhost:{port}/health"))
+            .send()
+            .await
+            .is_err(),
+        "a client without a certificate got in"
+    );
+    let mut pem = std::fs::read(&client_cert).unwrap();
+    pem.extend(std::fs::read(&client_key).unwrap());
+    let identity = reqwest::Identity::from_pem(&pem).unwrap();
+    let authenticated = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .identity(identity)
+        .build()
+        .unwrap();
+    let r = authenticated
+        .get(format!("https://localhost:{port}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

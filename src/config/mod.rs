@@ -95,6 +95,7 @@ pub struct TlsListener {
     pub listen: String,
     pub cert_file: String,
     pub key_file: String,
+    pub client_ca_file: Option<String>,
 }
 
 /// The validated configuration the gateway runs on.
@@ -192,15 +193,14 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
                 "must differ from server.listen",
             ));
         }
-        for (path, file, marker) in [
-            ("server.tls.cert_file", &t.cert_file, "CERTIFICATE"),
-            ("server.tls.key_file", &t.key_file, "PRIVATE KEY"),
-        ] {
-            match std::fs::read_to_string(file) {
-                Ok(pem) if pem.contains(marker) => {}
-                Ok(_) => problems.push(Problem::new(path, format!("{file} holds no PEM {marker}"))),
-                Err(e) => problems.push(Problem::new(path, format!("cannot read {file}: {e}"))),
-            }
+        let listener = TlsListener {
+            listen: t.listen.clone(),
+            cert_file: t.cert_file.clone(),
+            key_file: t.key_file.clone(),
+            client_ca_file: t.client_ca_file.clone(),
+        };
+        for (path, why) in crate::tls::check(&listener) {
+            problems.push(Problem::new(path, why));
         }
     }
     if raw.threads == 0 || raw.threads > 1024 {
@@ -242,6 +242,7 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             listen: t.listen.clone(),
             cert_file: t.cert_file.clone(),
             key_file: t.key_file.clone(),
+            client_ca_file: t.client_ca_file.clone(),
         }),
     }
 }

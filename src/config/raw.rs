@@ -66,6 +66,9 @@ pub struct RawTls {
     pub cert_file: String,
     /// PEM private key.
     pub key_file: String,
+    /// With a CA bundle here, callers must present a client certificate it issued (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
 }
 
 fn default_upgrade_sock() -> String {
