@@ -1,7 +1,7 @@
 //! One JSON line per request on stdout, written by a dedicated thread.
 //!
-//! Request handlers only push a small record into a bounded queue (never blocking); the
-//! writer thread formats and writes. If the queue is full the record is dropped and counted
+//! Request handlers only push a small record into a bounded queue (never blocking, never
+//! waking anyone); the writer thread drains it every few milliseconds, formats and writes. If the queue is full the record is dropped and counted
 //! rather than stalling a Pingora worker. Records never carry prompts, completions or keys.
 
 use std::io::Write;
@@ -63,18 +63,35 @@ impl AccessLog {
     }
 }
 
+/// How often the writer drains the queue. The writer never blocks in `recv`, so request
+/// handlers never pay for waking it (a futex wake per request showed up as a fifth of the
+/// CPU time of a saturated gateway).
+const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn write_loop(rx: Receiver<AccessRecord>) {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(rec) = next {
-            if serde_json::to_writer(&mut out, &rec).is_ok() {
-                let _ = out.write_all(b"\n");
+    loop {
+        let mut wrote = false;
+        loop {
+            match rx.try_recv() {
+                Ok(rec) => {
+                    if serde_json::to_writer(&mut out, &rec).is_ok() {
+                        let _ = out.write_all(b"\n");
+                    }
+                    wrote = true;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
-            next = rx.try_recv().ok();
         }
-        let _ = out.flush();
+        if wrote {
+            let _ = out.flush();
+        }
+        std::thread::sleep(DRAIN_INTERVAL);
     }
 }
 
