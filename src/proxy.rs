@@ -481,6 +481,15 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
+    /// A client that goes away is routine at the edge, not an error worth a log line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &pingora::ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

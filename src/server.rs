@@ -293,6 +293,15 @@ impl BackgroundService for ProviderMaintenance {
 /// Runs the gateway in the foreground until SIGTERM or SIGINT (graceful) or SIGQUIT
 /// (graceful upgrade hand-over). Never returns.
 pub fn run_forever(config: Arc<Config>, source: PathBuf, upgrade: bool) -> ! {
+    // Pingora retries a failed bind, then panics in the listener's thread while the process
+    // lives on; refuse to start instead, so a supervisor sees the failure. (An upgrade
+    // inherits its sockets, so there is nothing to bind.)
+    if !upgrade {
+        if let Err(e) = check_listeners(&config) {
+            log::error!("{e}");
+            std::process::exit(1);
+        }
+    }
     let grace = config.server.grace_period;
     let built = build(config, Some(source), upgrade);
     let watch = UnixSignals {
@@ -303,6 +312,18 @@ pub fn run_forever(config: Arc<Config>, source: PathBuf, upgrade: bool) -> ! {
         shutdown_signal: Box::new(watch),
     });
     std::process::exit(0)
+}
+
+/// Binds and releases every configured listener address, to fail fast when one is taken.
+fn check_listeners(config: &Config) -> Result<(), String> {
+    let s = &config.server;
+    let addrs = std::iter::once(&s.listen)
+        .chain(&s.metrics_listen)
+        .chain(s.tls.as_ref().map(|t| &t.listen));
+    for addr in addrs {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Signal handling for the binary: on a graceful stop, a watcher thread ends the process as

@@ -243,3 +243,21 @@ fn sighup_reloads_a_valid_file_and_keeps_running_on_an_invalid_one() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn a_taken_port_stops_the_gateway_with_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = temp_dir("taken");
+    let cfg = write_config(&dir, "gw.yaml", &format!("server: {{listen: \"127.0.0.1:{port}\"}}\nauth: {{keys: [{{user: a, key: {GATEWAY_KEY}}}]}}\nproviders: {{mock: {{}}}}\n"));
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(taken);
+}
