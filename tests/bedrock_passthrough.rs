@@ -152,12 +152,8 @@ async fn invoke_and_converse_are_signed_and_byte_exact() {
     let text = metrics_containing(
         &gw.metrics_url,
         &[
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{MODEL_ID}",provider="bedrock",type="input"}} 35"#
-            ),
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{MODEL_ID}",provider="bedrock",type="output"}} 14"#
-            ),
+            &tokens_total("bedrock", MODEL_ID, "input", 35),
+            &tokens_total("bedrock", MODEL_ID, "output", 14),
             "bedrock_proxy_requests_total 3",
             "bedrock_proxy_request_duration_seconds_count 3",
         ],
@@ -206,11 +202,7 @@ async fn streams_are_relayed_byte_exact_and_metered() {
         "application/json"
     );
     // Read chunk by chunk, as an SDK iterating events does.
-    let mut received = Vec::new();
-    let mut resp = resp;
-    while let Some(chunk) = resp.chunk().await.unwrap() {
-        received.extend_from_slice(&chunk);
-    }
+    let (received, _) = read_chunks(resp).await;
     let seen = aws.last();
     assert_signed_and_clean(&seen);
     assert_stream(&received, &seen.sent, 9);
@@ -232,12 +224,8 @@ async fn streams_are_relayed_byte_exact_and_metered() {
     metrics_containing(
         &gw.metrics_url,
         &[
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{MODEL_ID}",provider="bedrock",type="input"}} 36"#
-            ),
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{MODEL_ID}",provider="bedrock",type="output"}} 7"#
-            ),
+            &tokens_total("bedrock", MODEL_ID, "input", 36),
+            &tokens_total("bedrock", MODEL_ID, "output", 7),
             "bedrock_proxy_requests_total 2",
         ],
     )

@@ -85,22 +85,12 @@ async fn chat_is_signed_and_passes_byte_exact_with_the_key_swapped() {
         Some("retry-abc"),
         "other headers pass"
     );
-    assert_eq!(seen.header("host"), Some(up.addr.to_string().as_str()));
+    seen.assert_host(up.addr);
     assert!(seen.header("x-api-key").is_none());
-    assert!(
-        !seen.everything().contains(GATEWAY_KEY),
-        "gateway key reached the provider"
-    );
+    seen.assert_no_gateway_key();
     assert!(failures.lock().unwrap().is_empty());
 
-    metrics_containing(
-        &gw.metrics_url,
-        &[
-            &format!(r#"ai_proxy_tokens_total{{model="{MODEL}",provider="oci",type="input"}} 11"#),
-            &format!(r#"ai_proxy_tokens_total{{model="{MODEL}",provider="oci",type="output"}} 7"#),
-        ],
-    )
-    .await;
+    assert_tokens_metered(&gw, "oci", MODEL, 11, 7).await;
 }
 
 #[tokio::test]
@@ -113,7 +103,7 @@ async fn streams_pass_chunk_by_chunk_unchanged_and_are_metered() {
         Reply::Stream(pieces.clone(), Duration::from_millis(5))
     });
     let gw = gateway_for(&up.url(), key);
-    let mut resp = client()
+    let resp = client()
         .post(format!("{}/transparent/oci{CHAT}", gw.base))
         .bearer_auth(GATEWAY_KEY)
         .header("accept", "text/event-stream")
@@ -126,17 +116,12 @@ async fn streams_pass_chunk_by_chunk_unchanged_and_are_metered() {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let mut got = Vec::new();
-    let mut chunks = 0;
-    while let Some(c) = resp.chunk().await.unwrap() {
-        got.extend_from_slice(&c);
-        chunks += 1;
-    }
+    let (got, chunks) = read_chunks(resp).await;
     assert_eq!(got, stream, "stream bytes changed");
     assert!(chunks > 1, "the stream was buffered into one piece");
     // The caller sent no content-type: the gateway signs the SDKs' default.
     assert_eq!(up.last().header("content-type"), Some("application/json"));
-    assert!(!up.last().everything().contains(GATEWAY_KEY));
+    up.last().assert_no_gateway_key();
     metrics_containing(
         &gw.metrics_url,
         &[

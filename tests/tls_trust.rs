@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 use pingora::tls::TlsAcceptor;
 use support::oci::{api_key, provider_yaml};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const MODELS: &[u8] = br#"{"object":"list","data":[{"id":"gpt-4o","object":"model"}]}"#;
 
@@ -48,27 +46,15 @@ impl TlsUpstream {
             .with_single_cert(certs, key)
             .unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let std_listener = std::net::TcpListener::bind((ip, 0)).unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let recs = requests.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).unwrap();
-                while let Ok((sock, _)) = listener.accept().await {
-                    let (acceptor, recs) = (acceptor.clone(), recs.clone());
-                    tokio::spawn(async move {
-                        if let Ok(tls) = acceptor.accept(sock).await {
-                            let _ = serve(tls, recs, reply).await;
-                        }
-                    });
+        let addr = spawn_server(ip, move |sock| {
+            let (acceptor, recs) = (acceptor.clone(), recs.clone());
+            async move {
+                if let Ok(tls) = acceptor.accept(sock).await {
+                    let _ = serve(tls, recs, reply).await;
                 }
-            });
+            }
         });
         TlsUpstream { addr, requests }
     }
@@ -82,71 +68,21 @@ impl TlsUpstream {
     }
 }
 
-/// Minimal HTTP/1.1 over TLS: Content-Length bodies, keep-alive.
-async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+/// HTTP/1.1 over TLS, keep-alive, as the plain mock upstream speaks it.
+async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send>(
     mut s: S,
     recs: Arc<Mutex<Vec<Recorded>>>,
     reply: fn(&Recorded) -> Reply,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            let mut tmp = [0u8; 8192];
-            let n = s.read(&mut tmp).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let mut first = lines.next().unwrap_or_default().split(' ');
-        let method = first.next().unwrap_or_default().to_owned();
-        let path = first.next().unwrap_or_default().to_owned();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        buf.drain(..head_end + 4);
-        while buf.len() < len {
-            let mut tmp = [0u8; 65536];
-            let n = s.read(&mut tmp).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        }
-        let body: Vec<u8> = buf.drain(..len).collect();
-        let rec = Recorded {
-            method,
-            path,
-            headers,
-            body,
-        };
-        let Reply::Full(status, extra, body) = reply(&rec) else {
-            panic!("the TLS mock only sends full replies");
-        };
+    while let Some(rec) = read_request(&mut s, &mut buf).await? {
+        let answer = reply(&rec);
         recs.lock().unwrap().push(rec);
-        let mut head = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in extra {
-            head.push_str(&format!("{k}: {v}\r\n"));
+        if !write_reply(&mut s, answer).await? {
+            break;
         }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(&body).await?;
-        s.flush().await?;
     }
+    Ok(())
 }
 
 fn models(_: &Recorded) -> Reply {

@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::vertex::*;
@@ -59,15 +59,8 @@ fn assert_clean(seen: &Recorded, upstream: &MockUpstream) {
     let auth = seen.header("authorization").unwrap_or_default();
     assert!(auth.starts_with("Bearer ya29.mock-"), "{auth}");
     assert!(seen.header("x-goog-api-key").is_none());
-    assert!(
-        !seen.everything().contains(GATEWAY_KEY),
-        "the gateway key reached Vertex:\n{}",
-        seen.everything()
-    );
-    assert_eq!(
-        seen.header("host"),
-        Some(upstream.addr.to_string().as_str())
-    );
+    seen.assert_no_gateway_key();
+    seen.assert_host(upstream.addr);
 }
 
 #[tokio::test]
@@ -101,18 +94,7 @@ async fn gemini_generate_content_passes_byte_exact_with_a_verified_token() {
         0
     );
 
-    metrics_containing(
-        &s.gw.metrics_url,
-        &[
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{GEMINI}",provider="vertex",type="input"}} 11"#
-            ),
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{GEMINI}",provider="vertex",type="output"}} 3"#
-            ),
-        ],
-    )
-    .await;
+    assert_tokens_metered(&s.gw, "vertex", GEMINI, 11, 3).await;
 }
 
 #[tokio::test]
@@ -135,11 +117,7 @@ async fn gemini_sse_stream_is_relayed_unchanged_and_metered() {
         .unwrap()
         .starts_with("text/event-stream"));
     // Read it as a stream, chunk by chunk, as a client would.
-    let mut got = Vec::new();
-    let mut resp = resp;
-    while let Some(chunk) = resp.chunk().await.unwrap() {
-        got.extend_from_slice(&chunk);
-    }
+    let (got, _) = read_chunks(resp).await;
     assert_eq!(got, gemini_sse(), "stream bytes changed");
     let seen = s.vertex.last();
     assert!(
@@ -148,18 +126,7 @@ async fn gemini_sse_stream_is_relayed_unchanged_and_metered() {
         seen.path
     );
     assert_clean(&seen, &s.vertex);
-    metrics_containing(
-        &s.gw.metrics_url,
-        &[
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{GEMINI}",provider="vertex",type="input"}} 21"#
-            ),
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{GEMINI}",provider="vertex",type="output"}} 7"#
-            ),
-        ],
-    )
-    .await;
+    assert_tokens_metered(&s.gw, "vertex", GEMINI, 21, 7).await;
 }
 
 #[tokio::test]
@@ -194,14 +161,7 @@ async fn claude_raw_predict_and_stream_raw_predict_pass_through() {
     assert_clean(&seen, &s.vertex);
 
     // The model the response names: 17 + 23 input, 6 + 9 output.
-    metrics_containing(
-        &s.gw.metrics_url,
-        &[
-            r#"ai_proxy_tokens_total{model="claude-3-5-sonnet-v2-20241022",provider="vertex",type="input"} 40"#,
-            r#"ai_proxy_tokens_total{model="claude-3-5-sonnet-v2-20241022",provider="vertex",type="output"} 15"#,
-        ],
-    )
-    .await;
+    assert_tokens_metered(&s.gw, "vertex", "claude-3-5-sonnet-v2-20241022", 40, 15).await;
 
     // Errors from Vertex keep their status and body.
     let resp = client()
@@ -255,12 +215,8 @@ async fn json_array_streams_and_embeddings_are_metered() {
     metrics_containing(
         &s.gw.metrics_url,
         &[
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{GEMINI}",provider="vertex",type="input"}} 4"#
-            ),
-            &format!(
-                r#"ai_proxy_tokens_total{{model="{GEMINI}",provider="vertex",type="output"}} 2"#
-            ),
+            &tokens_total("vertex", GEMINI, "input", 4),
+            &tokens_total("vertex", GEMINI, "output", 2),
             // 6 + 3 embedding tokens (`:predict` answers name no model).
             r#"provider="vertex",type="input"} 9"#,
         ],
@@ -299,43 +255,33 @@ async fn the_mocks_reject_forged_credentials() {
             .as_bytes(),
     );
     let signing_input = format!("{header}.{claims}");
-    for (key, tamper) in [(other_key(), false), (sa_key(), true)] {
+    // The claims signed with `key`, the signature tampered with after signing if asked.
+    let jwt = |key: &rsa::RsaPrivateKey, tamper: bool| {
         use rsa::signature::{SignatureEncoding, Signer};
         let sk = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.clone());
         let mut sig = sk.sign(signing_input.as_bytes()).to_vec();
         if tamper {
             sig[10] ^= 1;
         }
-        let jwt = format!("{signing_input}.{}", base64_url(&sig));
-        let r = client()
+        format!("{signing_input}.{}", base64_url(&sig))
+    };
+    let exchange = |jwt: String| {
+        client()
             .post(tokens.token_uri())
             .form(&[
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                 ("assertion", jwt.as_str()),
             ])
             .send()
-            .await
-            .unwrap();
+    };
+    for (key, tamper) in [(other_key(), false), (sa_key(), true)] {
+        let r = exchange(jwt(key, tamper)).await.unwrap();
         assert_eq!(r.status(), 400);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error_description"], "Invalid JWT Signature.");
     }
     // ... while the same claims signed with the account's key are accepted.
-    use rsa::signature::{SignatureEncoding, Signer};
-    let sk = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(sa_key().clone());
-    let jwt = format!(
-        "{signing_input}.{}",
-        base64_url(&sk.sign(signing_input.as_bytes()).to_vec())
-    );
-    let r = client()
-        .post(tokens.token_uri())
-        .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", jwt.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = exchange(jwt(sa_key(), false)).await.unwrap();
     assert_eq!(r.status(), 200);
     let token = r.json::<Value>().await.unwrap()["access_token"]
         .as_str()
@@ -408,37 +354,11 @@ async fn tokens_are_refreshed_before_expiry_and_requests_never_wait() {
     // before it expires; every refresh after the first takes 2 s at the token endpoint.
     let s = setup(Duration::from_secs(16));
     *s.tokens.later_delay.lock().unwrap() = Duration::from_secs(2);
-    let url = model_url(&s.gw, "google", GEMINI, "generateContent");
-    let send = || {
-        client()
-            .post(&url)
-            .bearer_auth(GATEWAY_KEY)
-            .header("content-type", "application/json")
-            .body(r#"{"contents":[{"parts":[{"text":"tick"}]}]}"#)
-            .send()
-    };
-    // The first request may wait for the very first token.
-    assert_eq!(send().await.unwrap().status(), 200);
-    let started = Instant::now();
-    let mut slowest = Duration::ZERO;
-    while started.elapsed() < Duration::from_secs(11) {
-        let t = Instant::now();
-        let r = send().await.unwrap();
-        // The mock answers 401 to any expired or unknown token.
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        slowest = slowest.max(t.elapsed());
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-    let used: std::collections::BTreeSet<String> = s
-        .vertex
-        .recorded()
-        .iter()
-        .filter_map(|r| r.header("authorization").map(str::to_owned))
-        .collect();
-    assert!(used.len() >= 2, "the token was never replaced: {used:?}");
+    let request = client()
+        .post(model_url(&s.gw, "google", GEMINI, "generateContent"))
+        .bearer_auth(GATEWAY_KEY)
+        .header("content-type", "application/json")
+        .body(r#"{"contents":[{"parts":[{"text":"tick"}]}]}"#);
+    assert_tokens_rotate_without_waiting(request, &s.vertex).await;
     assert!(s.tokens.book.issued() >= 2);
-    assert!(
-        slowest < Duration::from_millis(1500),
-        "a request waited for the token refresh ({slowest:?})"
-    );
 }

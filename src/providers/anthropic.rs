@@ -62,12 +62,10 @@ pub fn build(p: &RawProvider, at: &ConfigPath, problems: &mut Vec<Problem>) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::build_tests::build_yaml;
 
     fn problems_for(yaml: &str) -> (Option<Upstream>, Vec<String>) {
-        let p: RawProvider = serde_yaml::from_str(yaml).unwrap();
-        let mut problems = Vec::new();
-        let up = build(&p, &ConfigPath("providers.anthropic".into()), &mut problems);
-        (up, problems.iter().map(|p| p.to_string()).collect())
+        build_yaml(build, "anthropic", yaml)
     }
 
     #[test]

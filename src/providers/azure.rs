@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::credentials::azure_ad::{AzureAdFetcher, AzureIdentity, OutboundHttp};
 use super::credentials::{Credential, StaticHeaders, TokenSource};
-use super::endpoint::read_ca_file;
 use super::{ConfigPath, Upstream};
 use crate::config::raw::RawProvider;
 use crate::config::Problem;
@@ -74,19 +73,8 @@ pub fn build(p: &RawProvider, at: &ConfigPath, problems: &mut Vec<Problem>) -> O
         let authority = given(&config.authority_host);
         // The identity service is trusted like the endpoint (system roots, SSL_CERT_*, ca_file);
         // build_upstream sets the endpoint's own trust and skips a ca_file reported here.
-        let extra = match p
-            .ca_file
-            .as_deref()
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-        {
-            Some(path) => read_ca_file(path)
-                .map_err(|why| problems.push(Problem::new(at.join("ca_file"), why)))
-                .ok()?,
-            None => Vec::new(),
-        };
-        let http = OutboundHttp::new(&extra)
-            .map_err(|why| problems.push(Problem::new(&at.0, why)))
+        let http = OutboundHttp::new(p.ca_file.as_deref())
+            .map_err(|e| at.trust_problem(e, problems))
             .ok()?;
         let fetcher = AzureAdFetcher::new(identity, authority.as_deref(), http)
             .map_err(|why| problems.push(Problem::new(at.join("auth.config"), why)))
@@ -184,12 +172,10 @@ fn check_authority_host(host: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::build_tests::build_yaml;
 
     fn problems_for(yaml: &str) -> (Option<Upstream>, Vec<String>) {
-        let p: RawProvider = serde_yaml::from_str(yaml).unwrap();
-        let mut problems = Vec::new();
-        let up = build(&p, &ConfigPath("providers.azure".into()), &mut problems);
-        (up, problems.iter().map(|p| p.to_string()).collect())
+        build_yaml(build, "azure", yaml)
     }
 
     const OK_BASE: &str = "endpoint: https://res.openai.azure.com\napi_version: '2024-10-21'\n";

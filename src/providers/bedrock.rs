@@ -146,10 +146,7 @@ mod tests {
 
     /// Problems for one provider block (`yaml` is its mapping, flow style).
     fn problems(yaml: &str) -> Vec<String> {
-        let raw: RawProvider = serde_yaml::from_str(yaml).unwrap();
-        let mut problems = Vec::new();
-        build(&raw, &ConfigPath("providers.bedrock".into()), &mut problems);
-        problems.iter().map(|p| p.to_string()).collect()
+        crate::providers::build_tests::build_yaml(build, "bedrock", yaml).1
     }
 
     fn has(problems: &[String], needle: &str) -> bool {

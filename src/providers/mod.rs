@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod endpoint;
 pub mod oci;
 pub mod openai;
+pub mod trust;
 pub mod vertex;
 pub mod watsonx;
 
@@ -259,17 +260,25 @@ impl ConfigPath {
     /// `<provider>.ca_file`). [`build_upstream`] sets it on every endpoint a kind's `build`
     /// returns without one; call it from `build` only to use the trust for something else
     /// too, then `endpoint.set_trust(..)`.
-    pub fn trust(&self, p: &RawProvider, problems: &mut Vec<Problem>) -> Option<endpoint::Trust> {
+    pub fn trust(&self, p: &RawProvider, problems: &mut Vec<Problem>) -> Option<trust::Trust> {
         let at = self.join("ca_file");
         if problems.iter().any(|pr| pr.path == at) {
             return None; // the kind's own build already reported it
         }
-        endpoint::Trust::load(p.ca_file.as_deref())
-            .map_err(|e| match e {
-                endpoint::TrustError::CaFile(why) => problems.push(Problem::new(at, why)),
-                endpoint::TrustError::Ambient(why) => problems.push(Problem::new(&self.0, why)),
-            })
+        trust::Trust::load(p.ca_file.as_deref())
+            .map_err(|e| self.trust_problem(e, problems))
             .ok()
+    }
+
+    /// Reports why a [`trust::Trust`] or token client cannot be built: a bad `ca_file` names
+    /// `<provider>.ca_file`, anything else the provider.
+    pub fn trust_problem(&self, e: trust::TrustError, problems: &mut Vec<Problem>) {
+        problems.push(match e {
+            trust::TrustError::CaFile(why) => Problem::new(self.join("ca_file"), why),
+            trust::TrustError::Ambient(why) | trust::TrustError::Client(why) => {
+                Problem::new(&self.0, why)
+            }
+        });
     }
 
     /// The `auth` block, requiring its method to be one of `methods`.
@@ -323,5 +332,38 @@ impl ConfigPath {
                 ));
             })
             .ok()
+    }
+}
+
+/// Helpers for the tests of each kind's `build`.
+#[cfg(test)]
+pub(crate) mod build_tests {
+    use super::*;
+
+    /// A kind's `build`.
+    pub type Build = fn(&RawProvider, &ConfigPath, &mut Vec<Problem>) -> Option<Upstream>;
+
+    /// Runs `build` on a provider block (`yaml`, its mapping) named `providers.<name>`: the
+    /// upstream and the problems reported, as text.
+    pub fn build_yaml(build: Build, name: &str, yaml: &str) -> (Option<Upstream>, Vec<String>) {
+        let p: RawProvider = serde_yaml::from_str(yaml).unwrap();
+        let mut problems = Vec::new();
+        let up = build(&p, &ConfigPath(format!("providers.{name}")), &mut problems);
+        (up, problems.iter().map(ToString::to_string).collect())
+    }
+
+    /// Asserts that each provider block reports as many problems as listed, each starting
+    /// with one of them; `problems` gives what a block reports.
+    pub fn assert_problems(problems: impl Fn(&str) -> Vec<String>, cases: &[(&str, &[&str])]) {
+        for (yaml, expected) in cases {
+            let got = problems(yaml);
+            assert_eq!(got.len(), expected.len(), "{yaml}: {got:?}");
+            for e in *expected {
+                assert!(
+                    got.iter().any(|g| g.starts_with(e)),
+                    "{yaml}: want {e:?} in {got:?}"
+                );
+            }
+        }
     }
 }

@@ -55,7 +55,7 @@ pub fn build(p: &RawProvider, at: &ConfigPath, problems: &mut Vec<Problem>) -> O
         (configured, _) => at.endpoint(configured, location.map(default_endpoint), problems),
     };
     let http = token_http::provider_client(p.ca_file.as_deref())
-        .map_err(|(field, why)| problems.push(Problem::new(field_path(at, field), why)))
+        .map_err(|e| at.trust_problem(e, problems))
         .ok();
     let auth = at.auth(p.auth.as_ref(), &["gcp_service_account"], problems)?;
     let config: GcpServiceAccountConfig = at.auth_config(auth, problems)?;
@@ -82,14 +82,6 @@ pub fn build(p: &RawProvider, at: &ConfigPath, problems: &mut Vec<Problem>) -> O
         endpoint,
         Credential::Token(TokenSource::new(fetcher)),
     ))
-}
-
-fn field_path(at: &ConfigPath, field: &str) -> String {
-    if field.is_empty() {
-        at.0.clone()
-    } else {
-        at.join(field)
-    }
 }
 
 fn required<'a>(
@@ -144,13 +136,12 @@ fn check_location(v: &str, at: &ConfigPath, problems: &mut Vec<Problem>) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::build_tests::{assert_problems, build_yaml};
 
     fn problems(yaml: &str) -> Vec<String> {
-        let p: RawProvider = serde_yaml::from_str(yaml).unwrap();
-        let mut problems = Vec::new();
-        let up = build(&p, &ConfigPath("providers.vertex".into()), &mut problems);
+        let (up, problems) = build_yaml(build, "vertex", yaml);
         assert!(up.is_some() || !problems.is_empty());
-        problems.iter().map(ToString::to_string).collect()
+        problems
     }
 
     #[test]
@@ -212,16 +203,7 @@ mod tests {
                 ],
             ),
         ];
-        for (yaml, expected) in cases {
-            let got = problems(yaml);
-            assert_eq!(got.len(), expected.len(), "{yaml}: {got:?}");
-            for e in *expected {
-                assert!(
-                    got.iter().any(|g| g.starts_with(e)),
-                    "{yaml}: want {e:?} in {got:?}"
-                );
-            }
-        }
+        assert_problems(problems, cases);
     }
 
     #[test]

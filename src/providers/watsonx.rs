@@ -58,14 +58,7 @@ pub fn build(p: &RawProvider, at: &ConfigPath, problems: &mut Vec<Problem>) -> O
         }
     }
     let http = token_http::provider_client(p.ca_file.as_deref())
-        .map_err(|(field, why)| {
-            let path = if field.is_empty() {
-                at.0.clone()
-            } else {
-                at.join(field)
-            };
-            problems.push(Problem::new(path, why));
-        })
+        .map_err(|e| at.trust_problem(e, problems))
         .ok();
     let auth = at.auth(p.auth.as_ref(), &["ibm_iam"], problems)?;
     let config: IbmIamConfig = at.auth_config(auth, problems)?;
@@ -83,13 +76,12 @@ pub fn build(p: &RawProvider, at: &ConfigPath, problems: &mut Vec<Problem>) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::build_tests::{assert_problems, build_yaml};
 
     fn problems(yaml: &str) -> Vec<String> {
-        let p: RawProvider = serde_yaml::from_str(yaml).unwrap();
-        let mut problems = Vec::new();
-        let up = build(&p, &ConfigPath("providers.watsonx".into()), &mut problems);
+        let (up, problems) = build_yaml(build, "watsonx", yaml);
         assert!(up.is_some() || !problems.is_empty());
-        problems.iter().map(ToString::to_string).collect()
+        problems
     }
 
     #[test]
@@ -141,15 +133,6 @@ mod tests {
                 ],
             ),
         ];
-        for (yaml, expected) in cases {
-            let got = problems(yaml);
-            assert_eq!(got.len(), expected.len(), "{yaml}: {got:?}");
-            for e in *expected {
-                assert!(
-                    got.iter().any(|g| g.starts_with(e)),
-                    "{yaml}: want {e:?} in {got:?}"
-                );
-            }
-        }
+        assert_problems(problems, cases);
     }
 }

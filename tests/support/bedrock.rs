@@ -7,15 +7,17 @@
 //! A request whose signature does not verify gets Bedrock's 403 (`x-amzn-ErrorType:
 //! InvalidSignatureException`, body `{"message": ...}`).
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{read_request, spawn_server, Recorded};
 
 pub const REGION: &str = "us-east-1";
 pub const SERVICE: &str = "bedrock";
@@ -549,25 +551,13 @@ pub struct MockBedrock {
 impl MockBedrock {
     /// Starts the mock accepting `key`.
     pub fn start(key: AwsKey) -> MockBedrock {
-        let std_listener = StdListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let log = seen.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).unwrap();
-                while let Ok((sock, _)) = listener.accept().await {
-                    let (log, key) = (log.clone(), key.clone());
-                    tokio::spawn(async move {
-                        let _ = serve(sock, log, key).await;
-                    });
-                }
-            });
+        let addr = spawn_server("127.0.0.1", move |sock| {
+            let (log, key) = (log.clone(), key.clone());
+            async move {
+                let _ = serve(sock, log, key).await;
+            }
         });
         MockBedrock { addr, seen }
     }
@@ -656,42 +646,13 @@ async fn serve(
     key: AwsKey,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            let mut tmp = [0u8; 8192];
-            let n = sock.read(&mut tmp).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let mut first = lines.next().unwrap_or_default().split(' ');
-        let method = first.next().unwrap_or_default().to_owned();
-        let target = first.next().unwrap_or_default().to_owned();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        buf.drain(..head_end + 4);
-        while buf.len() < len {
-            let mut tmp = [0u8; 65536];
-            let n = sock.read(&mut tmp).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        }
-        let body: Vec<u8> = buf.drain(..len).collect();
+    while let Some(Recorded {
+        method,
+        path: target,
+        headers,
+        body,
+    }) = read_request(&mut sock, &mut buf).await?
+    {
         let refused = verify_sigv4(&method, &target, &headers, &body, &key).err();
         let answer = match &refused {
             None => answer(&method, &target),
@@ -720,6 +681,7 @@ async fn serve(
         });
         write_answer(&mut sock, answer).await?;
     }
+    Ok(())
 }
 
 async fn write_answer(sock: &mut TcpStream, a: Answer) -> std::io::Result<()> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use switchyard::config::Config;
 use switchyard::server::GatewayHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const GATEWAY_KEY: &str = "sk-gw-alice-0123456789";
@@ -63,6 +63,18 @@ impl Recorded {
         s.push_str(&String::from_utf8_lossy(&self.body));
         s
     }
+    /// Asserts that the caller's gateway key is nowhere in this request.
+    pub fn assert_no_gateway_key(&self) {
+        let all = self.everything();
+        assert!(
+            !all.contains(GATEWAY_KEY),
+            "the gateway key reached the upstream:\n{all}"
+        );
+    }
+    /// Asserts that the `Host` header names the upstream at `addr`.
+    pub fn assert_host(&self, addr: SocketAddr) {
+        assert_eq!(self.header("host"), Some(addr.to_string().as_str()));
+    }
 }
 
 /// What the mock sends back for one request.
@@ -88,30 +100,14 @@ pub struct MockUpstream {
 
 impl MockUpstream {
     pub fn start(script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> MockUpstream {
-        let std_listener = StdListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let script: Script = Arc::new(script);
         let recs = requests.clone();
-        // Its own thread and runtime, so it outlives (and never blocks) the test's runtime.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    let Ok((sock, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let (recs, script) = (recs.clone(), script.clone());
-                    tokio::spawn(async move {
-                        let _ = serve(sock, recs, script).await;
-                    });
-                }
-            });
+        let addr = spawn_server("127.0.0.1", move |sock| {
+            let (recs, script) = (recs.clone(), script.clone());
+            async move {
+                let _ = serve(sock, recs, script).await;
+            }
         });
         MockUpstream { addr, requests }
     }
@@ -131,94 +127,122 @@ impl MockUpstream {
     }
 }
 
+/// A server on `ip` (port chosen by the system) running on its own thread and runtime, so it
+/// outlives (and never blocks) the test's runtime; each connection is handed to `serve` on a
+/// task of its own.
+pub fn spawn_server<F, Fut>(ip: &str, serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let std_listener = StdListener::bind((ip, 0)).unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(serve(sock));
+            }
+        });
+    });
+    addr
+}
+
 async fn serve(
     mut sock: TcpStream,
     recs: Arc<Mutex<Vec<Recorded>>>,
     script: Script,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    loop {
-        // Read one request head.
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i;
-            }
-            let mut tmp = [0u8; 8192];
-            let n = sock.read(&mut tmp).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let mut first = lines.next().unwrap_or_default().split(' ');
-        let method = first.next().unwrap_or_default().to_owned();
-        let path = first.next().unwrap_or_default().to_owned();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let chunked = headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-        buf.drain(..head_end + 4);
-        let body = if chunked {
-            read_chunked(&mut sock, &mut buf).await?
-        } else {
-            while buf.len() < len {
-                let mut tmp = [0u8; 65536];
-                let n = sock.read(&mut tmp).await?;
-                if n == 0 {
-                    return Ok(());
-                }
-                buf.extend_from_slice(&tmp[..n]);
-            }
-            buf.drain(..len).collect()
-        };
-        let rec = Recorded {
-            method,
-            path,
-            headers,
-            body,
-        };
+    while let Some(rec) = read_request(&mut sock, &mut buf).await? {
         let reply = script(&rec);
         recs.lock().unwrap().push(rec);
         if !write_reply(&mut sock, reply).await? {
             return Ok(());
         }
     }
+    Ok(())
 }
 
-async fn read_chunked(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+/// Reads one HTTP/1.1 request: its head, then a Content-Length or chunked body. `buf` holds
+/// bytes read but not used yet (the next request on a kept-alive connection): pass the same
+/// one for every request of a connection. None when the connection ends first (a chunked body
+/// cut short is returned as far as it came).
+pub async fn read_request<S: AsyncRead + Unpin>(
+    sock: &mut S,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Recorded>> {
+    // Read one request head.
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i;
+        }
+        if !read_more(sock, buf).await? {
+            return Ok(None);
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_owned();
+    let path = first.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    buf.drain(..head_end + 4);
+    let body = if chunked {
+        read_chunked(sock, buf).await?
+    } else {
+        while buf.len() < len {
+            if !read_more(sock, buf).await? {
+                return Ok(None);
+            }
+        }
+        buf.drain(..len).collect()
+    };
+    Ok(Some(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+async fn read_chunked<S: AsyncRead + Unpin>(
+    sock: &mut S,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {
             if let Some(i) = find(buf, b"\r\n") {
                 break i;
             }
-            let mut tmp = [0u8; 8192];
-            let n = sock.read(&mut tmp).await?;
-            if n == 0 {
+            if !read_more(sock, buf).await? {
                 return Ok(body);
             }
-            buf.extend_from_slice(&tmp[..n]);
         };
         let size = usize::from_str_radix(String::from_utf8_lossy(&buf[..line_end]).trim(), 16)
             .unwrap_or(0);
         buf.drain(..line_end + 2);
         while buf.len() < size + 2 {
-            let mut tmp = [0u8; 65536];
-            let n = sock.read(&mut tmp).await?;
-            if n == 0 {
+            if !read_more(sock, buf).await? {
                 return Ok(body);
             }
-            buf.extend_from_slice(&tmp[..n]);
         }
         body.extend_from_slice(&buf[..size]);
         buf.drain(..size + 2);
@@ -228,9 +252,17 @@ async fn read_chunked(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resul
     }
 }
 
+/// Reads what the peer sent next into `buf`; false when the connection has ended.
+async fn read_more<S: AsyncRead + Unpin>(sock: &mut S, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut tmp = [0u8; 65536];
+    let n = sock.read(&mut tmp).await?;
+    buf.extend_from_slice(&tmp[..n]);
+    Ok(n > 0)
+}
+
 /// Writes the reply; returns whether the connection may be reused.
-fn write_reply(
-    sock: &mut TcpStream,
+pub fn write_reply<S: AsyncWrite + Unpin + Send>(
+    sock: &mut S,
     reply: Reply,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<bool>> + Send + '_>> {
     Box::pin(async move {
@@ -257,6 +289,7 @@ fn write_reply(
                 head.push_str("\r\n");
                 sock.write_all(head.as_bytes()).await?;
                 sock.write_all(&body).await?;
+                sock.flush().await?;
                 Ok(true)
             }
             Reply::Stream(pieces, pause) => {
@@ -283,12 +316,12 @@ fn write_reply(
     })
 }
 
-async fn stream_head(sock: &mut TcpStream) -> std::io::Result<()> {
+async fn stream_head<S: AsyncWrite + Unpin>(sock: &mut S) -> std::io::Result<()> {
     sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\nx-request-id: req_upstream_1\r\n\r\n")
         .await
 }
 
-async fn write_chunk(sock: &mut TcpStream, p: &[u8]) -> std::io::Result<()> {
+async fn write_chunk<S: AsyncWrite + Unpin>(sock: &mut S, p: &[u8]) -> std::io::Result<()> {
     if p.is_empty() {
         return Ok(());
     }
@@ -455,4 +488,71 @@ pub async fn metrics_containing(url: &str, needles: &[&str]) -> String {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The `ai_proxy_tokens_total` sample for `model` at `provider`; `kind` is input or output.
+pub fn tokens_total(provider: &str, model: &str, kind: &str, n: u64) -> String {
+    format!(r#"ai_proxy_tokens_total{{model="{model}",provider="{provider}",type="{kind}"}} {n}"#)
+}
+
+/// Waits until the gateway's metrics show `input` and `output` tokens for `model` at
+/// `provider` (see [`metrics_containing`]).
+pub async fn assert_tokens_metered(
+    gw: &Gateway,
+    provider: &str,
+    model: &str,
+    input: u64,
+    output: u64,
+) {
+    metrics_containing(
+        &gw.metrics_url,
+        &[
+            &tokens_total(provider, model, "input", input),
+            &tokens_total(provider, model, "output", output),
+        ],
+    )
+    .await;
+}
+
+/// Reads a response body chunk by chunk, as a client iterating a stream does: the bytes and
+/// how many chunks they came in.
+pub async fn read_chunks(mut resp: reqwest::Response) -> (Vec<u8>, usize) {
+    let (mut body, mut chunks) = (Vec::new(), 0);
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+        chunks += 1;
+    }
+    (body, chunks)
+}
+
+/// For a gateway whose token source issues 16 s tokens (refreshed at half-life, never used
+/// within 5 s of expiry, every refresh after the first slow): sends `request` over 11 s and
+/// asserts that every one succeeds, that `upstream` saw the token replaced, and that no request
+/// waited for a refresh. The first request may wait for the very first token.
+pub async fn assert_tokens_rotate_without_waiting(
+    request: reqwest::RequestBuilder,
+    upstream: &MockUpstream,
+) {
+    let send = || request.try_clone().expect("a cloneable request").send();
+    assert_eq!(send().await.unwrap().status(), 200);
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(11) {
+        let t = std::time::Instant::now();
+        let r = send().await.unwrap();
+        // The mocks answer 401 to any expired or unknown token.
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let used: std::collections::BTreeSet<String> = upstream
+        .recorded()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_owned))
+        .collect();
+    assert!(used.len() >= 2, "the token was never replaced: {used:?}");
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "a request waited for the token refresh ({slowest:?})"
+    );
 }

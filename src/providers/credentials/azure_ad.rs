@@ -4,10 +4,10 @@
 //! The credential is wrapped in a [`super::TokenSource`], which caches the token and refreshes
 //! it in the background before it expires. The identity service is reached over our own HTTP
 //! client (see [`OutboundHttp`]) so that its TLS trusts the system roots plus `SSL_CERT_FILE`
-//! plus an optional per-provider CA file, and never skips verification.
+//! plus an optional per-provider CA file (plus the Mozilla roots, as every token client), and
+//! never skips verification.
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +24,8 @@ use azure_identity::{
     WorkloadIdentityCredentialOptions,
 };
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-
 use super::token::{Token, TokenFetcher};
+use crate::providers::trust::{self, SystemRoots, TrustError};
 
 /// The scope of Azure OpenAI (Cognitive Services) tokens.
 pub const SCOPE: &str = "https://cognitiveservices.azure.com/.default";
@@ -175,19 +173,10 @@ impl TokenFetcher for AzureAdFetcher {
     }
 }
 
-/// Where distributions keep the system CA bundle (added when `SSL_CERT_FILE` / `SSL_CERT_DIR`
-/// replace the platform store in rustls-native-certs, as in [`crate::providers::endpoint`]).
-const SYSTEM_BUNDLES: [&str; 5] = [
-    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine
-    "/etc/pki/tls/certs/ca-bundle.crt",   // RHEL, Fedora
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/ca-bundle.pem", // openSUSE
-    "/etc/ssl/cert.pem",      // macOS, BSD
-];
-
 /// The HTTP client used to reach identity services: rustls with certificate and host-name
-/// verification always on, trusting the same roots as the provider's endpoint: the system
-/// store, plus `SSL_CERT_FILE` / `SSL_CERT_DIR`, plus the provider's `ca_file`.
+/// verification always on, trusting what every token client trusts (see
+/// [`trust::token_client`]): the system store, plus `SSL_CERT_FILE` / `SSL_CERT_DIR`, plus the
+/// provider's `ca_file`, plus the Mozilla roots.
 pub struct OutboundHttp {
     client: reqwest::Client,
 }
@@ -199,55 +188,13 @@ impl fmt::Debug for OutboundHttp {
 }
 
 impl OutboundHttp {
-    /// `extra` are the provider's `ca_file` roots (read with
-    /// [`crate::providers::endpoint::read_ca_file`]). The error (system roots or
-    /// `SSL_CERT_*` unusable) is safe to show.
-    pub fn new(extra: &[CertificateDer<'static>]) -> Result<OutboundHttp, String> {
-        let from_env = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
-        // The platform store, or only SSL_CERT_FILE / SSL_CERT_DIR when one is set.
-        let mut roots = pingora::tls::load_native_certs().map_err(|e| {
-            if from_env {
-                format!(
-                    "the CA certificates named by SSL_CERT_FILE / SSL_CERT_DIR cannot be read: {e}"
-                )
-            } else {
-                format!("the system CA certificates cannot be read: {e}")
-            }
-        })?;
-        if from_env {
-            if let Some(system) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
-                // An unreadable system bundle is not the operator's fault: skip it quietly.
-                if let Ok(pem) = std::fs::read(system) {
-                    roots.extend(CertificateDer::pem_slice_iter(&pem).flatten());
-                }
-            }
-        }
-        roots.extend(extra.iter().cloned());
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .redirect(reqwest::redirect::Policy::none())
+    /// The client for a provider with an optional `ca_file`. Unreadable system roots or
+    /// `SSL_CERT_*` are an error too, not skipped; every error is safe to show.
+    pub fn new(ca_file: Option<&str>) -> Result<OutboundHttp, TrustError> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(HTTP_TIMEOUT)
             .timeout(HTTP_TIMEOUT);
-        let mut usable = 0;
-        for der in &roots {
-            // Only roots rustls accepts: one it refuses would fail every handshake.
-            if rustls::RootCertStore::empty().add(der.clone()).is_err() {
-                continue;
-            }
-            if let Ok(cert) = reqwest::Certificate::from_der(der) {
-                builder = builder.add_root_certificate(cert);
-                usable += 1;
-            }
-        }
-        if usable == 0 {
-            return Err("no usable CA certificate (system store, SSL_CERT_FILE, ca_file)".into());
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = trust::token_client(builder, ca_file, SystemRoots::Required)?;
         Ok(OutboundHttp { client })
     }
 }
@@ -329,7 +276,7 @@ mod tests {
                 client_secret: "very-secret-value".into(),
             },
             Some("http://login.example.com"),
-            OutboundHttp::new(&[]).unwrap(),
+            OutboundHttp::new(None).unwrap(),
         )
         .unwrap_err();
         assert!(err.contains("HTTPS"), "{err}");

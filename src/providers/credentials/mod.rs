@@ -1,8 +1,5 @@
 //! The credential the gateway presents to a provider, injected into every upstream request
 //! after the caller's own key headers have been removed.
-
-//! The credential the gateway presents to a provider, injected into every upstream request
-//! after the caller's own key headers have been removed.
 //!
 //! Static keys are headers; bearer tokens (Azure AD, GCP, IBM IAM) come from a
 //! [`token::TokenSource`] that caches them and refreshes them in the background; request
@@ -17,7 +14,11 @@ pub mod sigv4;
 pub mod token;
 pub mod token_http;
 
+use std::future::Future;
+use std::time::Duration;
+
 use pingora::http::RequestHeader;
+use pingora::server::ShutdownWatch;
 
 use crate::auth::KEY_HEADERS;
 use crate::errors::GatewayError;
@@ -105,6 +106,40 @@ impl Credential {
             Credential::Static(_) => {}
             Credential::Token(t) => t.maintain(shutdown).await,
             Credential::Signed(s) => s.maintain(shutdown).await,
+        }
+    }
+}
+
+/// Longest wait between two failed refreshes in [`refresh_until_shutdown`].
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Keeps a cached credential fresh until shutdown: waits `until_refresh()`, then runs
+/// `refresh`. After a failure, logged as "`what` refresh failed", it retries with a backoff
+/// doubling from 1 s to [`MAX_BACKOFF`]; the cached value stays in use while it lasts.
+async fn refresh_until_shutdown<T, Fut>(
+    mut shutdown: ShutdownWatch,
+    what: &str,
+    until_refresh: impl Fn() -> Duration,
+    refresh: impl Fn() -> Fut,
+) where
+    Fut: Future<Output = Result<T, String>>,
+{
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(until_refresh()) => {}
+        }
+        match refresh().await {
+            Ok(_) => backoff = Duration::from_secs(1),
+            Err(e) => {
+                log::warn!("{what} refresh failed (retrying in {backoff:?}): {e}");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
     }
 }

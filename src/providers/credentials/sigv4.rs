@@ -34,7 +34,6 @@ pub const EXPIRY_SAFETY: Duration = Duration::from_secs(10);
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Credentials without an expiry (environment, profile) are re-read this often.
 const RELOAD_EVERY: Duration = Duration::from_secs(900);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// After a failed load, requests reuse its error this long instead of loading again.
 const FAIL_FAST: Duration = Duration::from_secs(2);
 
@@ -317,36 +316,24 @@ impl RequestSigner for SigV4Signer {
         }
     }
 
-    async fn maintain(&self, mut shutdown: pingora::server::ShutdownWatch) {
+    async fn maintain(&self, shutdown: pingora::server::ShutdownWatch) {
         if matches!(self.source, Source::Static) {
             return;
         }
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            let wait = self.next_refresh().map_or(Duration::ZERO, |at| {
-                at.duration_since(SystemTime::now()).unwrap_or_default()
-            });
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            let result = {
+        super::refresh_until_shutdown(
+            shutdown,
+            "AWS credential",
+            || {
+                self.next_refresh().map_or(Duration::ZERO, |at| {
+                    at.duration_since(SystemTime::now()).unwrap_or_default()
+                })
+            },
+            || async {
                 let _guard = self.load_lock.lock().await;
                 self.load().await
-            };
-            match result {
-                Ok(_) => backoff = Duration::from_secs(1),
-                Err(e) => {
-                    // Keep using the cached credentials while they last.
-                    log::warn!("AWS credential refresh failed (retrying in {backoff:?}): {e}");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+            },
+        )
+        .await;
     }
 }
 

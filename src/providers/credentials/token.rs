@@ -22,7 +22,6 @@ use crate::errors::GatewayError;
 pub const EXPIRY_SAFETY: Duration = Duration::from_secs(5);
 /// Refresh this long before expiry (or at half the lifetime for short-lived tokens).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// A token and how long it stays valid.
 pub struct Token {
@@ -153,32 +152,21 @@ impl TokenSource {
     }
 
     /// Keeps a fresh token cached until shutdown, retrying failures with capped backoff.
-    pub async fn maintain(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            let wait = self.next_refresh().map_or(Duration::ZERO, |at| {
-                at.saturating_duration_since(Instant::now())
-            });
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            let result = {
+    pub async fn maintain(&self, shutdown: pingora::server::ShutdownWatch) {
+        super::refresh_until_shutdown(
+            shutdown,
+            "token",
+            || {
+                self.next_refresh().map_or(Duration::ZERO, |at| {
+                    at.saturating_duration_since(Instant::now())
+                })
+            },
+            || async {
                 let _guard = self.fetch_lock.lock().await;
                 self.refresh().await
-            };
-            match result {
-                Ok(_) => backoff = Duration::from_secs(1),
-                Err(e) => {
-                    log::warn!("token refresh failed (retrying in {backoff:?}): {e}");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+            },
+        )
+        .await;
     }
 }
 

@@ -2,18 +2,18 @@
 //! provider, the URL rules for identity endpoints, and the OAuth-style token response.
 //!
 //! TLS always verifies certificates, against the built-in Mozilla roots, the system CA bundle,
-//! `SSL_CERT_FILE` / `SSL_CERT_DIR` and the provider's own `ca_file`, so exchanges work
-//! behind corporate TLS inspection. Plain `http://` is allowed only to loopback addresses
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` and the provider's own `ca_file` (see
+//! [`trust::token_client`]), so exchanges work behind corporate TLS inspection. Plain `http://` is allowed only to loopback addresses
 //! (local test doubles and sidecars): a credential never crosses a network unencrypted.
 //! Redirects are not followed, so a form carrying a secret is never re-posted elsewhere.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use reqwest::{Certificate, Client, Url};
+use reqwest::{Client, Url};
 use serde_json::Value;
 
 use super::token::Token;
+use crate::providers::trust::{self, SystemRoots, TrustError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole exchange; a hung identity service must not hold the token lock forever.
@@ -23,81 +23,14 @@ const MAX_RESPONSE: usize = 64 * 1024;
 /// Used when a token response has no `expires_in` (both GCP and IBM document one hour).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// Where distributions keep the system CA bundle (the paths openssl-probe checks).
-const SYSTEM_BUNDLES: [&str; 8] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-    "/etc/ssl/certs/ca-bundle.crt",
-    "/usr/local/etc/openssl/cert.pem",
-    "/usr/local/share/certs/ca-root-nss.crt",
-];
-
-/// The system bundle plus what rustls-native-certs loads (the platform store, or
-/// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), read once per process. Unreadable sources are
-/// logged and skipped: the built-in Mozilla roots remain.
-fn ambient_roots() -> &'static [Certificate] {
-    static ROOTS: OnceLock<Vec<Certificate>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let mut roots = Vec::new();
-        if let Some(path) = SYSTEM_BUNDLES
-            .iter()
-            .find(|p| std::path::Path::new(p).is_file())
-        {
-            match std::fs::read(path).map(|pem| Certificate::from_pem_bundle(&pem)) {
-                Ok(Ok(certs)) => roots.extend(certs),
-                _ => log::warn!("token exchanges: ignoring the system CA bundle {path}"),
-            }
-        }
-        match pingora::tls::load_native_certs() {
-            Ok(certs) => roots.extend(
-                certs
-                    .iter()
-                    .filter_map(|c| Certificate::from_der(c.as_ref()).ok()),
-            ),
-            Err(e) => log::warn!(
-                "token exchanges: the system / SSL_CERT_FILE / SSL_CERT_DIR certificates cannot be read: {e}"
-            ),
-        }
-        roots
-    })
-}
-
-/// Reads a provider's `ca_file` (a PEM bundle of extra roots), checked as for its endpoint.
-pub fn read_ca_file(path: &str) -> Result<Vec<Certificate>, String> {
-    crate::providers::endpoint::read_ca_file(path)?
-        .iter()
-        .map(|c| Certificate::from_der(c.as_ref()))
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("`{path}` holds a certificate that cannot be used"))
-}
-
-/// The client for one provider's token exchanges; `extra_roots` come from its `ca_file`.
-pub fn client(extra_roots: &[Certificate]) -> Result<Client, String> {
-    let mut b = Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(true)
+/// The client for one provider's token exchanges, trusting its optional `ca_file` (see
+/// [`trust::token_client`]); the error is reported with [`crate::providers::ConfigPath::trust_problem`].
+pub fn provider_client(ca_file: Option<&str>) -> Result<Client, TrustError> {
+    let builder = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(EXCHANGE_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
-    for cert in ambient_roots().iter().chain(extra_roots) {
-        b = b.add_root_certificate(cert.clone());
-    }
-    b.build()
-        .map_err(|e| format!("cannot set up the HTTP client for token exchanges: {e}"))
-}
-
-/// The token-exchange client for a provider with an optional `ca_file`; the error names the
-/// config field at fault (`ca_file`, or "" for the provider itself).
-pub fn provider_client(ca_file: Option<&str>) -> Result<Client, (&'static str, String)> {
-    let extra = match ca_file.map(str::trim).filter(|f| !f.is_empty()) {
-        Some(path) => read_ca_file(path).map_err(|why| ("ca_file", why))?,
-        None => Vec::new(),
-    };
-    client(&extra).map_err(|why| ("", why))
+    trust::token_client(builder, ca_file, SystemRoots::BestEffort)
 }
 
 /// Checks an identity endpoint URL: `https://`, or `http://` to a loopback address only; no
