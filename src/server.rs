@@ -270,7 +270,80 @@ impl ProviderMaintenance {
                 tokio::time::sleep(PROVIDER_UP_INTERVAL).await;
             }
         };
-        tokio::join!(dns, up, futures_util::future::join_all(credentials));
+        let checks = config
+            .providers
+            .iter()
+            .map(|p| self.active_check(config, p));
+        tokio::join!(
+            dns,
+            up,
+            futures_util::future::join_all(credentials),
+            futures_util::future::join_all(checks)
+        );
+    }
+
+    /// Active health check: a GET of the configured path with the provider's credential at
+    /// its interval. An answer below 500 counts as a success (it closes an open circuit), a
+    /// failure or 5xx counts against the circuit like a failed request.
+    async fn active_check(&self, config: &Config, provider: &Arc<crate::providers::Provider>) {
+        let (Some((path, interval)), Some(upstream)) = (&provider.health_check, &provider.upstream)
+        else {
+            return;
+        };
+        let connector = pingora::connectors::http::Connector::new(None);
+        let health = self.health.get(&provider.name);
+        let breaker = config.router.policy.breaker;
+        loop {
+            tokio::time::sleep(*interval).await;
+            let Ok(mut request) = pingora::http::RequestHeader::build(
+                "GET",
+                upstream.endpoint.path(path).as_bytes(),
+                None,
+            ) else {
+                return;
+            };
+            if request
+                .insert_header("host", upstream.endpoint.authority.clone())
+                .is_err()
+            {
+                return;
+            }
+            let call = crate::forward::UpstreamCall {
+                provider,
+                upstream,
+                request,
+                body: bytes::Bytes::new(),
+                mode: crate::forward::Mode::Raw,
+            };
+            let fw = crate::forward::Forwarder {
+                connector: &connector,
+                timeouts: crate::providers::endpoint::PeerTimeouts {
+                    connect: config.server.connect_timeout,
+                    read: (*interval).min(config.server.read_timeout),
+                    idle: (*interval).min(config.server.read_timeout),
+                },
+                max_response_bytes: 1 << 20,
+            };
+            match fw.open(&call).await {
+                Ok(opened) if opened.status() < 500 => {
+                    health.record_success(opened.time_to_headers);
+                    fw.discard(opened).await;
+                }
+                Ok(opened) => {
+                    log::warn!(
+                        "health check of {} answered HTTP {}",
+                        provider.name,
+                        opened.status()
+                    );
+                    health.record_failure(&breaker);
+                    fw.discard(opened).await;
+                }
+                Err(e) => {
+                    log::warn!("health check of {} failed: {e}", provider.name);
+                    health.record_failure(&breaker);
+                }
+            }
+        }
     }
 }
 

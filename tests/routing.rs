@@ -499,3 +499,64 @@ async fn reload_under_load_drops_nothing_and_applies_new_mappings() {
     );
     assert_eq!(chat(&gw, "m").await.status(), 200);
 }
+
+#[tokio::test]
+async fn active_health_checks_open_and_close_the_circuit_without_client_traffic() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    let up = MockUpstream::start(move |r| {
+        if r.path == "/v1/models" && !h.load(Ordering::SeqCst) {
+            status_reply(503, None)
+        } else {
+            Reply::Full(200, vec![], br#"{"object":"list","data":[]}"#.to_vec())
+        }
+    });
+    let providers = openai_provider("checked", &up.url())
+        + "    health_check: {path: /v1/models, interval_seconds: 1}\n";
+    let routes = "model_mappings:\n  m: {providers: {checked: {}}}\nrouting:\n  health: {failure_threshold: 2, cooldown_seconds: 300}\n";
+    let gw = gateway_with("", &providers, routes);
+    let state = || async {
+        let v: Value = client()
+            .get(format!("{}/health/providers", gw.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["providers"]["checked"]["health"]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while state().await != "open" {
+        assert!(
+            Instant::now() < deadline,
+            "two failed checks did not open the circuit"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let checks = up.recorded();
+    assert!(
+        checks
+            .iter()
+            .all(|r| r.method == "GET" && r.path == "/v1/models"),
+        "only checks were sent"
+    );
+    assert_eq!(
+        checks[0].header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str()),
+        "checks are authenticated"
+    );
+    healthy.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while state().await != "closed" {
+        assert!(
+            Instant::now() < deadline,
+            "a passing check did not close the circuit"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(chat(&gw, "m").await.status(), 200);
+}

@@ -167,6 +167,22 @@ pub struct RawProvider {
     /// Extra CA bundle (PEM) trusted for this provider's endpoint.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// Active health check: a cheap authenticated GET at an interval.
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Path (and query) below the endpoint, e.g. `/v1/models`.
+    pub path: String,
+    #[serde(default = "default_check_interval", deserialize_with = "number")]
+    pub interval_seconds: u64,
+}
+
+fn default_check_interval() -> u64 {
+    30
 }
 
 #[derive(Debug, Deserialize)]

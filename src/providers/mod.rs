@@ -111,6 +111,8 @@ impl Upstream {
 pub struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
+    /// Active health check: path below the endpoint and interval.
+    pub health_check: Option<(String, std::time::Duration)>,
     /// None for providers that answer inside the gateway (`mock`).
     pub upstream: Option<Upstream>,
 }
@@ -149,11 +151,34 @@ impl ProviderRegistry {
             };
             let before = problems.len();
             let upstream = build_upstream(kind, p, &at, problems);
+            let health_check = p.health_check.as_ref().map(|c| {
+                if upstream.is_none() && problems.len() == before {
+                    problems.push(Problem::new(
+                        at.join("health_check"),
+                        "needs a provider reached over the network",
+                    ));
+                } else if !c.path.starts_with('/') || c.path.starts_with("//") {
+                    problems.push(Problem::new(
+                        at.join("health_check.path"),
+                        "must be a path starting with /",
+                    ));
+                } else if c.interval_seconds == 0 {
+                    problems.push(Problem::new(
+                        at.join("health_check.interval_seconds"),
+                        "must be at least 1",
+                    ));
+                }
+                (
+                    c.path.clone(),
+                    std::time::Duration::from_secs(c.interval_seconds.max(1)),
+                )
+            });
             if problems.len() == before {
                 reg.by_name.insert(name.clone(), reg.providers.len());
                 reg.providers.push(Arc::new(Provider {
                     name: Arc::from(name.as_str()),
                     kind,
+                    health_check,
                     upstream,
                 }));
             }
