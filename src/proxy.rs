@@ -381,6 +381,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if crate::server::DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
+            session.downstream_session.set_keepalive(None);
+        }
         ctx.request_id = request_id(
             session
                 .req_header()

@@ -3,6 +3,7 @@
 //! shutdown that exits as soon as in-flight requests finish (bounded by the grace period).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -376,11 +377,15 @@ pub fn run_forever(config: Arc<Config>, source: PathBuf, upgrade: bool) -> ! {
         }
     }
     let grace = config.server.grace_period;
-    let built = build(config, Some(source), upgrade);
-    let watch = UnixSignals {
-        metrics: built.metrics.clone(),
-        grace,
-    };
+    let mut built = build(config, Some(source), upgrade);
+    built.server.add_service(background_service(
+        "exit-when-drained",
+        ExitWhenDrained {
+            metrics: built.metrics.clone(),
+            grace,
+        },
+    ));
+    let watch = UnixSignals { grace };
     built.server.run(RunArgs {
         shutdown_signal: Box::new(watch),
     });
@@ -399,10 +404,13 @@ fn check_listeners(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Signal handling for the binary: on a graceful stop, a watcher thread ends the process as
-/// soon as no request is in flight (Pingora alone would always wait the full grace period).
+/// Set once a stop or upgrade signal arrived: responses then say `Connection: close`, so
+/// keep-alive clients reconnect (to the new process, after an upgrade) instead of sending their
+/// next request on a connection that is about to be closed.
+pub static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Signal handling for the binary: SIGTERM/SIGINT stop, SIGQUIT hands the listeners over.
 struct UnixSignals {
-    metrics: Arc<Metrics>,
     grace: Duration,
 }
 
@@ -413,31 +421,47 @@ impl ShutdownSignalWatch for UnixSignals {
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
         let mut quit = signal(SignalKind::quit()).expect("installing a SIGQUIT handler");
-        let (kind, shutdown_kind, handover) = tokio::select! {
-            _ = term.recv() => ("SIGTERM", ShutdownSignal::GracefulTerminate, Duration::ZERO),
-            _ = int.recv() => ("SIGINT", ShutdownSignal::GracefulTerminate, Duration::ZERO),
-            // Pingora hands the listeners to the new process, then waits 5 s before it stops
-            // accepting here.
-            _ = quit.recv() => ("SIGQUIT (upgrade)", ShutdownSignal::GracefulUpgrade, Duration::from_secs(5)),
+        let (kind, shutdown_kind) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", ShutdownSignal::GracefulTerminate),
+            _ = int.recv() => ("SIGINT", ShutdownSignal::GracefulTerminate),
+            _ = quit.recv() => ("SIGQUIT (upgrade)", ShutdownSignal::GracefulUpgrade),
         };
+        DRAINING.store(true, Ordering::Relaxed);
         log::info!(
-            "{kind} received: finishing in-flight requests (at most {:?})",
+            "{kind} received: finishing in-flight requests (at most {:?} once listening stops)",
             self.grace
         );
+        shutdown_kind
+    }
+}
+
+/// Ends the process as soon as no request is in flight once Pingora has stopped accepting
+/// (its shutdown broadcast: at once on SIGTERM, after the socket hand-over and its 5 s on an
+/// upgrade). Pingora alone would always sleep the whole grace period.
+struct ExitWhenDrained {
+    metrics: Arc<Metrics>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for ExitWhenDrained {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
         let metrics = self.metrics.clone();
-        let deadline = Instant::now() + handover + self.grace;
+        let deadline = Instant::now() + self.grace;
         std::thread::spawn(move || {
             // Let the listeners close first so no new request slips in.
-            std::thread::sleep(handover + Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100));
             while metrics.in_flight.get() > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(25));
             }
             log::info!("in-flight requests finished; exiting");
-            // Give the access-log thread a moment to flush its last lines.
-            std::thread::sleep(Duration::from_millis(50));
+            // Give the access-log writer (it drains every 10 ms) time to flush its last lines.
+            std::thread::sleep(Duration::from_millis(60));
             std::process::exit(0);
         });
-        shutdown_kind
     }
 }
 
