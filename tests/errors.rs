@@ -135,35 +135,30 @@ async fn unknown_models_and_routes_are_404_and_wrong_methods_405() {
             .contains("gpt-4o-mini"),
         "suggestion missing: {v}"
     );
-    let r = client()
-        .get(format!("{}/v1/nope", gw.base))
-        .bearer_auth(GATEWAY_KEY)
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404).await;
-    let r = client()
-        .get(format!("{}/v1/models/ghost-model", gw.base))
-        .bearer_auth(GATEWAY_KEY)
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404).await;
-    let r = client()
-        .get(format!("{}/v1/chat/completions", gw.base))
-        .bearer_auth(GATEWAY_KEY)
-        .send()
+    let call = |method: reqwest::Method, path: &str| {
+        client()
+            .request(method, format!("{}{path}", gw.base))
+            .bearer_auth(GATEWAY_KEY)
+            .send()
+    };
+    expect_error(call(reqwest::Method::GET, "/v1/nope").await.unwrap(), 404).await;
+    expect_error(
+        call(reqwest::Method::GET, "/v1/models/ghost-model")
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    let r = call(reqwest::Method::GET, "/v1/chat/completions")
         .await
         .unwrap();
     assert_eq!(r.headers()["allow"], "POST");
     expect_error(r, 405).await;
-    let r = client()
-        .delete(format!("{}/v1/models", gw.base))
-        .bearer_auth(GATEWAY_KEY)
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 405).await;
+    expect_error(
+        call(reqwest::Method::DELETE, "/v1/models").await.unwrap(),
+        405,
+    )
+    .await;
 }
 
 #[tokio::test]
