@@ -207,16 +207,22 @@ async fn no_retry_after_the_first_streamed_byte() {
     );
 }
 
-#[tokio::test]
-async fn round_robin_is_exact_and_weighted_is_proportional() {
-    let ups: Vec<MockUpstream> = (0..3)
+/// `n` healthy upstreams and their provider blocks, named `{prefix}0`, `{prefix}1`, ...
+fn upstreams(prefix: &str, n: usize) -> (Vec<MockUpstream>, String) {
+    let ups: Vec<MockUpstream> = (0..n)
         .map(|i| MockUpstream::start(move |_| ok_reply(&format!("u{i}"))))
         .collect();
-    let providers: String = ups
+    let providers = ups
         .iter()
         .enumerate()
-        .map(|(i, u)| openai_provider(&format!("p{i}"), &u.url()))
+        .map(|(i, u)| openai_provider(&format!("{prefix}{i}"), &u.url()))
         .collect();
+    (ups, providers)
+}
+
+#[tokio::test]
+async fn round_robin_is_exact_and_weighted_is_proportional() {
+    let (ups, providers) = upstreams("p", 3);
     let routes = "model_mappings:\n  m: {providers: {p0: {}, p1: {}, p2: {}}}\nrouting:\n  load_balancing: {enabled: true, strategy: round_robin}\n";
     let gw = gateway_with("", &providers, routes);
     for _ in 0..30 {
@@ -225,14 +231,7 @@ async fn round_robin_is_exact_and_weighted_is_proportional() {
     let counts: Vec<usize> = ups.iter().map(|u| u.recorded().len()).collect();
     assert_eq!(counts, vec![10, 10, 10]);
 
-    let ups: Vec<MockUpstream> = (0..2)
-        .map(|i| MockUpstream::start(move |_| ok_reply(&format!("w{i}"))))
-        .collect();
-    let providers: String = ups
-        .iter()
-        .enumerate()
-        .map(|(i, u)| openai_provider(&format!("w{i}"), &u.url()))
-        .collect();
+    let (ups, providers) = upstreams("w", 2);
     let routes = "model_mappings:\n  m: {load_balancing: weighted, providers: {w0: {weight: 3}, w1: {weight: 1}}}\n";
     let gw = gateway_with("", &providers, routes);
     for _ in 0..80 {
