@@ -4,15 +4,22 @@
 //! benchmarked without a network. The gateway (`switchyard` crate) owns sockets, credentials
 //! and timing; this crate owns wire formats:
 //! - [`openai`]: the client-facing OpenAI dialect (request inspection, errors, usage),
-//! - [`sse`]: an incremental Server-Sent-Events decoder that tolerates any chunk split,
+//! - [`chat`]: the neutral middle — typed requests, neutral answers, the OpenAI stream writer,
+//! - [`translate`]: the translator interface and its dispatch per provider [`translate::Dialect`],
+//! - [`providers`]: one module per provider API (Anthropic, Bedrock, Gemini, watsonx, OCI),
+//! - [`sse`] and [`eventstream`]: incremental decoders that tolerate any chunk split,
 //! - [`openai_upstream`]: preparing requests for, and filtering responses from, OpenAI-shaped upstreams,
+//! - [`usage`]: usage metering of native answers (passthrough),
 //! - [`mock`]: the built-in deterministic `mock` provider.
 
+pub mod chat;
 pub mod eventstream;
 pub mod mock;
 pub mod openai;
 pub mod openai_upstream;
+pub mod providers;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 
 pub use openai::{Endpoint, InvalidRequest, RequestSummary, Usage};

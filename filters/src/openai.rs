@@ -238,6 +238,10 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    /// Prompt tokens served from the provider's cache (a subset of `prompt_tokens`), when the
+    /// provider reports them; rendered as `prompt_tokens_details.cached_tokens`.
+    #[serde(skip)]
+    pub cached_tokens: u64,
 }
 
 impl Usage {
@@ -246,6 +250,7 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            cached_tokens: 0,
         }
     }
 

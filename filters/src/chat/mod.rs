@@ -1,0 +1,12 @@
+//! The neutral middle of every translation: the client's request as typed data
+//! ([`request`]), a provider's answer in neutral form and its OpenAI rendering ([`response`]),
+//! the OpenAI stream writer ([`writer`]) and embeddings ([`embeddings`]).
+
+pub mod embeddings;
+pub mod request;
+pub mod response;
+pub mod writer;
+
+pub use request::{ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice};
+pub use response::{Choice, Completion, FinishReason, ResponseCtx};
+pub use writer::ChunkWriter;

@@ -1,0 +1,669 @@
+//! The client's chat request as typed data, validated once, for the translators to read.
+//!
+//! `/v1/chat/completions` bodies are parsed here; legacy `/v1/completions` bodies are turned
+//! into an equivalent one-user-message chat request first ([`ChatRequest::from_completions`]).
+//! Every field the translators understand gets a typed slot; every other field the client sent
+//! is kept by name in [`ChatRequest::other`] so a translator can list it as dropped rather than
+//! lose it silently.
+
+use serde_json::{Map, Value};
+
+use crate::openai::{Endpoint, InvalidRequest, ParsedRequest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One piece of message content.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text(String),
+    /// `image_url.url`: an `https://` URL or a `data:<mime>;base64,<data>` URL.
+    Image { url: String, detail: Option<String> },
+}
+
+/// A tool call the assistant made (history) or makes (response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The JSON arguments as a string, as OpenAI carries them.
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    /// Empty for an assistant message that only calls tools (`content: null`).
+    pub content: Vec<Part>,
+    pub tool_calls: Vec<ToolCall>,
+    /// On `tool` messages: the call this result answers.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Message {
+    /// The message's text parts joined by newlines (images ignored).
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for p in &self.content {
+            if let Part::Text(t) = p {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(t);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the arguments (`{"type":"object","properties":{}}` when absent).
+    pub parameters: Value,
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    None,
+    Auto,
+    Required,
+    Named(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        name: String,
+        schema: Value,
+        strict: Option<bool>,
+    },
+}
+
+/// A validated chat request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    pub user: Option<String>,
+    pub n: Option<u64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub response_format: Option<ResponseFormat>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// Whether this came from legacy `/v1/completions`.
+    pub legacy_completion: bool,
+    /// Fields sent that have no typed slot above, by name, in the client's order.
+    pub other: Vec<(String, Value)>,
+}
+
+/// Fields consumed by the typed slots (or by routing) and never reported as dropped.
+const KNOWN: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "user",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "stream",
+    "stream_options",
+];
+
+impl ChatRequest {
+    /// Parses a request already checked by [`crate::openai::parse_request`].
+    pub fn from_parsed(p: &ParsedRequest) -> Result<ChatRequest, InvalidRequest> {
+        match p.endpoint {
+            Endpoint::ChatCompletions => Self::from_chat(&p.body),
+            Endpoint::Completions => Self::from_completions(&p.body),
+            Endpoint::Embeddings => Err(InvalidRequest::new(
+                "Embeddings requests are not chat requests.",
+                None,
+            )),
+        }
+    }
+
+    pub fn from_chat(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> {
+        let msgs = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or_else(|| InvalidRequest::new("Missing required parameter: 'messages'.", Some("messages")))?;
+        let messages = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| message(i, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut req = Self::common(body, messages, KNOWN)?;
+        req.tools = tools(body.get("tools"))?;
+        req.tool_choice = tool_choice(body.get("tool_choice"))?;
+        req.parallel_tool_calls = opt_bool(body, "parallel_tool_calls")?;
+        req.response_format = response_format(body.get("response_format"))?;
+        if let Some(ToolChoice::Named(name)) = &req.tool_choice {
+            if !req.tools.iter().any(|t| &t.name == name) {
+                return Err(InvalidRequest::new(
+                    format!("Invalid 'tool_choice': no tool named '{name}' in 'tools'."),
+                    Some("tool_choice"),
+                ));
+            }
+        }
+        Ok(req)
+    }
+
+    /// A legacy completions body as a chat request: the prompt becomes one user message, and
+    /// `max_tokens` defaults to 16 as on OpenAI's endpoint.
+    pub fn from_completions(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> {
+        const LEGACY_KNOWN: &[&str] = &[
+            "model",
+            "prompt",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "user",
+            "n",
+            "presence_penalty",
+            "frequency_penalty",
+            "stream",
+            "stream_options",
+        ];
+        let prompt = match body.get("prompt") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+                a[0].as_str().unwrap_or_default().to_owned()
+            }
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+                return Err(InvalidRequest::new(
+                    format!("This provider answers one prompt per request; 'prompt' has {}. Send them as separate requests.", a.len()),
+                    Some("prompt"),
+                ))
+            }
+            _ => {
+                return Err(InvalidRequest::new(
+                    "Invalid 'prompt': this provider accepts a string (token-id prompts cannot be translated).",
+                    Some("prompt"),
+                ))
+            }
+        };
+        let messages = vec![Message {
+            role: Role::User,
+            content: vec![Part::Text(prompt)],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }];
+        let mut req = Self::common(body, messages, LEGACY_KNOWN)?;
+        req.legacy_completion = true;
+        if req.max_tokens.is_none() {
+            req.max_tokens = Some(16);
+        }
+        Ok(req)
+    }
+
+    fn common(
+        body: &Map<String, Value>,
+        messages: Vec<Message>,
+        known: &[&str],
+    ) -> Result<ChatRequest, InvalidRequest> {
+        let max_tokens = match opt_u64(body, "max_completion_tokens")? {
+            Some(n) => Some(n),
+            None => opt_u64(body, "max_tokens")?,
+        };
+        let stop = match body.get("stop") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|s| {
+                    s.as_str().map(str::to_owned).ok_or_else(|| {
+                        InvalidRequest::new("Invalid 'stop': expected strings.", Some("stop"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(InvalidRequest::new(
+                    "Invalid 'stop': expected a string or an array of strings.",
+                    Some("stop"),
+                ))
+            }
+        };
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let include_usage = stream
+            && body
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        let n = opt_u64(body, "n")?;
+        if n == Some(0) {
+            return Err(InvalidRequest::new("Invalid 'n': must be at least 1.", Some("n")));
+        }
+        Ok(ChatRequest {
+            messages,
+            max_tokens,
+            temperature: opt_f64(body, "temperature")?,
+            top_p: opt_f64(body, "top_p")?,
+            stop,
+            seed: match body.get("seed") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_i64().ok_or_else(|| {
+                    InvalidRequest::new("Invalid 'seed': expected an integer.", Some("seed"))
+                })?),
+            },
+            user: opt_str(body, "user")?,
+            n,
+            presence_penalty: opt_f64(body, "presence_penalty")?,
+            frequency_penalty: opt_f64(body, "frequency_penalty")?,
+            response_format: None,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
+            stream,
+            include_usage,
+            legacy_completion: false,
+            other: body
+                .iter()
+                .filter(|(k, v)| !known.contains(&k.as_str()) && !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+
+    /// Names of the fields in [`Self::other`].
+    pub fn other_names(&self) -> impl Iterator<Item = &str> {
+        self.other.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// The text of every system and developer message, in order, joined by blank lines.
+    pub fn system_text(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .messages
+            .iter()
+            .filter(|m| matches!(m.role, Role::System | Role::Developer))
+            .map(Message::text)
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+}
+
+fn message(i: usize, m: &Value) -> Result<Message, InvalidRequest> {
+    let at = |field: &str| format!("messages[{i}].{field}");
+    let role = match m.get("role").and_then(Value::as_str) {
+        Some("system") => Role::System,
+        Some("developer") => Role::Developer,
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("tool") => Role::Tool,
+        Some(other) => {
+            return Err(InvalidRequest::new(
+                format!("Invalid value for '{}': '{other}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.", at("role")),
+                Some(&at("role")),
+            ))
+        }
+        None => {
+            return Err(InvalidRequest::new(
+                format!("Missing required parameter: '{}'.", at("role")),
+                Some(&at("role")),
+            ))
+        }
+    };
+    let content = match m.get("content") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![Part::Text(s.clone())],
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, p)| part(&format!("messages[{i}].content[{j}]"), p))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(InvalidRequest::new(
+                format!("Invalid type for '{}': expected a string or an array of content parts.", at("content")),
+                Some(&at("content")),
+            ))
+        }
+    };
+    if content.is_empty() && role != Role::Assistant {
+        return Err(InvalidRequest::new(
+            format!("Missing required parameter: '{}'.", at("content")),
+            Some(&at("content")),
+        ));
+    }
+    let tool_calls = match m.get("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(calls)) if role == Role::Assistant => calls
+            .iter()
+            .enumerate()
+            .map(|(j, c)| tool_call(&format!("messages[{i}].tool_calls[{j}]"), c))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(InvalidRequest::new(
+                format!("Invalid '{}': only assistant messages carry an array of tool calls.", at("tool_calls")),
+                Some(&at("tool_calls")),
+            ))
+        }
+    };
+    if role == Role::Assistant && content.is_empty() && tool_calls.is_empty() {
+        return Err(InvalidRequest::new(
+            format!("Invalid '{}': an assistant message needs content or tool_calls.", at("content")),
+            Some(&at("content")),
+        ));
+    }
+    let tool_call_id = m.get("tool_call_id").and_then(Value::as_str).map(str::to_owned);
+    if role == Role::Tool && tool_call_id.is_none() {
+        return Err(InvalidRequest::new(
+            format!("Missing required parameter: '{}'.", at("tool_call_id")),
+            Some(&at("tool_call_id")),
+        ));
+    }
+    Ok(Message {
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+        name: m.get("name").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+fn part(at: &str, p: &Value) -> Result<Part, InvalidRequest> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("text") => match p.get("text") {
+            Some(Value::String(t)) => Ok(Part::Text(t.clone())),
+            _ => Err(InvalidRequest::new(
+                format!("Missing required parameter: '{at}.text'."),
+                Some(&format!("{at}.text")),
+            )),
+        },
+        Some("image_url") => {
+            let image = p.get("image_url");
+            let url = image
+                .and_then(|i| i.get("url").or(Some(i)))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    InvalidRequest::new(
+                        format!("Missing required parameter: '{at}.image_url.url'."),
+                        Some(&format!("{at}.image_url.url")),
+                    )
+                })?;
+            Ok(Part::Image {
+                url: url.to_owned(),
+                detail: image
+                    .and_then(|i| i.get("detail"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            })
+        }
+        Some(other) => Err(InvalidRequest::new(
+            format!("Invalid '{at}.type': content parts of type '{other}' cannot be translated for this provider (supported: 'text', 'image_url')."),
+            Some(&format!("{at}.type")),
+        )),
+        None => Err(InvalidRequest::new(
+            format!("Missing required parameter: '{at}.type'."),
+            Some(&format!("{at}.type")),
+        )),
+    }
+}
+
+fn tool_call(at: &str, c: &Value) -> Result<ToolCall, InvalidRequest> {
+    let f = c.get("function");
+    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+    let (Some(id), Some(name)) = (c.get("id").and_then(Value::as_str), name) else {
+        return Err(InvalidRequest::new(
+            format!("Invalid '{at}': a tool call needs 'id' and 'function.name'."),
+            Some(at),
+        ));
+    };
+    let arguments = match f.and_then(|f| f.get("arguments")) {
+        None | Some(Value::Null) => "{}".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    Ok(ToolCall {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        arguments,
+    })
+}
+
+fn tools(v: Option<&Value>) -> Result<Vec<Tool>, InvalidRequest> {
+    let Some(Value::Array(list)) = v else {
+        return match v {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(_) => Err(InvalidRequest::new("Invalid 'tools': expected an array.", Some("tools"))),
+        };
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let at = format!("tools[{i}]");
+            match t.get("type").and_then(Value::as_str) {
+                Some("function") => {}
+                other => {
+                    return Err(InvalidRequest::new(
+                        format!("Invalid '{at}.type': '{}' tools cannot be translated (only 'function').", other.unwrap_or("null")),
+                        Some(&format!("{at}.type")),
+                    ))
+                }
+            }
+            let f = t.get("function");
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).ok_or_else(|| {
+                InvalidRequest::new(
+                    format!("Missing required parameter: '{at}.function.name'."),
+                    Some(&format!("{at}.function.name")),
+                )
+            })?;
+            Ok(Tool {
+                name: name.to_owned(),
+                description: f
+                    .and_then(|f| f.get("description"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                parameters: f
+                    .and_then(|f| f.get("parameters"))
+                    .filter(|p| p.is_object())
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+                strict: f.and_then(|f| f.get("strict")).and_then(Value::as_bool),
+            })
+        })
+        .collect()
+}
+
+fn tool_choice(v: Option<&Value>) -> Result<Option<ToolChoice>, InvalidRequest> {
+    Ok(match v {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(InvalidRequest::new(
+                    format!("Invalid value for 'tool_choice': '{other}'. Supported values are: 'none', 'auto' and 'required', or a named function."),
+                    Some("tool_choice"),
+                ))
+            }
+        }),
+        Some(o) => match o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+            Some(name) => Some(ToolChoice::Named(name.to_owned())),
+            None => {
+                return Err(InvalidRequest::new(
+                    "Invalid 'tool_choice': expected {\"type\":\"function\",\"function\":{\"name\":...}}.",
+                    Some("tool_choice"),
+                ))
+            }
+        },
+    })
+}
+
+fn response_format(v: Option<&Value>) -> Result<Option<ResponseFormat>, InvalidRequest> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    Ok(Some(match v.get("type").and_then(Value::as_str) {
+        Some("text") => ResponseFormat::Text,
+        Some("json_object") => ResponseFormat::JsonObject,
+        Some("json_schema") => {
+            let js = v.get("json_schema");
+            let schema = js.and_then(|j| j.get("schema")).filter(|s| s.is_object()).cloned().ok_or_else(|| {
+                InvalidRequest::new(
+                    "Missing required parameter: 'response_format.json_schema.schema'.",
+                    Some("response_format.json_schema.schema"),
+                )
+            })?;
+            ResponseFormat::JsonSchema {
+                name: js
+                    .and_then(|j| j.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("response")
+                    .to_owned(),
+                schema,
+                strict: js.and_then(|j| j.get("strict")).and_then(Value::as_bool),
+            }
+        }
+        other => {
+            return Err(InvalidRequest::new(
+                format!("Invalid value for 'response_format.type': '{}'. Supported values are: 'text', 'json_object' and 'json_schema'.", other.unwrap_or("null")),
+                Some("response_format.type"),
+            ))
+        }
+    }))
+}
+
+fn opt_f64(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, InvalidRequest> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            InvalidRequest::new(format!("Invalid type for '{key}': expected a number."), Some(key))
+        }),
+    }
+}
+
+fn opt_u64(body: &Map<String, Value>, key: &str) -> Result<Option<u64>, InvalidRequest> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            InvalidRequest::new(
+                format!("Invalid type for '{key}': expected a non-negative integer."),
+                Some(key),
+            )
+        }),
+    }
+}
+
+fn opt_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, InvalidRequest> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+            InvalidRequest::new(format!("Invalid type for '{key}': expected a boolean."), Some(key))
+        }),
+    }
+}
+
+fn opt_str(body: &Map<String, Value>, key: &str) -> Result<Option<String>, InvalidRequest> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(InvalidRequest::new(
+            format!("Invalid type for '{key}': expected a string."),
+            Some(key),
+        )),
+    }
+}
+
+/// Splits a `data:<mime>;base64,<data>` URL into its media type and base64 payload.
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let mime = meta.strip_suffix(";base64")?;
+    Some((mime, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::parse_request;
+
+    fn chat(body: &str) -> Result<ChatRequest, InvalidRequest> {
+        ChatRequest::from_parsed(&parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn parses_every_typed_field() {
+        let r = chat(r#"{"model":"m","messages":[
+            {"role":"system","content":"be brief"},
+            {"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA","detail":"low"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"42"}],
+            "max_tokens":5,"max_completion_tokens":7,"temperature":0.5,"top_p":0.9,"stop":"END","seed":3,"user":"u",
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+            "tool_choice":{"type":"function","function":{"name":"f"}},"parallel_tool_calls":false,
+            "response_format":{"type":"json_object"},"logit_bias":{"1":2},"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
+        assert_eq!(r.messages.len(), 4);
+        assert_eq!(r.max_tokens, Some(7));
+        assert_eq!(r.stop, vec!["END"]);
+        assert_eq!(r.tool_choice, Some(ToolChoice::Named("f".into())));
+        assert_eq!(r.messages[2].tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(r.other_names().collect::<Vec<_>>(), vec!["logit_bias"]);
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.system_text().as_deref(), Some("be brief"));
+        assert_eq!(data_url("data:image/png;base64,AAAA"), Some(("image/png", "AAAA")));
+    }
+
+    #[test]
+    fn bad_shapes_name_the_parameter() {
+        for (body, param) in [
+            (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, "messages[0].role"),
+            (r#"{"model":"m","messages":[{"role":"user"}]}"#, "messages[0].content"),
+            (r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio"}]}]}"#, "messages[0].content[0].type"),
+            (r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].tool_call_id"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#, "tool_choice"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"function","function":{"name":"g"}}}"#, "tool_choice"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "temperature"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#, "n"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"yaml"}}"#, "response_format.type"),
+        ] {
+            assert_eq!(chat(body).unwrap_err().param.as_deref(), Some(param), "{body}");
+        }
+    }
+
+    #[test]
+    fn legacy_prompt_becomes_a_user_message() {
+        let p = parse_request(Endpoint::Completions, br#"{"model":"m","prompt":["Say hi"],"echo":true}"#).unwrap();
+        let r = ChatRequest::from_parsed(&p).unwrap();
+        assert!(r.legacy_completion);
+        assert_eq!(r.messages[0].text(), "Say hi");
+        assert_eq!(r.max_tokens, Some(16));
+        assert_eq!(r.other_names().collect::<Vec<_>>(), vec!["echo"]);
+        let p = parse_request(Endpoint::Completions, br#"{"model":"m","prompt":[1,2,3]}"#).unwrap();
+        assert_eq!(ChatRequest::from_parsed(&p).unwrap_err().param.as_deref(), Some("prompt"));
+    }
+}

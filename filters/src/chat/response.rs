@@ -1,0 +1,236 @@
+//! A provider's answer in neutral form, and its rendering as the OpenAI body the client
+//! asked for: `chat.completion` or, for legacy `/v1/completions`, `text_completion`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::request::ToolCall;
+use crate::openai::Usage;
+
+/// OpenAI's `finish_reason` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
+        }
+    }
+}
+
+/// One generated answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Choice {
+    /// The text; None when the model only called tools.
+    pub content: Option<String>,
+    /// Reasoning text the provider returned (Anthropic thinking, Gemini thoughts, Bedrock
+    /// reasoningContent), rendered as the non-standard `reasoning_content` field.
+    pub reasoning: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// A provider's complete (non-stream) answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Completion {
+    /// The provider's response id, when it gave one.
+    pub id: Option<String>,
+    pub choices: Vec<Choice>,
+    pub usage: Option<Usage>,
+}
+
+/// What the rendering needs to know about the client's request.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseCtx<'a> {
+    /// The model name the client sent, echoed back.
+    pub client_model: &'a str,
+    /// Unix seconds for `created`.
+    pub created: u64,
+    /// Used for `id` when the provider gave none (the gateway's request id).
+    pub fallback_id: &'a str,
+    /// Render the legacy `text_completion` shape instead of `chat.completion`.
+    pub legacy_completion: bool,
+    /// `stream_options.include_usage` (streams only).
+    pub include_usage: bool,
+}
+
+impl ResponseCtx<'_> {
+    /// `chatcmpl-…` / `cmpl-…` from the provider's id or the fallback.
+    pub fn response_id(&self, provider_id: Option<&str>) -> String {
+        let prefix = if self.legacy_completion {
+            "cmpl-"
+        } else {
+            "chatcmpl-"
+        };
+        let id = provider_id.filter(|s| !s.is_empty()).unwrap_or(self.fallback_id);
+        if id.starts_with(prefix) {
+            id.to_owned()
+        } else {
+            format!("{prefix}{id}")
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<CachedOut>,
+}
+
+#[derive(Serialize)]
+struct CachedOut {
+    cached_tokens: u64,
+}
+
+impl From<Usage> for UsageOut {
+    fn from(u: Usage) -> Self {
+        UsageOut {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            prompt_tokens_details: (u.cached_tokens > 0).then_some(CachedOut {
+                cached_tokens: u.cached_tokens,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// Renders the client's JSON body for a complete answer.
+pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
+    let id = ctx.response_id(c.id.as_deref());
+    let usage = c.usage.map(UsageOut::from);
+    let body = if ctx.legacy_completion {
+        let choices: Vec<Value> = c
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(i, ch)| {
+                serde_json::json!({
+                    "text": ch.content.as_deref().unwrap_or(""),
+                    "index": i,
+                    "logprobs": null,
+                    "finish_reason": ch.finish_reason.map(FinishReason::as_str),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": id, "object": "text_completion", "created": ctx.created,
+            "model": ctx.client_model, "choices": choices, "usage": usage,
+        })
+    } else {
+        let choices: Vec<Value> = c
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(i, ch)| {
+                let mut message = serde_json::json!({
+                    "role": "assistant",
+                    "content": ch.content,
+                    "refusal": null,
+                });
+                if !ch.tool_calls.is_empty() {
+                    let calls: Vec<ToolCallOut<'_>> = ch
+                        .tool_calls
+                        .iter()
+                        .map(|t| ToolCallOut {
+                            id: &t.id,
+                            kind: "function",
+                            function: FunctionOut {
+                                name: &t.name,
+                                arguments: &t.arguments,
+                            },
+                        })
+                        .collect();
+                    message["tool_calls"] = serde_json::to_value(calls).unwrap_or(Value::Null);
+                }
+                if let Some(r) = &ch.reasoning {
+                    message["reasoning_content"] = Value::String(r.clone());
+                }
+                serde_json::json!({
+                    "index": i,
+                    "message": message,
+                    "logprobs": null,
+                    "finish_reason": ch.finish_reason.map(FinishReason::as_str),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": id, "object": "chat.completion", "created": ctx.created,
+            "model": ctx.client_model, "choices": choices, "usage": usage,
+        })
+    };
+    serde_json::to_vec(&body).expect("a JSON value serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(legacy: bool) -> ResponseCtx<'static> {
+        ResponseCtx {
+            client_model: "claude",
+            created: 7,
+            fallback_id: "req1",
+            legacy_completion: legacy,
+            include_usage: false,
+        }
+    }
+
+    #[test]
+    fn renders_chat_and_legacy_shapes() {
+        let mut usage = Usage::new(10, 2);
+        usage.cached_tokens = 4;
+        let c = Completion {
+            id: Some("msg_1".into()),
+            choices: vec![Choice {
+                content: Some("hi".into()),
+                reasoning: None,
+                tool_calls: vec![ToolCall {
+                    id: "t1".into(),
+                    name: "f".into(),
+                    arguments: "{}".into(),
+                }],
+                finish_reason: Some(FinishReason::ToolCalls),
+            }],
+            usage: Some(usage),
+        };
+        let v: Value = serde_json::from_slice(&render(&c, &ctx(false))).unwrap();
+        assert_eq!(v["id"], "chatcmpl-msg_1");
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["model"], "claude");
+        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "f");
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        let v: Value = serde_json::from_slice(&render(&c, &ctx(true))).unwrap();
+        assert_eq!(v["id"], "cmpl-msg_1");
+        assert_eq!(v["object"], "text_completion");
+        assert_eq!(v["choices"][0]["text"], "hi");
+        assert_eq!(v["usage"]["total_tokens"], 12);
+    }
+}

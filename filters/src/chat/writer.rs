@@ -1,0 +1,291 @@
+//! Writes the client's OpenAI SSE stream: `data: {chunk}\n\n` … `data: [DONE]\n\n`.
+//!
+//! Stream translators call one method per thing they learned from the provider (text, a tool
+//! call starting, a piece of its arguments, the finish reason, usage); the writer renders the
+//! chunk for the endpoint the client called (`chat.completion.chunk`, or `text_completion` for
+//! legacy completions) straight into the output buffer. The chunk prefix, which never changes
+//! within a stream, is rendered once.
+
+use super::response::{FinishReason, ResponseCtx, UsageOut};
+use crate::openai::{error_body, Usage};
+
+#[derive(Debug)]
+pub struct ChunkWriter {
+    legacy: bool,
+    include_usage: bool,
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":[`
+    head: Vec<u8>,
+    started: bool,
+    finished: bool,
+    done: bool,
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+impl ChunkWriter {
+    pub fn new(ctx: &ResponseCtx<'_>) -> Self {
+        let mut w = ChunkWriter {
+            legacy: ctx.legacy_completion,
+            include_usage: ctx.include_usage,
+            head: Vec::new(),
+            started: false,
+            finished: false,
+            done: false,
+        };
+        w.set_id(ctx, None);
+        w
+    }
+
+    /// Uses the provider's response id (call before the first chunk).
+    pub fn set_id(&mut self, ctx: &ResponseCtx<'_>, provider_id: Option<&str>) {
+        let id = ctx.response_id(provider_id);
+        let mut h = Vec::with_capacity(128);
+        h.extend_from_slice(b"data: {\"id\":");
+        json_str(&mut h, &id);
+        h.extend_from_slice(if self.legacy {
+            b",\"object\":\"text_completion\",\"created\":"
+        } else {
+            b",\"object\":\"chat.completion.chunk\",\"created\":"
+        });
+        h.extend_from_slice(ctx.created.to_string().as_bytes());
+        h.extend_from_slice(b",\"model\":");
+        json_str(&mut h, ctx.client_model);
+        h.extend_from_slice(b",\"choices\":[");
+        self.head = h;
+    }
+
+    /// Whether the first (role) chunk has been written.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Whether a finish reason has been written.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether `[DONE]` (or an error event) ended the stream.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn open_choice(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head);
+        if self.legacy {
+            out.extend_from_slice(b"{\"index\":0,\"text\":");
+        } else {
+            out.extend_from_slice(b"{\"index\":0,\"delta\":");
+        }
+    }
+
+    fn close_choice(out: &mut Vec<u8>, finish: Option<FinishReason>) {
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(f) => {
+                out.push(b'"');
+                out.extend_from_slice(f.as_str().as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]}\n\n");
+    }
+
+    /// The first chunk: `delta:{"role":"assistant","content":""}`. Idempotent; the other
+    /// methods call it when needed.
+    pub fn start(&mut self, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if self.legacy {
+            return; // text_completion streams have no role chunk
+        }
+        self.open_choice(out);
+        out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":\"\"}");
+        Self::close_choice(out, None);
+    }
+
+    /// A piece of answer text.
+    pub fn content(&mut self, out: &mut Vec<u8>, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        if self.legacy {
+            json_str(out, text);
+        } else {
+            out.extend_from_slice(b"{\"content\":");
+            json_str(out, text);
+            out.push(b'}');
+        }
+        Self::close_choice(out, None);
+    }
+
+    /// A piece of reasoning text (`reasoning_content`; not sent for legacy completions).
+    pub fn reasoning(&mut self, out: &mut Vec<u8>, text: &str) {
+        if text.is_empty() || self.legacy {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        out.extend_from_slice(b"{\"reasoning_content\":");
+        json_str(out, text);
+        out.push(b'}');
+        Self::close_choice(out, None);
+    }
+
+    /// The first fragment of tool call number `index` (0, 1, … in the order calls appear).
+    pub fn tool_call_start(&mut self, out: &mut Vec<u8>, index: usize, id: &str, name: &str) {
+        if self.legacy {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
+        out.extend_from_slice(index.to_string().as_bytes());
+        out.extend_from_slice(b",\"id\":");
+        json_str(out, id);
+        out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+        json_str(out, name);
+        out.extend_from_slice(b",\"arguments\":\"\"}}]}");
+        Self::close_choice(out, None);
+    }
+
+    /// A piece of tool call `index`'s JSON arguments.
+    pub fn tool_call_arguments(&mut self, out: &mut Vec<u8>, index: usize, fragment: &str) {
+        if self.legacy || fragment.is_empty() {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
+        out.extend_from_slice(index.to_string().as_bytes());
+        out.extend_from_slice(b",\"function\":{\"arguments\":");
+        json_str(out, fragment);
+        out.extend_from_slice(b"}}]}");
+        Self::close_choice(out, None);
+    }
+
+    /// The last choice chunk: empty delta and the finish reason. Written once.
+    pub fn finish(&mut self, out: &mut Vec<u8>, reason: FinishReason) {
+        if self.finished {
+            return;
+        }
+        self.start(out);
+        self.finished = true;
+        self.open_choice(out);
+        out.extend_from_slice(if self.legacy { b"\"\"" } else { b"{}" });
+        Self::close_choice(out, Some(reason));
+    }
+
+    /// The usage chunk (`"choices":[]`), only when the client asked for it.
+    pub fn usage(&mut self, out: &mut Vec<u8>, usage: Usage) {
+        if !self.include_usage {
+            return;
+        }
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"],\"usage\":");
+        serde_json::to_writer(&mut *out, &UsageOut::from(usage)).expect("Vec write");
+        out.extend_from_slice(b"}\n\n");
+    }
+
+    /// `data: [DONE]`. Written once.
+    pub fn done(&mut self, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    /// Ends the stream with an OpenAI error event (what openai-python raises as `APIError`).
+    pub fn error(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: Option<&str>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&error_body(message, kind, None, code));
+        out.extend_from_slice(b"\n\n");
+    }
+
+    /// Ends a stream the provider cut short.
+    pub fn truncated(&mut self, out: &mut Vec<u8>) {
+        self.error(
+            out,
+            "The provider's stream ended before the answer was complete.",
+            "server_error",
+            Some("stream_truncated"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn events(out: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter(|e| !e.is_empty() && *e != "data: [DONE]")
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn chat_chunks_are_valid_openai_chunks() {
+        let ctx = ResponseCtx {
+            client_model: "m\"x",
+            created: 5,
+            fallback_id: "r",
+            legacy_completion: false,
+            include_usage: true,
+        };
+        let mut w = ChunkWriter::new(&ctx);
+        let mut out = Vec::new();
+        w.content(&mut out, "hé\n");
+        w.tool_call_start(&mut out, 0, "call_1", "f");
+        w.tool_call_arguments(&mut out, 0, "{\"a\"");
+        w.finish(&mut out, FinishReason::ToolCalls);
+        w.usage(&mut out, Usage::new(1, 2));
+        w.done(&mut out);
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        let ev = events(&out);
+        assert_eq!(ev.len(), 6);
+        assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(ev[1]["choices"][0]["delta"]["content"], "hé\n");
+        assert_eq!(ev[1]["model"], "m\"x");
+        assert_eq!(ev[2]["choices"][0]["delta"]["tool_calls"][0]["id"], "call_1");
+        assert_eq!(ev[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{\"a\"");
+        assert_eq!(ev[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(ev[5]["choices"], serde_json::json!([]));
+        assert_eq!(ev[5]["usage"]["total_tokens"], 3);
+    }
+
+    #[test]
+    fn legacy_chunks_carry_text() {
+        let ctx = ResponseCtx {
+            client_model: "m",
+            created: 5,
+            fallback_id: "r",
+            legacy_completion: true,
+            include_usage: false,
+        };
+        let mut w = ChunkWriter::new(&ctx);
+        let mut out = Vec::new();
+        w.content(&mut out, "hi");
+        w.finish(&mut out, FinishReason::Length);
+        w.usage(&mut out, Usage::new(1, 2));
+        let ev = events(&out);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0]["object"], "text_completion");
+        assert_eq!(ev[0]["choices"][0]["text"], "hi");
+        assert_eq!(ev[1]["choices"][0]["finish_reason"], "length");
+    }
+}

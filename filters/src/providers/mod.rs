@@ -1,0 +1,8 @@
+//! One module per provider API: request building, answer reading, stream translation and
+//! error mapping between that API and the OpenAI dialect. Dispatched by [`crate::translate`].
+
+pub mod anthropic;
+pub mod bedrock;
+pub mod gemini;
+pub mod oci;
+pub mod watsonx;

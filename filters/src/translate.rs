@@ -1,0 +1,376 @@
+//! The translator interface: one [`Dialect`] per provider API, and the functions the gateway
+//! calls for each — build the upstream request, read a complete answer, translate a stream
+//! incrementally, map an error — all pure.
+//!
+//! Flow for a chat request: [`crate::chat::ChatRequest`] (typed client request) →
+//! [`prepare_chat`] → the provider's [`UpstreamRequest`]; then either [`parse_chat`] →
+//! [`crate::chat::Completion`] → [`crate::chat::response::render`], or [`chat_stream`] → a
+//! [`StreamTranslator`] that turns provider bytes into OpenAI SSE bytes; error statuses go
+//! through [`translate_error`]. Embeddings go through [`prepare_embeddings`] /
+//! [`parse_embeddings`] the same way.
+
+use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
+use crate::chat::{ChatRequest, Completion, ResponseCtx};
+use crate::openai::{error_body, error_type_for_status, InvalidRequest, Usage};
+use crate::providers;
+
+/// A provider API the gateway can translate the OpenAI dialect into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// OpenAI itself (handled by [`crate::openai_upstream`]: the body is forwarded as is).
+    OpenAi,
+    /// Azure OpenAI: OpenAI bodies, deployment in the path, `api-version` query.
+    Azure,
+    /// Anthropic Messages API (`/v1/messages`).
+    Anthropic,
+    /// Bedrock Converse / ConverseStream (every model family).
+    BedrockConverse,
+    /// Bedrock InvokeModel with an Anthropic Messages body (`anthropic_version: bedrock-2023-05-31`).
+    BedrockAnthropic,
+    /// Bedrock InvokeModel for embedding models (Titan text embeddings, Cohere embed).
+    BedrockEmbed,
+    /// Vertex AI Gemini (`generateContent`, `streamGenerateContent?alt=sse`, `:predict` embeddings).
+    VertexGemini,
+    /// Claude on Vertex AI (`rawPredict` / `streamRawPredict`, `anthropic_version: vertex-2023-10-16`).
+    VertexAnthropic,
+    /// IBM watsonx.ai (`/ml/v1/text/chat`, `chat_stream`, `embeddings`).
+    Watsonx,
+    /// OCI Generative AI chat, GENERIC API format (Meta, xAI, OpenAI-style models).
+    OciGeneric,
+    /// OCI Generative AI chat, COHERE API format (`cohere.command-*`).
+    OciCohere,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Azure => "azure",
+            Dialect::Anthropic => "anthropic",
+            Dialect::BedrockConverse => "bedrock_converse",
+            Dialect::BedrockAnthropic => "bedrock_anthropic",
+            Dialect::BedrockEmbed => "bedrock_embed",
+            Dialect::VertexGemini => "vertex_gemini",
+            Dialect::VertexAnthropic => "vertex_anthropic",
+            Dialect::Watsonx => "watsonx",
+            Dialect::OciGeneric => "oci_generic",
+            Dialect::OciCohere => "oci_cohere",
+        }
+    }
+}
+
+/// Where a translated request goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub dialect: Dialect,
+    /// The provider's model id (Azure: the deployment name).
+    pub upstream_model: &'a str,
+    /// Vertex project, watsonx `project_id`, OCI `compartmentId`.
+    pub project: Option<&'a str>,
+    /// Vertex location (`us-central1`, `global`).
+    pub location: Option<&'a str>,
+    /// Azure `api-version`, watsonx `version` date, Anthropic `anthropic-version`.
+    pub api_version: Option<&'a str>,
+}
+
+/// How the provider's answer body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFormat {
+    Json,
+    Sse,
+    /// `application/vnd.amazon.eventstream`.
+    EventStream,
+}
+
+impl AnswerFormat {
+    /// The `accept` header to send.
+    pub fn accept(self) -> &'static str {
+        match self {
+            AnswerFormat::Json => "application/json",
+            AnswerFormat::Sse => "text/event-stream",
+            AnswerFormat::EventStream => "application/vnd.amazon.eventstream",
+        }
+    }
+}
+
+/// A request ready for the provider (credentials are applied by the gateway afterwards).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamRequest {
+    /// Path and query below the provider's endpoint, e.g. `/v1/messages` or
+    /// `/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream`.
+    pub path: String,
+    /// The JSON body (always POST, `content-type: application/json`).
+    pub body: Vec<u8>,
+    /// Extra headers the API needs (e.g. `anthropic-version`).
+    pub headers: Vec<(&'static str, String)>,
+    pub answer: AnswerFormat,
+    /// Client parameters the provider cannot honour and that were left out; the gateway lists
+    /// them in `x-switchyard-dropped-params`.
+    pub dropped: Vec<String>,
+}
+
+/// An embeddings call: usually one body; several when the provider embeds one text per call
+/// (Bedrock Titan), sent in order and combined by [`parse_embeddings`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingsCall {
+    pub path: String,
+    pub bodies: Vec<Vec<u8>>,
+    pub headers: Vec<(&'static str, String)>,
+    pub dropped: Vec<String>,
+}
+
+/// One provider answer body with what the gateway read from its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub body: &'a [u8],
+    /// Bedrock's `x-amzn-bedrock-input-token-count`.
+    pub input_tokens_header: Option<u64>,
+}
+
+/// The provider answered 2xx with a body the translator cannot read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadAnswer(pub String);
+
+/// An OpenAI error for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub status: u16,
+    /// The OpenAI envelope `{"error":{message,type,param,code}}`.
+    pub body: Vec<u8>,
+}
+
+impl ErrorReply {
+    /// The envelope with `type` chosen from the status (the SDKs act on the status).
+    pub fn new(status: u16, message: &str, code: Option<&str>) -> ErrorReply {
+        ErrorReply {
+            status,
+            body: error_body(message, error_type_for_status(status), None, code),
+        }
+    }
+}
+
+/// What the gateway read from an error response's headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorHints<'a> {
+    /// Bedrock's `x-amzn-errortype` (e.g. `ThrottlingException:http://internal.amazon.com/…`).
+    pub aws_error_type: Option<&'a str>,
+}
+
+/// How a provider stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Finished properly; `[DONE]` was written.
+    Complete,
+    /// The provider reported an error mid-stream; an OpenAI error event was written.
+    ProviderError(String),
+    /// The provider's stream stopped early or was corrupt; an error event was written.
+    Truncated,
+}
+
+/// Translates one provider stream into the client's OpenAI SSE stream, chunk by chunk.
+///
+/// `feed` may be called with any split of the provider's bytes (mid-line, mid-UTF-8
+/// character, mid-eventstream-frame) and must produce the same output as for the whole
+/// stream; it only holds back the current incomplete frame.
+pub trait StreamTranslator: Send {
+    /// Feeds provider bytes; appends client bytes to `out`.
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>);
+    /// The provider's stream ended: appends what the client is still owed (finish, usage,
+    /// `[DONE]`, or an error event when the stream was incomplete).
+    fn finish(&mut self, out: &mut Vec<u8>) -> StreamEnd;
+    /// Usage reported so far (final once the stream is complete).
+    fn usage(&self) -> Option<Usage>;
+}
+
+fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
+    InvalidRequest::new(
+        format!("This model's provider API ({}) does not support {what}.", dialect.as_str()),
+        None,
+    )
+}
+
+/// Builds the provider request for a chat (or legacy completion) request.
+pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
+    match t.dialect {
+        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
+            providers::anthropic::prepare_chat(t, req)
+        }
+        Dialect::BedrockConverse => providers::bedrock::prepare_chat(t, req),
+        Dialect::VertexGemini => providers::gemini::prepare_chat(t, req),
+        Dialect::Watsonx => providers::watsonx::prepare_chat(t, req),
+        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::prepare_chat(t, req),
+        Dialect::OpenAi | Dialect::Azure | Dialect::BedrockEmbed => {
+            Err(not_for(t.dialect, "chat translation"))
+        }
+    }
+}
+
+/// Reads a complete 2xx chat answer.
+pub fn parse_chat(t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
+    match t.dialect {
+        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
+            providers::anthropic::parse_chat(answer.body)
+        }
+        Dialect::BedrockConverse => providers::bedrock::parse_chat(answer.body),
+        Dialect::VertexGemini => providers::gemini::parse_chat(answer.body),
+        Dialect::Watsonx => providers::watsonx::parse_chat(answer.body),
+        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::parse_chat(t, answer.body),
+        Dialect::OpenAi | Dialect::Azure | Dialect::BedrockEmbed => {
+            Err(BadAnswer(format!("{} answers are not translated", t.dialect.as_str())))
+        }
+    }
+}
+
+/// A stream translator for a chat request's provider stream.
+pub fn chat_stream(t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
+    match t.dialect {
+        Dialect::Anthropic | Dialect::VertexAnthropic => providers::anthropic::sse_stream(ctx),
+        Dialect::BedrockAnthropic => providers::anthropic::eventstream_stream(ctx),
+        Dialect::BedrockConverse => providers::bedrock::converse_stream(ctx),
+        Dialect::VertexGemini => providers::gemini::stream(ctx),
+        Dialect::Watsonx => providers::watsonx::stream(ctx),
+        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::stream(t, ctx),
+        // Not reached: the gateway streams OpenAI-shaped answers with openai_upstream.
+        Dialect::OpenAi | Dialect::Azure | Dialect::BedrockEmbed => {
+            providers::anthropic::sse_stream(ctx)
+        }
+    }
+}
+
+/// Builds the provider call(s) for an embeddings request.
+pub fn prepare_embeddings(
+    t: &Target<'_>,
+    req: &EmbeddingsRequest,
+) -> Result<EmbeddingsCall, InvalidRequest> {
+    match t.dialect {
+        Dialect::BedrockEmbed => providers::bedrock::prepare_embeddings(t, req),
+        Dialect::VertexGemini => providers::gemini::prepare_embeddings(t, req),
+        Dialect::Watsonx => providers::watsonx::prepare_embeddings(t, req),
+        _ => Err(not_for(t.dialect, "embeddings")),
+    }
+}
+
+/// Combines the answers of an [`EmbeddingsCall`] (one per body, in order).
+pub fn parse_embeddings(t: &Target<'_>, answers: &[Answer<'_>]) -> Result<Embeddings, BadAnswer> {
+    match t.dialect {
+        Dialect::BedrockEmbed => providers::bedrock::parse_embeddings(t, answers),
+        Dialect::VertexGemini => providers::gemini::parse_embeddings(answers),
+        Dialect::Watsonx => providers::watsonx::parse_embeddings(answers),
+        _ => Err(BadAnswer(format!("{} embeddings are not translated", t.dialect.as_str()))),
+    }
+}
+
+/// Maps a provider error (non-2xx status and body) to the client's OpenAI error.
+pub fn translate_error(
+    t: &Target<'_>,
+    status: u16,
+    body: &[u8],
+    hints: &ErrorHints<'_>,
+) -> ErrorReply {
+    match t.dialect {
+        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
+            // Claude on Bedrock/Vertex: the platform's own errors use its shape.
+            match t.dialect {
+                Dialect::BedrockAnthropic if hints.aws_error_type.is_some() => {
+                    providers::bedrock::error(status, body, hints)
+                }
+                Dialect::VertexAnthropic if providers::gemini::is_google_error(body) => {
+                    providers::gemini::error(status, body)
+                }
+                _ => providers::anthropic::error(status, body),
+            }
+        }
+        Dialect::BedrockConverse | Dialect::BedrockEmbed => providers::bedrock::error(status, body, hints),
+        Dialect::VertexGemini => providers::gemini::error(status, body),
+        Dialect::Watsonx => providers::watsonx::error(status, body),
+        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::error(status, body),
+        Dialect::OpenAi | Dialect::Azure => ErrorReply {
+            status,
+            body: crate::openai::upstream_error_body(status, body, t.dialect.as_str()),
+        },
+    }
+}
+
+/// Test helpers shared by the translators' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Runs `input` through a fresh translator whole, then split at every byte position
+    /// (and in 1-byte pieces), asserting identical output; returns the output and the end.
+    pub fn every_split(
+        make: impl Fn() -> Box<dyn StreamTranslator>,
+        input: &[u8],
+    ) -> (Vec<u8>, StreamEnd, Option<Usage>) {
+        let run = |pieces: &[&[u8]]| {
+            let mut t = make();
+            let mut out = Vec::new();
+            for p in pieces {
+                t.feed(p, &mut out);
+            }
+            let end = t.finish(&mut out);
+            (out, end, t.usage())
+        };
+        let whole = run(&[input]);
+        for split in 0..=input.len() {
+            let (a, b) = input.split_at(split);
+            assert_eq!(run(&[a, b]), whole, "output differs when split at byte {split}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run(&bytes), whole, "output differs when fed byte by byte");
+        whole
+    }
+
+    /// The JSON payloads of an OpenAI SSE stream (`[DONE]` as the string "[DONE]").
+    pub fn events(out: &[u8]) -> Vec<serde_json::Value> {
+        std::str::from_utf8(out)
+            .expect("client streams are UTF-8")
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let data = e.strip_prefix("data: ").expect("every event is one data line");
+                if data == "[DONE]" {
+                    serde_json::Value::String("[DONE]".into())
+                } else {
+                    serde_json::from_str(data).expect("every event is JSON")
+                }
+            })
+            .collect()
+    }
+
+    /// Reassembles a client stream as the OpenAI SDK does: (content, tool calls as
+    /// (id, name, arguments), finish_reason).
+    pub fn reassemble(out: &[u8]) -> (String, Vec<(String, String, String)>, Option<String>) {
+        let mut text = String::new();
+        let mut calls: Vec<(String, String, String)> = Vec::new();
+        let mut finish = None;
+        for ev in events(out) {
+            let Some(choice) = ev.get("choices").and_then(|c| c.get(0)) else {
+                continue;
+            };
+            let delta = &choice["delta"];
+            if let Some(t) = delta.get("content").and_then(|c| c.as_str()) {
+                text.push_str(t);
+            }
+            if let Some(tcs) = delta.get("tool_calls").and_then(|c| c.as_array()) {
+                for tc in tcs {
+                    let i = tc["index"].as_u64().expect("index") as usize;
+                    if i == calls.len() {
+                        calls.push((
+                            tc["id"].as_str().expect("first fragment has an id").to_owned(),
+                            tc["function"]["name"].as_str().expect("and a name").to_owned(),
+                            String::new(),
+                        ));
+                    }
+                    if let Some(a) = tc["function"].get("arguments").and_then(|a| a.as_str()) {
+                        calls[i].2.push_str(a);
+                    }
+                }
+            }
+            if let Some(f) = choice.get("finish_reason").and_then(|f| f.as_str()) {
+                finish = Some(f.to_owned());
+            }
+        }
+        (text, calls, finish)
+    }
+}
