@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub error: Option<GatewayError>,
     /// Free-form failure detail for the log only (never sent to the client).
     pub log_detail: Option<String>,
+    /// Client parameters the provider could not honour (`x-switchyard-dropped-params`).
+    pub dropped_params: Option<String>,
     pub passthrough: Option<Passthrough>,
     /// When the first byte of a streamed answer left for the client.
     pub first_byte: Option<std::time::Duration>,
@@ -95,6 +97,7 @@ impl RequestCtx {
             cost: 0.0,
             error: None,
             log_detail: None,
+            dropped_params: None,
             passthrough: None,
             first_byte: None,
             attempts: 0,

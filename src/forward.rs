@@ -15,14 +15,20 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 use std::time::{Duration, Instant};
+use switchyard_filters::chat::embeddings::{
+    render as render_embeddings, usage as embeddings_usage,
+};
+use switchyard_filters::chat::response::render;
 use switchyard_filters::openai::upstream_error_body;
 use switchyard_filters::openai_upstream::{translate_response, StreamFilter};
+use switchyard_filters::translate::{self, Answer, ErrorHints, StreamEnd, Target};
 
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
 use crate::providers::endpoint::PeerTimeouts;
 use crate::providers::{Provider, Upstream};
 use crate::respond;
+use crate::translation::{Shape, Translation};
 
 /// Largest upstream error body read (the rest is dropped).
 const ERROR_BODY_LIMIT: usize = 256 * 1024;
@@ -43,6 +49,16 @@ pub enum Mode<'a> {
         client_model: &'a str,
         upstream_model: &'a str,
         client_wants_usage: bool,
+        /// Azure OpenAI: answers name the underlying model (not the deployment), and streams
+        /// open with a content-filter chunk that has no choices.
+        azure: bool,
+    },
+    /// Unified API on a provider with its own API: answers, streams and errors translated.
+    Translated {
+        client_model: &'a str,
+        translation: Box<Translation>,
+        /// Parameters the provider cannot honour, for `x-switchyard-dropped-params`.
+        dropped: Option<String>,
     },
     /// Native passthrough: status, headers and bytes unchanged; usage observed on the side.
     Raw,
@@ -212,13 +228,32 @@ impl Forwarder<'_> {
             mut up, resp, peer, ..
         } = opened;
         let status = resp.status.as_u16();
-        let Mode::OpenAi {
-            stream,
-            client_model,
-            ..
-        } = call.mode
-        else {
-            return self.raw(session, ctx, up, &resp, &peer).await;
+        let (stream, client_model) = match &call.mode {
+            Mode::OpenAi {
+                stream,
+                client_model,
+                ..
+            } => (*stream, *client_model),
+            Mode::Translated {
+                client_model,
+                translation,
+                dropped,
+            } => {
+                ctx.dropped_params = dropped.clone();
+                return self
+                    .translated(
+                        session,
+                        ctx,
+                        call,
+                        client_model,
+                        translation,
+                        up,
+                        resp,
+                        peer,
+                    )
+                    .await;
+            }
+            Mode::Raw => return self.raw(session, ctx, up, &resp, &peer).await,
         };
         if status >= 400 {
             let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
@@ -290,12 +325,17 @@ impl Forwarder<'_> {
             upstream_model,
             client_model,
             client_wants_usage,
+            azure,
             ..
         } = call.mode
         else {
             return Err(GatewayError::Internal);
         };
-        let mut filter = StreamFilter::new(upstream_model, client_model, client_wants_usage);
+        let mut filter = if azure {
+            StreamFilter::azure(client_model, client_wants_usage)
+        } else {
+            StreamFilter::new(upstream_model, client_model, client_wants_usage)
+        };
         let mut h =
             respond::header(200, "text/event-stream", ctx).map_err(|_| GatewayError::Internal)?;
         copy_headers(resp, &mut h);
@@ -360,6 +400,239 @@ impl Forwarder<'_> {
         let _ = session.write_response_body(None, true).await;
         self.done(up, peer).await;
         Ok(())
+    }
+
+    /// Relays a translated provider's answer: errors mapped to OpenAI errors, complete answers
+    /// rendered as OpenAI bodies, streams translated chunk by chunk.
+    #[allow(clippy::too_many_arguments)]
+    async fn translated(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        call: &UpstreamCall<'_>,
+        client_model: &str,
+        tr: &Translation,
+        mut up: HttpSession,
+        resp: ResponseHeader,
+        peer: Box<HttpPeer>,
+    ) -> Result<(), GatewayError> {
+        let provider = &*call.provider.name;
+        let status = resp.status.as_u16();
+        let target = tr.target();
+        if status >= 400 {
+            let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
+                .await
+                .unwrap_or_default();
+            self.done(up, &peer).await;
+            return self
+                .translated_error(session, ctx, provider, &target, &resp, &body)
+                .await;
+        }
+        let created = unix_now();
+        let rctx = tr.response_ctx(client_model, &ctx.request_id, created);
+        let io = |_| GatewayError::Internal;
+        match tr.shape {
+            Shape::Chat { stream: true, .. } => {
+                let mut translator = translate::chat_stream(&target, &rctx);
+                let mut h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
+                copy_headers(&resp, &mut h);
+                respond::start_stream(session, ctx, h).await.map_err(io)?;
+                let mut out = Vec::with_capacity(4096);
+                loop {
+                    let chunk = match up.read_response_body().await {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break,
+                        Err(e) => {
+                            ctx.usage = translator.usage();
+                            ctx.log_detail =
+                                Some(format!("upstream stream failed: {}", e.etype().as_str()));
+                            ctx.error = Some(failure(&e, provider));
+                            up.shutdown().await;
+                            end_with_error(session, &failure(&e, provider)).await;
+                            return Ok(());
+                        }
+                    };
+                    out.clear();
+                    translator.feed(&chunk, &mut out);
+                    if out.is_empty() {
+                        continue;
+                    }
+                    ctx.mark_first_byte();
+                    let send = Bytes::copy_from_slice(&out);
+                    if session
+                        .write_response_body(Some(send), false)
+                        .await
+                        .is_err()
+                    {
+                        ctx.usage = translator.usage();
+                        ctx.log_detail = Some("client disconnected mid-stream".into());
+                        up.shutdown().await;
+                        return Ok(());
+                    }
+                }
+                out.clear();
+                let end = translator.finish(&mut out);
+                ctx.usage = translator.usage();
+                if !out.is_empty() {
+                    ctx.mark_first_byte();
+                    let _ = session
+                        .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
+                        .await;
+                }
+                match end {
+                    StreamEnd::Complete => {}
+                    StreamEnd::ProviderError(msg) => {
+                        ctx.log_detail = Some(format!("provider error mid-stream: {msg}"));
+                        ctx.error = Some(GatewayError::UpstreamStatus {
+                            provider: provider.to_owned(),
+                            status: 502,
+                        });
+                    }
+                    StreamEnd::Truncated => {
+                        ctx.log_detail =
+                            Some("upstream stream ended before it was complete".into());
+                        ctx.error = Some(GatewayError::UpstreamUnreachable {
+                            provider: provider.to_owned(),
+                            detail: "the stream ended before it was complete",
+                        });
+                    }
+                }
+                let _ = session.write_response_body(None, true).await;
+                self.done(up, &peer).await;
+                Ok(())
+            }
+            Shape::Chat { .. } => {
+                let body = self.read_answer(&mut up, provider).await?;
+                self.done(up, &peer).await;
+                let answer = Answer {
+                    body: &body,
+                    input_tokens_header: None,
+                };
+                let completion = translate::parse_chat(&target, &answer).map_err(|e| {
+                    ctx.log_detail = Some(format!("unreadable answer: {}", e.0));
+                    GatewayError::UpstreamUnreachable {
+                        provider: provider.to_owned(),
+                        detail: "the provider's answer could not be read",
+                    }
+                })?;
+                ctx.usage = completion.usage;
+                let out = render(&completion, &rctx);
+                let mut h = respond::header(200, "application/json", ctx).map_err(io)?;
+                copy_headers(&resp, &mut h);
+                respond::full(session, ctx, h, Bytes::from(out))
+                    .await
+                    .map_err(io)
+            }
+            Shape::Embeddings { format } => {
+                let first = self.read_answer(&mut up, provider).await?;
+                self.done(up, &peer).await;
+                let mut bodies = vec![(first, input_tokens(&resp))];
+                // Providers that embed one text per call: the remaining texts, in order.
+                for body in &tr.more_bodies {
+                    let mut request = call.request.clone();
+                    request
+                        .insert_header("content-length", body.len().to_string())
+                        .map_err(io)?;
+                    let next = UpstreamCall {
+                        provider: call.provider,
+                        upstream: call.upstream,
+                        request,
+                        body: body.clone(),
+                        mode: Mode::Raw,
+                    };
+                    let Opened {
+                        mut up, resp, peer, ..
+                    } = self.open(&next).await?;
+                    if resp.status.as_u16() >= 400 {
+                        let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
+                            .await
+                            .unwrap_or_default();
+                        self.done(up, &peer).await;
+                        return self
+                            .translated_error(session, ctx, provider, &target, &resp, &body)
+                            .await;
+                    }
+                    let b = self.read_answer(&mut up, provider).await?;
+                    self.done(up, &peer).await;
+                    bodies.push((b, input_tokens(&resp)));
+                }
+                let answers: Vec<Answer<'_>> = bodies
+                    .iter()
+                    .map(|(b, n)| Answer {
+                        body: b,
+                        input_tokens_header: *n,
+                    })
+                    .collect();
+                let embeddings = translate::parse_embeddings(&target, &answers).map_err(|e| {
+                    ctx.log_detail = Some(format!("unreadable answer: {}", e.0));
+                    GatewayError::UpstreamUnreachable {
+                        provider: provider.to_owned(),
+                        detail: "the provider's answer could not be read",
+                    }
+                })?;
+                ctx.usage = Some(embeddings_usage(&embeddings));
+                let out = render_embeddings(&embeddings, client_model, format);
+                let mut h = respond::header(200, "application/json", ctx).map_err(io)?;
+                copy_headers(&resp, &mut h);
+                respond::full(session, ctx, h, Bytes::from(out))
+                    .await
+                    .map_err(io)
+            }
+        }
+    }
+
+    /// A provider error status, as the client's OpenAI error.
+    async fn translated_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        provider: &str,
+        target: &Target<'_>,
+        resp: &ResponseHeader,
+        body: &[u8],
+    ) -> Result<(), GatewayError> {
+        let status = resp.status.as_u16();
+        if status == 401 {
+            return Err(GatewayError::UpstreamCredentialRejected {
+                provider: provider.to_owned(),
+                status,
+            });
+        }
+        let hints = ErrorHints {
+            aws_error_type: resp
+                .headers
+                .get("x-amzn-errortype")
+                .and_then(|v| v.to_str().ok()),
+        };
+        let reply = translate::translate_error(target, status, body, &hints);
+        ctx.log_detail = Some(format!("upstream answered HTTP {status}"));
+        let mut h = respond::header(reply.status, "application/json", ctx)
+            .map_err(|_| GatewayError::Internal)?;
+        copy_headers(resp, &mut h);
+        respond::full(session, ctx, h, Bytes::from(reply.body))
+            .await
+            .map_err(|_| GatewayError::Internal)
+    }
+
+    /// Reads a complete (non-stream) answer within `max_upstream_response_bytes`.
+    async fn read_answer(
+        &self,
+        up: &mut HttpSession,
+        provider: &str,
+    ) -> Result<Vec<u8>, GatewayError> {
+        match read_all(up, self.max_response_bytes).await {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                up.shutdown().await;
+                Err(e.map_or(
+                    GatewayError::UpstreamUnreachable {
+                        provider: provider.to_owned(),
+                        detail: "the response was larger than server.max_upstream_response_bytes",
+                    },
+                    |e| failure(&e, provider),
+                ))
+            }
+        }
     }
 
     /// Passthrough: relays status, headers and body unchanged, observing usage on the side.
@@ -506,4 +779,18 @@ pub fn failure(e: &pingora::Error, provider: &str) -> GatewayError {
         provider: provider.to_owned(),
         detail,
     }
+}
+
+/// Bedrock's input token count header (Cohere embeddings report tokens only there).
+fn input_tokens(resp: &ResponseHeader) -> Option<u64> {
+    resp.headers
+        .get("x-amzn-bedrock-input-token-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -21,4 +21,5 @@ pub mod respond;
 pub mod route;
 pub mod server;
 pub mod tls;
+pub mod translation;
 pub mod unified;

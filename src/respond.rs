@@ -37,6 +37,9 @@ pub fn header(
         }
         h.insert_header("x-switchyard-attempts", ctx.attempts.to_string())?;
     }
+    if let Some(d) = &ctx.dropped_params {
+        h.insert_header("x-switchyard-dropped-params", d.as_str())?;
+    }
     Ok(h)
 }
 

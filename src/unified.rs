@@ -9,8 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
+use switchyard_filters::chat::embeddings::EmbeddingsRequest;
+use switchyard_filters::chat::ChatRequest;
 use switchyard_filters::openai::{parse_request, ParsedRequest};
-use switchyard_filters::{mock, openai_upstream, Endpoint};
+use switchyard_filters::translate::{self, AnswerFormat};
+use switchyard_filters::{mock, openai_upstream, Endpoint, InvalidRequest};
 
 use crate::config::Config;
 use crate::ctx::RequestCtx;
@@ -22,11 +25,32 @@ use crate::proxy::{read_body, Gateway};
 use crate::respond;
 use crate::route::health::{Admission, ProviderHealth};
 use crate::route::{Candidate, Plan, Policy};
+use crate::translation::{self, Shape, Translation};
+use percent_encoding::utf8_percent_encode;
 
 /// An attempt's request, ready to send.
 struct Prepared {
     request: RequestHeader,
     body: Bytes,
+    how: How,
+    /// Client parameters the provider cannot honour, for `x-switchyard-dropped-params`.
+    dropped: Option<String>,
+}
+
+/// How an attempt's answer is turned into the client's.
+enum How {
+    /// OpenAI-shaped upstream (OpenAI, Azure OpenAI): model restored, usage chunk handled.
+    OpenAi { azure: bool },
+    /// A provider with its own API.
+    Translated(Box<Translation>),
+}
+
+/// The client's request in typed form, parsed only when a candidate needs translation; a
+/// parse failure is reported only if such a candidate is tried.
+enum Typed {
+    None,
+    Chat(Result<Box<ChatRequest>, InvalidRequest>),
+    Embeddings(Result<EmbeddingsRequest, InvalidRequest>),
 }
 
 impl Gateway {
@@ -50,6 +74,17 @@ impl Gateway {
             .router
             .plan(&parsed.summary.model, pinned.as_deref(), &self.health)?;
         ctx.client_model = Some(parsed.summary.model.clone());
+        let needs_typed = plan.candidates.iter().any(|c| {
+            !matches!(
+                c.provider.kind,
+                ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::Mock
+            )
+        });
+        let typed = match endpoint {
+            _ if !needs_typed => Typed::None,
+            Endpoint::Embeddings => Typed::Embeddings(EmbeddingsRequest::from_body(&parsed.body)),
+            _ => Typed::Chat(ChatRequest::from_parsed(&parsed).map(Box::new)),
+        };
         if let Some(first) = plan.candidates.first() {
             self.metrics
                 .openai_requests
@@ -61,6 +96,7 @@ impl Gateway {
             config,
             policy: &config.router.policy,
             parsed: &parsed,
+            typed: &typed,
             endpoint,
             deadline: Instant::now() + config.router.policy.total_timeout,
         };
@@ -74,6 +110,7 @@ struct Run<'a> {
     config: &'a Config,
     policy: &'a Policy,
     parsed: &'a ParsedRequest,
+    typed: &'a Typed,
     endpoint: Endpoint,
     deadline: Instant,
 }
@@ -367,29 +404,158 @@ impl Run<'_> {
     }
 
     fn prepare(&self, cand: &Candidate<'_>, upstream: &Upstream) -> Result<Prepared, GatewayError> {
-        match cand.provider.kind {
+        let started = Instant::now();
+        let kind = cand.provider.kind;
+        let prepared = match kind {
             ProviderKind::OpenAi => {
-                let started = Instant::now();
                 let body =
                     openai_upstream::prepare_request(self.parsed.clone(), cand.upstream_model);
-                self.gw
-                    .metrics
-                    .translation
-                    .with_label_values(&["openai", cand.provider.kind.as_str()])
-                    .observe(started.elapsed().as_secs_f64());
                 let path = upstream
                     .endpoint
                     .path(&format!("/v1{}", self.endpoint.path()));
-                let request = json_request(&path, upstream, body.len(), self.parsed.summary.stream)
-                    .map_err(|_| GatewayError::Internal)?;
+                Prepared {
+                    request: self.json_request(&path, upstream, body.len(), &[])?,
+                    body: Bytes::from(body),
+                    how: How::OpenAi { azure: false },
+                    dropped: None,
+                }
+            }
+            ProviderKind::Azure => {
+                let api_version = cand
+                    .options
+                    .api_version
+                    .as_deref()
+                    .or(cand.provider.settings.api_version.as_deref())
+                    .unwrap_or_default();
+                let path = upstream.endpoint.path(&format!(
+                    "/openai/deployments/{}{}?api-version={}",
+                    utf8_percent_encode(cand.upstream_model, SEGMENT),
+                    self.endpoint.path(),
+                    utf8_percent_encode(api_version, SEGMENT),
+                ));
+                let body =
+                    openai_upstream::prepare_request(self.parsed.clone(), cand.upstream_model);
+                Prepared {
+                    request: self.json_request(&path, upstream, body.len(), &[])?,
+                    body: Bytes::from(body),
+                    how: How::OpenAi { azure: true },
+                    dropped: None,
+                }
+            }
+            _ => self.prepare_translated(cand, upstream)?,
+        };
+        self.gw
+            .metrics
+            .translation
+            .with_label_values(&["openai", kind.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(prepared)
+    }
+
+    /// Builds the request for a provider with its own API through its translator.
+    fn prepare_translated(
+        &self,
+        cand: &Candidate<'_>,
+        upstream: &Upstream,
+    ) -> Result<Prepared, GatewayError> {
+        let provider = cand.provider;
+        let dialect = translation::dialect(
+            provider.kind,
+            self.endpoint,
+            cand.upstream_model,
+            cand.options,
+        )
+        .ok_or_else(|| GatewayError::InvalidRequest {
+            message: format!(
+                "Provider `{}` ({}) cannot serve /v1{}.",
+                provider.name,
+                provider.kind.as_str(),
+                self.endpoint.path()
+            ),
+            param: Some("model".into()),
+        })?;
+        match self.typed {
+            Typed::Chat(typed) => {
+                let req = typed.as_ref().map_err(|e| GatewayError::from(e.clone()))?;
+                let shape = Shape::Chat {
+                    stream: req.stream,
+                    legacy: req.legacy_completion,
+                    include_usage: req.include_usage,
+                };
+                let mut t =
+                    Translation::new(dialect, provider, cand.upstream_model, cand.options, shape);
+                let up = translate::prepare_chat(&t.target(), req)?;
+                t.answer = up.answer;
+                let path = upstream.endpoint.path(&up.path);
+                let request =
+                    self.json_request_for(&path, upstream, up.body.len(), &up.headers, up.answer)?;
                 Ok(Prepared {
                     request,
-                    body: Bytes::from(body),
+                    body: Bytes::from(up.body),
+                    how: How::Translated(Box::new(t)),
+                    dropped: joined(&up.dropped),
                 })
             }
-            // Config validation only maps models to providers that speak the unified API.
-            _ => Err(GatewayError::Internal),
+            Typed::Embeddings(typed) => {
+                let req = typed.as_ref().map_err(|e| GatewayError::from(e.clone()))?;
+                let shape = Shape::Embeddings {
+                    format: req.encoding_format,
+                };
+                let mut t =
+                    Translation::new(dialect, provider, cand.upstream_model, cand.options, shape);
+                let call = translate::prepare_embeddings(&t.target(), req)?;
+                let mut bodies = call.bodies.into_iter().map(Bytes::from);
+                let first = bodies.next().ok_or(GatewayError::Internal)?;
+                t.more_bodies = bodies.collect();
+                let path = upstream.endpoint.path(&call.path);
+                let request = self.json_request_for(
+                    &path,
+                    upstream,
+                    first.len(),
+                    &call.headers,
+                    AnswerFormat::Json,
+                )?;
+                Ok(Prepared {
+                    request,
+                    body: first,
+                    how: How::Translated(Box::new(t)),
+                    dropped: joined(&call.dropped),
+                })
+            }
+            Typed::None => Err(GatewayError::Internal),
         }
+    }
+
+    fn json_request(
+        &self,
+        path: &str,
+        upstream: &Upstream,
+        len: usize,
+        headers: &[(&'static str, String)],
+    ) -> Result<RequestHeader, GatewayError> {
+        let answer = if self.parsed.summary.stream {
+            AnswerFormat::Sse
+        } else {
+            AnswerFormat::Json
+        };
+        self.json_request_for(path, upstream, len, headers, answer)
+    }
+
+    fn json_request_for(
+        &self,
+        path: &str,
+        upstream: &Upstream,
+        len: usize,
+        headers: &[(&'static str, String)],
+        answer: AnswerFormat,
+    ) -> Result<RequestHeader, GatewayError> {
+        let mut req = json_request(path, upstream, len, answer.accept())
+            .map_err(|_| GatewayError::Internal)?;
+        for (name, value) in headers {
+            req.insert_header(*name, value.as_str())
+                .map_err(|_| GatewayError::Internal)?;
+        }
+        Ok(req)
     }
 
     fn call<'c>(
@@ -398,17 +564,33 @@ impl Run<'_> {
         upstream: &'c Upstream,
         prepared: Prepared,
     ) -> UpstreamCall<'c> {
+        let Prepared {
+            request,
+            body,
+            how,
+            dropped,
+        } = prepared;
+        let client_model = &self.parsed.summary.model;
+        let mode = match how {
+            How::OpenAi { azure } => Mode::OpenAi {
+                stream: self.parsed.summary.stream,
+                client_model,
+                upstream_model: cand.upstream_model,
+                client_wants_usage: self.parsed.summary.client_wants_usage,
+                azure,
+            },
+            How::Translated(translation) => Mode::Translated {
+                client_model,
+                translation,
+                dropped,
+            },
+        };
         UpstreamCall {
             provider: cand.provider,
             upstream,
-            request: prepared.request,
-            body: prepared.body,
-            mode: Mode::OpenAi {
-                stream: self.parsed.summary.stream,
-                client_model: &self.parsed.summary.model,
-                upstream_model: cand.upstream_model,
-                client_wants_usage: self.parsed.summary.client_wants_usage,
-            },
+            request,
+            body,
+            mode,
         }
     }
 
@@ -480,25 +662,29 @@ async fn send_mock(
     Ok(())
 }
 
+fn joined(names: &[String]) -> Option<String> {
+    (!names.is_empty()).then(|| names.join(","))
+}
+
+/// A path segment's percent-encoding (RFC 3986 unreserved characters stay).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// The request header for a JSON POST to an upstream (credentials are applied later).
 fn json_request(
     path: &str,
     upstream: &Upstream,
     len: usize,
-    stream: bool,
+    accept: &str,
 ) -> pingora::Result<RequestHeader> {
     let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8))?;
     req.insert_header("host", upstream.endpoint.authority.clone())?;
     req.insert_header("content-type", "application/json")?;
     req.insert_header("content-length", len.to_string())?;
-    req.insert_header(
-        "accept",
-        if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        },
-    )?;
+    req.insert_header("accept", accept)?;
     req.insert_header(
         "user-agent",
         concat!("switchyard/", env!("CARGO_PKG_VERSION")),

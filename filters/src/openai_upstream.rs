@@ -73,9 +73,20 @@ pub struct StreamFilter {
     usage: Option<Usage>,
     model: Option<String>,
     saw_done: bool,
+    /// Azure OpenAI: rewrite whatever model each chunk names (the underlying model, not the
+    /// deployment) and drop the content-filter chunks that have no choices and no usage.
+    azure: bool,
 }
 
 impl StreamFilter {
+    /// For Azure OpenAI streams (see the `azure` field).
+    pub fn azure(client_model: &str, client_wants_usage: bool) -> Self {
+        let mut f = Self::new("", client_model, client_wants_usage);
+        f.model_from = None;
+        f.azure = true;
+        f
+    }
+
     pub fn new(upstream_model: &str, client_model: &str, client_wants_usage: bool) -> Self {
         let quoted = |m: &str| {
             let mut v = b"\"model\":".to_vec();
@@ -90,13 +101,14 @@ impl StreamFilter {
             usage: None,
             model: None,
             saw_done: false,
+            azure: false,
         }
     }
 
     /// True when the client's stream is byte-identical to the upstream's, so chunks can be
     /// forwarded without copying.
     pub fn is_identity(&self) -> bool {
-        self.model_from.is_none() && !self.strip_usage
+        self.model_from.is_none() && !self.strip_usage && !self.azure
     }
 
     /// Feeds one upstream chunk. Returns true when the chunk itself should be forwarded
@@ -111,6 +123,7 @@ impl StreamFilter {
             usage,
             model,
             saw_done,
+            azure,
         } = self;
         framer.feed(chunk, |event| {
             let data = event_data(event);
@@ -127,8 +140,21 @@ impl StreamFilter {
             if identity {
                 return;
             }
-            if *strip_usage && has_usage && memmem::find(data, b"\"choices\":[]").is_some() {
+            let no_choices = memmem::find(data, b"\"choices\":[]").is_some();
+            if *strip_usage && has_usage && no_choices {
                 return; // the usage-only chunk the gateway asked for, not the client
+            }
+            if *azure && no_choices && !has_usage {
+                return; // Azure's prompt content-filter annotations
+            }
+            if *azure {
+                if let Some((from, to)) = model_value(event) {
+                    out.extend_from_slice(&event[..from]);
+                    out.extend_from_slice(model_to);
+                    let rest = &event[to..];
+                    strip_null_usage(rest, *strip_usage, out);
+                    return;
+                }
             }
             let mut start = 0;
             if let Some(from) = model_from.as_deref() {
@@ -138,15 +164,7 @@ impl StreamFilter {
                     start = pos + from.len();
                 }
             }
-            let rest = &event[start..];
-            if *strip_usage {
-                if let Some(pos) = memmem::find(rest, b",\"usage\":null") {
-                    out.extend_from_slice(&rest[..pos]);
-                    out.extend_from_slice(&rest[pos + 13..]);
-                    return;
-                }
-            }
-            out.extend_from_slice(rest);
+            strip_null_usage(&event[start..], *strip_usage, out);
         });
         identity
     }
@@ -172,6 +190,33 @@ impl StreamFilter {
     pub fn saw_done(&self) -> bool {
         self.saw_done
     }
+}
+
+/// Appends `rest`, without its `,"usage":null` when `strip`.
+fn strip_null_usage(rest: &[u8], strip: bool, out: &mut Vec<u8>) {
+    if strip {
+        if let Some(pos) = memmem::find(rest, b",\"usage\":null") {
+            out.extend_from_slice(&rest[..pos]);
+            out.extend_from_slice(&rest[pos + 13..]);
+            return;
+        }
+    }
+    out.extend_from_slice(rest);
+}
+
+/// The byte range of the first `"model":"…"` member (from its key to the closing quote).
+fn model_value(event: &[u8]) -> Option<(usize, usize)> {
+    let key = memmem::find(event, b"\"model\":\"")?;
+    let value = key + 9;
+    let mut i = value;
+    while i < event.len() {
+        match event[i] {
+            b'\\' => i += 2,
+            b'"' => return Some((key, i + 1)),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// The payload of a single-line `data:` event (the OpenAI format), or the empty slice.
@@ -254,6 +299,32 @@ data: [DONE]\n\n";
         assert!(out.is_empty());
         assert_eq!(f.usage(), Some(Usage::new(9, 2)));
         assert!(f.saw_done());
+    }
+
+    #[test]
+    fn azure_streams_lose_filter_chunks_and_name_the_client_model_at_every_split() {
+        const AZURE: &[u8] = b"data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\",\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{}}]}\n\n\
+data: {\"choices\":[{\"content_filter_results\":{},\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null,\"index\":0}],\"created\":1,\"id\":\"c\",\"model\":\"gpt-4o-2024-08-06\",\"object\":\"chat.completion.chunk\",\"usage\":null}\n\n\
+data: {\"choices\":[],\"created\":1,\"id\":\"c\",\"model\":\"gpt-4o-2024-08-06\",\"object\":\"chat.completion.chunk\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n\
+data: [DONE]\n\n";
+        let mut whole = StreamFilter::azure("gpt-4", false);
+        let expected = run(&mut whole, &[AZURE]);
+        let text = String::from_utf8(expected.clone()).unwrap();
+        assert!(!text.contains("prompt_filter_results"), "{text}");
+        assert!(!text.contains("gpt-4o-2024"), "{text}");
+        assert!(!text.contains("usage"), "{text}");
+        assert!(text.contains("\"model\":\"gpt-4\"") && text.ends_with("data: [DONE]\n\n"));
+        assert_eq!(whole.usage(), Some(Usage::new(3, 1)));
+        for split in 0..AZURE.len() {
+            let mut f = StreamFilter::azure("gpt-4", false);
+            assert_eq!(run(&mut f, &[&AZURE[..split], &AZURE[split..]]), expected);
+        }
+        let mut keep = StreamFilter::azure("gpt-4", true);
+        let text = String::from_utf8(run(&mut keep, &[AZURE])).unwrap();
+        assert!(
+            text.contains("\"total_tokens\":4") && !text.contains("gpt-4o-2024"),
+            "{text}"
+        );
     }
 
     #[test]

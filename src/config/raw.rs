@@ -236,6 +236,9 @@ pub struct RawTarget {
     pub project: Option<String>,
     #[serde(default)]
     pub location: Option<String>,
+    /// Bedrock: `converse` (default) or `invoke` (Anthropic models via InvokeModel).
+    #[serde(default)]
+    pub api: Option<String>,
     /// Share of traffic for the `weighted` strategy (default 1).
     #[serde(default)]
     pub weight: Option<u32>,

@@ -58,11 +58,6 @@ impl ProviderKind {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Whether `/v1/*` requests can be translated for this kind (else passthrough only).
-    pub fn speaks_unified(self) -> bool {
-        matches!(self, ProviderKind::OpenAi | ProviderKind::Mock)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
@@ -115,6 +110,27 @@ pub struct Provider {
     pub health_check: Option<(String, std::time::Duration)>,
     /// None for providers that answer inside the gateway (`mock`).
     pub upstream: Option<Upstream>,
+    /// What translated (`/v1/*`) requests need to know about the provider's account.
+    pub settings: ProviderSettings,
+}
+
+/// Provider-level values the unified API's translators put into paths and bodies.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSettings {
+    pub kind: Option<ProviderKind>,
+    /// `api_version`: Azure `api-version`, watsonx `version`, Anthropic `anthropic-version`.
+    pub api_version: Option<Arc<str>>,
+    /// Vertex / watsonx `project_id`, OCI `compartment_id`.
+    pub project: Option<Arc<str>>,
+    /// Vertex `location`.
+    pub location: Option<Arc<str>>,
+}
+
+impl ProviderSettings {
+    /// Whether translated requests cannot be built without a project (watsonx, OCI).
+    pub fn needs_project(&self) -> bool {
+        matches!(self.kind, Some(ProviderKind::Watsonx | ProviderKind::Oci))
+    }
 }
 
 impl Provider {
@@ -180,6 +196,17 @@ impl ProviderRegistry {
                     kind,
                     health_check,
                     upstream,
+                    settings: ProviderSettings {
+                        kind: Some(kind),
+                        api_version: p.api_version.as_deref().map(|v| Arc::from(v.trim())),
+                        project: p
+                            .project_id
+                            .as_deref()
+                            .or(p.compartment_id.as_deref())
+                            .filter(|v| !v.trim().is_empty())
+                            .map(|v| Arc::from(v.trim())),
+                        location: p.location.as_deref().map(|v| Arc::from(v.trim())),
+                    },
                 }));
             }
         }

@@ -44,7 +44,7 @@ impl fmt::Debug for IbmIamConfig {
 }
 
 pub fn build(p: &RawProvider, at: &ConfigPath, problems: &mut Vec<Problem>) -> Option<Upstream> {
-    at.reject_unused(p, &["project_id", "ca_file"], problems);
+    at.reject_unused(p, &["project_id", "api_version", "ca_file"], problems);
     let endpoint = at.endpoint(p.endpoint.as_deref(), None, problems);
     // Kept for translation (watsonx bodies carry `project_id`); passthrough callers send their
     // own, so it may be empty (`${WATSONX_PROJECT_ID:-}`). A UUID in practice; only obvious

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::config::raw::{RawMapping, RawRouting};
+use crate::config::raw::{RawMapping, RawRouting, RawTarget};
 use crate::config::Problem;
 use crate::errors::GatewayError;
-use crate::providers::{Provider, ProviderRegistry};
+use crate::providers::{Provider, ProviderKind, ProviderRegistry};
 use health::{BreakerSettings, HealthRegistry};
 
 /// How to pick the first provider among a model's providers.
@@ -109,6 +109,66 @@ pub struct Target {
     /// The provider's name for the model (`model`, or `deployment` for Azure).
     pub upstream_model: Option<Arc<str>>,
     pub weight: u32,
+    pub options: TargetOptions,
+}
+
+/// Per-mapping settings that change how a request is translated for one provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetOptions {
+    /// Overrides the provider's `api_version` (Azure `api-version`, watsonx `version`,
+    /// Anthropic `anthropic-version`).
+    pub api_version: Option<Arc<str>>,
+    /// Overrides the provider's project (Vertex `project_id`, watsonx `project_id`).
+    pub project: Option<Arc<str>>,
+    /// Overrides the provider's location (Vertex).
+    pub location: Option<Arc<str>>,
+    /// Bedrock: call Anthropic models through InvokeModel instead of Converse (`api: invoke`).
+    pub bedrock_invoke: bool,
+}
+
+impl TargetOptions {
+    const NONE: &'static TargetOptions = &TargetOptions {
+        api_version: None,
+        project: None,
+        location: None,
+        bedrock_invoke: false,
+    };
+
+    fn from_raw(
+        t: &RawTarget,
+        provider: &Provider,
+        model: &str,
+        path: &str,
+        problems: &mut Vec<Problem>,
+    ) -> TargetOptions {
+        let bedrock_invoke = match t.api.as_deref() {
+            None | Some("converse") => false,
+            Some("invoke") if provider.kind == ProviderKind::Bedrock => {
+                if !model.contains("anthropic.") {
+                    problems.push(Problem::new(
+                        format!("{path}.api"),
+                        "`invoke` is only available for Anthropic models (ids containing `anthropic.`)",
+                    ));
+                }
+                true
+            }
+            Some(other) => {
+                problems.push(Problem::new(
+                    format!("{path}.api"),
+                    format!(
+                        "`{other}` is not available here (bedrock accepts `converse` or `invoke`)"
+                    ),
+                ));
+                false
+            }
+        };
+        TargetOptions {
+            api_version: t.api_version.as_deref().map(Arc::from),
+            project: t.project.as_deref().map(Arc::from),
+            location: t.location.as_deref().map(Arc::from),
+            bedrock_invoke,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -144,6 +204,8 @@ pub struct Candidate<'a> {
     pub provider: &'a Arc<Provider>,
     /// The name to send upstream.
     pub upstream_model: &'a str,
+    /// The mapping's settings for this provider.
+    pub options: &'a TargetOptions,
 }
 
 /// The ordered candidates for one request.
@@ -173,12 +235,13 @@ impl Router {
                       problems: &mut Vec<Problem>|
          -> Option<Arc<Provider>> {
             match providers.get(name) {
-                Some(p) if !p.kind.speaks_unified() => {
+                Some(p) if p.settings.needs_project() && p.settings.project.is_none() => {
                     problems.push(Problem::new(
                         path,
                         format!(
-                            "provider `{name}` ({}) has no OpenAI-compatible translation yet; call it through /providers/{name}/*",
-                            p.kind.as_str()
+                            "provider `{name}` ({}) needs `{}` in its config to serve the OpenAI-compatible API",
+                            p.kind.as_str(),
+                            if p.kind == ProviderKind::Oci { "compartment_id" } else { "project_id" }
                         ),
                     ));
                     None
@@ -253,10 +316,18 @@ impl Router {
                     .as_deref()
                     .or(t.deployment.as_deref())
                     .map(Arc::from);
+                let options = TargetOptions::from_raw(
+                    t,
+                    &provider,
+                    upstream_model.as_deref().unwrap_or(model),
+                    &format!("{path}.providers.{name}"),
+                    problems,
+                );
                 targets.push(Target {
                     provider,
                     upstream_model,
                     weight: t.weight.unwrap_or(1).max(1),
+                    options,
                 });
             }
             let fallback = m
@@ -266,15 +337,26 @@ impl Router {
                 .filter_map(|(i, name)| {
                     let provider = lookup(name, format!("{path}.fallback[{i}]"), problems)?;
                     // A fallback that also serves the mapping uses that mapping's model name.
-                    let upstream_model = m
-                        .providers
-                        .get(name)
+                    let own = m.providers.get(name);
+                    let upstream_model = own
                         .and_then(|t| t.model.as_deref().or(t.deployment.as_deref()))
                         .map(Arc::from);
+                    let options = own
+                        .map(|t| {
+                            TargetOptions::from_raw(
+                                t,
+                                &provider,
+                                upstream_model.as_deref().unwrap_or(model),
+                                &format!("{path}.providers.{name}"),
+                                &mut Vec::new(), // reported once, for the mapping's own entry
+                            )
+                        })
+                        .unwrap_or_default();
                     Some(Target {
                         provider,
                         upstream_model,
                         weight: 1,
+                        options,
                     })
                 })
                 .collect();
@@ -428,6 +510,7 @@ impl Router {
         let candidate = |t: &'a Target| Candidate {
             provider: &t.provider,
             upstream_model: t.upstream_model.as_deref().unwrap_or(model),
+            options: &t.options,
         };
         let mut candidates: Vec<Candidate<'a>> = Vec::new();
         let mut hedge_after = None;
@@ -449,6 +532,7 @@ impl Router {
             candidates.push(Candidate {
                 provider: &p.provider,
                 upstream_model: model,
+                options: TargetOptions::NONE,
             });
         } else {
             return Err(self.not_found(model));
@@ -457,6 +541,7 @@ impl Router {
             candidates.extend(self.global_fallback.iter().map(|provider| Candidate {
                 provider,
                 upstream_model: model,
+                options: TargetOptions::NONE,
             }));
         }
         let mut seen = Vec::with_capacity(candidates.len());

@@ -1,0 +1,129 @@
+//! The unified API on providers with their own APIs: which translator (dialect) serves a
+//! request, and the owned description of one translated call that travels with the upstream
+//! request to [`crate::forward`], where answers, streams and errors are translated back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchyard_filters::chat::embeddings::EncodingFormat;
+use switchyard_filters::chat::ResponseCtx;
+use switchyard_filters::translate::{AnswerFormat, Dialect, Target};
+use switchyard_filters::Endpoint;
+
+use crate::providers::{Provider, ProviderKind};
+use crate::route::TargetOptions;
+
+/// The translator for a provider kind, endpoint and model; None when the provider cannot
+/// serve the endpoint.
+pub fn dialect(
+    kind: ProviderKind,
+    endpoint: Endpoint,
+    model: &str,
+    options: &TargetOptions,
+) -> Option<Dialect> {
+    let embeddings = endpoint == Endpoint::Embeddings;
+    Some(match kind {
+        ProviderKind::OpenAi | ProviderKind::Mock => return None,
+        ProviderKind::Azure => Dialect::Azure,
+        ProviderKind::Anthropic if !embeddings => Dialect::Anthropic,
+        ProviderKind::Bedrock if embeddings => Dialect::BedrockEmbed,
+        ProviderKind::Bedrock if options.bedrock_invoke => Dialect::BedrockAnthropic,
+        ProviderKind::Bedrock => Dialect::BedrockConverse,
+        ProviderKind::Vertex if !embeddings && model.starts_with("claude") => {
+            Dialect::VertexAnthropic
+        }
+        ProviderKind::Vertex => Dialect::VertexGemini,
+        ProviderKind::Watsonx => Dialect::Watsonx,
+        ProviderKind::Oci if !embeddings && model.starts_with("cohere.") => Dialect::OciCohere,
+        ProviderKind::Oci if !embeddings => Dialect::OciGeneric,
+        ProviderKind::Anthropic | ProviderKind::Oci => return None,
+    })
+}
+
+/// What a translated call's answer becomes for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Chat {
+        stream: bool,
+        /// Answer as legacy `/v1/completions` (`text_completion`).
+        legacy: bool,
+        include_usage: bool,
+    },
+    Embeddings {
+        format: EncodingFormat,
+    },
+}
+
+/// One translated call: the target it was built for and what to do with its answer.
+#[derive(Debug, Clone)]
+pub struct Translation {
+    pub dialect: Dialect,
+    pub upstream_model: Arc<str>,
+    pub project: Option<Arc<str>>,
+    pub location: Option<Arc<str>>,
+    pub api_version: Option<Arc<str>>,
+    pub shape: Shape,
+    pub answer: AnswerFormat,
+    /// Further bodies of a batched embeddings call (Bedrock Titan embeds one text per call),
+    /// sent after the first and combined with it.
+    pub more_bodies: Vec<Bytes>,
+}
+
+impl Translation {
+    pub fn new(
+        dialect: Dialect,
+        provider: &Provider,
+        upstream_model: &str,
+        options: &TargetOptions,
+        shape: Shape,
+    ) -> Translation {
+        let s = &provider.settings;
+        Translation {
+            dialect,
+            upstream_model: Arc::from(upstream_model),
+            project: options.project.clone().or_else(|| s.project.clone()),
+            location: options.location.clone().or_else(|| s.location.clone()),
+            api_version: options
+                .api_version
+                .clone()
+                .or_else(|| s.api_version.clone()),
+            shape,
+            answer: AnswerFormat::Json,
+            more_bodies: Vec::new(),
+        }
+    }
+
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            dialect: self.dialect,
+            upstream_model: &self.upstream_model,
+            project: self.project.as_deref(),
+            location: self.location.as_deref(),
+            api_version: self.api_version.as_deref(),
+        }
+    }
+
+    /// How the client's answer is rendered.
+    pub fn response_ctx<'a>(
+        &self,
+        client_model: &'a str,
+        request_id: &'a str,
+        created: u64,
+    ) -> ResponseCtx<'a> {
+        let (legacy, include_usage) = match self.shape {
+            Shape::Chat {
+                legacy,
+                include_usage,
+                ..
+            } => (legacy, include_usage),
+            Shape::Embeddings { .. } => (false, false),
+        };
+        ResponseCtx {
+            client_model,
+            created,
+            fallback_id: request_id,
+            legacy_completion: legacy,
+            include_usage,
+        }
+    }
+}
