@@ -808,6 +808,68 @@ struct Metrics {
     output: Option<u64>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeltaKind {
+    Text,
+    InputJson,
+    Thinking,
+}
+
+/// Reads the events that make up nearly all of a stream without a full parse: a
+/// `content_block_delta` exactly as Anthropic serializes it (compact, fields in this order),
+/// `{"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":"…"}}`
+/// (likewise `input_json_delta`/`partial_json`, `thinking_delta`/`thinking`). Anything else —
+/// other order, spaces, extra fields — returns None and takes the full typed parse.
+fn fast_delta(json: &[u8]) -> Option<(u64, DeltaKind, Cow<'_, str>)> {
+    const PREFIX: &[u8] = br#"{"type":"content_block_delta","index":"#;
+    const KINDS: [(&[u8], DeltaKind); 3] = [
+        (br#"text_delta","text":""#, DeltaKind::Text),
+        (
+            br#"input_json_delta","partial_json":""#,
+            DeltaKind::InputJson,
+        ),
+        (br#"thinking_delta","thinking":""#, DeltaKind::Thinking),
+    ];
+    let rest = json.strip_prefix(PREFIX)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let index = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(br#","delta":{"type":""#)?;
+    let (kind, s) = KINDS
+        .iter()
+        .find_map(|(p, k)| rest.strip_prefix(*p).map(|s| (*k, s)))?;
+    // `s` starts just after the string's opening quote: find its closing quote.
+    let mut i = 0;
+    let mut escaped = false;
+    let end = loop {
+        let p = i + memchr::memchr2(b'"', b'\\', &s[i..])?;
+        if s[p] == b'"' {
+            break p;
+        }
+        escaped = true;
+        i = p + 2;
+        if i > s.len() {
+            return None;
+        }
+    };
+    if s[end + 1..].trim_ascii_end() != b"}}" {
+        return None;
+    }
+    let text = if escaped {
+        let open = json.len() - s.len() - 1;
+        Cow::Owned(serde_json::from_slice::<String>(&json[open..open + end + 2]).ok()?)
+    } else {
+        let raw = std::str::from_utf8(&s[..end]).ok()?;
+        if raw.bytes().any(|b| b < 0x20) {
+            return None; // not valid JSON; let the full parse decide
+        }
+        Cow::Borrowed(raw)
+    };
+    Some((index, kind, text))
+}
+
 /// A `tool_use` block of the stream: its Anthropic block index, and whether any argument
 /// bytes were sent for it. Its position in [`Events::tools`] is the OpenAI tool call index.
 struct ToolBlock {
@@ -859,9 +921,31 @@ impl Events {
         if self.end.is_some() {
             return;
         }
+        if let Some((index, kind, piece)) = fast_delta(json) {
+            self.writer.start(out);
+            self.on_delta(Some(index), kind, &piece, out);
+            return;
+        }
         match serde_json::from_slice::<Event<'_>>(json) {
             Ok(ev) => self.on_event(ev, out),
             Err(_) => self.truncate(out),
+        }
+    }
+
+    /// A `content_block_delta` the client sees.
+    fn on_delta(&mut self, index: Option<u64>, kind: DeltaKind, piece: &str, out: &mut Vec<u8>) {
+        match kind {
+            DeltaKind::Text => self.writer.content(out, piece),
+            DeltaKind::Thinking => self.writer.reasoning(out, piece),
+            DeltaKind::InputJson => {
+                if piece.is_empty() {
+                    return;
+                }
+                if let Some((k, tool)) = self.tool(index) {
+                    tool.has_args = true;
+                    self.writer.tool_call_arguments(out, k, piece);
+                }
+            }
         }
     }
 
@@ -927,27 +1011,14 @@ impl Events {
             "content_block_delta" => {
                 self.writer.start(out);
                 let Some(d) = ev.delta else { return };
-                match d.kind.as_deref() {
-                    Some("text_delta") => {
-                        if let Some(t) = &d.text {
-                            self.writer.content(out, t);
-                        }
-                    }
-                    Some("input_json_delta") => {
-                        let Some(piece) = d.partial_json.filter(|p| !p.is_empty()) else {
-                            return;
-                        };
-                        if let Some((k, tool)) = self.tool(ev.index) {
-                            tool.has_args = true;
-                            self.writer.tool_call_arguments(out, k, &piece);
-                        }
-                    }
-                    Some("thinking_delta") => {
-                        if let Some(t) = &d.thinking {
-                            self.writer.reasoning(out, t);
-                        }
-                    }
-                    _ => {} // signature_delta, citations_delta, …
+                let (kind, piece) = match d.kind.as_deref() {
+                    Some("text_delta") => (DeltaKind::Text, d.text),
+                    Some("input_json_delta") => (DeltaKind::InputJson, d.partial_json),
+                    Some("thinking_delta") => (DeltaKind::Thinking, d.thinking),
+                    _ => return, // signature_delta, citations_delta, …
+                };
+                if let Some(piece) = piece {
+                    self.on_delta(ev.index, kind, &piece, out);
                 }
             }
             "content_block_stop" => {
@@ -1080,16 +1151,35 @@ impl StreamTranslator for SseStream {
 struct EventStream {
     decoder: Decoder,
     events: Events,
+    /// Decoded chunk bytes, reused from event to event.
+    scratch: Vec<u8>,
 }
 
 impl EventStream {
-    fn on_frame(events: &mut Events, frame: &Frame<'_>, out: &mut Vec<u8>) {
+    fn on_frame(events: &mut Events, scratch: &mut Vec<u8>, frame: &Frame<'_>, out: &mut Vec<u8>) {
         if events.end.is_some() {
             return;
         }
         match frame.message_type() {
             Some("event") => {
                 if frame.event_type() != Some("chunk") {
+                    return;
+                }
+                // `{"bytes":"<base64>"}`: decoded into the reused buffer; any other layout
+                // goes through `chunk_bytes`.
+                use base64::Engine as _;
+                let b64 = frame
+                    .payload
+                    .strip_prefix(br#"{"bytes":""#)
+                    .and_then(|p| p.strip_suffix(br#""}"#));
+                scratch.clear();
+                let fast = b64.is_some_and(|b| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode_vec(b, scratch)
+                        .is_ok()
+                });
+                if fast {
+                    events.on_json(scratch, out);
                     return;
                 }
                 match chunk_bytes(frame.payload) {
@@ -1139,10 +1229,10 @@ impl StreamTranslator for EventStream {
         if self.events.end.is_some() {
             return;
         }
-        let events = &mut self.events;
+        let (events, scratch) = (&mut self.events, &mut self.scratch);
         let decoded = self
             .decoder
-            .feed(chunk, |frame| Self::on_frame(events, frame, out));
+            .feed(chunk, |frame| Self::on_frame(events, scratch, frame, out));
         if decoded.is_err() {
             self.events.truncate(out); // bad checksum or length: nothing after it is trustworthy
         }
@@ -1170,6 +1260,7 @@ pub fn eventstream_stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
     Box::new(EventStream {
         decoder: Decoder::new(),
         events: Events::new(ctx),
+        scratch: Vec::new(),
     })
 }
 
@@ -2346,5 +2437,69 @@ data: {\"type\": \"message_stop\"}\n\n";
             ev.delta.unwrap().text,
             Some(Cow::Borrowed("plain"))
         ));
+    }
+
+    #[test]
+    fn fast_delta_agrees_with_the_full_parse() {
+        let full = |json: &str| {
+            let ev: Event<'_> = serde_json::from_str(json).unwrap();
+            let d = ev.delta.unwrap();
+            let piece = d
+                .text
+                .or(d.partial_json)
+                .or(d.thinking)
+                .unwrap()
+                .into_owned();
+            (ev.index.unwrap(), piece)
+        };
+        for json in [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#,
+            r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":""}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"a \"quoted\" \\ back\nslash \u00e9 \ud83d\ude00 é"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"ends with backslash \\"}}"#,
+            r#"{"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Par"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}  "#,
+        ] {
+            let (index, _, piece) =
+                fast_delta(json.as_bytes()).unwrap_or_else(|| panic!("fast path missed {json}"));
+            assert_eq!((index, piece.into_owned()), full(json), "{json}");
+        }
+        // Other layouts take the full parse.
+        for json in [
+            r#"{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x","extra":1}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}, "more""#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"unterminated"#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"raw\ncontrol\"}}",
+            r#"{"type":"content_block_delta","index":99999999999,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"bad \x"}}"#,
+        ] {
+            assert!(fast_delta(json.as_bytes()).is_none(), "{json}");
+        }
+    }
+
+    #[test]
+    fn bedrock_chunks_with_other_layouts() {
+        use base64::Engine as _;
+        // A padded payload (seen on Bedrock stream events) goes through `chunk_bytes`.
+        let mut input = Vec::new();
+        for e in BEDROCK_EVENTS {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(e);
+            input.extend(encode_event(
+                "chunk",
+                format!(r#"{{"bytes":"{b64}","p":"abcdefghij"}}"#).as_bytes(),
+            ));
+        }
+        let (out, end, _) = every_split(|| eventstream_stream(&ctx(false)), &input);
+        assert_eq!(end, StreamEnd::Complete);
+        assert_eq!(reassemble(&out).0, "Hi there");
+        // Unknown event types are skipped.
+        let mut input = encode_event("somethingNew", b"{}");
+        input.extend(bedrock(&BEDROCK_EVENTS));
+        assert_eq!(
+            every_split(|| eventstream_stream(&ctx(false)), &input).1,
+            StreamEnd::Complete
+        );
     }
 }
