@@ -48,6 +48,8 @@
 //! Vertex) and eventstream `chunk` frames whose `bytes` hold one Anthropic event (Bedrock). A
 //! Bedrock exception frame or an Anthropic `error` event ends the stream with an OpenAI error
 //! event; EOF before `message_stop`, an unreadable event or a corrupt frame → truncated.
+//! Compact `content_block_delta` events (nearly all of a stream) are read by a borrowed fast path
+//! ([`fast_delta`]); every other event by one flat typed struct.
 //!
 //! Errors (PROTOCOLS §2.4, §8.2): the Anthropic envelope's message is kept and its type is the
 //! `code`; 401 → 502 (the gateway's credential), 402 `billing_error` → 502 (the gateway's
