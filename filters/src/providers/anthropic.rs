@@ -1,24 +1,2507 @@
-//! PLACEHOLDER until the translator lands (see /work/notes/translators.md).
-#![allow(unused_variables, unused_imports)]
-use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
-use crate::chat::{ChatRequest, Completion, ResponseCtx};
-use crate::openai::InvalidRequest;
+//! Anthropic Messages API, direct and through the two clouds that host Claude with the same
+//! body (shared PROTOCOLS.md §2, §3.2, §4.4).
+//!
+//! | dialect | path | answer | version |
+//! |---|---|---|---|
+//! | [`Dialect::Anthropic`] | `/v1/messages` (`model` in the body, `stream:true` for streams) | JSON / SSE | header `anthropic-version` = `Target::api_version` or `2023-06-01` |
+//! | [`Dialect::BedrockAnthropic`] | `/model/{id}/invoke`, `/model/{id}/invoke-with-response-stream` | JSON / eventstream `chunk`s | body `anthropic_version: bedrock-2023-05-31` |
+//! | [`Dialect::VertexAnthropic`] | `/v1/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:rawPredict` / `:streamRawPredict` | JSON / SSE | body `anthropic_version: vertex-2023-10-16` |
+//!
+//! Bedrock and Vertex take the model from the URL, so the body has no `model`; Bedrock also
+//! has no `stream` (the operation decides), Vertex keeps `stream:true`. The Bedrock model id
+//! is one percent-encoded path segment (`:` → `%3A`, `/` → `%2F` for ARNs, as the AWS SDKs
+//! send it). A Vertex target without `project` or `location` is a configuration error (400).
+//!
+//! Request mapping (every OpenAI field is mapped, dropped — listed in
+//! `x-switchyard-dropped-params` — or rejected with a 400 naming it):
+//! - `max_tokens` / `max_completion_tokens` → `max_tokens`; Anthropic requires it, so 4096
+//!   when the client gave none.
+//! - `temperature` clamped to Anthropic's range [0, 1] (OpenAI allows up to 2); `top_p` as is.
+//! - `stop` → `stop_sequences`; `user` → `metadata.user_id`.
+//! - `system` and `developer` messages (wherever they appear) → top-level `system`, joined by
+//!   blank lines; images there → 400.
+//! - `user` / `assistant` → turns; consecutive same-role turns are merged; `tool` results →
+//!   `tool_result` blocks in one user turn (placed before any text of that turn, as Anthropic
+//!   requires); assistant `tool_calls` → `tool_use` blocks (`arguments` must be a JSON object
+//!   or empty, else 400 naming `messages[i].tool_calls[j].function.arguments`). The
+//!   conversation must start with a user turn (400 `messages` otherwise). Empty text parts are
+//!   left out (Anthropic rejects empty text blocks); a final assistant message (prefill) loses
+//!   its trailing whitespace, which Anthropic rejects.
+//! - images: `data:` URLs → `base64` source (png, jpeg, gif, webp); `http(s)` URLs → `url`
+//!   source for Anthropic and Vertex, 400 for Bedrock InvokeModel (base64 only); anything else
+//!   → 400 naming `messages[i].content[j].image_url`. Images in assistant turns → 400.
+//! - `tools` → `{name, description, input_schema}`; `tool_choice` `auto`/`required`/named/
+//!   `none` → `auto`/`any`/`tool`/`none`; `parallel_tool_calls:false` →
+//!   `disable_parallel_tool_use:true`. `tool_choice:"required"` without tools → 400.
+//! - `n > 1` → 400 `n`; `response_format` `json_object`/`json_schema` → 400 `response_format`
+//!   (no JSON mode through this API); `text` is accepted and ignored.
+//! - dropped: `seed`, `presence_penalty`, `frequency_penalty`, `image_url.detail`, message
+//!   `name`s, tool `strict`, and every unknown field (`ChatRequest::other`).
+//!
+//! Answers: text blocks → `content`, `tool_use` → `tool_calls` (`input` re-serialized as the
+//! arguments string), `thinking` → `reasoning` (`reasoning_content`); thinking signatures and
+//! `redacted_thinking` blocks are dropped (OpenAI has no slot for them). `stop_reason` per
+//! PROTOCOLS §8.1. Usage: `prompt_tokens` = `input_tokens` + cache reads + cache writes,
+//! `cached_tokens` = cache reads.
+//!
+//! Streams: one event state machine ([`Events`]) behind both framings — SSE (Anthropic,
+//! Vertex) and eventstream `chunk` frames whose `bytes` hold one Anthropic event (Bedrock). A
+//! Bedrock exception frame or an Anthropic `error` event ends the stream with an OpenAI error
+//! event; EOF before `message_stop`, an unreadable event or a corrupt frame → truncated.
+//! Compact `content_block_delta` events (nearly all of a stream) are read by a borrowed fast path
+//! ([`fast_delta`]); every other event by one flat typed struct.
+//!
+//! Errors (PROTOCOLS §2.4, §8.2): the Anthropic envelope's message is kept and its type is the
+//! `code`; 401 → 502 (the gateway's credential), 402 `billing_error` → 502 (the gateway's
+//! account), 408 → 504, 429 → `rate_limit_exceeded`, 529 → 503, other 5xx → 500.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::chat::request::data_url;
+use crate::chat::{
+    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
+    Role, ToolCall, ToolChoice,
+};
+use crate::eventstream::{chunk_bytes, Decoder, Message as Frame};
+use crate::openai::{error_type_for_status, InvalidRequest, Usage};
+use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
-    Answer, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamTranslator, Target,
+    AnswerFormat, BadAnswer, Dialect, ErrorReply, StreamEnd, StreamTranslator, Target,
     UpstreamRequest,
 };
+
+/// Used when the client sets no limit (Anthropic requires `max_tokens`).
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
+const VERTEX_VERSION: &str = "vertex-2023-10-16";
+/// Image types the Messages API accepts in a `base64` source.
+const IMAGE_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+
+// ---------------------------------------------------------------------------------------------
+// Request
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anthropic_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ToolChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ToolOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: &'a Value,
+}
+
+#[derive(Serialize)]
+struct ToolChoiceOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disable_parallel_tool_use: Option<bool>,
+}
+
+/// One message; a lone text block is sent as a plain string.
+struct Turn<'a> {
+    role: &'static str,
+    blocks: Vec<Block<'a>>,
+}
+
+impl Serialize for Turn<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Turn", 2)?;
+        st.serialize_field("role", self.role)?;
+        match self.blocks.as_slice() {
+            [Block::Text { text }] => st.serialize_field("content", text)?,
+            blocks => st.serialize_field("content", blocks)?,
+        }
+        st.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: &'a str,
+    },
+    Image {
+        source: ImageSource<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<ResultContent<'a>>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ResultContent<'a> {
+    Text(Cow<'a, str>),
+    Blocks(Vec<Block<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+fn bad(message: impl Into<String>, param: &str) -> InvalidRequest {
+    InvalidRequest::new(message, Some(param))
+}
+
+/// Percent-encodes one URI path segment the way the AWS SDKs do (RFC 3986 unreserved kept).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Builds the Messages request for `t.dialect` (Anthropic, Bedrock InvokeModel or Vertex).
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
-    Err(InvalidRequest::new("placeholder", None))
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(bad(
+            "Anthropic models return one choice per request; 'n' must be 1.",
+            "n",
+        ));
+    }
+    if matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+    ) {
+        return Err(bad(
+            "Anthropic models have no JSON response mode through this API; 'response_format' must be 'text' or absent (ask for JSON in the prompt, or use a tool).",
+            "response_format",
+        ));
+    }
+    let mut dropped: Vec<String> = Vec::new();
+    if req.seed.is_some() {
+        dropped.push("seed".into());
+    }
+    if req.presence_penalty.is_some() {
+        dropped.push("presence_penalty".into());
+    }
+    if req.frequency_penalty.is_some() {
+        dropped.push("frequency_penalty".into());
+    }
+    let bedrock = t.dialect == Dialect::BedrockAnthropic;
+    let messages = turns(req, !bedrock, &mut dropped)?;
+
+    let tools: Vec<ToolOut<'_>> = req
+        .tools
+        .iter()
+        .map(|tool| ToolOut {
+            name: &tool.name,
+            description: tool.description.as_deref(),
+            input_schema: &tool.parameters,
+        })
+        .collect();
+    if req.tools.iter().any(|tool| tool.strict == Some(true)) {
+        dropped.push("tools[].function.strict".into());
+    }
+    let parallel_off = (req.parallel_tool_calls == Some(false)).then_some(true);
+    let tool_choice = if tools.is_empty() {
+        // `auto` / `none` / parallel_tool_calls without tools change nothing.
+        if req.tool_choice == Some(ToolChoice::Required) {
+            return Err(bad(
+                "Invalid 'tool_choice': 'required' needs at least one tool in 'tools'.",
+                "tool_choice",
+            ));
+        }
+        None
+    } else {
+        match &req.tool_choice {
+            Some(ToolChoice::None) => Some(ToolChoiceOut {
+                kind: "none",
+                name: None,
+                disable_parallel_tool_use: None,
+            }),
+            Some(ToolChoice::Required) => Some(ToolChoiceOut {
+                kind: "any",
+                name: None,
+                disable_parallel_tool_use: parallel_off,
+            }),
+            Some(ToolChoice::Named(name)) => Some(ToolChoiceOut {
+                kind: "tool",
+                name: Some(name),
+                disable_parallel_tool_use: parallel_off,
+            }),
+            Some(ToolChoice::Auto) => Some(ToolChoiceOut {
+                kind: "auto",
+                name: None,
+                disable_parallel_tool_use: parallel_off,
+            }),
+            None => parallel_off.map(|_| ToolChoiceOut {
+                kind: "auto",
+                name: None,
+                disable_parallel_tool_use: parallel_off,
+            }),
+        }
+    };
+    dropped.extend(req.other_names().map(str::to_owned));
+
+    let stream = req.stream;
+    let (path, answer, headers, model, version, stream_field) = match t.dialect {
+        Dialect::BedrockAnthropic => (
+            format!(
+                "/model/{}/{}",
+                encode_segment(t.upstream_model),
+                if stream {
+                    "invoke-with-response-stream"
+                } else {
+                    "invoke"
+                }
+            ),
+            if stream {
+                AnswerFormat::EventStream
+            } else {
+                AnswerFormat::Json
+            },
+            Vec::new(),
+            None,
+            Some(BEDROCK_VERSION),
+            false,
+        ),
+        Dialect::VertexAnthropic => {
+            let (Some(project), Some(location)) = (
+                t.project.filter(|p| !p.is_empty()),
+                t.location.filter(|l| !l.is_empty()),
+            ) else {
+                return Err(InvalidRequest::new(
+                    "Gateway configuration error: this Claude-on-Vertex upstream needs a Vertex `project` and `location`.",
+                    None,
+                ));
+            };
+            (
+                format!(
+                    "/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{}:{}",
+                    t.upstream_model,
+                    if stream {
+                        "streamRawPredict"
+                    } else {
+                        "rawPredict"
+                    }
+                ),
+                if stream {
+                    AnswerFormat::Sse
+                } else {
+                    AnswerFormat::Json
+                },
+                Vec::new(),
+                None,
+                Some(VERTEX_VERSION),
+                stream,
+            )
+        }
+        _ => (
+            "/v1/messages".to_owned(),
+            if stream {
+                AnswerFormat::Sse
+            } else {
+                AnswerFormat::Json
+            },
+            vec![(
+                "anthropic-version",
+                t.api_version
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or(ANTHROPIC_VERSION)
+                    .to_owned(),
+            )],
+            Some(t.upstream_model),
+            None,
+            stream,
+        ),
+    };
+
+    let body = Body {
+        anthropic_version: version,
+        model,
+        max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        system: req.system_text().filter(|s| !s.is_empty()),
+        messages,
+        temperature: req.temperature.map(|x| x.clamp(0.0, 1.0)),
+        top_p: req.top_p,
+        stop_sequences: &req.stop,
+        metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
+        tools,
+        tool_choice,
+        stream: stream_field,
+    };
+    Ok(UpstreamRequest {
+        path,
+        body: serde_json::to_vec(&body).expect("the request body serializes"),
+        headers,
+        answer,
+        dropped,
+    })
 }
+
+/// The conversation as Anthropic turns (system messages are left to `ChatRequest::system_text`).
+fn turns<'a>(
+    req: &'a ChatRequest,
+    urls: bool,
+    dropped: &mut Vec<String>,
+) -> Result<Vec<Turn<'a>>, InvalidRequest> {
+    let mut turns: Vec<Turn<'a>> = Vec::with_capacity(req.messages.len());
+    let mut names = false;
+    let mut details = false;
+    let last = req.messages.len().saturating_sub(1);
+    for (i, m) in req.messages.iter().enumerate() {
+        names |= m.name.is_some() && m.role != Role::Tool;
+        let mut blocks = Vec::with_capacity(m.content.len() + m.tool_calls.len());
+        let role = match m.role {
+            Role::System | Role::Developer => {
+                if let Some(j) = m
+                    .content
+                    .iter()
+                    .position(|p| matches!(p, Part::Image { .. }))
+                {
+                    return Err(bad(
+                        "Anthropic's system prompt takes text only; move images to a user message.",
+                        &format!("messages[{i}].content[{j}]"),
+                    ));
+                }
+                continue;
+            }
+            Role::User => {
+                for (j, p) in m.content.iter().enumerate() {
+                    match p {
+                        Part::Text(t) if t.is_empty() => {}
+                        Part::Text(t) => blocks.push(Block::Text { text: t }),
+                        Part::Image { url, detail } => {
+                            details |= detail.is_some();
+                            blocks.push(image(url, urls, i, j)?);
+                        }
+                    }
+                }
+                "user"
+            }
+            Role::Assistant => {
+                for (j, p) in m.content.iter().enumerate() {
+                    match p {
+                        Part::Text(t) => {
+                            // A final assistant message is a prefill: Anthropic rejects
+                            // trailing whitespace there.
+                            let t = if i == last { t.trim_end() } else { t.as_str() };
+                            if !t.is_empty() {
+                                blocks.push(Block::Text { text: t });
+                            }
+                        }
+                        Part::Image { .. } => {
+                            return Err(bad(
+                                "Anthropic accepts images in user messages only.",
+                                &format!("messages[{i}].content[{j}]"),
+                            ))
+                        }
+                    }
+                }
+                for (j, c) in m.tool_calls.iter().enumerate() {
+                    blocks.push(Block::ToolUse {
+                        id: &c.id,
+                        name: &c.name,
+                        input: arguments(&c.arguments, i, j)?,
+                    });
+                }
+                "assistant"
+            }
+            Role::Tool => {
+                let content = if m.content.iter().any(|p| matches!(p, Part::Image { .. })) {
+                    let mut inner = Vec::with_capacity(m.content.len());
+                    for (j, p) in m.content.iter().enumerate() {
+                        match p {
+                            Part::Text(t) if t.is_empty() => {}
+                            Part::Text(t) => inner.push(Block::Text { text: t }),
+                            Part::Image { url, detail } => {
+                                details |= detail.is_some();
+                                inner.push(image(url, urls, i, j)?);
+                            }
+                        }
+                    }
+                    Some(ResultContent::Blocks(inner))
+                } else {
+                    match m.content.as_slice() {
+                        [Part::Text(t)] if t.is_empty() => None,
+                        [Part::Text(t)] => Some(ResultContent::Text(Cow::Borrowed(t))),
+                        _ => Some(m.text())
+                            .filter(|t| !t.is_empty())
+                            .map(|t| ResultContent::Text(Cow::Owned(t))),
+                    }
+                };
+                blocks.push(Block::ToolResult {
+                    tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
+                    content,
+                });
+                "user"
+            }
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some(prev) if prev.role == role => prev.blocks.extend(blocks),
+            _ => turns.push(Turn { role, blocks }),
+        }
+    }
+    // Anthropic wants a user turn's tool results before anything else in it.
+    for t in &mut turns {
+        if t.role == "user" && t.blocks.len() > 1 {
+            t.blocks
+                .sort_by_key(|b| !matches!(b, Block::ToolResult { .. }));
+        }
+    }
+    match turns.first() {
+        None => Err(bad(
+            "Anthropic needs at least one user message besides system messages.",
+            "messages",
+        )),
+        Some(t) if t.role != "user" => Err(bad(
+            "Anthropic requires the conversation to start with a user message (after any system messages).",
+            "messages",
+        )),
+        Some(_) => {
+            if names {
+                dropped.push("messages[].name".into());
+            }
+            if details {
+                dropped.push("messages[].content[].image_url.detail".into());
+            }
+            Ok(turns)
+        }
+    }
+}
+
+fn image<'a>(url: &'a str, urls: bool, i: usize, j: usize) -> Result<Block<'a>, InvalidRequest> {
+    let param = || format!("messages[{i}].content[{j}].image_url");
+    if let Some((media_type, data)) = data_url(url) {
+        if !IMAGE_TYPES.contains(&media_type) {
+            return Err(bad(
+                format!("Anthropic accepts image/jpeg, image/png, image/gif and image/webp images, not '{media_type}'."),
+                &param(),
+            ));
+        }
+        return Ok(Block::Image {
+            source: ImageSource::Base64 { media_type, data },
+        });
+    }
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        if !urls {
+            return Err(bad(
+                "Claude on Bedrock takes images as base64 data only; send a data: URL (data:image/png;base64,...).",
+                &param(),
+            ));
+        }
+        return Ok(Block::Image {
+            source: ImageSource::Url { url },
+        });
+    }
+    Err(bad(
+        "Invalid image URL: expected an http(s) URL or a data:<type>;base64,<data> URL.",
+        &param(),
+    ))
+}
+
+/// A tool call's arguments string as the `input` object Anthropic wants.
+fn arguments(args: &str, i: usize, j: usize) -> Result<Value, InvalidRequest> {
+    if args.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    match serde_json::from_str::<Value>(args) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(bad(
+            "Tool call arguments must be a JSON object for this provider.",
+            &format!("messages[{i}].tool_calls[{j}].function.arguments"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+// ---------------------------------------------------------------------------------------------
+
+/// `Option<Cow<str>>` that borrows from the input when it can (serde's `Option<Cow>` never does).
+fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct UsageIn {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+/// Token counts as Anthropic reports them (the latest value of each wins: stream counts are
+/// cumulative).
+#[derive(Debug, Default, Clone, Copy)]
+struct Tokens {
+    input: Option<u64>,
+    output: Option<u64>,
+    cache_read: u64,
+    cache_write: u64,
+}
+
+impl Tokens {
+    fn absorb(&mut self, u: &UsageIn) {
+        if u.input_tokens.is_some() {
+            self.input = u.input_tokens;
+        }
+        if u.output_tokens.is_some() {
+            self.output = u.output_tokens;
+        }
+        if let Some(r) = u.cache_read_input_tokens {
+            self.cache_read = r;
+        }
+        if let Some(w) = u.cache_creation_input_tokens {
+            self.cache_write = w;
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        if self.input.is_none() && self.output.is_none() {
+            return None;
+        }
+        let prompt = self.input.unwrap_or(0) + self.cache_read + self.cache_write;
+        let mut u = Usage::new(prompt, self.output.unwrap_or(0));
+        u.cached_tokens = self.cache_read;
+        Some(u)
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorIn<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "opt_cow")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct MessageBody<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "opt_cow")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<Vec<AnswerBlock<'a>>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<UsageIn>,
+    #[serde(default, borrow)]
+    error: Option<ErrorIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnswerBlock<'a> {
+    Text {
+        #[serde(borrow)]
+        text: Cow<'a, str>,
+    },
+    ToolUse {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(default)]
+        input: Value,
+    },
+    Thinking {
+        #[serde(borrow, default)]
+        thinking: Cow<'a, str>,
+    },
+    /// `redacted_thinking`, server tool blocks and anything newer.
+    #[serde(other)]
+    Other,
+}
+
+/// PROTOCOLS §8.1.
+fn finish_reason(stop: &str) -> FinishReason {
+    match stop {
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        // end_turn, stop_sequence, pause_turn and anything newer
+        _ => FinishReason::Stop,
+    }
+}
+
+/// Reads a complete Messages answer (the same shape on all three platforms).
 pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
-    Err(BadAnswer("placeholder".into()))
+    let m: MessageBody<'_> = serde_json::from_slice(body)
+        .map_err(|e| BadAnswer(format!("unreadable Anthropic message: {e}")))?;
+    if m.kind.as_deref() == Some("error") {
+        let msg = m.error.and_then(|e| e.message).unwrap_or_default();
+        return Err(BadAnswer(format!("Anthropic answered an error: {msg}")));
+    }
+    let blocks = m
+        .content
+        .ok_or_else(|| BadAnswer("Anthropic message without `content`".into()))?;
+    let mut text: Option<String> = None;
+    let mut reasoning: Option<String> = None;
+    let mut tool_calls = Vec::new();
+    for b in blocks {
+        match b {
+            AnswerBlock::Text { text: t } => text.get_or_insert_with(String::new).push_str(&t),
+            AnswerBlock::Thinking { thinking } => reasoning
+                .get_or_insert_with(String::new)
+                .push_str(&thinking),
+            AnswerBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+                id: id.into_owned(),
+                name: name.into_owned(),
+                arguments: if input.is_null() {
+                    "{}".to_owned()
+                } else {
+                    input.to_string()
+                },
+            }),
+            AnswerBlock::Other => {}
+        }
+    }
+    if text.is_none() && tool_calls.is_empty() {
+        text = Some(String::new());
+    }
+    let mut tokens = Tokens::default();
+    if let Some(u) = &m.usage {
+        tokens.absorb(u);
+    }
+    Ok(Completion {
+        id: m.id.map(Cow::into_owned),
+        choices: vec![Choice {
+            content: text,
+            reasoning,
+            tool_calls,
+            finish_reason: Some(
+                m.stop_reason
+                    .as_deref()
+                    .map_or(FinishReason::Stop, finish_reason),
+            ),
+        }],
+        usage: tokens.usage(),
+    })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+// ---------------------------------------------------------------------------------------------
+
+/// One Anthropic stream event; every kind's fields in one flat struct (cheaper than a tagged
+/// enum, which buffers the event first).
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    message: Option<StartMessage<'a>>,
+    #[serde(default, borrow)]
+    content_block: Option<StartBlock<'a>>,
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default)]
+    usage: Option<UsageIn>,
+    #[serde(default, borrow)]
+    error: Option<ErrorIn<'a>>,
+    /// Bedrock InvokeModel streams add this to the final `message_stop`.
+    #[serde(default, rename = "amazon-bedrock-invocationMetrics")]
+    metrics: Option<Metrics>,
+}
+
+#[derive(Deserialize)]
+struct StartMessage<'a> {
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<UsageIn>,
+}
+
+#[derive(Deserialize)]
+struct StartBlock<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "opt_cow")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Metrics {
+    #[serde(rename = "inputTokenCount", default)]
+    input: Option<u64>,
+    #[serde(rename = "outputTokenCount", default)]
+    output: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeltaKind {
+    Text,
+    InputJson,
+    Thinking,
+}
+
+/// Reads the events that make up nearly all of a stream without a full parse: a
+/// `content_block_delta` exactly as Anthropic serializes it (compact, fields in this order),
+/// `{"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":"…"}}`
+/// (likewise `input_json_delta`/`partial_json`, `thinking_delta`/`thinking`). Anything else —
+/// other order, spaces, extra fields — returns None and takes the full typed parse.
+fn fast_delta(json: &[u8]) -> Option<(u64, DeltaKind, Cow<'_, str>)> {
+    const PREFIX: &[u8] = br#"{"type":"content_block_delta","index":"#;
+    const KINDS: [(&[u8], DeltaKind); 3] = [
+        (br#"text_delta","text":""#, DeltaKind::Text),
+        (
+            br#"input_json_delta","partial_json":""#,
+            DeltaKind::InputJson,
+        ),
+        (br#"thinking_delta","thinking":""#, DeltaKind::Thinking),
+    ];
+    let rest = json.strip_prefix(PREFIX)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let index = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(br#","delta":{"type":""#)?;
+    let (kind, s) = KINDS
+        .iter()
+        .find_map(|(p, k)| rest.strip_prefix(*p).map(|s| (*k, s)))?;
+    // `s` starts just after the string's opening quote: find its closing quote.
+    let mut i = 0;
+    let mut escaped = false;
+    let end = loop {
+        let p = i + memchr::memchr2(b'"', b'\\', &s[i..])?;
+        if s[p] == b'"' {
+            break p;
+        }
+        escaped = true;
+        i = p + 2;
+        if i > s.len() {
+            return None;
+        }
+    };
+    if s[end + 1..].trim_ascii_end() != b"}}" {
+        return None;
+    }
+    let text = if escaped {
+        let open = json.len() - s.len() - 1;
+        Cow::Owned(serde_json::from_slice::<String>(&json[open..open + end + 2]).ok()?)
+    } else {
+        let raw = std::str::from_utf8(&s[..end]).ok()?;
+        if raw.bytes().any(|b| b < 0x20) {
+            return None; // not valid JSON; let the full parse decide
+        }
+        Cow::Borrowed(raw)
+    };
+    Some((index, kind, text))
+}
+
+/// A `tool_use` block of the stream: its Anthropic block index, and whether any argument
+/// bytes were sent for it. Its position in [`Events::tools`] is the OpenAI tool call index.
+struct ToolBlock {
+    index: u64,
+    has_args: bool,
+}
+
+/// The Anthropic event state machine shared by the SSE and eventstream framings.
+struct Events {
+    writer: ChunkWriter,
+    client_model: String,
+    fallback_id: String,
+    created: u64,
+    legacy: bool,
+    include_usage: bool,
+    tools: Vec<ToolBlock>,
+    tokens: Tokens,
+    finish: Option<FinishReason>,
+    end: Option<StreamEnd>,
+}
+
+impl Events {
+    fn new(ctx: &ResponseCtx<'_>) -> Self {
+        Events {
+            writer: ChunkWriter::new(ctx),
+            client_model: ctx.client_model.to_owned(),
+            fallback_id: ctx.fallback_id.to_owned(),
+            created: ctx.created,
+            legacy: ctx.legacy_completion,
+            include_usage: ctx.include_usage,
+            tools: Vec::new(),
+            tokens: Tokens::default(),
+            finish: None,
+            end: None,
+        }
+    }
+
+    fn tool(&mut self, index: Option<u64>) -> Option<(usize, &mut ToolBlock)> {
+        let index = index?;
+        self.tools
+            .iter_mut()
+            .enumerate()
+            .rev()
+            .find(|(_, t)| t.index == index)
+    }
+
+    /// One event's JSON (an SSE `data:` payload or a Bedrock chunk's decoded bytes).
+    fn on_json(&mut self, json: &[u8], out: &mut Vec<u8>) {
+        if self.end.is_some() {
+            return;
+        }
+        if let Some((index, kind, piece)) = fast_delta(json) {
+            self.writer.start(out);
+            self.on_delta(Some(index), kind, &piece, out);
+            return;
+        }
+        match serde_json::from_slice::<Event<'_>>(json) {
+            Ok(ev) => self.on_event(ev, out),
+            Err(_) => self.truncate(out),
+        }
+    }
+
+    /// A `content_block_delta` the client sees.
+    fn on_delta(&mut self, index: Option<u64>, kind: DeltaKind, piece: &str, out: &mut Vec<u8>) {
+        match kind {
+            DeltaKind::Text => self.writer.content(out, piece),
+            DeltaKind::Thinking => self.writer.reasoning(out, piece),
+            DeltaKind::InputJson => {
+                if piece.is_empty() {
+                    return;
+                }
+                if let Some((k, tool)) = self.tool(index) {
+                    tool.has_args = true;
+                    self.writer.tool_call_arguments(out, k, piece);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event<'_>, out: &mut Vec<u8>) {
+        match ev.kind.as_ref() {
+            "message_start" => {
+                if let Some(m) = &ev.message {
+                    if !self.writer.started() {
+                        let ctx = ResponseCtx {
+                            client_model: &self.client_model,
+                            created: self.created,
+                            fallback_id: &self.fallback_id,
+                            legacy_completion: self.legacy,
+                            include_usage: self.include_usage,
+                        };
+                        self.writer.set_id(&ctx, m.id.as_deref());
+                    }
+                    if let Some(u) = &m.usage {
+                        self.tokens.absorb(u);
+                    }
+                }
+                self.writer.start(out);
+            }
+            "content_block_start" => {
+                self.writer.start(out);
+                let Some(b) = ev.content_block else { return };
+                match b.kind.as_ref() {
+                    "tool_use" => {
+                        let k = self.tools.len();
+                        self.tools.push(ToolBlock {
+                            index: ev.index.unwrap_or(u64::MAX),
+                            has_args: false,
+                        });
+                        self.writer.tool_call_start(
+                            out,
+                            k,
+                            b.id.as_deref().unwrap_or_default(),
+                            b.name.as_deref().unwrap_or_default(),
+                        );
+                        // The API starts with `input: {}` and streams the JSON; take a
+                        // complete input given up front as the arguments.
+                        if let Some(input) = b
+                            .input
+                            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+                        {
+                            self.writer.tool_call_arguments(out, k, &input.to_string());
+                            self.tools[k].has_args = true;
+                        }
+                    }
+                    "text" => {
+                        if let Some(t) = &b.text {
+                            self.writer.content(out, t);
+                        }
+                    }
+                    "thinking" => {
+                        if let Some(t) = &b.thinking {
+                            self.writer.reasoning(out, t);
+                        }
+                    }
+                    _ => {} // redacted_thinking, server tools: nothing for the client
+                }
+            }
+            "content_block_delta" => {
+                self.writer.start(out);
+                let Some(d) = ev.delta else { return };
+                let (kind, piece) = match d.kind.as_deref() {
+                    Some("text_delta") => (DeltaKind::Text, d.text),
+                    Some("input_json_delta") => (DeltaKind::InputJson, d.partial_json),
+                    Some("thinking_delta") => (DeltaKind::Thinking, d.thinking),
+                    _ => return, // signature_delta, citations_delta, …
+                };
+                if let Some(piece) = piece {
+                    self.on_delta(ev.index, kind, &piece, out);
+                }
+            }
+            "content_block_stop" => {
+                // A tool called without arguments: OpenAI clients expect `{}`, not "".
+                if let Some((k, tool)) = self.tool(ev.index) {
+                    if !tool.has_args {
+                        tool.has_args = true;
+                        self.writer.tool_call_arguments(out, k, "{}");
+                    }
+                }
+            }
+            "message_delta" => {
+                self.writer.start(out);
+                if let Some(u) = &ev.usage {
+                    self.tokens.absorb(u);
+                }
+                if let Some(stop) = ev.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
+                    let f = finish_reason(stop);
+                    self.finish = Some(f);
+                    self.writer.finish(out, f);
+                }
+            }
+            "message_stop" => {
+                if let Some(m) = &ev.metrics {
+                    if self.tokens.input.is_none() {
+                        self.tokens.input = m.input;
+                    }
+                    if self.tokens.output.is_none() {
+                        self.tokens.output = m.output;
+                    }
+                }
+                self.writer
+                    .finish(out, self.finish.unwrap_or(FinishReason::Stop));
+                if let Some(u) = self.tokens.usage() {
+                    self.writer.usage(out, u);
+                }
+                self.writer.done(out);
+                self.end = Some(StreamEnd::Complete);
+            }
+            "error" => {
+                let (kind, message) = match &ev.error {
+                    Some(e) => (e.kind.as_deref(), e.message.as_deref()),
+                    None => (None, None),
+                };
+                let message = message.unwrap_or("The provider reported an error mid-stream.");
+                let status = status_for_type(kind.unwrap_or("api_error"));
+                let (status, code) = classify(status, kind, message);
+                self.provider_error(out, message, status, code);
+            }
+            _ => {} // ping, and event types added later
+        }
+    }
+
+    fn provider_error(
+        &mut self,
+        out: &mut Vec<u8>,
+        message: &str,
+        status: u16,
+        code: Option<&str>,
+    ) {
+        self.writer
+            .error(out, message, error_type_for_status(status), code);
+        self.end = Some(StreamEnd::ProviderError(message.to_owned()));
+    }
+
+    fn truncate(&mut self, out: &mut Vec<u8>) {
+        if self.end.is_none() {
+            self.writer.truncated(out);
+            self.end = Some(StreamEnd::Truncated);
+        }
+    }
+
+    /// The provider's stream ended.
+    fn finish(&mut self, out: &mut Vec<u8>) -> StreamEnd {
+        self.truncate(out);
+        self.end.clone().unwrap_or(StreamEnd::Truncated)
+    }
+}
+
+/// Anthropic (and Claude on Vertex) SSE: `event: <type>` / `data: <event JSON>`.
+struct SseStream {
+    framer: SseFramer,
+    events: Events,
+}
+
+impl SseStream {
+    fn on_raw(events: &mut Events, raw: &[u8], out: &mut Vec<u8>) {
+        if events.end.is_some() {
+            return;
+        }
+        let ev = parse_event(raw);
+        if !ev.has_data || ev.data.iter().all(u8::is_ascii_whitespace) {
+            return; // comments, keep-alives
+        }
+        if ev.event == Some(&b"error"[..]) && serde_json::from_slice::<Event<'_>>(&ev.data).is_err()
+        {
+            let message = String::from_utf8_lossy(&ev.data).into_owned();
+            events.provider_error(out, &message, 500, None);
+            return;
+        }
+        events.on_json(&ev.data, out);
+    }
+}
+
+impl StreamTranslator for SseStream {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if self.events.end.is_some() {
+            return;
+        }
+        let events = &mut self.events;
+        self.framer
+            .feed(chunk, |raw| Self::on_raw(events, raw, out));
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> StreamEnd {
+        let rest = self.framer.take_rest();
+        if !rest.is_empty() {
+            // A last event without its blank line: use it if it is complete JSON.
+            Self::on_raw(&mut self.events, &rest, out);
+        }
+        self.events.finish(out)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.events.tokens.usage()
+    }
+}
+
+/// Bedrock InvokeModelWithResponseStream: eventstream `chunk` frames around Anthropic events.
+struct EventStream {
+    decoder: Decoder,
+    events: Events,
+    /// Decoded chunk bytes, reused from event to event.
+    scratch: Vec<u8>,
+}
+
+impl EventStream {
+    fn on_frame(events: &mut Events, scratch: &mut Vec<u8>, frame: &Frame<'_>, out: &mut Vec<u8>) {
+        if events.end.is_some() {
+            return;
+        }
+        match frame.message_type() {
+            Some("event") => {
+                if frame.event_type() != Some("chunk") {
+                    return;
+                }
+                // `{"bytes":"<base64>"}`: decoded into the reused buffer; any other layout
+                // goes through `chunk_bytes`.
+                use base64::Engine as _;
+                let b64 = frame
+                    .payload
+                    .strip_prefix(br#"{"bytes":""#)
+                    .and_then(|p| p.strip_suffix(br#""}"#));
+                scratch.clear();
+                let fast = b64.is_some_and(|b| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode_vec(b, scratch)
+                        .is_ok()
+                });
+                if fast {
+                    events.on_json(scratch, out);
+                    return;
+                }
+                match chunk_bytes(frame.payload) {
+                    Some(json) => events.on_json(&json, out),
+                    None => events.truncate(out),
+                }
+            }
+            Some("exception") => {
+                let kind = frame.str_header(":exception-type").unwrap_or("exception");
+                #[derive(Deserialize)]
+                struct Payload<'a> {
+                    #[serde(default, borrow, deserialize_with = "opt_cow")]
+                    message: Option<Cow<'a, str>>,
+                    #[serde(rename = "Message", default, borrow, deserialize_with = "opt_cow")]
+                    message_upper: Option<Cow<'a, str>>,
+                }
+                let payload = serde_json::from_slice::<Payload<'_>>(frame.payload).ok();
+                let message = payload
+                    .as_ref()
+                    .and_then(|p| p.message.as_deref().or(p.message_upper.as_deref()))
+                    .unwrap_or(kind)
+                    .to_owned();
+                let status = bedrock_exception_status(kind);
+                let code = if status == 429 {
+                    "rate_limit_exceeded"
+                } else {
+                    kind
+                };
+                events.provider_error(out, &message, status, Some(code));
+            }
+            Some("error") => {
+                let code = frame.str_header(":error-code").unwrap_or("error");
+                let message = frame
+                    .str_header(":error-message")
+                    .unwrap_or("The provider reported an error mid-stream.")
+                    .to_owned();
+                let status = bedrock_exception_status(code);
+                events.provider_error(out, &message, status, Some(code));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl StreamTranslator for EventStream {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if self.events.end.is_some() {
+            return;
+        }
+        let (events, scratch) = (&mut self.events, &mut self.scratch);
+        let decoded = self
+            .decoder
+            .feed(chunk, |frame| Self::on_frame(events, scratch, frame, out));
+        if decoded.is_err() {
+            self.events.truncate(out); // bad checksum or length: nothing after it is trustworthy
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> StreamEnd {
+        self.events.finish(out)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.events.tokens.usage()
+    }
+}
+
+/// Translator for an Anthropic or Claude-on-Vertex SSE stream.
 pub fn sse_stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
-    unimplemented!("translator not merged yet")
+    Box::new(SseStream {
+        framer: SseFramer::new(),
+        events: Events::new(ctx),
+    })
 }
+
+/// Translator for a Bedrock InvokeModelWithResponseStream (Claude) eventstream.
 pub fn eventstream_stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
-    unimplemented!("translator not merged yet")
+    Box::new(EventStream {
+        decoder: Decoder::new(),
+        events: Events::new(ctx),
+        scratch: Vec::new(),
+    })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// The HTTP status Anthropic uses for an error type (PROTOCOLS §2.4), for mid-stream errors.
+fn status_for_type(kind: &str) -> u16 {
+    match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => 500, // api_error and anything newer
+    }
+}
+
+/// The status of a Bedrock stream exception (`:exception-type`, lowerCamel; PROTOCOLS §3.6).
+fn bedrock_exception_status(kind: &str) -> u16 {
+    let k = kind.to_ascii_lowercase();
+    match k.trim_end_matches("exception") {
+        "throttling" | "modelnotready" | "servicequotaexceeded" => 429,
+        "validation" => 400,
+        "accessdenied" => 403,
+        "resourcenotfound" => 404,
+        "modeltimeout" => 504,
+        "modelstreamerror" | "modelerror" => 502,
+        "serviceunavailable" => 503,
+        _ => 500,
+    }
+}
+
+/// Whether an error message says the prompt does not fit the context window.
+fn context_too_long(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("prompt is too long")
+        || m.contains("exceed context limit")
+        || m.contains("context window")
+        || m.contains("context length")
+}
+
+/// The client status and `code` for a provider status, error type and message (PROTOCOLS §8.2).
+fn classify<'k>(status: u16, kind: Option<&'k str>, message: &str) -> (u16, Option<&'k str>) {
+    match status {
+        400 if context_too_long(message) => (400, Some("context_length_exceeded")),
+        401 | 402 => (502, kind),
+        404 if message.to_ascii_lowercase().contains("model") => (404, Some("model_not_found")),
+        408 | 504 => (504, kind),
+        429 => (429, Some("rate_limit_exceeded")),
+        503 | 529 => (503, kind),
+        s if s >= 500 => (500, kind),
+        s => (s, kind),
+    }
+}
+
+/// Maps an Anthropic error response (`{"type":"error","error":{"type","message"}}`) to the
+/// client's OpenAI error.
 pub fn error(status: u16, body: &[u8]) -> ErrorReply {
-    ErrorReply::new(status, "placeholder", None)
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(default, borrow)]
+        error: Option<ErrorIn<'a>>,
+        /// Bedrock's own shape, when no `x-amzn-errortype` header came with it.
+        #[serde(default, borrow, deserialize_with = "opt_cow")]
+        message: Option<Cow<'a, str>>,
+    }
+    let parsed = serde_json::from_slice::<Envelope<'_>>(body).ok();
+    let (kind, message) = match &parsed {
+        Some(Envelope { error: Some(e), .. }) => (e.kind.as_deref(), e.message.as_deref()),
+        Some(Envelope {
+            message: Some(m), ..
+        }) => (None, Some(m.as_ref())),
+        _ => (None, None),
+    };
+    let Some(message) = message else {
+        let (mapped, _) = classify(status, None, "");
+        return ErrorReply::new(mapped, &format!("Provider returned HTTP {status}."), None);
+    };
+    let (mapped, code) = classify(status, kind, message);
+    match status {
+        401 => ErrorReply::new(
+            mapped,
+            &format!("The provider rejected the gateway's credentials. {message}"),
+            code,
+        ),
+        402 => ErrorReply::new(
+            mapped,
+            &format!("The provider refused the gateway's account (billing). {message}"),
+            code,
+        ),
+        _ => ErrorReply::new(mapped, message, code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::{encode_event, encode_message, HeaderValue};
+    use crate::openai::{parse_request, Endpoint};
+    use crate::translate::testing::{events, every_split, reassemble};
+    use serde_json::json;
+
+    fn chat(body: Value) -> ChatRequest {
+        let raw = serde_json::to_vec(&body).unwrap();
+        ChatRequest::from_parsed(&parse_request(Endpoint::ChatCompletions, &raw).unwrap()).unwrap()
+    }
+
+    fn target(dialect: Dialect, model: &'static str) -> Target<'static> {
+        Target {
+            dialect,
+            upstream_model: model,
+            project: Some("proj-1"),
+            location: Some("us-east5"),
+            api_version: None,
+        }
+    }
+
+    fn prepare(dialect: Dialect, body: Value) -> Result<UpstreamRequest, InvalidRequest> {
+        prepare_chat(&target(dialect, "claude-x"), &chat(body))
+    }
+
+    fn body_of(r: &UpstreamRequest) -> Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    fn param(body: Value) -> Option<String> {
+        prepare(Dialect::Anthropic, body).unwrap_err().param
+    }
+
+    fn rich() -> Value {
+        json!({
+            "model": "claude",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use metric units."}]},
+                {"role": "user", "name": "ann", "content": [
+                    {"type": "text", "text": "What is in these pictures, and the weather in Paris and London?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+                ]},
+                {"role": "assistant", "content": "Let me check.", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"London\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C sunny"},
+                {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "12C"}, {"type": "text", "text": "rain"}]},
+                {"role": "user", "content": "Thanks. Summarize."},
+                {"role": "user", "content": "In one line."}
+            ],
+            "max_completion_tokens": 300,
+            "temperature": 1.5,
+            "top_p": 0.9,
+            "stop": ["END", "STOP"],
+            "user": "user-42",
+            "seed": 7,
+            "presence_penalty": 0.5,
+            "frequency_penalty": 0.1,
+            "logit_bias": {"50256": -100},
+            "tools": [{"type": "function", "function": {
+                "name": "get_weather", "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "strict": true
+            }}],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": false,
+            "stream": true,
+            "stream_options": {"include_usage": true}
+        })
+    }
+
+    #[test]
+    fn rich_request_becomes_the_documented_messages_body() {
+        let r = prepare(Dialect::Anthropic, rich()).unwrap();
+        assert_eq!(r.path, "/v1/messages");
+        assert_eq!(r.answer, AnswerFormat::Sse);
+        assert_eq!(
+            r.headers,
+            vec![("anthropic-version", "2023-06-01".to_owned())]
+        );
+        // PROTOCOLS §2.1; shapes as in docs.claude.com "Messages" and "Tool use".
+        assert_eq!(
+            body_of(&r),
+            json!({
+                "model": "claude-x",
+                "max_tokens": 300,
+                "system": "Be brief.\n\nUse metric units.",
+                "messages": [
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "What is in these pictures, and the weather in Paris and London?"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+                    ]},
+                    {"role": "assistant", "content": [
+                        {"type": "text", "text": "Let me check."},
+                        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+                        {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "London"}}
+                    ]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "call_1", "content": "18C sunny"},
+                        {"type": "tool_result", "tool_use_id": "call_2", "content": "12C\nrain"},
+                        {"type": "text", "text": "Thanks. Summarize."},
+                        {"type": "text", "text": "In one line."}
+                    ]}
+                ],
+                "temperature": 1.0,
+                "top_p": 0.9,
+                "stop_sequences": ["END", "STOP"],
+                "metadata": {"user_id": "user-42"},
+                "tools": [{"name": "get_weather", "description": "Weather for a city",
+                           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}],
+                "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true},
+                "stream": true
+            })
+        );
+        assert_eq!(
+            r.dropped,
+            vec![
+                "seed",
+                "presence_penalty",
+                "frequency_penalty",
+                "messages[].name",
+                "messages[].content[].image_url.detail",
+                "tools[].function.strict",
+                "logit_bias"
+            ]
+        );
+    }
+
+    #[test]
+    fn bedrock_invoke_body_and_path() {
+        let mut body = rich();
+        body["messages"][2]["content"].as_array_mut().unwrap().pop(); // no URL images on Bedrock
+        let t = target(
+            Dialect::BedrockAnthropic,
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+        );
+        let r = prepare_chat(&t, &chat(body.clone())).unwrap();
+        assert_eq!(
+            r.path,
+            "/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke-with-response-stream"
+        );
+        assert_eq!(r.answer, AnswerFormat::EventStream);
+        assert!(r.headers.is_empty());
+        let b = body_of(&r);
+        assert_eq!(b["anthropic_version"], "bedrock-2023-05-31");
+        assert!(b.get("model").is_none() && b.get("stream").is_none(), "{b}");
+        assert_eq!(b["max_tokens"], 300);
+        assert_eq!(b["messages"][0]["content"][1]["source"]["type"], "base64");
+
+        body["stream"] = json!(false);
+        let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0";
+        let r = prepare_chat(&target(Dialect::BedrockAnthropic, arn), &chat(body)).unwrap();
+        assert_eq!(
+            r.path,
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-3-haiku-20240307-v1%3A0/invoke"
+        );
+        assert_eq!(r.answer, AnswerFormat::Json);
+
+        let err = prepare(Dialect::BedrockAnthropic, rich()).unwrap_err();
+        assert_eq!(
+            err.param.as_deref(),
+            Some("messages[2].content[2].image_url")
+        );
+        assert!(err.message.contains("base64"), "{}", err.message);
+    }
+
+    #[test]
+    fn vertex_raw_predict_body_and_path() {
+        let t = target(Dialect::VertexAnthropic, "claude-3-5-sonnet-v2@20241022");
+        let r = prepare_chat(&t, &chat(rich())).unwrap();
+        assert_eq!(
+            r.path,
+            "/v1/projects/proj-1/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet-v2@20241022:streamRawPredict"
+        );
+        assert_eq!(r.answer, AnswerFormat::Sse);
+        let b = body_of(&r);
+        assert_eq!(b["anthropic_version"], "vertex-2023-10-16");
+        assert_eq!(b["stream"], true);
+        assert!(b.get("model").is_none());
+        assert_eq!(b["messages"][0]["content"][2]["source"]["type"], "url");
+
+        let r = prepare_chat(
+            &t,
+            &chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .unwrap();
+        assert!(
+            r.path.ends_with("claude-3-5-sonnet-v2@20241022:rawPredict"),
+            "{}",
+            r.path
+        );
+        assert_eq!(r.answer, AnswerFormat::Json);
+        assert!(body_of(&r).get("stream").is_none());
+
+        let no_project = Target { project: None, ..t };
+        let err = prepare_chat(&no_project, &chat(rich())).unwrap_err();
+        assert_eq!(err.param, None);
+        assert!(
+            err.message.contains("project") && err.message.contains("configuration"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let r = prepare(
+            Dialect::Anthropic,
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            body_of(&r),
+            json!({"model": "claude-x", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}]})
+        );
+        assert_eq!(r.answer, AnswerFormat::Json);
+        assert!(r.dropped.is_empty());
+        let t = Target {
+            api_version: Some("2024-01-01"),
+            ..target(Dialect::Anthropic, "c")
+        };
+        let r = prepare_chat(&t, &chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 1, "response_format": {"type": "text"}}))).unwrap();
+        assert_eq!(
+            r.headers,
+            vec![("anthropic-version", "2024-01-01".to_owned())]
+        );
+        assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        // Legacy completions: the prompt is one user message, max_tokens 16 by default.
+        let p = parse_request(
+            Endpoint::Completions,
+            br#"{"model":"m","prompt":"Say hi","echo":false}"#,
+        )
+        .unwrap();
+        let r = prepare_chat(
+            &target(Dialect::Anthropic, "c"),
+            &ChatRequest::from_parsed(&p).unwrap(),
+        )
+        .unwrap();
+        let b = body_of(&r);
+        assert_eq!(b["max_tokens"], 16);
+        assert_eq!(
+            b["messages"],
+            json!([{"role": "user", "content": "Say hi"}])
+        );
+        assert_eq!(r.dropped, vec!["echo"]);
+    }
+
+    #[test]
+    fn tool_choice_mapping() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let choice = |tc: Value, parallel: Value| {
+            let mut b = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": tools});
+            if !tc.is_null() {
+                b["tool_choice"] = tc;
+            }
+            if !parallel.is_null() {
+                b["parallel_tool_calls"] = parallel;
+            }
+            body_of(&prepare(Dialect::Anthropic, b).unwrap())
+                .get("tool_choice")
+                .cloned()
+        };
+        assert_eq!(
+            choice(json!("none"), Value::Null),
+            Some(json!({"type": "none"}))
+        );
+        assert_eq!(
+            choice(json!("auto"), Value::Null),
+            Some(json!({"type": "auto"}))
+        );
+        assert_eq!(
+            choice(json!("required"), Value::Null),
+            Some(json!({"type": "any"}))
+        );
+        assert_eq!(
+            choice(json!("required"), json!(false)),
+            Some(json!({"type": "any", "disable_parallel_tool_use": true}))
+        );
+        assert_eq!(
+            choice(Value::Null, json!(false)),
+            Some(json!({"type": "auto", "disable_parallel_tool_use": true}))
+        );
+        assert_eq!(choice(Value::Null, json!(true)), None);
+        assert_eq!(choice(Value::Null, Value::Null), None);
+        // A tool without `parameters` gets the empty object schema.
+        let r = prepare(
+            Dialect::Anthropic,
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": tools}),
+        )
+        .unwrap();
+        assert_eq!(
+            body_of(&r)["tools"],
+            json!([{"name": "f", "input_schema": {"type": "object", "properties": {}}}])
+        );
+        // tool_choice without tools: `auto`/`none` are no-ops, `required` cannot be honoured.
+        let r = prepare(Dialect::Anthropic, json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "none", "parallel_tool_calls": false})).unwrap();
+        assert!(body_of(&r).get("tool_choice").is_none());
+        assert_eq!(param(json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})).as_deref(), Some("tool_choice"));
+    }
+
+    #[test]
+    fn prefill_history_and_empty_parts() {
+        let r = prepare(
+            Dialect::Anthropic,
+            json!({"model": "m", "messages": [
+                {"role": "user", "content": ""},
+                {"role": "user", "content": "Name a color."},
+                {"role": "assistant", "content": ""},
+                {"role": "assistant", "content": "Sure: "},
+                {"role": "user", "content": "Go on."},
+                {"role": "system", "content": "late system"},
+                {"role": "assistant", "content": "The color is  \n"}
+            ]}),
+        )
+        .unwrap();
+        assert_eq!(
+            body_of(&r),
+            json!({"model": "claude-x", "max_tokens": 4096, "system": "late system", "messages": [
+                {"role": "user", "content": "Name a color."},
+                {"role": "assistant", "content": "Sure: "},
+                {"role": "user", "content": "Go on."},
+                {"role": "assistant", "content": "The color is"}
+            ]})
+        );
+        // A tool result with an image keeps block content; an empty one has no content.
+        let r = prepare(Dialect::Anthropic, json!({"model": "m", "messages": [
+            {"role": "user", "content": "draw"},
+            {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": ""}},
+                                                 {"id": "t2", "type": "function", "function": {"name": "f", "arguments": " {} "}}]},
+            {"role": "user", "content": "(waiting)"},
+            {"role": "tool", "tool_call_id": "t1", "content": [{"type": "text", "text": "here"}, {"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklGR"}}]},
+            {"role": "tool", "tool_call_id": "t2", "content": ""}
+        ]})).unwrap();
+        assert_eq!(
+            body_of(&r)["messages"],
+            json!([
+                {"role": "user", "content": "draw"},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+                    {"type": "tool_use", "id": "t2", "name": "f", "input": {}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": [
+                        {"type": "text", "text": "here"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/webp", "data": "UklGR"}}]},
+                    {"type": "tool_result", "tool_use_id": "t2"},
+                    {"type": "text", "text": "(waiting)"}]}
+            ])
+        );
+    }
+
+    #[test]
+    fn rejections_name_the_parameter() {
+        let user = json!({"role": "user", "content": "x"});
+        let with = |extra: Value| {
+            let mut b = json!({"model": "m", "messages": [user]});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            b
+        };
+        assert_eq!(param(with(json!({"n": 2}))).as_deref(), Some("n"));
+        assert_eq!(
+            param(with(json!({"response_format": {"type": "json_object"}}))).as_deref(),
+            Some("response_format")
+        );
+        assert_eq!(
+            param(with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}))).as_deref(),
+            Some("response_format")
+        );
+        for (messages, p) in [
+            (
+                json!([user, {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]),
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                json!([user, {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]),
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]),
+                "messages[0].content[1].image_url",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}}]}]),
+                "messages[0].content[0].image_url",
+            ),
+            (
+                json!([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}, user]),
+                "messages[0].content[0]",
+            ),
+            (
+                json!([user, {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]),
+                "messages[1].content[0]",
+            ),
+            (
+                json!([{"role": "system", "content": "s"}, {"role": "assistant", "content": "hi"}, user]),
+                "messages",
+            ),
+            (
+                json!([{"role": "system", "content": "only a system prompt"}]),
+                "messages",
+            ),
+        ] {
+            assert_eq!(
+                param(json!({"model": "m", "messages": messages})).as_deref(),
+                Some(p),
+                "{messages}"
+            );
+        }
+    }
+
+    // ---- answers ----------------------------------------------------------------------------
+
+    #[test]
+    fn parses_text_answer_with_cache_usage() {
+        // docs.claude.com "Messages" response example, with prompt-caching usage fields.
+        let c = parse_chat(br#"{"id":"msg_013Zva2CMHLNnXjNJJKqJ2EF","type":"message","role":"assistant","model":"claude-sonnet-4-5",
+            "content":[{"type":"text","text":"Hi! My name is Claude."},{"type":"text","text":" Nice to meet you.","citations":null}],
+            "stop_reason":"end_turn","stop_sequence":null,
+            "usage":{"input_tokens":2095,"output_tokens":503,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000,
+                     "cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":0},"service_tier":"standard"}}"#).unwrap();
+        assert_eq!(c.id.as_deref(), Some("msg_013Zva2CMHLNnXjNJJKqJ2EF"));
+        let ch = &c.choices[0];
+        assert_eq!(
+            ch.content.as_deref(),
+            Some("Hi! My name is Claude. Nice to meet you.")
+        );
+        assert_eq!(ch.finish_reason, Some(FinishReason::Stop));
+        assert!(ch.tool_calls.is_empty() && ch.reasoning.is_none());
+        let u = c.usage.unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens,
+                u.cached_tokens
+            ),
+            (3195, 503, 3698, 1000)
+        );
+    }
+
+    #[test]
+    fn parses_tool_calls_and_thinking() {
+        let c = parse_chat(br#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5",
+            "content":[
+              {"type":"thinking","thinking":"The user wants weather.","signature":"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"},
+              {"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"},
+              {"type":"text","text":"I'll check both."},
+              {"type":"tool_use","id":"toolu_01A09q90qw90lq917835lq9","name":"get_weather","input":{"location":"Paris"}},
+              {"type":"tool_use","id":"toolu_01B","name":"get_weather","input":{"location":"London, UK"}}],
+            "stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":472,"output_tokens":91}}"#).unwrap();
+        let ch = &c.choices[0];
+        assert_eq!(ch.reasoning.as_deref(), Some("The user wants weather."));
+        assert_eq!(ch.content.as_deref(), Some("I'll check both."));
+        assert_eq!(ch.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            ch.tool_calls,
+            vec![
+                ToolCall {
+                    id: "toolu_01A09q90qw90lq917835lq9".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"location":"Paris"}"#.into()
+                },
+                ToolCall {
+                    id: "toolu_01B".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"location":"London, UK"}"#.into()
+                },
+            ]
+        );
+        assert_eq!(c.usage, Some(Usage::new(472, 91)));
+        // Tool calls only: no content.
+        let c = parse_chat(br#"{"id":"m","type":"message","content":[{"type":"tool_use","id":"t","name":"f","input":{}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":2}}"#).unwrap();
+        assert_eq!(c.choices[0].content, None);
+        assert_eq!(c.choices[0].tool_calls[0].arguments, "{}");
+    }
+
+    #[test]
+    fn finish_reasons_and_bad_answers() {
+        for (stop, want) in [
+            ("end_turn", FinishReason::Stop),
+            ("stop_sequence", FinishReason::Stop),
+            ("pause_turn", FinishReason::Stop),
+            ("max_tokens", FinishReason::Length),
+            ("model_context_window_exceeded", FinishReason::Length),
+            ("tool_use", FinishReason::ToolCalls),
+            ("refusal", FinishReason::ContentFilter),
+        ] {
+            let body = format!(
+                r#"{{"id":"m","type":"message","content":[],"stop_reason":"{stop}","usage":{{"input_tokens":1,"output_tokens":0}}}}"#
+            );
+            let c = parse_chat(body.as_bytes()).unwrap();
+            assert_eq!(c.choices[0].finish_reason, Some(want), "{stop}");
+            assert_eq!(c.choices[0].content.as_deref(), Some(""));
+        }
+        assert!(parse_chat(b"<html>").is_err());
+        assert!(parse_chat(br#"{"id":"m","type":"message"}"#).is_err());
+        let e = parse_chat(
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("Overloaded"), "{e:?}");
+    }
+
+    // ---- streams ----------------------------------------------------------------------------
+
+    fn ctx(include_usage: bool) -> ResponseCtx<'static> {
+        ResponseCtx {
+            client_model: "claude",
+            created: 1,
+            fallback_id: "req_1",
+            legacy_completion: false,
+            include_usage,
+        }
+    }
+
+    /// Anthropic SSE: `event: <type>` then `data: <json>` (the event name equals the type).
+    fn sse(events: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in events {
+            let v: Value = serde_json::from_str(e).unwrap();
+            out.extend_from_slice(
+                format!("event: {}\ndata: {e}\n\n", v["type"].as_str().unwrap()).as_bytes(),
+            );
+        }
+        out
+    }
+
+    /// docs.claude.com "Streaming messages", basic streaming request (verbatim event bodies).
+    const TEXT_STREAM: &str = "event: message_start\n\
+data: {\"type\": \"message_start\", \"message\": {\"id\": \"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\", \"type\": \"message\", \"role\": \"assistant\", \"content\": [], \"model\": \"claude-opus-4-6\", \"stop_reason\": null, \"stop_sequence\": null, \"usage\": {\"input_tokens\": 25, \"output_tokens\": 1}}}\n\n\
+event: content_block_start\n\
+data: {\"type\": \"content_block_start\", \"index\": 0, \"content_block\": {\"type\": \"text\", \"text\": \"\"}}\n\n\
+event: ping\n\
+data: {\"type\": \"ping\"}\n\n\
+event: content_block_delta\n\
+data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"Hello\"}}\n\n\
+event: content_block_delta\n\
+data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"! \\u00e9\\n\"}}\n\n\
+event: content_block_stop\n\
+data: {\"type\": \"content_block_stop\", \"index\": 0}\n\n\
+event: message_delta\n\
+data: {\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"end_turn\", \"stop_sequence\":null}, \"usage\": {\"output_tokens\": 15}}\n\n\
+event: message_stop\n\
+data: {\"type\": \"message_stop\"}\n\n";
+
+    #[test]
+    fn text_stream() {
+        let (out, end, usage) = every_split(|| sse_stream(&ctx(true)), TEXT_STREAM.as_bytes());
+        assert_eq!(end, StreamEnd::Complete);
+        assert_eq!(usage, Some(Usage::new(25, 15)));
+        let (text, calls, finish) = reassemble(&out);
+        assert_eq!(text, "Hello! é\n");
+        assert!(calls.is_empty());
+        assert_eq!(finish.as_deref(), Some("stop"));
+        let ev = events(&out);
+        assert_eq!(
+            ev[0]["id"],
+            "chatcmpl-msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY"
+        );
+        assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
+        let usage_chunk = &ev[ev.len() - 2];
+        assert_eq!(usage_chunk["usage"]["prompt_tokens"], 25);
+        assert_eq!(usage_chunk["usage"]["completion_tokens"], 15);
+        assert_eq!(ev.last().unwrap(), "[DONE]");
+        // Without include_usage: no usage chunk, but usage() still reports it.
+        let (out, _, usage) = every_split(|| sse_stream(&ctx(false)), TEXT_STREAM.as_bytes());
+        assert!(events(&out).iter().all(|e| e.get("usage").is_none()));
+        assert_eq!(usage, Some(Usage::new(25, 15)));
+        // CRLF line ends (Vertex's front end) give the same result.
+        let crlf = TEXT_STREAM.replace('\n', "\r\n");
+        assert_eq!(
+            every_split(|| sse_stream(&ctx(false)), crlf.as_bytes()).0,
+            out
+        );
+    }
+
+    /// docs.claude.com "Streaming messages", streaming request with tool use — extended to two
+    /// parallel calls, prompt-cache usage, and the cumulative usage `message_delta` carries now.
+    fn tool_stream() -> Vec<u8> {
+        sse(&[
+            r#"{"type":"message_start","message":{"id":"msg_014p7gG3wDgGV9EUtLvnow3U","type":"message","role":"assistant","model":"claude-opus-4-6","stop_sequence":null,"usage":{"input_tokens":472,"cache_creation_input_tokens":0,"cache_read_input_tokens":128,"output_tokens":2},"content":[],"stop_reason":null}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type": "ping"}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Okay, let's check"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" the weather."}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"location\":"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \"San Francisco, CA\"}"}}"#,
+            r#"{"type":"content_block_stop","index":1}"#,
+            r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_02","name":"get_time","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"tz\": \"PST\"}"}}"#,
+            r#"{"type":"content_block_stop","index":2}"#,
+            r#"{"type":"content_block_start","index":3,"content_block":{"type":"tool_use","id":"toolu_03","name":"ping_server","input":{}}}"#,
+            r#"{"type":"content_block_stop","index":3}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"input_tokens":472,"cache_creation_input_tokens":0,"cache_read_input_tokens":128,"output_tokens":89}}"#,
+            r#"{"type":"message_stop"}"#,
+        ])
+    }
+
+    #[test]
+    fn tool_call_stream_with_parallel_calls() {
+        let (out, end, usage) = every_split(|| sse_stream(&ctx(true)), &tool_stream());
+        assert_eq!(end, StreamEnd::Complete);
+        let (text, calls, finish) = reassemble(&out);
+        assert_eq!(text, "Okay, let's check the weather.");
+        assert_eq!(
+            calls,
+            vec![
+                (
+                    "toolu_01T1x1fJ34qAmk2tNTrN7Up6".into(),
+                    "get_weather".into(),
+                    r#"{"location": "San Francisco, CA"}"#.into()
+                ),
+                (
+                    "toolu_02".into(),
+                    "get_time".into(),
+                    r#"{"tz": "PST"}"#.into()
+                ),
+                ("toolu_03".into(), "ping_server".into(), "{}".into()),
+            ]
+        );
+        assert_eq!(finish.as_deref(), Some("tool_calls"));
+        let mut want = Usage::new(600, 89);
+        want.cached_tokens = 128;
+        assert_eq!(usage, Some(want));
+        let ev = events(&out);
+        let u = &ev[ev.len() - 2]["usage"];
+        assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 128);
+        // The first fragment of each call carries its OpenAI index (tool blocks only).
+        let starts: Vec<(u64, String)> = ev
+            .iter()
+            .filter_map(|e| e["choices"].get(0)?["delta"]["tool_calls"].get(0).cloned())
+            .filter(|tc| tc.get("id").is_some())
+            .map(|tc| {
+                (
+                    tc["index"].as_u64().unwrap(),
+                    tc["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            starts,
+            vec![
+                (0, "toolu_01T1x1fJ34qAmk2tNTrN7Up6".into()),
+                (1, "toolu_02".into()),
+                (2, "toolu_03".into())
+            ]
+        );
+    }
+
+    /// docs.claude.com "Streaming messages", extended thinking example (shortened).
+    fn thinking_stream() -> Vec<u8> {
+        sse(&[
+            r#"{"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant","content":[],"model":"claude-opus-4-6","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me solve this step by step:\n\n1. First break down 27 * 453"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"\n2. 453 = 400 + 50 + 3"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds..."}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix"}}"#,
+            r#"{"type":"content_block_stop","index":1}"#,
+            r#"{"type":"content_block_start","index":2,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"27 * 453 = 12,231"}}"#,
+            r#"{"type":"content_block_stop","index":2}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},"usage":{"output_tokens":100}}"#,
+            r#"{"type":"message_stop"}"#,
+        ])
+    }
+
+    #[test]
+    fn thinking_stream_becomes_reasoning_content() {
+        let (out, end, _) = every_split(|| sse_stream(&ctx(false)), &thinking_stream());
+        assert_eq!(end, StreamEnd::Complete);
+        let ev = events(&out);
+        let reasoning: String = ev
+            .iter()
+            .filter_map(|e| {
+                e["choices"].get(0)?["delta"]["reasoning_content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(reasoning, "Let me solve this step by step:\n\n1. First break down 27 * 453\n2. 453 = 400 + 50 + 3");
+        assert!(
+            !String::from_utf8_lossy(&out).contains("EqQB"),
+            "signatures are dropped"
+        );
+        let (text, _, finish) = reassemble(&out);
+        assert_eq!(text, "27 * 453 = 12,231");
+        assert_eq!(finish.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn mid_stream_error_event() {
+        // docs.claude.com "Streaming messages", error events.
+        let mut input = sse(&[
+            r#"{"type":"message_start","message":{"id":"msg_e","type":"message","role":"assistant","content":[],"model":"claude","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}"#,
+        ]);
+        input.extend_from_slice(b"event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n");
+        input.extend_from_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"ignored\"}}\n\n");
+        let (out, end, usage) = every_split(|| sse_stream(&ctx(true)), &input);
+        assert_eq!(end, StreamEnd::ProviderError("Overloaded".into()));
+        assert_eq!(usage, Some(Usage::new(5, 1)));
+        let ev = events(&out);
+        assert_eq!(reassemble(&out).0, "Hel");
+        let last = ev.last().unwrap();
+        assert_eq!(last["error"]["message"], "Overloaded");
+        assert_eq!(last["error"]["type"], "server_error");
+        assert_eq!(last["error"]["code"], "overloaded_error");
+        assert!(!String::from_utf8_lossy(&out).contains("[DONE]"));
+
+        let input =
+            sse(&[r#"{"type":"error","error":{"type":"rate_limit_error","message":"Slow down"}}"#]);
+        let (out, _, _) = every_split(|| sse_stream(&ctx(false)), &input);
+        let ev = events(&out);
+        assert_eq!(ev[0]["error"]["type"], "rate_limit_error");
+        assert_eq!(ev[0]["error"]["code"], "rate_limit_exceeded");
+    }
+
+    #[test]
+    fn truncated_streams() {
+        let full = TEXT_STREAM.as_bytes();
+        let cut = TEXT_STREAM.find("event: message_delta").unwrap();
+        for input in [&full[..cut], &full[..cut + 30], &b""[..]] {
+            let (out, end, _) = every_split(|| sse_stream(&ctx(false)), input);
+            assert_eq!(end, StreamEnd::Truncated);
+            let ev = events(&out);
+            assert_eq!(ev.last().unwrap()["error"]["code"], "stream_truncated");
+        }
+        // An unreadable event is a corrupt stream, not something to skip silently.
+        let mut bad = full[..cut].to_vec();
+        bad.extend_from_slice(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\n\n",
+        );
+        bad.extend_from_slice(&full[cut..]);
+        let (out, end, _) = every_split(|| sse_stream(&ctx(false)), &bad);
+        assert_eq!(end, StreamEnd::Truncated);
+        assert!(!String::from_utf8_lossy(&out).contains("[DONE]"));
+        // A final event missing only its blank line still counts.
+        let (_, end, _) = every_split(
+            || sse_stream(&ctx(false)),
+            full.strip_suffix(b"\n").unwrap(),
+        );
+        assert_eq!(end, StreamEnd::Complete);
+    }
+
+    #[test]
+    fn legacy_completion_stream() {
+        let c = ResponseCtx {
+            legacy_completion: true,
+            ..ctx(false)
+        };
+        let (out, end, _) = every_split(|| sse_stream(&c), TEXT_STREAM.as_bytes());
+        assert_eq!(end, StreamEnd::Complete);
+        let ev = events(&out);
+        assert_eq!(ev[0]["object"], "text_completion");
+        assert_eq!(ev[0]["id"], "cmpl-msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY");
+        let text: String = ev
+            .iter()
+            .filter_map(|e| e["choices"].get(0)?["text"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(text, "Hello! é\n");
+    }
+
+    /// Bedrock InvokeModelWithResponseStream: each Anthropic event, as JSON, base64 in a `chunk`.
+    fn bedrock(events: &[&str]) -> Vec<u8> {
+        use base64::Engine as _;
+        let mut out = Vec::new();
+        for e in events {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(e);
+            out.extend(encode_event(
+                "chunk",
+                format!(r#"{{"bytes":"{b64}"}}"#).as_bytes(),
+            ));
+        }
+        out
+    }
+
+    fn exception(kind: &str, payload: &[u8]) -> Vec<u8> {
+        encode_message(
+            &[
+                (":exception-type", HeaderValue::String(kind.into())),
+                (
+                    ":content-type",
+                    HeaderValue::String("application/json".into()),
+                ),
+                (":message-type", HeaderValue::String("exception".into())),
+            ],
+            payload,
+        )
+    }
+
+    const BEDROCK_EVENTS: [&str; 7] = [
+        r#"{"type":"message_start","message":{"id":"msg_bdrk_01","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":21,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" there"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":9}}"#,
+        r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":21,"outputTokenCount":9,"invocationLatency":300,"firstByteLatency":100}}"#,
+    ];
+
+    #[test]
+    fn bedrock_eventstream() {
+        let input = bedrock(&BEDROCK_EVENTS);
+        let (out, end, usage) = every_split(|| eventstream_stream(&ctx(true)), &input);
+        assert_eq!(end, StreamEnd::Complete);
+        assert_eq!(usage, Some(Usage::new(21, 9)));
+        let (text, _, finish) = reassemble(&out);
+        assert_eq!(
+            (text.as_str(), finish.as_deref()),
+            ("Hi there", Some("stop"))
+        );
+        assert_eq!(events(&out)[0]["id"], "chatcmpl-msg_bdrk_01");
+
+        // Usage from the invocation metrics alone.
+        let input = bedrock(&[
+            r#"{"type":"message_start","message":{"id":"m","content":[]}}"#,
+            BEDROCK_EVENTS[2],
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"}}"#,
+            BEDROCK_EVENTS[6],
+        ]);
+        let (out, end, usage) = every_split(|| eventstream_stream(&ctx(false)), &input);
+        assert_eq!((end, usage), (StreamEnd::Complete, Some(Usage::new(21, 9))));
+        assert_eq!(reassemble(&out).2.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn bedrock_exceptions_and_corruption() {
+        for (kind, status_type, code) in [
+            (
+                "throttlingException",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ),
+            (
+                "modelStreamErrorException",
+                "server_error",
+                "modelStreamErrorException",
+            ),
+            (
+                "validationException",
+                "invalid_request_error",
+                "validationException",
+            ),
+            (
+                "internalServerException",
+                "server_error",
+                "internalServerException",
+            ),
+            (
+                "serviceUnavailableException",
+                "server_error",
+                "serviceUnavailableException",
+            ),
+            (
+                "modelTimeoutException",
+                "timeout_error",
+                "modelTimeoutException",
+            ),
+        ] {
+            let mut input = bedrock(&BEDROCK_EVENTS[..3]);
+            input.extend(exception(kind, br#"{"message":"Something went wrong"}"#));
+            input.extend(bedrock(&BEDROCK_EVENTS[3..]));
+            let (out, end, _) = every_split(|| eventstream_stream(&ctx(false)), &input);
+            assert_eq!(
+                end,
+                StreamEnd::ProviderError("Something went wrong".into()),
+                "{kind}"
+            );
+            let ev = events(&out);
+            let err = &ev.last().unwrap()["error"];
+            assert_eq!(
+                (err["type"].as_str(), err["code"].as_str()),
+                (Some(status_type), Some(code)),
+                "{kind}"
+            );
+            assert_eq!(reassemble(&out).0, "Hi");
+        }
+        // A bad checksum: the frame boundaries can no longer be trusted.
+        let mut input = bedrock(&BEDROCK_EVENTS);
+        let second = bedrock(&BEDROCK_EVENTS[..1]).len() + 20;
+        input[second] ^= 0x40;
+        let (out, end, _) = every_split(|| eventstream_stream(&ctx(false)), &input);
+        assert_eq!(end, StreamEnd::Truncated);
+        assert_eq!(
+            events(&out).last().unwrap()["error"]["code"],
+            "stream_truncated"
+        );
+        // EOF inside a frame, and EOF between frames before message_stop.
+        let input = bedrock(&BEDROCK_EVENTS);
+        for cut in [input.len() - 5, bedrock(&BEDROCK_EVENTS[..6]).len()] {
+            let (_, end, _) = every_split(|| eventstream_stream(&ctx(false)), &input[..cut]);
+            assert_eq!(end, StreamEnd::Truncated);
+        }
+        // Undecodable chunk bytes.
+        let input = encode_event("chunk", br#"{"bytes":"%%%"}"#);
+        assert_eq!(
+            every_split(|| eventstream_stream(&ctx(false)), &input).1,
+            StreamEnd::Truncated
+        );
+    }
+
+    // ---- errors -----------------------------------------------------------------------------
+
+    fn reply(status: u16, body: &str) -> (u16, Value) {
+        let r = error(status, body.as_bytes());
+        (r.status, serde_json::from_slice(&r.body).unwrap())
+    }
+
+    #[test]
+    fn error_mapping_table() {
+        let anthropic = |t: &str, m: &str| {
+            format!(
+                r#"{{"type":"error","error":{{"type":"{t}","message":"{m}"}},"request_id":"req_011"}}"#
+            )
+        };
+        for (status, kind, message, want_status, want_type, want_code) in [
+            (
+                400,
+                "invalid_request_error",
+                "messages: roles must alternate",
+                400,
+                "invalid_request_error",
+                "invalid_request_error",
+            ),
+            (
+                400,
+                "invalid_request_error",
+                "prompt is too long: 208310 tokens > 200000 maximum",
+                400,
+                "invalid_request_error",
+                "context_length_exceeded",
+            ),
+            (
+                401,
+                "authentication_error",
+                "invalid x-api-key",
+                502,
+                "server_error",
+                "authentication_error",
+            ),
+            (
+                402,
+                "billing_error",
+                "credit balance too low",
+                502,
+                "server_error",
+                "billing_error",
+            ),
+            (
+                403,
+                "permission_error",
+                "no access",
+                403,
+                "permission_error",
+                "permission_error",
+            ),
+            (
+                404,
+                "not_found_error",
+                "model: claude-9",
+                404,
+                "not_found_error",
+                "model_not_found",
+            ),
+            (
+                404,
+                "not_found_error",
+                "Not found",
+                404,
+                "not_found_error",
+                "not_found_error",
+            ),
+            (
+                413,
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+                413,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            (
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+                429,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ),
+            (
+                500,
+                "api_error",
+                "Internal server error",
+                500,
+                "server_error",
+                "api_error",
+            ),
+            (
+                504,
+                "timeout_error",
+                "Request timed out",
+                504,
+                "timeout_error",
+                "timeout_error",
+            ),
+            (
+                529,
+                "overloaded_error",
+                "Overloaded",
+                503,
+                "server_error",
+                "overloaded_error",
+            ),
+        ] {
+            let (s, v) = reply(status, &anthropic(kind, message));
+            assert_eq!(s, want_status, "{status} {kind}");
+            assert_eq!(v["error"]["type"], want_type, "{status} {kind}");
+            assert_eq!(v["error"]["code"], want_code, "{status} {kind}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(message),
+                "{v}"
+            );
+        }
+        let (_, v) = reply(401, &anthropic("authentication_error", "invalid x-api-key"));
+        assert_eq!(
+            v["error"]["message"],
+            "The provider rejected the gateway's credentials. invalid x-api-key"
+        );
+        // Bedrock's own body shape, without the error-type header.
+        let (s, v) = reply(
+            429,
+            r#"{"message":"Too many requests, please wait before trying again."}"#,
+        );
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (429, Some("rate_limit_exceeded"))
+        );
+        assert_eq!(
+            v["error"]["message"],
+            "Too many requests, please wait before trying again."
+        );
+        // Non-JSON bodies.
+        let (s, v) = reply(529, "<html>overloaded</html>");
+        assert_eq!(
+            (s, v["error"]["message"].as_str()),
+            (503, Some("Provider returned HTTP 529."))
+        );
+        let (s, v) = reply(502, "");
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (500, Some("server_error"))
+        );
+        let (s, _) = reply(408, "timeout");
+        assert_eq!(s, 504);
+    }
+
+    #[test]
+    fn event_strings_borrow_from_the_input() {
+        let json = br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"plain"}}"#;
+        let ev: Event<'_> = serde_json::from_slice(json).unwrap();
+        assert!(matches!(
+            ev.delta.unwrap().text,
+            Some(Cow::Borrowed("plain"))
+        ));
+    }
+
+    #[test]
+    fn fast_delta_agrees_with_the_full_parse() {
+        let full = |json: &str| {
+            let ev: Event<'_> = serde_json::from_str(json).unwrap();
+            let d = ev.delta.unwrap();
+            let piece = d
+                .text
+                .or(d.partial_json)
+                .or(d.thinking)
+                .unwrap()
+                .into_owned();
+            (ev.index.unwrap(), piece)
+        };
+        for json in [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#,
+            r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":""}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"a \"quoted\" \\ back\nslash \u00e9 \ud83d\ude00 é"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"ends with backslash \\"}}"#,
+            r#"{"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Par"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}  "#,
+        ] {
+            let (index, _, piece) =
+                fast_delta(json.as_bytes()).unwrap_or_else(|| panic!("fast path missed {json}"));
+            assert_eq!((index, piece.into_owned()), full(json), "{json}");
+        }
+        // Other layouts take the full parse.
+        for json in [
+            r#"{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x","extra":1}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}, "more""#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"unterminated"#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"raw\ncontrol\"}}",
+            r#"{"type":"content_block_delta","index":99999999999,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"bad \x"}}"#,
+        ] {
+            assert!(fast_delta(json.as_bytes()).is_none(), "{json}");
+        }
+    }
+
+    #[test]
+    fn bedrock_chunks_with_other_layouts() {
+        use base64::Engine as _;
+        // A padded payload (seen on Bedrock stream events) goes through `chunk_bytes`.
+        let mut input = Vec::new();
+        for e in BEDROCK_EVENTS {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(e);
+            input.extend(encode_event(
+                "chunk",
+                format!(r#"{{"bytes":"{b64}","p":"abcdefghij"}}"#).as_bytes(),
+            ));
+        }
+        let (out, end, _) = every_split(|| eventstream_stream(&ctx(false)), &input);
+        assert_eq!(end, StreamEnd::Complete);
+        assert_eq!(reassemble(&out).0, "Hi there");
+        // Unknown event types are skipped.
+        let mut input = encode_event("somethingNew", b"{}");
+        input.extend(bedrock(&BEDROCK_EVENTS));
+        assert_eq!(
+            every_split(|| eventstream_stream(&ctx(false)), &input).1,
+            StreamEnd::Complete
+        );
+    }
 }

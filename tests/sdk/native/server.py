@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import anthropic as anthropic_mock  # noqa: E402  (tests/sdk/native/anthropic.py, not the SDK)
+import anthropic_messages as anthropic_mock  # noqa: E402
 import bedrock  # noqa: E402
 import gemini  # noqa: E402
 import oci  # noqa: E402
