@@ -157,7 +157,13 @@ async fn a_provider_stream_cut_short_ends_with_an_error_event() {
 #[tokio::test]
 async fn the_first_translated_bytes_leave_before_the_stream_ends() {
     let stream = message_stream(&["early", " late"], 9, 2);
-    let head_end = stream.windows(6).position(|w| w == b"early\"").unwrap() + 40;
+    let early_at = stream.windows(5).position(|w| w == b"early").unwrap();
+    let head_end = early_at
+        + stream[early_at..]
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .unwrap()
+        + 2;
     let pieces = vec![stream[..head_end].to_vec(), stream[head_end..].to_vec()];
     // The second piece comes 5 s after the first: the first content must not wait for it.
     let up = MockUpstream::start(move |_| Reply::Stream(pieces.clone(), Duration::from_secs(5)));
