@@ -184,7 +184,10 @@ pub trait StreamTranslator: Send {
 
 fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
     InvalidRequest::new(
-        format!("This model's provider API ({}) does not support {what}.", dialect.as_str()),
+        format!(
+            "This model's provider API ({}) does not support {what}.",
+            dialect.as_str()
+        ),
         None,
     )
 }
@@ -215,9 +218,10 @@ pub fn parse_chat(t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, Bad
         Dialect::VertexGemini => providers::gemini::parse_chat(answer.body),
         Dialect::Watsonx => providers::watsonx::parse_chat(answer.body),
         Dialect::OciGeneric | Dialect::OciCohere => providers::oci::parse_chat(t, answer.body),
-        Dialect::OpenAi | Dialect::Azure | Dialect::BedrockEmbed => {
-            Err(BadAnswer(format!("{} answers are not translated", t.dialect.as_str())))
-        }
+        Dialect::OpenAi | Dialect::Azure | Dialect::BedrockEmbed => Err(BadAnswer(format!(
+            "{} answers are not translated",
+            t.dialect.as_str()
+        ))),
     }
 }
 
@@ -256,7 +260,10 @@ pub fn parse_embeddings(t: &Target<'_>, answers: &[Answer<'_>]) -> Result<Embedd
         Dialect::BedrockEmbed => providers::bedrock::parse_embeddings(t, answers),
         Dialect::VertexGemini => providers::gemini::parse_embeddings(answers),
         Dialect::Watsonx => providers::watsonx::parse_embeddings(answers),
-        _ => Err(BadAnswer(format!("{} embeddings are not translated", t.dialect.as_str()))),
+        _ => Err(BadAnswer(format!(
+            "{} embeddings are not translated",
+            t.dialect.as_str()
+        ))),
     }
 }
 
@@ -280,7 +287,9 @@ pub fn translate_error(
                 _ => providers::anthropic::error(status, body),
             }
         }
-        Dialect::BedrockConverse | Dialect::BedrockEmbed => providers::bedrock::error(status, body, hints),
+        Dialect::BedrockConverse | Dialect::BedrockEmbed => {
+            providers::bedrock::error(status, body, hints)
+        }
         Dialect::VertexGemini => providers::gemini::error(status, body),
         Dialect::Watsonx => providers::watsonx::error(status, body),
         Dialect::OciGeneric | Dialect::OciCohere => providers::oci::error(status, body),
@@ -314,7 +323,11 @@ pub(crate) mod testing {
         let whole = run(&[input]);
         for split in 0..=input.len() {
             let (a, b) = input.split_at(split);
-            assert_eq!(run(&[a, b]), whole, "output differs when split at byte {split}");
+            assert_eq!(
+                run(&[a, b]),
+                whole,
+                "output differs when split at byte {split}"
+            );
         }
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(run(&bytes), whole, "output differs when fed byte by byte");
@@ -328,7 +341,9 @@ pub(crate) mod testing {
             .split("\n\n")
             .filter(|e| !e.is_empty())
             .map(|e| {
-                let data = e.strip_prefix("data: ").expect("every event is one data line");
+                let data = e
+                    .strip_prefix("data: ")
+                    .expect("every event is one data line");
                 if data == "[DONE]" {
                     serde_json::Value::String("[DONE]".into())
                 } else {
@@ -357,8 +372,14 @@ pub(crate) mod testing {
                     let i = tc["index"].as_u64().expect("index") as usize;
                     if i == calls.len() {
                         calls.push((
-                            tc["id"].as_str().expect("first fragment has an id").to_owned(),
-                            tc["function"]["name"].as_str().expect("and a name").to_owned(),
+                            tc["id"]
+                                .as_str()
+                                .expect("first fragment has an id")
+                                .to_owned(),
+                            tc["function"]["name"]
+                                .as_str()
+                                .expect("and a name")
+                                .to_owned(),
                             String::new(),
                         ));
                     }

@@ -67,12 +67,10 @@ impl EmbeddingsRequest {
             None | Some(Value::Null) => EncodingFormat::Float,
             Some(Value::String(s)) if s == "float" => EncodingFormat::Float,
             Some(Value::String(s)) if s == "base64" => EncodingFormat::Base64,
-            Some(_) => {
-                return Err(InvalidRequest::new(
-                    "Invalid value for 'encoding_format': supported values are 'float' and 'base64'.",
-                    Some("encoding_format"),
-                ))
-            }
+            Some(_) => return Err(InvalidRequest::new(
+                "Invalid value for 'encoding_format': supported values are 'float' and 'base64'.",
+                Some("encoding_format"),
+            )),
         };
         const KNOWN: &[&str] = &["model", "input", "dimensions", "encoding_format", "user"];
         Ok(EmbeddingsRequest {
@@ -104,7 +102,9 @@ pub fn render(e: &Embeddings, client_model: &str, format: EncodingFormat) -> Vec
         .enumerate()
         .map(|(i, v)| {
             let embedding = match format {
-                EncodingFormat::Float => Value::from(v.iter().map(|f| f64::from(*f)).collect::<Vec<f64>>()),
+                EncodingFormat::Float => {
+                    Value::from(v.iter().map(|f| f64::from(*f)).collect::<Vec<f64>>())
+                }
                 EncodingFormat::Base64 => {
                     let mut bytes = Vec::with_capacity(v.len() * 4);
                     for f in v {
@@ -161,7 +161,10 @@ mod tests {
     #[test]
     fn inputs_and_options_are_checked() {
         let body = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap();
-        let r = EmbeddingsRequest::from_body(&body(r#"{"model":"e","input":["a","b"],"dimensions":256,"encoding_format":"base64"}"#)).unwrap();
+        let r = EmbeddingsRequest::from_body(&body(
+            r#"{"model":"e","input":["a","b"],"dimensions":256,"encoding_format":"base64"}"#,
+        ))
+        .unwrap();
         assert_eq!(r.inputs, vec!["a", "b"]);
         assert_eq!(r.dimensions, Some(256));
         assert_eq!(r.encoding_format, EncodingFormat::Base64);
@@ -169,9 +172,18 @@ mod tests {
             (r#"{"model":"e","input":[1,2]}"#, "input"),
             (r#"{"model":"e","input":[]}"#, "input"),
             (r#"{"model":"e","input":"x","dimensions":0}"#, "dimensions"),
-            (r#"{"model":"e","input":"x","encoding_format":"int8"}"#, "encoding_format"),
+            (
+                r#"{"model":"e","input":"x","encoding_format":"int8"}"#,
+                "encoding_format",
+            ),
         ] {
-            assert_eq!(EmbeddingsRequest::from_body(&body(b)).unwrap_err().param.as_deref(), Some(p));
+            assert_eq!(
+                EmbeddingsRequest::from_body(&body(b))
+                    .unwrap_err()
+                    .param
+                    .as_deref(),
+                Some(p)
+            );
         }
     }
 }

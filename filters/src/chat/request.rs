@@ -24,7 +24,10 @@ pub enum Role {
 pub enum Part {
     Text(String),
     /// `image_url.url`: an `https://` URL or a `data:<mime>;base64,<data>` URL.
-    Image { url: String, detail: Option<String> },
+    Image {
+        url: String,
+        detail: Option<String>,
+    },
 }
 
 /// A tool call the assistant made (history) or makes (response).
@@ -157,7 +160,9 @@ impl ChatRequest {
         let msgs = body
             .get("messages")
             .and_then(Value::as_array)
-            .ok_or_else(|| InvalidRequest::new("Missing required parameter: 'messages'.", Some("messages")))?;
+            .ok_or_else(|| {
+                InvalidRequest::new("Missing required parameter: 'messages'.", Some("messages"))
+            })?;
         let messages = msgs
             .iter()
             .enumerate()
@@ -266,7 +271,10 @@ impl ChatRequest {
                 .unwrap_or(false);
         let n = opt_u64(body, "n")?;
         if n == Some(0) {
-            return Err(InvalidRequest::new("Invalid 'n': must be at least 1.", Some("n")));
+            return Err(InvalidRequest::new(
+                "Invalid 'n': must be at least 1.",
+                Some("n"),
+            ));
         }
         Ok(ChatRequest {
             messages,
@@ -347,7 +355,10 @@ fn message(i: usize, m: &Value) -> Result<Message, InvalidRequest> {
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => {
             return Err(InvalidRequest::new(
-                format!("Invalid type for '{}': expected a string or an array of content parts.", at("content")),
+                format!(
+                    "Invalid type for '{}': expected a string or an array of content parts.",
+                    at("content")
+                ),
                 Some(&at("content")),
             ))
         }
@@ -367,18 +378,27 @@ fn message(i: usize, m: &Value) -> Result<Message, InvalidRequest> {
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => {
             return Err(InvalidRequest::new(
-                format!("Invalid '{}': only assistant messages carry an array of tool calls.", at("tool_calls")),
+                format!(
+                    "Invalid '{}': only assistant messages carry an array of tool calls.",
+                    at("tool_calls")
+                ),
                 Some(&at("tool_calls")),
             ))
         }
     };
     if role == Role::Assistant && content.is_empty() && tool_calls.is_empty() {
         return Err(InvalidRequest::new(
-            format!("Invalid '{}': an assistant message needs content or tool_calls.", at("content")),
+            format!(
+                "Invalid '{}': an assistant message needs content or tool_calls.",
+                at("content")
+            ),
             Some(&at("content")),
         ));
     }
-    let tool_call_id = m.get("tool_call_id").and_then(Value::as_str).map(str::to_owned);
+    let tool_call_id = m
+        .get("tool_call_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     if role == Role::Tool && tool_call_id.is_none() {
         return Err(InvalidRequest::new(
             format!("Missing required parameter: '{}'.", at("tool_call_id")),
@@ -458,7 +478,10 @@ fn tools(v: Option<&Value>) -> Result<Vec<Tool>, InvalidRequest> {
     let Some(Value::Array(list)) = v else {
         return match v {
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(_) => Err(InvalidRequest::new("Invalid 'tools': expected an array.", Some("tools"))),
+            Some(_) => Err(InvalidRequest::new(
+                "Invalid 'tools': expected an array.",
+                Some("tools"),
+            )),
         };
     };
     list.iter()
@@ -467,20 +490,24 @@ fn tools(v: Option<&Value>) -> Result<Vec<Tool>, InvalidRequest> {
             let at = format!("tools[{i}]");
             match t.get("type").and_then(Value::as_str) {
                 Some("function") => {}
-                other => {
-                    return Err(InvalidRequest::new(
-                        format!("Invalid '{at}.type': '{}' tools cannot be translated (only 'function').", other.unwrap_or("null")),
-                        Some(&format!("{at}.type")),
-                    ))
-                }
+                other => return Err(InvalidRequest::new(
+                    format!(
+                        "Invalid '{at}.type': '{}' tools cannot be translated (only 'function').",
+                        other.unwrap_or("null")
+                    ),
+                    Some(&format!("{at}.type")),
+                )),
             }
             let f = t.get("function");
-            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).ok_or_else(|| {
-                InvalidRequest::new(
-                    format!("Missing required parameter: '{at}.function.name'."),
-                    Some(&format!("{at}.function.name")),
-                )
-            })?;
+            let name = f
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    InvalidRequest::new(
+                        format!("Missing required parameter: '{at}.function.name'."),
+                        Some(&format!("{at}.function.name")),
+                    )
+                })?;
             Ok(Tool {
                 name: name.to_owned(),
                 description: f
@@ -562,7 +589,10 @@ fn opt_f64(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, InvalidR
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-            InvalidRequest::new(format!("Invalid type for '{key}': expected a number."), Some(key))
+            InvalidRequest::new(
+                format!("Invalid type for '{key}': expected a number."),
+                Some(key),
+            )
         }),
     }
 }
@@ -583,7 +613,10 @@ fn opt_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, Invali
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_bool().map(Some).ok_or_else(|| {
-            InvalidRequest::new(format!("Invalid type for '{key}': expected a boolean."), Some(key))
+            InvalidRequest::new(
+                format!("Invalid type for '{key}': expected a boolean."),
+                Some(key),
+            )
         }),
     }
 }
@@ -613,7 +646,9 @@ mod tests {
     use crate::openai::parse_request;
 
     fn chat(body: &str) -> Result<ChatRequest, InvalidRequest> {
-        ChatRequest::from_parsed(&parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap())
+        ChatRequest::from_parsed(
+            &parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap(),
+        )
     }
 
     #[test]
@@ -635,35 +670,76 @@ mod tests {
         assert_eq!(r.other_names().collect::<Vec<_>>(), vec!["logit_bias"]);
         assert!(r.stream && r.include_usage);
         assert_eq!(r.system_text().as_deref(), Some("be brief"));
-        assert_eq!(data_url("data:image/png;base64,AAAA"), Some(("image/png", "AAAA")));
+        assert_eq!(
+            data_url("data:image/png;base64,AAAA"),
+            Some(("image/png", "AAAA"))
+        );
     }
 
     #[test]
     fn bad_shapes_name_the_parameter() {
         for (body, param) in [
-            (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, "messages[0].role"),
-            (r#"{"model":"m","messages":[{"role":"user"}]}"#, "messages[0].content"),
-            (r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio"}]}]}"#, "messages[0].content[0].type"),
-            (r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].tool_call_id"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#, "tool_choice"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"function","function":{"name":"g"}}}"#, "tool_choice"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "temperature"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#, "n"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"yaml"}}"#, "response_format.type"),
+            (
+                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}]}"#,
+                "messages[0].content",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio"}]}]}"#,
+                "messages[0].content[0].type",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+                "messages[0].tool_call_id",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#,
+                "tool_choice",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"function","function":{"name":"g"}}}"#,
+                "tool_choice",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+                "temperature",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
+                "n",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"yaml"}}"#,
+                "response_format.type",
+            ),
         ] {
-            assert_eq!(chat(body).unwrap_err().param.as_deref(), Some(param), "{body}");
+            assert_eq!(
+                chat(body).unwrap_err().param.as_deref(),
+                Some(param),
+                "{body}"
+            );
         }
     }
 
     #[test]
     fn legacy_prompt_becomes_a_user_message() {
-        let p = parse_request(Endpoint::Completions, br#"{"model":"m","prompt":["Say hi"],"echo":true}"#).unwrap();
+        let p = parse_request(
+            Endpoint::Completions,
+            br#"{"model":"m","prompt":["Say hi"],"echo":true}"#,
+        )
+        .unwrap();
         let r = ChatRequest::from_parsed(&p).unwrap();
         assert!(r.legacy_completion);
         assert_eq!(r.messages[0].text(), "Say hi");
         assert_eq!(r.max_tokens, Some(16));
         assert_eq!(r.other_names().collect::<Vec<_>>(), vec!["echo"]);
         let p = parse_request(Endpoint::Completions, br#"{"model":"m","prompt":[1,2,3]}"#).unwrap();
-        assert_eq!(ChatRequest::from_parsed(&p).unwrap_err().param.as_deref(), Some("prompt"));
+        assert_eq!(
+            ChatRequest::from_parsed(&p).unwrap_err().param.as_deref(),
+            Some("prompt")
+        );
     }
 }

@@ -71,7 +71,9 @@ impl ResponseCtx<'_> {
         } else {
             "chatcmpl-"
         };
-        let id = provider_id.filter(|s| !s.is_empty()).unwrap_or(self.fallback_id);
+        let id = provider_id
+            .filter(|s| !s.is_empty())
+            .unwrap_or(self.fallback_id);
         if id.starts_with(prefix) {
             id.to_owned()
         } else {
@@ -224,7 +226,10 @@ mod tests {
         assert_eq!(v["id"], "chatcmpl-msg_1");
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["model"], "claude");
-        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "f");
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "f"
+        );
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
         let v: Value = serde_json::from_slice(&render(&c, &ctx(true))).unwrap();

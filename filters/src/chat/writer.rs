@@ -261,8 +261,14 @@ mod tests {
         assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(ev[1]["choices"][0]["delta"]["content"], "hé\n");
         assert_eq!(ev[1]["model"], "m\"x");
-        assert_eq!(ev[2]["choices"][0]["delta"]["tool_calls"][0]["id"], "call_1");
-        assert_eq!(ev[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{\"a\"");
+        assert_eq!(
+            ev[2]["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "call_1"
+        );
+        assert_eq!(
+            ev[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\""
+        );
         assert_eq!(ev[4]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(ev[5]["choices"], serde_json::json!([]));
         assert_eq!(ev[5]["usage"]["total_tokens"], 3);

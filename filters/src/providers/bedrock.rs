@@ -3,7 +3,10 @@
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::chat::{ChatRequest, Completion, ResponseCtx};
 use crate::openai::InvalidRequest;
-use crate::translate::{Answer, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamTranslator, Target, UpstreamRequest};
+use crate::translate::{
+    Answer, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamTranslator, Target,
+    UpstreamRequest,
+};
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
     Err(InvalidRequest::new("placeholder", None))
 }
@@ -13,7 +16,10 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
 pub fn converse_stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
     unimplemented!("translator not merged yet")
 }
-pub fn prepare_embeddings(t: &Target<'_>, req: &EmbeddingsRequest) -> Result<EmbeddingsCall, InvalidRequest> {
+pub fn prepare_embeddings(
+    t: &Target<'_>,
+    req: &EmbeddingsRequest,
+) -> Result<EmbeddingsCall, InvalidRequest> {
     Err(InvalidRequest::new("placeholder", None))
 }
 pub fn parse_embeddings(t: &Target<'_>, answers: &[Answer<'_>]) -> Result<Embeddings, BadAnswer> {

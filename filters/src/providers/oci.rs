@@ -3,7 +3,10 @@
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::chat::{ChatRequest, Completion, ResponseCtx};
 use crate::openai::InvalidRequest;
-use crate::translate::{Answer, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamTranslator, Target, UpstreamRequest};
+use crate::translate::{
+    Answer, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamTranslator, Target,
+    UpstreamRequest,
+};
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
     Err(InvalidRequest::new("placeholder", None))
 }
