@@ -490,13 +490,15 @@ fn tools(v: Option<&Value>) -> Result<Vec<Tool>, InvalidRequest> {
             let at = format!("tools[{i}]");
             match t.get("type").and_then(Value::as_str) {
                 Some("function") => {}
-                other => return Err(InvalidRequest::new(
-                    format!(
+                other => {
+                    return Err(InvalidRequest::new(
+                        format!(
                         "Invalid '{at}.type': '{}' tools cannot be translated (only 'function').",
                         other.unwrap_or("null")
                     ),
-                    Some(&format!("{at}.type")),
-                )),
+                        Some(&format!("{at}.type")),
+                    ))
+                }
             }
             let f = t.get("function");
             let name = f

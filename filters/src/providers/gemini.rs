@@ -787,6 +787,40 @@ fn clean_schema(v: &Value, param: &str) -> Result<Value, InvalidRequest> {
 // ---------------------------------------------------------------------------------------------
 // Answers
 
+/// A JSON string borrowed from the input when it has no escapes. (serde's own `Cow<str>` only
+/// borrows as a direct `#[serde(borrow)]` field, never inside an `Option`: every text piece
+/// would be copied.)
+struct Str<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GenResponse<'a> {
@@ -797,7 +831,7 @@ struct GenResponse<'a> {
     #[serde(default)]
     usage_metadata: Option<UsageMetadata>,
     #[serde(default, borrow)]
-    response_id: Option<Cow<'a, str>>,
+    response_id: Option<Str<'a>>,
     /// Only on a stream's error event.
     #[serde(default, borrow)]
     error: Option<GoogleError<'a>>,
@@ -812,7 +846,7 @@ struct Candidate<'a> {
     #[serde(default, borrow)]
     content: Option<CandidateContent<'a>>,
     #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -825,7 +859,7 @@ struct CandidateContent<'a> {
 #[serde(rename_all = "camelCase")]
 struct RespPart<'a> {
     #[serde(default, borrow)]
-    text: Option<Cow<'a, str>>,
+    text: Option<Str<'a>>,
     #[serde(default)]
     thought: bool,
     #[serde(default, borrow)]
@@ -835,9 +869,9 @@ struct RespPart<'a> {
 #[derive(Deserialize)]
 struct RespFunctionCall<'a> {
     #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Str<'a>>,
     #[serde(borrow)]
-    name: Cow<'a, str>,
+    name: Str<'a>,
     #[serde(default)]
     args: Option<Value>,
 }
@@ -862,7 +896,7 @@ impl RespFunctionCall<'_> {
 #[serde(rename_all = "camelCase")]
 struct PromptFeedback<'a> {
     #[serde(default, borrow)]
-    block_reason: Option<Cow<'a, str>>,
+    block_reason: Option<Str<'a>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -909,7 +943,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
     let mut r: GenResponse<'_> = serde_json::from_slice(body)
         .map_err(|e| BadAnswer(format!("unreadable Vertex AI generateContent answer: {e}")))?;
     let usage = r.usage_metadata.map(UsageMetadata::usage);
-    let id = r.response_id.take().map(Cow::into_owned);
+    let id = r.response_id.take().map(|s| s.0.into_owned());
     if r.candidates.is_empty() {
         if r.prompt_feedback
             .as_ref()
@@ -942,7 +976,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
                 if let Some(fc) = p.function_call {
                     tool_calls.push(ToolCall {
                         id: fc.id(calls_so_far),
-                        name: fc.name.clone().into_owned(),
+                        name: fc.name.to_string(),
                         arguments: fc.arguments(),
                     });
                     calls_so_far += 1;
@@ -1276,9 +1310,9 @@ struct GoogleError<'a> {
     #[serde(default)]
     code: Option<u16>,
     #[serde(default, borrow)]
-    message: Option<Cow<'a, str>>,
+    message: Option<Str<'a>>,
     #[serde(default, borrow)]
-    status: Option<Cow<'a, str>>,
+    status: Option<Str<'a>>,
 }
 
 impl GoogleError<'_> {
