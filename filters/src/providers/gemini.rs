@@ -903,9 +903,9 @@ struct PromptFeedback<'a> {
 #[serde(rename_all = "camelCase")]
 struct UsageMetadata {
     #[serde(default)]
-    prompt_token_count: u64,
+    prompt_token_count: Option<u64>,
     #[serde(default)]
-    candidates_token_count: u64,
+    candidates_token_count: Option<u64>,
     #[serde(default)]
     thoughts_token_count: u64,
     #[serde(default)]
@@ -913,13 +913,17 @@ struct UsageMetadata {
 }
 
 impl UsageMetadata {
-    fn usage(self) -> Usage {
+    /// None for the count-less `{"trafficType":"ON_DEMAND"}` of Vertex's partial stream chunks.
+    fn usage(self) -> Option<Usage> {
+        if self.prompt_token_count.is_none() && self.candidates_token_count.is_none() {
+            return None;
+        }
         let mut u = Usage::new(
-            self.prompt_token_count,
-            self.candidates_token_count + self.thoughts_token_count,
+            self.prompt_token_count.unwrap_or(0),
+            self.candidates_token_count.unwrap_or(0) + self.thoughts_token_count,
         );
         u.cached_tokens = self.cached_content_token_count;
-        u
+        Some(u)
     }
 }
 
@@ -942,7 +946,7 @@ fn finish_reason(reason: &str, called_tools: bool) -> FinishReason {
 pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
     let mut r: GenResponse<'_> = serde_json::from_slice(body)
         .map_err(|e| BadAnswer(format!("unreadable Vertex AI generateContent answer: {e}")))?;
-    let usage = r.usage_metadata.map(UsageMetadata::usage);
+    let usage = r.usage_metadata.and_then(UsageMetadata::usage);
     let id = r.response_id.take().map(|s| s.0.into_owned());
     if r.candidates.is_empty() {
         if r.prompt_feedback
@@ -1113,8 +1117,8 @@ impl GeminiStream {
             }
             self.writer.start(out);
         }
-        if let Some(u) = r.usage_metadata {
-            self.usage = Some(u.usage());
+        if let Some(u) = r.usage_metadata.and_then(UsageMetadata::usage) {
+            self.usage = Some(u);
         }
         if r.candidates.is_empty()
             && r.prompt_feedback
@@ -2020,13 +2024,14 @@ mod tests {
     #[test]
     fn mid_stream_error_ends_the_stream() {
         let mut input = sse(&[
-            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Echo: "}]}}],"responseId":"r3"}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Echo: "}]}}],"usageMetadata":{"trafficType":"ON_DEMAND"},"responseId":"r3"}"#,
             r#"{"error":{"code":429,"message":"Resource exhausted. Please try again later.","status":"RESOURCE_EXHAUSTED"}}"#,
         ]);
         input.extend_from_slice(&sse(&[
             r#"{"candidates":[{"content":{"parts":[{"text":"ignored"}]},"finishReason":"STOP"}]}"#,
         ]));
-        let (out, end, _) = run(&input, false);
+        let (out, end, usage) = run(&input, false);
+        assert_eq!(usage, None, "count-less usageMetadata is no usage");
         assert_eq!(
             end,
             StreamEnd::ProviderError("Resource exhausted. Please try again later.".into())
