@@ -47,8 +47,9 @@
 //!
 //! **Answers**: `candidates` → choices in `index` order; text parts joined; parts with
 //! `thought: true` → `Choice::reasoning`; `thoughtSignature` is dropped (OpenAI has no slot
-//! for it; Gemini 3 function-calling turns may therefore need the signature bypass — see the
-//! report); `functionCall` parts → tool calls with the part's `id` or a synthesized
+//! for it — Gemini 3 models want it back on the current turn's function calls, so their
+//! multi-turn tool use may be refused until signatures can travel, e.g. inside tool call ids);
+//! `functionCall` parts → tool calls with the part's `id` or a synthesized
 //! `call_{n}` (n counts calls across the answer); finish reasons per PROTOCOLS 8.1 (`STOP` with
 //! a function call → `tool_calls`); a prompt blocked by `promptFeedback.blockReason` (no
 //! candidates) → one choice with content `""` and `content_filter`. Usage: `promptTokenCount`
@@ -69,7 +70,8 @@
 //! `rate_limit_exceeded`, DEADLINE_EXCEEDED → 504, UNAVAILABLE → 503, ABORTED /
 //! ALREADY_EXISTS → 409, UNIMPLEMENTED → 400 (the model cannot do what was asked; retrying
 //! will not help), INTERNAL / UNKNOWN / DATA_LOSS / CANCELLED → 500; `code` is the status
-//! string otherwise. Unknown statuses fall back to the HTTP status.
+//! string otherwise, or `context_length_exceeded` for Vertex's "input token count … exceeds
+//! the maximum number of tokens allowed" 400. Unknown statuses fall back to the HTTP status.
 //!
 //! **Embeddings** (`:predict`): `{"instances":[{"content":…}],"parameters":
 //! {"outputDimensionality":…}}` (parameters only with `dimensions`); at most 250 instances
@@ -1375,6 +1377,10 @@ fn map_google_error(http: u16, e: &GoogleError<'_>) -> (u16, String, Option<Stri
         _ => status_for_http(http),
     };
     let code = match status {
+        // "The input token count (N) exceeds the maximum number of tokens allowed (M)."
+        400 if message.contains("exceeds the maximum number of tokens") => {
+            Some("context_length_exceeded".to_owned())
+        }
         404 => Some("model_not_found".to_owned()),
         429 => Some("rate_limit_exceeded".to_owned()),
         _ => (!status_name.is_empty()).then(|| status_name.to_owned()),
@@ -2177,6 +2183,15 @@ mod tests {
                 .unwrap()
                 .contains(&format!("Provider returned HTTP {http}.")));
         }
+        let r = error(
+            400,
+            br#"{"error":{"code":400,"message":"The input token count (1054016) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (r.status, v["error"]["code"].as_str()),
+            (400, Some("context_length_exceeded"))
+        );
         // The JSON-array form of non-SSE streams.
         let r = error(
             429,
