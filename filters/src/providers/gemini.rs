@@ -823,11 +823,69 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
+/// A JSON array that is nearly always one element long (candidates of a stream chunk, parts
+/// of a text piece): the first element is kept inline, so the common case allocates nothing.
+struct Few<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> Few<T> {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+impl<T> IntoIterator for Few<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Few<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Few<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Few<T>, A::Error> {
+                let mut few = Few {
+                    first: seq.next_element()?,
+                    rest: Vec::new(),
+                };
+                if few.first.is_some() {
+                    while let Some(x) = seq.next_element()? {
+                        few.rest.push(x);
+                    }
+                }
+                Ok(few)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GenResponse<'a> {
     #[serde(default, borrow)]
-    candidates: Vec<Candidate<'a>>,
+    candidates: Few<Candidate<'a>>,
     #[serde(default, borrow)]
     prompt_feedback: Option<PromptFeedback<'a>>,
     #[serde(default)]
@@ -854,7 +912,7 @@ struct Candidate<'a> {
 #[derive(Deserialize)]
 struct CandidateContent<'a> {
     #[serde(default, borrow)]
-    parts: Vec<RespPart<'a>>,
+    parts: Few<RespPart<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -865,7 +923,7 @@ struct RespPart<'a> {
     #[serde(default)]
     thought: bool,
     #[serde(default, borrow)]
-    function_call: Option<RespFunctionCall<'a>>,
+    function_call: Option<Box<RespFunctionCall<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -968,10 +1026,10 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
         }
         return Err(BadAnswer("Vertex AI answered without candidates".into()));
     }
-    r.candidates.sort_by_key(|c| c.index);
+    let mut candidates: Vec<Candidate<'_>> = r.candidates.into_iter().collect();
+    candidates.sort_by_key(|c| c.index);
     let mut calls_so_far = 0;
-    let choices = r
-        .candidates
+    let choices = candidates
         .into_iter()
         .map(|c| {
             let mut text = String::new();
