@@ -1,33 +1,2322 @@
-//! PLACEHOLDER until the translator lands (see /work/notes/translators.md).
-#![allow(unused_variables, unused_imports)]
+//! Vertex AI Gemini: `generateContent`, `streamGenerateContent?alt=sse` and text-embedding
+//! `:predict` (PROTOCOLS.md §4).
+//!
+//! **Paths** (below `https://{location}-aiplatform.googleapis.com`):
+//! `/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent`
+//! (JSON answer), `…:streamGenerateContent?alt=sse` (SSE answer) and `…:predict` (embeddings).
+//! The project and location come from the provider config; a missing one is a 400 that says
+//! so. Path segments are percent-encoded.
+//!
+//! **Request mapping** (`ChatRequest` → `GenerateContentRequest`):
+//! - system + developer messages (wherever they appear) → `systemInstruction.parts[0].text`,
+//!   joined by blank lines;
+//! - user → `user` turn, assistant → `model` turn (an assistant message last is sent as is:
+//!   a prefill); text → `text` parts (empty texts are left out: Vertex rejects them); images:
+//!   `data:` URLs → `inlineData{mimeType,data}`, `http(s)://` and `gs://` URLs →
+//!   `fileData{mimeType,fileUri}` with the MIME type taken from the file extension (unknown
+//!   extension or other scheme → 400 naming `messages[i].content[j].image_url`);
+//! - assistant `tool_calls` → `functionCall{name,args}` parts (arguments must be a JSON object,
+//!   else 400 naming `messages[i].tool_calls[j].function.arguments`; an empty string counts as
+//!   `{}`);
+//! - `tool` messages → `functionResponse{name,response}` parts in a `user` turn; the name is
+//!   looked up from the nearest earlier assistant tool call with that id (unknown id → 400
+//!   naming `messages[i].tool_call_id`); `response` is the tool content itself when it is a JSON
+//!   object, else `{"content": "<text>"}` (Vertex requires an object). Images in tool results
+//!   → 400. Consecutive turns of one role (tool results, a user message after them) are merged
+//!   into one turn, as Gemini wants strictly alternating turns.
+//! - `generationConfig`: `max_tokens` → `maxOutputTokens`, `temperature` (Gemini accepts 0–2,
+//!   the same range as OpenAI: passed unchanged, no clamp), `top_p` → `topP`, `stop` →
+//!   `stopSequences`, `seed` (int32 on Vertex; out of range → 400 `seed`), `n` →
+//!   `candidateCount` (n > 1 only without streaming: the stream writer renders one choice →
+//!   400 `n`), penalties → `presencePenalty`/`frequencyPenalty`; `response_format` json_object
+//!   → `responseMimeType: application/json`, json_schema → also `responseSchema`.
+//! - JSON Schemas (tool parameters, response schema) are converted to Vertex's OpenAPI-3.0
+//!   subset: type names upper-cased, `"type":[X,"null"]` and `anyOf` with `{"type":"null"}` →
+//!   `nullable`, `oneOf` → `anyOf`, `const` → one-value `enum`, non-string `enum` values →
+//!   strings (+ `format:"enum"`, as Vertex documents for integer enums); `$schema`,
+//!   `additionalProperties`, `strict` and every other keyword outside the subset are left out;
+//!   `$ref`/`$defs`/`definitions`, `allOf` and tuple `items` → 400 naming the schema's
+//!   parameter. A function without properties is declared without `parameters` (Vertex rejects
+//!   an OBJECT with no properties).
+//! - tools → `tools[0].functionDeclarations`; tool_choice none/auto/required/named →
+//!   `toolConfig.functionCallingConfig.mode` NONE/AUTO/ANY/ANY + `allowedFunctionNames`
+//!   (`required` without tools → 400 `tool_choice`).
+//! - dropped (listed in `UpstreamRequest::dropped`): `user`, `parallel_tool_calls` (Gemini
+//!   decides on parallel calls itself), message `name`s, image `detail`, tools' `strict`, and
+//!   every unknown field in `ChatRequest::other`.
+//!
+//! **Answers**: `candidates` → choices in `index` order; text parts joined; parts with
+//! `thought: true` → `Choice::reasoning`; `thoughtSignature` is dropped (OpenAI has no slot
+//! for it — Gemini 3 models want it back on the current turn's function calls, so their
+//! multi-turn tool use may be refused until signatures can travel, e.g. inside tool call ids);
+//! `functionCall` parts → tool calls with the part's `id` or a synthesized
+//! `call_{n}` (n counts calls across the answer); finish reasons per PROTOCOLS 8.1 (`STOP` with
+//! a function call → `tool_calls`); a prompt blocked by `promptFeedback.blockReason` (no
+//! candidates) → one choice with content `""` and `content_filter`. Usage: `promptTokenCount`
+//! (includes cached), `candidatesTokenCount + thoughtsTokenCount` as completion,
+//! `cachedContentTokenCount` as cached tokens; `responseId` → the completion id.
+//!
+//! **Streams** (`alt=sse`): data-only events, each a partial `GenerateContentResponse`
+//! (Google ends lines with CRLF; [`SseFramer`] accepts every line end). Text → content, thought
+//! text → reasoning, each (complete) `functionCall` → one tool-call start plus its whole
+//! arguments; the finish reason is written when it arrives; the last `usageMetadata` wins. There
+//! is no `[DONE]`: at EOF the stream is complete if a finish reason (or a prompt block) was
+//! seen, else truncated. A `data: {"error":{…}}` event (or the bare JSON error object
+//! python-genai also accepts) → one OpenAI error event, mapped as below.
+//!
+//! **Errors** (§4.6) `{"error":{"code","message","status"}}`: INVALID_ARGUMENT /
+//! FAILED_PRECONDITION / OUT_OF_RANGE → 400, UNAUTHENTICATED → 502 (the gateway's credential),
+//! PERMISSION_DENIED → 403, NOT_FOUND → 404 `model_not_found`, RESOURCE_EXHAUSTED → 429
+//! `rate_limit_exceeded`, DEADLINE_EXCEEDED → 504, UNAVAILABLE → 503, ABORTED /
+//! ALREADY_EXISTS → 409, UNIMPLEMENTED → 400 (the model cannot do what was asked; retrying
+//! will not help), INTERNAL / UNKNOWN / DATA_LOSS / CANCELLED → 500; `code` is the status
+//! string otherwise, or `context_length_exceeded` for Vertex's "input token count … exceeds
+//! the maximum number of tokens allowed" 400. Unknown statuses fall back to the HTTP status.
+//!
+//! **Embeddings** (`:predict`): `{"instances":[{"content":…}],"parameters":
+//! {"outputDimensionality":…}}` (parameters only with `dimensions`); at most 250 instances
+//! per call, and one per call for `gemini-embedding-*` models (Vertex documents that limit),
+//! so several calls may be made. Vectors from `predictions[].embeddings.values`, tokens =
+//! sum of `statistics.token_count`. `user` and unknown fields are dropped.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
-use crate::chat::{ChatRequest, Completion, ResponseCtx};
-use crate::openai::InvalidRequest;
-use crate::translate::{
-    Answer, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamTranslator, Target,
-    UpstreamRequest,
+use crate::chat::request::data_url;
+use crate::chat::{
+    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
+    Role, ToolCall, ToolChoice,
 };
+use crate::openai::{error_type_for_status, InvalidRequest, Usage};
+use crate::sse::{parse_event, SseFramer};
+use crate::translate::{
+    Answer, AnswerFormat, BadAnswer, EmbeddingsCall, ErrorReply, StreamEnd, StreamTranslator,
+    Target, UpstreamRequest,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+
+/// Appends `s` percent-encoded as one path segment (RFC 3986 unreserved and `@` kept).
+fn push_segment(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// `/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:{method}`.
+fn model_path(t: &Target<'_>, method: &str) -> Result<String, InvalidRequest> {
+    let lacks = |what: &str| {
+        InvalidRequest::new(
+            format!("The provider configuration for this model lacks the Vertex AI {what}; the gateway cannot call Vertex AI without it."),
+            None,
+        )
+    };
+    let project = t
+        .project
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| lacks("project"))?;
+    let location = t
+        .location
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| lacks("location"))?;
+    let mut p = String::with_capacity(96 + t.upstream_model.len());
+    p.push_str("/v1/projects/");
+    push_segment(&mut p, project);
+    p.push_str("/locations/");
+    push_segment(&mut p, location);
+    p.push_str("/publishers/google/models/");
+    push_segment(&mut p, t.upstream_model);
+    p.push(':');
+    p.push_str(method);
+    Ok(p)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateRequest<'a> {
+    contents: Vec<Content<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<SystemInstruction>,
+    #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
+    generation_config: GenerationConfig<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfig<'a>>,
+}
+
+#[derive(Serialize)]
+struct Content<'a> {
+    role: &'static str,
+    parts: Vec<PartOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct SystemInstruction {
+    parts: [TextPart; 1],
+}
+
+#[derive(Serialize)]
+struct TextPart {
+    text: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PartOut<'a> {
+    Text {
+        text: &'a str,
+    },
+    InlineData {
+        #[serde(rename = "inlineData")]
+        inline_data: Blob<'a>,
+    },
+    FileData {
+        #[serde(rename = "fileData")]
+        file_data: FileData<'a>,
+    },
+    FunctionCall {
+        #[serde(rename = "functionCall")]
+        function_call: FunctionCallOut<'a>,
+    },
+    FunctionResponse {
+        #[serde(rename = "functionResponse")]
+        function_response: FunctionResponseOut<'a>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Blob<'a> {
+    mime_type: &'a str,
+    data: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileData<'a> {
+    mime_type: &'static str,
+    file_uri: &'a str,
+}
+
+#[derive(Serialize)]
+struct FunctionCallOut<'a> {
+    name: &'a str,
+    args: Value,
+}
+
+#[derive(Serialize)]
+struct FunctionResponseOut<'a> {
+    name: &'a str,
+    response: Value,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_schema: Option<Value>,
+}
+
+impl GenerationConfig<'_> {
+    fn is_empty(&self) -> bool {
+        self.max_output_tokens.is_none()
+            && self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.stop_sequences.is_empty()
+            && self.seed.is_none()
+            && self.candidate_count.is_none()
+            && self.presence_penalty.is_none()
+            && self.frequency_penalty.is_none()
+            && self.response_mime_type.is_none()
+            && self.response_schema.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolOut<'a> {
+    function_declarations: Vec<FunctionDeclaration<'a>>,
+}
+
+#[derive(Serialize)]
+struct FunctionDeclaration<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfig<'a> {
+    function_calling_config: FunctionCallingConfig<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionCallingConfig<'a> {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_function_names: Option<[&'a str; 1]>,
+}
+
+/// The MIME type Vertex needs for a `fileData` URI, from its file extension.
+fn mime_from_extension(url: &str) -> Option<&'static str> {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let (_, ext) = file.rsplit_once('.')?;
+    Some(match ext.to_ascii_lowercase().as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        "pdf" => "application/pdf",
+        _ => return None,
+    })
+}
+
+fn image_part<'a>(i: usize, j: usize, url: &'a str) -> Result<PartOut<'a>, InvalidRequest> {
+    let param = || format!("messages[{i}].content[{j}].image_url");
+    if url.starts_with("data:") {
+        let (mime, data) = data_url(url).ok_or_else(|| {
+            InvalidRequest::new(
+                format!(
+                    "Invalid '{}': expected a base64 data URL (data:<mime>;base64,<data>).",
+                    param()
+                ),
+                Some(&param()),
+            )
+        })?;
+        return Ok(PartOut::InlineData {
+            inline_data: Blob {
+                mime_type: mime,
+                data,
+            },
+        });
+    }
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if !(lower.starts_with("https://")
+        || lower.starts_with("http://")
+        || lower.starts_with("gs://"))
+    {
+        return Err(InvalidRequest::new(
+            format!(
+                "Invalid '{}': Vertex AI accepts data URLs, http(s) URLs and gs:// URIs.",
+                param()
+            ),
+            Some(&param()),
+        ));
+    }
+    let mime_type = mime_from_extension(url).ok_or_else(|| {
+        InvalidRequest::new(
+            format!("Invalid '{}': Vertex AI needs the image's MIME type, and it cannot be told from this URL's file extension (supported: .png, .jpg, .jpeg, .gif, .webp, .heic, .heif, .pdf). Send the image as a data URL instead.", param()),
+            Some(&param()),
+        )
+    })?;
+    Ok(PartOut::FileData {
+        file_data: FileData {
+            mime_type,
+            file_uri: url,
+        },
+    })
+}
+
+/// Tool call arguments as the JSON object Gemini wants.
+fn arguments_object(i: usize, j: usize, args: &str) -> Result<Value, InvalidRequest> {
+    if args.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    match serde_json::from_str::<Value>(args) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => {
+            let param = format!("messages[{i}].tool_calls[{j}].function.arguments");
+            Err(InvalidRequest::new(
+                format!("Invalid '{param}': expected a JSON object encoded as a string."),
+                Some(&param),
+            ))
+        }
+    }
+}
+
+fn push_dropped(dropped: &mut Vec<String>, name: &str) {
+    if !dropped.iter().any(|d| d == name) {
+        dropped.push(name.to_owned());
+    }
+}
+
+/// Builds the `generateContent` / `streamGenerateContent?alt=sse` request.
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
-    Err(InvalidRequest::new("placeholder", None))
+    let (method, answer) = if req.stream {
+        ("streamGenerateContent?alt=sse", AnswerFormat::Sse)
+    } else {
+        ("generateContent", AnswerFormat::Json)
+    };
+    let path = model_path(t, method)?;
+    let mut dropped = Vec::new();
+
+    let mut contents: Vec<Content<'_>> = Vec::with_capacity(req.messages.len());
+    fn push_turn<'a>(contents: &mut Vec<Content<'a>>, role: &'static str, parts: Vec<PartOut<'a>>) {
+        if parts.is_empty() {
+            return;
+        }
+        match contents.last_mut() {
+            Some(last) if last.role == role => last.parts.extend(parts),
+            _ => contents.push(Content { role, parts }),
+        }
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        if m.name.is_some() && matches!(m.role, Role::User | Role::Assistant) {
+            push_dropped(&mut dropped, "messages[].name");
+        }
+        match m.role {
+            Role::System | Role::Developer => {}
+            Role::User | Role::Assistant => {
+                let mut parts = Vec::with_capacity(m.content.len() + m.tool_calls.len());
+                for (j, p) in m.content.iter().enumerate() {
+                    match p {
+                        Part::Text(t) if t.is_empty() => {}
+                        Part::Text(t) => parts.push(PartOut::Text { text: t }),
+                        Part::Image { url, detail } => {
+                            if detail.as_deref().is_some_and(|d| d != "auto") {
+                                push_dropped(&mut dropped, "messages[].content[].image_url.detail");
+                            }
+                            parts.push(image_part(i, j, url)?);
+                        }
+                    }
+                }
+                for (j, c) in m.tool_calls.iter().enumerate() {
+                    parts.push(PartOut::FunctionCall {
+                        function_call: FunctionCallOut {
+                            name: &c.name,
+                            args: arguments_object(i, j, &c.arguments)?,
+                        },
+                    });
+                }
+                let role = if m.role == Role::User {
+                    "user"
+                } else {
+                    "model"
+                };
+                push_turn(&mut contents, role, parts);
+            }
+            Role::Tool => {
+                let id = m.tool_call_id.as_deref().unwrap_or_default();
+                let name = req.messages[..i]
+                    .iter()
+                    .rev()
+                    .filter(|p| p.role == Role::Assistant)
+                    .flat_map(|p| p.tool_calls.iter())
+                    .find(|c| c.id == id)
+                    .map(|c| c.name.as_str())
+                    .ok_or_else(|| {
+                        let param = format!("messages[{i}].tool_call_id");
+                        InvalidRequest::new(
+                            format!("Invalid '{param}': no earlier assistant tool call has the id '{id}'. Vertex AI needs the function name of every tool result."),
+                            Some(&param),
+                        )
+                    })?;
+                if let Some(j) = m
+                    .content
+                    .iter()
+                    .position(|p| matches!(p, Part::Image { .. }))
+                {
+                    let param = format!("messages[{i}].content[{j}]");
+                    return Err(InvalidRequest::new(
+                        format!("Invalid '{param}': tool results can only carry text for this provider."),
+                        Some(&param),
+                    ));
+                }
+                let text = m.text();
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => {
+                        let mut o = Map::new();
+                        o.insert("content".into(), Value::String(text));
+                        Value::Object(o)
+                    }
+                };
+                push_turn(
+                    &mut contents,
+                    "user",
+                    vec![PartOut::FunctionResponse {
+                        function_response: FunctionResponseOut { name, response },
+                    }],
+                );
+            }
+        }
+    }
+    if contents.is_empty() {
+        return Err(InvalidRequest::new(
+            "Invalid 'messages': Vertex AI needs at least one user or assistant message with content.",
+            Some("messages"),
+        ));
+    }
+
+    let system_instruction =
+        req.system_text()
+            .filter(|s| !s.is_empty())
+            .map(|text| SystemInstruction {
+                parts: [TextPart { text }],
+            });
+
+    if req.stream && req.n.is_some_and(|n| n > 1) {
+        return Err(InvalidRequest::new(
+            "Invalid 'n': this provider streams one choice; n > 1 is only supported without streaming.",
+            Some("n"),
+        ));
+    }
+    let seed = match req.seed {
+        None => None,
+        Some(s) => Some(i32::try_from(s).map_err(|_| {
+            InvalidRequest::new(
+                "Invalid 'seed': Vertex AI accepts a 32-bit signed integer.",
+                Some("seed"),
+            )
+        })?),
+    };
+    let (response_mime_type, response_schema) = match &req.response_format {
+        None | Some(ResponseFormat::Text) => (None, None),
+        Some(ResponseFormat::JsonObject) => (Some("application/json"), None),
+        Some(ResponseFormat::JsonSchema { schema, .. }) => (
+            Some("application/json"),
+            Some(clean_schema(schema, "response_format.json_schema.schema")?),
+        ),
+    };
+    let generation_config = GenerationConfig {
+        max_output_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        stop_sequences: &req.stop,
+        seed,
+        candidate_count: req.n,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        response_mime_type,
+        response_schema,
+    };
+
+    let mut tools = Vec::new();
+    if !req.tools.is_empty() {
+        let mut decls = Vec::with_capacity(req.tools.len());
+        for (i, tool) in req.tools.iter().enumerate() {
+            if tool.strict == Some(true) {
+                push_dropped(&mut dropped, "tools[].function.strict");
+            }
+            let params =
+                clean_schema(&tool.parameters, &format!("tools[{i}].function.parameters"))?;
+            let empty_object = params.get("type").and_then(Value::as_str) == Some("OBJECT")
+                && params
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .is_none_or(Map::is_empty);
+            decls.push(FunctionDeclaration {
+                name: &tool.name,
+                description: tool.description.as_deref().filter(|d| !d.is_empty()),
+                parameters: (!empty_object).then_some(params),
+            });
+        }
+        tools.push(ToolOut {
+            function_declarations: decls,
+        });
+    }
+    let tool_config = match &req.tool_choice {
+        None => None,
+        Some(ToolChoice::Required) if req.tools.is_empty() => {
+            return Err(InvalidRequest::new(
+                "Invalid 'tool_choice': 'required' needs 'tools'.",
+                Some("tool_choice"),
+            ))
+        }
+        Some(_) if req.tools.is_empty() => None, // none/auto without tools: nothing to configure
+        Some(choice) => Some(ToolConfig {
+            function_calling_config: match choice {
+                ToolChoice::None => FunctionCallingConfig {
+                    mode: "NONE",
+                    allowed_function_names: None,
+                },
+                ToolChoice::Auto => FunctionCallingConfig {
+                    mode: "AUTO",
+                    allowed_function_names: None,
+                },
+                ToolChoice::Required => FunctionCallingConfig {
+                    mode: "ANY",
+                    allowed_function_names: None,
+                },
+                ToolChoice::Named(name) => FunctionCallingConfig {
+                    mode: "ANY",
+                    allowed_function_names: Some([name.as_str()]),
+                },
+            },
+        }),
+    };
+
+    if req.user.is_some() {
+        push_dropped(&mut dropped, "user");
+    }
+    if req.parallel_tool_calls.is_some() {
+        push_dropped(&mut dropped, "parallel_tool_calls");
+    }
+    for name in req.other_names() {
+        push_dropped(&mut dropped, name);
+    }
+
+    let body = serde_json::to_vec(&GenerateRequest {
+        contents,
+        system_instruction,
+        generation_config,
+        tools,
+        tool_config,
+    })
+    .expect("the request serializes");
+    Ok(UpstreamRequest {
+        path,
+        body,
+        headers: Vec::new(),
+        answer,
+        dropped,
+    })
 }
+
+// ---------------------------------------------------------------------------------------------
+// JSON Schema → Vertex Schema (OpenAPI 3.0 subset)
+
+/// Keywords of Vertex's `Schema` kept as they are.
+const SCHEMA_KEEP: &[&str] = &[
+    "format",
+    "title",
+    "description",
+    "nullable",
+    "default",
+    "example",
+    "pattern",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "propertyOrdering",
+];
+
+fn schema_error(param: &str, what: &str) -> InvalidRequest {
+    InvalidRequest::new(
+        format!("Invalid '{param}': {what} cannot be translated to a Vertex AI schema (an OpenAPI 3.0 subset). Inline the definitions and simplify the schema."),
+        Some(param),
+    )
+}
+
+fn enum_value(v: &Value) -> (String, bool) {
+    match v {
+        Value::String(s) => (s.clone(), true),
+        other => (other.to_string(), false),
+    }
+}
+
+/// Converts a JSON Schema to Vertex's `Schema`.
+fn clean_schema(v: &Value, param: &str) -> Result<Value, InvalidRequest> {
+    let Value::Object(src) = v else {
+        // A boolean schema (`true`) or junk: no constraint Vertex can express.
+        return Ok(Value::Object(Map::new()));
+    };
+    for key in ["$ref", "$defs", "definitions"] {
+        if src.contains_key(key) {
+            return Err(schema_error(param, "'$ref' / '$defs' references"));
+        }
+    }
+    if src.contains_key("allOf") {
+        return Err(schema_error(param, "'allOf'"));
+    }
+    let mut out = Map::new();
+    let mut nullable = false;
+    let mut any_of: Option<Vec<Value>> = None;
+    for (k, val) in src {
+        match k.as_str() {
+            "type" => match val {
+                Value::String(s) if s == "null" => nullable = true,
+                Value::String(s) => {
+                    out.insert("type".into(), Value::String(s.to_ascii_uppercase()));
+                }
+                Value::Array(types) => {
+                    let mut named: Vec<String> = Vec::new();
+                    for t in types.iter().filter_map(Value::as_str) {
+                        if t == "null" {
+                            nullable = true;
+                        } else {
+                            named.push(t.to_ascii_uppercase());
+                        }
+                    }
+                    match named.len() {
+                        0 => {}
+                        1 => {
+                            out.insert("type".into(), Value::String(named.remove(0)));
+                        }
+                        _ => {
+                            any_of = Some(
+                                named
+                                    .into_iter()
+                                    .map(|t| {
+                                        let mut m = Map::new();
+                                        m.insert("type".into(), Value::String(t));
+                                        Value::Object(m)
+                                    })
+                                    .collect(),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            },
+            "properties" => {
+                if let Value::Object(props) = val {
+                    let mut cleaned = Map::new();
+                    for (name, sub) in props {
+                        cleaned.insert(name.clone(), clean_schema(sub, param)?);
+                    }
+                    out.insert("properties".into(), Value::Object(cleaned));
+                }
+            }
+            "items" => match val {
+                Value::Array(_) => return Err(schema_error(param, "tuple 'items'")),
+                sub => {
+                    out.insert("items".into(), clean_schema(sub, param)?);
+                }
+            },
+            "anyOf" | "oneOf" => {
+                if let Value::Array(subs) = val {
+                    let mut list = Vec::with_capacity(subs.len());
+                    for sub in subs {
+                        if sub.get("type").and_then(Value::as_str) == Some("null")
+                            && sub.as_object().is_some_and(|o| o.len() == 1)
+                        {
+                            nullable = true;
+                        } else {
+                            list.push(clean_schema(sub, param)?);
+                        }
+                    }
+                    any_of.get_or_insert_with(Vec::new).extend(list);
+                }
+            }
+            "const" => {
+                let (s, is_str) = enum_value(val);
+                out.insert("enum".into(), Value::Array(vec![Value::String(s)]));
+                if !is_str && !src.contains_key("format") {
+                    out.insert("format".into(), Value::String("enum".into()));
+                }
+            }
+            "enum" => {
+                if let Value::Array(values) = val {
+                    let mut all_str = true;
+                    let list = values
+                        .iter()
+                        .filter(|v| !v.is_null())
+                        .map(|v| {
+                            let (s, is_str) = enum_value(v);
+                            all_str &= is_str;
+                            Value::String(s)
+                        })
+                        .collect();
+                    if values.iter().any(Value::is_null) {
+                        nullable = true;
+                    }
+                    out.insert("enum".into(), Value::Array(list));
+                    if !all_str && !src.contains_key("format") {
+                        out.insert("format".into(), Value::String("enum".into()));
+                    }
+                }
+            }
+            k if SCHEMA_KEEP.contains(&k) => {
+                out.insert(k.to_owned(), val.clone());
+            }
+            // `$schema`, `additionalProperties`, `strict`, `examples`, `exclusiveMinimum`, …:
+            // outside Vertex's subset, left out.
+            _ => {}
+        }
+    }
+    if let Some(mut list) = any_of {
+        if list.len() == 1 && !out.contains_key("type") {
+            // `anyOf: [X, null]` is just a nullable X.
+            if let Value::Object(only) = list.remove(0) {
+                for (k, v) in only {
+                    out.entry(k).or_insert(v);
+                }
+            }
+        } else if !list.is_empty() {
+            out.insert("anyOf".into(), Value::Array(list));
+        }
+    }
+    if nullable {
+        out.insert("nullable".into(), Value::Bool(true));
+    }
+    Ok(Value::Object(out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+
+/// A JSON string borrowed from the input when it has no escapes. (serde's own `Cow<str>` only
+/// borrows as a direct `#[serde(borrow)]` field, never inside an `Option`: every text piece
+/// would be copied.)
+struct Str<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A JSON array that is nearly always one element long (candidates of a stream chunk, parts
+/// of a text piece): the first element is kept inline, so the common case allocates nothing.
+struct Few<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> Few<T> {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+impl<T> IntoIterator for Few<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Few<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Few<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Few<T>, A::Error> {
+                let mut few = Few {
+                    first: seq.next_element()?,
+                    rest: Vec::new(),
+                };
+                if few.first.is_some() {
+                    while let Some(x) = seq.next_element()? {
+                        few.rest.push(x);
+                    }
+                }
+                Ok(few)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenResponse<'a> {
+    #[serde(default, borrow)]
+    candidates: Few<Candidate<'a>>,
+    #[serde(default, borrow)]
+    prompt_feedback: Option<PromptFeedback<'a>>,
+    #[serde(default)]
+    usage_metadata: Option<UsageMetadata>,
+    #[serde(default, borrow)]
+    response_id: Option<Str<'a>>,
+    /// Only on a stream's error event.
+    #[serde(default, borrow)]
+    error: Option<GoogleError<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate<'a> {
+    /// Omitted for candidate 0 (proto3 default).
+    #[serde(default)]
+    index: u32,
+    #[serde(default, borrow)]
+    content: Option<CandidateContent<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CandidateContent<'a> {
+    #[serde(default, borrow)]
+    parts: Few<RespPart<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RespPart<'a> {
+    #[serde(default, borrow)]
+    text: Option<Str<'a>>,
+    #[serde(default)]
+    thought: bool,
+    #[serde(default, borrow)]
+    function_call: Option<Box<RespFunctionCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct RespFunctionCall<'a> {
+    #[serde(default, borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    name: Str<'a>,
+    #[serde(default)]
+    args: Option<Value>,
+}
+
+impl RespFunctionCall<'_> {
+    fn arguments(&self) -> String {
+        match &self.args {
+            Some(v @ Value::Object(_)) => v.to_string(),
+            _ => "{}".to_owned(),
+        }
+    }
+
+    fn id(&self, n: usize) -> String {
+        match self.id.as_deref() {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => format!("call_{n}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback<'a> {
+    #[serde(default, borrow)]
+    block_reason: Option<Str<'a>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default)]
+    prompt_token_count: Option<u64>,
+    #[serde(default)]
+    candidates_token_count: Option<u64>,
+    #[serde(default)]
+    thoughts_token_count: u64,
+    #[serde(default)]
+    cached_content_token_count: u64,
+}
+
+impl UsageMetadata {
+    /// None for the count-less `{"trafficType":"ON_DEMAND"}` of Vertex's partial stream chunks.
+    fn usage(self) -> Option<Usage> {
+        if self.prompt_token_count.is_none() && self.candidates_token_count.is_none() {
+            return None;
+        }
+        let mut u = Usage::new(
+            self.prompt_token_count.unwrap_or(0),
+            self.candidates_token_count.unwrap_or(0) + self.thoughts_token_count,
+        );
+        u.cached_tokens = self.cached_content_token_count;
+        Some(u)
+    }
+}
+
+/// Gemini `finishReason` → OpenAI (PROTOCOLS 8.1).
+fn finish_reason(reason: &str, called_tools: bool) -> FinishReason {
+    match reason {
+        "MAX_TOKENS" => FinishReason::Length,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => {
+            FinishReason::ContentFilter
+        }
+        r if r.starts_with("IMAGE_") => FinishReason::ContentFilter,
+        _ if called_tools => FinishReason::ToolCalls,
+        // STOP, MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL, TOO_MANY_TOOL_CALLS, LANGUAGE,
+        // OTHER, FINISH_REASON_UNSPECIFIED, NO_IMAGE, …
+        _ => FinishReason::Stop,
+    }
+}
+
+/// Reads a `generateContent` answer.
 pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
-    Err(BadAnswer("placeholder".into()))
+    let mut r: GenResponse<'_> = serde_json::from_slice(body)
+        .map_err(|e| BadAnswer(format!("unreadable Vertex AI generateContent answer: {e}")))?;
+    let usage = r.usage_metadata.and_then(UsageMetadata::usage);
+    let id = r.response_id.take().map(|s| s.0.into_owned());
+    if r.candidates.is_empty() {
+        if r.prompt_feedback
+            .as_ref()
+            .and_then(|f| f.block_reason.as_ref())
+            .is_some()
+        {
+            return Ok(Completion {
+                id,
+                choices: vec![Choice {
+                    content: Some(String::new()),
+                    finish_reason: Some(FinishReason::ContentFilter),
+                    ..Choice::default()
+                }],
+                usage,
+            });
+        }
+        return Err(BadAnswer("Vertex AI answered without candidates".into()));
+    }
+    let mut candidates: Vec<Candidate<'_>> = r.candidates.into_iter().collect();
+    candidates.sort_by_key(|c| c.index);
+    let mut calls_so_far = 0;
+    let choices = candidates
+        .into_iter()
+        .map(|c| {
+            let mut text = String::new();
+            let mut reasoning = String::new();
+            let mut tool_calls = Vec::new();
+            let mut saw_text = false;
+            for p in c.content.into_iter().flat_map(|c| c.parts) {
+                if let Some(fc) = p.function_call {
+                    tool_calls.push(ToolCall {
+                        id: fc.id(calls_so_far),
+                        name: fc.name.to_string(),
+                        arguments: fc.arguments(),
+                    });
+                    calls_so_far += 1;
+                } else if let Some(t) = p.text {
+                    if p.thought {
+                        reasoning.push_str(&t);
+                    } else {
+                        saw_text = true;
+                        text.push_str(&t);
+                    }
+                }
+            }
+            let finish = c.finish_reason.as_deref().map_or(
+                if tool_calls.is_empty() {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::ToolCalls
+                },
+                |f| finish_reason(f, !tool_calls.is_empty()),
+            );
+            Choice {
+                content: (saw_text || tool_calls.is_empty()).then_some(text),
+                reasoning: (!reasoning.is_empty()).then_some(reasoning),
+                tool_calls,
+                finish_reason: Some(finish),
+            }
+        })
+        .collect();
+    Ok(Completion { id, choices, usage })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stream
+
+/// What the stream translator needs from the `ResponseCtx` (which it cannot borrow).
+struct OwnedCtx {
+    client_model: String,
+    created: u64,
+    fallback_id: String,
+    legacy_completion: bool,
+    include_usage: bool,
+}
+
+impl OwnedCtx {
+    fn ctx(&self) -> ResponseCtx<'_> {
+        ResponseCtx {
+            client_model: &self.client_model,
+            created: self.created,
+            fallback_id: &self.fallback_id,
+            legacy_completion: self.legacy_completion,
+            include_usage: self.include_usage,
+        }
+    }
+}
+
+struct GeminiStream {
+    framer: SseFramer,
+    writer: ChunkWriter,
+    ctx: OwnedCtx,
+    /// Tool calls emitted so far (the next call's index).
+    calls: usize,
+    /// A finish reason (or a prompt block) was seen.
+    finished: bool,
+    usage: Option<Usage>,
+    /// Set once the stream ended early (provider error, unreadable event).
+    ended: Option<StreamEnd>,
+}
+
+/// A translator for a `streamGenerateContent?alt=sse` stream.
 pub fn stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
-    unimplemented!("translator not merged yet")
+    Box::new(GeminiStream {
+        framer: SseFramer::new(),
+        writer: ChunkWriter::new(ctx),
+        ctx: OwnedCtx {
+            client_model: ctx.client_model.to_owned(),
+            created: ctx.created,
+            fallback_id: ctx.fallback_id.to_owned(),
+            legacy_completion: ctx.legacy_completion,
+            include_usage: ctx.include_usage,
+        },
+        calls: 0,
+        finished: false,
+        usage: None,
+        ended: None,
+    })
 }
+
+impl GeminiStream {
+    /// Handles one raw SSE event.
+    fn event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        if self.ended.is_some() {
+            return;
+        }
+        let ev = parse_event(raw);
+        if ev.has_data {
+            self.payload(&ev.data, out);
+        } else {
+            // python-genai also accepts an error as bare JSON lines (no `data:` prefix).
+            let text = raw.trim_ascii();
+            if text.first() == Some(&b'{') {
+                self.payload(text, out);
+            }
+        }
+    }
+
+    fn payload(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let data = data.trim_ascii();
+        if data.is_empty() {
+            return;
+        }
+        let r: GenResponse<'_> = match serde_json::from_slice(data) {
+            Ok(r) => r,
+            Err(_) => {
+                self.writer.truncated(out);
+                self.ended = Some(StreamEnd::Truncated);
+                return;
+            }
+        };
+        if let Some(e) = &r.error {
+            let (status, message, code) = map_google_error(e.http_status(), e);
+            self.writer.error(
+                out,
+                &message,
+                error_type_for_status(status),
+                code.as_deref(),
+            );
+            self.ended = Some(StreamEnd::ProviderError(message));
+            return;
+        }
+        if !self.writer.started() {
+            if let Some(id) = r.response_id.as_deref() {
+                let ctx = self.ctx.ctx();
+                self.writer.set_id(&ctx, Some(id));
+            }
+            self.writer.start(out);
+        }
+        if let Some(u) = r.usage_metadata.and_then(UsageMetadata::usage) {
+            self.usage = Some(u);
+        }
+        if r.candidates.is_empty()
+            && r.prompt_feedback
+                .as_ref()
+                .and_then(|f| f.block_reason.as_ref())
+                .is_some()
+        {
+            self.writer.finish(out, FinishReason::ContentFilter);
+            self.finished = true;
+            return;
+        }
+        // Streams are single-choice (n > 1 is rejected up front).
+        for c in r.candidates.into_iter().filter(|c| c.index == 0) {
+            for p in c.content.into_iter().flat_map(|c| c.parts) {
+                if let Some(fc) = p.function_call {
+                    let index = self.calls;
+                    self.calls += 1;
+                    self.writer
+                        .tool_call_start(out, index, &fc.id(index), &fc.name);
+                    self.writer.tool_call_arguments(out, index, &fc.arguments());
+                } else if let Some(t) = p.text {
+                    if p.thought {
+                        self.writer.reasoning(out, &t);
+                    } else {
+                        self.writer.content(out, &t);
+                    }
+                }
+            }
+            if let Some(f) = c.finish_reason.as_deref() {
+                self.writer.finish(out, finish_reason(f, self.calls > 0));
+                self.finished = true;
+            }
+        }
+    }
+}
+
+impl StreamTranslator for GeminiStream {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if self.ended.is_some() {
+            return;
+        }
+        let mut framer = std::mem::take(&mut self.framer);
+        framer.feed(chunk, |raw| self.event(raw, out));
+        self.framer = framer;
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> StreamEnd {
+        if self.ended.is_none() {
+            // A last event without its blank line: complete if its JSON is.
+            let rest = self.framer.take_rest();
+            if !rest.trim_ascii().is_empty() {
+                self.event(&rest, out);
+            }
+        }
+        if let Some(end) = &self.ended {
+            return end.clone();
+        }
+        if !self.finished {
+            self.writer.truncated(out);
+            self.ended = Some(StreamEnd::Truncated);
+            return StreamEnd::Truncated;
+        }
+        if let Some(u) = self.usage {
+            self.writer.usage(out, u);
+        }
+        self.writer.done(out);
+        self.ended = Some(StreamEnd::Complete);
+        StreamEnd::Complete
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings
+
+/// Vertex's limit of instances per `:predict` call for text-embedding models.
+const MAX_INSTANCES: usize = 250;
+
+#[derive(Serialize)]
+struct PredictRequest<'a> {
+    instances: Vec<Instance<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<PredictParameters>,
+}
+
+#[derive(Serialize)]
+struct Instance<'a> {
+    content: &'a str,
+}
+
+#[derive(Serialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct PredictParameters {
+    output_dimensionality: u64,
+}
+
+/// Builds the `:predict` call(s) for an embeddings request.
 pub fn prepare_embeddings(
     t: &Target<'_>,
     req: &EmbeddingsRequest,
 ) -> Result<EmbeddingsCall, InvalidRequest> {
-    Err(InvalidRequest::new("placeholder", None))
+    let path = model_path(t, "predict")?;
+    // gemini-embedding-* models take one instance per request (Vertex "Get text embeddings").
+    let per_call = if t.upstream_model.starts_with("gemini-embedding") {
+        1
+    } else {
+        MAX_INSTANCES
+    };
+    let parameters = req.dimensions.map(|d| PredictParameters {
+        output_dimensionality: d,
+    });
+    let bodies = req
+        .inputs
+        .chunks(per_call)
+        .map(|texts| {
+            serde_json::to_vec(&PredictRequest {
+                instances: texts.iter().map(|t| Instance { content: t }).collect(),
+                parameters,
+            })
+            .expect("the request serializes")
+        })
+        .collect();
+    let mut dropped = Vec::new();
+    if req.user.is_some() {
+        dropped.push("user".to_owned());
+    }
+    for (name, _) in &req.other {
+        push_dropped(&mut dropped, name);
+    }
+    Ok(EmbeddingsCall {
+        path,
+        bodies,
+        headers: Vec::new(),
+        dropped,
+    })
 }
+
+#[derive(Deserialize)]
+struct PredictResponse {
+    predictions: Vec<Prediction>,
+}
+
+#[derive(Deserialize)]
+struct Prediction {
+    embeddings: PredictionEmbeddings,
+}
+
+#[derive(Deserialize)]
+struct PredictionEmbeddings {
+    values: Vec<f32>,
+    #[serde(default)]
+    statistics: Option<Statistics>,
+}
+
+#[derive(Deserialize)]
+struct Statistics {
+    /// An integer in practice; some clients type it as a double.
+    #[serde(default)]
+    token_count: f64,
+}
+
+/// Combines the `:predict` answers, in order.
 pub fn parse_embeddings(answers: &[Answer<'_>]) -> Result<Embeddings, BadAnswer> {
-    Err(BadAnswer("placeholder".into()))
+    let mut e = Embeddings::default();
+    for a in answers {
+        let r: PredictResponse = serde_json::from_slice(a.body)
+            .map_err(|err| BadAnswer(format!("unreadable Vertex AI predict answer: {err}")))?;
+        for p in r.predictions {
+            e.prompt_tokens += p
+                .embeddings
+                .statistics
+                .map_or(0, |s| s.token_count.max(0.0) as u64);
+            e.vectors.push(p.embeddings.values);
+        }
+    }
+    Ok(e)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+#[derive(Deserialize)]
+struct GoogleErrorEnvelope<'a> {
+    #[serde(borrow)]
+    error: GoogleError<'a>,
+}
+
+#[derive(Deserialize)]
+struct GoogleError<'a> {
+    #[serde(default)]
+    code: Option<u16>,
+    #[serde(default, borrow)]
+    message: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    status: Option<Str<'a>>,
+}
+
+impl GoogleError<'_> {
+    /// The HTTP status the error carries (`code`), for stream errors that have no response
+    /// status of their own.
+    fn http_status(&self) -> u16 {
+        self.code.unwrap_or(500)
+    }
+}
+
+/// Reads a Google error body (also the `[{"error":…}]` form of non-SSE streams).
+fn google_error(body: &[u8]) -> Option<GoogleError<'_>> {
+    if let Ok(e) = serde_json::from_slice::<GoogleErrorEnvelope<'_>>(body) {
+        return Some(e.error);
+    }
+    let list: Vec<GoogleErrorEnvelope<'_>> = serde_json::from_slice(body).ok()?;
+    list.into_iter().next().map(|e| e.error)
+}
+
+/// Whether `body` is Google's error shape `{"error":{"code","message","status"}}`.
 pub fn is_google_error(body: &[u8]) -> bool {
-    false
+    google_error(body)
+        .is_some_and(|e| e.message.is_some() && (e.status.is_some() || e.code.is_some()))
 }
+
+/// The client status for a provider HTTP status alone (PROTOCOLS 8.2).
+fn status_for_http(status: u16) -> u16 {
+    match status {
+        401 => 502,
+        408 => 504,
+        400 | 403 | 404 | 409 | 413 | 429 | 503 | 504 => status,
+        s if s >= 500 => 500,
+        s if s >= 400 => s,
+        _ => 502,
+    }
+}
+
+/// (client status, message, code) for a Google error.
+fn map_google_error(http: u16, e: &GoogleError<'_>) -> (u16, String, Option<String>) {
+    let message = e
+        .message
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .map_or_else(|| format!("Provider returned HTTP {http}."), str::to_owned);
+    let status_name = e.status.as_deref().unwrap_or("");
+    let status = match status_name {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" | "UNIMPLEMENTED" => 400,
+        "UNAUTHENTICATED" => 502,
+        "PERMISSION_DENIED" => 403,
+        "NOT_FOUND" => 404,
+        "ABORTED" | "ALREADY_EXISTS" => 409,
+        "RESOURCE_EXHAUSTED" => 429,
+        "DEADLINE_EXCEEDED" => 504,
+        "UNAVAILABLE" => 503,
+        "INTERNAL" | "UNKNOWN" | "DATA_LOSS" | "CANCELLED" => 500,
+        _ => status_for_http(http),
+    };
+    let code = match status {
+        // "The input token count (N) exceeds the maximum number of tokens allowed (M)."
+        400 if message.contains("exceeds the maximum number of tokens") => {
+            Some("context_length_exceeded".to_owned())
+        }
+        404 => Some("model_not_found".to_owned()),
+        429 => Some("rate_limit_exceeded".to_owned()),
+        _ => (!status_name.is_empty()).then(|| status_name.to_owned()),
+    };
+    let message = if status == 502 && (status_name == "UNAUTHENTICATED" || http == 401) {
+        format!("The provider rejected the gateway's credentials. {message}")
+    } else {
+        message
+    };
+    (status, message, code)
+}
+
+/// Maps a Vertex AI error response to the client's OpenAI error.
 pub fn error(status: u16, body: &[u8]) -> ErrorReply {
-    ErrorReply::new(status, "placeholder", None)
+    match google_error(body) {
+        Some(e) if e.message.is_some() || e.status.is_some() => {
+            let (s, message, code) = map_google_error(status, &e);
+            ErrorReply::new(s, &message, code.as_deref())
+        }
+        _ => {
+            let s = status_for_http(status);
+            let message = if s == 502 && status == 401 {
+                format!("The provider rejected the gateway's credentials. Provider returned HTTP {status}.")
+            } else {
+                format!("Provider returned HTTP {status}.")
+            };
+            ErrorReply::new(s, &message, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::{parse_request, Endpoint};
+    use crate::translate::{testing, Dialect};
+    use serde_json::json;
+
+    fn target() -> Target<'static> {
+        Target {
+            dialect: Dialect::VertexGemini,
+            upstream_model: "gemini-2.5-flash",
+            project: Some("my-proj"),
+            location: Some("us-central1"),
+            api_version: None,
+        }
+    }
+
+    fn chat(body: Value) -> ChatRequest {
+        let raw = serde_json::to_vec(&body).unwrap();
+        ChatRequest::from_parsed(&parse_request(Endpoint::ChatCompletions, &raw).unwrap()).unwrap()
+    }
+
+    fn prepare(body: Value) -> Result<UpstreamRequest, InvalidRequest> {
+        prepare_chat(&target(), &chat(body))
+    }
+
+    fn native(up: &UpstreamRequest) -> Value {
+        serde_json::from_slice(&up.body).unwrap()
+    }
+
+    fn ctx(include_usage: bool) -> ResponseCtx<'static> {
+        ResponseCtx {
+            client_model: "gem",
+            created: 7,
+            fallback_id: "req1",
+            legacy_completion: false,
+            include_usage,
+        }
+    }
+
+    #[test]
+    fn rich_request_maps_field_by_field() {
+        let up = prepare(json!({
+            "model": "gem",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in these?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a/cat.JPG?x=1"}},
+                    {"type": "image_url", "image_url": {"url": "gs://bucket/dog.webp"}}
+                ]},
+                {"role": "assistant", "content": "A cat and a dog."},
+                {"role": "developer", "content": "Use tools for weather."},
+                {"role": "user", "content": "Weather in Paris and London?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"London\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_0", "content": "{\"temp\":21}"},
+                {"role": "tool", "tool_call_id": "call_1", "content": "rainy"},
+                {"role": "user", "content": "Thanks. Summarize."}
+            ],
+            "max_completion_tokens": 300, "temperature": 0.3, "top_p": 0.8, "stop": ["END", "STOP"],
+            "seed": 42, "n": 2, "presence_penalty": 0.5, "frequency_penalty": -0.5,
+            "tools": [
+                {"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}}},
+                {"type": "function", "function": {"name": "now"}}
+            ],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "s", "strict": true, "schema": {"type": "object", "properties": {"summary": {"type": "string"}}}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            up.path,
+            "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"
+        );
+        assert_eq!(up.answer, AnswerFormat::Json);
+        assert!(up.headers.is_empty());
+        assert!(up.dropped.is_empty(), "{:?}", up.dropped);
+        let v = native(&up);
+        assert_eq!(
+            v["systemInstruction"],
+            json!({"parts": [{"text": "Be brief.\n\nUse tools for weather."}]})
+        );
+        let contents = v["contents"].as_array().unwrap();
+        assert_eq!(contents.len(), 5, "{contents:#?}");
+        assert_eq!(
+            contents[0],
+            json!({"role": "user", "parts": [
+                {"text": "What is in these?"},
+                {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+                {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/a/cat.JPG?x=1"}},
+                {"fileData": {"mimeType": "image/webp", "fileUri": "gs://bucket/dog.webp"}}
+            ]})
+        );
+        assert_eq!(
+            contents[1],
+            json!({"role": "model", "parts": [{"text": "A cat and a dog."}]})
+        );
+        assert_eq!(
+            contents[2],
+            json!({"role": "user", "parts": [{"text": "Weather in Paris and London?"}]})
+        );
+        assert_eq!(
+            contents[3],
+            json!({"role": "model", "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
+                {"functionCall": {"name": "get_weather", "args": {"city": "London"}}}
+            ]})
+        );
+        // Both tool results and the following user text: one user turn.
+        assert_eq!(
+            contents[4],
+            json!({"role": "user", "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"temp": 21}}},
+                {"functionResponse": {"name": "get_weather", "response": {"content": "rainy"}}},
+                {"text": "Thanks. Summarize."}
+            ]})
+        );
+        assert_eq!(
+            v["generationConfig"],
+            json!({
+                "maxOutputTokens": 300, "temperature": 0.3, "topP": 0.8, "stopSequences": ["END", "STOP"],
+                "seed": 42, "candidateCount": 2, "presencePenalty": 0.5, "frequencyPenalty": -0.5,
+                "responseMimeType": "application/json",
+                "responseSchema": {"type": "OBJECT", "properties": {"summary": {"type": "STRING"}}}
+            })
+        );
+        assert_eq!(
+            v["tools"],
+            json!([{"functionDeclarations": [
+                {"name": "get_weather", "description": "Weather by city",
+                 "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}, "required": ["city"]}},
+                {"name": "now"}
+            ]}])
+        );
+        assert_eq!(
+            v["toolConfig"],
+            json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}})
+        );
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "contents",
+                "generationConfig",
+                "systemInstruction",
+                "toolConfig",
+                "tools"
+            ]
+        );
+    }
+
+    #[test]
+    fn minimal_and_streaming_requests() {
+        let up = prepare(json!({"model": "gem", "messages": [{"role": "user", "content": "hi"}], "stream": true}))
+            .unwrap();
+        assert_eq!(
+            up.path,
+            "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(up.answer, AnswerFormat::Sse);
+        assert_eq!(
+            native(&up),
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+        );
+        // Assistant prefill last; json_object; tool_choice modes.
+        for (choice, mode) in [("none", "NONE"), ("auto", "AUTO"), ("required", "ANY")] {
+            let v = native(
+                &prepare(json!({"model": "gem", "messages": [
+                    {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure:"}],
+                    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}}],
+                    "tool_choice": choice, "response_format": {"type": "json_object"}}))
+                .unwrap(),
+            );
+            assert_eq!(
+                v["toolConfig"],
+                json!({"functionCallingConfig": {"mode": mode}})
+            );
+            assert_eq!(
+                v["contents"][1],
+                json!({"role": "model", "parts": [{"text": "Sure:"}]})
+            );
+            assert_eq!(
+                v["generationConfig"],
+                json!({"responseMimeType": "application/json"})
+            );
+        }
+        // tool_choice auto without tools: nothing to configure.
+        let v = native(
+            &prepare(json!({"model": "gem", "messages": [{"role": "user", "content": "hi"}], "tool_choice": "auto"}))
+                .unwrap(),
+        );
+        assert!(v.get("toolConfig").is_none());
+        // Path segments are encoded.
+        let t = Target {
+            upstream_model: "my model",
+            location: Some("global"),
+            ..target()
+        };
+        let up = prepare_chat(
+            &t,
+            &chat(json!({"model": "gem", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .unwrap();
+        assert!(up
+            .path
+            .ends_with("/locations/global/publishers/google/models/my%20model:generateContent"));
+    }
+
+    #[test]
+    fn dropped_parameters_are_listed() {
+        let up = prepare(json!({"model": "gem", "messages": [
+                {"role": "user", "name": "ann", "content": [{"type": "text", "text": "hi"},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "high"}}]}],
+            "user": "u1", "parallel_tool_calls": false, "logit_bias": {"1": 2}, "logprobs": true,
+            "tools": [{"type": "function", "function": {"name": "f", "strict": true, "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}]}))
+        .unwrap();
+        assert_eq!(
+            up.dropped,
+            [
+                "messages[].name",
+                "messages[].content[].image_url.detail",
+                "tools[].function.strict",
+                "user",
+                "parallel_tool_calls",
+                "logit_bias",
+                "logprobs"
+            ]
+        );
+        let v = native(&up);
+        for k in ["user", "parallelToolCalls", "logitBias", "logprobs"] {
+            assert!(v.get(k).is_none(), "{k}");
+        }
+    }
+
+    #[test]
+    fn rejections_name_their_parameter() {
+        let user = json!({"role": "user", "content": "hi"});
+        let cases: Vec<(Value, Option<&str>)> = vec![
+            (
+                json!({"model": "gem", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/img"}}]}]}),
+                Some("messages[0].content[0].image_url"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user, {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "ftp://x.test/a.png"}}]}]}),
+                Some("messages[1].content[1].image_url"),
+            ),
+            (
+                json!({"model": "gem", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]}]}),
+                Some("messages[0].content[0].image_url"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}),
+                Some("messages[1].tool_calls[0].function.arguments"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user, {"role": "tool", "tool_call_id": "nope", "content": "x"}]}),
+                Some("messages[1].tool_call_id"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "c", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]}),
+                Some("messages[2].content[0]"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user], "n": 2, "stream": true}),
+                Some("n"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user], "seed": 5_000_000_000i64}),
+                Some("seed"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user], "tool_choice": "required"}),
+                Some("tool_choice"),
+            ),
+            (
+                json!({"model": "gem", "messages": [{"role": "system", "content": "only"}]}),
+                Some("messages"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user], "response_format": {"type": "json_schema", "json_schema": {"name": "s",
+                    "schema": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "$defs": {"A": {"type": "string"}}}}}}),
+                Some("response_format.json_schema.schema"),
+            ),
+            (
+                json!({"model": "gem", "messages": [user], "tools": [{"type": "function", "function": {"name": "f",
+                    "parameters": {"type": "object", "properties": {"a": {"allOf": [{"type": "string"}]}}}}}]}),
+                Some("tools[0].function.parameters"),
+            ),
+        ];
+        for (body, param) in cases {
+            let err = prepare(body.clone()).unwrap_err();
+            assert_eq!(err.param.as_deref(), param, "{body} -> {}", err.message);
+        }
+        let req = chat(json!({"model": "gem", "messages": [user]}));
+        for t in [
+            Target {
+                project: None,
+                ..target()
+            },
+            Target {
+                location: Some(""),
+                ..target()
+            },
+        ] {
+            let err = prepare_chat(&t, &req).unwrap_err();
+            assert!(
+                err.message.contains("provider configuration"),
+                "{}",
+                err.message
+            );
+            assert_eq!(err.param, None);
+        }
+        // n > 1 is fine without streaming; an empty arguments string counts as {}.
+        let v = native(
+            &prepare(json!({"model": "gem", "n": 3, "messages": [user, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": ""}}]}]}))
+                .unwrap(),
+        );
+        assert_eq!(v["generationConfig"]["candidateCount"], 3);
+        assert_eq!(
+            v["contents"][1]["parts"][0]["functionCall"]["args"],
+            json!({})
+        );
+    }
+
+    #[test]
+    fn tool_results_use_the_nearest_call_with_that_id() {
+        // Synthesized ids restart at call_0 every answer: the latest earlier call wins.
+        let v = native(
+            &prepare(json!({"model": "gem", "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "first", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_0", "content": "[1,2]"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "b"},
+                {"role": "assistant", "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "second", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_0", "content": [{"type": "text", "text": "done"}]}
+            ]}))
+            .unwrap(),
+        );
+        let c = &v["contents"];
+        assert_eq!(
+            c[2]["parts"][0]["functionResponse"],
+            json!({"name": "first", "response": {"content": "[1,2]"}})
+        );
+        assert_eq!(
+            c[6]["parts"][0]["functionResponse"],
+            json!({"name": "second", "response": {"content": "done"}})
+        );
+    }
+
+    #[test]
+    fn json_schemas_become_the_openapi_subset() {
+        let s = clean_schema(
+            &json!({
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "type": "object", "strict": true, "additionalProperties": false,
+                "title": "T", "description": "d",
+                "properties": {
+                    "name": {"type": ["string", "null"], "minLength": 1, "examples": ["x"]},
+                    "age": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
+                    "kind": {"const": "cat"},
+                    "level": {"type": "integer", "enum": [1, 2, 3]},
+                    "tags": {"type": "array", "items": {"type": "string", "format": "email"}, "maxItems": 3},
+                    "either": {"oneOf": [{"type": "string"}, {"type": "number", "exclusiveMinimum": 0}]},
+                    "multi": {"type": ["string", "integer"]}
+                },
+                "required": ["name"]
+            }),
+            "p",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            json!({
+                "type": "OBJECT", "title": "T", "description": "d", "required": ["name"],
+                "properties": {
+                    "name": {"type": "STRING", "nullable": true, "minLength": 1},
+                    "age": {"type": "INTEGER", "minimum": 0, "nullable": true},
+                    "kind": {"enum": ["cat"]},
+                    "level": {"type": "INTEGER", "enum": ["1", "2", "3"], "format": "enum"},
+                    "tags": {"type": "ARRAY", "items": {"type": "STRING", "format": "email"}, "maxItems": 3},
+                    "either": {"anyOf": [{"type": "STRING"}, {"type": "NUMBER"}]},
+                    "multi": {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}]}
+                }
+            })
+        );
+        for bad in [
+            json!({"$defs": {}}),
+            json!({"type": "array", "items": [{"type": "string"}]}),
+            json!({"properties": {"a": {"definitions": {}}}}),
+        ] {
+            assert_eq!(
+                clean_schema(&bad, "x").unwrap_err().param.as_deref(),
+                Some("x")
+            );
+        }
+    }
+
+    // Answers. Shapes from the Vertex AI "Generate content" reference (GenerateContentResponse).
+
+    #[test]
+    fn parses_text_thoughts_and_usage() {
+        let c = parse_chat(br#"{"candidates":[{"content":{"role":"model","parts":[
+                {"text":"Let me think.","thought":true},
+                {"text":"Hello"},{"text":" world","thoughtSignature":"AY89a18i"}]},
+              "finishReason":"STOP","safetyRatings":[],"avgLogprobs":-0.04}],
+            "usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":2,"totalTokenCount":20,"thoughtsTokenCount":6,
+              "cachedContentTokenCount":8,"trafficType":"ON_DEMAND"},
+            "modelVersion":"gemini-2.5-flash","createTime":"2025-01-01T00:00:00Z","responseId":"resp-1"}"#)
+        .unwrap();
+        assert_eq!(c.id.as_deref(), Some("resp-1"));
+        assert_eq!(c.choices.len(), 1);
+        assert_eq!(c.choices[0].content.as_deref(), Some("Hello world"));
+        assert_eq!(c.choices[0].reasoning.as_deref(), Some("Let me think."));
+        assert_eq!(c.choices[0].finish_reason, Some(FinishReason::Stop));
+        let u = c.usage.unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens,
+                u.cached_tokens
+            ),
+            (12, 8, 20, 8)
+        );
+    }
+
+    #[test]
+    fn parses_tool_calls_and_candidates_in_index_order() {
+        let c = parse_chat(br#"{"candidates":[
+              {"index":1,"content":{"role":"model","parts":[{"functionCall":{"name":"f","args":{}}}]},"finishReason":"STOP"},
+              {"content":{"role":"model","parts":[
+                {"functionCall":{"name":"get_weather","args":{"city":"Paris"}}},
+                {"functionCall":{"id":"fc-9","name":"get_weather","args":{"city":"London"}}}]},"finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":10}}"#)
+        .unwrap();
+        assert_eq!(c.id, None);
+        let first = &c.choices[0];
+        assert_eq!(first.content, None);
+        assert_eq!(first.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            first.tool_calls,
+            vec![
+                ToolCall {
+                    id: "call_0".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"city":"Paris"}"#.into()
+                },
+                ToolCall {
+                    id: "fc-9".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"city":"London"}"#.into()
+                },
+            ]
+        );
+        assert_eq!(c.choices[1].tool_calls[0].id, "call_2");
+        assert_eq!(c.choices[1].tool_calls[0].arguments, "{}");
+    }
+
+    #[test]
+    fn maps_every_finish_reason() {
+        for (reason, with_call, want) in [
+            ("STOP", false, FinishReason::Stop),
+            ("STOP", true, FinishReason::ToolCalls),
+            ("MAX_TOKENS", false, FinishReason::Length),
+            ("MAX_TOKENS", true, FinishReason::Length),
+            ("SAFETY", false, FinishReason::ContentFilter),
+            ("RECITATION", false, FinishReason::ContentFilter),
+            ("BLOCKLIST", false, FinishReason::ContentFilter),
+            ("PROHIBITED_CONTENT", false, FinishReason::ContentFilter),
+            ("SPII", false, FinishReason::ContentFilter),
+            ("IMAGE_SAFETY", false, FinishReason::ContentFilter),
+            (
+                "IMAGE_PROHIBITED_CONTENT",
+                false,
+                FinishReason::ContentFilter,
+            ),
+            ("MALFORMED_FUNCTION_CALL", false, FinishReason::Stop),
+            ("UNEXPECTED_TOOL_CALL", false, FinishReason::Stop),
+            ("TOO_MANY_TOOL_CALLS", false, FinishReason::Stop),
+            ("LANGUAGE", false, FinishReason::Stop),
+            ("OTHER", false, FinishReason::Stop),
+            ("FINISH_REASON_UNSPECIFIED", false, FinishReason::Stop),
+            ("NO_IMAGE", false, FinishReason::Stop),
+        ] {
+            let part = if with_call {
+                r#"{"functionCall":{"name":"f","args":{"a":1}}}"#
+            } else {
+                r#"{"text":"x"}"#
+            };
+            let body = format!(
+                r#"{{"candidates":[{{"content":{{"role":"model","parts":[{part}]}},"finishReason":"{reason}"}}]}}"#
+            );
+            let c = parse_chat(body.as_bytes()).unwrap();
+            assert_eq!(
+                c.choices[0].finish_reason,
+                Some(want),
+                "{reason} {with_call}"
+            );
+        }
+        // A SAFETY stop without content: empty text.
+        let c = parse_chat(br#"{"candidates":[{"finishReason":"SAFETY","safetyRatings":[{"category":"HARM_CATEGORY_HARASSMENT","probability":"HIGH","blocked":true}]}]}"#).unwrap();
+        assert_eq!(c.choices[0].content.as_deref(), Some(""));
+        assert_eq!(
+            c.choices[0].finish_reason,
+            Some(FinishReason::ContentFilter)
+        );
+    }
+
+    #[test]
+    fn blocked_prompts_and_bad_bodies() {
+        let c = parse_chat(
+            br#"{"promptFeedback":{"blockReason":"SAFETY","safetyRatings":[]},
+            "usageMetadata":{"promptTokenCount":9,"totalTokenCount":9},"responseId":"r"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.choices.len(), 1);
+        assert_eq!(c.choices[0].content.as_deref(), Some(""));
+        assert_eq!(
+            c.choices[0].finish_reason,
+            Some(FinishReason::ContentFilter)
+        );
+        assert_eq!(c.usage.unwrap().prompt_tokens, 9);
+        assert!(parse_chat(b"<html>").is_err());
+        assert!(parse_chat(b"{}").is_err());
+        assert!(parse_chat(br#"{"candidates":"x"}"#).is_err());
+    }
+
+    // Streams: `data: <GenerateContentResponse>` events, CRLF line ends as Vertex sends them
+    // (captured shape: text pieces, then a final chunk with finishReason and full usage).
+
+    fn sse(events: &[&str]) -> Vec<u8> {
+        let mut s = Vec::new();
+        for e in events {
+            s.extend_from_slice(b"data: ");
+            s.extend_from_slice(e.as_bytes());
+            s.extend_from_slice(b"\r\n\r\n");
+        }
+        s
+    }
+
+    fn run(input: &[u8], include_usage: bool) -> (Vec<u8>, StreamEnd, Option<Usage>) {
+        testing::every_split(|| stream(&ctx(include_usage)), input)
+    }
+
+    #[test]
+    fn streams_text_with_usage() {
+        let input = sse(&[
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hello"}]}}],"usageMetadata":{"trafficType":"ON_DEMAND"},"modelVersion":"gemini-2.5-flash","createTime":"2025-03-10T14:54:45.066123Z","responseId":"tTCwacuE"}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":" wörld"}]}}],"usageMetadata":{"trafficType":"ON_DEMAND"},"modelVersion":"gemini-2.5-flash","responseId":"tTCwacuE"}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"","thoughtSignature":"AY89a18i"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2,"totalTokenCount":6,"cachedContentTokenCount":1,"trafficType":"ON_DEMAND"},"modelVersion":"gemini-2.5-flash","responseId":"tTCwacuE"}"#,
+        ]);
+        let (out, end, usage) = run(&input, true);
+        assert_eq!(end, StreamEnd::Complete);
+        let ev = testing::events(&out);
+        assert_eq!(ev[0]["id"], "chatcmpl-tTCwacuE");
+        assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(
+            testing::reassemble(&out),
+            ("Hello wörld".into(), vec![], Some("stop".into()))
+        );
+        let u = ev[ev.len() - 2]["usage"].clone();
+        assert_eq!(
+            u,
+            json!({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6, "prompt_tokens_details": {"cached_tokens": 1}})
+        );
+        assert_eq!(ev.last().unwrap(), "[DONE]");
+        assert_eq!(usage.unwrap().prompt_tokens, 4);
+        // Without include_usage no usage chunk, but usage() still reports it.
+        let (out, _, usage) = run(&input, false);
+        assert!(testing::events(&out)
+            .iter()
+            .all(|e| e.get("usage").is_none()));
+        assert_eq!(usage.unwrap().completion_tokens, 2);
+    }
+
+    #[test]
+    fn streams_parallel_tool_calls_and_thoughts() {
+        let input = sse(&[
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Weather needed.","thought":true}]}}],"responseId":"r2"}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"sig"},{"functionCall":{"name":"get_weather","args":{"city":"London"}}}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":10,"thoughtsTokenCount":5,"totalTokenCount":25},"responseId":"r2"}"#,
+        ]);
+        let (out, end, usage) = run(&input, false);
+        assert_eq!(end, StreamEnd::Complete);
+        let (text, calls, finish) = testing::reassemble(&out);
+        assert_eq!(text, "");
+        assert_eq!(
+            calls,
+            vec![
+                (
+                    "call_0".into(),
+                    "get_weather".into(),
+                    r#"{"city":"Paris"}"#.into()
+                ),
+                (
+                    "call_1".into(),
+                    "get_weather".into(),
+                    r#"{"city":"London"}"#.into()
+                ),
+            ]
+        );
+        assert_eq!(finish.as_deref(), Some("tool_calls"));
+        let ev = testing::events(&out);
+        assert_eq!(
+            ev[1]["choices"][0]["delta"]["reasoning_content"],
+            "Weather needed."
+        );
+        assert_eq!(usage.unwrap().completion_tokens, 15);
+    }
+
+    #[test]
+    fn mid_stream_error_ends_the_stream() {
+        let mut input = sse(&[
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Echo: "}]}}],"usageMetadata":{"trafficType":"ON_DEMAND"},"responseId":"r3"}"#,
+            r#"{"error":{"code":429,"message":"Resource exhausted. Please try again later.","status":"RESOURCE_EXHAUSTED"}}"#,
+        ]);
+        input.extend_from_slice(&sse(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"ignored"}]},"finishReason":"STOP"}]}"#,
+        ]));
+        let (out, end, usage) = run(&input, false);
+        assert_eq!(usage, None, "count-less usageMetadata is no usage");
+        assert_eq!(
+            end,
+            StreamEnd::ProviderError("Resource exhausted. Please try again later.".into())
+        );
+        let ev = testing::events(&out);
+        let last = ev.last().unwrap();
+        assert_eq!(last["error"]["type"], "rate_limit_error");
+        assert_eq!(last["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(testing::reassemble(&out).0, "Echo: ");
+        // An error as the first (and only) event, and one as bare JSON lines.
+        let (out, end, _) = run(
+            &sse(&[
+                r#"{"error":{"code":500,"message":"Internal error encountered.","status":"INTERNAL"}}"#,
+            ]),
+            false,
+        );
+        assert!(matches!(end, StreamEnd::ProviderError(_)));
+        let ev = testing::events(&out);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0]["error"]["code"], "INTERNAL");
+        assert_eq!(ev[0]["error"]["type"], "server_error");
+        let bare = b"{\n  \"error\": {\n    \"code\": 503,\n    \"message\": \"The service is currently unavailable.\",\n    \"status\": \"UNAVAILABLE\"\n  }\n}\n";
+        let (out, end, _) = run(bare, false);
+        assert!(matches!(end, StreamEnd::ProviderError(_)));
+        assert_eq!(testing::events(&out)[0]["error"]["code"], "UNAVAILABLE");
+    }
+
+    #[test]
+    fn truncated_and_corrupt_streams() {
+        // No finishReason before EOF.
+        let input =
+            sse(&[r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hel"}]}}]}"#]);
+        let (out, end, _) = run(&input, true);
+        assert_eq!(end, StreamEnd::Truncated);
+        let ev = testing::events(&out);
+        assert_eq!(ev.last().unwrap()["error"]["code"], "stream_truncated");
+        // Cut in the middle of an event.
+        let mut cut = sse(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"STOP"}]}"#,
+        ]);
+        cut.truncate(30);
+        assert_eq!(run(&cut, false).1, StreamEnd::Truncated);
+        // Unreadable JSON.
+        assert_eq!(
+            run(b"data: {not json}\r\n\r\n", false).1,
+            StreamEnd::Truncated
+        );
+        // Empty stream.
+        assert_eq!(run(b"", false).1, StreamEnd::Truncated);
+        // A last event missing only its blank line still completes.
+        let whole = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},\"finishReason\":\"MAX_TOKENS\"}]}";
+        let (out, end, _) = run(whole, false);
+        assert_eq!(end, StreamEnd::Complete);
+        assert_eq!(
+            testing::reassemble(&out),
+            ("a".into(), vec![], Some("length".into()))
+        );
+    }
+
+    #[test]
+    fn streams_a_blocked_prompt() {
+        let input = sse(&[
+            r#"{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":7,"totalTokenCount":7},"responseId":"r4"}"#,
+        ]);
+        let (out, end, _) = run(&input, false);
+        assert_eq!(end, StreamEnd::Complete);
+        assert_eq!(
+            testing::reassemble(&out),
+            ("".into(), vec![], Some("content_filter".into()))
+        );
+    }
+
+    #[test]
+    fn legacy_completion_streams_text() {
+        let input = sse(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}]}"#,
+        ]);
+        let make = || {
+            stream(&ResponseCtx {
+                legacy_completion: true,
+                ..ctx(false)
+            })
+        };
+        let (out, end, _) = testing::every_split(make, &input);
+        assert_eq!(end, StreamEnd::Complete);
+        let ev = testing::events(&out);
+        assert_eq!(ev[0]["object"], "text_completion");
+        assert_eq!(ev[0]["choices"][0]["text"], "hi");
+        assert_eq!(ev[0]["id"], "cmpl-req1");
+    }
+
+    // Errors (§4.6).
+
+    #[test]
+    fn maps_google_errors() {
+        let body = |code: u16, status: &str| {
+            format!(
+                r#"{{"error":{{"code":{code},"message":"m-{status}","status":"{status}","details":[]}}}}"#
+            )
+        };
+        for (http, status, want, code) in [
+            (400, "INVALID_ARGUMENT", 400, Some("INVALID_ARGUMENT")),
+            (400, "FAILED_PRECONDITION", 400, Some("FAILED_PRECONDITION")),
+            (400, "OUT_OF_RANGE", 400, Some("OUT_OF_RANGE")),
+            (401, "UNAUTHENTICATED", 502, Some("UNAUTHENTICATED")),
+            (403, "PERMISSION_DENIED", 403, Some("PERMISSION_DENIED")),
+            (404, "NOT_FOUND", 404, Some("model_not_found")),
+            (409, "ABORTED", 409, Some("ABORTED")),
+            (429, "RESOURCE_EXHAUSTED", 429, Some("rate_limit_exceeded")),
+            (499, "CANCELLED", 500, Some("CANCELLED")),
+            (500, "INTERNAL", 500, Some("INTERNAL")),
+            (500, "UNKNOWN", 500, Some("UNKNOWN")),
+            (501, "UNIMPLEMENTED", 400, Some("UNIMPLEMENTED")),
+            (503, "UNAVAILABLE", 503, Some("UNAVAILABLE")),
+            (504, "DEADLINE_EXCEEDED", 504, Some("DEADLINE_EXCEEDED")),
+        ] {
+            let b = body(http, status);
+            assert!(is_google_error(b.as_bytes()));
+            let r = error(http, b.as_bytes());
+            assert_eq!(r.status, want, "{status}");
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["error"]["code"].as_str(), code, "{status}");
+            assert!(v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("m-{status}")));
+            assert_eq!(v["error"]["type"], error_type_for_status(want));
+        }
+        let v: Value =
+            serde_json::from_slice(&error(401, body(401, "UNAUTHENTICATED").as_bytes()).body)
+                .unwrap();
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The provider rejected the gateway's credentials."));
+        // Non-JSON and foreign bodies.
+        for (http, want) in [(502, 500), (429, 429), (401, 502), (408, 504), (413, 413)] {
+            let r = error(http, b"<html>Bad Gateway</html>");
+            assert_eq!(r.status, want);
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("Provider returned HTTP {http}.")));
+        }
+        let r = error(
+            400,
+            br#"{"error":{"code":400,"message":"The input token count (1054016) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (r.status, v["error"]["code"].as_str()),
+            (400, Some("context_length_exceeded"))
+        );
+        // The JSON-array form of non-SSE streams.
+        let r = error(
+            429,
+            br#"[{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}]"#,
+        );
+        assert_eq!(r.status, 429);
+        // Anthropic's shape is not Google's.
+        assert!(!is_google_error(
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+        ));
+        assert!(!is_google_error(b"not json"));
+    }
+
+    // Embeddings (§4.5).
+
+    #[test]
+    fn embeddings_round_trip() {
+        let body = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap();
+        let req = EmbeddingsRequest::from_body(&body(
+            r#"{"model":"e","input":["a","b"],"dimensions":256,"user":"u","input_type":"query"}"#,
+        ))
+        .unwrap();
+        let t = Target {
+            upstream_model: "text-embedding-005",
+            ..target()
+        };
+        let call = prepare_embeddings(&t, &req).unwrap();
+        assert_eq!(call.path, "/v1/projects/my-proj/locations/us-central1/publishers/google/models/text-embedding-005:predict");
+        assert_eq!(call.bodies.len(), 1);
+        let v: Value = serde_json::from_slice(&call.bodies[0]).unwrap();
+        assert_eq!(
+            v,
+            json!({"instances": [{"content": "a"}, {"content": "b"}], "parameters": {"outputDimensionality": 256}})
+        );
+        assert_eq!(call.dropped, ["user", "input_type"]);
+        // gemini-embedding-*: one instance per call; no parameters without dimensions.
+        let req =
+            EmbeddingsRequest::from_body(&body(r#"{"model":"e","input":["a","b"]}"#)).unwrap();
+        let t = Target {
+            upstream_model: "gemini-embedding-001",
+            ..target()
+        };
+        let call = prepare_embeddings(&t, &req).unwrap();
+        assert_eq!(call.bodies.len(), 2);
+        let v: Value = serde_json::from_slice(&call.bodies[1]).unwrap();
+        assert_eq!(v, json!({"instances": [{"content": "b"}]}));
+        assert!(prepare_embeddings(
+            &Target {
+                project: None,
+                ..target()
+            },
+            &req
+        )
+        .is_err());
+        let a1 = br#"{"predictions":[{"embeddings":{"values":[0.1,-0.2],"statistics":{"token_count":3,"truncated":false}}}],"metadata":{"billableCharacterCount":1}}"#;
+        let a2 = br#"{"predictions":[{"embeddings":{"values":[0.3,0.4],"statistics":{"token_count":4.0,"truncated":false}}}]}"#;
+        let answers = [a1.as_slice(), a2.as_slice()].map(|b| Answer {
+            body: b,
+            input_tokens_header: None,
+        });
+        let e = parse_embeddings(&answers).unwrap();
+        assert_eq!(e.vectors, vec![vec![0.1, -0.2], vec![0.3, 0.4]]);
+        assert_eq!(e.prompt_tokens, 7);
+        assert!(parse_embeddings(&[Answer {
+            body: b"{}",
+            input_tokens_header: None
+        }])
+        .is_err());
+    }
 }
