@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 //! Anthropic Messages API, direct and through the two clouds that host Claude with the same
 //! body (shared PROTOCOLS.md §2, §3.2, §4.4).
 //!
@@ -207,17 +206,6 @@ fn encode_segment(s: &str) -> String {
 }
 
 /// Builds the Messages request for `t.dialect` (Anthropic, Bedrock InvokeModel or Vertex).
-=======
-//! PLACEHOLDER until the translator lands (see /work/notes/translators.md).
-#![allow(unused_variables, unused_imports)]
-use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
-use crate::chat::{ChatRequest, Completion, ResponseCtx};
-use crate::openai::InvalidRequest;
-use crate::translate::{
-    Answer, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamTranslator, Target,
-    UpstreamRequest,
-};
->>>>>>> tr-gemini
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
     if req.n.is_some_and(|n| n > 1) {
         return Err(bad(

@@ -90,7 +90,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
-<<<<<<< HEAD
 use crate::chat::request::data_url;
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
@@ -326,14 +325,6 @@ fn push_turn<'a>(turns: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Bloc
 }
 
 /// Builds the Converse / ConverseStream request.
-=======
-use crate::chat::{ChatRequest, Completion, ResponseCtx};
-use crate::openai::InvalidRequest;
-use crate::translate::{
-    Answer, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamTranslator, Target,
-    UpstreamRequest,
-};
->>>>>>> tr-gemini
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
     if req.n.is_some_and(|n| n > 1) {
         return Err(InvalidRequest::new(
@@ -882,7 +873,6 @@ pub fn converse_stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
         },
     })
 }
-<<<<<<< HEAD
 
 impl StreamState {
     fn on_frame(&mut self, m: &Frame<'_>, out: &mut Vec<u8>) {
@@ -988,13 +978,6 @@ impl StreamState {
         self.writer.done(out);
         self.end = Some(StreamEnd::Complete);
     }
-=======
-pub fn prepare_embeddings(
-    t: &Target<'_>,
-    req: &EmbeddingsRequest,
-) -> Result<EmbeddingsCall, InvalidRequest> {
-    Err(InvalidRequest::new("placeholder", None))
->>>>>>> tr-gemini
 }
 
 impl StreamTranslator for ConverseStream {
