@@ -32,9 +32,10 @@
 //!   is sent as `" "`) / `TOOL` (`toolResults`, consecutive tool messages merged); tool
 //!   messages after the last assistant turn → `toolResults` with `message: ""`. Each tool
 //!   result is `{call:{name,parameters}, outputs:[{"output": <text>}]}` (the call found by
-//!   `tool_call_id`, else 400 naming `messages[i].tool_call_id`). A `TOOL` entry followed by a
-//!   user turn gets a `CHATBOT` entry repeating the tool output (the service wants a bot turn
-//!   after tool results; same workaround as oracle/langchain-oracle's Cohere provider);
+//!   `tool_call_id`, else 400 naming `messages[i].tool_call_id`). A `TOOL` entry followed by
+//!   anything but an assistant turn gets a `CHATBOT` entry repeating the tool output (the
+//!   service wants a bot turn after tool results; same workaround as oracle/langchain-oracle's
+//!   Cohere provider);
 //! - `tools: [{name, description, parameterDefinitions}]`, converted from the JSON-schema
 //!   `properties`: `{type, description, isRequired}` with `string→str`, `number→float`,
 //!   `integer→int`, `boolean→bool`, `array→List`, `object→Dict` (oracle/langchain-oracle
@@ -676,6 +677,23 @@ fn parse_arguments(args: &str, i: usize, j: usize) -> Result<Value, InvalidReque
     }
 }
 
+/// The service wants a bot turn right after tool results: when anything else follows a `TOOL`
+/// entry, a `CHATBOT` entry repeating the tool output is inserted (the workaround
+/// oracle/langchain-oracle's Cohere provider uses).
+fn bot_after_tools(history: &mut Vec<CEntry<'_>>) {
+    if let Some(CEntry::Tool { tool_results }) = history.last() {
+        let text = tool_results
+            .iter()
+            .map(|r| r.outputs[0].output.as_ref())
+            .collect::<Vec<_>>()
+            .join("\n");
+        history.push(CEntry::Chatbot {
+            message: Cow::Owned(text),
+            tool_calls: Vec::new(),
+        });
+    }
+}
+
 fn cohere_request<'a>(
     req: &'a ChatRequest,
     dropped: &mut Vec<String>,
@@ -765,22 +783,14 @@ fn cohere_request<'a>(
     };
     for (i, m) in msgs.iter().enumerate().take(history_end).skip(lead) {
         match m.role {
-            Role::System | Role::Developer => history.push(CEntry::System {
-                message: text_only(m, i, COHERE_NO_IMAGES)?,
-            }),
+            Role::System | Role::Developer => {
+                bot_after_tools(&mut history);
+                history.push(CEntry::System {
+                    message: text_only(m, i, COHERE_NO_IMAGES)?,
+                });
+            }
             Role::User => {
-                if let Some(CEntry::Tool { tool_results }) = history.last() {
-                    // The service wants a bot turn after tool results.
-                    let text = tool_results
-                        .iter()
-                        .map(|r| r.outputs[0].output.as_ref())
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    history.push(CEntry::Chatbot {
-                        message: Cow::Owned(text),
-                        tool_calls: Vec::new(),
-                    });
-                }
+                bot_after_tools(&mut history);
                 history.push(CEntry::User {
                     message: text_only(m, i, COHERE_NO_IMAGES)?,
                 });
@@ -817,17 +827,7 @@ fn cohere_request<'a>(
         }
     }
     if trailing_tools.is_empty() {
-        if let Some(CEntry::Tool { tool_results }) = history.last() {
-            let text = tool_results
-                .iter()
-                .map(|r| r.outputs[0].output.as_ref())
-                .collect::<Vec<_>>()
-                .join("\n");
-            history.push(CEntry::Chatbot {
-                message: Cow::Owned(text),
-                tool_calls: Vec::new(),
-            });
-        }
+        bot_after_tools(&mut history);
     }
     let tool_results = trailing_tools
         .map(|i| tool_result(&calls, i, &msgs[i]))
@@ -1114,35 +1114,68 @@ struct GEvent<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GEventMessage<'a> {
-    #[serde(default, borrow)]
-    content: Vec<GEventPart<'a>>,
+    /// The `content` parts' text, joined (borrowed when there is one part).
+    #[serde(default, borrow, deserialize_with = "joined_text")]
+    content: Cow<'a, str>,
     #[serde(default, borrow)]
     tool_calls: Vec<GEventCall<'a>>,
-    #[serde(borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
 struct GEventPart<'a> {
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
 struct GEventCall<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    arguments: Cow<'a, str>,
+}
+
+/// Reads `[{"type":"TEXT","text":…},…]` as the joined text, without a per-event `Vec`.
+fn joined_text<'de: 'a, 'a, D>(d: D) -> Result<Cow<'a, str>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Joined<'a>(std::marker::PhantomData<&'a str>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for Joined<'a> {
+        type Value = Cow<'a, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of content parts")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut text: Cow<'a, str> = Cow::Borrowed("");
+            while let Some(p) = seq.next_element::<GEventPart<'a>>()? {
+                if text.is_empty() {
+                    text = p.text;
+                } else if !p.text.is_empty() {
+                    text.to_mut().push_str(&p.text);
+                }
+            }
+            Ok(text)
+        }
+    }
+    d.deserialize_any(Joined(std::marker::PhantomData))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CEvent<'a> {
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Cow<'a, str>,
     #[serde(borrow)]
     finish_reason: Option<Cow<'a, str>>,
     tool_calls: Option<Vec<CCallIn>>,
@@ -1264,18 +1297,12 @@ impl OciStream {
         }
         let is_last = e.finish_reason.is_some();
         if let Some(m) = e.message {
-            if let Some(r) = m.reasoning_content.as_deref() {
-                if !is_last {
-                    self.writer.reasoning(out, r);
-                }
+            if !is_last {
+                self.writer.reasoning(out, &m.reasoning_content);
             }
-            if !is_last || !self.any_text {
-                for p in &m.content {
-                    if let Some(t) = p.text.as_deref().filter(|t| !t.is_empty()) {
-                        self.any_text = true;
-                        self.writer.content(out, t);
-                    }
-                }
+            if (!is_last || !self.any_text) && !m.content.is_empty() {
+                self.any_text = true;
+                self.writer.content(out, &m.content);
             }
             if !is_last || self.calls.is_empty() {
                 for (pos, c) in m.tool_calls.iter().enumerate() {
@@ -1292,8 +1319,8 @@ impl OciStream {
     }
 
     fn generic_call(&mut self, out: &mut Vec<u8>, pos: usize, c: &GEventCall<'_>) {
-        let id = c.id.as_deref().filter(|s| !s.is_empty());
-        let name = c.name.as_deref().filter(|s| !s.is_empty());
+        let id = Some(c.id.as_ref()).filter(|s| !s.is_empty());
+        let name = Some(c.name.as_ref()).filter(|s| !s.is_empty());
         let active = self.active.iter().find(|(p, _)| *p == pos).map(|(_, k)| *k);
         let existing = match id {
             Some(id) => self.calls.iter().position(|k| k.id == id),
@@ -1323,15 +1350,15 @@ impl OciStream {
             Some(slot) => slot.1 = k,
             None => self.active.push((pos, k)),
         }
-        if let Some(args) = c.arguments.as_deref().filter(|a| !a.is_empty()) {
+        if !c.arguments.is_empty() {
             self.calls[k].has_args = true;
-            self.writer.tool_call_arguments(out, k, args);
+            self.writer.tool_call_arguments(out, k, &c.arguments);
         }
     }
 
     fn cohere_event(&mut self, e: CEvent<'_>, out: &mut Vec<u8>) {
         let failed = e.finish_reason.as_deref() == Some("ERROR");
-        if e.error_message.is_some() || failed || (e.code.is_some() && e.text.is_none()) {
+        if e.error_message.is_some() || failed || (e.code.is_some() && e.text.is_empty()) {
             let message = e
                 .error_message
                 .as_deref()
@@ -1361,13 +1388,9 @@ impl OciStream {
                     });
                 }
             }
-        } else if let Some(t) = e.text.as_deref() {
-            if !is_last || !self.any_text {
-                if !t.is_empty() {
-                    self.any_text = true;
-                }
-                self.writer.content(out, t);
-            }
+        } else if (!is_last || !self.any_text) && !e.text.is_empty() {
+            self.any_text = true;
+            self.writer.content(out, &e.text);
         }
         if let Some(reason) = e.finish_reason.as_deref() {
             if let Ok(f) = cohere_finish(reason, !self.calls.is_empty()) {
@@ -1770,8 +1793,9 @@ mod tests {
         );
         let h = &v["chatRequest"]["chatHistory"];
         assert_eq!(h[2]["role"], "TOOL");
-        assert_eq!(h[3], json!({"role":"SYSTEM","message":"late rule"}));
-        assert_eq!(h.as_array().unwrap().len(), 4);
+        assert_eq!(h[3], json!({"role":"CHATBOT","message":"sunny"}));
+        assert_eq!(h[4], json!({"role":"SYSTEM","message":"late rule"}));
+        assert_eq!(h.as_array().unwrap().len(), 5);
         let (_, v) = prepared(
             &cohere(),
             r#"{"model":"m","messages":[

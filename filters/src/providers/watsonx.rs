@@ -569,12 +569,16 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
 // ---------------------------------------------------------------------------------------
 // Stream
 
+// Stream events are parsed into borrowed structs: `Cow<str>` fields (not `Option<Cow>`, which
+// serde always copies) and no per-event `Vec`s, so a plain text chunk allocates nothing.
+
 #[derive(Deserialize)]
 struct StreamChunk<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    choices: Vec<StreamChoice<'a>>,
+    id: Cow<'a, str>,
+    /// Choice 0 only: the gateway streams one choice.
+    #[serde(default, borrow, deserialize_with = "first_choice")]
+    choices: Option<StreamChoice<'a>>,
     usage: Option<WxUsage>,
     #[serde(default, borrow)]
     errors: Vec<WxError<'a>>,
@@ -591,10 +595,10 @@ struct StreamChoice<'a> {
 
 #[derive(Deserialize)]
 struct Delta<'a> {
-    #[serde(borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Cow<'a, str>,
+    #[serde(default, borrow)]
+    reasoning_content: Cow<'a, str>,
     #[serde(default, borrow)]
     tool_calls: Vec<DeltaCall<'a>>,
 }
@@ -602,18 +606,48 @@ struct Delta<'a> {
 #[derive(Deserialize)]
 struct DeltaCall<'a> {
     index: Option<u32>,
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Cow<'a, str>,
     #[serde(borrow)]
     function: Option<DeltaFn<'a>>,
 }
 
 #[derive(Deserialize)]
 struct DeltaFn<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    arguments: Cow<'a, str>,
+}
+
+/// Reads a `choices` array keeping only the choice with index 0.
+fn first_choice<'de: 'a, 'a, D>(d: D) -> Result<Option<StreamChoice<'a>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct First<'a>(std::marker::PhantomData<StreamChoice<'a>>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for First<'a> {
+        type Value = Option<StreamChoice<'a>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of choices")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut first = None;
+            while let Some(c) = seq.next_element::<StreamChoice<'a>>()? {
+                if first.is_none() && c.index.unwrap_or(0) == 0 {
+                    first = Some(c);
+                }
+            }
+            Ok(first)
+        }
+    }
+    d.deserialize_any(First(std::marker::PhantomData))
 }
 
 /// The parts of a [`ResponseCtx`] the stream needs after construction.
@@ -717,41 +751,34 @@ impl WxStream {
         if !self.id_set {
             self.id_set = true;
             let ctx = self.ctx.get();
-            self.writer.set_id(&ctx, chunk.id.as_deref());
+            self.writer
+                .set_id(&ctx, Some(chunk.id.as_ref()).filter(|id| !id.is_empty()));
         }
         self.writer.start(out);
         if let Some(u) = chunk.usage {
             self.usage = Some(u.into());
         }
-        for choice in chunk.choices {
-            if choice.index.unwrap_or(0) != 0 {
-                continue;
+        let Some(choice) = chunk.choices else {
+            return;
+        };
+        if let Some(d) = choice.delta {
+            self.writer.reasoning(out, &d.reasoning_content);
+            self.writer.content(out, &d.content);
+            for tc in d.tool_calls {
+                self.tool_delta(out, tc);
             }
-            if let Some(d) = choice.delta {
-                if let Some(r) = d.reasoning_content.as_deref() {
-                    self.writer.reasoning(out, r);
-                }
-                if let Some(c) = d.content.as_deref() {
-                    self.writer.content(out, c);
-                }
-                for tc in d.tool_calls {
-                    self.tool_delta(out, tc);
-                }
-            }
-            match choice.finish_reason.as_deref() {
-                None | Some("") => {}
-                Some(r) => match finish_reason(r, self.started_calls > 0) {
-                    Ok(f) => self.finish = Some(f),
-                    Err(()) => {
-                        return self.fail(
-                            out,
-                            "watsonx.ai reported an error while generating the answer.",
-                            "server_error",
-                            Some("error"),
-                        )
-                    }
-                },
-            }
+        }
+        match choice.finish_reason.as_deref() {
+            None | Some("") => {}
+            Some(r) => match finish_reason(r, self.started_calls > 0) {
+                Ok(f) => self.finish = Some(f),
+                Err(()) => self.fail(
+                    out,
+                    "watsonx.ai reported an error while generating the answer.",
+                    "server_error",
+                    Some("error"),
+                ),
+            },
         }
     }
 
@@ -771,15 +798,13 @@ impl WxStream {
             }
         };
         let call = &mut self.calls[pos];
-        if let Some(id) = tc.id.as_deref().filter(|s| !s.is_empty()) {
-            if call.id.is_none() {
-                call.id = Some(id.to_owned());
-            }
+        if !tc.id.is_empty() && call.id.is_none() {
+            call.id = Some(tc.id.clone().into_owned());
         }
         let (name, args) = match &tc.function {
             Some(f) => (
-                f.name.as_deref().filter(|s| !s.is_empty()),
-                f.arguments.as_deref().unwrap_or(""),
+                Some(f.name.as_ref()).filter(|s| !s.is_empty()),
+                f.arguments.as_ref(),
             ),
             None => (None, ""),
         };
