@@ -837,6 +837,9 @@ fn cohere_request<'a>(
         None | Some(ToolChoice::Auto) => {}
         Some(_) => dropped.push("tool_choice".to_owned()),
     }
+    if req.messages.iter().any(|m| m.name.is_some()) {
+        dropped.push("messages[].name".to_owned()); // COHERE chat history has no speaker names
+    }
     if req.parallel_tool_calls.is_some() {
         dropped.push("parallel_tool_calls".to_owned());
     }
@@ -1742,6 +1745,7 @@ mod tests {
                 "tools[].function.strict",
                 "user",
                 "tool_choice",
+                "messages[].name",
                 "parallel_tool_calls",
                 "response_format.json_schema.strict",
                 "logprobs"
