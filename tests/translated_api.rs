@@ -353,3 +353,38 @@ model_mappings:
     let err = err.to_string();
     assert!(err.contains("model_mappings.granite.providers.watsonx: provider `watsonx` (watsonx) needs `project_id`"), "{err}");
 }
+
+#[tokio::test]
+async fn fallback_crosses_provider_apis() {
+    let anthropic = MockUpstream::start(|_| {
+        Reply::Full(
+            529,
+            vec![],
+            support::anthropic::error_body("overloaded_error", "Overloaded"),
+        )
+    });
+    let bedrock = MockBedrock::start(AwsKey::session());
+    let gw = gateway_with(
+        "",
+        &format!(
+            "  anthropic:\n    endpoint: \"{}\"\n    auth: {{method: api_key, config: {{api_key: \"{ANTHROPIC_KEY}\"}}}}\n  bedrock:\n    region: {REGION}\n    endpoint: \"{}\"\n    auth: {{method: static, config: {{access_key_id: {ACCESS_KEY_ID}, secret_access_key: \"{SECRET_ACCESS_KEY}\", session_token: \"{SESSION_TOKEN}\"}}}}\n",
+            anthropic.url(),
+            bedrock.url()
+        ),
+        &format!(
+            "model_mappings:\n  claude:\n    default_provider: anthropic\n    providers:\n      anthropic: {{model: claude-3-5-haiku-20241022}}\n      bedrock: {{model: \"{MODEL_ID}\"}}\nrouting:\n  fallback: {{enabled: true, providers: []}}\n"
+        ),
+    );
+    let resp = post(
+        &gw,
+        &json!({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-provider"], "bedrock");
+    assert_eq!(resp.headers()["x-switchyard-attempts"], "2");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from Converse");
+    assert_eq!(anthropic.recorded().len(), 1);
+    assert_eq!(bedrock.last().refused, None);
+}
