@@ -46,12 +46,11 @@
 //!   every unknown field in `ChatRequest::other`.
 //!
 //! **Answers**: `candidates` → choices in `index` order; text parts joined; parts with
-//! `thought: true` → `Choice::reasoning`; `thoughtSignature` is dropped (OpenAI has no slot
-//! for it — Gemini 3 models want it back on the current turn's function calls, so their
-//! multi-turn tool use may be refused until signatures can travel, e.g. inside tool call ids);
-//! `functionCall` parts → tool calls with the part's `id` or a synthesized
-//! `call_{n}` (n counts calls across the answer); finish reasons per PROTOCOLS 8.1 (`STOP` with
-//! a function call → `tool_calls`); a prompt blocked by `promptFeedback.blockReason` (no
+//! `thought: true` → `Choice::reasoning`; `functionCall` parts → tool calls with the part's
+//! `id` or a synthesized `call_{n}` (n counts calls across the answer), carrying the part's
+//! `thoughtSignature` as described below (signatures on text parts are dropped: OpenAI has no
+//! slot for them and Google does not validate them); finish reasons per PROTOCOLS 8.1 (`STOP`
+//! with a function call → `tool_calls`); a prompt blocked by `promptFeedback.blockReason` (no
 //! candidates) → one choice with content `""` and `content_filter`. Usage: `promptTokenCount`
 //! (includes cached), `candidatesTokenCount + thoughtsTokenCount` as completion,
 //! `cachedContentTokenCount` as cached tokens; `responseId` → the completion id.
@@ -63,6 +62,37 @@
 //! is no `[DONE]`: at EOF the stream is complete if a finish reason (or a prompt block) was
 //! seen, else truncated. A `data: {"error":{…}}` event (or the bare JSON error object
 //! python-genai also accepts) → one OpenAI error event, mapped as below.
+//!
+//! **Thought signatures** (Gemini API "Thought signatures" guide,
+//! ai.google.dev/gemini-api/docs/thought-signatures; Vertex AI
+//! cloud.google.com/vertex-ai/generative-ai/docs/thought-signatures). Gemini 3 (and 2.5 with
+//! thinking) put an opaque `thoughtSignature` (proto `bytes`, standard base64 in JSON) beside
+//! `functionCall` in a part — on the first call of a parallel batch only, on each call of
+//! sequential steps — and Gemini 3 answers 400 ("function call `f` in the N. content block is
+//! missing a `thought_signature`") when the first function call of any step of the current
+//! turn (the model turns after the last user turn with content other than function responses)
+//! comes back without it, in its original part. OpenAI has no field for it, so it travels in
+//! the tool call id:
+//! - id = `{plain}__ts_{s}` where `plain` is the usual id (`call_{n}` or Gemini's own) and `s`
+//!   is unpadded URL-safe base64 of the signature bytes followed by their CRC-32 (4 bytes,
+//!   big-endian). Only `[A-Za-z0-9_-]` is used, so the id also suits providers that restrict
+//!   ids (Anthropic `tool_use.id`) during fallback. The split is at the first `__ts_`; a plain
+//!   id that would make it ambiguous, or a signature that is not canonical base64, leaves the
+//!   id plain. Size: `len(plain) + 5 + ⌈4(n+4)/3⌉` for an n-byte signature, i.e. the
+//!   signature's own base64 length + about 11 (observed Gemini 3 signatures: tens of bytes to
+//!   a few KB). OpenAI documents no id limit and its SDKs, LangChain etc. keep ids as opaque
+//!   strings; a client that truncates ids loses the signature (checksum), not the call.
+//! - Requests: each assistant tool call whose id splits this way gets `thoughtSignature`
+//!   (standard base64 — exactly what Vertex sent) back on its own `functionCall` part; ids that
+//!   do not split (no separator, bad base64, checksum mismatch, e.g. truncated) are plain ids.
+//!   Gemini needs no id (`functionCall`/`functionResponse` are matched by name and order);
+//!   tool results find their call by the full id, or else by the plain part.
+//! - For Gemini 3 and later (`gemini-N…`, N ≥ 3) the first `functionCall` of each current-turn
+//!   model turn that still has no signature (history from another provider, a client that
+//!   rewrote ids) gets Google's documented bypass value `skip_thought_signature_validator`
+//!   (the Gemini API also accepts `context_engineering_is_the_way_to_go`; Vertex documents the
+//!   former). Older turns are not validated and stay as they are; Gemini 2.5 and older get
+//!   nothing (they do not validate).
 //!
 //! **Errors** (§4.6) `{"error":{"code","message","status"}}`: INVALID_ARGUMENT /
 //! FAILED_PRECONDITION / OUT_OF_RANGE → 400, UNAUTHENTICATED → 502 (the gateway's credential),
@@ -189,6 +219,9 @@ enum PartOut<'a> {
     FunctionCall {
         #[serde(rename = "functionCall")]
         function_call: FunctionCallOut<'a>,
+        /// A sibling of `functionCall` in the same part, as Gemini returned it.
+        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
+        thought_signature: Option<Cow<'static, str>>,
     },
     FunctionResponse {
         #[serde(rename = "functionResponse")]
@@ -423,6 +456,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                             name: &c.name,
                             args: arguments_object(i, j, &c.arguments)?,
                         },
+                        thought_signature: split_call_id(&c.id).1.map(Cow::Owned),
                     });
                 }
                 let role = if m.role == Role::User {
@@ -434,12 +468,21 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             }
             Role::Tool => {
                 let id = m.tool_call_id.as_deref().unwrap_or_default();
-                let name = req.messages[..i]
-                    .iter()
-                    .rev()
-                    .filter(|p| p.role == Role::Assistant)
-                    .flat_map(|p| p.tool_calls.iter())
+                let earlier_calls = || {
+                    req.messages[..i]
+                        .iter()
+                        .rev()
+                        .filter(|p| p.role == Role::Assistant)
+                        .flat_map(|p| p.tool_calls.iter())
+                };
+                let name = earlier_calls()
                     .find(|c| c.id == id)
+                    .or_else(|| {
+                        // The same call when one side carries a thought signature and the
+                        // other does not.
+                        let plain = split_call_id(id).0;
+                        earlier_calls().find(|c| split_call_id(&c.id).0 == plain)
+                    })
                     .map(|c| c.name.as_str())
                     .ok_or_else(|| {
                         let param = format!("messages[{i}].tool_call_id");
@@ -483,6 +526,9 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             "Invalid 'messages': Vertex AI needs at least one user or assistant message with content.",
             Some("messages"),
         ));
+    }
+    if validates_signatures(t.upstream_model) {
+        bypass_missing_signatures(&mut contents);
     }
 
     let system_instruction =
@@ -608,6 +654,111 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         answer,
         dropped,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thought signatures carried in tool call ids (see the module doc)
+
+/// Between the plain tool call id and the encoded signature.
+const SIGNATURE_SEPARATOR: &str = "__ts_";
+
+/// The signature Google documents for function calls it did not produce (Gemini API FAQ:
+/// `skip_thought_signature_validator` or `context_engineering_is_the_way_to_go`; Vertex AI
+/// documents the former only).
+const BYPASS_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// The OpenAI tool call id for a Gemini function call: `plain`, plus the part's
+/// `thoughtSignature` when there is one: `{plain}__ts_{base64url(signature ‖ crc32)}`.
+/// A signature that is not canonical standard base64 (Vertex always sends that), or a plain id
+/// that would make the separator ambiguous, leaves the id plain (the signature is lost).
+fn call_id(plain: String, signature: Option<&str>) -> String {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    let Some(signature) = signature else {
+        return plain;
+    };
+    let Ok(mut bytes) = STANDARD.decode(signature) else {
+        return plain;
+    };
+    if bytes.is_empty() {
+        return plain;
+    }
+    let plain_len = plain.len();
+    let mut id = plain;
+    id.reserve(SIGNATURE_SEPARATOR.len() + (bytes.len() + 4).div_ceil(3) * 4);
+    id.push_str(SIGNATURE_SEPARATOR);
+    if id.find(SIGNATURE_SEPARATOR) != Some(plain_len) {
+        id.truncate(plain_len);
+        return id;
+    }
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_be_bytes());
+    URL_SAFE_NO_PAD.encode_string(&bytes, &mut id);
+    id
+}
+
+/// Splits a tool call id made by [`call_id`] into the plain id and the signature (standard
+/// base64, exactly as Vertex sent it). Any other id — no separator, empty plain part, a suffix
+/// that is not canonical unpadded base64url, too short, or a checksum mismatch (a truncated
+/// or edited id) — is a plain id without signature.
+fn split_call_id(id: &str) -> (&str, Option<String>) {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    let Some(at) = id.find(SIGNATURE_SEPARATOR).filter(|&at| at > 0) else {
+        return (id, None);
+    };
+    let Ok(mut bytes) = URL_SAFE_NO_PAD.decode(&id[at + SIGNATURE_SEPARATOR.len()..]) else {
+        return (id, None);
+    };
+    if bytes.len() <= 4 {
+        return (id, None);
+    }
+    let n = bytes.len() - 4;
+    let crc = u32::from_be_bytes([bytes[n], bytes[n + 1], bytes[n + 2], bytes[n + 3]]);
+    bytes.truncate(n);
+    if crc32fast::hash(&bytes) != crc {
+        return (id, None);
+    }
+    (&id[..at], Some(STANDARD.encode(&bytes)))
+}
+
+/// Gemini 3 and later (`gemini-N…` with N ≥ 3) refuse a current-turn step whose first
+/// function call lacks its signature; 2.5 and older do not check.
+fn validates_signatures(model: &str) -> bool {
+    let Some(rest) = model.strip_prefix("gemini-") else {
+        return false;
+    };
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse::<u32>().is_ok_and(|major| major >= 3)
+}
+
+/// Gives the first `functionCall` part of each model turn in the current turn (the turns after
+/// the last user turn with content other than function responses) the documented bypass
+/// signature when it has none — history from another provider, or ids a client rewrote.
+fn bypass_missing_signatures(contents: &mut [Content<'_>]) {
+    let start = contents
+        .iter()
+        .rposition(|c| {
+            c.role == "user"
+                && c.parts
+                    .iter()
+                    .any(|p| !matches!(p, PartOut::FunctionResponse { .. }))
+        })
+        .map_or(0, |k| k + 1);
+    for c in contents[start..].iter_mut().filter(|c| c.role == "model") {
+        if let Some(PartOut::FunctionCall {
+            thought_signature: sig @ None,
+            ..
+        }) = c
+            .parts
+            .iter_mut()
+            .find(|p| matches!(p, PartOut::FunctionCall { .. }))
+        {
+            *sig = Some(Cow::Borrowed(BYPASS_SIGNATURE));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -924,6 +1075,8 @@ struct RespPart<'a> {
     thought: bool,
     #[serde(default, borrow)]
     function_call: Option<Box<RespFunctionCall<'a>>>,
+    #[serde(default, borrow, alias = "thought_signature")]
+    thought_signature: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -1039,7 +1192,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             for p in c.content.into_iter().flat_map(|c| c.parts) {
                 if let Some(fc) = p.function_call {
                     tool_calls.push(ToolCall {
-                        id: fc.id(calls_so_far),
+                        id: call_id(fc.id(calls_so_far), p.thought_signature.as_deref()),
                         name: fc.name.to_string(),
                         arguments: fc.arguments(),
                     });
@@ -1196,8 +1349,8 @@ impl GeminiStream {
                 if let Some(fc) = p.function_call {
                     let index = self.calls;
                     self.calls += 1;
-                    self.writer
-                        .tool_call_start(out, index, &fc.id(index), &fc.name);
+                    let id = call_id(fc.id(index), p.thought_signature.as_deref());
+                    self.writer.tool_call_start(out, index, &id, &fc.name);
                     self.writer.tool_call_arguments(out, index, &fc.arguments());
                 } else if let Some(t) = p.text {
                     if p.thought {
@@ -2001,6 +2154,286 @@ mod tests {
         assert!(parse_chat(b"<html>").is_err());
         assert!(parse_chat(b"{}").is_err());
         assert!(parse_chat(br#"{"candidates":"x"}"#).is_err());
+    }
+
+    // Thought signatures in tool call ids. Signatures are opaque bytes, standard base64 in
+    // JSON; these two have `+`, `/`, with and without padding (the documented answer shape:
+    // ai.google.dev/gemini-api/docs/thought-signatures, "Parallel function calling example").
+    const SIG_A: &str = "CiQB+/+/ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3hQ==";
+    const SIG_B: &str = "CiIB/vvvPiPoFgA5WUoziU9lZOGxNIu9egCI1CxKy3Pu";
+
+    fn target_for(model: &'static str) -> Target<'static> {
+        Target {
+            upstream_model: model,
+            ..target()
+        }
+    }
+
+    fn parallel_answer() -> String {
+        format!(
+            r#"{{"candidates":[{{"content":{{"role":"model","parts":[
+                {{"functionCall":{{"name":"get_weather","args":{{"city":"Paris"}}}},"thoughtSignature":"{SIG_A}"}},
+                {{"functionCall":{{"name":"get_weather","args":{{"city":"London"}}}}}}]}},"finishReason":"STOP"}}],
+              "usageMetadata":{{"promptTokenCount":10,"candidatesTokenCount":10,"totalTokenCount":20}},"responseId":"r1"}}"#
+        )
+    }
+
+    /// A request replaying `calls` (id, city) as one assistant turn with their results, then
+    /// optionally a second step `(id, city)` with its result.
+    fn replay(calls: &[(&str, &str)], step2: Option<(&str, &str)>) -> Value {
+        let mut messages = vec![json!({"role": "user", "content": "weather in Paris and London?"})];
+        let mut push_step = |calls: &[(&str, &str)]| {
+            let tool_calls: Vec<Value> = calls
+                .iter()
+                .map(|(id, city)| json!({"id": id, "type": "function", "function": {"name": "get_weather", "arguments": format!(r#"{{"city":"{city}"}}"#)}}))
+                .collect();
+            messages.push(json!({"role": "assistant", "content": null, "tool_calls": tool_calls}));
+            for (id, city) in calls {
+                messages.push(json!({"role": "tool", "tool_call_id": id, "content": format!("sunny in {city}")}));
+            }
+        };
+        push_step(calls);
+        if let Some(call) = step2 {
+            push_step(&[call]);
+        }
+        json!({"model": "gem", "messages": messages, "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]})
+    }
+
+    fn model_parts(n: &Value) -> Vec<Value> {
+        n["contents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["role"] == "model")
+            .flat_map(|c| c["parts"].as_array().unwrap().clone())
+            .collect()
+    }
+
+    #[test]
+    fn thought_signatures_round_trip_through_tool_call_ids() {
+        let c = parse_chat(parallel_answer().as_bytes()).unwrap();
+        let calls = &c.choices[0].tool_calls;
+        // Only the first call of a parallel batch carries a signature.
+        assert!(calls[0].id.starts_with("call_0__ts_"), "{}", calls[0].id);
+        assert_eq!(calls[1].id, "call_1");
+        assert!(calls[0]
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        // 34 bytes + CRC → 51 base64url characters.
+        assert_eq!(calls[0].id.len(), "call_0".len() + 5 + 51);
+        assert_eq!(
+            split_call_id(&calls[0].id),
+            ("call_0", Some(SIG_A.to_owned()))
+        );
+        // Step 2 (sequential): the model calls again, with its own signature.
+        let step2 = parse_chat(
+            format!(r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"functionCall":{{"name":"get_weather","args":{{"city":"Rome"}}}},"thoughtSignature":"{SIG_B}"}}]}},"finishReason":"STOP"}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        let id2 = step2.choices[0].tool_calls[0].id.clone();
+        assert_eq!(split_call_id(&id2), ("call_0", Some(SIG_B.to_owned())));
+
+        for model in ["gemini-3-pro-preview", "gemini-2.5-flash"] {
+            let body = replay(
+                &[(&calls[0].id, "Paris"), (&calls[1].id, "London")],
+                Some((&id2, "Rome")),
+            );
+            let n = native(&prepare_chat(&target_for(model), &chat(body)).unwrap());
+            // Each signature back in the part it came in, exactly as received; no ids sent.
+            assert_eq!(
+                model_parts(&n),
+                vec![
+                    json!({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SIG_A}),
+                    json!({"functionCall": {"name": "get_weather", "args": {"city": "London"}}}),
+                    json!({"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}, "thoughtSignature": SIG_B}),
+                ],
+                "{model}"
+            );
+            assert_eq!(
+                n["contents"][2]["parts"],
+                json!([
+                    {"functionResponse": {"name": "get_weather", "response": {"content": "sunny in Paris"}}},
+                    {"functionResponse": {"name": "get_weather", "response": {"content": "sunny in London"}}},
+                ])
+            );
+            assert_eq!(n["contents"].as_array().unwrap().len(), 5);
+        }
+    }
+
+    #[test]
+    fn streamed_thought_signatures_round_trip() {
+        let input = sse(&[
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Two cities.","thought":true}]}}],"responseId":"r1"}"#,
+            &parallel_answer().replace('\n', ""),
+        ]);
+        let (out, end, _) = run(&input, false);
+        assert_eq!(end, StreamEnd::Complete);
+        let (_, calls, finish) = testing::reassemble(&out);
+        assert_eq!(finish.as_deref(), Some("tool_calls"));
+        let whole = parse_chat(parallel_answer().as_bytes()).unwrap();
+        let ids: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+        let want: Vec<&str> = whole.choices[0]
+            .tool_calls
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(ids, want);
+        let body = replay(&[(ids[0], "Paris"), (ids[1], "London")], None);
+        let n = native(&prepare_chat(&target_for("gemini-3-flash-preview"), &chat(body)).unwrap());
+        assert_eq!(n["contents"][1]["parts"][0]["thoughtSignature"], SIG_A);
+        assert!(n["contents"][1]["parts"][1]
+            .get("thoughtSignature")
+            .is_none());
+    }
+
+    #[test]
+    fn ids_without_signatures_stay_plain() {
+        let answer = r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}}},{"functionCall":{"id":"fc-9","name":"get_weather","args":{"city":"London"}}}]},"finishReason":"STOP"}]}"#;
+        let c = parse_chat(answer.as_bytes()).unwrap();
+        let ids: Vec<&str> = c.choices[0]
+            .tool_calls
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(ids, ["call_0", "fc-9"]);
+        let (out, _, _) = run(&sse(&[answer]), false);
+        let streamed: Vec<String> = testing::reassemble(&out)
+            .1
+            .into_iter()
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(streamed, ["call_0", "fc-9"]);
+        // Gemini 2.5 does not validate: no signature is invented.
+        let n = native(
+            &prepare_chat(
+                &target_for("gemini-2.5-flash"),
+                &chat(replay(&[("call_0", "Paris"), ("fc-9", "London")], None)),
+            )
+            .unwrap(),
+        );
+        assert!(model_parts(&n)
+            .iter()
+            .all(|p| p.get("thoughtSignature").is_none()));
+        // A signature Gemini 3 put on a Gemini-supplied id travels too.
+        let id = call_id("fc-9".into(), Some(SIG_B));
+        assert!(id.starts_with("fc-9__ts_"));
+        assert_eq!(split_call_id(&id), ("fc-9", Some(SIG_B.to_owned())));
+    }
+
+    #[test]
+    fn gemini_3_gets_the_bypass_signature_on_unsigned_current_turn_calls() {
+        // An older turn (not validated), then the current turn: step 1 plain ids (another
+        // provider's history), step 2 signed.
+        let signed = call_id("call_0".into(), Some(SIG_B));
+        let body = json!({"model": "gem", "messages": [
+            {"role": "user", "content": "weather in Oslo?"},
+            {"role": "assistant", "tool_calls": [{"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_01", "content": "cold"},
+            {"role": "assistant", "content": "Cold in Oslo."},
+            {"role": "user", "content": "and Paris and London?"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+                {"id": "call_def", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_abc", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "call_def", "content": "rain"},
+            {"role": "assistant", "tool_calls": [{"id": signed, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": signed, "content": "warm"},
+        ]});
+        let n = native(
+            &prepare_chat(&target_for("gemini-3-pro-preview"), &chat(body.clone())).unwrap(),
+        );
+        let sig = |c: usize, p: usize| {
+            n["contents"][c]["parts"][p]
+                .get("thoughtSignature")
+                .cloned()
+        };
+        assert_eq!(n["contents"][1]["role"], "model");
+        assert_eq!(sig(1, 0), None, "older turns are not validated");
+        assert_eq!(n["contents"][5]["role"], "model");
+        assert_eq!(sig(5, 0), Some(json!("skip_thought_signature_validator")));
+        assert_eq!(sig(5, 1), None, "only the first call of a step");
+        assert_eq!(sig(7, 0), Some(json!(SIG_B)), "real signatures are kept");
+        // Gemini 2.5 and non-Gemini-3 ids: nothing invented.
+        let n = native(&prepare_chat(&target_for("gemini-2.5-pro"), &chat(body)).unwrap());
+        assert_eq!(n["contents"][5]["parts"][0].get("thoughtSignature"), None);
+        assert_eq!(n["contents"][7]["parts"][0]["thoughtSignature"], SIG_B);
+        assert!(validates_signatures("gemini-3-pro-preview"));
+        assert!(validates_signatures("gemini-3.1-flash-lite-preview"));
+        assert!(validates_signatures("gemini-10-ultra"));
+        assert!(!validates_signatures("gemini-2.5-flash"));
+        assert!(!validates_signatures("gemini-flash-latest"));
+        assert!(!validates_signatures("text-embedding-005"));
+    }
+
+    #[test]
+    fn malformed_signature_ids_are_plain_ids() {
+        let good = call_id("call_0".into(), Some(SIG_A));
+        let payload = good.strip_prefix("call_0__ts_").unwrap();
+        let flipped = {
+            let mut b = payload.as_bytes().to_vec();
+            b[3] = if b[3] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(b).unwrap()
+        };
+        for bad in [
+            "call_0__ts_".to_owned(),
+            "call_0__ts_!!!!".to_owned(),
+            "call_0__ts_AAAAAA".to_owned(), // 4 bytes: a checksum without signature
+            format!("__ts_{payload}"),      // no plain part
+            good[..good.len() - 1].to_owned(), // truncated
+            good[..good.len() - 4].to_owned(), // truncated at a base64 boundary
+            format!("call_0__ts_{flipped}"), // edited
+            format!("{good}="),             // padded
+            good.replace('_', "/")
+                .replacen("call/0//ts/", "call_0__ts_", 1), // not URL-safe
+        ] {
+            assert_eq!(split_call_id(&bad), (bad.as_str(), None), "{bad}");
+            for (model, want) in [
+                ("gemini-2.5-flash", None),
+                ("gemini-3-pro-preview", Some(json!(BYPASS_SIGNATURE))),
+            ] {
+                let n = native(
+                    &prepare_chat(&target_for(model), &chat(replay(&[(&bad, "Paris")], None)))
+                        .unwrap(),
+                );
+                assert_eq!(
+                    n["contents"][1]["parts"][0]
+                        .get("thoughtSignature")
+                        .cloned(),
+                    want,
+                    "{bad} {model}"
+                );
+                assert_eq!(
+                    n["contents"][2]["parts"][0]["functionResponse"]["name"],
+                    "get_weather"
+                );
+            }
+        }
+        // Signatures that are not canonical standard base64 are not carried.
+        assert_eq!(call_id("call_0".into(), Some("sig")), "call_0");
+        assert_eq!(call_id("call_0".into(), Some("AY89a18")), "call_0");
+        assert_eq!(call_id("call_0".into(), Some("")), "call_0");
+        // A provider id that would make the separator ambiguous stays plain.
+        assert_eq!(call_id("fc__ts_1".into(), Some(SIG_A)), "fc__ts_1");
+        assert_eq!(call_id("fc__ts".into(), Some(SIG_A)), "fc__ts");
+        assert_eq!(split_call_id("fc__ts_1"), ("fc__ts_1", None));
+    }
+
+    #[test]
+    fn tool_results_match_a_signed_call_by_its_plain_id() {
+        let signed = call_id("call_0".into(), Some(SIG_A));
+        let body = json!({"model": "gem", "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "tool_calls": [{"id": signed, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_0", "content": "sunny"},
+        ]});
+        let n = native(&prepare_chat(&target_for("gemini-3-pro-preview"), &chat(body)).unwrap());
+        assert_eq!(n["contents"][1]["parts"][0]["thoughtSignature"], SIG_A);
+        assert_eq!(
+            n["contents"][2]["parts"][0]["functionResponse"]["name"],
+            "get_weather"
+        );
     }
 
     // Streams: `data: <GenerateContentResponse>` events, CRLF line ends as Vertex sends them

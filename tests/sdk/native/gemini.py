@@ -23,6 +23,20 @@ one text piece per event, function calls whole in one event (Gemini does not str
 arguments), `finishReason` and the full usage on the last event, no `[DONE]`; when
 `decision.explode`, a `data: {"error":{...}}` event follows the first piece and the stream
 ends. Embeddings answer `predictions[].embeddings.{values, statistics.token_count}`.
+
+Thought signatures (ai.google.dev/gemini-api/docs/thought-signatures, Vertex AI
+cloud.google.com/vertex-ai/generative-ai/docs/thought-signatures): for models whose id contains
+"gemini-3" the answer's first `functionCall` part carries a `thoughtSignature` (only the first
+of a parallel batch, as documented), and a text-only answer carries one on its last part. Any
+`thoughtSignature` in a request must be base64 (standard or URL-safe, proto3 JSON; else the
+TYPE_BYTES 400) and either one this mock issued for that very part (same function name and
+arguments; else "Corrupted thought signature.") or one of the documented bypass values
+`skip_thought_signature_validator` / `context_engineering_is_the_way_to_go`. For "gemini-3"
+models the first `functionCall` part of every model turn in the current turn (the turns after
+the last user turn with content other than `functionResponse`) must carry one, else 400
+INVALID_ARGUMENT "Unable to submit request because function call `<name>` in the <N>. content
+block is missing a `thought_signature`. ..." (Vertex's wording; N is 1-based as Vertex reports
+it, the Gemini API guide shows the same message form).
 """
 
 from __future__ import annotations
@@ -192,6 +206,53 @@ PART_FIELDS = {
     "thoughtSignature", "videoMetadata", "executableCode", "codeExecutionResult",
 }
 DATA_FIELDS = ("text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult")
+# Thought signatures: opaque bytes; this mock's are a fixed prefix (with bytes that make `+`
+# and `/` in standard base64) + the function name + a CRC-32 of name and arguments.
+SIGNATURE_PREFIX = b"\x0a\x24\x01\xfb\xff\xbfmock-thought-signature:"
+BYPASS_SIGNATURES = ("skip_thought_signature_validator", "context_engineering_is_the_way_to_go")
+THOUGHT_SIGNATURE_DOCS = "https://docs.cloud.google.com/vertex-ai/generative-ai/docs/thought-signatures"
+
+
+def _signs(model: str) -> bool:
+    return "gemini-3" in model
+
+
+def _signature_bytes(name: str, args) -> bytes:
+    digest = zlib.crc32(json.dumps([name, args], sort_keys=True, separators=(",", ":")).encode())
+    return SIGNATURE_PREFIX + name.encode() + b":" + digest.to_bytes(4, "big")
+
+
+def _signature(name: str, args) -> str:
+    return base64.b64encode(_signature_bytes(name, args)).decode()
+
+
+def _text_signature(text: str) -> str:
+    return base64.b64encode(SIGNATURE_PREFIX + zlib.crc32(text.encode()).to_bytes(4, "big")).decode()
+
+
+def _bytes_field(value: str) -> bytes:
+    """proto3 JSON `bytes`: standard or URL-safe base64, with or without padding."""
+    if not isinstance(value, str):
+        raise ValueError(value)
+    v = value.replace("-", "+").replace("_", "/")
+    return base64.b64decode(v + "=" * (-len(v) % 4), validate=True)
+
+
+def _check_signature(sig, where: str, call: tuple[str, dict] | None) -> None:
+    if sig in BYPASS_SIGNATURES:
+        return
+    try:
+        raw = _bytes_field(sig)
+    except (binascii.Error, ValueError):
+        raise _bad(f"Invalid value at '{where}.thought_signature' (TYPE_BYTES), Base64 decoding failed for {json.dumps(sig)}")
+    if call is not None:
+        ok = raw == _signature_bytes(*call)
+    else:
+        ok = raw.startswith(SIGNATURE_PREFIX)
+    if not ok:
+        raise _bad("Corrupted thought signature.")
+
+
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
 GENERATION_FIELDS = {
@@ -247,8 +308,9 @@ def _check_auth(req: NativeRequest) -> None:
         raise PermissionError(_failure_message(401, ""))
 
 
-def parse_generate(body) -> tuple[Conversation, dict]:
-    """Validates a GenerateContentRequest and returns the Conversation and generationConfig."""
+def parse_generate(body, model: str = "") -> tuple[Conversation, dict]:
+    """Validates a GenerateContentRequest (for `model`) and returns the Conversation and
+    generationConfig."""
     if not isinstance(body, dict):
         raise _bad("Invalid JSON payload received. Expected an object.")
     top = _fields(
@@ -320,6 +382,10 @@ def parse_generate(body) -> tuple[Conversation, dict]:
     prev_role = None
     prev_calls: list[str] = []
     call_no = 0
+    # Thought-signature validation: the last user content with standard content, and per model
+    # content its first functionCall (name, signed?).
+    turn_start = -1
+    first_calls: list[tuple[int, str, bool]] = []
     for i, c in enumerate(contents):
         c = _fields(c, f"contents[{i}]", {"role", "parts"})
         role = c.get("role")
@@ -348,6 +414,11 @@ def parse_generate(body) -> tuple[Conversation, dict]:
             if len(data) != 1:
                 raise _bad(f"Invalid value at '{where}': a part must contain exactly one data field (got {data or 'none'}).")
             kind = data[0]
+            if role == "user" and kind != "functionResponse":
+                turn_start = i
+            signature = p.get("thoughtSignature")
+            if signature is not None and kind != "functionCall":
+                _check_signature(signature, where, None)
             if kind == "text":
                 if not isinstance(p["text"], str):
                     raise _bad(f"Invalid value at '{where}.text' (TYPE_STRING), {json.dumps(p['text'])}")
@@ -383,6 +454,10 @@ def parse_generate(body) -> tuple[Conversation, dict]:
                 args = fc.get("args", {})
                 if not isinstance(args, dict):
                     raise _bad(f"Invalid value at '{where}.function_call.args' (type.googleapis.com/google.protobuf.Struct), {json.dumps(args)}")
+                if signature is not None:
+                    _check_signature(signature, where, (fc["name"], args))
+                if not calls_here:
+                    first_calls.append((i, fc["name"], signature is not None))
                 cid = fc.get("id") or f"call_{call_no}"
                 call_no += 1
                 turn("assistant").tool_calls.append((cid, fc["name"], args))
@@ -413,6 +488,14 @@ def parse_generate(body) -> tuple[Conversation, dict]:
         prev_calls = calls_here
         prev_role = role
 
+    if _signs(model):
+        for i, name, signed in first_calls:
+            if i > turn_start and not signed:
+                raise _bad(
+                    f"Unable to submit request because function call `{name}` in the {i + 1}. content "
+                    f"block is missing a `thought_signature`. Learn more: {THOUGHT_SIGNATURE_DOCS}"
+                )
+
     max_tokens = gen.get("maxOutputTokens")
     return (
         Conversation(system=system, turns=turns, tools=tool_names, tool_choice=tool_choice, max_tokens=max_tokens),
@@ -431,8 +514,18 @@ def _finish_reason(d: Decision) -> str:
     return {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}[d.finish]
 
 
-def _call_parts(d: Decision) -> list[dict]:
-    return [{"functionCall": {"name": name, "args": args}} for name, args in d.tool_calls]
+def _call_parts(d: Decision, model: str) -> list[dict]:
+    parts = [{"functionCall": {"name": name, "args": args}} for name, args in d.tool_calls]
+    if parts and _signs(model):
+        # Parallel calls: only the first part carries the signature.
+        parts[0]["thoughtSignature"] = _signature(*d.tool_calls[0])
+    return parts
+
+
+def _sign_last_text(parts: list[dict], model: str, text: str) -> list[dict]:
+    if parts and _signs(model) and "functionCall" not in parts[-1]:
+        parts[-1]["thoughtSignature"] = _text_signature(text)
+    return parts
 
 
 def _usage(d: Decision, n: int) -> dict:
@@ -457,7 +550,8 @@ def _candidate(index: int, parts: list[dict], finish: str | None) -> dict:
 
 
 def generate(d: Decision, model: str, n: int, rid: str) -> dict:
-    parts = ([{"text": d.text}] if d.text else []) + _call_parts(d)
+    parts = ([{"text": d.text}] if d.text else []) + _call_parts(d, model)
+    _sign_last_text(parts, model, d.text)
     cands = []
     for i in range(n):
         c = _candidate(i, parts, _finish_reason(d))
@@ -486,9 +580,10 @@ def stream_events(d: Decision, model: str, rid: str) -> list[bytes]:
             events.append(_sse(error_body(500, "Internal error encountered.")))
             return events
     if d.tool_calls:
-        last = _candidate(0, _call_parts(d), _finish_reason(d))
+        last = _candidate(0, _call_parts(d, model), _finish_reason(d))
     else:
-        last = _candidate(0, [{"text": ""}], _finish_reason(d))
+        # Gemini 3 puts a text answer's signature on a last, empty text part when streaming.
+        last = _candidate(0, _sign_last_text([{"text": ""}], model, d.text), _finish_reason(d))
     events.append(_sse({"candidates": [last], "usageMetadata": _usage(d, 1), **meta}))
     return events
 
@@ -563,7 +658,7 @@ def handle(req: NativeRequest) -> NativeResponse:
     try:
         if method == "predict":
             return json_response(200, predict(body, model))
-        conv, gen = parse_generate(body)
+        conv, gen = parse_generate(body, model)
         n = gen.get("candidateCount", 1)
         rid = _response_id(req.body)
         d = decide(conv)
@@ -617,3 +712,41 @@ if __name__ == "__main__":
     assert call("gemini-fail-429:generateContent", chat).status == 429
     assert call("text-embedding-005:predict", {"instances": [{"content": "hello world"}, {"content": "bye"}], "parameters": {"outputDimensionality": 3}}).status == 200
     assert call("gemini-embedding-001:predict", {"instances": [{"content": "a"}, {"content": "b"}]}).status == 400
+
+    # Gemini 3: signed function calls, and the follow-up must bring the signature back.
+    r = call("gemini-3-pro-preview:generateContent", tools)
+    first, second = json.loads(r.body)["candidates"][0]["content"]["parts"]
+    assert "thoughtSignature" in first and "thoughtSignature" not in second, "only the first parallel call is signed"
+    s = call("gemini-3-pro-preview:streamGenerateContent", tools, {"alt": "sse"})
+    assert json.loads(s.chunks[-1][len(b"data: "):])["candidates"][0]["content"]["parts"][0]["thoughtSignature"] == first["thoughtSignature"]
+
+    def follow_up(model_parts: list[dict]) -> dict:
+        return {
+            "contents": tools["contents"] + [
+                {"role": "model", "parts": model_parts},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"content": "sunny"}}},
+                    {"functionResponse": {"name": "get_weather", "response": {"content": "rain"}}},
+                ]},
+            ],
+            "tools": tools["tools"],
+        }
+
+    assert call("gemini-3-pro-preview:generateContent", follow_up([first, second])).status == 200
+    unsigned = {"functionCall": first["functionCall"]}
+    r = call("gemini-3-pro-preview:generateContent", follow_up([unsigned, second]))
+    assert r.status == 400 and "in the 2. content block is missing a `thought_signature`" in r.body.decode()
+    assert call("gemini-2.5-flash:generateContent", follow_up([unsigned, second])).status == 200
+    bypass = {**unsigned, "thoughtSignature": "skip_thought_signature_validator"}
+    assert call("gemini-3-pro-preview:generateContent", follow_up([bypass, second])).status == 200
+    moved = [unsigned, {**second, "thoughtSignature": first["thoughtSignature"]}]
+    assert call("gemini-3-pro-preview:generateContent", follow_up(moved)).status == 400
+    urlsafe = {**first, "thoughtSignature": first["thoughtSignature"].replace("+", "-").replace("/", "_").rstrip("=")}
+    assert call("gemini-3-pro-preview:generateContent", follow_up([urlsafe, second])).status == 200
+    garbage = {**first, "thoughtSignature": "not base64!"}
+    assert call("gemini-3-pro-preview:generateContent", follow_up([garbage, second])).status == 400
+    # An older turn (before the last user text) is not validated.
+    older = follow_up([unsigned, second])
+    older["contents"] += [{"role": "model", "parts": [{"text": "Sunny and rainy."}]}, {"role": "user", "parts": [{"text": "thanks"}]}]
+    assert call("gemini-3-pro-preview:generateContent", older).status == 200
+    print("self-check ok")
