@@ -175,7 +175,7 @@ struct BytesSource<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ToolUseBlock<'a> {
-    tool_use_id: &'a str,
+    tool_use_id: Cow<'a, str>,
     name: &'a str,
     input: Value,
 }
@@ -183,7 +183,7 @@ struct ToolUseBlock<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ToolResultBlock<'a> {
-    tool_use_id: &'a str,
+    tool_use_id: Cow<'a, str>,
     content: Vec<ResultBlock<'a>>,
     status: &'static str,
 }
@@ -416,7 +416,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                     let input =
                         tool_input(&c.arguments, &format!("messages[{i}].tool_calls[{j}]"))?;
                     blocks.push(Block::ToolUse(ToolUseBlock {
-                        tool_use_id: &c.id,
+                        tool_use_id: tool_use_id(&c.id),
                         name: &c.name,
                         input,
                     }));
@@ -449,7 +449,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                 let id = m.tool_call_id.as_deref().unwrap_or_default();
                 size_hint += id.len() + 64;
                 blocks.push(Block::ToolResult(ToolResultBlock {
-                    tool_use_id: id,
+                    tool_use_id: tool_use_id(id),
                     content,
                     status: "success",
                 }));
@@ -1391,6 +1391,25 @@ pub fn error(status: u16, body: &[u8], hints: &ErrorHints<'_>) -> ErrorReply {
     };
     let code = (!mapped.code.is_empty()).then_some(mapped.code.as_str());
     ErrorReply::new(mapped.status, &message, code)
+}
+
+/// A tool call id as Converse accepts it (`[a-zA-Z0-9_-]+`, at most 64 characters). Ids from
+/// other providers can be longer or use other characters (e.g. a Gemini id carrying a thought
+/// signature, after a fallback); those become `tu_` + a 64-bit FNV-1a hash of the whole id +
+/// `_` + the id's first allowed characters, the same for the call and its result, so the pair
+/// still matches and stays recognisable.
+fn tool_use_id(id: &str) -> Cow<'_, str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !id.is_empty() && id.len() <= 64 && id.chars().all(allowed) {
+        return Cow::Borrowed(id);
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let prefix: String = id.chars().filter(|c| allowed(*c)).take(40).collect();
+    Cow::Owned(format!("tu_{hash:016x}_{prefix}"))
 }
 
 #[cfg(test)]
@@ -2523,5 +2542,30 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn foreign_tool_call_ids_are_shortened_consistently() {
+        let long = format!("call_0__ts_{}", "A".repeat(300));
+        let short = tool_use_id(&long);
+        assert!(short.len() <= 64 && short.starts_with("tu_"), "{short}");
+        assert_eq!(short, tool_use_id(&long));
+        assert_ne!(short, tool_use_id(&format!("{long}B")));
+        assert_eq!(tool_use_id("toolu_01A-b_c"), "toolu_01A-b_c");
+        assert!(tool_use_id("call.1").starts_with("tu_"));
+        let body = prep(json!({"model":"m","messages":[
+            {"role":"user","content":"weather?"},
+            {"role":"assistant","tool_calls":[{"id": long, "type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id": long, "content":"sunny"}]}))
+        .unwrap();
+        let v: Value = serde_json::from_slice(&body.body).unwrap();
+        let used = v["messages"][1]["content"][0]["toolUse"]["toolUseId"]
+            .as_str()
+            .unwrap();
+        assert_eq!(used, short);
+        assert_eq!(
+            v["messages"][2]["content"][0]["toolResult"]["toolUseId"],
+            used
+        );
     }
 }
