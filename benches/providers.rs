@@ -100,30 +100,37 @@ fn native_stream(dialect: Dialect, n: usize) -> Vec<u8> {
         s.extend_from_slice(&serde_json::to_vec(data).unwrap());
         s.extend_from_slice(b"\n\n");
     };
+    // Anthropic's events as the API sends them: `type` first (serde_json's `json!` would sort
+    // the keys, which no provider does).
     let anthropic_events = |n: usize| {
         let mut v = vec![
-            serde_json::json!({"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[],"model":"claude-3-5-haiku-20241022","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":1}}}),
-            serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            r#"{"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[],"model":"claude-3-5-haiku-20241022","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":1}}}"#.to_owned(),
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_owned(),
         ];
         for i in 0..n {
-            v.push(serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":format!(" token{i}")}}));
+            v.push(format!(
+                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":" token{i}"}}}}"#
+            ));
         }
-        v.push(serde_json::json!({"type":"content_block_stop","index":0}));
-        v.push(serde_json::json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":n}}));
-        v.push(serde_json::json!({"type":"message_stop"}));
+        v.push(r#"{"type":"content_block_stop","index":0}"#.to_owned());
+        v.push(format!(
+            r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{n}}}}}"#
+        ));
+        v.push(r#"{"type":"message_stop"}"#.to_owned());
         v
     };
     match dialect {
         Dialect::Anthropic | Dialect::VertexAnthropic => {
             for e in anthropic_events(n) {
-                let name = e["type"].as_str().unwrap().to_owned();
-                sse(&mut s, Some(&name), &e);
+                let v: serde_json::Value = serde_json::from_str(&e).unwrap();
+                s.extend_from_slice(
+                    format!("event: {}\ndata: {e}\n\n", v["type"].as_str().unwrap()).as_bytes(),
+                );
             }
         }
         Dialect::BedrockAnthropic => {
             for e in anthropic_events(n) {
-                let b64 = base64::engine::general_purpose::STANDARD
-                    .encode(serde_json::to_vec(&e).unwrap());
+                let b64 = base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
                 s.extend(encode_event(
                     "chunk",
                     &serde_json::to_vec(&serde_json::json!({ "bytes": b64 })).unwrap(),
@@ -190,7 +197,7 @@ fn native_stream(dialect: Dialect, n: usize) -> Vec<u8> {
                 sse(
                     &mut s,
                     None,
-                    &serde_json::json!({"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":format!(" token{i}")}]},"pad":"abcdefghijklmnop"}),
+                    &serde_json::json!({"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":format!(" token{i}")}]}}),
                 );
             }
             sse(
