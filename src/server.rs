@@ -61,6 +61,18 @@ impl LiveConfig {
         {
             log::warn!("reload: listener addresses changed; they take effect after a restart");
         }
+        if old.governance != next.governance
+            || old
+                .admin
+                .as_ref()
+                .map(|a| (&a.listen, a.key_sha256, a.totp))
+                != next
+                    .admin
+                    .as_ref()
+                    .map(|a| (&a.listen, a.key_sha256, a.totp))
+        {
+            log::warn!("reload: auth.store, refresh_seconds, limits, admin and audit settings take effect after a restart");
+        }
         resolve_endpoints(&next);
         self.current.store(Arc::new(next));
         self.generation.send_modify(|g| *g += 1);

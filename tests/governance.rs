@@ -473,8 +473,46 @@ async fn admin_api(env: &Env) {
     assert!(!all.contains(&key) && !all.contains(ADMIN_KEY) && !all.contains(&session));
 }
 
+/// Batches larger than one multi-row INSERT, with their daily spend roll-up.
+async fn store_batches(env: &Env) {
+    let key_id = format!("key_batch{}", keys::now_secs() % 100_000);
+    let usage: Vec<_> = (0..250)
+        .map(|i| switchyard::store::UsageRecord {
+            ts_ms: switchyard::governance::audit::now_ms(),
+            request_id: format!("r{i}"),
+            user: "batch".into(),
+            key_id: key_id.clone(),
+            provider: "mock".into(),
+            model: "m".into(),
+            route: "chat_completions".into(),
+            status: 200,
+            input_tokens: 2,
+            output_tokens: 3,
+            cost_usd: 0.01,
+        })
+        .collect();
+    env.store.write_batch(&usage, &[]).await.unwrap();
+    let row = env
+        .store
+        .usage_report(GroupBy::Key, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.group == key_id)
+        .unwrap();
+    assert_eq!(
+        (row.requests, row.input_tokens, row.output_tokens),
+        (250, 500, 750)
+    );
+    assert!((row.cost_usd - 2.5).abs() < 1e-9, "{row:?}");
+    let (keys, users) = env.store.spend_since(0).await.unwrap();
+    assert!((keys[&key_id] - 2.5).abs() < 1e-9);
+    assert!(users["batch"] >= 2.5 - 1e-9);
+}
+
 async fn everything(store_url: &str, redis: Option<&str>) {
     let env = start(store_url, redis).await;
+    store_batches(&env).await;
     keys_scopes_and_revocation(&env).await;
     budgets(&env).await;
     rate_limits(&env).await;
@@ -510,6 +548,7 @@ async fn governance_on_postgres_with_redis_limits() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    store_batches(&env).await;
     keys_scopes_and_revocation(&env).await;
     budgets(&env).await;
     rate_limits(&env).await;

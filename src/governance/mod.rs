@@ -50,7 +50,7 @@ const QUEUE: usize = 64 * 1024;
 const MAX_BACKLOG: usize = 256 * 1024;
 
 /// `auth.store`, `auth.refresh_seconds`, `limits.redis`, `audit.file`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GovernanceSettings {
     pub store: Option<StoreUrl>,
     pub refresh: Duration,

@@ -93,6 +93,8 @@ impl StoreUrl {
 }
 
 pub type StoreError = sqlx::Error;
+
+const USAGE_ROWS_PER_INSERT: usize = 100;
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A key as stored: never the key itself, only its SHA-256 (hex) and a display prefix.
@@ -444,24 +446,43 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
+        // Multi-row inserts: one statement per 100 records (1,100 parameters, under both
+        // SQLite's and PostgreSQL's limits) instead of a round trip per record.
+        for chunk in usage.chunks(USAGE_ROWS_PER_INSERT) {
+            let mut sql = String::with_capacity(140 + chunk.len() * 60);
+            sql.push_str("INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for c in 0..11 {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push('$');
+                    sql.push_str(&(i * 11 + c + 1).to_string());
+                }
+                sql.push(')');
+            }
+            let mut q = sqlx::query(&sql);
+            for u in chunk {
+                q = q
+                    .bind(u.ts_ms)
+                    .bind(&u.request_id)
+                    .bind(&u.user)
+                    .bind(&u.key_id)
+                    .bind(&u.provider)
+                    .bind(&u.model)
+                    .bind(&u.route)
+                    .bind(u.status)
+                    .bind(u.input_tokens)
+                    .bind(u.output_tokens)
+                    .bind(u.cost_usd);
+            }
+            q.execute(&mut *tx).await?;
+        }
         for u in usage {
-            sqlx::query(
-                "INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-            )
-            .bind(u.ts_ms)
-            .bind(&u.request_id)
-            .bind(&u.user)
-            .bind(&u.key_id)
-            .bind(&u.provider)
-            .bind(&u.model)
-            .bind(&u.route)
-            .bind(u.status)
-            .bind(u.input_tokens)
-            .bind(u.output_tokens)
-            .bind(u.cost_usd)
-            .execute(&mut *tx)
-            .await?;
             let e = daily
                 .entry((u.ts_ms.div_euclid(86_400_000), u.key_id.as_str()))
                 .or_insert((u.user.as_str(), 0.0, 0, 0));
