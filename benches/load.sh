@@ -7,6 +7,9 @@
 #   3. passthrough  switchyard POST /providers/openai/v1/chat/completions -> origin
 #   4. /v1 openai   switchyard POST /v1/chat/completions, model gpt-4 mapped to openai -> origin
 #   5. /v1 mock     switchyard POST /v1/chat/completions, model mock-bench on the built-in mock
+#   6. /v1 mock gov the same on a second switchyard with a SQLite store of 10,000 keys (GOV_KEYS)
+#                   and rate limits on (the key used has rpm/tpm set high enough never to refuse):
+#                   key lookup, budget/limit checks and one usage record per request included
 # and prints a markdown table (also written to target/bench/load-results.md).
 #
 # Per target: throughput (wrk -t1 -c$CONNS, $ROUNDS rounds of $DURATION s with the targets
@@ -26,7 +29,7 @@
 #   DURATION=4 (s per throughput round)  ROUNDS=3  LAT_DURATION=5  WARMUP=2  CONNS=16
 #   FIXED_CONNS=4  FIXED_RATE=1000  PACED_DELAY_MS=4  OHA=<path|none>  INSTALL_OHA=0  PIN=1
 #   NICE=-20  ONLY_NGINX=0 (nginx rows only)  NO_BUILD=0 (no cargo build)
-#   ONLY_TARGETS="origin proxy pass v1openai v1mock" (a subset)
+#   ONLY_TARGETS="origin proxy pass v1openai v1mock v1gov" (a subset)  GOV_KEYS=10000
 #   SWITCHYARD_BIN=target/release/switchyard  OUT=target/bench/load-results.md
 #   KEEP_TMP=0 (keep the run dir target/bench/run.* with configs and logs)
 set -euo pipefail
@@ -174,6 +177,8 @@ free_port ORIGIN_PORT
 free_port PROXY_PORT
 free_port GW_PORT
 free_port GW_METRICS_PORT
+free_port GOV_PORT
+GOV_KEYS="${GOV_KEYS:-10000}"
 
 wait_http() { # url [expected status] [seconds]
   local url="$1" want="${2:-200}" secs="${3:-20}" code
@@ -364,6 +369,37 @@ EOF
     || die "switchyard did not answer GET /health with 200: $(tail -5 "$TMP/logs/switchyard.log")"
   alive "$PID_GW" || die "switchyard exited: $(tail -5 "$TMP/logs/switchyard.log")"
   log "switchyard on 127.0.0.1:$GW_PORT (threads $GW_THREADS)"
+
+  # The governed gateway: same config plus a store holding $GOV_KEYS keys with rate limits.
+  GOV_STORE="sqlite:$TMP/governance.db"
+  GOV_KEY="$("$SWITCHYARD_BIN" keys create --store "$GOV_STORE" --user bench-gov \
+    --rpm 1000000000 --tpm 1000000000000 2>/dev/null)" || die "switchyard keys create failed"
+  python3 - "$TMP/governance.db" "$GOV_KEYS" <<'PY' || die "could not fill the store with keys"
+import hashlib, os, sqlite3, sys, time
+db, n = sys.argv[1], int(sys.argv[2])
+c = sqlite3.connect(db)
+now = int(time.time())
+rows = []
+for i in range(n - 1):
+    secret = "sk-sy-bench-" + os.urandom(16).hex()
+    rows.append((f"key_b{i:011d}", f"user{i % 500}", hashlib.sha256(secret.encode()).hexdigest(),
+                 secret[:10], "", "", None, None, 600, 100000, None, now, None, now))
+c.executemany("INSERT INTO sy_keys (id, user_name, key_sha256, prefix, models, providers, budget_micro_usd,"
+              " period, rpm, tpm, expires_at, created_at, revoked_at, updated_at)"
+              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+c.execute("UPDATE sy_meta SET version = version + 1 WHERE name = 'keys'")
+c.commit()
+print(c.execute("SELECT COUNT(*) FROM sy_keys").fetchone()[0], file=sys.stderr)
+PY
+  sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$GOV_PORT/" -e '/metrics_listen/d' \
+    -e "s|^auth:|auth:\n  store: \"$GOV_STORE\"|" "$TMP/switchyard.yaml" >"$TMP/switchyard-gov.yaml"
+  RUST_LOG="${RUST_LOG:-warn}" "${PIN_SRV[@]}" "$SWITCHYARD_BIN" serve -c "$TMP/switchyard-gov.yaml" \
+    </dev/null >"$TMP/logs/switchyard-gov-access.log" 2>"$TMP/logs/switchyard-gov.log" &
+  PIDS+=("$!")
+  PID_GOV=$!
+  wait_http "http://127.0.0.1:$GOV_PORT/health" 200 30 \
+    || die "governed switchyard did not answer GET /health with 200: $(tail -5 "$TMP/logs/switchyard-gov.log")"
+  log "governed switchyard on 127.0.0.1:$GOV_PORT with $GOV_KEYS store keys"
 fi
 
 # ---------------------------------------------------------------- targets
@@ -373,27 +409,29 @@ PROXY_URL="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"
 PASS_URL="http://127.0.0.1:$GW_PORT/providers/openai/v1/chat/completions"
 V1_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
 TARGETS=(origin proxy)
-[ "$ONLY_NGINX" = 1 ] || TARGETS+=(pass v1openai v1mock)
+[ "$ONLY_NGINX" = 1 ] || TARGETS+=(pass v1openai v1mock v1gov)
 if [ -n "${ONLY_TARGETS:-}" ]; then  # e.g. ONLY_TARGETS="proxy v1openai" to re-measure a few rows
   read -r -a TARGETS <<<"$ONLY_TARGETS"
 fi
-declare -A T_URL T_MODEL T_LABEL T_NOTE
+declare -A T_URL T_MODEL T_LABEL T_NOTE T_KEY
 T_URL[origin]="$ORIGIN_URL";  T_MODEL[origin]=gpt-4;        T_LABEL[origin]="1. nginx origin (direct)"
 T_URL[proxy]="$PROXY_URL";    T_MODEL[proxy]=gpt-4;         T_LABEL[proxy]="2. nginx proxy_pass → origin"
 T_URL[pass]="$PASS_URL";      T_MODEL[pass]=gpt-4;          T_LABEL[pass]="3. switchyard passthrough → origin"
 T_URL[v1openai]="$V1_URL";    T_MODEL[v1openai]=gpt-4;      T_LABEL[v1openai]="4. switchyard /v1 gpt-4 → openai → origin"
 T_URL[v1mock]="$V1_URL";      T_MODEL[v1mock]=mock-bench;   T_LABEL[v1mock]="5. switchyard /v1 mock-bench → mock"
-for t in "${TARGETS[@]}"; do T_NOTE[$t]=""; done
+T_URL[v1gov]="http://127.0.0.1:$GOV_PORT/v1/chat/completions"; T_MODEL[v1gov]=mock-bench
+T_LABEL[v1gov]="6. switchyard /v1 mock-bench, $GOV_KEYS store keys + rate limits"; T_KEY[v1gov]="${GOV_KEY:-}"
+for t in "${TARGETS[@]}"; do T_NOTE[$t]=""; T_KEY[$t]="${T_KEY[$t]:-$GW_KEY}"; done
 
 # ---------------------------------------------------------------- correctness checks
-post() { # url model -> body in $TMP/resp.json, prints status
+post() { # url model [key] -> body in $TMP/resp.json, prints status
   curl -s -o "$TMP/resp.json" -w '%{http_code}' --max-time 5 -X POST "$1" \
-    -H 'Content-Type: application/json' -H "Authorization: Bearer $GW_KEY" \
+    -H 'Content-Type: application/json' -H "Authorization: Bearer ${3:-$GW_KEY}" \
     --data-binary "@$TMP/req-$2.json" || echo 000
 }
 check_target() { # target
   local t="$1" code got
-  code="$(post "${T_URL[$t]}" "${T_MODEL[$t]}")"
+  code="$(post "${T_URL[$t]}" "${T_MODEL[$t]}" "${T_KEY[$t]}")"
   if [ "$code" != 200 ]; then
     deviation "${T_LABEL[$t]}: POST answered $code, want 200: $(head -c 300 "$TMP/resp.json")"
     T_NOTE[$t]="⚠ status $code"
@@ -411,7 +449,7 @@ check_target() { # target
         deviation "${T_LABEL[$t]}: want object chat.completion, model gpt-4 (the name sent), the origin's content and usage; got: $(head -c 300 "$TMP/resp.json")"
         T_NOTE[$t]="⚠ response differs"
       fi ;;
-    v1mock)
+    v1mock | v1gov)
       got="$(jq -r '[.object, .model, .choices[0].message.content] | @tsv' "$TMP/resp.json" 2>/dev/null || echo unparsable)"
       if [ "$got" != "$(printf 'chat.completion\tmock-bench\tThis is a mock response from Switchyard. You said: %s' "$LAST_USER_TEXT")" ]; then
         deviation "${T_LABEL[$t]}: want the contract's mock reply for model mock-bench; got: $(head -c 300 "$TMP/resp.json")"
@@ -444,7 +482,7 @@ run_oha() { # target mode conns seconds rate: fixed rate, latency corrected for 
   local t="$1" mode="$2" c="$3" d="$4" q="$5" line f
   local json="$TMP/logs/oha-$t-$mode.json"
   if ! "${PIN_GEN[@]}" "$OHA" -z "${d}s" -c "$c" -q "$q" --latency-correction --no-tui --output-format json \
-      -m POST -T application/json -H "Authorization: Bearer $GW_KEY" -D "$TMP/req-${T_MODEL[$t]}.json" \
+      -m POST -T application/json -H "Authorization: Bearer ${T_KEY[$t]}" -D "$TMP/req-${T_MODEL[$t]}.json" \
       "${T_URL[$t]}" >"$json" 2>"$TMP/logs/oha-$t-$mode.err"; then
     log "oha failed for $t/$mode: $(tail -3 "$TMP/logs/oha-$t-$mode.err")"
     R[$t:$mode:ok]=0
@@ -473,7 +511,7 @@ run_oha() { # target mode conns seconds rate: fixed rate, latency corrected for 
 }
 run_wrk() { # target mode conns seconds [delay_ms]
   local t="$1" mode="$2" c="$3" d="$4" pace="${5:-}" out line kv
-  out="$(WRK_MODEL="${T_MODEL[$t]}" WRK_AUTH="$GW_KEY" WRK_DELAY_MS="$pace" \
+  out="$(WRK_MODEL="${T_MODEL[$t]}" WRK_AUTH="${T_KEY[$t]}" WRK_DELAY_MS="$pace" \
     "${PIN_GEN[@]}" wrk -t1 -c"$c" -d"${d}s" --timeout 5s -s "$TMP/chat.lua" "${T_URL[$t]}" 2>&1)" || true
   line="$(printf '%s\n' "$out" | grep '^WRKRESULT ' | tail -1)"
   if [ -z "$line" ]; then
@@ -636,6 +674,10 @@ fi
       "$(ratio "$(val "$t" tput rps)" "$(val proxy tput rps)" "${t/#proxy/base}")" \
       "$(diff_us "$(val "$t" tput p99_us)" "$(val proxy tput p99_us)" "${t/#proxy/base}")" "$(errcell "$t" tput)"
   done
+  if [ -n "$(val v1gov tput rps)" ] && [ -n "$(val v1mock tput rps)" ]; then
+    echo
+    echo "Governance (row 6 against row 5, the same request on a gateway without a store): req/s $(awk -v a="$(val v1gov tput rps)" -v b="$(val v1mock tput rps)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}'), p99 $(awk -v a="$(val v1gov tput p99_us)" -v b="$(val v1mock tput p99_us)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}') (the target: within 5%)."
+  fi
   echo
   echo "### Latency at low load (${LAT_DURATION} s each)"
   echo

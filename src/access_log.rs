@@ -16,6 +16,8 @@ pub struct AccessRecord {
     pub ts: String,
     pub request_id: String,
     pub user: Option<Arc<str>>,
+    /// The id of the key used (store keys: `key_...`; config keys: `cfg:` + digest prefix).
+    pub key_id: Option<Arc<str>>,
     pub method: String,
     pub route: &'static str,
     pub path: String,
@@ -100,6 +102,12 @@ pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    now_rfc3339_at(now.as_millis() as i64)
+}
+
+/// RFC 3339 UTC timestamp with milliseconds for `ms` since the epoch.
+pub fn now_rfc3339_at(ms: i64) -> String {
+    let now = std::time::Duration::from_millis(ms.max(0) as u64);
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

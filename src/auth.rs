@@ -25,12 +25,17 @@ pub const KEY_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: Arc<str>,
+    /// The key's id: `key_...` for store keys, `cfg:` and the first 8 hex digits of the
+    /// digest for config keys.
+    pub key_id: Arc<str>,
+    /// Scopes, budget and limits of a store key (config keys have none).
+    pub policy: Option<Arc<crate::governance::keys::KeyPolicy>>,
 }
 
 /// The gateway keys, by SHA-256 digest.
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    by_digest: HashMap<[u8; 32], Arc<str>>,
+    by_digest: HashMap<[u8; 32], (Arc<str>, Arc<str>)>,
 }
 
 impl KeyTable {
@@ -75,8 +80,9 @@ impl KeyTable {
                     d
                 }
             };
+            let key_id = Arc::from(format!("cfg:{}", hex::encode(&digest[..4])));
             if by_digest
-                .insert(digest, Arc::from(k.user.as_str()))
+                .insert(digest, (Arc::from(k.user.as_str()), key_id))
                 .is_some()
             {
                 problems.push(Problem::new(&path, "the same key is configured twice"));
@@ -97,18 +103,25 @@ impl KeyTable {
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
         let presented =
             presented_key(headers).ok_or(GatewayError::Unauthenticated { missing: true })?;
-        let digest = sha256(presented);
-        match self.by_digest.get_key_value(&digest) {
-            Some((stored, user)) if bool::from(stored.ct_eq(&digest)) => {
-                Ok(Caller { user: user.clone() })
-            }
-            _ => Err(GatewayError::Unauthenticated { missing: false }),
+        self.lookup(&sha256(presented))
+            .ok_or(GatewayError::Unauthenticated { missing: false })
+    }
+
+    /// The caller whose key has this digest (constant-time comparison of the digests).
+    pub fn lookup(&self, digest: &[u8; 32]) -> Option<Caller> {
+        match self.by_digest.get_key_value(digest) {
+            Some((stored, (user, key_id))) if bool::from(stored.ct_eq(digest)) => Some(Caller {
+                user: user.clone(),
+                key_id: key_id.clone(),
+                policy: None,
+            }),
+            _ => None,
         }
     }
 }
 
 /// The key the caller presented, from the first key header that carries one.
-fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
     for name in KEY_HEADERS {
         let Some(v) = headers.get(name) else { continue };
         let v = v.as_bytes();

@@ -77,6 +77,8 @@ pub struct RequestCtx {
     pub first_byte: Option<std::time::Duration>,
     /// Upstream attempts made for this request (unified API).
     pub attempts: u32,
+    /// `x-ratelimit-*` figures for a rate-limited key (on every response the gateway writes).
+    pub rate: Option<crate::governance::limits::RateInfo>,
     /// The configuration snapshot this request runs on.
     pub config: Option<Arc<crate::config::Config>>,
     _in_flight: InFlight,
@@ -101,6 +103,7 @@ impl RequestCtx {
             passthrough: None,
             first_byte: None,
             attempts: 0,
+            rate: None,
             config: None,
             _in_flight: InFlight::new(metrics),
         }

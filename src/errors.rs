@@ -45,6 +45,18 @@ pub enum GatewayError {
     ProviderUnavailable { provider: String, reason: String },
     /// 504: the upstream did not answer in time.
     UpstreamTimeout { provider: String },
+    /// 403: the key may not use this model or provider (its scopes).
+    Forbidden(String),
+    /// 429 `insufficient_quota`: a key's or user's budget for the period is spent.
+    QuotaExceeded(String),
+    /// 429 `rate_limit_exceeded`: the key's requests or tokens per minute; `Retry-After`
+    /// and `x-ratelimit-*` headers go with it.
+    RateLimited {
+        /// `requests` or `tokens` (OpenAI's `error.type` for rate limits).
+        class: &'static str,
+        retry_after: u64,
+        info: crate::governance::limits::RateInfo,
+    },
     /// 500: a gateway bug; details go to the log, not the client.
     Internal,
 }
@@ -54,6 +66,8 @@ impl GatewayError {
         match self {
             Self::InvalidRequest { .. } | Self::BadPath(_) => 400,
             Self::Unauthenticated { .. } => 401,
+            Self::Forbidden(_) => 403,
+            Self::QuotaExceeded(_) | Self::RateLimited { .. } => 429,
             Self::ModelNotFound { .. } | Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::PayloadTooLarge { .. } => 413,
@@ -79,6 +93,9 @@ impl GatewayError {
             | Self::UpstreamCredentialRejected { .. }
             | Self::UpstreamTimeout { .. } => "api_error",
             Self::ProviderUnavailable { .. } | Self::Internal => "server_error",
+            Self::Forbidden(_) => "permission_error",
+            Self::QuotaExceeded(_) => "insufficient_quota",
+            Self::RateLimited { class, .. } => class,
             Self::UpstreamStatus { status, .. } => {
                 switchyard_filters::openai::error_type_for_status(*status)
             }
@@ -99,6 +116,9 @@ impl GatewayError {
             Self::UpstreamCredentialRejected { .. } => Some("upstream_credentials_rejected"),
             Self::ProviderUnavailable { .. } => Some("provider_unavailable"),
             Self::UpstreamStatus { status: 429, .. } => Some("rate_limit_exceeded"),
+            Self::Forbidden(_) => Some("permission_denied"),
+            Self::QuotaExceeded(_) => Some("insufficient_quota"),
+            Self::RateLimited { .. } => Some("rate_limit_exceeded"),
             Self::UpstreamStatus { .. } => Some("upstream_error"),
             Self::InvalidRequest { .. } | Self::Internal => None,
         }
@@ -172,6 +192,20 @@ impl fmt::Display for GatewayError {
                 write!(f, "Provider `{provider}` did not answer in time.")
             }
             Self::Internal => f.write_str("The gateway hit an internal error."),
+            Self::Forbidden(m) | Self::QuotaExceeded(m) => f.write_str(m),
+            Self::RateLimited {
+                class, retry_after, info,
+            } => {
+                let limit = match *class {
+                    "tokens" => info.tokens.map(|f| f.limit),
+                    _ => info.requests.map(|f| f.limit),
+                };
+                write!(
+                    f,
+                    "Rate limit reached for this API key: {} {class} per minute. Please try again in {retry_after}s.",
+                    limit.unwrap_or(0)
+                )
+            }
         }
     }
 }
@@ -221,6 +255,13 @@ mod tests {
                 provider: "p".into(),
             },
             GatewayError::Internal,
+            GatewayError::Forbidden("no".into()),
+            GatewayError::QuotaExceeded("spent".into()),
+            GatewayError::RateLimited {
+                class: "requests",
+                retry_after: 3,
+                info: Default::default(),
+            },
         ];
         for e in all {
             let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();

@@ -7,11 +7,14 @@
 //! their credentials, routing, metrics and logs.
 
 pub mod access_log;
+pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod ctx;
 pub mod errors;
 pub mod forward;
+pub mod governance;
 pub mod metrics;
 pub mod passthrough;
 pub mod pricing;
@@ -20,6 +23,7 @@ pub mod proxy;
 pub mod respond;
 pub mod route;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod translation;
 pub mod unified;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use switchyard::cli;
 use switchyard::config::Config;
 
 /// Switchyard: one OpenAI-compatible gateway in front of every AI provider.
@@ -38,6 +39,17 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Manage gateway keys in the store: create, list, show, revoke, rotate.
+    #[command(subcommand)]
+    Keys(cli::KeysCmd),
+    /// Per-user budgets.
+    #[command(subcommand)]
+    Users(cli::UsersCmd),
+    /// Spend and tokens from the store, grouped by user, key, model or provider.
+    Usage(cli::UsageArgs),
+    /// The admin API's second factor.
+    #[command(subcommand)]
+    Admin(cli::AdminCmd),
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -69,6 +81,10 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Keys(cmd) => cli::keys(cmd),
+        Command::Users(cmd) => cli::users(cmd),
+        Command::Usage(args) => cli::usage(args),
+        Command::Admin(cmd) => cli::admin(cmd),
         Command::Serve { config, upgrade } => match load(&config) {
             Ok(c) => {
                 log::info!("serving {} on {}", config.display(), c.server.listen);

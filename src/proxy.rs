@@ -44,6 +44,8 @@ pub struct Gateway {
     pub access_log: Arc<AccessLog>,
     pub(crate) health: Arc<HealthRegistry>,
     pub(crate) connector: Connector,
+    /// Store keys, scopes, budgets, rate limits, usage records and audit.
+    pub governance: Arc<crate::governance::Governance>,
 }
 
 /// What `request_filter` decided.
@@ -60,6 +62,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
         health: Arc<HealthRegistry>,
+        governance: Arc<crate::governance::Governance>,
     ) -> Self {
         Gateway {
             config,
@@ -67,6 +70,7 @@ impl Gateway {
             access_log,
             health,
             connector: Connector::new(None),
+            governance,
         }
     }
 
@@ -114,7 +118,16 @@ impl Gateway {
             _ if path == "/v1/models" || path.starts_with("/v1/models/") => RouteKind::Models,
             _ => RouteKind::NotFound,
         };
-        let caller = config.keys.authenticate(&session.req_header().headers)?;
+        let caller = match self
+            .governance
+            .authenticate(&config.keys, &session.req_header().headers)
+        {
+            Ok(caller) => caller,
+            Err((e, reason)) => {
+                self.audit_auth_failure(session, ctx, reason);
+                return Err(e);
+            }
+        };
         ctx.caller = Some(caller);
 
         if let Some(endpoint) = endpoint {
@@ -286,6 +299,8 @@ impl Gateway {
         let path_model = (provider.kind == ProviderKind::Bedrock)
             .then(|| crate::providers::bedrock::model_from_path(rest))
             .flatten();
+        self.govern_passthrough(ctx, &provider.name, path_model.as_deref())
+            .await?;
         ctx.passthrough = Some(Passthrough::new(path.clone()).with_path_model(path_model));
         if !upstream.credential.signs_body() {
             return Ok(Next::Proxy); // Pingora's hooks stream the request through
@@ -466,6 +481,11 @@ impl ProxyHttp for Gateway {
         if let Some(pt) = ctx.passthrough.as_mut() {
             pt.observe_response(resp);
             resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
+            if let Some(rate) = &ctx.rate {
+                for (k, v) in rate.headers() {
+                    resp.insert_header(k, v)?;
+                }
+            }
         }
         Ok(())
     }
@@ -604,10 +624,27 @@ impl ProxyHttp for Gateway {
                 .map_or(0.0, |c| c.prices.cost(&[upstream, model], &usage));
             self.metrics.record_usage(provider, model, &usage, ctx.cost);
         }
+        if let Some(caller) = ctx.caller.as_ref() {
+            let record = crate::store::UsageRecord {
+                ts_ms: crate::governance::audit::now_ms(),
+                request_id: ctx.request_id.clone(),
+                user: caller.user.to_string(),
+                key_id: caller.key_id.to_string(),
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+                route: ctx.route.as_str().to_owned(),
+                status: i32::from(status),
+                input_tokens: ctx.usage.map_or(0, |u| u.prompt_tokens as i64),
+                output_tokens: ctx.usage.map_or(0, |u| u.completion_tokens as i64),
+                cost_usd: ctx.cost,
+            };
+            self.governance.settle(caller, record).await;
+        }
         self.access_log.log(AccessRecord {
             ts: now_rfc3339(),
             request_id: std::mem::take(&mut ctx.request_id),
             user: ctx.caller.as_ref().map(|c| c.user.clone()),
+            key_id: ctx.caller.as_ref().map(|c| c.key_id.clone()),
             method: session.req_header().method.as_str().to_owned(),
             route: ctx.route.as_str(),
             path: session.req_header().uri.path().chars().take(256).collect(),

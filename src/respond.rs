@@ -22,7 +22,7 @@ pub fn header(
     content_type: &str,
     ctx: &RequestCtx,
 ) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(status, Some(8))?;
+    let mut h = ResponseHeader::build(status, Some(16))?;
     h.insert_header("content-type", content_type)?;
     h.insert_header("x-request-id", ctx.request_id.as_str())?;
     for (k, v) in SECURITY_HEADERS {
@@ -36,6 +36,11 @@ pub fn header(
             h.insert_header("x-switchyard-model", m.as_str())?;
         }
         h.insert_header("x-switchyard-attempts", ctx.attempts.to_string())?;
+    }
+    if let Some(rate) = &ctx.rate {
+        for (k, v) in rate.headers() {
+            h.insert_header(k, v)?;
+        }
     }
     if let Some(d) = &ctx.dropped_params {
         h.insert_header("x-switchyard-dropped-params", d.as_str())?;
@@ -85,6 +90,17 @@ pub async fn error(
     }
     if e.status() == 401 {
         h.insert_header("www-authenticate", "Bearer")?;
+    }
+    if let GatewayError::RateLimited {
+        retry_after, info, ..
+    } = e
+    {
+        h.insert_header("retry-after", retry_after.to_string())?;
+        if ctx.rate.is_none() {
+            for (k, v) in info.headers() {
+                h.insert_header(k, v)?;
+            }
+        }
     }
     ctx.error = Some(e.clone());
     full(session, ctx, h, Bytes::from(e.body())).await

@@ -17,6 +17,7 @@ use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigErrors};
+use crate::governance::Governance;
 use crate::metrics::{Metrics, MetricsApp};
 use crate::proxy::Gateway;
 use crate::route::health::HealthRegistry;
@@ -41,6 +42,7 @@ pub struct Built {
     pub live: Arc<LiveConfig>,
     /// The HTTPS listener's certificate, when `server.tls` is set.
     pub certificate: Option<Arc<ReloadableCert>>,
+    pub governance: Arc<Governance>,
 }
 
 /// The configuration in force, swappable at run time (SIGHUP), and its generation counter.
@@ -58,6 +60,18 @@ impl LiveConfig {
             || old.server.metrics_listen != next.server.metrics_listen
         {
             log::warn!("reload: listener addresses changed; they take effect after a restart");
+        }
+        if old.governance != next.governance
+            || old
+                .admin
+                .as_ref()
+                .map(|a| (&a.listen, a.key_sha256, a.totp))
+                != next
+                    .admin
+                    .as_ref()
+                    .map(|a| (&a.listen, a.key_sha256, a.totp))
+        {
+            log::warn!("reload: auth.store, refresh_seconds, limits, admin and audit settings take effect after a restart");
         }
         resolve_endpoints(&next);
         self.current.store(Arc::new(next));
@@ -87,9 +101,11 @@ fn resolve_endpoints(config: &Config) {
 }
 
 /// Builds the Pingora server for `config` without running it. With `source`, SIGHUP
-/// reloads the configuration from that file.
-pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Built {
+/// reloads the configuration from that file. Fails when the governance store cannot be
+/// opened.
+pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Result<Built, String> {
     install_crypto_provider();
+    let governance = Governance::start(&config.governance)?;
     resolve_endpoints(&config);
     let s = &config.server;
     let conf = ServerConf {
@@ -121,6 +137,7 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Bui
         metrics.clone(),
         access_log.clone(),
         health.clone(),
+        governance.clone(),
     );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
@@ -143,6 +160,14 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Bui
         svc.add_tcp(addr);
         server.add_service(svc);
     }
+    if let Some(admin) = &config.admin {
+        let mut svc = Service::new(
+            "admin".into(),
+            crate::admin::AdminApp::new(admin.clone(), governance.clone()),
+        );
+        svc.add_tcp(&admin.listen);
+        server.add_service(svc);
+    }
     server.add_service(background_service(
         "provider-maintenance",
         ProviderMaintenance {
@@ -161,13 +186,14 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Bui
             },
         ));
     }
-    Built {
+    Ok(Built {
         server,
         metrics,
         access_log,
         live,
         certificate,
-    }
+        governance,
+    })
 }
 
 /// TLS settings for the HTTPS listener: a reloadable certificate, HTTP/2, optional mTLS.
@@ -377,11 +403,18 @@ pub fn run_forever(config: Arc<Config>, source: PathBuf, upgrade: bool) -> ! {
         }
     }
     let grace = config.server.grace_period;
-    let mut built = build(config, Some(source), upgrade);
+    let mut built = match build(config, Some(source), upgrade) {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("{e}");
+            std::process::exit(1);
+        }
+    };
     built.server.add_service(background_service(
         "exit-when-drained",
         ExitWhenDrained {
             metrics: built.metrics.clone(),
+            governance: built.governance.clone(),
             grace,
         },
     ));
@@ -397,7 +430,8 @@ fn check_listeners(config: &Config) -> Result<(), String> {
     let s = &config.server;
     let addrs = std::iter::once(&s.listen)
         .chain(&s.metrics_listen)
-        .chain(s.tls.as_ref().map(|t| &t.listen));
+        .chain(s.tls.as_ref().map(|t| &t.listen))
+        .chain(config.admin.as_ref().map(|a| &a.listen));
     for addr in addrs {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     }
@@ -440,6 +474,7 @@ impl ShutdownSignalWatch for UnixSignals {
 /// upgrade). Pingora alone would always sleep the whole grace period.
 struct ExitWhenDrained {
     metrics: Arc<Metrics>,
+    governance: Arc<Governance>,
     grace: Duration,
 }
 
@@ -450,6 +485,7 @@ impl BackgroundService for ExitWhenDrained {
             return;
         }
         let metrics = self.metrics.clone();
+        let governance = self.governance.clone();
         let deadline = Instant::now() + self.grace;
         std::thread::spawn(move || {
             // Let the listeners close first so no new request slips in.
@@ -458,6 +494,10 @@ impl BackgroundService for ExitWhenDrained {
                 std::thread::sleep(Duration::from_millis(25));
             }
             log::info!("in-flight requests finished; exiting");
+            // Every finished request has queued its usage record: write them all out.
+            if !governance.flush(Duration::from_secs(10)) {
+                log::error!("usage records could not all be written before exit");
+            }
             // Give the access-log writer (it drains every 10 ms) time to flush its last lines.
             std::thread::sleep(Duration::from_millis(60));
             std::process::exit(0);
@@ -470,6 +510,7 @@ pub struct GatewayHandle {
     pub metrics: Arc<Metrics>,
     pub live: Arc<LiveConfig>,
     pub certificate: Option<Arc<ReloadableCert>>,
+    pub governance: Arc<Governance>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -492,8 +533,9 @@ impl GatewayHandle {
     /// Starts the gateway for `config` and waits until its listener accepts connections.
     pub fn start(config: Arc<Config>) -> GatewayHandle {
         let listen = config.server.listen.clone();
-        let built = build(config, None, false);
+        let built = build(config, None, false).unwrap_or_else(|e| panic!("{e}"));
         let metrics = built.metrics.clone();
+        let governance = built.governance.clone();
         let live = built.live.clone();
         let certificate = built.certificate.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -515,6 +557,7 @@ impl GatewayHandle {
             metrics,
             live,
             certificate,
+            governance,
             stop: Some(tx),
             thread: Some(thread),
         }
@@ -529,5 +572,6 @@ impl Drop for GatewayHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.governance.flush(Duration::from_secs(5));
     }
 }

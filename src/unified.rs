@@ -73,6 +73,9 @@ impl Gateway {
         let plan = config
             .router
             .plan(&parsed.summary.model, pinned.as_deref(), &self.health)?;
+        let plan = self
+            .govern_unified(ctx, &parsed.summary.model, plan)
+            .await?; // governance
         ctx.client_model = Some(parsed.summary.model.clone());
         let needs_typed = plan.candidates.iter().any(|c| {
             !matches!(

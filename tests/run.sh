@@ -50,6 +50,14 @@ command -v openssl >/dev/null 2>&1 || apt_install openssl
 command -v promtool >/dev/null 2>&1 || apt_install prometheus || echo "warning: promtool unavailable; alert rules get the parser check only" >&2
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd || echo "warning: systemd-analyze unavailable" >&2
 
+# PostgreSQL and Redis on loopback for the governance store / shared rate-limit tests
+# (tests/governance.rs); skipped loudly when they cannot be had.
+# shellcheck source=tests/services.sh
+source "$ROOT/tests/services.sh"
+trap services_cleanup EXIT
+start_postgres
+start_redis
+
 # ---------------------------------------------------------------- Rust
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 log "cargo build --workspace --bins"

@@ -105,6 +105,18 @@ pub struct Config {
     pub providers: ProviderRegistry,
     pub router: Router,
     pub prices: PriceTable,
+    /// Store, refresh interval, Redis, audit file (take effect at start, not on reload).
+    pub governance: crate::governance::GovernanceSettings,
+    pub admin: Option<AdminSettings>,
+}
+
+/// `admin:`: the admin API's listener and credentials.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: String,
+    /// SHA-256 of the admin key.
+    pub key_sha256: [u8; 32],
+    pub totp: bool,
 }
 
 impl Config {
@@ -153,6 +165,8 @@ impl Config {
         let providers = ProviderRegistry::from_raw(&raw.providers, &mut problems);
         let router = Router::from_raw(&raw.model_mappings, &raw.routing, &providers, &mut problems);
         let prices = PriceTable::with_overrides(&raw.pricing, &mut problems);
+        let governance = validate_governance(&raw, &mut problems);
+        let admin = validate_admin(&raw, &server, &governance, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -162,8 +176,133 @@ impl Config {
             providers,
             router,
             prices,
+            governance,
+            admin,
         })
     }
+}
+
+/// `auth.store` of the file at `path` (with `${VAR}` substituted), for the command-line
+/// tools, without validating (or needing the secrets of) the rest of the file.
+pub fn store_url_from_file(path: &Path) -> Result<crate::store::StoreUrl, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let tree: serde_yaml::Value = serde_yaml::from_str(&text)
+        .map_err(|e| format!("{}: invalid YAML: {e}", path.display()))?;
+    let mut store = tree
+        .get("auth")
+        .and_then(|a| a.get("store"))
+        .cloned()
+        .ok_or_else(|| format!("{}: auth.store is not set", path.display()))?;
+    let mut problems = Vec::new();
+    env::substitute(&mut store, &|name| std::env::var(name).ok(), &mut problems);
+    if let Some(p) = problems.first() {
+        return Err(format!("auth.store: {}", p.why));
+    }
+    let s = store.as_str().ok_or("auth.store must be a string")?;
+    crate::store::StoreUrl::parse(s).map_err(|e| format!("auth.store: {e}"))
+}
+
+fn validate_governance(
+    raw: &raw::RawConfig,
+    problems: &mut Vec<Problem>,
+) -> crate::governance::GovernanceSettings {
+    let store = raw
+        .auth
+        .store
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .and_then(|s| {
+            crate::store::StoreUrl::parse(s)
+                .map_err(|why| problems.push(Problem::new("auth.store", why)))
+                .ok()
+        });
+    if raw.auth.refresh_seconds == 0 || raw.auth.refresh_seconds > 3600 {
+        problems.push(Problem::new(
+            "auth.refresh_seconds",
+            "must be between 1 and 3600",
+        ));
+    }
+    let redis = raw.limits.redis.clone().filter(|s| !s.trim().is_empty());
+    if let Some(r) = &redis {
+        if !(r.starts_with("redis://")
+            || r.starts_with("rediss://")
+            || r.starts_with("redis+unix://"))
+        {
+            problems.push(Problem::new("limits.redis", "must be a redis:// URL"));
+        } else if store.is_none() {
+            problems.push(Problem::new(
+                "limits.redis",
+                "rate limits belong to store keys: set auth.store too",
+            ));
+        }
+    }
+    crate::governance::GovernanceSettings {
+        store,
+        refresh: Duration::from_secs(raw.auth.refresh_seconds.clamp(1, 3600)),
+        redis,
+        audit_file: raw.audit.file.clone().filter(|s| !s.trim().is_empty()),
+    }
+}
+
+fn validate_admin(
+    raw: &raw::RawConfig,
+    server: &ServerSettings,
+    governance: &crate::governance::GovernanceSettings,
+    problems: &mut Vec<Problem>,
+) -> Option<AdminSettings> {
+    let a = raw.admin.as_ref()?;
+    if a.listen.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(Problem::new(
+            "admin.listen",
+            format!("`{}` is not an IP:port address", a.listen),
+        ));
+    }
+    if a.listen == server.listen || Some(&a.listen) == server.metrics_listen.as_ref() {
+        problems.push(Problem::new(
+            "admin.listen",
+            "must differ from server.listen and server.metrics_listen",
+        ));
+    }
+    if governance.store.is_none() {
+        problems.push(Problem::new("admin", "the admin API needs auth.store"));
+    }
+    let digest = match (&a.key, &a.key_sha256) {
+        (Some(k), None) if k.len() >= 16 => {
+            use sha2::Digest;
+            sha2::Sha256::digest(k.as_bytes()).into()
+        }
+        (Some(_), None) => {
+            problems.push(Problem::new(
+                "admin.key",
+                "is too short (at least 16 characters)",
+            ));
+            return None;
+        }
+        (None, Some(h)) => {
+            let mut d = [0u8; 32];
+            if hex::decode_to_slice(h.trim(), &mut d).is_err() {
+                problems.push(Problem::new(
+                    "admin.key_sha256",
+                    "must be 64 hexadecimal characters (the SHA-256 of the key)",
+                ));
+                return None;
+            }
+            d
+        }
+        _ => {
+            problems.push(Problem::new(
+                "admin",
+                "needs exactly one of `key` or `key_sha256`",
+            ));
+            return None;
+        }
+    };
+    Some(AdminSettings {
+        listen: a.listen.clone(),
+        key_sha256: digest,
+        totp: a.totp,
+    })
 }
 
 fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerSettings {

@@ -21,6 +21,46 @@ pub struct RawConfig {
     /// USD per 1M tokens by upstream model name; overrides the shipped price table.
     #[serde(default)]
     pub pricing: BTreeMap<String, RawPrice>,
+    /// Shared rate-limit counters.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    /// Where audit events are written as JSON lines (besides the store).
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `redis://host:port/db`: rate-limit counters shared by every replica.
+    #[serde(default)]
+    pub redis: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// The admin API's own listener (keep it private).
+    pub listen: String,
+    /// The admin key (usually `${SWITCHYARD_ADMIN_KEY}`), or its SHA-256.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// Require a TOTP code (`x-switchyard-totp`) with the admin key. Default true.
+    #[serde(default = "yes")]
+    pub totp: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Append audit JSON lines to this file instead of stderr.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,11 +162,31 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// The governance store: `sqlite:PATH` or `postgres://...`.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// How often store keys, budgets and spend are reloaded.
+    #[serde(default = "default_refresh", deserialize_with = "number")]
+    pub refresh_seconds: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            store: None,
+            refresh_seconds: default_refresh(),
+        }
+    }
+}
+
+fn default_refresh() -> u64 {
+    2
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,608 @@
+//! Governance: store keys beside the config's keys, per-key scopes, budgets per key and per
+//! user, rate limits, usage records and the audit trail.
+//!
+//! The request path never waits on the database:
+//! - keys, user budgets and spend come from an in-memory [`Snapshot`] (arc-swap) that a
+//!   background task refreshes every `auth.refresh_seconds` (the key part only when the
+//!   store's change counter moved), so a revocation is effective within seconds on every
+//!   replica;
+//! - usage records and audit events go into a bounded queue (`try_send`, never blocking)
+//!   that the same task writes in batches, one transaction each;
+//! - rate-limit counters are in memory (or in Redis with a short timeout, see [`limits`]).
+//!
+//! The background task runs on a runtime of its own thread, apart from Pingora's workers.
+//! On a graceful stop [`Governance::flush`] is called once requests have drained: the queue
+//! is written out before the process exits, so a clean stop loses no record.
+
+pub mod audit;
+pub mod budgets;
+mod gate;
+pub mod keys;
+pub mod limits;
+pub mod scopes;
+pub mod totp;
+pub mod usage;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::auth::{Caller, KeyTable};
+use crate::errors::GatewayError;
+use crate::store::{AuditEvent, Store, StoreUrl, UsageRecord};
+use audit::AuditStream;
+use budgets::{Budget, Period};
+use keys::KeyPolicy;
+use limits::{Limiter, RateInfo};
+
+/// How often queued records are written.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// The record queue; when full (the store is down for long) records are dropped and counted.
+const QUEUE: usize = 64 * 1024;
+/// Records kept for a retry while the store fails, at most.
+const MAX_BACKLOG: usize = 256 * 1024;
+
+/// `auth.store`, `auth.refresh_seconds`, `limits.redis`, `audit.file`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GovernanceSettings {
+    pub store: Option<StoreUrl>,
+    pub refresh: Duration,
+    pub redis: Option<String>,
+    pub audit_file: Option<String>,
+}
+
+/// What the request path reads: keys by digest, user budgets, spend per key and user in
+/// their current period as the store knew it at the last refresh.
+#[derive(Default)]
+pub struct Snapshot {
+    /// The store's key-change counter this snapshot was loaded at.
+    version: Option<i64>,
+    by_digest: HashMap<[u8; 32], Arc<KeyPolicy>>,
+    user_budgets: HashMap<Arc<str>, Budget>,
+    key_spend: HashMap<Arc<str>, f64>,
+    user_spend: HashMap<Arc<str>, f64>,
+}
+
+impl Snapshot {
+    pub fn keys(&self) -> usize {
+        self.by_digest.len()
+    }
+}
+
+/// Cost settled by this replica and not yet in a snapshot.
+#[derive(Default)]
+struct Pending {
+    keys: HashMap<Arc<str>, f64>,
+    users: HashMap<Arc<str>, f64>,
+}
+
+enum Record {
+    Usage(UsageRecord),
+    Audit(AuditEvent),
+}
+
+/// Orders for the background task.
+enum Control {
+    /// Write everything queued, then answer.
+    Flush(std::sync::mpsc::Sender<()>),
+    /// Refresh the snapshot now, then answer.
+    Refresh(std::sync::mpsc::Sender<()>),
+}
+
+pub struct Governance {
+    snapshot: ArcSwap<Snapshot>,
+    pending: Mutex<Pending>,
+    pub limiter: Limiter,
+    records: Option<SyncSender<Record>>,
+    control: Option<tokio::sync::mpsc::UnboundedSender<Control>>,
+    audit_stream: Option<Arc<AuditStream>>,
+    /// Records lost because the queue was full.
+    pub dropped: AtomicU64,
+    pub store: Option<Store>,
+    /// The governance thread's runtime: store I/O from elsewhere (admin API) runs there.
+    handle: Option<tokio::runtime::Handle>,
+}
+
+/// What a request may do, decided before the upstream call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admission {
+    pub rate: Option<RateInfo>,
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+fn now_secs() -> i64 {
+    keys::now_secs()
+}
+
+impl Governance {
+    /// No store: only the config's keys, no usage records; audit events go to the stream.
+    pub fn without_store(audit_file: Option<&str>) -> Arc<Governance> {
+        Arc::new(Governance {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            pending: Mutex::default(),
+            limiter: Limiter::local(),
+            records: None,
+            control: None,
+            audit_stream: AuditStream::start(audit_file)
+                .map_err(|e| log::error!("audit stream: {e}; audit events go to the store only"))
+                .ok(),
+            dropped: AtomicU64::new(0),
+            store: None,
+            handle: None,
+        })
+    }
+
+    /// Opens the store (migrations applied), loads the first snapshot and starts the
+    /// background task on its own thread. Fails when the store cannot be opened.
+    pub fn start(settings: &GovernanceSettings) -> Result<Arc<Governance>, String> {
+        let Some(url) = settings.store.clone() else {
+            return Ok(Self::without_store(settings.audit_file.as_deref()));
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("governance runtime: {e}"))?;
+        let store = runtime
+            .block_on(Store::open(&url))
+            .map_err(|e| format!("store {}: {e}", url.redacted()))?;
+        log::info!("governance store {} ready", url.redacted());
+        let (tx, rx) = sync_channel(QUEUE);
+        let (ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
+        let audit_stream = match AuditStream::start(settings.audit_file.as_deref()) {
+            Ok(s) => Some(s),
+            Err(e) => return Err(format!("audit.file: {e}")),
+        };
+        let gov = Arc::new(Governance {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            pending: Mutex::default(),
+            limiter: Limiter::local(),
+            records: Some(tx),
+            control: Some(ctl_tx),
+            audit_stream,
+            dropped: AtomicU64::new(0),
+            store: Some(store.clone()),
+            handle: Some(runtime.handle().clone()),
+        });
+        let mut task = Task {
+            gov: gov.clone(),
+            store,
+            records: rx,
+            backlog: Vec::new(),
+            flushed: Pending::default(),
+        };
+        runtime
+            .block_on(task.refresh())
+            .map_err(|e| format!("loading keys from the store: {e}"))?;
+        let refresh = settings.refresh.max(Duration::from_millis(100));
+        let redis = settings.redis.clone();
+        std::thread::Builder::new()
+            .name("governance".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    if let Some(url) = redis {
+                        tokio::spawn(connect_redis(task.gov.clone(), url));
+                    }
+                    task.run(ctl_rx, refresh).await
+                })
+            })
+            .map_err(|e| format!("governance thread: {e}"))?;
+        Ok(gov)
+    }
+
+    /// Runs `fut` (store I/O) on the governance runtime and waits for it.
+    pub async fn on_store<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match &self.handle {
+            Some(h) => match h.spawn(fut).await {
+                Ok(v) => v,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+            None => fut.await,
+        }
+    }
+
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Authenticates the caller: config keys first, then the store's keys (not revoked, not
+    /// expired). Failures are audited by the caller of this function with the reason given.
+    pub fn authenticate(
+        &self,
+        config_keys: &KeyTable,
+        headers: &HeaderMap,
+    ) -> Result<Caller, (GatewayError, &'static str)> {
+        let Some(presented) = crate::auth::presented_key(headers) else {
+            return Err((
+                GatewayError::Unauthenticated { missing: true },
+                "missing_key",
+            ));
+        };
+        let digest = sha256(presented);
+        if let Some(c) = config_keys.lookup(&digest) {
+            return Ok(c);
+        }
+        let snap = self.snapshot.load();
+        match snap.by_digest.get_key_value(&digest) {
+            Some((stored, policy)) if bool::from(stored.ct_eq(&digest)) => {
+                if policy.expires_at.is_some_and(|t| t <= now_secs()) {
+                    return Err((
+                        GatewayError::Unauthenticated { missing: false },
+                        "expired_key",
+                    ));
+                }
+                Ok(Caller {
+                    user: policy.user.clone(),
+                    key_id: policy.id.clone(),
+                    policy: Some(policy.clone()),
+                })
+            }
+            _ => Err((
+                GatewayError::Unauthenticated { missing: false },
+                "unknown_key",
+            )),
+        }
+    }
+
+    /// Model and provider scope: the model must match the key's patterns, and the providers
+    /// the plan may use are narrowed to the key's (403 when none is left).
+    pub fn check_model(&self, caller: &Caller, model: &str) -> Result<(), GatewayError> {
+        match &caller.policy {
+            Some(p) if !p.scope.allows_model(model) => Err(GatewayError::Forbidden(format!(
+                "This API key is not allowed to use the model `{model}`."
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn allows_provider(&self, caller: &Caller, provider: &str) -> bool {
+        caller
+            .policy
+            .as_ref()
+            .is_none_or(|p| p.scope.allows_provider(provider))
+    }
+
+    /// Budgets (429 insufficient_quota) and rate limits (429 with Retry-After), before the
+    /// upstream call.
+    pub async fn admit(&self, caller: &Caller) -> Result<Admission, GatewayError> {
+        self.check_budgets(caller)?;
+        let Some(policy) = caller.policy.as_ref().filter(|p| p.has_limits()) else {
+            return Ok(Admission::default());
+        };
+        match self.limiter.admit(policy, audit::now_ms()).await {
+            Ok(info) => Ok(Admission { rate: Some(info) }),
+            Err(r) => Err(GatewayError::RateLimited {
+                class: r.class,
+                retry_after: r.retry_after_secs,
+                info: r.info,
+            }),
+        }
+    }
+
+    fn check_budgets(&self, caller: &Caller) -> Result<(), GatewayError> {
+        if self.records.is_none() {
+            return Ok(());
+        }
+        let snap = self.snapshot.load();
+        let key_budget = caller.policy.as_ref().and_then(|p| p.budget);
+        let user_budget = snap.user_budgets.get(&caller.user).copied();
+        if key_budget.is_none() && user_budget.is_none() {
+            return Ok(());
+        }
+        let pending = self.pending.lock().expect("not poisoned");
+        if let Some(b) = key_budget {
+            let spent = snap.key_spend.get(&caller.key_id).copied().unwrap_or(0.0)
+                + pending.keys.get(&caller.key_id).copied().unwrap_or(0.0);
+            if spent >= b.limit_usd {
+                return Err(GatewayError::QuotaExceeded(format!(
+                    "This API key has used its budget of ${:.2} for this {} (spent ${spent:.2}). Ask an administrator to raise it, or wait for the next {}.",
+                    b.limit_usd, b.period, b.period
+                )));
+            }
+        }
+        if let Some(b) = user_budget {
+            let spent = snap.user_spend.get(&caller.user).copied().unwrap_or(0.0)
+                + pending.users.get(&caller.user).copied().unwrap_or(0.0);
+            if spent >= b.limit_usd {
+                return Err(GatewayError::QuotaExceeded(format!(
+                    "User `{}` has used the budget of ${:.2} for this {} (spent ${spent:.2}). Ask an administrator to raise it, or wait for the next {}.",
+                    caller.user, b.limit_usd, b.period, b.period
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles a finished request: its cost counts against budgets at once, its tokens
+    /// against the key's tokens per minute, and its usage record is queued for the store.
+    pub async fn settle(&self, caller: &Caller, record: UsageRecord) {
+        let Some(tx) = &self.records else { return };
+        let tokens = (record.input_tokens + record.output_tokens).max(0) as u64;
+        if record.cost_usd > 0.0 {
+            let mut p = self.pending.lock().expect("not poisoned");
+            *p.keys.entry(caller.key_id.clone()).or_insert(0.0) += record.cost_usd;
+            *p.users.entry(caller.user.clone()).or_insert(0.0) += record.cost_usd;
+        }
+        if let Some(policy) = caller.policy.as_ref().filter(|p| p.tpm.is_some()) {
+            self.limiter
+                .add_tokens(&policy.id, tokens, record.ts_ms)
+                .await;
+        }
+        self.enqueue(tx, Record::Usage(record));
+    }
+
+    fn enqueue(&self, tx: &SyncSender<Record>, r: Record) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(r) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                log::error!("governance queue full: {} records dropped so far", n + 1);
+            }
+        }
+    }
+
+    /// Records an audit event in the store (when there is one) and the JSON audit stream.
+    pub fn audit(&self, e: AuditEvent) {
+        if let Some(s) = &self.audit_stream {
+            s.log(e.clone());
+        }
+        if let Some(tx) = &self.records {
+            self.enqueue(tx, Record::Audit(e));
+        }
+    }
+
+    fn ask(
+        &self,
+        make: impl FnOnce(std::sync::mpsc::Sender<()>) -> Control,
+        timeout: Duration,
+    ) -> bool {
+        let Some(ctl) = &self.control else {
+            return true;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        if ctl.send(make(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Writes every queued record to the store, waiting at most `timeout` (blocking: call
+    /// it from a plain thread, e.g. the shutdown path, never from a runtime worker).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.ask(Control::Flush, timeout)
+    }
+
+    /// Refreshes the snapshot now (blocking; tests and the admin API's callers' convenience).
+    pub fn refresh_now(&self, timeout: Duration) -> bool {
+        self.ask(Control::Refresh, timeout)
+    }
+
+    /// Asks for a refresh without waiting (after a change made through this replica).
+    pub fn refresh_soon(&self) {
+        if let Some(ctl) = &self.control {
+            let (tx, _rx) = std::sync::mpsc::channel();
+            let _ = ctl.send(Control::Refresh(tx));
+        }
+    }
+}
+
+async fn connect_redis(gov: Arc<Governance>, url: String) {
+    let client = match redis::Client::open(url.as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("limits.redis: {e}; rate limits stay local");
+            return;
+        }
+    };
+    loop {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(1))
+            .set_number_of_retries(1);
+        match redis::aio::ConnectionManager::new_with_config(client.clone(), config).await {
+            Ok(m) => {
+                log::info!("rate limits shared through Redis");
+                gov.limiter.set_redis(m);
+                return;
+            }
+            Err(e) => {
+                log::warn!("limits.redis unreachable ({e}); local limits until it answers");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+/// The background task: batch writer and snapshot refresher.
+struct Task {
+    gov: Arc<Governance>,
+    store: Store,
+    records: Receiver<Record>,
+    /// Records whose write failed, retried on the next tick.
+    backlog: Vec<Record>,
+    /// Cost written since the last snapshot: it is in the store but still in `pending`.
+    flushed: Pending,
+}
+
+impl Task {
+    async fn run(
+        &mut self,
+        mut control: tokio::sync::mpsc::UnboundedReceiver<Control>,
+        refresh: Duration,
+    ) {
+        let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
+        let mut refresh_tick = tokio::time::interval(refresh);
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = flush_tick.tick() => {
+                    self.flush().await;
+                }
+                _ = refresh_tick.tick() => {
+                    self.flush().await;
+                    if let Err(e) = self.refresh().await {
+                        log::warn!("governance: refreshing keys and spend failed: {e}");
+                    }
+                    self.gov.limiter.prune(audit::now_ms());
+                }
+                c = control.recv() => match c {
+                    Some(Control::Flush(ack)) => {
+                        self.flush().await;
+                        let _ = ack.send(());
+                    }
+                    Some(Control::Refresh(ack)) => {
+                        self.flush().await;
+                        if let Err(e) = self.refresh().await {
+                            log::warn!("governance: refresh failed: {e}");
+                        }
+                        let _ = ack.send(());
+                    }
+                    None => return,
+                }
+            }
+        }
+    }
+
+    /// Writes the queued records in one transaction (retried on the next tick on failure).
+    async fn flush(&mut self) {
+        while let Ok(r) = self.records.try_recv() {
+            self.backlog.push(r);
+        }
+        if self.backlog.is_empty() {
+            return;
+        }
+        let (mut usage, mut audit) = (Vec::new(), Vec::new());
+        for r in &self.backlog {
+            match r {
+                Record::Usage(u) => usage.push(u.clone()),
+                Record::Audit(a) => audit.push(a.clone()),
+            }
+        }
+        match self.store.write_batch(&usage, &audit).await {
+            Ok(()) => {
+                for u in &usage {
+                    if u.cost_usd > 0.0 {
+                        *self
+                            .flushed
+                            .keys
+                            .entry(Arc::from(u.key_id.as_str()))
+                            .or_insert(0.0) += u.cost_usd;
+                        *self
+                            .flushed
+                            .users
+                            .entry(Arc::from(u.user.as_str()))
+                            .or_insert(0.0) += u.cost_usd;
+                    }
+                }
+                self.backlog.clear();
+            }
+            Err(e) => {
+                log::error!(
+                    "governance: writing {} usage records and {} audit events failed: {e}; retrying",
+                    usage.len(),
+                    audit.len()
+                );
+                if self.backlog.len() > MAX_BACKLOG {
+                    let excess = self.backlog.len() - MAX_BACKLOG;
+                    self.backlog.drain(..excess);
+                    self.gov.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Reloads keys (when the store's change counter moved) and spend, then installs the
+    /// snapshot and forgets the local cost it now contains.
+    async fn refresh(&mut self) -> crate::store::Result<()> {
+        let old = self.gov.snapshot.load_full();
+        let version = self.store.keys_version().await?;
+        let (by_digest, user_budgets) = if old.version != Some(version) {
+            let mut by_digest = HashMap::new();
+            for k in self.store.list_keys(false).await? {
+                let mut d = [0u8; 32];
+                if hex::decode_to_slice(&k.key_sha256, &mut d).is_ok() {
+                    by_digest.insert(d, Arc::new(KeyPolicy::from_record(&k)));
+                }
+            }
+            let mut user_budgets = HashMap::new();
+            for u in self.store.list_users().await? {
+                if let Some(limit_usd) = u.budget_usd {
+                    let period = u
+                        .period
+                        .as_deref()
+                        .and_then(Period::parse)
+                        .unwrap_or(Period::Month);
+                    user_budgets.insert(Arc::from(u.name.as_str()), Budget { limit_usd, period });
+                }
+            }
+            (by_digest, user_budgets)
+        } else {
+            (old.by_digest.clone(), old.user_budgets.clone())
+        };
+        // Spend for every period in use (budgets start on UTC day boundaries).
+        let now = now_secs();
+        let mut periods: HashSet<Period> = user_budgets.values().map(|b| b.period).collect();
+        periods.extend(
+            by_digest
+                .values()
+                .filter_map(|p| p.budget.map(|b| b.period)),
+        );
+        let mut key_spend = HashMap::new();
+        let mut user_spend = HashMap::new();
+        for period in periods {
+            let (keys, users) = self.store.spend_since(period.start_day(now)).await?;
+            for p in by_digest.values() {
+                if p.budget.is_some_and(|b| b.period == period) {
+                    if let Some(c) = keys.get(&*p.id) {
+                        key_spend.insert(p.id.clone(), *c);
+                    }
+                }
+            }
+            for (user, b) in &user_budgets {
+                if b.period == period {
+                    if let Some(c) = users.get(&**user) {
+                        user_spend.insert(user.clone(), *c);
+                    }
+                }
+            }
+        }
+        self.gov.snapshot.store(Arc::new(Snapshot {
+            version: Some(version),
+            by_digest,
+            user_budgets,
+            key_spend,
+            user_spend,
+        }));
+        // What was written before this snapshot's queries is in it now.
+        let flushed = std::mem::take(&mut self.flushed);
+        let mut pending = self.gov.pending.lock().expect("not poisoned");
+        for (k, c) in flushed.keys {
+            subtract(&mut pending.keys, k, c);
+        }
+        for (u, c) in flushed.users {
+            subtract(&mut pending.users, u, c);
+        }
+        Ok(())
+    }
+}
+
+fn subtract(map: &mut HashMap<Arc<str>, f64>, k: Arc<str>, c: f64) {
+    if let Some(v) = map.get_mut(&k) {
+        *v -= c;
+        if *v <= 1e-12 {
+            map.remove(&k);
+        }
+    }
+}

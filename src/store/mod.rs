@@ -1,0 +1,658 @@
+//! The governance store: keys, users (budgets), usage records, daily spend, audit events and
+//! the admin second factor, in SQLite (embedded, one WAL-mode file) or PostgreSQL (shared by
+//! a fleet of replicas).
+//!
+//! One implementation over sqlx's `Any` driver: the SQL is portable (numbered `$N`
+//! placeholders, which both drivers accept; `ON CONFLICT ... DO UPDATE`; integer epoch
+//! times), so SQLite and PostgreSQL run the very same statements and the same migration
+//! files (`migrations/`, compiled in and applied at start; PostgreSQL takes an advisory lock
+//! so replicas starting together apply them once).
+//!
+//! Nothing here runs on a request path: the gateway reads keys and spend from in-memory
+//! snapshots that a background task refreshes, and writes usage in batches
+//! (see [`crate::governance`]).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+/// The schema migrations, oldest first. Never edit one that shipped: add a new file.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "governance",
+    include_str!("../../migrations/0001_governance.sql"),
+)];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the store lives, from `auth.store` (`sqlite:PATH` or `postgres://...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    pub backend: Backend,
+    url: String,
+}
+
+impl StoreUrl {
+    pub fn parse(s: &str) -> std::result::Result<StoreUrl, String> {
+        let s = s.trim();
+        if let Some(path) = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err(
+                    "`sqlite:` needs a file path, e.g. sqlite:/var/lib/switchyard/switchyard.db"
+                        .into(),
+                );
+            }
+            return Ok(StoreUrl {
+                backend: Backend::Sqlite,
+                url: format!("sqlite://{path}?mode=rwc"),
+            });
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(StoreUrl {
+                backend: Backend::Postgres,
+                url: s.to_owned(),
+            });
+        }
+        Err("must be `sqlite:PATH` or a `postgres://` URL".into())
+    }
+
+    /// For messages: the URL without a password.
+    pub fn redacted(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => self.url.trim_end_matches("?mode=rwc").to_owned(),
+            Backend::Postgres => match (self.url.find("://"), self.url.rfind('@')) {
+                (Some(s), Some(at)) if at > s => {
+                    let creds = &self.url[s + 3..at];
+                    let user = creds.split(':').next().unwrap_or("");
+                    format!("{}://{user}:***@{}", &self.url[..s], &self.url[at + 1..])
+                }
+                _ => self.url.clone(),
+            },
+        }
+    }
+
+    fn sqlite_path(&self) -> Option<&str> {
+        (self.backend == Backend::Sqlite).then(|| {
+            self.url
+                .trim_start_matches("sqlite://")
+                .trim_end_matches("?mode=rwc")
+        })
+    }
+}
+
+pub type StoreError = sqlx::Error;
+
+const USAGE_ROWS_PER_INSERT: usize = 100;
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A key as stored: never the key itself, only its SHA-256 (hex) and a display prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub user: String,
+    pub key_sha256: String,
+    /// The first characters of the key, to recognise it in listings (`sk-sy-AbCd`).
+    pub prefix: String,
+    pub models: Vec<String>,
+    pub providers: Vec<String>,
+    pub budget_usd: Option<f64>,
+    pub period: Option<String>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// A user's budget (`switchyard users budget`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub name: String,
+    pub budget_usd: Option<f64>,
+    pub period: Option<String>,
+    pub updated_at: i64,
+}
+
+/// One request, as recorded for cost tracking: never content, never a key.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageRecord {
+    pub ts_ms: i64,
+    pub request_id: String,
+    pub user: String,
+    pub key_id: String,
+    pub provider: String,
+    pub model: String,
+    pub route: String,
+    pub status: i32,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+/// An audit event: authentication failures, key lifecycle, admin actions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEvent {
+    pub ts_ms: i64,
+    pub event: String,
+    pub actor: String,
+    pub subject: String,
+    /// A small JSON object with the event's particulars (never secrets).
+    pub detail: String,
+}
+
+/// One line of a usage report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReportRow {
+    pub group: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+/// What a usage report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    User,
+    Key,
+    Model,
+    Provider,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        Some(match s {
+            "user" => GroupBy::User,
+            "key" => GroupBy::Key,
+            "model" => GroupBy::Model,
+            "provider" => GroupBy::Provider,
+            _ => return None,
+        })
+    }
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::User => "user_name",
+            GroupBy::Key => "key_id",
+            GroupBy::Model => "model",
+            GroupBy::Provider => "provider",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::User => "user",
+            GroupBy::Key => "key",
+            GroupBy::Model => "model",
+            GroupBy::Provider => "provider",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+const KEY_COLUMNS: &str = "id, user_name, key_sha256, prefix, models, providers, budget_micro_usd, period, rpm, tpm, expires_at, created_at, revoked_at, updated_at";
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Budgets are stored as integer micro-dollars.
+fn to_micros(usd: Option<f64>) -> Option<i64> {
+    usd.map(|v| (v * 1e6).round() as i64)
+}
+
+fn from_micros(m: Option<i64>) -> Option<f64> {
+    m.map(|v| v as f64 / 1e6)
+}
+
+fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: r.try_get(0)?,
+        user: r.try_get(1)?,
+        key_sha256: r.try_get(2)?,
+        prefix: r.try_get(3)?,
+        models: split_list(&r.try_get::<String, _>(4)?),
+        providers: split_list(&r.try_get::<String, _>(5)?),
+        budget_usd: from_micros(r.try_get(6)?),
+        period: r.try_get(7)?,
+        rpm: r.try_get(8)?,
+        tpm: r.try_get(9)?,
+        expires_at: r.try_get(10)?,
+        created_at: r.try_get(11)?,
+        revoked_at: r.try_get(12)?,
+        updated_at: r.try_get(13)?,
+    })
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory when missing) and applies the
+    /// migrations.
+    pub async fn open(url: &StoreUrl) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        if let Some(path) = url.sqlite_path() {
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+                }
+            }
+        }
+        let max = match url.backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 8,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url.url)
+            .await?;
+        let store = Store {
+            pool,
+            backend: url.backend,
+        };
+        if store.backend == Backend::Sqlite {
+            // WAL: readers never wait for the batch writer. Persistent in the file.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&store.pool)
+                .await?;
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let migrations: Vec<Migration> = MIGRATIONS
+            .iter()
+            .map(|(v, d, sql)| {
+                Migration::new(
+                    *v,
+                    Cow::Borrowed(*d),
+                    MigrationType::Simple,
+                    Cow::Borrowed(*sql),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator {
+            migrations: Cow::Owned(migrations),
+            ..Migrator::DEFAULT
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ------------------------------------------------------------------ keys
+
+    pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO sy_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+        ))
+        .bind(&k.id)
+        .bind(&k.user)
+        .bind(&k.key_sha256)
+        .bind(&k.prefix)
+        .bind(k.models.join(","))
+        .bind(k.providers.join(","))
+        .bind(to_micros(k.budget_usd))
+        .bind(k.period.clone())
+        .bind(k.rpm)
+        .bind(k.tpm)
+        .bind(k.expires_at)
+        .bind(k.created_at)
+        .bind(k.revoked_at)
+        .bind(k.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        bump(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// Every key (revoked ones too when `all`), newest first.
+    pub async fn list_keys(&self, all: bool) -> Result<Vec<KeyRecord>> {
+        let filter = if all { "" } else { "WHERE revoked_at IS NULL" };
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM sy_keys {filter} ORDER BY created_at DESC, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM sy_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// Revokes a key; false when there is no such (unrevoked) key.
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE sy_keys SET revoked_at = $1, updated_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Replaces a live key's secret (same id, scopes and limits); false when there is no
+    /// such live key.
+    pub async fn rotate_key(&self, id: &str, sha256: &str, prefix: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE sy_keys SET key_sha256 = $1, prefix = $2, updated_at = $3 WHERE id = $4 AND revoked_at IS NULL",
+        )
+        .bind(sha256)
+        .bind(prefix)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The version of the key and user tables (bumped by every change): the cache reloads
+    /// only when it moved.
+    pub async fn keys_version(&self) -> Result<i64> {
+        sqlx::query("SELECT version FROM sy_meta WHERE name = 'keys'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)
+    }
+
+    // ------------------------------------------------------------------ users
+
+    pub async fn set_user_budget(
+        &self,
+        name: &str,
+        budget_usd: Option<f64>,
+        period: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sy_users (name, budget_micro_usd, period, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET budget_micro_usd = excluded.budget_micro_usd, period = excluded.period, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(to_micros(budget_usd))
+        .bind(period.map(str::to_owned))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        bump(&mut tx).await?;
+        tx.commit().await
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, budget_micro_usd, period, updated_at FROM sy_users ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserRecord {
+                    name: r.try_get(0)?,
+                    budget_usd: from_micros(r.try_get(1)?),
+                    period: r.try_get(2)?,
+                    updated_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    // ------------------------------------------------------------------ usage and audit
+
+    /// Writes a batch in one transaction: the usage records, the daily spend roll-up and
+    /// the audit events. All or nothing, so a retried batch is never counted twice.
+    pub async fn write_batch(&self, usage: &[UsageRecord], audit: &[AuditEvent]) -> Result<()> {
+        if usage.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
+        // Multi-row inserts: one statement per 100 records (1,100 parameters, under both
+        // SQLite's and PostgreSQL's limits) instead of a round trip per record.
+        for chunk in usage.chunks(USAGE_ROWS_PER_INSERT) {
+            let mut sql = String::with_capacity(140 + chunk.len() * 60);
+            sql.push_str("INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for c in 0..11 {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push('$');
+                    sql.push_str(&(i * 11 + c + 1).to_string());
+                }
+                sql.push(')');
+            }
+            let mut q = sqlx::query(&sql);
+            for u in chunk {
+                q = q
+                    .bind(u.ts_ms)
+                    .bind(&u.request_id)
+                    .bind(&u.user)
+                    .bind(&u.key_id)
+                    .bind(&u.provider)
+                    .bind(&u.model)
+                    .bind(&u.route)
+                    .bind(u.status)
+                    .bind(u.input_tokens)
+                    .bind(u.output_tokens)
+                    .bind(u.cost_usd);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for u in usage {
+            let e = daily
+                .entry((u.ts_ms.div_euclid(86_400_000), u.key_id.as_str()))
+                .or_insert((u.user.as_str(), 0.0, 0, 0));
+            e.1 += u.cost_usd;
+            e.2 += u.input_tokens + u.output_tokens;
+            e.3 += 1;
+        }
+        for ((day, key_id), (user, cost, tokens, requests)) in daily {
+            sqlx::query(
+                "INSERT INTO sy_spend_daily (day, key_id, user_name, cost_usd, tokens, requests) VALUES ($1,$2,$3,$4,$5,$6) \
+                 ON CONFLICT (day, key_id) DO UPDATE SET cost_usd = sy_spend_daily.cost_usd + excluded.cost_usd, \
+                 tokens = sy_spend_daily.tokens + excluded.tokens, requests = sy_spend_daily.requests + excluded.requests",
+            )
+            .bind(day)
+            .bind(key_id)
+            .bind(user)
+            .bind(cost)
+            .bind(tokens)
+            .bind(requests)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for a in audit {
+            sqlx::query(
+                "INSERT INTO sy_audit (ts, event, actor, subject, detail) VALUES ($1,$2,$3,$4,$5)",
+            )
+            .bind(a.ts_ms)
+            .bind(&a.event)
+            .bind(&a.actor)
+            .bind(&a.subject)
+            .bind(&a.detail)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Spend since `day` (UTC days since the epoch, inclusive), per key and per user.
+    pub async fn spend_since(
+        &self,
+        day: i64,
+    ) -> Result<(HashMap<String, f64>, HashMap<String, f64>)> {
+        let rows = sqlx::query(
+            "SELECT key_id, user_name, CAST(SUM(cost_usd) AS DOUBLE PRECISION) FROM sy_spend_daily WHERE day >= $1 GROUP BY key_id, user_name",
+        )
+        .bind(day)
+        .fetch_all(&self.pool)
+        .await?;
+        let (mut keys, mut users) = (HashMap::new(), HashMap::new());
+        for r in rows {
+            let key: String = r.try_get(0)?;
+            let user: String = r.try_get(1)?;
+            let cost: f64 = r.try_get::<Option<f64>, _>(2)?.unwrap_or(0.0);
+            *keys.entry(key).or_insert(0.0) += cost;
+            *users.entry(user).or_insert(0.0) += cost;
+        }
+        Ok((keys, users))
+    }
+
+    /// Requests, tokens and spend since `since_ms`, grouped, most expensive first.
+    pub async fn usage_report(&self, by: GroupBy, since_ms: i64) -> Result<Vec<ReportRow>> {
+        let col = by.column();
+        let rows = sqlx::query(&format!(
+            "SELECT {col}, COUNT(*), CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) \
+             FROM sy_usage WHERE ts >= $1 GROUP BY {col} ORDER BY 5 DESC, 1"
+        ))
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReportRow {
+                    group: r.try_get(0)?,
+                    requests: r.try_get(1)?,
+                    input_tokens: r.try_get(2)?,
+                    output_tokens: r.try_get(3)?,
+                    cost_usd: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn count_usage(&self) -> Result<i64> {
+        sqlx::query("SELECT COUNT(*) FROM sy_usage")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)
+    }
+
+    /// Audit events since `since_ms`, oldest first, at most `limit`.
+    pub async fn audit_since(&self, since_ms: i64, limit: i64) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT ts, event, actor, subject, detail FROM sy_audit WHERE ts >= $1 ORDER BY ts LIMIT $2",
+        )
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    ts_ms: r.try_get(0)?,
+                    event: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    subject: r.try_get(3)?,
+                    detail: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    // ------------------------------------------------------------------ admin TOTP
+
+    /// Stores a new TOTP secret (base32), replacing any previous one.
+    pub async fn set_totp_secret(&self, secret_b32: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sy_admin_totp (id, secret, last_step) VALUES ('admin', $1, 0) \
+             ON CONFLICT (id) DO UPDATE SET secret = excluded.secret, last_step = 0",
+        )
+        .bind(secret_b32)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn totp_secret(&self) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT secret FROM sy_admin_totp WHERE id = 'admin'")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get(0)).transpose()
+    }
+
+    /// Marks time step `step` used; false when it (or a later one) was already used, which
+    /// makes a code valid once across every replica sharing the store.
+    pub async fn consume_totp_step(&self, step: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE sy_admin_totp SET last_step = $1 WHERE id = 'admin' AND last_step < $1",
+        )
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+async fn bump(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+    sqlx::query("UPDATE sy_meta SET version = version + 1 WHERE name = 'keys'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        let s = StoreUrl::parse("sqlite:/var/lib/switchyard/switchyard.db").unwrap();
+        assert_eq!(s.backend, Backend::Sqlite);
+        assert_eq!(s.sqlite_path(), Some("/var/lib/switchyard/switchyard.db"));
+        assert_eq!(
+            StoreUrl::parse("sqlite://rel/x.db").unwrap().sqlite_path(),
+            Some("rel/x.db")
+        );
+        let p = StoreUrl::parse("postgres://sy:hunter2@db:5432/sy").unwrap();
+        assert_eq!(p.backend, Backend::Postgres);
+        assert!(!p.redacted().contains("hunter2"), "{}", p.redacted());
+        assert!(StoreUrl::parse("mysql://x").is_err());
+        assert!(StoreUrl::parse("sqlite:").is_err());
+    }
+}
