@@ -177,7 +177,8 @@ impl Governance {
             gov: gov.clone(),
             store,
             records: rx,
-            backlog: Vec::new(),
+            usage: Vec::new(),
+            audits: Vec::new(),
             flushed: Pending::default(),
         };
         runtime
@@ -429,8 +430,9 @@ struct Task {
     gov: Arc<Governance>,
     store: Store,
     records: Receiver<Record>,
-    /// Records whose write failed, retried on the next tick.
-    backlog: Vec<Record>,
+    /// Records not yet written (kept for a retry when a write fails).
+    usage: Vec<UsageRecord>,
+    audits: Vec<AuditEvent>,
     /// Cost written since the last snapshot: it is in the store but still in `pending`.
     flushed: Pending,
 }
@@ -478,21 +480,17 @@ impl Task {
     /// Writes the queued records in one transaction (retried on the next tick on failure).
     async fn flush(&mut self) {
         while let Ok(r) = self.records.try_recv() {
-            self.backlog.push(r);
-        }
-        if self.backlog.is_empty() {
-            return;
-        }
-        let (mut usage, mut audit) = (Vec::new(), Vec::new());
-        for r in &self.backlog {
             match r {
-                Record::Usage(u) => usage.push(u.clone()),
-                Record::Audit(a) => audit.push(a.clone()),
+                Record::Usage(u) => self.usage.push(u),
+                Record::Audit(a) => self.audits.push(a),
             }
         }
-        match self.store.write_batch(&usage, &audit).await {
+        if self.usage.is_empty() && self.audits.is_empty() {
+            return;
+        }
+        match self.store.write_batch(&self.usage, &self.audits).await {
             Ok(()) => {
-                for u in &usage {
+                for u in self.usage.drain(..) {
                     if u.cost_usd > 0.0 {
                         *self
                             .flushed
@@ -506,18 +504,28 @@ impl Task {
                             .or_insert(0.0) += u.cost_usd;
                     }
                 }
-                self.backlog.clear();
+                self.audits.clear();
             }
             Err(e) => {
                 log::error!(
                     "governance: writing {} usage records and {} audit events failed: {e}; retrying",
-                    usage.len(),
-                    audit.len()
+                    self.usage.len(),
+                    self.audits.len()
                 );
-                if self.backlog.len() > MAX_BACKLOG {
-                    let excess = self.backlog.len() - MAX_BACKLOG;
-                    self.backlog.drain(..excess);
-                    self.gov.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+                for backlog in [self.usage.len(), self.audits.len()] {
+                    if backlog > MAX_BACKLOG {
+                        self.gov
+                            .dropped
+                            .fetch_add((backlog - MAX_BACKLOG) as u64, Ordering::Relaxed);
+                    }
+                }
+                if self.usage.len() > MAX_BACKLOG {
+                    let excess = self.usage.len() - MAX_BACKLOG;
+                    self.usage.drain(..excess);
+                }
+                if self.audits.len() > MAX_BACKLOG {
+                    let excess = self.audits.len() - MAX_BACKLOG;
+                    self.audits.drain(..excess);
                 }
             }
         }

@@ -447,7 +447,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
         // Multi-row inserts: one statement per 100 records (1,100 parameters, under both
-        // SQLite's and PostgreSQL's limits) instead of a round trip per record.
+        // SQLite's and PostgreSQL's limits) instead of a round trip per record. (The one
+        // place the SQL differs: placeholders, see below.)
         for chunk in usage.chunks(USAGE_ROWS_PER_INSERT) {
             let mut sql = String::with_capacity(140 + chunk.len() * 60);
             sql.push_str("INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES ");
@@ -460,8 +461,14 @@ impl Store {
                     if c > 0 {
                         sql.push(',');
                     }
-                    sql.push('$');
-                    sql.push_str(&(i * 11 + c + 1).to_string());
+                    // SQLite looks named parameters up in a list, once per parameter
+                    // (quadratic in a long statement); anonymous `?` ones cost nothing.
+                    if self.backend == Backend::Sqlite {
+                        sql.push('?');
+                    } else {
+                        sql.push('$');
+                        sql.push_str(&(i * 11 + c + 1).to_string());
+                    }
                 }
                 sql.push(')');
             }
