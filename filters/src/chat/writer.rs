@@ -125,6 +125,38 @@ impl ChunkWriter {
         Self::close_choice(out, None);
     }
 
+    /// A piece of answer text given as a JSON string literal, copied to the output verbatim
+    /// (no unescape / re-escape): the stream translators' fast path for text events.
+    ///
+    /// Precondition: `literal` is one complete, valid JSON string literal *with* its quotes,
+    /// e.g. exactly as it appeared in valid JSON input (`"a \"b\"\n"`) — no unescaped quote or
+    /// control byte inside, only valid escapes. It is not checked in release builds: a bad
+    /// literal would corrupt the client's stream. When it is also in the form `serde_json`
+    /// writes (only `\"` `\\` `\b` `\f` `\n` `\r` `\t` and lowercase `\u00XX` for other control
+    /// characters are escaped), the output is byte for byte that of [`Self::content`] for the
+    /// decoded text. `""` writes nothing, like an empty `content`.
+    pub fn content_json(&mut self, out: &mut Vec<u8>, literal: &str) {
+        debug_assert!(
+            literal.starts_with('"')
+                && literal.ends_with('"')
+                && serde_json::from_str::<String>(literal).is_ok(),
+            "not one JSON string literal: {literal}"
+        );
+        if literal.len() <= 2 {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        if self.legacy {
+            out.extend_from_slice(literal.as_bytes());
+        } else {
+            out.extend_from_slice(b"{\"content\":");
+            out.extend_from_slice(literal.as_bytes());
+            out.push(b'}');
+        }
+        Self::close_choice(out, None);
+    }
+
     /// A piece of reasoning text (`reasoning_content`; not sent for legacy completions).
     pub fn reasoning(&mut self, out: &mut Vec<u8>, text: &str) {
         if text.is_empty() || self.legacy {

@@ -61,7 +61,12 @@
 //! arguments; the finish reason is written when it arrives; the last `usageMetadata` wins. There
 //! is no `[DONE]`: at EOF the stream is complete if a finish reason (or a prompt block) was
 //! seen, else truncated. A `data: {"error":{…}}` event (or the bare JSON error object
-//! python-genai also accepts) → one OpenAI error event, mapped as below.
+//! python-genai also accepts) → one OpenAI error event, mapped as below. Fast path: after the
+//! first event, a one-line event that holds nothing but one text part (and fields that change
+//! nothing: `role`, count-less `usageMetadata`, `modelVersion`, `createTime`, `responseId`) is
+//! recognised byte by byte (`scan`, `fast_text`) and its JSON string literal is copied to the
+//! client as is ([`ChunkWriter::content_json`]) when it is in the form `serde_json` writes;
+//! every other event takes `parse_event` and the typed parse, with the same client bytes.
 //!
 //! **Thought signatures** (Gemini API "Thought signatures" guide,
 //! ai.google.dev/gemini-api/docs/thought-signatures; Vertex AI
@@ -1226,6 +1231,231 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stream fast path
+
+/// Byte-level recognisers for the common text-only stream events (here and in `oci.rs`): they
+/// read an event without building anything and hand the text's string literal to
+/// [`ChunkWriter::content_json`] unchanged. They accept a strict subset of JSON and answer
+/// None for anything else (other fields, escapes `serde_json` would not write, odd bytes), so
+/// the caller falls back to `parse_event` and the full typed parse, and behaviour is unchanged.
+///
+/// None of them accepts a CR or LF byte anywhere (whitespace here is space and tab only): a
+/// match on [`scan::sse_line`]'s bytes proves that the raw event was a single `data:` line.
+pub(super) mod scan {
+    /// Skips spaces and tabs (JSON whitespace without CR and LF, see the module doc).
+    #[inline(always)]
+    pub fn ws(s: &[u8]) -> &[u8] {
+        match s.iter().position(|&b| b != b' ' && b != b'\t') {
+            Some(i) => &s[i..],
+            None => &[],
+        }
+    }
+
+    fn structural(c: u8) -> bool {
+        matches!(c, b'{' | b'}' | b'[' | b']' | b':' | b',')
+    }
+
+    /// Strips `pat` — compact JSON such as `{"a":[{` or `"TEXT"` whose quoted parts hold
+    /// none of `{}[]:,` — from the front of `s`, allowing whitespace around its structural
+    /// characters (also after the last one). The compact form is a single comparison.
+    #[inline(always)]
+    pub fn token<'a>(s: &'a [u8], pat: &[u8]) -> Option<&'a [u8]> {
+        if let Some(rest) = s.strip_prefix(pat) {
+            return Some(match pat.last() {
+                Some(&c) if structural(c) => ws(rest),
+                _ => rest,
+            });
+        }
+        let mut s = s;
+        for &c in pat {
+            if structural(c) {
+                s = ws(ws(s).strip_prefix(&[c])?);
+            } else {
+                s = s.strip_prefix(&[c])?;
+            }
+        }
+        Some(s)
+    }
+
+    /// How many bytes at the front of `s` need no attention inside a JSON string: printable
+    /// ASCII other than `"` and `\`. Eight bytes at a time.
+    #[inline]
+    pub fn clean(s: &[u8]) -> usize {
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        let mut n = 0;
+        for w in s.chunks_exact(8) {
+            let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            // High bit of each byte set where: byte < 0x20, `"`, `\`, or non-ASCII.
+            let low = x.wrapping_sub(LO * 0x20);
+            let quote = (x ^ (LO * b'"' as u64)).wrapping_sub(LO);
+            let backslash = (x ^ (LO * b'\\' as u64)).wrapping_sub(LO);
+            // No false alarms: with no such byte in the word, no subtraction borrows.
+            if (low | quote | backslash | x) & HI != 0 {
+                break;
+            }
+            n += 8;
+        }
+        n + s[n..]
+            .iter()
+            .position(|&b| !is_clean(b))
+            .unwrap_or(s.len() - n)
+    }
+
+    #[inline]
+    fn is_clean(b: u8) -> bool {
+        (0x20..0x80).contains(&b) && b != b'"' && b != b'\\'
+    }
+
+    /// A string of printable ASCII without escapes at the front of `s` (ids, enum values):
+    /// its content (no quotes) and the bytes after it.
+    #[inline(always)]
+    pub fn plain(s: &[u8]) -> Option<(&[u8], &[u8])> {
+        let body = s.strip_prefix(b"\"")?;
+        let end = clean(body);
+        if body.get(end) != Some(&b'"') {
+            return None;
+        }
+        Some((&body[..end], &body[end + 1..]))
+    }
+
+    /// A JSON string literal at the front of `s` in exactly the form `serde_json` writes it
+    /// — valid UTF-8; escaped are only `"` `\` (as `\"` `\\`), the control characters with
+    /// a short escape (`\b` `\f` `\n` `\r` `\t`) and the other control characters as
+    /// lowercase `\u00XX`; nothing else — so that copying it verbatim gives the same bytes as
+    /// decoding and re-encoding it. Returns the literal with its quotes and the bytes after
+    /// it; None for anything else (invalid or merely differently escaped, e.g. `\/` or
+    /// `\u00e9`).
+    #[inline]
+    pub fn literal(s: &[u8]) -> Option<(&str, &[u8])> {
+        if s.first() != Some(&b'"') {
+            return None;
+        }
+        let mut i = 1;
+        loop {
+            i += clean(&s[i..]);
+            match *s.get(i)? {
+                b'"' => break,
+                b'\\' => match *s.get(i + 1)? {
+                    b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    b'u' => {
+                        let &[b'0', b'0', hi @ (b'0' | b'1'), lo] = s.get(i + 2..i + 6)? else {
+                            return None;
+                        };
+                        let lo = match lo {
+                            b'0'..=b'9' => lo - b'0',
+                            b'a'..=b'f' => lo - b'a' + 10,
+                            _ => return None,
+                        };
+                        if matches!(((hi - b'0') << 4) | lo, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                            return None; // serde_json writes these as \b \t \n \f \r
+                        }
+                        i += 6;
+                    }
+                    _ => return None,
+                },
+                // UTF-8 (checked below): skip the run of non-ASCII bytes.
+                0x80.. => i += 1 + s[i + 1..].iter().take_while(|&&b| b >= 0x80).count(),
+                _ => return None, // a control byte
+            }
+        }
+        let lit = std::str::from_utf8(&s[..=i]).ok()?;
+        Some((lit, &s[i + 1..]))
+    }
+
+    /// Walks an object's members from just after its `{` to its `}`: each key must be one of
+    /// `keys` (given with their quotes, e.g. `"text"`); `member(k, value)` reads the value of
+    /// `keys[k]` and returns the bytes after it. None when a member callback does, a key is
+    /// not in `keys` or repeats (serde rejects duplicate fields). Returns the bytes after the
+    /// `}`.
+    #[inline(always)]
+    pub fn members<'a>(
+        s: &'a [u8],
+        keys: &[&[u8]],
+        mut member: impl FnMut(usize, &'a [u8]) -> Option<&'a [u8]>,
+    ) -> Option<&'a [u8]> {
+        debug_assert!(keys.len() <= 32);
+        let mut seen = 0u32;
+        let mut s = ws(s);
+        if let Some(rest) = s.strip_prefix(b"}") {
+            return Some(rest);
+        }
+        loop {
+            // The byte after the quote tells most keys apart without a comparison.
+            let k = keys
+                .iter()
+                .position(|k| s.get(1) == k.get(1) && s.starts_with(k))?;
+            if seen & (1 << k) != 0 {
+                return None;
+            }
+            seen |= 1 << k;
+            s = ws(member(k, token(&s[keys[k].len()..], b":")?)?);
+            match s.split_first()? {
+                (b',', rest) => s = ws(rest),
+                (b'}', rest) => return Some(rest),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The rest of a raw SSE event (as [`crate::sse::SseFramer`] yields it, its blank line
+    /// included) after `data:` and an optional space, without the final line ends: the
+    /// event's data if it was one `data:` line. Nothing is scanned; a match of the functions
+    /// here on these bytes (which take no CR or LF) proves that it was.
+    #[inline]
+    pub fn sse_line(raw: &[u8]) -> Option<&[u8]> {
+        let rest = raw.strip_prefix(b"data:")?;
+        let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+        let end = rest.iter().rposition(|&b| b != b'\n' && b != b'\r')?;
+        Some(&rest[..=end])
+    }
+}
+
+/// The text of the event that makes up nearly all of a stream — one text part of candidate 0,
+/// nothing else that matters — as its JSON string literal:
+/// `{"candidates":[{"content":{"role":"model","parts":[{"text":"…"}]}}],"usageMetadata":
+/// {"trafficType":"ON_DEMAND"},"modelVersion":"…","createTime":"…","responseId":"…"}`
+/// (any member order, spaces allowed; `role`, `usageMetadata` without token counts,
+/// `modelVersion`, `createTime` and `responseId` optional). None for anything else:
+/// a thought, a function call, a finish reason, usage counts, an error, other fields, text
+/// that [`scan::literal`] does not take. The caller uses it only once the stream has
+/// started (the first event's `responseId` sets the chunk id).
+fn fast_text(data: &[u8]) -> Option<&str> {
+    use scan::{literal, members, plain, token, ws};
+    const TOP: [&[u8]; 5] = [
+        br#""candidates""#,
+        br#""usageMetadata""#,
+        br#""modelVersion""#,
+        br#""createTime""#,
+        br#""responseId""#,
+    ];
+    const CONTENT: [&[u8]; 2] = [br#""parts""#, br#""role""#];
+    let mut text = None;
+    let rest = members(token(data, b"{")?, &TOP, |k, v| match k {
+        0 => {
+            // One candidate with only `content`, which has `parts` with one `text` part and
+            // perhaps `role`.
+            let v = token(v, br#"[{"content":{"#)?;
+            let v = members(v, &CONTENT, |k, v| match k {
+                0 => {
+                    let (lit, v) = literal(token(v, br#"[{"text":"#)?)?;
+                    text = Some(lit);
+                    token(v, b"}]")
+                }
+                _ => token(v, br#""model""#),
+            })?;
+            token(v, b"}]")
+        }
+        1 => token(plain(token(v, br#"{"trafficType":"#)?)?.1, b"}"),
+        _ => Some(plain(v)?.1),
+    })?;
+    if !ws(rest).is_empty() {
+        return None;
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
 // Stream
 
 /// What the stream translator needs from the `ResponseCtx` (which it cannot borrow).
@@ -1287,6 +1517,13 @@ impl GeminiStream {
         if self.ended.is_some() {
             return;
         }
+        if self.writer.started() {
+            // The common text event, without `parse_event`.
+            if let Some(text) = scan::sse_line(raw).and_then(fast_text) {
+                self.writer.content_json(out, text);
+                return;
+            }
+        }
         let ev = parse_event(raw);
         if ev.has_data {
             self.payload(&ev.data, out);
@@ -1303,6 +1540,13 @@ impl GeminiStream {
         let data = data.trim_ascii();
         if data.is_empty() {
             return;
+        }
+        if self.writer.started() {
+            // Also here for events of several `data:` lines and the unterminated last one.
+            if let Some(text) = fast_text(data) {
+                self.writer.content_json(out, text);
+                return;
+            }
         }
         let r: GenResponse<'_> = match serde_json::from_slice(data) {
             Ok(r) => r,
@@ -1624,7 +1868,7 @@ pub fn error(status: u16, body: &[u8]) -> ErrorReply {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::openai::{parse_request, Endpoint};
     use crate::translate::{testing, Dialect};
@@ -2751,5 +2995,264 @@ mod tests {
             input_tokens_header: None
         }])
         .is_err());
+    }
+
+    // The fast path for text events (`fast_text` + `ChunkWriter::content_json`).
+
+    /// Texts covering escapes, every control character, quotes, unicode and the empty text.
+    pub(crate) fn fast_path_texts() -> Vec<String> {
+        let mut texts: Vec<String> = [
+            "",
+            "Hello",
+            " token1",
+            "a \"quoted\" \\ back\nslash",
+            "tab\t cr\r ff\u{c} bs\u{8} nul\u{0} us\u{1f} del\u{7f}",
+            "é ü 日本 😀 \u{2028}\u{2029} \u{fffd}",
+            "</script>&<>'/=",
+            "ends with backslash \\",
+            "\\\"",
+            "\"",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        texts.extend((0u8..0x20).map(|b| format!("c{}c", b as char)));
+        texts
+    }
+
+    /// Literals that are valid JSON but not as `serde_json` writes them, with their text.
+    pub(crate) const OTHER_ESCAPES: [(&str, &str); 7] = [
+        (r#""\u00e9""#, "é"),
+        (r#""\/""#, "/"),
+        (r#""\ud83d\ude00""#, "😀"),
+        (r#""\u001F""#, "\u{1f}"),
+        (r#""\u000a""#, "\n"),
+        (r#""\u0041""#, "A"),
+        (r#""\u003cb\u003e""#, "<b>"),
+    ];
+
+    /// Literals that are not valid JSON strings (the full parse rejects them).
+    pub(crate) const BAD_LITERALS: [&[u8]; 7] = [
+        b"\"raw\ncontrol\"",
+        b"\"raw\ttab\"",
+        br#""bad \x escape""#,
+        br#""short \u12""#,
+        br#""unterminated"#,
+        b"\"bad utf-8 \xff\"",
+        br#""ends with \""#,
+    ];
+
+    /// A text event as Vertex sends it and in other layouts the fast path takes.
+    fn text_layouts(lit: &str) -> Vec<String> {
+        vec![
+            format!(
+                r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":{lit}}}]}}}}],"usageMetadata":{{"trafficType":"ON_DEMAND"}},"modelVersion":"gemini-2.5-flash","createTime":"2025-03-10T14:54:45.066123Z","responseId":"tTCwacuE"}}"#
+            ),
+            // keys sorted (serde_json's `json!`), as benches/providers.rs builds them
+            format!(
+                r#"{{"candidates":[{{"content":{{"parts":[{{"text":{lit}}}],"role":"model"}}}}],"createTime":"2025-01-01T00:00:00.000000Z","modelVersion":"gemini-2.0-flash-001","responseId":"bench-response-id","usageMetadata":{{"trafficType":"ON_DEMAND"}}}}"#
+            ),
+            format!(r#"{{"candidates":[{{"content":{{"parts":[{{"text":{lit}}}]}}}}]}}"#),
+            // the Gemini API's spacing
+            format!(
+                "{{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": {lit}}}],\"role\": \"model\"}}}}],\"usageMetadata\": {{\"trafficType\": \"ON_DEMAND\"}},\"modelVersion\": \"gemini-2.5-flash\"}}"
+            ),
+            format!(
+                "{{  \"candidates\" : [ {{ \"content\" : {{ \"role\" : \"model\" ,\t \"parts\" : [ {{ \"text\" : {lit} }} ] }} }} ] ,\t\"responseId\" : \"r\" }}"
+            ),
+        ]
+    }
+
+    /// Client bytes (checked at every split) for a stream: a first event (which sets the id),
+    /// `events`, a last event with the finish reason and usage.
+    fn client_bytes(events: &[&str], legacy: bool, every_split: bool) -> Vec<u8> {
+        let mut all = vec![
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hi"}]}}],"responseId":"r1"}"#,
+        ];
+        all.extend(events);
+        all.push(r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"!"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2,"totalTokenCount":6},"responseId":"r1"}"#);
+        let ctx = ResponseCtx {
+            legacy_completion: legacy,
+            ..ctx(true)
+        };
+        let input = sse(&all);
+        let (out, end) = if every_split {
+            let (out, end, _) = testing::every_split(|| stream(&ctx), &input);
+            (out, end)
+        } else {
+            let mut t = stream(&ctx);
+            let mut out = Vec::new();
+            t.feed(&input, &mut out);
+            let end = t.finish(&mut out);
+            (out, end)
+        };
+        assert_eq!(end, StreamEnd::Complete);
+        out
+    }
+
+    /// The same event with one more (unknown) member: serde ignores it, the fast path
+    /// refuses it, so this twin takes the full parse.
+    fn full_parse_twin(ev: &str) -> String {
+        format!(r#"{{"unknownField":1,{}"#, &ev[1..])
+    }
+
+    #[test]
+    fn fast_text_agrees_with_the_full_parse() {
+        for text in fast_path_texts() {
+            let lit = serde_json::to_string(&text).unwrap();
+            for ev in text_layouts(&lit) {
+                assert_eq!(
+                    fast_text(ev.as_bytes()),
+                    Some(&*lit),
+                    "fast path missed {ev}"
+                );
+                let twin = full_parse_twin(&ev);
+                assert_eq!(fast_text(twin.as_bytes()), None);
+                for legacy in [false, true] {
+                    let fast = client_bytes(&[&ev], legacy, false);
+                    assert_eq!(fast, client_bytes(&[&twin], legacy, false), "{ev}");
+                    if !legacy {
+                        assert_eq!(testing::reassemble(&fast).0, format!("Hi{text}!"));
+                    }
+                }
+            }
+            // The writer: a literal gives the bytes its text gives.
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            ChunkWriter::new(&ctx(false)).content(&mut a, &text);
+            ChunkWriter::new(&ctx(false)).content_json(&mut b, &lit);
+            assert_eq!(a, b, "{lit}");
+        }
+        // Line ends are not taken (see `scan`).
+        let ev = "{\"candidates\":[{\"content\":\r\n{\"parts\":[{\"text\":\"x\"}]}}]}";
+        assert_eq!(fast_text(ev.as_bytes()), None);
+        // Other escapes take the full parse, whose output is that of the canonical literal.
+        for (lit, text) in OTHER_ESCAPES {
+            let canonical = serde_json::to_string(text).unwrap();
+            for (ev, canon) in text_layouts(lit).iter().zip(text_layouts(&canonical)) {
+                assert_eq!(fast_text(ev.as_bytes()), None, "{ev}");
+                assert_eq!(
+                    client_bytes(&[ev], false, false),
+                    client_bytes(&[&canon], false, false)
+                );
+            }
+        }
+        for lit in BAD_LITERALS {
+            let lit = String::from_utf8_lossy(lit);
+            for ev in text_layouts(&lit) {
+                let mut bytes = ev.clone().into_bytes();
+                if lit.contains('\u{fffd}') {
+                    let at = ev.find('\u{fffd}').unwrap();
+                    bytes.splice(at..at + '\u{fffd}'.len_utf8(), [0xff]);
+                }
+                assert_eq!(fast_text(&bytes), None, "{ev}");
+                assert!(serde_json::from_slice::<GenResponse<'_>>(&bytes).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn fast_text_leaves_other_events_to_the_full_parse() {
+        for ev in [
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x","thought":true}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x","thoughtSignature":"AY89"}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"f","args":{}}}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]},"finishReason":"STOP"}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]}}],"usageMetadata":{"promptTokenCount":4,"trafficType":"ON_DEMAND"}}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"},{"text":"y"}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]}},{"content":{"parts":[{"text":"y"}]},"index":1}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]},"index":1}]}"#,
+            r#"{"candidates":[{"index":0,"content":{"role":"model","parts":[{"text":"x"}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]}}],"responseId":"a","responseId":"b"}"#,
+            r#"{"candidates":[{"content":{"role":"model","role":"model","parts":[{"text":"x"}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]}}],"promptFeedback":{}}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":1}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":null,"parts":[{"text":"x"}]}}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]}}],"responseId":"a\"b"}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]}}]} {}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"x"}]}}],}"#,
+            r#"{"candidates":[{"content":{"role":"model"}}]}"#,
+            r#"{"candidates":[]}"#,
+            r#"{"error":{"code":429,"message":"x","status":"RESOURCE_EXHAUSTED"}}"#,
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}]\u{c}}",
+        ] {
+            assert_eq!(fast_text(ev.as_bytes()), None, "{ev}");
+        }
+    }
+
+    #[test]
+    fn clean_finds_the_first_byte_needing_attention() {
+        let naive = |s: &[u8]| {
+            s.iter()
+                .position(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\')
+                .unwrap_or(s.len())
+        };
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    for fill in [b'a', b' ', b'~', b'!', b'#', b'[', b']'] {
+                        let mut s = vec![fill; len];
+                        s[at] = b;
+                        assert_eq!(scan::clean(&s), naive(&s), "{s:?}");
+                        if at + 1 < len {
+                            s[at + 1] = 0x1f; // a second one after it
+                            assert_eq!(scan::clean(&s), naive(&s), "{s:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sse_line_and_the_fast_path_take_only_single_data_line_events() {
+        for raw in [
+            &b"data: {\"a\":1}\n\n"[..],
+            b"data: {\"a\":1}\r\n\r\n",
+            b"data:{\"a\":1}\r\r",
+            b"data:  two spaces\n\n",
+            b"data: x\r\r\n",
+        ] {
+            let ev = parse_event(raw);
+            assert!(ev.has_data && ev.event.is_none());
+            assert_eq!(scan::sse_line(raw), Some(&*ev.data), "{raw:?}");
+        }
+        // A line end anywhere inside the line: the fast path refuses what `sse_line` gives.
+        let lit = serde_json::to_string("a \"b\"\n").unwrap();
+        for ev in text_layouts(&lit) {
+            let raw = format!("data: {ev}\r\n\r\n");
+            assert_eq!(
+                scan::sse_line(raw.as_bytes()).and_then(fast_text),
+                Some(&*lit)
+            );
+            for at in 0..raw.len() - 4 {
+                for end in ["\n", "\r", "\r\n"] {
+                    let mut cut = raw.clone();
+                    cut.insert_str(at, end);
+                    assert_eq!(
+                        scan::sse_line(cut.as_bytes()).and_then(fast_text),
+                        None,
+                        "{cut:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_and_full_events_mixed_at_every_split() {
+        let mut events = Vec::new();
+        let texts = &fast_path_texts()[..13];
+        for (i, text) in texts.iter().enumerate() {
+            let lit = serde_json::to_string(text).unwrap();
+            let layouts = text_layouts(&lit);
+            let ev = layouts[i % layouts.len()].clone();
+            events.push(if i % 3 == 0 { full_parse_twin(&ev) } else { ev });
+        }
+        let events: Vec<&str> = events.iter().map(String::as_str).collect();
+        let out = client_bytes(&events, false, true);
+        let all: String = texts.concat();
+        assert_eq!(testing::reassemble(&out).0, format!("Hi{all}!"));
+        let twins: Vec<String> = events.iter().map(|e| full_parse_twin(e)).collect();
+        let twins: Vec<&str> = twins.iter().map(String::as_str).collect();
+        assert_eq!(out, client_bytes(&twins, false, false));
     }
 }

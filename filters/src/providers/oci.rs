@@ -74,7 +74,10 @@
 //! OCI SDK). The stream ends at EOF or `data: [DONE]`: Complete when a finish reason was seen,
 //! truncated otherwise. `errorMessage` ("if there is an error during the streaming scenario",
 //! `CohereChatResponse`), `finishReason: ERROR`, or an OCI error body `{code, message}` as an
-//! event → one OpenAI error event.
+//! event → one OpenAI error event. Fast path: a one-line text-only event (the two shapes above
+//! with one text part, `pad` allowed) is recognised byte by byte (`gemini::scan`) and its JSON
+//! string literal copied to the client as is when it is in the form `serde_json` writes; every
+//! other event takes `parse_event` and the typed parse, with the same client bytes.
 //!
 //! Errors `{"code","message"}`: the message is kept and `code` is OCI's, except 401
 //! `NotAuthenticated` → 502 (the gateway's signature was refused), 404
@@ -87,6 +90,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
+use super::gemini::scan::{literal, members, plain, sse_line, token, ws};
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Message, Part, ResponseCtx,
     ResponseFormat, Role, ToolCall, ToolChoice,
@@ -1203,6 +1207,62 @@ struct ErrorEvent<'a> {
     error_message: Option<Cow<'a, str>>,
 }
 
+/// The text of the event that makes up nearly all of a GENERIC stream, as its JSON string
+/// literal: `{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"…"}]}}`
+/// (any member order, spaces allowed; `index`, `role`, `type` and OCI's `pad` optional).
+/// None for anything else — tool calls, reasoning, a finish reason, usage, errors, other
+/// fields, several parts, text that [`literal`] does not take — which then takes the full
+/// typed parse. See `gemini::scan`.
+fn fast_generic_text(data: &[u8]) -> Option<&str> {
+    const TOP: [&[u8]; 3] = [br#""message""#, br#""index""#, br#""pad""#];
+    const MESSAGE: [&[u8]; 2] = [br#""content""#, br#""role""#];
+    const PART: [&[u8]; 2] = [br#""text""#, br#""type""#];
+    let mut text = None;
+    let rest = members(token(data, b"{")?, &TOP, |k, v| match k {
+        0 => members(token(v, b"{")?, &MESSAGE, |k, v| match k {
+            0 => {
+                let v = members(token(v, b"[{")?, &PART, |k, v| match k {
+                    0 => {
+                        let (lit, v) = literal(v)?;
+                        text = Some(lit);
+                        Some(v)
+                    }
+                    _ => token(v, br#""TEXT""#),
+                })?;
+                token(v, b"]")
+            }
+            _ => token(v, br#""ASSISTANT""#),
+        }),
+        // `0` followed by a digit, `.` or `e` fails in `members`.
+        1 => v.strip_prefix(b"0"),
+        _ => Some(plain(v)?.1),
+    })?;
+    if !ws(rest).is_empty() {
+        return None;
+    }
+    text
+}
+
+/// The COHERE counterpart of [`fast_generic_text`]: `{"apiFormat":"COHERE","text":"…"}`
+/// (any order, spaces allowed, `apiFormat` and `pad` optional), nothing else.
+fn fast_cohere_text(data: &[u8]) -> Option<&str> {
+    const TOP: [&[u8]; 3] = [br#""apiFormat""#, br#""text""#, br#""pad""#];
+    let mut text = None;
+    let rest = members(token(data, b"{")?, &TOP, |k, v| match k {
+        0 => token(v, br#""COHERE""#),
+        1 => {
+            let (lit, v) = literal(v)?;
+            text = Some(lit);
+            Some(v)
+        }
+        _ => Some(plain(v)?.1),
+    })?;
+    if !ws(rest).is_empty() {
+        return None;
+    }
+    text
+}
+
 /// A GENERIC tool call in the client's numbering.
 struct CallState {
     id: String,
@@ -1243,6 +1303,23 @@ const STREAM_ERROR: &str = "OCI Generative AI reported an error mid-stream.";
 impl OciStream {
     fn on_event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
         if self.end.is_some() {
+            return;
+        }
+        // The common text-only event (one `data:` line, no `parse_event`): its text literal
+        // goes to the client as it is.
+        let fast = sse_line(raw).and_then(|data| {
+            if self.cohere {
+                fast_cohere_text(data)
+            } else {
+                fast_generic_text(data)
+            }
+        });
+        if let Some(text) = fast {
+            self.writer.start(out);
+            if text.len() > 2 {
+                self.any_text = true;
+                self.writer.content_json(out, text);
+            }
             return;
         }
         let ev = parse_event(raw);
@@ -2375,5 +2452,230 @@ mod tests {
             (500, Some("Provider returned HTTP 502."))
         );
         assert_eq!(error(401, b"").status, 502);
+    }
+
+    // The fast path for text events (`fast_generic_text` / `fast_cohere_text` +
+    // `ChunkWriter::content_json`); the texts are shared with the Gemini tests.
+
+    use crate::providers::gemini::tests::{BAD_LITERALS, OTHER_ESCAPES};
+
+    fn fast_path_texts() -> Vec<String> {
+        crate::providers::gemini::tests::fast_path_texts()
+    }
+
+    /// A GENERIC text event as OCI sends it and in other layouts the fast path takes.
+    fn generic_layouts(lit: &str) -> Vec<String> {
+        vec![
+            format!(
+                r#"{{"index":0,"message":{{"role":"ASSISTANT","content":[{{"type":"TEXT","text":{lit}}}]}},"pad":"aaaa"}}"#
+            ),
+            format!(
+                r#"{{"index":0,"message":{{"role":"ASSISTANT","content":[{{"type":"TEXT","text":{lit}}}]}}}}"#
+            ),
+            // keys sorted (serde_json's `json!`), as benches/providers.rs builds them
+            format!(
+                r#"{{"index":0,"message":{{"content":[{{"text":{lit},"type":"TEXT"}}],"role":"ASSISTANT"}}}}"#
+            ),
+            format!(r#"{{"message":{{"content":[{{"text":{lit}}}]}}}}"#),
+            format!(
+                "{{ \"index\" : 0 ,\t\"message\" : {{ \"content\" : [ {{ \"type\" : \"TEXT\" , \"text\" : {lit} }} ] }} }} "
+            ),
+        ]
+    }
+
+    /// A COHERE text event as OCI sends it and in other layouts the fast path takes.
+    fn cohere_layouts(lit: &str) -> Vec<String> {
+        vec![
+            format!(r#"{{"apiFormat":"COHERE","text":{lit}}}"#),
+            format!(r#"{{"apiFormat":"COHERE","text":{lit},"pad":"aaaaaaa"}}"#),
+            format!(r#"{{"text":{lit}}}"#),
+            format!("{{ \"text\" : {lit} ,\t\"apiFormat\" : \"COHERE\" }}"),
+        ]
+    }
+
+    fn fast(cohere: bool, data: &[u8]) -> Option<&str> {
+        if cohere {
+            fast_cohere_text(data)
+        } else {
+            fast_generic_text(data)
+        }
+    }
+
+    /// Client bytes (checked at every split) for a stream: `events`, then the finish event.
+    fn client_bytes(cohere: bool, events: &[&str], legacy: bool, split: bool) -> Vec<u8> {
+        let mut all = events.to_vec();
+        all.push(if cohere {
+            r#"{"apiFormat":"COHERE","text":"","finishReason":"COMPLETE"}"#
+        } else {
+            r#"{"index":0,"message":{"role":"ASSISTANT"},"finishReason":"stop"}"#
+        });
+        let t = if cohere { self::cohere() } else { generic() };
+        let ctx = ResponseCtx {
+            legacy_completion: legacy,
+            ..ctx(true)
+        };
+        let input = data(&all);
+        let (out, end) = if split {
+            let (out, end, _) = every_split(|| stream(&t, &ctx), input.as_bytes());
+            (out, end)
+        } else {
+            let mut tr = stream(&t, &ctx);
+            let mut out = Vec::new();
+            tr.feed(input.as_bytes(), &mut out);
+            let end = tr.finish(&mut out);
+            (out, end)
+        };
+        assert_eq!(end, StreamEnd::Complete);
+        out
+    }
+
+    /// The same event with one more (unknown) member: serde ignores it, the fast path
+    /// refuses it, so this twin takes the full parse.
+    fn full_parse_twin(ev: &str) -> String {
+        let at = ev.find('{').unwrap() + 1;
+        format!(r#"{}"unknownField":1,{}"#, &ev[..at], &ev[at..])
+    }
+
+    #[test]
+    fn fast_text_agrees_with_the_full_parse() {
+        for cohere in [false, true] {
+            let layouts = if cohere {
+                cohere_layouts
+            } else {
+                generic_layouts
+            };
+            for text in fast_path_texts() {
+                let lit = serde_json::to_string(&text).unwrap();
+                for ev in layouts(&lit) {
+                    assert_eq!(fast(cohere, ev.as_bytes()), Some(&*lit), "missed {ev}");
+                    let twin = full_parse_twin(&ev);
+                    assert_eq!(fast(cohere, twin.as_bytes()), None);
+                    for legacy in [false, true] {
+                        let out = client_bytes(cohere, &[&ev], legacy, false);
+                        assert_eq!(out, client_bytes(cohere, &[&twin], legacy, false), "{ev}");
+                        if !legacy {
+                            assert_eq!(reassemble(&out).0, text);
+                        }
+                    }
+                }
+            }
+            for (lit, text) in OTHER_ESCAPES {
+                let canonical = serde_json::to_string(text).unwrap();
+                for (ev, canon) in layouts(lit).iter().zip(layouts(&canonical)) {
+                    assert_eq!(fast(cohere, ev.as_bytes()), None, "{ev}");
+                    assert_eq!(
+                        client_bytes(cohere, &[ev], false, false),
+                        client_bytes(cohere, &[&canon], false, false)
+                    );
+                }
+            }
+            for lit in BAD_LITERALS {
+                let lit = String::from_utf8_lossy(lit);
+                for ev in layouts(&lit) {
+                    let mut bytes = ev.clone().into_bytes();
+                    if lit.contains('\u{fffd}') {
+                        let at = ev.find('\u{fffd}').unwrap();
+                        bytes.splice(at..at + '\u{fffd}'.len_utf8(), [0xff]);
+                    }
+                    assert_eq!(fast(cohere, &bytes), None, "{ev}");
+                    if cohere {
+                        assert!(serde_json::from_slice::<CEvent<'_>>(&bytes).is_err());
+                    } else {
+                        assert!(serde_json::from_slice::<GEvent<'_>>(&bytes).is_err());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_text_leaves_other_events_to_the_full_parse() {
+        for ev in [
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}]},"finishReason":"stop"}"#,
+            r#"{"index":1,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}]}}"#,
+            r#"{"index":0.0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}]}}"#,
+            r#"{"index":01,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}]}}"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"},{"type":"TEXT","text":"y"}]}}"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"IMAGE","text":"x"}]}}"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}],"reasoningContent":"r"}}"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}],"toolCalls":[]}}"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}]},"usage":{"promptTokens":1}}"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}]},"code":"E"}"#,
+            r#"{"index":0,"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}]}}"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[{"type":"TEXT","text":"x"}]}} x"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT","content":[]}}"#,
+            r#"{"index":0,"message":{"role":"ASSISTANT"}}"#,
+            r#"{"index":0,"message":{"content":[{"text":"x"}]},"pad":"aa\"a"}"#,
+        ] {
+            assert_eq!(fast_generic_text(ev.as_bytes()), None, "{ev}");
+        }
+        for ev in [
+            r#"{"apiFormat":"COHERE","text":"x","finishReason":"COMPLETE"}"#,
+            r#"{"apiFormat":"COHERE","text":"x","toolCalls":[]}"#,
+            r#"{"apiFormat":"COHERE","text":"x","usage":{"promptTokens":1}}"#,
+            r#"{"apiFormat":"COHERE","text":"x","errorMessage":"boom"}"#,
+            r#"{"apiFormat":"COHERE","text":"x","code":"E"}"#,
+            r#"{"apiFormat":"COHERE","text":"x","message":"m"}"#,
+            r#"{"apiFormat":"COHERE","text":"x","text":"y"}"#,
+            r#"{"apiFormat":"GENERIC","text":"x"}"#,
+            r#"{"apiFormat":"COHERE"}"#,
+            r#"{"apiFormat":"COHERE","text":null}"#,
+            r#"["apiFormat","COHERE"]"#,
+        ] {
+            assert_eq!(fast_cohere_text(ev.as_bytes()), None, "{ev}");
+        }
+    }
+
+    fn fast_raw(cohere: bool, raw: &str) -> Option<&str> {
+        sse_line(raw.as_bytes()).and_then(|d| fast(cohere, d))
+    }
+
+    #[test]
+    fn fast_path_takes_only_single_data_line_events() {
+        let lit = serde_json::to_string("a \"b\"\n").unwrap();
+        for cohere in [false, true] {
+            let layouts = if cohere {
+                cohere_layouts
+            } else {
+                generic_layouts
+            };
+            for ev in layouts(&lit) {
+                let raw = format!("data: {ev}\n\n");
+                assert_eq!(fast_raw(cohere, &raw), Some(&*lit));
+                // A line end anywhere inside the line: refused.
+                for at in 0..raw.len() - 2 {
+                    for end in ["\n", "\r", "\r\n"] {
+                        let mut cut = raw.clone();
+                        cut.insert_str(at, end);
+                        assert_eq!(fast_raw(cohere, &cut), None, "{cut:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_and_full_events_mixed_at_every_split() {
+        for cohere in [false, true] {
+            let layouts = if cohere {
+                cohere_layouts
+            } else {
+                generic_layouts
+            };
+            let mut events = Vec::new();
+            let texts = &fast_path_texts()[..13];
+            for (i, text) in texts.iter().enumerate() {
+                let lit = serde_json::to_string(text).unwrap();
+                let evs = layouts(&lit);
+                let ev = evs[i % evs.len()].clone();
+                events.push(if i % 3 == 0 { full_parse_twin(&ev) } else { ev });
+            }
+            let events: Vec<&str> = events.iter().map(String::as_str).collect();
+            let out = client_bytes(cohere, &events, false, true);
+            assert_eq!(reassemble(&out).0, texts.concat());
+            let twins: Vec<String> = events.iter().map(|e| full_parse_twin(e)).collect();
+            let twins: Vec<&str> = twins.iter().map(String::as_str).collect();
+            assert_eq!(out, client_bytes(cohere, &twins, false, false));
+        }
     }
 }
