@@ -344,16 +344,11 @@ impl Forwarder<'_> {
             .map_err(|_| GatewayError::Internal)?;
         let mut out = Vec::new();
         loop {
-            let chunk = match up.read_response_body().await {
+            let chunk = match next_stream_chunk(&mut up, session, ctx, provider).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
-                Err(e) => {
+                Err(()) => {
                     ctx.usage = filter.usage();
-                    ctx.log_detail =
-                        Some(format!("upstream stream failed: {}", e.etype().as_str()));
-                    ctx.error = Some(failure(&e, provider));
-                    up.shutdown().await;
-                    end_with_error(session, &failure(&e, provider)).await;
                     return Ok(());
                 }
             };
@@ -439,16 +434,11 @@ impl Forwarder<'_> {
                 respond::start_stream(session, ctx, h).await.map_err(io)?;
                 let mut out = Vec::with_capacity(4096);
                 loop {
-                    let chunk = match up.read_response_body().await {
+                    let chunk = match next_stream_chunk(&mut up, session, ctx, provider).await {
                         Ok(Some(chunk)) => chunk,
                         Ok(None) => break,
-                        Err(e) => {
+                        Err(()) => {
                             ctx.usage = translator.usage();
-                            ctx.log_detail =
-                                Some(format!("upstream stream failed: {}", e.etype().as_str()));
-                            ctx.error = Some(failure(&e, provider));
-                            up.shutdown().await;
-                            end_with_error(session, &failure(&e, provider)).await;
                             return Ok(());
                         }
                     };
@@ -747,6 +737,28 @@ fn copy_headers(from: &ResponseHeader, to: &mut ResponseHeader) {
     }
     if let Some(id) = from.headers.get("x-request-id") {
         let _ = to.insert_header("x-upstream-request-id", id.clone());
+    }
+}
+
+/// Reads the next chunk of an upstream stream whose answer has already started downstream.
+/// `Ok(None)` at the end; on a read error the client's stream is ended with an SSE error
+/// event, `ctx` records why, the upstream connection is closed and `Err` is returned.
+async fn next_stream_chunk(
+    up: &mut HttpSession,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    provider: &str,
+) -> Result<Option<Bytes>, ()> {
+    match up.read_response_body().await {
+        Ok(chunk) => Ok(chunk),
+        Err(e) => {
+            let error = failure(&e, provider);
+            ctx.log_detail = Some(format!("upstream stream failed: {}", e.etype().as_str()));
+            ctx.error = Some(error.clone());
+            up.shutdown().await;
+            end_with_error(session, &error).await;
+            Err(())
+        }
     }
 }
 

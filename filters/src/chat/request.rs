@@ -282,12 +282,7 @@ impl ChatRequest {
             temperature: opt_f64(body, "temperature")?,
             top_p: opt_f64(body, "top_p")?,
             stop,
-            seed: match body.get("seed") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_i64().ok_or_else(|| {
-                    InvalidRequest::new("Invalid 'seed': expected an integer.", Some("seed"))
-                })?),
-            },
+            seed: opt(body, "seed", "an integer", Value::as_i64)?,
             user: opt_str(body, "user")?,
             n,
             presence_penalty: opt_f64(body, "presence_penalty")?,
@@ -587,51 +582,39 @@ fn response_format(v: Option<&Value>) -> Result<Option<ResponseFormat>, InvalidR
     }))
 }
 
-fn opt_f64(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, InvalidRequest> {
+/// Reads optional field `key` with `read`; null counts as absent, a wrong type is a 400
+/// naming the field and what was `expected`.
+fn opt<T>(
+    body: &Map<String, Value>,
+    key: &str,
+    expected: &str,
+    read: impl FnOnce(&Value) -> Option<T>,
+) -> Result<Option<T>, InvalidRequest> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+        Some(v) => read(v).map(Some).ok_or_else(|| {
             InvalidRequest::new(
-                format!("Invalid type for '{key}': expected a number."),
+                format!("Invalid type for '{key}': expected {expected}."),
                 Some(key),
             )
         }),
     }
+}
+
+fn opt_f64(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, InvalidRequest> {
+    opt(body, key, "a number", Value::as_f64)
 }
 
 fn opt_u64(body: &Map<String, Value>, key: &str) -> Result<Option<u64>, InvalidRequest> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            InvalidRequest::new(
-                format!("Invalid type for '{key}': expected a non-negative integer."),
-                Some(key),
-            )
-        }),
-    }
+    opt(body, key, "a non-negative integer", Value::as_u64)
 }
 
 fn opt_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, InvalidRequest> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| {
-            InvalidRequest::new(
-                format!("Invalid type for '{key}': expected a boolean."),
-                Some(key),
-            )
-        }),
-    }
+    opt(body, key, "a boolean", Value::as_bool)
 }
 
 fn opt_str(body: &Map<String, Value>, key: &str) -> Result<Option<String>, InvalidRequest> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(InvalidRequest::new(
-            format!("Invalid type for '{key}': expected a string."),
-            Some(key),
-        )),
-    }
+    opt(body, key, "a string", |v| v.as_str().map(str::to_owned))
 }
 
 /// Splits a `data:<mime>;base64,<data>` URL into its media type and base64 payload.
