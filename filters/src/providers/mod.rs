@@ -4,5 +4,6 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;
+pub mod json_scan;
 pub mod oci;
 pub mod watsonx;

@@ -75,7 +75,7 @@
 //! truncated otherwise. `errorMessage` ("if there is an error during the streaming scenario",
 //! `CohereChatResponse`), `finishReason: ERROR`, or an OCI error body `{code, message}` as an
 //! event → one OpenAI error event. Fast path: a one-line text-only event (the two shapes above
-//! with one text part, `pad` allowed) is recognised byte by byte (`gemini::scan`) and its JSON
+//! with one text part, `pad` allowed) is recognised byte by byte (`json_scan`) and its JSON
 //! string literal copied to the client as is when it is in the form `serde_json` writes; every
 //! other event takes `parse_event` and the typed parse, with the same client bytes.
 //!
@@ -90,7 +90,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use super::gemini::scan::{literal, members, plain, sse_line, token, ws};
+use super::json_scan::{literal, members, plain, sse_line, token, ws};
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Message, Part, ResponseCtx,
     ResponseFormat, Role, ToolCall, ToolChoice,
@@ -1212,7 +1212,7 @@ struct ErrorEvent<'a> {
 /// (any member order, spaces allowed; `index`, `role`, `type` and OCI's `pad` optional).
 /// None for anything else — tool calls, reasoning, a finish reason, usage, errors, other
 /// fields, several parts, text that [`literal`] does not take — which then takes the full
-/// typed parse. See `gemini::scan`.
+/// typed parse. See `json_scan`.
 fn fast_generic_text(data: &[u8]) -> Option<&str> {
     const TOP: [&[u8]; 3] = [br#""message""#, br#""index""#, br#""pad""#];
     const MESSAGE: [&[u8]; 2] = [br#""content""#, br#""role""#];
