@@ -42,6 +42,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     fi
 fi
 command -v cc >/dev/null 2>&1 || apt_install build-essential
+# cmake: libz-ng-sys (flate2's zlib-ng backend, under pingora and reqwest) builds its C code with it.
+command -v cmake >/dev/null 2>&1 || apt_install cmake
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 # openssl: test certificates for the boto3 bearer (HTTPS-only) tests.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
