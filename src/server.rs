@@ -139,8 +139,13 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
         health.clone(),
         governance.clone(),
     );
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
+    // The connection gate in front of the proxy enforces `server.max_connections` and the
+    // client timeouts (see `crate::limits`).
+    let gate = crate::limits::ConnectionGate::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        live.current.clone(),
+    );
+    let mut proxy = Service::new("switchyard".into(), gate);
     proxy.add_tcp(&s.listen);
     let mut certificate = None;
     if let Some(tls) = &s.tls {
