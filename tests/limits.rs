@@ -299,6 +299,17 @@ async fn a_stalled_body_is_408_and_the_connection_closed() {
     assert!(closed);
     assert_eq!(envelope(&text)["error"]["code"], "request_timeout");
     assert!(started.elapsed() < Duration::from_secs(8));
+    // Passthrough streams the body through Pingora: the same 408 while nothing was answered.
+    let up = MockUpstream::start(|_| Reply::Full(200, vec![], b"{}".to_vec()));
+    let gw = gateway(&up.url(), "  client_body_timeout_seconds: 1\n");
+    let request = request.replace(
+        "/v1/chat/completions",
+        "/providers/openai/v1/chat/completions",
+    );
+    let (status, text, closed) = raw_exchange(&gw.base, request.as_bytes());
+    assert_eq!(status, 408, "{text}");
+    assert!(closed);
+    assert_eq!(envelope(&text)["error"]["code"], "request_timeout");
 }
 
 #[tokio::test]
@@ -433,4 +444,38 @@ fn limits_must_be_positive() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("256"));
+}
+
+#[tokio::test]
+async fn a_buffered_upstream_answer_over_the_limit_is_502() {
+    // 20 KiB answer, 4 KiB limit: the gateway stops reading and answers in the envelope.
+    let big = chat_completion("gpt-4-0125-preview", &"x".repeat(20 * 1024), 1, 1);
+    let up = MockUpstream::start(move |_| Reply::Full(200, vec![], big.clone()));
+    let gw = gateway(&up.url(), "  max_upstream_response_bytes: 4096\n");
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .bearer_auth(GATEWAY_KEY)
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    let v = expect_error(r, 502, "upstream_unreachable").await;
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_upstream_response_bytes"));
+    // A stream is relayed as it comes, whatever its total size.
+    let up = MockUpstream::start(|_| {
+        let pieces: Vec<String> = (0..200).map(|_| "y".repeat(100)).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        Reply::Stream(
+            vec![chat_stream("gpt-4-0125-preview", &refs, 1)],
+            Duration::ZERO,
+        )
+    });
+    let gw = gateway(&up.url(), "  max_upstream_response_bytes: 4096\n");
+    let r = open_stream(&gw.base).await;
+    assert_eq!(r.status(), 200);
+    let (body, _) = read_chunks(r).await;
+    assert!(body.len() > 20_000 && body.ends_with(b"data: [DONE]\n\n"));
 }
