@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{ClientLimits, Config};
 use crate::errors::GatewayError;
+use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 
 /// Set on a connection's user context when Pingora has read a request header; the gate's
@@ -44,25 +45,32 @@ impl HeaderRead {
 pub struct ConnectionGate {
     proxy: Arc<HttpProxy<Gateway>>,
     config: Arc<ArcSwap<Config>>,
+    metrics: Arc<Metrics>,
     open: AtomicU64,
 }
 
 impl ConnectionGate {
-    pub fn new(proxy: HttpProxy<Gateway>, config: Arc<ArcSwap<Config>>) -> Self {
+    pub fn new(
+        proxy: HttpProxy<Gateway>,
+        config: Arc<ArcSwap<Config>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ConnectionGate {
             proxy: Arc::new(proxy),
             config,
+            metrics,
             open: AtomicU64::new(0),
         }
     }
 }
 
 /// One open connection in the count; released however the connection ends.
-struct Open<'a>(&'a AtomicU64);
+struct Open<'a>(&'a ConnectionGate);
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.open_connections.dec();
     }
 }
 
@@ -75,9 +83,14 @@ impl ServerApp for ConnectionGate {
     ) -> Option<Stream> {
         let limits = self.config.load().server.limits;
         let n = self.open.fetch_add(1, Ordering::AcqRel) + 1;
-        let open = Open(&self.open);
+        self.metrics.open_connections.inc();
+        let open = Open(self);
         if n > limits.max_connections {
             drop(open); // a refused connection does not hold a slot while it is answered
+            self.metrics
+                .limit_refusals
+                .with_label_values(&["connections"])
+                .inc();
             refuse(stream, limits.max_connections).await;
             return None;
         }
@@ -133,6 +146,10 @@ impl ConnectionGate {
                     } else {
                         // Still no complete header: drop the session, closing the connection.
                         log::debug!("request header not complete within {budget:?}; closing");
+                        self.metrics
+                            .limit_refusals
+                            .with_label_values(&["header_timeout"])
+                            .inc();
                         return;
                     }
                 }
@@ -273,6 +290,19 @@ impl Drop for StreamSlot {
                 open.remove(&self.key);
             }
         }
+    }
+}
+
+/// The `limit` label of `ai_proxy_limit_refusals_total` for a refusal by a client limit.
+pub fn refusal_label(e: &GatewayError) -> Option<&'static str> {
+    match e {
+        GatewayError::HeadersTooLarge { .. } => Some("headers"),
+        GatewayError::BadFraming(_) => Some("framing"),
+        GatewayError::PayloadTooLarge { .. } => Some("body_size"),
+        GatewayError::RequestTimeout => Some("body_timeout"),
+        GatewayError::TooManyStreams { .. } => Some("streams"),
+        GatewayError::TooManyConnections { .. } => Some("connections"),
+        _ => None,
     }
 }
 

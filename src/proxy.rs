@@ -630,6 +630,12 @@ impl ProxyHttp for Gateway {
             .duration
             .with_label_values(&[provider, model])
             .observe(latency.as_secs_f64());
+        if let Some(limit) = ctx.error.as_ref().and_then(crate::limits::refusal_label) {
+            self.metrics
+                .limit_refusals
+                .with_label_values(&[limit])
+                .inc();
+        }
         if let Some(kind) = ctx
             .error
             .as_ref()

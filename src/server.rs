@@ -146,7 +146,7 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
     // HTTP/2 (TLS listener): an idle connection closes like an idle HTTP/1 keep-alive one.
     options.h2_idle_timeout = Some(s.limits.keepalive_timeout);
     http.server_options = Some(options);
-    let gate = crate::limits::ConnectionGate::new(http, live.current.clone());
+    let gate = crate::limits::ConnectionGate::new(http, live.current.clone(), metrics.clone());
     let mut proxy = Service::new("switchyard".into(), gate);
     proxy.add_tcp(&s.listen);
     let mut certificate = None;

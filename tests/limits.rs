@@ -135,6 +135,11 @@ async fn connections_over_the_limit_get_503_and_are_closed() {
     assert_eq!(v["error"]["code"], "too_many_connections");
     assert_eq!(v["error"]["type"], "server_error");
     assert!(text.to_ascii_lowercase().contains("connection: close"));
+    metrics_containing(
+        &gw.metrics_url,
+        &["ai_proxy_limit_refusals_total{limit=\"connections\"}"],
+    )
+    .await;
     // A held connection still works, and a slot frees when one closes.
     let mut first = held.into_iter();
     let mut a = first.next().unwrap();
@@ -155,6 +160,8 @@ async fn connections_over_the_limit_get_503_and_are_closed() {
         assert!(Instant::now() < deadline, "the slot was never released");
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(first);
+    metrics_containing(&gw.metrics_url, &["ai_proxy_open_connections 0"]).await;
 }
 
 /// A slow OpenAI stream: the first event at once, the rest every 300 ms.
@@ -215,6 +222,11 @@ async fn streams_per_key_are_capped_and_released_however_they_end() {
     assert!(first.chunk().await.unwrap().is_some());
     let v = expect_error(open_stream(&gw.base).await, 429, "too_many_streams").await;
     assert_eq!(v["error"]["type"], "requests");
+    metrics_containing(
+        &gw.metrics_url,
+        &["ai_proxy_limit_refusals_total{limit=\"streams\"} 1"],
+    )
+    .await;
     assert!(v["error"]["message"].as_str().unwrap().contains('1'));
     let r = client()
         .post(format!("{}/v1/chat/completions", gw.base))
@@ -268,6 +280,11 @@ async fn a_header_trickled_past_the_deadline_is_cut_off() {
     };
     assert!(closed);
     assert!(started.elapsed() >= Duration::from_millis(900));
+    metrics_containing(
+        &gw.metrics_url,
+        &["ai_proxy_limit_refusals_total{limit=\"header_timeout\"} 1"],
+    )
+    .await;
 }
 
 #[tokio::test]
