@@ -81,6 +81,8 @@ pub struct RequestCtx {
     pub rate: Option<crate::governance::limits::RateInfo>,
     /// The configuration snapshot this request runs on.
     pub config: Option<Arc<crate::config::Config>>,
+    /// One of the key's stream slots, held while a streaming request runs.
+    pub stream_slot: Option<crate::limits::StreamSlot>,
     _in_flight: InFlight,
 }
 
@@ -105,6 +107,7 @@ impl RequestCtx {
             attempts: 0,
             rate: None,
             config: None,
+            stream_slot: None,
             _in_flight: InFlight::new(metrics),
         }
     }

@@ -32,6 +32,19 @@ pub enum GatewayError {
     MethodNotAllowed { allow: &'static str },
     /// 413: the body is over `server.max_request_body_bytes`.
     PayloadTooLarge { limit: u64 },
+    /// 400: ambiguous message framing (request smuggling): both `Content-Length` and
+    /// `Transfer-Encoding`. The connection is closed after the answer.
+    BadFraming(&'static str),
+    /// 408: the client stopped sending the request body (`server.client_body_timeout_seconds`).
+    RequestTimeout,
+    /// 431: too many request headers, or too many header bytes (`server.max_header_count`,
+    /// `server.max_header_bytes`).
+    HeadersTooLarge { what: &'static str, limit: u64 },
+    /// 429 `too_many_streams`: the key already has `server.max_streams_per_key` streams open.
+    TooManyStreams { limit: u32 },
+    /// 503 `too_many_connections`: `server.max_connections` reached (written on the raw
+    /// connection by [`crate::limits`], which then closes it).
+    TooManyConnections { limit: u64 },
     /// 502: the upstream could not be reached or answered something unusable.
     UpstreamUnreachable {
         provider: String,
@@ -64,7 +77,11 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidRequest { .. } | Self::BadPath(_) => 400,
+            Self::InvalidRequest { .. } | Self::BadPath(_) | Self::BadFraming(_) => 400,
+            Self::RequestTimeout => 408,
+            Self::HeadersTooLarge { .. } => 431,
+            Self::TooManyStreams { .. } => 429,
+            Self::TooManyConnections { .. } => 503,
             Self::Unauthenticated { .. } => 401,
             Self::Forbidden(_) => 403,
             Self::QuotaExceeded(_) | Self::RateLimited { .. } => 429,
@@ -88,7 +105,12 @@ impl GatewayError {
             | Self::ModelNotFound { .. }
             | Self::NotFound(_)
             | Self::MethodNotAllowed { .. }
-            | Self::PayloadTooLarge { .. } => "invalid_request_error",
+            | Self::PayloadTooLarge { .. }
+            | Self::BadFraming(_)
+            | Self::RequestTimeout
+            | Self::HeadersTooLarge { .. } => "invalid_request_error",
+            Self::TooManyStreams { .. } => "requests",
+            Self::TooManyConnections { .. } => "server_error",
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamCredentialRejected { .. }
             | Self::UpstreamTimeout { .. } => "api_error",
@@ -111,6 +133,11 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::BadPath(_) => Some("invalid_path"),
+            Self::BadFraming(_) => Some("invalid_framing"),
+            Self::RequestTimeout => Some("request_timeout"),
+            Self::HeadersTooLarge { .. } => Some("request_header_fields_too_large"),
+            Self::TooManyStreams { .. } => Some("too_many_streams"),
+            Self::TooManyConnections { .. } => Some("too_many_connections"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             Self::UpstreamCredentialRejected { .. } => Some("upstream_credentials_rejected"),
@@ -175,6 +202,21 @@ impl fmt::Display for GatewayError {
             Self::PayloadTooLarge { limit } => {
                 write!(f, "The request body is larger than this gateway accepts ({limit} bytes).")
             }
+            Self::BadFraming(why) => write!(f, "Ambiguous request framing: {why}."),
+            Self::RequestTimeout => f.write_str(
+                "The request body did not arrive in time; the connection is closed.",
+            ),
+            Self::HeadersTooLarge { what, limit } => write!(
+                f,
+                "The request headers are too large: more than {limit} {what}."
+            ),
+            Self::TooManyStreams { limit } => write!(
+                f,
+                "This API key already has {limit} streaming requests open, the most this gateway allows at once. Wait for one to finish."
+            ),
+            Self::TooManyConnections { .. } => f.write_str(
+                "The gateway is at its connection limit; retry shortly.",
+            ),
             Self::UpstreamUnreachable { provider, detail } => {
                 write!(f, "Provider `{provider}` could not be reached: {detail}.")
             }
@@ -239,6 +281,14 @@ mod tests {
             GatewayError::NotFound("nope".into()),
             GatewayError::MethodNotAllowed { allow: "POST" },
             GatewayError::PayloadTooLarge { limit: 1 },
+            GatewayError::BadFraming("both"),
+            GatewayError::RequestTimeout,
+            GatewayError::HeadersTooLarge {
+                what: "headers",
+                limit: 1,
+            },
+            GatewayError::TooManyStreams { limit: 1 },
+            GatewayError::TooManyConnections { limit: 1 },
             GatewayError::UpstreamUnreachable {
                 provider: "p".into(),
                 detail: "refused",

@@ -228,6 +228,17 @@ impl Forwarder<'_> {
             mut up, resp, peer, ..
         } = opened;
         let status = resp.status.as_u16();
+        // A redirect is never followed (the gateway only talks to the configured endpoint)
+        // and means nothing to an OpenAI client: a 502, not a bare 3xx without its Location.
+        if (300..400).contains(&status) && !matches!(call.mode, Mode::Raw) {
+            let _ = read_all(&mut up, ERROR_BODY_LIMIT as u64).await;
+            up.shutdown().await;
+            ctx.log_detail = Some(format!("upstream answered HTTP {status} (redirect)"));
+            return Err(GatewayError::UpstreamUnreachable {
+                provider: provider.to_owned(),
+                detail: "it answered with a redirect, which the gateway does not follow",
+            });
+        }
         let (stream, client_model) = match &call.mode {
             Mode::OpenAi {
                 stream,

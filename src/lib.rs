@@ -15,6 +15,7 @@ pub mod ctx;
 pub mod errors;
 pub mod forward;
 pub mod governance;
+pub mod limits;
 pub mod metrics;
 pub mod passthrough;
 pub mod pricing;

@@ -62,9 +62,33 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// env_logger from `RUST_LOG` (default `info`), with two caps so that keys never reach a log
+/// whatever the level: `pingora_proxy` logs the raw bytes of a malformed request header
+/// (`Authorization` included) and the upstream request header (with the injected credential)
+/// at `debug`, so it stays at `info`; `pingora_core` writes upstream request headers at `trace`,
+/// so it stays at `debug`.
+fn init_logging() {
+    let env = || env_logger::Env::default().default_filter_or("info");
+    let probe = env_logger::Builder::from_env(env()).build();
+    let mut builder = env_logger::Builder::from_env(env());
+    for (target, leaks_at, cap) in [
+        ("pingora_proxy", log::Level::Debug, log::LevelFilter::Info),
+        ("pingora_core", log::Level::Trace, log::LevelFilter::Debug),
+    ] {
+        let meta = log::Metadata::builder()
+            .level(leaks_at)
+            .target(target)
+            .build();
+        if log::Log::enabled(&probe, &meta) {
+            builder.filter_module(target, cap);
+        }
+    }
+    builder.init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     match cli.command.unwrap_or(Command::Serve {
         config: PathBuf::from("conf/demo.yaml"),
         upgrade: false,

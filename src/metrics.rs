@@ -30,6 +30,10 @@ pub struct Metrics {
     pub provider_up: IntGaugeVec,
     pub legacy_bedrock_requests: IntCounter,
     pub legacy_bedrock_duration: Histogram,
+    /// Client connections open now (HTTP/1 and HTTP/2).
+    pub open_connections: IntGauge,
+    /// Requests and connections refused by a client limit, by `limit`.
+    pub limit_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,8 +131,21 @@ impl Metrics {
             .buckets(latency),
         )
         .expect("valid metric");
+        let open_connections =
+            IntGauge::new("ai_proxy_open_connections", "Client connections open now.")
+                .expect("valid metric");
+        let limit_refusals = IntCounterVec::new(
+            Opts::new(
+                "ai_proxy_limit_refusals_total",
+                "Requests or connections refused by a client limit (connections, header_timeout, headers, framing, body_size, body_timeout, streams).",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(open_connections.clone()),
+            Box::new(limit_refusals.clone()),
             Box::new(duration.clone()),
             Box::new(tokens.clone()),
             Box::new(cost.clone()),
@@ -157,6 +174,8 @@ impl Metrics {
             provider_up,
             legacy_bedrock_requests,
             legacy_bedrock_duration,
+            open_connections,
+            limit_refusals,
         })
     }
 

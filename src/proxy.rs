@@ -46,6 +46,8 @@ pub struct Gateway {
     pub(crate) connector: Connector,
     /// Store keys, scopes, budgets, rate limits, usage records and audit.
     pub governance: Arc<crate::governance::Governance>,
+    /// Open streams per gateway key (`server.max_streams_per_key`).
+    pub(crate) stream_slots: Arc<crate::limits::StreamSlots>,
 }
 
 /// What `request_filter` decided.
@@ -71,6 +73,7 @@ impl Gateway {
             health,
             connector: Connector::new(None),
             governance,
+            stream_slots: Arc::default(),
         }
     }
 
@@ -296,6 +299,9 @@ impl Gateway {
             encoded_slashes,
         )?;
         ctx.provider = Some(provider.clone());
+        if crate::limits::passthrough_streams(rest) {
+            self.take_stream_slot(config, ctx)?;
+        }
         let path_model = (provider.kind == ProviderKind::Bedrock)
             .then(|| crate::providers::bedrock::model_from_path(rest))
             .flatten();
@@ -322,6 +328,25 @@ impl Gateway {
         };
         self.forwarder(config).call(session, ctx, call).await?;
         Ok(Next::Responded)
+    }
+}
+
+impl Gateway {
+    /// Holds one of the caller's `server.max_streams_per_key` stream slots for this request
+    /// (429 `too_many_streams` when none is free); released when the request context drops.
+    pub(crate) fn take_stream_slot(
+        &self,
+        config: &Config,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let Some(caller) = ctx.caller.as_ref() else {
+            return Ok(());
+        };
+        let slot = self
+            .stream_slots
+            .acquire(&caller.key_id, config.server.limits.max_streams_per_key)?;
+        ctx.stream_slot = Some(slot);
+        Ok(())
     }
 }
 
@@ -371,16 +396,22 @@ pub(crate) async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() as u64 + chunk.len() as u64 > limit {
+                    session.downstream_session.set_keepalive(None);
                     return Err(too_large);
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                session.downstream_session.set_keepalive(None);
+                return Err(GatewayError::RequestTimeout);
+            }
             Err(_) => {
+                session.downstream_session.set_keepalive(None);
                 return Err(GatewayError::InvalidRequest {
                     message: "The request body could not be read.".into(),
                     param: None,
-                })
+                });
             }
         }
     }
@@ -406,6 +437,11 @@ impl ProxyHttp for Gateway {
                 .get("x-request-id")
                 .map(|v| v.as_bytes()),
         );
+        let limits = self.config.load().server.limits;
+        if let Err(e) = crate::limits::check_request_header(session, &limits) {
+            respond::error(session, ctx, &e).await?;
+            return Ok(true);
+        }
         match self.route(session, ctx).await {
             Ok(Next::Responded) => Ok(true),
             Ok(Next::Proxy) => Ok(false),
@@ -504,6 +540,16 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
+    /// Pingora calls this right after reading a header on a connection the gate prepared.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        crate::limits::HeaderRead::mark(prev);
+    }
+
     /// A client that goes away is routine at the edge, not an error worth a log line.
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
         error.esource() == &pingora::ErrorSource::Downstream
@@ -530,6 +576,10 @@ impl ProxyHttp for Gateway {
                 message: "The request could not be read.".into(),
                 param: None,
             },
+            // The client paused longer than `server.client_body_timeout_seconds`.
+            (None, ErrorType::ReadTimedout) if e.esource() == &pingora::ErrorSource::Downstream => {
+                GatewayError::RequestTimeout
+            }
             (None, _) if e.esource() == &pingora::ErrorSource::Downstream => {
                 return FailToProxy {
                     error_code: 0,
@@ -580,6 +630,12 @@ impl ProxyHttp for Gateway {
             .duration
             .with_label_values(&[provider, model])
             .observe(latency.as_secs_f64());
+        if let Some(limit) = ctx.error.as_ref().and_then(crate::limits::refusal_label) {
+            self.metrics
+                .limit_refusals
+                .with_label_values(&[limit])
+                .inc();
+        }
         if let Some(kind) = ctx
             .error
             .as_ref()

@@ -139,8 +139,15 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
         health.clone(),
         governance.clone(),
     );
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
+    // The connection gate in front of the proxy enforces `server.max_connections` and the
+    // client timeouts (see `crate::limits`).
+    let mut http = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut options = pingora::apps::HttpServerOptions::default();
+    // HTTP/2 (TLS listener): an idle connection closes like an idle HTTP/1 keep-alive one.
+    options.h2_idle_timeout = Some(s.limits.keepalive_timeout);
+    http.server_options = Some(options);
+    let gate = crate::limits::ConnectionGate::new(http, live.current.clone(), metrics.clone());
+    let mut proxy = Service::new("switchyard".into(), gate);
     proxy.add_tcp(&s.listen);
     let mut certificate = None;
     if let Some(tls) = &s.tls {

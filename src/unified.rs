@@ -64,6 +64,9 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let raw = read_body(session, config.server.max_request_body_bytes).await?;
         let parsed = parse_request(endpoint, &raw)?;
+        if parsed.summary.stream {
+            self.take_stream_slot(config, ctx)?;
+        }
         let pinned = session
             .req_header()
             .headers

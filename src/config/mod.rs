@@ -84,9 +84,24 @@ pub struct ServerSettings {
     pub read_timeout: Duration,
     pub max_upstream_response_bytes: u64,
     pub access_log: bool,
+    /// Client-side limits (headers, connections, streams, timeouts).
+    pub limits: ClientLimits,
     pub upgrade_sock: String,
     pub pid_file: String,
     pub tls: Option<TlsListener>,
+}
+
+/// Limits on what clients may send and hold (`server.max_header_*`, `max_connections`,
+/// `max_streams_per_key`, `client_*_timeout_seconds`, `keepalive_timeout_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+    pub max_connections: u64,
+    pub max_streams_per_key: u32,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keepalive_timeout: Duration,
 }
 
 /// `server.tls`: an HTTPS listener.
@@ -351,6 +366,35 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             "must be greater than 0",
         ));
     }
+    for (path, v, max) in [
+        ("server.max_header_count", raw.max_header_count, 256),
+        ("server.max_header_bytes", raw.max_header_bytes, 1_048_575),
+        ("server.max_connections", raw.max_connections, 1_000_000),
+        (
+            "server.max_streams_per_key",
+            raw.max_streams_per_key,
+            1_000_000,
+        ),
+        (
+            "server.client_header_timeout_seconds",
+            raw.client_header_timeout_seconds,
+            3600,
+        ),
+        (
+            "server.client_body_timeout_seconds",
+            raw.client_body_timeout_seconds,
+            3600,
+        ),
+        (
+            "server.keepalive_timeout_seconds",
+            raw.keepalive_timeout_seconds,
+            3600,
+        ),
+    ] {
+        if v == 0 || v > max {
+            problems.push(Problem::new(path, format!("must be between 1 and {max}")));
+        }
+    }
     for (path, v) in [
         (
             "server.upstream_connect_timeout_seconds",
@@ -375,6 +419,15 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
         read_timeout: Duration::from_secs(raw.upstream_read_timeout_seconds),
         max_upstream_response_bytes: raw.max_upstream_response_bytes,
         access_log: raw.access_log,
+        limits: ClientLimits {
+            max_header_count: raw.max_header_count.clamp(1, 256) as usize,
+            max_header_bytes: raw.max_header_bytes.clamp(1, 1_048_575) as usize,
+            max_connections: raw.max_connections.max(1),
+            max_streams_per_key: raw.max_streams_per_key.clamp(1, 1_000_000) as u32,
+            header_timeout: Duration::from_secs(raw.client_header_timeout_seconds.max(1)),
+            body_timeout: Duration::from_secs(raw.client_body_timeout_seconds.max(1)),
+            keepalive_timeout: Duration::from_secs(raw.keepalive_timeout_seconds.max(1)),
+        },
         upgrade_sock: raw.upgrade_sock.clone(),
         pid_file: raw.pid_file.clone(),
         tls: raw.tls.as_ref().map(|t| TlsListener {

@@ -88,6 +88,29 @@ pub struct RawServer {
     /// Emit one JSON access-log line per request on stdout.
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Most request header fields (431 beyond; Pingora itself stops at 256 with a bare 400).
+    #[serde(default = "default_max_header_count", deserialize_with = "number")]
+    pub max_header_count: u64,
+    /// Most bytes in the request line and header fields together (431 beyond).
+    #[serde(default = "default_max_header_bytes", deserialize_with = "number")]
+    pub max_header_bytes: u64,
+    /// Most client connections open at once; beyond it a new connection gets a 503 and is
+    /// closed.
+    #[serde(default = "default_max_connections", deserialize_with = "number")]
+    pub max_connections: u64,
+    /// Most streaming requests one gateway key may have open at once (429 beyond).
+    #[serde(default = "default_max_streams_per_key", deserialize_with = "number")]
+    pub max_streams_per_key: u64,
+    /// Longest time a client may take to send a request's headers (slowloris); the
+    /// connection is closed when it runs out.
+    #[serde(default = "default_client_header_timeout", deserialize_with = "number")]
+    pub client_header_timeout_seconds: u64,
+    /// Longest pause while a client sends a request body (408 when it runs out).
+    #[serde(default = "default_client_body_timeout", deserialize_with = "number")]
+    pub client_body_timeout_seconds: u64,
+    /// How long an idle keep-alive connection waits for its next request.
+    #[serde(default = "default_keepalive_timeout", deserialize_with = "number")]
+    pub keepalive_timeout_seconds: u64,
     /// An HTTPS listener (HTTP/1.1 and HTTP/2) in addition to `listen`.
     #[serde(default)]
     pub tls: Option<RawTls>,
@@ -130,6 +153,13 @@ impl Default for RawServer {
             upstream_read_timeout_seconds: default_read_timeout(),
             max_upstream_response_bytes: default_max_response(),
             access_log: true,
+            max_header_count: default_max_header_count(),
+            max_header_bytes: default_max_header_bytes(),
+            max_connections: default_max_connections(),
+            max_streams_per_key: default_max_streams_per_key(),
+            client_header_timeout_seconds: default_client_header_timeout(),
+            client_body_timeout_seconds: default_client_body_timeout(),
+            keepalive_timeout_seconds: default_keepalive_timeout(),
             upgrade_sock: default_upgrade_sock(),
             pid_file: default_pid_file(),
             tls: None,
@@ -157,6 +187,27 @@ fn default_read_timeout() -> u64 {
 }
 fn default_max_response() -> u64 {
     64 * 1024 * 1024
+}
+fn default_max_header_count() -> u64 {
+    100
+}
+fn default_max_header_bytes() -> u64 {
+    32 * 1024
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
+fn default_max_streams_per_key() -> u64 {
+    64
+}
+fn default_client_header_timeout() -> u64 {
+    30
+}
+fn default_client_body_timeout() -> u64 {
+    60
+}
+fn default_keepalive_timeout() -> u64 {
+    60
 }
 fn yes() -> bool {
     true
