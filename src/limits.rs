@@ -129,6 +129,8 @@ impl ConnectionGate {
                 session.set_keepalive(Some(per_read.as_secs().max(1)));
             }
             session.set_read_timeout(Some(limits.body_timeout));
+            // A client that stops reading: each write waits at most this long.
+            session.set_write_timeout(Some(limits.write_timeout));
             let header_read = Arc::new(AtomicBool::new(false));
             session.set_connection_user_context(Some(Box::new(HeaderRead(header_read.clone()))));
             // The whole header (idle wait included on a reused connection) has this long.

@@ -1,7 +1,8 @@
 //! Client-side limits and protocol protections, each with its status and OpenAI envelope:
 //! header count and bytes (431), connections (503, closed), streams per key (429, slots
 //! released on normal end, client disconnect and upstream error), slowloris header deadline and
-//! keep-alive idle timeout (connection closed), body read timeout (408), request smuggling
+//! keep-alive idle timeout (connection closed), body read timeout (408), a client that stops
+//! reading (write timeout, closed), request smuggling
 //! (400, closed), caller headers that try to override credentials or the upstream, and
 //! upstream redirects (relayed, not followed).
 
@@ -302,6 +303,36 @@ async fn idle_keepalive_connections_are_closed() {
     let (_, rest, closed) = read_all(&mut s);
     assert!(closed && rest.is_empty(), "{rest}");
     assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    // An answer far larger than the socket buffers, so the gateway's writes stall.
+    let big = vec![b'x'; 16 << 20];
+    let up = MockUpstream::start(move |_| {
+        Reply::Full(
+            200,
+            vec![("content-type".into(), "application/octet-stream".into())],
+            big.clone(),
+        )
+    });
+    let gw = gateway(
+        &format!("http://{}", up.addr),
+        "  client_write_timeout_seconds: 1\n",
+    );
+    let mut s = TcpStream::connect(gw.base.trim_start_matches("http://")).unwrap();
+    s.write_all(
+        format!(
+            "GET /providers/openai/v1/files/file-1/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {GATEWAY_KEY}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // The client never reads: once a write has waited the timeout, the gateway closes the
+    // connection (without the write timeout it would wait forever).
+    metrics_containing(&gw.metrics_url, &["ai_proxy_open_connections 1"]).await;
+    metrics_containing(&gw.metrics_url, &["ai_proxy_open_connections 0"]).await;
+    drop(s);
 }
 
 #[tokio::test]

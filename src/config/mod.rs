@@ -101,6 +101,7 @@ pub struct ClientLimits {
     pub max_streams_per_key: u32,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub write_timeout: Duration,
     pub keepalive_timeout: Duration,
 }
 
@@ -386,6 +387,11 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             3600,
         ),
         (
+            "server.client_write_timeout_seconds",
+            raw.client_write_timeout_seconds,
+            3600,
+        ),
+        (
             "server.keepalive_timeout_seconds",
             raw.keepalive_timeout_seconds,
             3600,
@@ -426,6 +432,7 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             max_streams_per_key: raw.max_streams_per_key.clamp(1, 1_000_000) as u32,
             header_timeout: Duration::from_secs(raw.client_header_timeout_seconds.max(1)),
             body_timeout: Duration::from_secs(raw.client_body_timeout_seconds.max(1)),
+            write_timeout: Duration::from_secs(raw.client_write_timeout_seconds.max(1)),
             keepalive_timeout: Duration::from_secs(raw.keepalive_timeout_seconds.max(1)),
         },
         upgrade_sock: raw.upgrade_sock.clone(),

@@ -108,6 +108,10 @@ pub struct RawServer {
     /// Longest pause while a client sends a request body (408 when it runs out).
     #[serde(default = "default_client_body_timeout", deserialize_with = "number")]
     pub client_body_timeout_seconds: u64,
+    /// Longest a write to a client may wait (a client that stops reading its answer or
+    /// stream); the connection is closed when it runs out.
+    #[serde(default = "default_client_write_timeout", deserialize_with = "number")]
+    pub client_write_timeout_seconds: u64,
     /// How long an idle keep-alive connection waits for its next request.
     #[serde(default = "default_keepalive_timeout", deserialize_with = "number")]
     pub keepalive_timeout_seconds: u64,
@@ -159,6 +163,7 @@ impl Default for RawServer {
             max_streams_per_key: default_max_streams_per_key(),
             client_header_timeout_seconds: default_client_header_timeout(),
             client_body_timeout_seconds: default_client_body_timeout(),
+            client_write_timeout_seconds: default_client_write_timeout(),
             keepalive_timeout_seconds: default_keepalive_timeout(),
             upgrade_sock: default_upgrade_sock(),
             pid_file: default_pid_file(),
@@ -204,6 +209,9 @@ fn default_client_header_timeout() -> u64 {
     30
 }
 fn default_client_body_timeout() -> u64 {
+    60
+}
+fn default_client_write_timeout() -> u64 {
     60
 }
 fn default_keepalive_timeout() -> u64 {
