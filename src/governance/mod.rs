@@ -42,7 +42,8 @@ use budgets::{Budget, Period};
 use keys::KeyPolicy;
 use limits::{Limiter, RateInfo};
 
-/// How often queued records are written.
+/// How often queued records are written, each tick's batch in one transaction. (50 ms was
+/// measured too: more per-transaction overhead and no better tail latency; docs/BENCHMARKS.md.)
 const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// The record queue; when full (the store is down for long) records are dropped and counted.
 const QUEUE: usize = 64 * 1024;

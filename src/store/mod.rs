@@ -94,7 +94,7 @@ impl StoreUrl {
 
 pub type StoreError = sqlx::Error;
 
-const USAGE_ROWS_PER_INSERT: usize = 100;
+const USAGE_ROWS_PER_INSERT: usize = 256;
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A key as stored: never the key itself, only its SHA-256 (hex) and a display prefix.
@@ -260,9 +260,24 @@ impl Store {
             Backend::Sqlite => 4,
             Backend::Postgres => 8,
         };
+        let sqlite = url.backend == Backend::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // In WAL mode NORMAL syncs at checkpoints, not at every commit:
+                        // SQLite's recommended setting with WAL; a crash of the process
+                        // loses nothing committed (only a power loss may lose the last
+                        // batches), and the batch writer does not wait on fsync 5×/s.
+                        sqlx::query("PRAGMA synchronous=NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url.url)
             .await?;
         let store = Store {
@@ -438,6 +453,33 @@ impl Store {
 
     // ------------------------------------------------------------------ usage and audit
 
+    /// `INSERT INTO sy_usage ... VALUES (...), ...` for `rows` rows.
+    fn usage_insert_sql(&self, rows: usize) -> String {
+        let mut sql = String::with_capacity(140 + rows * 60);
+        sql.push_str("INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES ");
+        for i in 0..rows {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for c in 0..11 {
+                if c > 0 {
+                    sql.push(',');
+                }
+                // SQLite looks named parameters up in a list, once per parameter
+                // (quadratic in a long statement); anonymous `?` ones cost nothing.
+                if self.backend == Backend::Sqlite {
+                    sql.push('?');
+                } else {
+                    sql.push('$');
+                    sql.push_str(&(i * 11 + c + 1).to_string());
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
     /// Writes a batch in one transaction: the usage records, the daily spend roll-up and
     /// the audit events. All or nothing, so a retried batch is never counted twice.
     pub async fn write_batch(&self, usage: &[UsageRecord], audit: &[AuditEvent]) -> Result<()> {
@@ -446,32 +488,20 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
-        // Multi-row inserts: one statement per 100 records (1,100 parameters, under both
-        // SQLite's and PostgreSQL's limits) instead of a round trip per record. (The one
-        // place the SQL differs: placeholders, see below.)
-        for chunk in usage.chunks(USAGE_ROWS_PER_INSERT) {
-            let mut sql = String::with_capacity(140 + chunk.len() * 60);
-            sql.push_str("INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                for c in 0..11 {
-                    if c > 0 {
-                        sql.push(',');
-                    }
-                    // SQLite looks named parameters up in a list, once per parameter
-                    // (quadratic in a long statement); anonymous `?` ones cost nothing.
-                    if self.backend == Backend::Sqlite {
-                        sql.push('?');
-                    } else {
-                        sql.push('$');
-                        sql.push_str(&(i * 11 + c + 1).to_string());
-                    }
-                }
-                sql.push(')');
-            }
+        // Multi-row inserts, in statements of 256, 128, ..., 1 rows: few statements per
+        // batch, and only nine distinct texts, so every one stays prepared in the
+        // connection's statement cache (a text for each batch size would be parsed anew
+        // on every flush). 256 rows are 2,816 parameters, under both databases' limits.
+        let mut rest = usage;
+        while !rest.is_empty() {
+            let rows = if rest.len() >= USAGE_ROWS_PER_INSERT {
+                USAGE_ROWS_PER_INSERT
+            } else {
+                1 << rest.len().ilog2()
+            };
+            let (chunk, tail) = rest.split_at(rows);
+            rest = tail;
+            let sql = self.usage_insert_sql(rows);
             let mut q = sqlx::query(&sql);
             for u in chunk {
                 q = q
