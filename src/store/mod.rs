@@ -12,8 +12,12 @@
 //! snapshots that a background task refreshes, and writes usage in batches
 //! (see [`crate::governance`]).
 
+mod sqlite_batch;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -204,6 +208,8 @@ impl GroupBy {
 pub struct Store {
     pool: AnyPool,
     pub backend: Backend,
+    /// SQLite only: the batch writer's own connection (see [`sqlite_batch`]).
+    sqlite_writer: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
 }
 
 const KEY_COLUMNS: &str = "id, user_name, key_sha256, prefix, models, providers, budget_micro_usd, period, rpm, tpm, expires_at, created_at, revoked_at, updated_at";
@@ -280,9 +286,10 @@ impl Store {
             })
             .connect(&url.url)
             .await?;
-        let store = Store {
+        let mut store = Store {
             pool,
             backend: url.backend,
+            sqlite_writer: None,
         };
         if store.backend == Backend::Sqlite {
             // WAL: readers never wait for the batch writer. Persistent in the file.
@@ -291,6 +298,14 @@ impl Store {
                 .await?;
         }
         store.migrate().await?;
+        if sqlite {
+            use sqlx::{sqlite::SqliteConnectOptions, sqlite::SqliteSynchronous, ConnectOptions};
+            let writer = SqliteConnectOptions::from_str(&url.url)?
+                .synchronous(SqliteSynchronous::Normal)
+                .connect()
+                .await?;
+            store.sqlite_writer = Some(Arc::new(tokio::sync::Mutex::new(writer)));
+        }
         Ok(store)
     }
 
@@ -485,6 +500,11 @@ impl Store {
     pub async fn write_batch(&self, usage: &[UsageRecord], audit: &[AuditEvent]) -> Result<()> {
         if usage.is_empty() && audit.is_empty() {
             return Ok(());
+        }
+        if let Some(writer) = &self.sqlite_writer {
+            let mut conn = writer.lock().await;
+            let mut handle = conn.lock_handle().await?;
+            return sqlite_batch::write_batch(handle.as_raw_handle(), usage, audit);
         }
         let mut tx = self.pool.begin().await?;
         let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
