@@ -511,6 +511,7 @@ impl Forwarder<'_> {
                 }
                 out.clear();
                 let end = translator.finish(&mut out);
+                let complete = matches!(end, StreamEnd::Complete);
                 ctx.usage = translator.usage();
                 if !out.is_empty() {
                     ctx.mark_first_byte();
@@ -537,6 +538,12 @@ impl Forwarder<'_> {
                     }
                 }
                 let _ = session.write_response_body(None, true).await;
+                if complete && !up.response_done() {
+                    // The translator saw the answer end before the provider's body did (its
+                    // last chunk may still be in flight): read that briefly, so the
+                    // connection can be reused.
+                    drain(&mut up, self.timeouts.idle.min(DRAIN_WAIT)).await;
+                }
                 self.done(up, &peer).await;
                 Ok(())
             }
@@ -796,6 +803,24 @@ async fn read_all(
             .await
             .unwrap_or_else(|_| Err(Some(pingora::Error::new(ErrorType::ReadTimedout)))),
     }
+}
+
+/// Longest wait for the rest of a body the gateway no longer needs.
+const DRAIN_WAIT: Duration = Duration::from_millis(500);
+
+/// Reads and drops what is left of a response body (at most 64 KiB, within `wait`); the
+/// connection is reusable afterwards only if the body ended.
+async fn drain(up: &mut HttpSession, wait: Duration) {
+    let _ = tokio::time::timeout(wait, async {
+        let mut left = 64 * 1024usize;
+        while let Ok(Some(chunk)) = up.read_response_body().await {
+            left = match left.checked_sub(chunk.len()) {
+                Some(l) => l,
+                None => return,
+            };
+        }
+    })
+    .await;
 }
 
 fn copy_headers(from: &ResponseHeader, to: &mut ResponseHeader) {

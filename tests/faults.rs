@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::anthropic::message_stream;
 use support::bedrock::{converse_stream_body, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
-use support::faults::{chunk, head_chunked, head_len, FaultUpstream, Step, LAST_CHUNK};
+use support::faults::{
+    chunk, head_chunked, head_chunked_keep_alive, head_len, FaultUpstream, Step, LAST_CHUNK,
+};
 use support::*;
 
 const SSE: &str = "text/event-stream";
@@ -824,4 +826,27 @@ async fn a_client_leaving_an_endless_stream_releases_the_upstream() {
             "{path} {model}: the upstream connection outlived the client"
         );
     }
+}
+
+/// Complete translated streams leave their upstream connection reusable: the relay reads the
+/// provider's body to its end even when the translator has seen the answer finish first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_translated_streams_keep_the_upstream_connection() {
+    let mut body = head_chunked_keep_alive(SSE);
+    body.extend(chunk(&message_stream(&["Hel", "lo"], 5, 2)));
+    body.extend_from_slice(LAST_CHUNK);
+    let mock = FaultUpstream::start(move |_| vec![Step::Write(body.clone())]);
+    let url = mock.url();
+    let gw = gateway_with(
+        "",
+        &format!("  anthropic:\n    endpoint: \"{url}\"\n    auth: {{method: api_key, config: {{api_key: k}}}}\n"),
+        "model_mappings:\n  claude: {providers: {anthropic: {model: claude-3-5-haiku-20241022}}}\n",
+    );
+    for _ in 0..3 {
+        let seen = send(&gw, Route::AnthStream).await;
+        assert_eq!(seen.status, 200);
+        assert!(!seen.body_error);
+        assert!(String::from_utf8_lossy(&seen.body).ends_with("data: [DONE]\n\n"));
+    }
+    assert_eq!(mock.accepted(), 1, "the upstream connection was not reused");
 }

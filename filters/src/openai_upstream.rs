@@ -343,6 +343,23 @@ data: [DONE]\n\n";
     }
 
     #[test]
+    fn keep_alive_comments_are_relayed_but_not_counted_as_events() {
+        let mut f = StreamFilter::new("gpt-4-0125-preview", "gpt-4", true);
+        let mut out = Vec::new();
+        f.feed(b": keep-alive\n\n: ping\n\n", &mut out);
+        assert_eq!(f.events(), 0);
+        assert_eq!(out, b": keep-alive\n\n: ping\n\n");
+        f.feed(
+            b"data: {\"model\":\"gpt-4-0125-preview\"}\n\ndata: [DO",
+            &mut out,
+        );
+        assert_eq!(f.events(), 1);
+        f.feed(b"NE]\n\n", &mut out);
+        assert_eq!(f.events(), 2);
+        assert!(f.saw_done());
+    }
+
+    #[test]
     fn response_model_is_restored() {
         let body = br#"{"id":"x","object":"chat.completion","model":"gpt-4-0125-preview","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
         let (out, usage) = translate_response(body, "gpt-4").unwrap();

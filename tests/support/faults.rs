@@ -97,10 +97,17 @@ async fn serve(
     script: &(dyn Fn(&Recorded) -> Vec<Step> + Send + Sync),
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    let Some(rec) = read_request(&mut sock, &mut buf).await? else {
-        return Ok(());
-    };
-    for step in script(&rec) {
+    // One script per request; a script that ends without Close/Reset/Hold/Forever leaves the
+    // connection open for the next request. Ending the connection is an Err, which drops it.
+    while let Some(rec) = read_request(&mut sock, &mut buf).await? {
+        play(&mut sock, script(&rec)).await?;
+    }
+    Ok(())
+}
+
+async fn play(sock: &mut TcpStream, steps: Vec<Step>) -> std::io::Result<()> {
+    let ended = || Err(std::io::ErrorKind::ConnectionAborted.into());
+    for step in steps {
         match step {
             Step::Write(b) => {
                 sock.write_all(&b).await?;
@@ -124,26 +131,30 @@ async fn serve(
                 loop {
                     use tokio::io::AsyncReadExt;
                     if sock.read(&mut tmp).await? == 0 {
-                        return Ok(());
+                        return ended();
                     }
                 }
             }
             Step::Reset => {
-                // Deprecated because a non-zero linger blocks in drop; zero never does.
+                // Deprecated because a non-zero linger blocks in drop; zero never does. The
+                // socket is dropped by the caller when this returns.
                 #[allow(deprecated)]
                 sock.set_linger(Some(Duration::ZERO))?;
-                drop(sock);
-                return Ok(());
+                return ended();
             }
             Step::Close => {
                 sock.shutdown().await?;
-                return Ok(());
+                return ended();
             }
         }
     }
-    // A script that ends without Close/Reset: a normal close once the peer is done.
-    let _ = sock.shutdown().await;
     Ok(())
+}
+
+/// A 200 chunked response head that lets the connection be reused.
+pub fn head_chunked_keep_alive(content_type: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n")
+        .into_bytes()
 }
 
 /// A response head with Content-Length.
