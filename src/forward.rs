@@ -90,7 +90,12 @@ pub const HOP_BY_HOP: [&str; 9] = [
 pub struct Forwarder<'g> {
     pub connector: &'g Connector,
     pub timeouts: PeerTimeouts,
+    /// Largest non-stream answer read; in a stream, the most bytes accepted without a
+    /// complete event.
     pub max_response_bytes: u64,
+    /// When a complete non-stream answer (or error body) must have arrived: the request's
+    /// total deadline (`routing.timeout_seconds`), so a slow trickle cannot hold it forever.
+    pub deadline: Option<Instant>,
 }
 
 /// An upstream response whose headers have arrived and whose body has not been read yet.
@@ -207,7 +212,7 @@ impl Forwarder<'_> {
     /// connection when its small body can be read quickly.
     pub async fn discard(&self, opened: Opened) {
         let Opened { mut up, peer, .. } = opened;
-        match read_all(&mut up, ERROR_BODY_LIMIT as u64).await {
+        match self.read_all(&mut up, ERROR_BODY_LIMIT as u64).await {
             Ok(_) => self.done(up, &peer).await,
             Err(_) => up.shutdown().await,
         }
@@ -267,7 +272,8 @@ impl Forwarder<'_> {
             Mode::Raw => return self.raw(session, ctx, up, &resp, &peer).await,
         };
         if status >= 400 {
-            let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
+            let body = self
+                .read_all(&mut up, ERROR_BODY_LIMIT as u64)
                 .await
                 .unwrap_or_default();
             self.done(up, &peer).await;
@@ -295,7 +301,7 @@ impl Forwarder<'_> {
             return self.stream(session, ctx, call, up, &resp, &peer).await;
         }
 
-        let body = match read_all(&mut up, self.max_response_bytes).await {
+        let body = match self.read_all(&mut up, self.max_response_bytes).await {
             Ok(b) => b,
             Err(e) => {
                 up.shutdown().await;
@@ -309,7 +315,13 @@ impl Forwarder<'_> {
             }
         };
         self.done(up, &peer).await;
-        let (rewritten, usage) = translate_response(&body, client_model);
+        let Some((rewritten, usage)) = translate_response(&body, client_model) else {
+            ctx.log_detail = Some("unreadable answer: not JSON".into());
+            return Err(GatewayError::UpstreamUnreachable {
+                provider: provider.to_owned(),
+                detail: "the provider's answer could not be read",
+            });
+        };
         ctx.usage = usage;
         let mut h =
             respond::header(status, "application/json", ctx).map_err(|_| GatewayError::Internal)?;
@@ -354,8 +366,9 @@ impl Forwarder<'_> {
             .await
             .map_err(|_| GatewayError::Internal)?;
         let mut out = Vec::new();
+        let mut progress = Progress::new(self);
         loop {
-            let chunk = match next_stream_chunk(&mut up, session, ctx, provider).await {
+            let chunk = match progress.next(&mut up, session, ctx, provider).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(()) => {
@@ -364,6 +377,8 @@ impl Forwarder<'_> {
                 }
             };
             out.clear();
+            let seen = filter.events();
+            let chunk_len = chunk.len();
             let send = if filter.feed(&chunk, &mut out) {
                 chunk
             } else {
@@ -381,6 +396,21 @@ impl Forwarder<'_> {
                 ctx.usage = filter.usage();
                 ctx.log_detail = Some("client disconnected mid-stream".into());
                 up.shutdown().await;
+                return Ok(());
+            }
+            if progress
+                .fed(
+                    chunk_len,
+                    filter.events() != seen,
+                    &mut up,
+                    session,
+                    ctx,
+                    provider,
+                )
+                .await
+                .is_err()
+            {
+                ctx.usage = filter.usage();
                 return Ok(());
             }
         }
@@ -426,7 +456,8 @@ impl Forwarder<'_> {
         let status = resp.status.as_u16();
         let target = tr.target();
         if status >= 400 {
-            let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
+            let body = self
+                .read_all(&mut up, ERROR_BODY_LIMIT as u64)
                 .await
                 .unwrap_or_default();
             self.done(up, &peer).await;
@@ -444,8 +475,11 @@ impl Forwarder<'_> {
                 copy_headers(&resp, &mut h);
                 respond::start_stream(session, ctx, h).await.map_err(io)?;
                 let mut out = Vec::with_capacity(4096);
-                loop {
-                    let chunk = match next_stream_chunk(&mut up, session, ctx, provider).await {
+                let mut progress = Progress::new(self);
+                // Until the translator has ended the client's stream itself (an unreadable
+                // event, a provider error event): the rest of the provider's bytes are moot.
+                while !translator.ended() {
+                    let chunk = match progress.next(&mut up, session, ctx, provider).await {
                         Ok(Some(chunk)) => chunk,
                         Ok(None) => break,
                         Err(()) => {
@@ -455,6 +489,21 @@ impl Forwarder<'_> {
                     };
                     out.clear();
                     translator.feed(&chunk, &mut out);
+                    if progress
+                        .fed(
+                            chunk.len(),
+                            !out.is_empty(),
+                            &mut up,
+                            session,
+                            ctx,
+                            provider,
+                        )
+                        .await
+                        .is_err()
+                    {
+                        ctx.usage = translator.usage();
+                        return Ok(());
+                    }
                     if out.is_empty() {
                         continue;
                     }
@@ -473,6 +522,7 @@ impl Forwarder<'_> {
                 }
                 out.clear();
                 let end = translator.finish(&mut out);
+                let complete = matches!(end, StreamEnd::Complete);
                 ctx.usage = translator.usage();
                 if !out.is_empty() {
                     ctx.mark_first_byte();
@@ -499,6 +549,12 @@ impl Forwarder<'_> {
                     }
                 }
                 let _ = session.write_response_body(None, true).await;
+                if complete && !up.response_done() {
+                    // The translator saw the answer end before the provider's body did (its
+                    // last chunk may still be in flight): read that briefly, so the
+                    // connection can be reused.
+                    drain(&mut up, self.timeouts.idle.min(DRAIN_WAIT)).await;
+                }
                 self.done(up, &peer).await;
                 Ok(())
             }
@@ -545,7 +601,8 @@ impl Forwarder<'_> {
                         mut up, resp, peer, ..
                     } = self.open(&next).await?;
                     if resp.status.as_u16() >= 400 {
-                        let body = read_all(&mut up, ERROR_BODY_LIMIT as u64)
+                        let body = self
+                            .read_all(&mut up, ERROR_BODY_LIMIT as u64)
                             .await
                             .unwrap_or_default();
                         self.done(up, &peer).await;
@@ -621,7 +678,7 @@ impl Forwarder<'_> {
         up: &mut HttpSession,
         provider: &str,
     ) -> Result<Vec<u8>, GatewayError> {
-        match read_all(up, self.max_response_bytes).await {
+        match self.read_all(up, self.max_response_bytes).await {
             Ok(b) => Ok(b),
             Err(e) => {
                 up.shutdown().await;
@@ -706,6 +763,15 @@ impl Forwarder<'_> {
         Ok(())
     }
 
+    /// Reads a whole body within `limit` bytes and this forwarder's deadline.
+    async fn read_all(
+        &self,
+        up: &mut HttpSession,
+        limit: u64,
+    ) -> Result<Vec<u8>, Option<Box<pingora::Error>>> {
+        read_all(up, limit, self.deadline).await
+    }
+
     /// Returns a finished connection to the pool, or closes one that is not reusable.
     async fn done(&self, mut up: HttpSession, peer: &pingora::upstreams::peer::HttpPeer) {
         if up.response_done() {
@@ -725,19 +791,47 @@ async fn send(up: &mut HttpSession, req: RequestHeader, body: Bytes) -> pingora:
     up.read_response_header().await
 }
 
-/// Reads the whole response body, failing with None past `limit` bytes.
+/// Reads the whole response body, failing with None past `limit` bytes, and with a read
+/// timeout past `deadline`.
 async fn read_all(
     up: &mut HttpSession,
     limit: u64,
+    deadline: Option<Instant>,
 ) -> Result<Vec<u8>, Option<Box<pingora::Error>>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = up.read_response_body().await.map_err(Some)? {
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(None);
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = up.read_response_body().await.map_err(Some)? {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(None);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body)
+    };
+    match deadline {
+        None => read.await,
+        Some(at) => tokio::time::timeout_at(at.into(), read)
+            .await
+            .unwrap_or_else(|_| Err(Some(pingora::Error::new(ErrorType::ReadTimedout)))),
     }
-    Ok(body)
+}
+
+/// Longest wait for the rest of a body the gateway no longer needs.
+const DRAIN_WAIT: Duration = Duration::from_millis(500);
+
+/// Reads and drops what is left of a response body (at most 64 KiB, within `wait`); the
+/// connection is reusable afterwards only if the body ended.
+async fn drain(up: &mut HttpSession, wait: Duration) {
+    let _ = tokio::time::timeout(wait, async {
+        let mut left = 64 * 1024usize;
+        while let Ok(Some(chunk)) = up.read_response_body().await {
+            left = match left.checked_sub(chunk.len()) {
+                Some(l) => l,
+                None => return,
+            };
+        }
+    })
+    .await;
 }
 
 fn copy_headers(from: &ResponseHeader, to: &mut ResponseHeader) {
@@ -751,26 +845,97 @@ fn copy_headers(from: &ResponseHeader, to: &mut ResponseHeader) {
     }
 }
 
-/// Reads the next chunk of an upstream stream whose answer has already started downstream.
-/// `Ok(None)` at the end; on a read error the client's stream is ended with an SSE error
-/// event, `ctx` records why, the upstream connection is closed and `Err` is returned.
-async fn next_stream_chunk(
+/// Watches a stream whose answer has already started downstream: it must make progress (a
+/// complete event that is not a keep-alive comment) at least every stream idle timeout, and
+/// within `max_response_bytes` bytes, or it is ended with an SSE error event.
+struct Progress {
+    idle: Duration,
+    max_bytes: u64,
+    last: Instant,
+    bytes_since: u64,
+}
+
+impl Progress {
+    fn new(fw: &Forwarder<'_>) -> Self {
+        Progress {
+            idle: fw.timeouts.idle,
+            max_bytes: fw.max_response_bytes,
+            last: Instant::now(),
+            bytes_since: 0,
+        }
+    }
+
+    /// Reads the next chunk. `Ok(None)` at the end; on a read error or when the idle time is
+    /// up, the client's stream is ended with an SSE error event, `ctx` records why, the
+    /// upstream connection is closed and `Err` is returned.
+    async fn next(
+        &self,
+        up: &mut HttpSession,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        provider: &str,
+    ) -> Result<Option<Bytes>, ()> {
+        let read = tokio::time::timeout_at((self.last + self.idle).into(), up.read_response_body());
+        let (error, detail) = match read.await {
+            Ok(Ok(chunk)) => return Ok(chunk),
+            Ok(Err(e)) => (
+                failure(&e, provider),
+                format!("upstream stream failed: {}", e.etype().as_str()),
+            ),
+            Err(_) => (
+                GatewayError::UpstreamTimeout {
+                    provider: provider.to_owned(),
+                },
+                "upstream stream sent no complete event within the stream idle timeout".into(),
+            ),
+        };
+        fail_stream(up, session, ctx, error, detail).await;
+        Err(())
+    }
+
+    /// Records a chunk of `len` bytes that did (or did not) complete an event; ends the
+    /// stream (like [`Self::next`]) when too many bytes came without one.
+    async fn fed(
+        &mut self,
+        len: usize,
+        progressed: bool,
+        up: &mut HttpSession,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        provider: &str,
+    ) -> Result<(), ()> {
+        if progressed {
+            self.last = Instant::now();
+            self.bytes_since = 0;
+            return Ok(());
+        }
+        self.bytes_since += len as u64;
+        if self.bytes_since <= self.max_bytes {
+            return Ok(());
+        }
+        let error = GatewayError::UpstreamUnreachable {
+            provider: provider.to_owned(),
+            detail: "an event was larger than server.max_upstream_response_bytes",
+        };
+        let detail = "upstream stream event over server.max_upstream_response_bytes".into();
+        fail_stream(up, session, ctx, error, detail).await;
+        Err(())
+    }
+}
+
+/// Ends a started stream on an upstream failure: records it, closes the upstream connection
+/// and ends the client's stream with an SSE error event.
+async fn fail_stream(
     up: &mut HttpSession,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    provider: &str,
-) -> Result<Option<Bytes>, ()> {
-    match up.read_response_body().await {
-        Ok(chunk) => Ok(chunk),
-        Err(e) => {
-            let error = failure(&e, provider);
-            ctx.log_detail = Some(format!("upstream stream failed: {}", e.etype().as_str()));
-            ctx.error = Some(error.clone());
-            up.shutdown().await;
-            end_with_error(session, &error).await;
-            Err(())
-        }
-    }
+    error: GatewayError,
+    detail: String,
+) {
+    ctx.log_detail = Some(detail);
+    ctx.error = Some(error.clone());
+    up.shutdown().await;
+    end_with_error(session, &error).await;
 }
 
 /// Ends a started SSE response with one OpenAI error event.

@@ -250,6 +250,7 @@ impl Gateway {
             connector: &self.connector,
             timeouts: self.timeouts(config),
             max_response_bytes: config.server.max_upstream_response_bytes,
+            deadline: None,
         }
     }
 

@@ -357,6 +357,7 @@ impl ProviderMaintenance {
                     idle: (*interval).min(config.server.read_timeout),
                 },
                 max_response_bytes: 1 << 20,
+                deadline: None,
             };
             match fw.open(&call).await {
                 Ok(opened) if opened.status() < 500 => {

@@ -615,6 +615,7 @@ impl Run<'_> {
                 idle: self.policy.stream_idle_timeout.unwrap_or(s.read_timeout),
             },
             max_response_bytes: s.max_upstream_response_bytes,
+            deadline: Some(self.deadline),
         }
     }
 }

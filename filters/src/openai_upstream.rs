@@ -33,14 +33,17 @@ pub fn prepare_request(mut parsed: ParsedRequest, upstream_model: &str) -> Vec<u
 }
 
 /// Rewrites a buffered (non-stream) upstream response for the client: the client's model name
-/// restored. Returns the body to send and the usage it reports. Bodies that are not JSON
-/// objects (an upstream's HTML error page, say) pass through unchanged.
-pub fn translate_response(body: &[u8], client_model: &str) -> (Option<Vec<u8>>, Option<Usage>) {
+/// restored. Returns the body to send (None: the upstream's, unchanged) and the usage it
+/// reports; None when the body is not JSON at all (an unusable answer).
+pub fn translate_response(
+    body: &[u8],
+    client_model: &str,
+) -> Option<(Option<Vec<u8>>, Option<Usage>)> {
     let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
-        return (None, None);
+        return None;
     };
     let usage = Usage::from_response(&v);
-    match v.get_mut("model") {
+    Some(match v.get_mut("model") {
         Some(m) if m.is_string() && m.as_str() != Some(client_model) => {
             *m = Value::String(client_model.to_owned());
             (
@@ -49,7 +52,7 @@ pub fn translate_response(body: &[u8], client_model: &str) -> (Option<Vec<u8>>, 
             )
         }
         _ => (None, usage),
-    }
+    })
 }
 
 /// The `usage` and `model` an OpenAI-shaped JSON object reports.
@@ -73,6 +76,8 @@ pub struct StreamFilter {
     usage: Option<Usage>,
     model: Option<String>,
     saw_done: bool,
+    /// Complete events seen that are not comments (keep-alives): the stream's progress.
+    events: u64,
     /// Azure OpenAI: rewrite whatever model each chunk names (the underlying model, not the
     /// deployment) and drop the content-filter chunks that have no choices and no usage.
     azure: bool,
@@ -101,6 +106,7 @@ impl StreamFilter {
             usage: None,
             model: None,
             saw_done: false,
+            events: 0,
             azure: false,
         }
     }
@@ -123,9 +129,13 @@ impl StreamFilter {
             usage,
             model,
             saw_done,
+            events,
             azure,
         } = self;
         framer.feed(chunk, |event| {
+            if event.first() != Some(&b':') {
+                *events += 1;
+            }
             let data = event_data(event);
             if data == b"[DONE]" {
                 *saw_done = true;
@@ -184,6 +194,11 @@ impl StreamFilter {
     /// The model named by the chunk that carried the usage.
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    /// Complete events seen so far, comments (keep-alives) not counted.
+    pub fn events(&self) -> u64 {
+        self.events
     }
 
     /// Whether the upstream ended its stream properly with `data: [DONE]`.
@@ -328,13 +343,31 @@ data: [DONE]\n\n";
     }
 
     #[test]
+    fn keep_alive_comments_are_relayed_but_not_counted_as_events() {
+        let mut f = StreamFilter::new("gpt-4-0125-preview", "gpt-4", true);
+        let mut out = Vec::new();
+        f.feed(b": keep-alive\n\n: ping\n\n", &mut out);
+        assert_eq!(f.events(), 0);
+        assert_eq!(out, b": keep-alive\n\n: ping\n\n");
+        f.feed(
+            b"data: {\"model\":\"gpt-4-0125-preview\"}\n\ndata: [DO",
+            &mut out,
+        );
+        assert_eq!(f.events(), 1);
+        f.feed(b"NE]\n\n", &mut out);
+        assert_eq!(f.events(), 2);
+        assert!(f.saw_done());
+    }
+
+    #[test]
     fn response_model_is_restored() {
         let body = br#"{"id":"x","object":"chat.completion","model":"gpt-4-0125-preview","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-        let (out, usage) = translate_response(body, "gpt-4");
+        let (out, usage) = translate_response(body, "gpt-4").unwrap();
         let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
         assert_eq!(v["model"], "gpt-4");
         assert_eq!(usage, Some(Usage::new(3, 4)));
-        let (out, _) = translate_response(b"<html>", "gpt-4");
-        assert!(out.is_none());
+        assert!(translate_response(b"<html>", "gpt-4").is_none());
+        let (out, usage) = translate_response(br#"{"model":"gpt-4"}"#, "gpt-4").unwrap();
+        assert_eq!((out, usage), (None, None));
     }
 }

@@ -180,6 +180,9 @@ pub trait StreamTranslator: Send {
     fn finish(&mut self, out: &mut Vec<u8>) -> StreamEnd;
     /// Usage reported so far (final once the stream is complete).
     fn usage(&self) -> Option<Usage>;
+    /// The client's stream has already been ended (finished, or an error event written,
+    /// e.g. for an unreadable event): the rest of the provider's bytes would be ignored.
+    fn ended(&self) -> bool;
 }
 
 fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {

@@ -82,7 +82,8 @@ pub struct RawServer {
     /// Longest wait for the next byte from an upstream (first byte or between stream chunks).
     #[serde(default = "default_read_timeout", deserialize_with = "number")]
     pub upstream_read_timeout_seconds: u64,
-    /// Largest non-stream upstream body the gateway buffers for translation.
+    /// Largest non-stream upstream body the gateway buffers for translation; on a unified-API
+    /// stream, the most bytes accepted without a complete event.
     #[serde(default = "default_max_response", deserialize_with = "number")]
     pub max_upstream_response_bytes: u64,
     /// Emit one JSON access-log line per request on stdout.
@@ -383,8 +384,9 @@ pub struct RawRouting {
     /// `server.upstream_read_timeout_seconds`).
     #[serde(default, deserialize_with = "optional_number")]
     pub first_byte_timeout_seconds: Option<u64>,
-    /// Longest silence between two chunks of a stream before it is ended with an error
-    /// (default: `server.upstream_read_timeout_seconds`).
+    /// Longest time a started stream may go without a complete event (SSE comments and
+    /// partial events do not count) before it is ended with an error event (default:
+    /// `server.upstream_read_timeout_seconds`).
     #[serde(default, deserialize_with = "optional_number")]
     pub stream_idle_timeout_seconds: Option<u64>,
 }

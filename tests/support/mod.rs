@@ -9,6 +9,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
+pub mod faults;
 pub mod oci;
 pub mod vertex;
 pub mod watsonx;

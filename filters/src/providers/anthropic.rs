@@ -1126,6 +1126,10 @@ impl SseStream {
 }
 
 impl StreamTranslator for SseStream {
+    fn ended(&self) -> bool {
+        self.events.end.is_some()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.events.end.is_some() {
             return;
@@ -1227,6 +1231,10 @@ impl EventStream {
 }
 
 impl StreamTranslator for EventStream {
+    fn ended(&self) -> bool {
+        self.events.end.is_some()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.events.end.is_some() {
             return;

@@ -981,6 +981,10 @@ impl StreamState {
 }
 
 impl StreamTranslator for ConverseStream {
+    fn ended(&self) -> bool {
+        self.state.end.is_some()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.state.end.is_some() {
             return;

@@ -1436,6 +1436,10 @@ impl GeminiStream {
 }
 
 impl StreamTranslator for GeminiStream {
+    fn ended(&self) -> bool {
+        self.ended.is_some()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.ended.is_some() {
             return;

@@ -1508,6 +1508,10 @@ impl OciStream {
 }
 
 impl StreamTranslator for OciStream {
+    fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.end.is_some() {
             return;

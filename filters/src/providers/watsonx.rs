@@ -890,6 +890,10 @@ impl WxStream {
 }
 
 impl StreamTranslator for WxStream {
+    fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.end.is_some() {
             return;
