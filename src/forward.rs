@@ -236,7 +236,7 @@ impl Forwarder<'_> {
         // A redirect is never followed (the gateway only talks to the configured endpoint)
         // and means nothing to an OpenAI client: a 502, not a bare 3xx without its Location.
         if (300..400).contains(&status) && !matches!(call.mode, Mode::Raw) {
-            let _ = read_all(&mut up, ERROR_BODY_LIMIT as u64).await;
+            let _ = self.read_all(&mut up, ERROR_BODY_LIMIT as u64).await;
             up.shutdown().await;
             ctx.log_detail = Some(format!("upstream answered HTTP {status} (redirect)"));
             return Err(GatewayError::UpstreamUnreachable {
