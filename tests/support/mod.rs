@@ -474,7 +474,10 @@ pub async fn metrics_containing(url: &str, needles: &[&str]) -> String {
     loop {
         // A scrape that fails outright (the machine is busy) is retried until the deadline.
         let text = match client().get(url).send().await {
-            Ok(r) => r.text().await.unwrap_or_else(|e| format!("(scrape failed: {e})")),
+            Ok(r) => r
+                .text()
+                .await
+                .unwrap_or_else(|e| format!("(scrape failed: {e})")),
             Err(e) => format!("(scrape failed: {e})"),
         };
         if needles.iter().all(|n| text.contains(n)) {
