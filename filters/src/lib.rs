@@ -10,10 +10,13 @@
 //! - [`sse`] and [`eventstream`]: incremental decoders that tolerate any chunk split,
 //! - [`openai_upstream`]: preparing requests for, and filtering responses from, OpenAI-shaped upstreams,
 //! - [`usage`]: usage metering of native answers (passthrough),
-//! - [`mock`]: the built-in deterministic `mock` provider.
+//! - [`mock`]: the built-in deterministic `mock` provider,
+//! - `fuzzing`: the fuzz harnesses (for `tests/fuzz/` and the fuzz regression test only).
 
 pub mod chat;
 pub mod eventstream;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mock;
 pub mod openai;
 pub mod openai_upstream;

@@ -314,6 +314,7 @@ pub(crate) mod testing {
         make: impl Fn() -> Box<dyn StreamTranslator>,
         input: &[u8],
     ) -> (Vec<u8>, StreamEnd, Option<Usage>) {
+        save_fuzz_seed(input);
         let run = |pieces: &[&[u8]]| {
             let mut t = make();
             let mut out = Vec::new();
@@ -335,6 +336,17 @@ pub(crate) mod testing {
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(run(&bytes), whole, "output differs when fed byte by byte");
         whole
+    }
+
+    /// With `SWITCHYARD_FUZZ_SEEDS=<dir>`, keeps every stream the unit tests translate as a
+    /// seed for the stream fuzz targets (`tests/fuzz/run.sh`): no flags, no split points.
+    fn save_fuzz_seed(input: &[u8]) {
+        if let Some(dir) = std::env::var_os("SWITCHYARD_FUZZ_SEEDS") {
+            let mut seed = vec![0u8, 0u8];
+            seed.extend_from_slice(input);
+            let name = format!("{:08x}", crate::eventstream::crc32(&seed));
+            let _ = std::fs::write(std::path::Path::new(&dir).join(name), seed);
+        }
     }
 
     /// The JSON payloads of an OpenAI SSE stream (`[DONE]` as the string "[DONE]").

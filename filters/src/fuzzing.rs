@@ -1,0 +1,408 @@
+//! Fuzz harnesses: one function per fuzz target of `tests/fuzz/` (cargo-fuzz), kept here so
+//! the fuzz targets and the regression test (`filters/tests/fuzz_regressions.rs`, which
+//! replays every kept crash input) run exactly the same code.
+//!
+//! Each harness takes the fuzzer's raw bytes, never panics on any input unless the code under
+//! test breaks one of the invariants below, and checks more than "no panic":
+//! - [`sse_decoder`]: framing is lossless (events + held-back bytes = input), independent of
+//!   how the input is split, and the framer never holds back a complete event;
+//! - [`eventstream_decoder`]: decoding is independent of the split, and every decoded message
+//!   re-encodes to exactly its bytes on the wire;
+//! - [`stream`]: a translator's output is independent of the split (the contract of
+//!   [`StreamTranslator::feed`]); it is UTF-8 SSE whose events are each one `data:` line with
+//!   a JSON object or `[DONE]`; it ends with exactly one terminal event — `[DONE]` when
+//!   [`StreamEnd::Complete`], an error object otherwise — and nothing follows it;
+//! - [`openai_stream`]: the OpenAI/Azure stream filter is split-independent, and forwards the
+//!   input byte for byte when it is the identity;
+//! - [`answers`]: answer parsers and error mapping never panic, what they accept renders as
+//!   JSON, and every mapped error is a 4xx/5xx OpenAI error envelope (OpenAI-shaped
+//!   upstreams' own envelopes pass through as they are);
+//! - [`request`]: every request the gateway accepts can be prepared for every dialect (or
+//!   is refused with an [`crate::InvalidRequest`]), and prepared bodies are JSON.
+//!
+//! Input layout shared by the stream harnesses: byte 0 holds flags, byte 1 (low 3 bits) the
+//! number `n` of split points, the next `n` bytes the sizes of the first `n` pieces; the rest
+//! is the provider's stream (the last piece is whatever remains).
+//!
+//! Not used by the gateway; public only for the fuzz targets and tests.
+
+use serde_json::Value;
+
+use crate::chat::embeddings::{self, EmbeddingsRequest, EncodingFormat};
+use crate::chat::{response, ChatRequest, ResponseCtx};
+use crate::eventstream::{self, Decoder, HeaderValue};
+use crate::openai::{parse_request, Endpoint};
+use crate::openai_upstream::StreamFilter;
+use crate::sse::{parse_event, SseFramer};
+use crate::translate::{self, Answer, Dialect, ErrorHints, StreamEnd, Target};
+use crate::usage::UsageMeter;
+
+/// Every dialect, in a fixed order (the `answers` harness indexes it).
+pub const DIALECTS: [Dialect; 11] = [
+    Dialect::OpenAi,
+    Dialect::Azure,
+    Dialect::Anthropic,
+    Dialect::BedrockConverse,
+    Dialect::BedrockAnthropic,
+    Dialect::BedrockEmbed,
+    Dialect::VertexGemini,
+    Dialect::VertexAnthropic,
+    Dialect::Watsonx,
+    Dialect::OciGeneric,
+    Dialect::OciCohere,
+];
+
+/// A target as the gateway builds it from a valid configuration (every optional part set).
+pub fn target(dialect: Dialect) -> Target<'static> {
+    Target {
+        dialect,
+        upstream_model: match dialect {
+            Dialect::BedrockConverse => "anthropic.claude-3-5-sonnet-20241022-v2:0",
+            Dialect::BedrockEmbed => "amazon.titan-embed-text-v2:0",
+            Dialect::OciCohere => "cohere.command-r-plus",
+            _ => "up-model",
+        },
+        project: Some("proj"),
+        location: Some("us-central1"),
+        api_version: Some("2024-06-01"),
+    }
+}
+
+/// Splits the fuzzer's input: (flags, pieces of the stream, the whole stream).
+fn split_input(data: &[u8]) -> (u8, Vec<&[u8]>, &[u8]) {
+    let flags = data.first().copied().unwrap_or(0);
+    let n = data.get(1).map_or(0, |b| (b & 7) as usize);
+    let sizes_end = (2 + n).min(data.len());
+    let sizes = data.get(2..sizes_end).unwrap_or(&[]);
+    let stream = data.get(sizes_end..).unwrap_or(&[]);
+    let mut pieces = Vec::with_capacity(n + 1);
+    let mut rest = stream;
+    for &s in sizes {
+        let (a, b) = rest.split_at((s as usize).min(rest.len()));
+        pieces.push(a);
+        rest = b;
+    }
+    pieces.push(rest);
+    (flags, pieces, stream)
+}
+
+/// SSE framing ([`SseFramer`]).
+pub fn sse_decoder(data: &[u8]) {
+    let (_, pieces, stream) = split_input(data);
+    let run = |pieces: &[&[u8]]| {
+        let mut f = SseFramer::new();
+        let mut events: Vec<Vec<u8>> = Vec::new();
+        for p in pieces {
+            f.feed(p, |e| events.push(e.to_vec()));
+            // Never more than the current incomplete event is held back.
+            let mut fresh = SseFramer::new();
+            fresh.feed(f.pending(), |e| {
+                panic!("framer held back a complete event: {:?}", String::from_utf8_lossy(e))
+            });
+        }
+        let rest = f.take_rest();
+        assert!(f.pending().is_empty(), "take_rest leaves nothing behind");
+        (events, rest)
+    };
+    let (events, rest) = run(&pieces);
+    assert_eq!(run(&[stream]), (events.clone(), rest.clone()), "split changes framing");
+    let mut joined: Vec<u8> = events.concat();
+    joined.extend_from_slice(&rest);
+    assert_eq!(joined, stream, "framing is lossless");
+    for e in &events {
+        assert!(
+            e.ends_with(b"\n") || e.ends_with(b"\r"),
+            "an event ends with a blank line"
+        );
+        let ev = parse_event(e);
+        assert!(ev.has_data || ev.data.is_empty());
+    }
+}
+
+/// AWS event stream decoding ([`Decoder`] and [`eventstream::decode_message`]).
+pub fn eventstream_decoder(data: &[u8]) {
+    let (_, pieces, stream) = split_input(data);
+    if let Ok(m) = eventstream::decode_message(stream) {
+        assert_eq!(reencode(&m), stream, "a decoded message re-encodes to its bytes");
+    }
+    let run = |pieces: &[&[u8]]| {
+        let mut d = Decoder::new();
+        let mut messages: Vec<Vec<u8>> = Vec::new();
+        let mut first_err = None;
+        let mut meter = UsageMeter::default();
+        for p in pieces {
+            let r = d.feed(p, |m| {
+                messages.push(reencode(m));
+                eventstream::meter_bedrock_event(&mut meter, m);
+                let _ = eventstream::chunk_bytes(m.payload);
+            });
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        (messages, first_err, d.finish())
+    };
+    let (messages, err, end) = run(&pieces);
+    assert_eq!(
+        run(&[stream]),
+        (messages.clone(), err, end),
+        "split changes decoding"
+    );
+    // The decoded messages are the input's leading frames, in order.
+    let joined = messages.concat();
+    assert!(stream.starts_with(&joined), "messages are the input's frames");
+    if end.is_ok() {
+        assert_eq!(joined.len(), stream.len(), "a clean end consumed everything");
+    }
+}
+
+fn reencode(m: &eventstream::Message<'_>) -> Vec<u8> {
+    let headers: Vec<(&str, HeaderValue<'_>)> = m
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_ref(), v.clone()))
+        .collect();
+    eventstream::encode_message(&headers, m.payload)
+}
+
+/// One translated stream ([`translate::chat_stream`]) for `dialect`. Flags: bit 0 legacy
+/// completion, bit 1 the client asked for usage.
+pub fn stream(dialect: Dialect, data: &[u8]) {
+    let (flags, pieces, stream) = split_input(data);
+    let t = target(dialect);
+    let ctx = ResponseCtx {
+        client_model: "client-model",
+        created: 1_700_000_000,
+        fallback_id: "req-1",
+        legacy_completion: flags & 1 != 0,
+        include_usage: flags & 2 != 0,
+    };
+    let run = |pieces: &[&[u8]]| {
+        let mut tr = translate::chat_stream(&t, &ctx);
+        let mut out = Vec::new();
+        for p in pieces {
+            tr.feed(p, &mut out);
+        }
+        let end = tr.finish(&mut out);
+        (out, end, tr.usage())
+    };
+    let (out, end, usage) = run(&pieces);
+    assert_eq!(
+        run(&[stream]),
+        (out.clone(), end.clone(), usage),
+        "split changes the client stream"
+    );
+    check_client_stream(&out, &end);
+}
+
+/// The client stream is SSE of JSON objects ending in exactly one `[DONE]` or error event.
+pub fn check_client_stream(out: &[u8], end: &StreamEnd) {
+    let text = std::str::from_utf8(out).expect("the client stream is UTF-8");
+    assert!(text.ends_with("\n\n"), "the stream ends with a whole event");
+    let events: Vec<&str> = text.strip_suffix("\n\n").unwrap_or("").split("\n\n").collect();
+    let last = events.len() - 1;
+    for (i, e) in events.iter().enumerate() {
+        let payload = e
+            .strip_prefix("data: ")
+            .unwrap_or_else(|| panic!("event {i} is not one data line: {e:?}"));
+        assert!(!payload.contains('\n'), "event {i} is one line: {e:?}");
+        let terminal = if payload == "[DONE]" {
+            assert_eq!(*end, StreamEnd::Complete, "[DONE] only on a complete stream");
+            true
+        } else {
+            let v: Value = serde_json::from_str(payload)
+                .unwrap_or_else(|err| panic!("event {i} is not JSON ({err}): {payload:?}"));
+            assert!(v.is_object(), "event {i} is an object");
+            match v.get("error") {
+                Some(err) => {
+                    assert!(err["message"].is_string(), "error events have a message");
+                    assert_ne!(*end, StreamEnd::Complete, "no error event on a complete stream");
+                    true
+                }
+                None => false,
+            }
+        };
+        assert_eq!(terminal, i == last, "exactly one terminal event, last: {text:?}");
+    }
+}
+
+/// The OpenAI/Azure stream filter ([`StreamFilter`]). Flags: bit 0 client wants usage, bit 1
+/// Azure, bit 2 the upstream model differs from the client's.
+pub fn openai_stream(data: &[u8]) {
+    let (flags, pieces, stream) = split_input(data);
+    let wants_usage = flags & 1 != 0;
+    let make = || {
+        if flags & 2 != 0 {
+            StreamFilter::azure("client-model", wants_usage)
+        } else if flags & 4 != 0 {
+            StreamFilter::new("gpt-4o-2024-08-06", "client-model", wants_usage)
+        } else {
+            StreamFilter::new("client-model", "client-model", wants_usage)
+        }
+    };
+    let run = |pieces: &[&[u8]]| {
+        let mut f = make();
+        let mut forwarded = Vec::new();
+        for p in pieces {
+            let mut out = Vec::new();
+            if f.feed(p, &mut out) {
+                assert!(out.is_empty(), "an identity chunk writes nothing");
+                forwarded.extend_from_slice(p);
+            } else {
+                forwarded.extend_from_slice(&out);
+            }
+        }
+        f.finish(&mut forwarded);
+        let model = f.model().map(str::to_owned);
+        (forwarded, f.usage(), model, f.saw_done(), f.is_identity())
+    };
+    let whole = run(&[stream]);
+    assert_eq!(run(&pieces), whole, "split changes the filtered stream");
+    if whole.4 {
+        assert_eq!(whole.0, stream, "the identity filter forwards every byte");
+    }
+}
+
+/// Non-stream answers: byte 0 selects the dialect, byte 1 what to parse (chat answer,
+/// embeddings answers separated by 0xFF bytes, or an error with status from byte 2), byte 3
+/// flags (legacy completion; Bedrock's input-token header).
+pub fn answers(data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    let dialect = DIALECTS[data[0] as usize % DIALECTS.len()];
+    let t = target(dialect);
+    let body = &data[4..];
+    let flags = data[3];
+    let header = (flags & 2 != 0).then_some(7);
+    match data[1] % 3 {
+        0 => {
+            let answer = Answer {
+                body,
+                input_tokens_header: header,
+            };
+            if let Ok(c) = translate::parse_chat(&t, &answer) {
+                let ctx = ResponseCtx {
+                    client_model: "client-model",
+                    created: 1,
+                    fallback_id: "req-1",
+                    legacy_completion: flags & 1 != 0,
+                    include_usage: false,
+                };
+                let out = response::render(&c, &ctx);
+                let v: Value = serde_json::from_slice(&out).expect("a rendered answer is JSON");
+                assert!(v.is_object());
+            }
+        }
+        1 => {
+            let answers: Vec<Answer<'_>> = body
+                .split(|b| *b == 0xFF)
+                .map(|body| Answer {
+                    body,
+                    input_tokens_header: header,
+                })
+                .collect();
+            if let Ok(e) = translate::parse_embeddings(&t, &answers) {
+                for format in [EncodingFormat::Float, EncodingFormat::Base64] {
+                    let out = embeddings::render(&e, "client-model", format);
+                    let _: Value =
+                        serde_json::from_slice(&out).expect("rendered embeddings are JSON");
+                }
+                let _ = embeddings::usage(&e);
+            }
+        }
+        _ => {
+            const STATUSES: [u16; 12] = [400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 529];
+            let b = data[2];
+            let status = if b & 0x80 != 0 {
+                STATUSES[(b & 0x7F) as usize % STATUSES.len()]
+            } else {
+                400 + u16::from(b) * 2 % 200
+            };
+            let aws = std::str::from_utf8(body)
+                .ok()
+                .filter(|_| flags & 4 != 0)
+                .and_then(|s| s.split('\n').next());
+            let hints = ErrorHints {
+                aws_error_type: aws,
+            };
+            let reply = translate::translate_error(&t, status, body, &hints);
+            assert!(
+                (400..600).contains(&reply.status),
+                "an error stays an error: {}",
+                reply.status
+            );
+            let v: Value = serde_json::from_slice(&reply.body).expect("the error body is JSON");
+            // OpenAI-shaped upstreams' own envelopes (`error.message`) pass through as they
+            // are (openai::upstream_error_body); every translated error has all the fields.
+            let openai_shaped = matches!(dialect, Dialect::OpenAi | Dialect::Azure);
+            assert!(
+                v["error"]["message"].is_string()
+                    && (openai_shaped || v["error"]["type"].is_string()),
+                "an OpenAI error envelope: {v}"
+            );
+        }
+    }
+}
+
+/// Request translation: byte 0 selects the endpoint, the rest is the client's body. Whatever
+/// the gateway accepts must prepare (or be refused) for every dialect, with a JSON body.
+pub fn request(data: &[u8]) {
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let endpoint = match sel % 3 {
+        0 => Endpoint::ChatCompletions,
+        1 => Endpoint::Completions,
+        _ => Endpoint::Embeddings,
+    };
+    let Ok(parsed) = parse_request(endpoint, body) else {
+        return;
+    };
+    let up = crate::openai_upstream::prepare_request(parsed.clone(), "up-model");
+    let _: Value = serde_json::from_slice(&up).expect("an OpenAI upstream body is JSON");
+    if endpoint == Endpoint::Embeddings {
+        let Ok(req) = EmbeddingsRequest::from_body(&parsed.body) else {
+            return;
+        };
+        for d in DIALECTS {
+            if let Ok(call) = translate::prepare_embeddings(&target(d), &req) {
+                assert!(call.path.starts_with('/'), "{d:?}: path {}", call.path);
+                assert!(!call.bodies.is_empty(), "{d:?}: at least one call");
+                for b in &call.bodies {
+                    let _: Value = serde_json::from_slice(b).expect("embeddings bodies are JSON");
+                }
+            }
+        }
+    } else {
+        let Ok(req) = ChatRequest::from_parsed(&parsed) else {
+            return;
+        };
+        for d in DIALECTS {
+            if let Ok(up) = translate::prepare_chat(&target(d), &req) {
+                assert!(up.path.starts_with('/'), "{d:?}: path {}", up.path);
+                let _: Value = serde_json::from_slice(&up.body).expect("chat bodies are JSON");
+            }
+        }
+    }
+}
+
+/// The harness of a stream target by name (`stream_<dialect>`), for the regression test.
+pub fn by_name(name: &str) -> Option<fn(&[u8])> {
+    Some(match name {
+        "sse_decoder" => sse_decoder,
+        "eventstream_decoder" => eventstream_decoder,
+        "stream_openai" => openai_stream,
+        "stream_anthropic" => |d| stream(Dialect::Anthropic, d),
+        "stream_bedrock_converse" => |d| stream(Dialect::BedrockConverse, d),
+        "stream_bedrock_anthropic" => |d| stream(Dialect::BedrockAnthropic, d),
+        "stream_vertex_gemini" => |d| stream(Dialect::VertexGemini, d),
+        "stream_vertex_anthropic" => |d| stream(Dialect::VertexAnthropic, d),
+        "stream_watsonx" => |d| stream(Dialect::Watsonx, d),
+        "stream_oci_generic" => |d| stream(Dialect::OciGeneric, d),
+        "stream_oci_cohere" => |d| stream(Dialect::OciCohere, d),
+        "answers" => answers,
+        "request" => request,
+        _ => return None,
+    })
+}

@@ -1,0 +1,3 @@
+//! Fuzz target `stream_oci_generic`: the OciGeneric stream translator (translate::chat_stream), see switchyard_filters::fuzzing::stream.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard_filters::fuzzing::stream(switchyard_filters::translate::Dialect::OciGeneric, data));
