@@ -97,7 +97,10 @@ pub fn sse_decoder(data: &[u8]) {
             // Never more than the current incomplete event is held back.
             let mut fresh = SseFramer::new();
             fresh.feed(f.pending(), |e| {
-                panic!("framer held back a complete event: {:?}", String::from_utf8_lossy(e))
+                panic!(
+                    "framer held back a complete event: {:?}",
+                    String::from_utf8_lossy(e)
+                )
             });
         }
         let rest = f.take_rest();
@@ -105,7 +108,11 @@ pub fn sse_decoder(data: &[u8]) {
         (events, rest)
     };
     let (events, rest) = run(&pieces);
-    assert_eq!(run(&[stream]), (events.clone(), rest.clone()), "split changes framing");
+    assert_eq!(
+        run(&[stream]),
+        (events.clone(), rest.clone()),
+        "split changes framing"
+    );
     let mut joined: Vec<u8> = events.concat();
     joined.extend_from_slice(&rest);
     assert_eq!(joined, stream, "framing is lossless");
@@ -123,7 +130,11 @@ pub fn sse_decoder(data: &[u8]) {
 pub fn eventstream_decoder(data: &[u8]) {
     let (_, pieces, stream) = split_input(data);
     if let Ok(m) = eventstream::decode_message(stream) {
-        assert_eq!(reencode(&m), stream, "a decoded message re-encodes to its bytes");
+        assert_eq!(
+            reencode(&m),
+            stream,
+            "a decoded message re-encodes to its bytes"
+        );
     }
     let run = |pieces: &[&[u8]]| {
         let mut d = Decoder::new();
@@ -150,9 +161,16 @@ pub fn eventstream_decoder(data: &[u8]) {
     );
     // The decoded messages are the input's leading frames, in order.
     let joined = messages.concat();
-    assert!(stream.starts_with(&joined), "messages are the input's frames");
+    assert!(
+        stream.starts_with(&joined),
+        "messages are the input's frames"
+    );
     if end.is_ok() {
-        assert_eq!(joined.len(), stream.len(), "a clean end consumed everything");
+        assert_eq!(
+            joined.len(),
+            stream.len(),
+            "a clean end consumed everything"
+        );
     }
 }
 
@@ -199,7 +217,11 @@ pub fn stream(dialect: Dialect, data: &[u8]) {
 pub fn check_client_stream(out: &[u8], end: &StreamEnd) {
     let text = std::str::from_utf8(out).expect("the client stream is UTF-8");
     assert!(text.ends_with("\n\n"), "the stream ends with a whole event");
-    let events: Vec<&str> = text.strip_suffix("\n\n").unwrap_or("").split("\n\n").collect();
+    let events: Vec<&str> = text
+        .strip_suffix("\n\n")
+        .unwrap_or("")
+        .split("\n\n")
+        .collect();
     let last = events.len() - 1;
     for (i, e) in events.iter().enumerate() {
         let payload = e
@@ -207,7 +229,11 @@ pub fn check_client_stream(out: &[u8], end: &StreamEnd) {
             .unwrap_or_else(|| panic!("event {i} is not one data line: {e:?}"));
         assert!(!payload.contains('\n'), "event {i} is one line: {e:?}");
         let terminal = if payload == "[DONE]" {
-            assert_eq!(*end, StreamEnd::Complete, "[DONE] only on a complete stream");
+            assert_eq!(
+                *end,
+                StreamEnd::Complete,
+                "[DONE] only on a complete stream"
+            );
             true
         } else {
             let v: Value = serde_json::from_str(payload)
@@ -216,13 +242,21 @@ pub fn check_client_stream(out: &[u8], end: &StreamEnd) {
             match v.get("error") {
                 Some(err) => {
                     assert!(err["message"].is_string(), "error events have a message");
-                    assert_ne!(*end, StreamEnd::Complete, "no error event on a complete stream");
+                    assert_ne!(
+                        *end,
+                        StreamEnd::Complete,
+                        "no error event on a complete stream"
+                    );
                     true
                 }
                 None => false,
             }
         };
-        assert_eq!(terminal, i == last, "exactly one terminal event, last: {text:?}");
+        assert_eq!(
+            terminal,
+            i == last,
+            "exactly one terminal event, last: {text:?}"
+        );
     }
 }
 
@@ -312,7 +346,8 @@ pub fn answers(data: &[u8]) {
             }
         }
         _ => {
-            const STATUSES: [u16; 12] = [400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 529];
+            const STATUSES: [u16; 12] =
+                [400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 529];
             let b = data[2];
             let status = if b & 0x80 != 0 {
                 STATUSES[(b & 0x7F) as usize % STATUSES.len()]
