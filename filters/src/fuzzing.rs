@@ -1,6 +1,6 @@
 //! Fuzz harnesses: one function per fuzz target of `tests/fuzz/` (cargo-fuzz), kept here so
-//! the fuzz targets and the regression test (`filters/tests/fuzz_regressions.rs`, which
-//! replays every kept crash input) run exactly the same code.
+//! the fuzz targets and a regression test replaying a crash input (none found so far, see
+//! docs/RELIABILITY.md) run exactly the same code ([`by_name`]).
 //!
 //! Each harness takes the fuzzer's raw bytes, never panics on any input unless the code under
 //! test breaks one of the invariants below, and checks more than "no panic":
