@@ -1,6 +1,6 @@
-//! Fuzz harnesses: one function per fuzz target of `tests/fuzz/` (cargo-fuzz), kept here so
-//! the fuzz targets and the regression test (`filters/tests/fuzz_regressions.rs`, which
-//! replays every kept crash input) run exactly the same code.
+//! Fuzz harnesses: one function per fuzz target of `tests/fuzz/` (cargo-fuzz), kept in the
+//! library so a regression test replaying a kept crash input can call exactly the code the
+//! fuzzer ran ([`by_name`]).
 //!
 //! Each harness takes the fuzzer's raw bytes, never panics on any input unless the code under
 //! test breaks one of the invariants below, and checks more than "no panic":
@@ -86,6 +86,44 @@ fn split_input(data: &[u8]) -> (u8, Vec<&[u8]>, &[u8]) {
     (flags, pieces, stream)
 }
 
+/// With flag bit 7: the stream read as AWS event stream frames (each `total_len` from its
+/// prelude) gets both checksums of every frame recomputed, so mutated payloads and headers
+/// get past the CRCs and reach the translators. Returns the pieces of the repaired stream,
+/// split at the same sizes.
+fn repair_checksums<'a>(
+    flags: u8,
+    pieces: &[&[u8]],
+    stream: &[u8],
+    buf: &'a mut Vec<u8>,
+) -> Option<(Vec<&'a [u8]>, &'a [u8])> {
+    if flags & 0x80 == 0 {
+        return None;
+    }
+    buf.extend_from_slice(stream);
+    let mut at = 0;
+    while buf.len() - at >= eventstream::OVERHEAD {
+        let total = u32::from_be_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+        if total < eventstream::OVERHEAD || total > buf.len() - at {
+            break;
+        }
+        let crc = eventstream::crc32(&buf[at..at + 8]);
+        buf[at + 8..at + 12].copy_from_slice(&crc.to_be_bytes());
+        let crc = eventstream::crc32(&buf[at..at + total - 4]);
+        buf[at + total - 4..at + total].copy_from_slice(&crc.to_be_bytes());
+        at += total;
+    }
+    let whole: &'a Vec<u8> = buf;
+    let mut rest = &whole[..];
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in &pieces[..pieces.len() - 1] {
+        let (a, b) = rest.split_at(p.len());
+        out.push(a);
+        rest = b;
+    }
+    out.push(rest);
+    Some((out, whole))
+}
+
 /// SSE framing ([`SseFramer`]).
 pub fn sse_decoder(data: &[u8]) {
     let (_, pieces, stream) = split_input(data);
@@ -97,7 +135,10 @@ pub fn sse_decoder(data: &[u8]) {
             // Never more than the current incomplete event is held back.
             let mut fresh = SseFramer::new();
             fresh.feed(f.pending(), |e| {
-                panic!("framer held back a complete event: {:?}", String::from_utf8_lossy(e))
+                panic!(
+                    "framer held back a complete event: {:?}",
+                    String::from_utf8_lossy(e)
+                )
             });
         }
         let rest = f.take_rest();
@@ -105,7 +146,11 @@ pub fn sse_decoder(data: &[u8]) {
         (events, rest)
     };
     let (events, rest) = run(&pieces);
-    assert_eq!(run(&[stream]), (events.clone(), rest.clone()), "split changes framing");
+    assert_eq!(
+        run(&[stream]),
+        (events.clone(), rest.clone()),
+        "split changes framing"
+    );
     let mut joined: Vec<u8> = events.concat();
     joined.extend_from_slice(&rest);
     assert_eq!(joined, stream, "framing is lossless");
@@ -121,9 +166,18 @@ pub fn sse_decoder(data: &[u8]) {
 
 /// AWS event stream decoding ([`Decoder`] and [`eventstream::decode_message`]).
 pub fn eventstream_decoder(data: &[u8]) {
-    let (_, pieces, stream) = split_input(data);
+    let (flags, pieces, stream) = split_input(data);
+    let mut repaired = Vec::new();
+    let (pieces, stream) = match repair_checksums(flags, &pieces, stream, &mut repaired) {
+        Some(repaired) => repaired,
+        None => (pieces, stream),
+    };
     if let Ok(m) = eventstream::decode_message(stream) {
-        assert_eq!(reencode(&m), stream, "a decoded message re-encodes to its bytes");
+        assert_eq!(
+            reencode(&m),
+            stream,
+            "a decoded message re-encodes to its bytes"
+        );
     }
     let run = |pieces: &[&[u8]]| {
         let mut d = Decoder::new();
@@ -150,9 +204,16 @@ pub fn eventstream_decoder(data: &[u8]) {
     );
     // The decoded messages are the input's leading frames, in order.
     let joined = messages.concat();
-    assert!(stream.starts_with(&joined), "messages are the input's frames");
+    assert!(
+        stream.starts_with(&joined),
+        "messages are the input's frames"
+    );
     if end.is_ok() {
-        assert_eq!(joined.len(), stream.len(), "a clean end consumed everything");
+        assert_eq!(
+            joined.len(),
+            stream.len(),
+            "a clean end consumed everything"
+        );
     }
 }
 
@@ -166,9 +227,14 @@ fn reencode(m: &eventstream::Message<'_>) -> Vec<u8> {
 }
 
 /// One translated stream ([`translate::chat_stream`]) for `dialect`. Flags: bit 0 legacy
-/// completion, bit 1 the client asked for usage.
+/// completion, bit 1 the client asked for usage, bit 7 repair event stream checksums (Bedrock).
 pub fn stream(dialect: Dialect, data: &[u8]) {
     let (flags, pieces, stream) = split_input(data);
+    let mut repaired = Vec::new();
+    let (pieces, stream) = match repair_checksums(flags, &pieces, stream, &mut repaired) {
+        Some(repaired) => repaired,
+        None => (pieces, stream),
+    };
     let t = target(dialect);
     let ctx = ResponseCtx {
         client_model: "client-model",
@@ -199,7 +265,11 @@ pub fn stream(dialect: Dialect, data: &[u8]) {
 pub fn check_client_stream(out: &[u8], end: &StreamEnd) {
     let text = std::str::from_utf8(out).expect("the client stream is UTF-8");
     assert!(text.ends_with("\n\n"), "the stream ends with a whole event");
-    let events: Vec<&str> = text.strip_suffix("\n\n").unwrap_or("").split("\n\n").collect();
+    let events: Vec<&str> = text
+        .strip_suffix("\n\n")
+        .unwrap_or("")
+        .split("\n\n")
+        .collect();
     let last = events.len() - 1;
     for (i, e) in events.iter().enumerate() {
         let payload = e
@@ -207,7 +277,11 @@ pub fn check_client_stream(out: &[u8], end: &StreamEnd) {
             .unwrap_or_else(|| panic!("event {i} is not one data line: {e:?}"));
         assert!(!payload.contains('\n'), "event {i} is one line: {e:?}");
         let terminal = if payload == "[DONE]" {
-            assert_eq!(*end, StreamEnd::Complete, "[DONE] only on a complete stream");
+            assert_eq!(
+                *end,
+                StreamEnd::Complete,
+                "[DONE] only on a complete stream"
+            );
             true
         } else {
             let v: Value = serde_json::from_str(payload)
@@ -216,13 +290,21 @@ pub fn check_client_stream(out: &[u8], end: &StreamEnd) {
             match v.get("error") {
                 Some(err) => {
                     assert!(err["message"].is_string(), "error events have a message");
-                    assert_ne!(*end, StreamEnd::Complete, "no error event on a complete stream");
+                    assert_ne!(
+                        *end,
+                        StreamEnd::Complete,
+                        "no error event on a complete stream"
+                    );
                     true
                 }
                 None => false,
             }
         };
-        assert_eq!(terminal, i == last, "exactly one terminal event, last: {text:?}");
+        assert_eq!(
+            terminal,
+            i == last,
+            "exactly one terminal event, last: {text:?}"
+        );
     }
 }
 
@@ -312,7 +394,8 @@ pub fn answers(data: &[u8]) {
             }
         }
         _ => {
-            const STATUSES: [u16; 12] = [400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 529];
+            const STATUSES: [u16; 12] =
+                [400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 529];
             let b = data[2];
             let status = if b & 0x80 != 0 {
                 STATUSES[(b & 0x7F) as usize % STATUSES.len()]
