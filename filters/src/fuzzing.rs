@@ -86,6 +86,44 @@ fn split_input(data: &[u8]) -> (u8, Vec<&[u8]>, &[u8]) {
     (flags, pieces, stream)
 }
 
+/// With flag bit 7: the stream read as AWS event stream frames (each `total_len` from its
+/// prelude) gets both checksums of every frame recomputed, so mutated payloads and headers
+/// get past the CRCs and reach the translators. Returns the pieces of the repaired stream,
+/// split at the same sizes.
+fn repair_checksums<'a>(
+    flags: u8,
+    pieces: &[&[u8]],
+    stream: &[u8],
+    buf: &'a mut Vec<u8>,
+) -> Option<(Vec<&'a [u8]>, &'a [u8])> {
+    if flags & 0x80 == 0 {
+        return None;
+    }
+    buf.extend_from_slice(stream);
+    let mut at = 0;
+    while buf.len() - at >= eventstream::OVERHEAD {
+        let total = u32::from_be_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+        if total < eventstream::OVERHEAD || total > buf.len() - at {
+            break;
+        }
+        let crc = eventstream::crc32(&buf[at..at + 8]);
+        buf[at + 8..at + 12].copy_from_slice(&crc.to_be_bytes());
+        let crc = eventstream::crc32(&buf[at..at + total - 4]);
+        buf[at + total - 4..at + total].copy_from_slice(&crc.to_be_bytes());
+        at += total;
+    }
+    let whole: &'a Vec<u8> = buf;
+    let mut rest = &whole[..];
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in &pieces[..pieces.len() - 1] {
+        let (a, b) = rest.split_at(p.len());
+        out.push(a);
+        rest = b;
+    }
+    out.push(rest);
+    Some((out, whole))
+}
+
 /// SSE framing ([`SseFramer`]).
 pub fn sse_decoder(data: &[u8]) {
     let (_, pieces, stream) = split_input(data);
@@ -128,7 +166,12 @@ pub fn sse_decoder(data: &[u8]) {
 
 /// AWS event stream decoding ([`Decoder`] and [`eventstream::decode_message`]).
 pub fn eventstream_decoder(data: &[u8]) {
-    let (_, pieces, stream) = split_input(data);
+    let (flags, pieces, stream) = split_input(data);
+    let mut repaired = Vec::new();
+    let (pieces, stream) = match repair_checksums(flags, &pieces, stream, &mut repaired) {
+        Some(repaired) => repaired,
+        None => (pieces, stream),
+    };
     if let Ok(m) = eventstream::decode_message(stream) {
         assert_eq!(
             reencode(&m),
@@ -184,9 +227,14 @@ fn reencode(m: &eventstream::Message<'_>) -> Vec<u8> {
 }
 
 /// One translated stream ([`translate::chat_stream`]) for `dialect`. Flags: bit 0 legacy
-/// completion, bit 1 the client asked for usage.
+/// completion, bit 1 the client asked for usage, bit 7 repair event stream checksums (Bedrock).
 pub fn stream(dialect: Dialect, data: &[u8]) {
     let (flags, pieces, stream) = split_input(data);
+    let mut repaired = Vec::new();
+    let (pieces, stream) = match repair_checksums(flags, &pieces, stream, &mut repaired) {
+        Some(repaired) => repaired,
+        None => (pieces, stream),
+    };
     let t = target(dialect);
     let ctx = ResponseCtx {
         client_model: "client-model",

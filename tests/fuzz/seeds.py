@@ -68,6 +68,8 @@ put("eventstream_decoder", b"\x00\x00" + es_message(
     [(":exception-type", "throttlingException"), (":content-type", "application/json"), (":message-type", "exception")],
     b'{"message":"Too many requests"}'))
 put("stream_bedrock_converse", b"\x02\x01\x40" + converse)
+put("stream_bedrock_converse", b"\x82\x00" + converse)  # bit 7: the harness repairs CRCs
+put("eventstream_decoder", b"\x80\x01\x10" + converse)
 
 # --- stream translators: one hand-made seed per dialect (the unit tests add many more) ----
 anth = sse(
@@ -93,6 +95,7 @@ bedrock_anth = b"".join(
     ]]
 )
 put("stream_bedrock_anthropic", b"\x02\x01\x20" + bedrock_anth)
+put("stream_bedrock_anthropic", b"\x83\x00" + bedrock_anth)
 gem = sse(
     (None, {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}], "modelVersion": "gemini-2.0", "responseId": "r1"}),
     (None, {"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "c2ln"}]}, "finishReason": "STOP"}],
