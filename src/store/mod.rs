@@ -2,7 +2,8 @@
 //! the admin second factor, in SQLite (embedded, one WAL-mode file) or PostgreSQL (shared by
 //! a fleet of replicas).
 //!
-//! One implementation over sqlx's `Any` driver: the SQL is portable (numbered `$N`
+//! One implementation over sqlx's `Any` driver (except the usage batch on SQLite, written
+//! through the raw connection handle for speed: [`sqlite_batch`]): the SQL is portable (numbered `$N`
 //! placeholders, which both drivers accept; `ON CONFLICT ... DO UPDATE`; integer epoch
 //! times), so SQLite and PostgreSQL run the very same statements and the same migration
 //! files (`migrations/`, compiled in and applied at start; PostgreSQL takes an advisory lock
@@ -97,6 +98,50 @@ impl StoreUrl {
 }
 
 pub type StoreError = sqlx::Error;
+
+/// `INSERT INTO sy_usage ... VALUES ($1, ...), ...` for `rows` rows (PostgreSQL; SQLite
+/// batches go through [`sqlite_batch`]).
+fn usage_insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(140 + rows * 60);
+    sql.push_str("INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES ");
+    for i in 0..rows {
+        sql.push_str(if i > 0 { ",(" } else { "(" });
+        for c in 0..11 {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push('$');
+            sql.push_str(&(i * 11 + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// A record's cost as stored: a NaN would be NULL in a NOT NULL column and fail the whole
+/// batch again at every retry.
+fn stored_cost(u: &UsageRecord) -> f64 {
+    if u.cost_usd.is_finite() {
+        u.cost_usd
+    } else {
+        0.0
+    }
+}
+
+/// What a batch adds to `sy_spend_daily`: per (UTC day, key), the user, cost, tokens and
+/// requests.
+fn daily_spend(usage: &[UsageRecord]) -> HashMap<(i64, &str), (&str, f64, i64, i64)> {
+    let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
+    for u in usage {
+        let e = daily
+            .entry((u.ts_ms.div_euclid(86_400_000), u.key_id.as_str()))
+            .or_insert((u.user.as_str(), 0.0, 0, 0));
+        e.1 += stored_cost(u);
+        e.2 += u.input_tokens + u.output_tokens;
+        e.3 += 1;
+    }
+    daily
+}
 
 const USAGE_ROWS_PER_INSERT: usize = 256;
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -468,33 +513,6 @@ impl Store {
 
     // ------------------------------------------------------------------ usage and audit
 
-    /// `INSERT INTO sy_usage ... VALUES (...), ...` for `rows` rows.
-    fn usage_insert_sql(&self, rows: usize) -> String {
-        let mut sql = String::with_capacity(140 + rows * 60);
-        sql.push_str("INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES ");
-        for i in 0..rows {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for c in 0..11 {
-                if c > 0 {
-                    sql.push(',');
-                }
-                // SQLite looks named parameters up in a list, once per parameter
-                // (quadratic in a long statement); anonymous `?` ones cost nothing.
-                if self.backend == Backend::Sqlite {
-                    sql.push('?');
-                } else {
-                    sql.push('$');
-                    sql.push_str(&(i * 11 + c + 1).to_string());
-                }
-            }
-            sql.push(')');
-        }
-        sql
-    }
-
     /// Writes a batch in one transaction: the usage records, the daily spend roll-up and
     /// the audit events. All or nothing, so a retried batch is never counted twice.
     pub async fn write_batch(&self, usage: &[UsageRecord], audit: &[AuditEvent]) -> Result<()> {
@@ -507,7 +525,6 @@ impl Store {
             return sqlite_batch::write_batch(handle.as_raw_handle(), usage, audit);
         }
         let mut tx = self.pool.begin().await?;
-        let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
         // Multi-row inserts, in statements of 256, 128, ..., 1 rows: few statements per
         // batch, and only nine distinct texts, so every one stays prepared in the
         // connection's statement cache (a text for each batch size would be parsed anew
@@ -521,7 +538,7 @@ impl Store {
             };
             let (chunk, tail) = rest.split_at(rows);
             rest = tail;
-            let sql = self.usage_insert_sql(rows);
+            let sql = usage_insert_sql(rows);
             let mut q = sqlx::query(&sql);
             for u in chunk {
                 q = q
@@ -535,19 +552,11 @@ impl Store {
                     .bind(u.status)
                     .bind(u.input_tokens)
                     .bind(u.output_tokens)
-                    .bind(u.cost_usd);
+                    .bind(stored_cost(u));
             }
             q.execute(&mut *tx).await?;
         }
-        for u in usage {
-            let e = daily
-                .entry((u.ts_ms.div_euclid(86_400_000), u.key_id.as_str()))
-                .or_insert((u.user.as_str(), 0.0, 0, 0));
-            e.1 += u.cost_usd;
-            e.2 += u.input_tokens + u.output_tokens;
-            e.3 += 1;
-        }
-        for ((day, key_id), (user, cost, tokens, requests)) in daily {
+        for ((day, key_id), (user, cost, tokens, requests)) in daily_spend(usage) {
             sqlx::query(
                 "INSERT INTO sy_spend_daily (day, key_id, user_name, cost_usd, tokens, requests) VALUES ($1,$2,$3,$4,$5,$6) \
                  ON CONFLICT (day, key_id) DO UPDATE SET cost_usd = sy_spend_daily.cost_usd + excluded.cost_usd, \

@@ -10,14 +10,13 @@
 //! connection's own worker away. Same tables, same SQL meaning as the portable path used for
 //! PostgreSQL. Text is bound `SQLITE_STATIC`: the batch outlives every statement here.
 
-use std::collections::HashMap;
 use std::ffi::{c_int, CStr};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
-use super::{AuditEvent, UsageRecord};
+use super::{daily_spend, stored_cost, AuditEvent, UsageRecord};
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
@@ -137,7 +136,6 @@ fn write_rows(db: *mut ffi::sqlite3, usage: &[UsageRecord], audit: &[AuditEvent]
             db,
             c"INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         )?;
-        let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
         for u in usage {
             insert.int(1, u.ts_ms)?;
             insert.text(2, &u.request_id)?;
@@ -149,20 +147,8 @@ fn write_rows(db: *mut ffi::sqlite3, usage: &[UsageRecord], audit: &[AuditEvent]
             insert.int(8, i64::from(u.status))?;
             insert.int(9, u.input_tokens)?;
             insert.int(10, u.output_tokens)?;
-            // A NaN would bind as NULL and fail the whole batch, again at every retry.
-            let cost = if u.cost_usd.is_finite() {
-                u.cost_usd
-            } else {
-                0.0
-            };
-            insert.real(11, cost)?;
+            insert.real(11, stored_cost(u))?;
             insert.run()?;
-            let e = daily
-                .entry((u.ts_ms.div_euclid(86_400_000), u.key_id.as_str()))
-                .or_insert((u.user.as_str(), 0.0, 0, 0));
-            e.1 += cost;
-            e.2 += u.input_tokens + u.output_tokens;
-            e.3 += 1;
         }
         let upsert = Stmt::prepare(
             db,
@@ -170,7 +156,7 @@ fn write_rows(db: *mut ffi::sqlite3, usage: &[UsageRecord], audit: &[AuditEvent]
               ON CONFLICT (day, key_id) DO UPDATE SET cost_usd = sy_spend_daily.cost_usd + excluded.cost_usd, \
               tokens = sy_spend_daily.tokens + excluded.tokens, requests = sy_spend_daily.requests + excluded.requests",
         )?;
-        for ((day, key_id), (user, cost, tokens, requests)) in daily {
+        for ((day, key_id), (user, cost, tokens, requests)) in daily_spend(usage) {
             upsert.int(1, day)?;
             upsert.text(2, key_id)?;
             upsert.text(3, user)?;
