@@ -519,9 +519,13 @@ impl ProxyHttp for Gateway {
             pt.observe_response(resp);
             resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
             if let Some(rate) = &ctx.rate {
-                for (k, v) in rate.headers() {
-                    resp.insert_header(k, v)?;
-                }
+                let mut result = Ok(());
+                rate.for_each_header(|k, v| {
+                    if result.is_ok() {
+                        result = resp.insert_header(k, v);
+                    }
+                });
+                result?;
             }
         }
         Ok(())

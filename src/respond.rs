@@ -2,50 +2,81 @@
 //! provider, translated upstream answers) to the downstream session.
 
 use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
 use http::Version;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use pingora::OrErr;
 
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
 
 /// Security headers on every response the gateway generates itself.
-const SECURITY_HEADERS: [(&str, &str); 3] = [
-    ("x-content-type-options", "nosniff"),
-    ("cache-control", "no-store"),
-    ("referrer-policy", "no-referrer"),
+const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
+    (
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    ),
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    (
+        HeaderName::from_static("referrer-policy"),
+        HeaderValue::from_static("no-referrer"),
+    ),
 ];
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
+const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+const DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-switchyard-dropped-params");
 
 /// A response header with the gateway's standard headers.
+///
+/// Built as plain `http` parts, without Pingora's case map: every name here is lowercase
+/// already, so the map would only repeat it, and this way the headers go straight into the
+/// `http` map under prebuilt names (no parsing, no copies: this runs for every answer). On
+/// HTTP/1 Pingora writes the common standard names title-cased (`Content-Type`) and the rest
+/// lowercase; header names are case-insensitive.
 pub fn header(
     status: u16,
-    content_type: &str,
+    content_type: &'static str,
     ctx: &RequestCtx,
 ) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(status, Some(16))?;
-    h.insert_header("content-type", content_type)?;
-    h.insert_header("x-request-id", ctx.request_id.as_str())?;
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = http::StatusCode::from_u16(status)
+        .or_err(pingora::ErrorType::InvalidHTTPHeader, "invalid status")?;
+    let map = &mut parts.headers;
+    map.reserve(16);
+    map.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        map.insert(X_REQUEST_ID, id);
+    }
     for (k, v) in SECURITY_HEADERS {
-        h.insert_header(k, v)?;
+        map.insert(k, v);
     }
     if ctx.attempts > 0 {
-        if let Some(p) = &ctx.provider {
-            h.insert_header("x-switchyard-provider", &*p.name)?;
+        if let Some(v) = ctx.provider.as_ref().and_then(|p| value(&p.name)) {
+            map.insert(PROVIDER, v);
         }
-        if let Some(m) = &ctx.upstream_model {
-            h.insert_header("x-switchyard-model", m.as_str())?;
+        if let Some(v) = ctx.upstream_model.as_deref().and_then(value) {
+            map.insert(MODEL, v);
         }
-        h.insert_header("x-switchyard-attempts", ctx.attempts.to_string())?;
+        map.insert(ATTEMPTS, HeaderValue::from(ctx.attempts));
     }
     if let Some(rate) = &ctx.rate {
-        for (k, v) in rate.headers() {
-            h.insert_header(k, v)?;
-        }
+        rate.for_each_header(|k, v| {
+            map.insert(k, v);
+        });
     }
-    if let Some(d) = &ctx.dropped_params {
-        h.insert_header("x-switchyard-dropped-params", d.as_str())?;
+    if let Some(v) = ctx.dropped_params.as_deref().and_then(value) {
+        map.insert(DROPPED_PARAMS, v);
     }
-    Ok(h)
+    Ok(ResponseHeader::from(parts))
+}
+
+/// A header value from text that is ours or already checked (names, model ids); anything
+/// that would not be a valid value is left out rather than failing the answer.
+fn value(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
 }
 
 /// Sends a complete response with a known body.
@@ -55,7 +86,7 @@ pub async fn full(
     mut h: ResponseHeader,
     body: Bytes,
 ) -> pingora::Result<()> {
-    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
     ctx.status = Some(h.status.as_u16());
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -97,9 +128,13 @@ pub async fn error(
     {
         h.insert_header("retry-after", retry_after.to_string())?;
         if ctx.rate.is_none() {
-            for (k, v) in info.headers() {
-                h.insert_header(k, v)?;
-            }
+            let mut result = Ok(());
+            info.for_each_header(|k, v| {
+                if result.is_ok() {
+                    result = h.insert_header(k, v);
+                }
+            });
+            result?;
         }
     }
     ctx.error = Some(e.clone());

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
+
 use super::keys::KeyPolicy;
 
 const WINDOW_MS: i64 = 60_000;
@@ -40,33 +42,45 @@ pub struct RateInfo {
     pub tokens: Option<Figures>,
 }
 
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
 impl RateInfo {
-    /// The `x-ratelimit-*` headers OpenAI clients read.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut h = Vec::with_capacity(6);
+    /// The `x-ratelimit-*` headers OpenAI clients read, handed to `put` one by one (names
+    /// prebuilt, numbers formatted without a `String`: these go on every response of a
+    /// limited key).
+    pub fn for_each_header(&self, mut put: impl FnMut(HeaderName, HeaderValue)) {
         if let Some(f) = self.requests {
-            h.push(("x-ratelimit-limit-requests", f.limit.to_string()));
-            h.push(("x-ratelimit-remaining-requests", f.remaining.to_string()));
-            h.push(("x-ratelimit-reset-requests", reset(f.reset_ms)));
+            put(LIMIT_REQUESTS, HeaderValue::from(f.limit));
+            put(REMAINING_REQUESTS, HeaderValue::from(f.remaining));
+            put(RESET_REQUESTS, reset(f.reset_ms));
         }
         if let Some(f) = self.tokens {
-            h.push(("x-ratelimit-limit-tokens", f.limit.to_string()));
-            h.push(("x-ratelimit-remaining-tokens", f.remaining.to_string()));
-            h.push(("x-ratelimit-reset-tokens", reset(f.reset_ms)));
+            put(LIMIT_TOKENS, HeaderValue::from(f.limit));
+            put(REMAINING_TOKENS, HeaderValue::from(f.remaining));
+            put(RESET_TOKENS, reset(f.reset_ms));
         }
-        h
     }
 }
 
 /// OpenAI's reset format: `1s`, `6m0s`, `120ms`.
-fn reset(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
+fn reset(ms: u64) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut out = &mut buf[..];
+    let _ = if ms < 1000 {
+        write!(out, "{ms}ms")
     } else if ms < 60_000 {
-        format!("{}s", ms.div_ceil(1000))
+        write!(out, "{}s", ms.div_ceil(1000))
     } else {
-        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
-    }
+        write!(out, "{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    };
+    let len = 48 - out.len();
+    HeaderValue::from_bytes(&buf[..len]).expect("digits and letters")
 }
 
 /// Why a request was refused.
@@ -367,9 +381,30 @@ mod tests {
                 reset_ms: 61_000,
             }),
         };
-        let h = info.headers();
-        assert!(h.contains(&("x-ratelimit-reset-requests", "2s".into())));
-        assert!(h.contains(&("x-ratelimit-reset-tokens", "1m1s".into())));
-        assert!(h.contains(&("x-ratelimit-remaining-tokens", "0".into())));
+        let mut h = Vec::new();
+        info.for_each_header(|k, v| h.push((k.to_string(), v.to_str().unwrap().to_owned())));
+        let has = |k: &str, v: &str| h.contains(&(k.to_owned(), v.to_owned()));
+        assert_eq!(h.len(), 6);
+        assert!(has("x-ratelimit-limit-requests", "60"));
+        assert!(has("x-ratelimit-remaining-requests", "59"));
+        assert!(has("x-ratelimit-reset-requests", "2s"));
+        assert!(has("x-ratelimit-limit-tokens", "1000"));
+        assert!(has("x-ratelimit-reset-tokens", "1m1s"));
+        assert!(has("x-ratelimit-remaining-tokens", "0"));
+        let mut h = Vec::new();
+        RateInfo {
+            requests: Some(Figures {
+                limit: 1,
+                remaining: 0,
+                reset_ms: 120,
+            }),
+            tokens: None,
+        }
+        .for_each_header(|k, v| h.push((k.to_string(), v.to_str().unwrap().to_owned())));
+        assert_eq!(h.len(), 3);
+        assert_eq!(
+            h[2],
+            ("x-ratelimit-reset-requests".to_owned(), "120ms".to_owned())
+        );
     }
 }
