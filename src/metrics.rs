@@ -191,6 +191,13 @@ impl Metrics {
         }
     }
 
+    /// Adds a metric owned elsewhere (the governance layer's dropped-records counter).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            log::error!("metric not registered: {e}");
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);

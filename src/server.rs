@@ -126,6 +126,7 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
     server.bootstrap();
 
     let metrics = Metrics::new();
+    metrics.register(Box::new(governance.dropped.clone()));
     let access_log = AccessLog::start(s.access_log);
     let live = Arc::new(LiveConfig {
         current: Arc::new(ArcSwap::new(config.clone())),

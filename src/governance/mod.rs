@@ -24,7 +24,7 @@ pub mod totp;
 pub mod usage;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +45,8 @@ use limits::{Limiter, RateInfo};
 /// How often queued records are written, each tick's batch in one transaction. (50 ms was
 /// measured too: more per-transaction overhead and no better tail latency; docs/BENCHMARKS.md.)
 const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the store's write-ahead log is checkpointed (SQLite), apart from the writer.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 /// The record queue; when full (the store is down for long) records are dropped and counted.
 const QUEUE: usize = 64 * 1024;
 /// Records kept for a retry while the store fails, at most.
@@ -65,8 +67,10 @@ pub struct GovernanceSettings {
 pub struct Snapshot {
     /// The store's key-change counter this snapshot was loaded at.
     version: Option<i64>,
-    by_digest: HashMap<[u8; 32], Arc<KeyPolicy>>,
-    user_budgets: HashMap<Arc<str>, Budget>,
+    /// Shared with the next snapshot while the store's keys do not change (10,000 keys are
+    /// not copied every refresh).
+    by_digest: Arc<HashMap<[u8; 32], Arc<KeyPolicy>>>,
+    user_budgets: Arc<HashMap<Arc<str>, Budget>>,
     key_spend: HashMap<Arc<str>, f64>,
     user_spend: HashMap<Arc<str>, f64>,
 }
@@ -104,8 +108,9 @@ pub struct Governance {
     records: Option<SyncSender<Record>>,
     control: Option<tokio::sync::mpsc::UnboundedSender<Control>>,
     audit_stream: Option<Arc<AuditStream>>,
-    /// Records lost because the queue was full.
-    pub dropped: AtomicU64,
+    /// Records lost because the queue was full or the store failed for too long
+    /// (`ai_proxy_usage_records_dropped_total`, registered with the other metrics).
+    pub dropped: prometheus::IntCounter,
     pub store: Option<Store>,
     /// The governance thread's runtime: store I/O from elsewhere (admin API) runs there.
     handle: Option<tokio::runtime::Handle>,
@@ -115,6 +120,14 @@ pub struct Governance {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Admission {
     pub rate: Option<RateInfo>,
+}
+
+fn dropped_counter() -> prometheus::IntCounter {
+    prometheus::IntCounter::new(
+        "ai_proxy_usage_records_dropped_total",
+        "Usage records and audit events not written to the store: queue full or store failing for too long.",
+    )
+    .expect("valid metric")
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -137,7 +150,7 @@ impl Governance {
             audit_stream: AuditStream::start(audit_file)
                 .map_err(|e| log::error!("audit stream: {e}; audit events go to the store only"))
                 .ok(),
-            dropped: AtomicU64::new(0),
+            dropped: dropped_counter(),
             store: None,
             handle: None,
         })
@@ -170,7 +183,7 @@ impl Governance {
             records: Some(tx),
             control: Some(ctl_tx),
             audit_stream,
-            dropped: AtomicU64::new(0),
+            dropped: dropped_counter(),
             store: Some(store.clone()),
             handle: Some(runtime.handle().clone()),
         });
@@ -181,6 +194,8 @@ impl Governance {
             usage: Vec::new(),
             audits: Vec::new(),
             flushed: Pending::default(),
+            checkpointing: Arc::default(),
+            last_checkpoint: std::time::Instant::now(),
         };
         runtime
             .block_on(task.refresh())
@@ -347,7 +362,8 @@ impl Governance {
 
     fn enqueue(&self, tx: &SyncSender<Record>, r: Record) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(r) {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+            let n = self.dropped.get();
+            self.dropped.inc();
             if n.is_power_of_two() {
                 log::error!("governance queue full: {} records dropped so far", n + 1);
             }
@@ -436,6 +452,9 @@ struct Task {
     audits: Vec<AuditEvent>,
     /// Cost written since the last snapshot: it is in the store but still in `pending`.
     flushed: Pending,
+    /// A checkpoint is running.
+    checkpointing: Arc<std::sync::atomic::AtomicBool>,
+    last_checkpoint: std::time::Instant,
 }
 
 impl Task {
@@ -452,6 +471,9 @@ impl Task {
             tokio::select! {
                 _ = flush_tick.tick() => {
                     self.flush().await;
+                    if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+                        self.checkpoint_in_background();
+                    }
                 }
                 _ = refresh_tick.tick() => {
                     self.flush().await;
@@ -476,6 +498,24 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Copies the SQLite write-ahead log into the database file on a pool connection, apart
+    /// from the batch writer: the checkpoint's fsync can take seconds while the disk is
+    /// busy, and on the writer's own connection (SQLite's automatic checkpoint) it stalled
+    /// the writes until the record queue overflowed. One at a time; no-op on PostgreSQL.
+    fn checkpoint_in_background(&mut self) {
+        if self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.last_checkpoint = std::time::Instant::now();
+        let (store, busy) = (self.store.clone(), self.checkpointing.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.checkpoint().await {
+                log::warn!("governance: store checkpoint failed: {e}");
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
     /// Writes the queued records in one transaction (retried on the next tick on failure).
@@ -515,9 +555,7 @@ impl Task {
                 );
                 for backlog in [self.usage.len(), self.audits.len()] {
                     if backlog > MAX_BACKLOG {
-                        self.gov
-                            .dropped
-                            .fetch_add((backlog - MAX_BACKLOG) as u64, Ordering::Relaxed);
+                        self.gov.dropped.inc_by((backlog - MAX_BACKLOG) as u64);
                     }
                 }
                 if self.usage.len() > MAX_BACKLOG {
@@ -556,7 +594,7 @@ impl Task {
                     user_budgets.insert(Arc::from(u.name.as_str()), Budget { limit_usd, period });
                 }
             }
-            (by_digest, user_budgets)
+            (Arc::new(by_digest), Arc::new(user_budgets))
         } else {
             (old.by_digest.clone(), old.user_budgets.clone())
         };
@@ -579,7 +617,7 @@ impl Task {
                     }
                 }
             }
-            for (user, b) in &user_budgets {
+            for (user, b) in user_budgets.iter() {
                 if b.period == period {
                     if let Some(c) = users.get(&**user) {
                         user_spend.insert(user.clone(), *c);

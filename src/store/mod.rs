@@ -345,13 +345,28 @@ impl Store {
         store.migrate().await?;
         if sqlite {
             use sqlx::{sqlite::SqliteConnectOptions, sqlite::SqliteSynchronous, ConnectOptions};
+            // No automatic checkpoint on the batch writer's connection: its fsync would
+            // stall the writes; the governance task checkpoints on a pool connection
+            // instead (`checkpoint`).
             let writer = SqliteConnectOptions::from_str(&url.url)?
                 .synchronous(SqliteSynchronous::Normal)
+                .pragma("wal_autocheckpoint", "0")
                 .connect()
                 .await?;
             store.sqlite_writer = Some(Arc::new(tokio::sync::Mutex::new(writer)));
         }
         Ok(store)
+    }
+
+    /// SQLite: copies what the write-ahead log holds into the database file (PASSIVE: never
+    /// waits for the writer, which goes on appending meanwhile). PostgreSQL: nothing to do.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<()> {

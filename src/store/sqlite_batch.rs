@@ -20,6 +20,12 @@ use super::{daily_spend, stored_cost, AuditEvent, UsageRecord};
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
+/// Rows between yields of the core. A batch of a few thousand rows is milliseconds of work;
+/// the governance thread gives the core back to the request workers every this many rows
+/// (≈ 0.1 ms), so no request waits behind a whole batch. The transaction stays open across
+/// yields, which makes it at most a few milliseconds longer.
+const YIELD_EVERY: usize = 64;
+
 fn error(db: *mut ffi::sqlite3, what: &str) -> sqlx::Error {
     // SAFETY: `db` is an open connection; sqlite3_errmsg returns a NUL-terminated string
     // owned by it, valid until the next call on it, and copied here at once.
@@ -136,7 +142,7 @@ fn write_rows(db: *mut ffi::sqlite3, usage: &[UsageRecord], audit: &[AuditEvent]
             db,
             c"INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         )?;
-        for u in usage {
+        for (i, u) in usage.iter().enumerate() {
             insert.int(1, u.ts_ms)?;
             insert.text(2, &u.request_id)?;
             insert.text(3, &u.user)?;
@@ -149,6 +155,9 @@ fn write_rows(db: *mut ffi::sqlite3, usage: &[UsageRecord], audit: &[AuditEvent]
             insert.int(10, u.output_tokens)?;
             insert.real(11, stored_cost(u))?;
             insert.run()?;
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                std::thread::yield_now();
+            }
         }
         let upsert = Stmt::prepare(
             db,
