@@ -616,6 +616,28 @@ if [ "$ONLY_NGINX" != 1 ] && ! alive "$PID_GW"; then
   deviation "switchyard exited during the run: $(tail -5 "$TMP/logs/switchyard.log")"
 fi
 
+# The governed row must have written one usage record per keyed request, and within the run:
+# a writer that falls behind (or drops records) would shift its work out of row 6's window.
+GOV_RECORDS=""
+if [[ " ${TARGETS[*]} " == *" v1gov "* ]] && [ -n "${PID_GOV:-}" ]; then
+  sleep 1  # one flush interval (200 ms) and then some
+  read -r GOV_ROWS GOV_ANSWERED < <(python3 - "$TMP/governance.db" "$TMP/logs/switchyard-gov-access.log" <<'PY'
+import sqlite3, sys
+rows = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True).execute("SELECT COUNT(*) FROM sy_usage").fetchone()[0]
+with open(sys.argv[2], "rb") as f:
+    answered = sum(1 for line in f if b'"key_id":"' in line)
+print(rows, answered)
+PY
+  ) || GOV_ROWS=""
+  if [ -z "$GOV_ROWS" ]; then
+    deviation "could not count the governed gateway's usage records"
+  elif [ "$GOV_ROWS" != "$GOV_ANSWERED" ]; then
+    deviation "governed gateway: $GOV_ROWS usage records in the store for $GOV_ANSWERED keyed requests (records lost or late)"
+  else
+    GOV_RECORDS="$GOV_ROWS usage records in the store for $GOV_ANSWERED keyed requests, 1 s after the last one"
+  fi
+fi
+
 # ---------------------------------------------------------------- report
 us() { # value -> "123 µs" / "1.23 ms"
   [ -n "${1:-}" ] || { printf 'n/a'; return; }
@@ -676,7 +698,7 @@ fi
   done
   if [ -n "$(val v1gov tput rps)" ] && [ -n "$(val v1mock tput rps)" ]; then
     echo
-    echo "Governance (row 6 against row 5, the same request on a gateway without a store): req/s $(awk -v a="$(val v1gov tput rps)" -v b="$(val v1mock tput rps)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}'), p99 $(awk -v a="$(val v1gov tput p99_us)" -v b="$(val v1mock tput p99_us)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}') (the target: within 5%)."
+    echo "Governance (row 6 against row 5, the same request on a gateway without a store): req/s $(awk -v a="$(val v1gov tput rps)" -v b="$(val v1mock tput rps)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}'), p99 $(awk -v a="$(val v1gov tput p99_us)" -v b="$(val v1mock tput p99_us)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}') (the target: within 5%)$([ -n "$GOV_RECORDS" ] && echo "; $GOV_RECORDS")."
   fi
   echo
   echo "### Latency at low load (${LAT_DURATION} s each)"
