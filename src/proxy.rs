@@ -519,13 +519,9 @@ impl ProxyHttp for Gateway {
             pt.observe_response(resp);
             resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
             if let Some(rate) = &ctx.rate {
-                let mut result = Ok(());
-                rate.for_each_header(|k, v| {
-                    if result.is_ok() {
-                        result = resp.insert_header(k, v);
-                    }
-                });
-                result?;
+                for (k, v) in rate.headers() {
+                    resp.insert_header(k, v)?;
+                }
             }
         }
         Ok(())

@@ -63,9 +63,7 @@ pub fn header(
         map.insert(ATTEMPTS, HeaderValue::from(ctx.attempts));
     }
     if let Some(rate) = &ctx.rate {
-        rate.for_each_header(|k, v| {
-            map.insert(k, v);
-        });
+        map.extend(rate.headers());
     }
     if let Some(v) = ctx.dropped_params.as_deref().and_then(value) {
         map.insert(DROPPED_PARAMS, v);
@@ -86,7 +84,7 @@ pub async fn full(
     mut h: ResponseHeader,
     body: Bytes,
 ) -> pingora::Result<()> {
-    h.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
+    h.set_content_length(body.len())?;
     ctx.status = Some(h.status.as_u16());
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -128,13 +126,9 @@ pub async fn error(
     {
         h.insert_header("retry-after", retry_after.to_string())?;
         if ctx.rate.is_none() {
-            let mut result = Ok(());
-            info.for_each_header(|k, v| {
-                if result.is_ok() {
-                    result = h.insert_header(k, v);
-                }
-            });
-            result?;
+            for (k, v) in info.headers() {
+                h.insert_header(k, v)?;
+            }
         }
     }
     ctx.error = Some(e.clone());

@@ -50,20 +50,27 @@ const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remain
 const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 
 impl RateInfo {
-    /// The `x-ratelimit-*` headers OpenAI clients read, handed to `put` one by one (names
-    /// prebuilt, numbers formatted without a `String`: these go on every response of a
-    /// limited key).
-    pub fn for_each_header(&self, mut put: impl FnMut(HeaderName, HeaderValue)) {
-        if let Some(f) = self.requests {
-            put(LIMIT_REQUESTS, HeaderValue::from(f.limit));
-            put(REMAINING_REQUESTS, HeaderValue::from(f.remaining));
-            put(RESET_REQUESTS, reset(f.reset_ms));
-        }
-        if let Some(f) = self.tokens {
-            put(LIMIT_TOKENS, HeaderValue::from(f.limit));
-            put(REMAINING_TOKENS, HeaderValue::from(f.remaining));
-            put(RESET_TOKENS, reset(f.reset_ms));
-        }
+    /// The `x-ratelimit-*` headers OpenAI clients read (names prebuilt, numbers formatted
+    /// without a `String`: these go on every response of a limited key).
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+        let requests = self.requests.map(|f| {
+            [
+                (LIMIT_REQUESTS, HeaderValue::from(f.limit)),
+                (REMAINING_REQUESTS, HeaderValue::from(f.remaining)),
+                (RESET_REQUESTS, reset(f.reset_ms)),
+            ]
+        });
+        let tokens = self.tokens.map(|f| {
+            [
+                (LIMIT_TOKENS, HeaderValue::from(f.limit)),
+                (REMAINING_TOKENS, HeaderValue::from(f.remaining)),
+                (RESET_TOKENS, reset(f.reset_ms)),
+            ]
+        });
+        requests
+            .into_iter()
+            .flatten()
+            .chain(tokens.into_iter().flatten())
     }
 }
 
@@ -381,8 +388,9 @@ mod tests {
                 reset_ms: 61_000,
             }),
         };
-        let mut h = Vec::new();
-        info.for_each_header(|k, v| h.push((k.to_string(), v.to_str().unwrap().to_owned())));
+        let text =
+            |(k, v): (HeaderName, HeaderValue)| (k.to_string(), v.to_str().unwrap().to_owned());
+        let h: Vec<_> = info.headers().map(text).collect();
         let has = |k: &str, v: &str| h.contains(&(k.to_owned(), v.to_owned()));
         assert_eq!(h.len(), 6);
         assert!(has("x-ratelimit-limit-requests", "60"));
@@ -391,8 +399,7 @@ mod tests {
         assert!(has("x-ratelimit-limit-tokens", "1000"));
         assert!(has("x-ratelimit-reset-tokens", "1m1s"));
         assert!(has("x-ratelimit-remaining-tokens", "0"));
-        let mut h = Vec::new();
-        RateInfo {
+        let h: Vec<_> = RateInfo {
             requests: Some(Figures {
                 limit: 1,
                 remaining: 0,
@@ -400,7 +407,9 @@ mod tests {
             }),
             tokens: None,
         }
-        .for_each_header(|k, v| h.push((k.to_string(), v.to_str().unwrap().to_owned())));
+        .headers()
+        .map(text)
+        .collect();
         assert_eq!(h.len(), 3);
         assert_eq!(
             h[2],
