@@ -619,14 +619,6 @@ impl ProxyHttp for Gateway {
         let model = ctx.client_model.as_deref().unwrap_or("none");
         let status_code = http::StatusCode::from_u16(status).ok();
         let status_label = status_code.as_ref().map_or("000", http::StatusCode::as_str);
-        // Probes (load balancers polling /health, /ready) would swamp the request metrics.
-        let probe = matches!(ctx.route, RouteKind::Health | RouteKind::Ready);
-        if !probe {
-            self.metrics
-                .requests
-                .with_label_values(&[provider, model, status_label])
-                .inc();
-        }
         self.metrics
             .duration
             .with_label_values(&[provider, model])
@@ -681,15 +673,26 @@ impl ProxyHttp for Gateway {
                 .map_or(0.0, |c| c.prices.cost(&[upstream, model], &usage));
             self.metrics.record_usage(provider, model, &usage, ctx.cost);
         }
+        // Counted last, so a scrape that shows this request shows all of its other metrics too.
+        // Probes (load balancers polling /health, /ready) would swamp the request metrics.
+        if !matches!(ctx.route, RouteKind::Health | RouteKind::Ready) {
+            self.metrics
+                .requests
+                .with_label_values(&[provider, model, status_label])
+                .inc();
+        }
         if let Some(caller) = ctx.caller.as_ref() {
             let record = crate::store::UsageRecord {
                 ts_ms: crate::governance::audit::now_ms(),
                 request_id: ctx.request_id.clone(),
-                user: caller.user.to_string(),
-                key_id: caller.key_id.to_string(),
-                provider: provider.to_owned(),
+                user: caller.user.clone(),
+                key_id: caller.key_id.clone(),
+                provider: ctx
+                    .provider
+                    .as_ref()
+                    .map_or_else(|| Arc::from(provider), |p| p.name.clone()),
                 model: model.to_owned(),
-                route: ctx.route.as_str().to_owned(),
+                route: ctx.route.as_str(),
                 status: i32::from(status),
                 input_tokens: ctx.usage.map_or(0, |u| u.prompt_tokens as i64),
                 output_tokens: ctx.usage.map_or(0, |u| u.completion_tokens as i64),

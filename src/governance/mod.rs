@@ -533,16 +533,8 @@ impl Task {
             Ok(()) => {
                 for u in self.usage.drain(..) {
                     if u.cost_usd > 0.0 {
-                        *self
-                            .flushed
-                            .keys
-                            .entry(Arc::from(u.key_id.as_str()))
-                            .or_insert(0.0) += u.cost_usd;
-                        *self
-                            .flushed
-                            .users
-                            .entry(Arc::from(u.user.as_str()))
-                            .or_insert(0.0) += u.cost_usd;
+                        *self.flushed.keys.entry(u.key_id).or_insert(0.0) += u.cost_usd;
+                        *self.flushed.users.entry(u.user).or_insert(0.0) += u.cost_usd;
                     }
                 }
                 self.audits.clear();

@@ -134,8 +134,8 @@ fn daily_spend(usage: &[UsageRecord]) -> HashMap<(i64, &str), (&str, f64, i64, i
     let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
     for u in usage {
         let e = daily
-            .entry((u.ts_ms.div_euclid(86_400_000), u.key_id.as_str()))
-            .or_insert((u.user.as_str(), 0.0, 0, 0));
+            .entry((u.ts_ms.div_euclid(86_400_000), &*u.key_id))
+            .or_insert((&*u.user, 0.0, 0, 0));
         e.1 += stored_cost(u);
         e.2 += u.input_tokens + u.output_tokens;
         e.3 += 1;
@@ -180,11 +180,11 @@ pub struct UserRecord {
 pub struct UsageRecord {
     pub ts_ms: i64,
     pub request_id: String,
-    pub user: String,
-    pub key_id: String,
-    pub provider: String,
+    pub user: Arc<str>,
+    pub key_id: Arc<str>,
+    pub provider: Arc<str>,
     pub model: String,
-    pub route: String,
+    pub route: &'static str,
     pub status: i32,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -559,11 +559,11 @@ impl Store {
                 q = q
                     .bind(u.ts_ms)
                     .bind(&u.request_id)
-                    .bind(&u.user)
-                    .bind(&u.key_id)
-                    .bind(&u.provider)
+                    .bind(&*u.user)
+                    .bind(&*u.key_id)
+                    .bind(&*u.provider)
                     .bind(&u.model)
-                    .bind(&u.route)
+                    .bind(u.route)
                     .bind(u.status)
                     .bind(u.input_tokens)
                     .bind(u.output_tokens)

@@ -149,7 +149,7 @@ fn write_rows(db: *mut ffi::sqlite3, usage: &[UsageRecord], audit: &[AuditEvent]
             insert.text(4, &u.key_id)?;
             insert.text(5, &u.provider)?;
             insert.text(6, &u.model)?;
-            insert.text(7, &u.route)?;
+            insert.text(7, u.route)?;
             insert.int(8, i64::from(u.status))?;
             insert.int(9, u.input_tokens)?;
             insert.int(10, u.output_tokens)?;
