@@ -122,6 +122,10 @@ pub struct UsageArgs {
     /// table, csv or json.
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Print every request's record since then (one JSON object per line: time, request
+    /// id, user, key id, provider, model, route, status, tokens, cost) instead of a report.
+    #[arg(long)]
+    pub records: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -413,6 +417,28 @@ pub fn usage(args: UsageArgs) -> ExitCode {
             Err(e) => return fail(e),
         };
         let since_ms = crate::governance::audit::now_ms() - secs * 1000;
+        if args.records {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut io_error = None;
+            let read = store
+                .each_usage_since(since_ms, |u| {
+                    if io_error.is_none() {
+                        if let Err(e) = serde_json::to_writer(&mut out, &u)
+                            .map_err(std::io::Error::from)
+                            .and_then(|()| out.write_all(b"\n"))
+                        {
+                            io_error = Some(e);
+                        }
+                    }
+                })
+                .await;
+            return match (read, io_error.map_or_else(|| out.flush(), Err)) {
+                (Err(e), _) => fail(e),
+                (_, Err(e)) => fail(e),
+                _ => ExitCode::SUCCESS,
+            };
+        }
         match store.usage_report(by, since_ms).await {
             Ok(rows) => {
                 print!("{}", usage::render(format, by, &args.since, &rows));

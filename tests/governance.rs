@@ -473,25 +473,31 @@ async fn admin_api(env: &Env) {
     assert!(!all.contains(&key) && !all.contains(ADMIN_KEY) && !all.contains(&session));
 }
 
-/// Batches larger than one multi-row INSERT, with their daily spend roll-up.
+/// A batch larger than one usage block (8,192 records), its daily spend roll-up, time
+/// filtering and the records read back field by field.
 async fn store_batches(env: &Env) {
     let key_id = format!("key_batch{}", keys::now_secs() % 100_000);
-    let usage: Vec<_> = (0..250)
+    let now = switchyard::governance::audit::now_ms();
+    const N: i64 = 9_000;
+    let usage: Vec<_> = (0..N)
         .map(|i| switchyard::store::UsageRecord {
-            ts_ms: switchyard::governance::audit::now_ms(),
+            // The first 1,000 an hour ago, the rest now.
+            ts_ms: if i < 1_000 { now - 3_600_000 } else { now + i },
             request_id: format!("r{i}"),
             user: "batch".into(),
             key_id: key_id.as_str().into(),
-            provider: "mock".into(),
-            model: "m".into(),
+            provider: if i % 2 == 0 { "mock" } else { "openai" }.into(),
+            model: format!("m{}", i % 3),
             route: "chat_completions",
-            status: 200,
+            status: if i == 4_321 { 429 } else { 200 },
             input_tokens: 2,
             output_tokens: 3,
             cost_usd: 0.01,
         })
         .collect();
+    let before = env.store.count_usage().await.unwrap();
     env.store.write_batch(&usage, &[]).await.unwrap();
+    assert_eq!(env.store.count_usage().await.unwrap(), before + N);
     let row = env
         .store
         .usage_report(GroupBy::Key, 0)
@@ -502,12 +508,42 @@ async fn store_batches(env: &Env) {
         .unwrap();
     assert_eq!(
         (row.requests, row.input_tokens, row.output_tokens),
-        (250, 500, 750)
+        (N, 2 * N, 3 * N)
     );
-    assert!((row.cost_usd - 2.5).abs() < 1e-9, "{row:?}");
+    assert!((row.cost_usd - 90.0).abs() < 1e-6, "{row:?}");
+    let recent = env
+        .store
+        .usage_report(GroupBy::Key, now - 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.group == key_id)
+        .unwrap();
+    assert_eq!(recent.requests, N - 1_000);
+    let mut back = Vec::new();
+    env.store
+        .each_usage_since(0, |u| {
+            if u.key_id == key_id {
+                back.push(u)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.len(), N as usize);
+    let r = back.iter().find(|u| u.request_id == "r4321").unwrap();
+    assert_eq!(
+        (
+            r.ts_ms,
+            r.user.as_str(),
+            r.provider.as_str(),
+            r.model.as_str()
+        ),
+        (now + 4_321, "batch", "openai", "m1")
+    );
+    assert_eq!((r.route.as_str(), r.status), ("chat_completions", 429));
     let (keys, users) = env.store.spend_since(0).await.unwrap();
-    assert!((keys[&key_id] - 2.5).abs() < 1e-9);
-    assert!(users["batch"] >= 2.5 - 1e-9);
+    assert!((keys[&key_id] - 90.0).abs() < 1e-6);
+    assert!(users["batch"] >= 90.0 - 1e-6);
 }
 
 async fn everything(store_url: &str, redis: Option<&str>) {

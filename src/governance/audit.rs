@@ -4,8 +4,8 @@
 //! key, a digest, a TOTP code or request content.
 //!
 //! Per-request records (time, user, key id, model, provider, status, tokens, cost) go to
-//! the store's `sy_usage` table and to the JSON access log on stdout, which carries the
-//! key id too.
+//! the store, in blocks of a batch each (`sy_usage_blocks`, read back with `switchyard
+//! usage --records`), and to the JSON access log on stdout, which carries the key id too.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

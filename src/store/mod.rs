@@ -14,6 +14,7 @@
 //! (see [`crate::governance`]).
 
 mod sqlite_batch;
+pub mod usage_block;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -26,11 +27,18 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
 
 /// The schema migrations, oldest first. Never edit one that shipped: add a new file.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "governance",
-    include_str!("../../migrations/0001_governance.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "governance",
+        include_str!("../../migrations/0001_governance.sql"),
+    ),
+    (
+        2,
+        "usage_blocks",
+        include_str!("../../migrations/0002_usage_blocks.sql"),
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -99,27 +107,6 @@ impl StoreUrl {
 
 pub type StoreError = sqlx::Error;
 
-/// `INSERT INTO sy_usage ... VALUES ($1, ...), ...` for `rows` rows (PostgreSQL; SQLite
-/// batches go through [`sqlite_batch`]).
-fn usage_insert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(140 + rows * 60);
-    sql.push_str("INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES ");
-    for i in 0..rows {
-        sql.push_str(if i > 0 { ",(" } else { "(" });
-        for c in 0..11 {
-            if c > 0 {
-                sql.push(',');
-            }
-            sql.push('$');
-            sql.push_str(&(i * 11 + c + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-/// A record's cost as stored: a NaN would be NULL in a NOT NULL column and fail the whole
-/// batch again at every retry.
 fn stored_cost(u: &UsageRecord) -> f64 {
     if u.cost_usd.is_finite() {
         u.cost_usd
@@ -128,22 +115,51 @@ fn stored_cost(u: &UsageRecord) -> f64 {
     }
 }
 
+/// (UTC day, key id).
+type DayKey<'a> = (i64, &'a str);
+/// (user, cost, tokens, requests).
+type DaySpend<'a> = (&'a str, f64, i64, i64);
+
 /// What a batch adds to `sy_spend_daily`: per (UTC day, key), the user, cost, tokens and
 /// requests.
-fn daily_spend(usage: &[UsageRecord]) -> HashMap<(i64, &str), (&str, f64, i64, i64)> {
-    let mut daily: HashMap<(i64, &str), (&str, f64, i64, i64)> = HashMap::new();
+fn daily_spend(usage: &[UsageRecord]) -> HashMap<DayKey<'_>, DaySpend<'_>> {
+    let mut daily: HashMap<DayKey, DaySpend> = HashMap::new();
+    // Records come in runs of the same key: sum a run, then add it to the map (one hash
+    // per run, not per record).
+    let mut run: Option<(DayKey, DaySpend)> = None;
     for u in usage {
-        let e = daily
-            .entry((u.ts_ms.div_euclid(86_400_000), &*u.key_id))
-            .or_insert((&*u.user, 0.0, 0, 0));
-        e.1 += stored_cost(u);
-        e.2 += u.input_tokens + u.output_tokens;
-        e.3 += 1;
+        let key = (u.ts_ms.div_euclid(86_400_000), &*u.key_id);
+        let (cost, tokens) = (stored_cost(u), u.input_tokens + u.output_tokens);
+        match &mut run {
+            Some((k, sum)) if *k == key => {
+                sum.1 += cost;
+                sum.2 += tokens;
+                sum.3 += 1;
+            }
+            _ => {
+                if let Some((k, sum)) = run.replace((key, (&*u.user, cost, tokens, 1))) {
+                    add_daily(&mut daily, k, sum);
+                }
+            }
+        }
+    }
+    if let Some((k, sum)) = run {
+        add_daily(&mut daily, k, sum);
     }
     daily
 }
 
-const USAGE_ROWS_PER_INSERT: usize = 256;
+fn add_daily<'a>(
+    daily: &mut HashMap<DayKey<'a>, DaySpend<'a>>,
+    key: DayKey<'a>,
+    (user, cost, tokens, requests): DaySpend<'a>,
+) {
+    let e = daily.entry(key).or_insert((user, 0.0, 0, 0));
+    e.1 += cost;
+    e.2 += tokens;
+    e.3 += requests;
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A key as stored: never the key itself, only its SHA-256 (hex) and a display prefix.
@@ -231,14 +247,7 @@ impl GroupBy {
             _ => return None,
         })
     }
-    fn column(self) -> &'static str {
-        match self {
-            GroupBy::User => "user_name",
-            GroupBy::Key => "key_id",
-            GroupBy::Model => "model",
-            GroupBy::Provider => "provider",
-        }
-    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             GroupBy::User => "user",
@@ -540,36 +549,17 @@ impl Store {
             return sqlite_batch::write_batch(handle.as_raw_handle(), usage, audit);
         }
         let mut tx = self.pool.begin().await?;
-        // Multi-row inserts, in statements of 256, 128, ..., 1 rows: few statements per
-        // batch, and only nine distinct texts, so every one stays prepared in the
-        // connection's statement cache (a text for each batch size would be parsed anew
-        // on every flush). 256 rows are 2,816 parameters, under both databases' limits.
-        let mut rest = usage;
-        while !rest.is_empty() {
-            let rows = if rest.len() >= USAGE_ROWS_PER_INSERT {
-                USAGE_ROWS_PER_INSERT
-            } else {
-                1 << rest.len().ilog2()
-            };
-            let (chunk, tail) = rest.split_at(rows);
-            rest = tail;
-            let sql = usage_insert_sql(rows);
-            let mut q = sqlx::query(&sql);
-            for u in chunk {
-                q = q
-                    .bind(u.ts_ms)
-                    .bind(&u.request_id)
-                    .bind(&*u.user)
-                    .bind(&*u.key_id)
-                    .bind(&*u.provider)
-                    .bind(&u.model)
-                    .bind(u.route)
-                    .bind(u.status)
-                    .bind(u.input_tokens)
-                    .bind(u.output_tokens)
-                    .bind(stored_cost(u));
-            }
-            q.execute(&mut *tx).await?;
+        for chunk in usage.chunks(usage_block::MAX_RECORDS) {
+            let block = usage_block::encode(chunk).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            sqlx::query(
+                "INSERT INTO sy_usage_blocks (first_ts, last_ts, records, data) VALUES ($1,$2,$3,$4)",
+            )
+            .bind(block.first_ts_ms)
+            .bind(block.last_ts_ms)
+            .bind(block.records)
+            .bind(block.data)
+            .execute(&mut *tx)
+            .await?;
         }
         for ((day, key_id), (user, cost, tokens, requests)) in daily_spend(usage) {
             sqlx::query(
@@ -625,33 +615,92 @@ impl Store {
 
     /// Requests, tokens and spend since `since_ms`, grouped, most expensive first.
     pub async fn usage_report(&self, by: GroupBy, since_ms: i64) -> Result<Vec<ReportRow>> {
-        let col = by.column();
-        let rows = sqlx::query(&format!(
-            "SELECT {col}, COUNT(*), CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) \
-             FROM sy_usage WHERE ts >= $1 GROUP BY {col} ORDER BY 5 DESC, 1"
-        ))
-        .bind(since_ms)
-        .fetch_all(&self.pool)
+        let mut groups: HashMap<String, ReportRow> = HashMap::new();
+        self.each_usage_since(since_ms, |u| {
+            let group = match by {
+                GroupBy::User => u.user,
+                GroupBy::Key => u.key_id,
+                GroupBy::Model => u.model,
+                GroupBy::Provider => u.provider,
+            };
+            let row = groups.entry(group).or_insert_with_key(|g| ReportRow {
+                group: g.clone(),
+                requests: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: 0.0,
+            });
+            row.requests += 1;
+            row.input_tokens += u.input_tokens;
+            row.output_tokens += u.output_tokens;
+            row.cost_usd += u.cost_usd;
+        })
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReportRow {
-                    group: r.try_get(0)?,
-                    requests: r.try_get(1)?,
-                    input_tokens: r.try_get(2)?,
-                    output_tokens: r.try_get(3)?,
-                    cost_usd: r.try_get(4)?,
-                })
-            })
-            .collect()
+        let mut rows: Vec<ReportRow> = groups.into_values().collect();
+        rows.sort_by(|a, b| {
+            b.cost_usd
+                .total_cmp(&a.cost_usd)
+                .then_with(|| a.group.cmp(&b.group))
+        });
+        Ok(rows)
     }
 
+    /// Calls `each` for every usage record at or after `since_ms`: first the rows written
+    /// before usage blocks existed (`sy_usage`, migration 1), then the blocks, oldest
+    /// first, decoded one at a time (never all in memory).
+    pub async fn each_usage_since(
+        &self,
+        since_ms: i64,
+        mut each: impl FnMut(usage_block::StoredUsage),
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let mut legacy = sqlx::query(
+            "SELECT ts, request_id, user_name, key_id, provider, model, route, status, \
+             input_tokens, output_tokens, cost_usd FROM sy_usage WHERE ts >= $1 ORDER BY ts",
+        )
+        .bind(since_ms)
+        .fetch(&self.pool);
+        while let Some(r) = legacy.try_next().await? {
+            each(usage_block::StoredUsage {
+                ts_ms: r.try_get(0)?,
+                request_id: r.try_get(1)?,
+                user: r.try_get(2)?,
+                key_id: r.try_get(3)?,
+                provider: r.try_get(4)?,
+                model: r.try_get(5)?,
+                route: r.try_get(6)?,
+                status: r.try_get(7)?,
+                input_tokens: r.try_get(8)?,
+                output_tokens: r.try_get(9)?,
+                cost_usd: r.try_get(10)?,
+            });
+        }
+        drop(legacy);
+        let mut blocks =
+            sqlx::query("SELECT data FROM sy_usage_blocks WHERE last_ts >= $1 ORDER BY first_ts")
+                .bind(since_ms)
+                .fetch(&self.pool);
+        while let Some(row) = blocks.try_next().await? {
+            let data: Vec<u8> = row.try_get(0)?;
+            usage_block::decode(&data, |u| {
+                if u.ts_ms >= since_ms {
+                    each(u);
+                }
+            })
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Usage records held: in blocks, plus rows from before blocks.
     pub async fn count_usage(&self) -> Result<i64> {
-        sqlx::query("SELECT COUNT(*) FROM sy_usage")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)
+        sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM sy_usage) + \
+             (SELECT CAST(COALESCE(SUM(records), 0) AS BIGINT) FROM sy_usage_blocks)",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)
     }
 
     /// Audit events since `since_ms`, oldest first, at most `limit`.
@@ -720,6 +769,36 @@ async fn bump(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn daily_spend_sums_interleaved_runs_of_keys_and_days() {
+        let rec = |day: i64, key: &str, cost: f64| UsageRecord {
+            ts_ms: day * 86_400_000 + 5,
+            request_id: String::new(),
+            user: Arc::from(format!("u-{key}").as_str()),
+            key_id: Arc::from(key),
+            provider: Arc::from("p"),
+            model: String::new(),
+            route: "chat_completions",
+            status: 200,
+            input_tokens: 1,
+            output_tokens: 2,
+            cost_usd: cost,
+        };
+        let usage = [
+            rec(1, "a", 1.0),
+            rec(1, "a", 2.0),
+            rec(1, "b", 4.0),
+            rec(1, "a", 8.0),
+            rec(2, "a", 16.0),
+            rec(2, "a", f64::NAN),
+        ];
+        let daily = daily_spend(&usage);
+        assert_eq!(daily.len(), 3);
+        assert_eq!(daily[&(1, "a")], ("u-a", 11.0, 9, 3));
+        assert_eq!(daily[&(1, "b")], ("u-b", 4.0, 3, 1));
+        assert_eq!(daily[&(2, "a")], ("u-a", 16.0, 6, 2));
+    }
 
     #[test]
     fn store_urls() {

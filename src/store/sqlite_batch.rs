@@ -1,14 +1,13 @@
 //! The usage batch on SQLite, written through the connection's raw handle.
 //!
-//! Usage records are the store's one hot write (one per request). Through sqlx every bound
-//! value becomes an argument object, copied again for its worker thread, and each statement
-//! is a round trip to that thread: measured 1.7–1.9 µs of CPU per record with multi-row
-//! statements (docs/BENCHMARKS.md), on the same cores that serve requests. Here one prepared
-//! single-row statement is bound and stepped per record, with the daily roll-up and the
-//! audit events, in one `BEGIN IMMEDIATE` transaction, on the caller's thread (the
-//! governance thread, never a Pingora worker) while sqlx's handle lock keeps the
-//! connection's own worker away. Same tables, same SQL meaning as the portable path used for
-//! PostgreSQL. Text is bound `SQLITE_STATIC`: the batch outlives every statement here.
+//! The batch is the store's one hot write (a flush every 50 ms under load). Through sqlx
+//! every bound value becomes an argument object, copied again for its worker thread, and
+//! each statement is a round trip to that thread (docs/BENCHMARKS.md). Here the usage
+//! blocks ([`usage_block`]), the daily roll-up and the audit events are bound and stepped
+//! in one `BEGIN IMMEDIATE` transaction on the caller's thread (the governance thread,
+//! never a Pingora worker) while sqlx's handle lock keeps the connection's own worker
+//! away. Same tables, same SQL meaning as the portable path used for PostgreSQL. Values
+//! are bound `SQLITE_STATIC`: the batch outlives every statement here.
 
 use std::ffi::{c_int, CStr};
 use std::marker::PhantomData;
@@ -16,15 +15,9 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
-use super::{daily_spend, stored_cost, AuditEvent, UsageRecord};
+use super::{daily_spend, usage_block, AuditEvent, UsageRecord};
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
-
-/// Rows between yields of the core. A batch of a few thousand rows is milliseconds of work;
-/// the governance thread gives the core back to the request workers every this many rows
-/// (≈ 0.1 ms), so no request waits behind a whole batch. The transaction stays open across
-/// yields, which makes it at most a few milliseconds longer.
-const YIELD_EVERY: usize = 64;
 
 fn error(db: *mut ffi::sqlite3, what: &str) -> sqlx::Error {
     // SAFETY: `db` is an open connection; sqlite3_errmsg returns a NUL-terminated string
@@ -90,6 +83,19 @@ impl<'a> Stmt<'a> {
         })
     }
 
+    fn blob(&self, i: c_int, v: &'a [u8]) -> Result<()> {
+        // SAFETY: as for `text`: `v` outlives the statement, so no copy is needed.
+        self.check(unsafe {
+            ffi::sqlite3_bind_blob64(
+                self.raw,
+                i,
+                v.as_ptr().cast(),
+                v.len() as u64,
+                ffi::SQLITE_STATIC(),
+            )
+        })
+    }
+
     /// Runs the statement (an INSERT: no rows) and makes it ready for the next bindings.
     fn run(&self) -> Result<()> {
         // SAFETY: a live statement with every parameter bound.
@@ -138,26 +144,21 @@ pub fn write_batch(
 
 fn write_rows(db: *mut ffi::sqlite3, usage: &[UsageRecord], audit: &[AuditEvent]) -> Result<()> {
     if !usage.is_empty() {
+        let blocks = usage
+            .chunks(usage_block::MAX_RECORDS)
+            .map(usage_block::encode)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let insert = Stmt::prepare(
             db,
-            c"INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, status, input_tokens, output_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            c"INSERT INTO sy_usage_blocks (first_ts, last_ts, records, data) VALUES (?,?,?,?)",
         )?;
-        for (i, u) in usage.iter().enumerate() {
-            insert.int(1, u.ts_ms)?;
-            insert.text(2, &u.request_id)?;
-            insert.text(3, &u.user)?;
-            insert.text(4, &u.key_id)?;
-            insert.text(5, &u.provider)?;
-            insert.text(6, &u.model)?;
-            insert.text(7, u.route)?;
-            insert.int(8, i64::from(u.status))?;
-            insert.int(9, u.input_tokens)?;
-            insert.int(10, u.output_tokens)?;
-            insert.real(11, stored_cost(u))?;
+        for b in &blocks {
+            insert.int(1, b.first_ts_ms)?;
+            insert.int(2, b.last_ts_ms)?;
+            insert.int(3, b.records)?;
+            insert.blob(4, &b.data)?;
             insert.run()?;
-            if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                std::thread::yield_now();
-            }
         }
         let upsert = Stmt::prepare(
             db,
