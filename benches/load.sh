@@ -32,6 +32,8 @@
 #   ONLY_TARGETS="origin proxy pass v1openai v1mock v1gov" (a subset)  GOV_KEYS=10000
 #   SWITCHYARD_BIN=target/release/switchyard  OUT=target/bench/load-results.md
 #   KEEP_TMP=0 (keep the run dir target/bench/run.* with configs and logs)
+#   RUN_BASE=target/bench (where the run dir goes; /dev/shm keeps the servers' log and store
+#   writes off the disk, and the kernel's writeback off the measurement)
 set -euo pipefail
 
 ORIG_PWD="$PWD"
@@ -132,7 +134,7 @@ fi
 # ---------------------------------------------------------------- temp dir, cleanup
 # Under target/ rather than /tmp: a /tmp cleaner must not pull configs and logs from under a run.
 mkdir -p "$ROOT/target/bench"
-TMP="$(mktemp -d "$ROOT/target/bench/run.XXXXXX")"
+TMP="$(mktemp -d "${RUN_BASE:-$ROOT/target/bench}/run.XXXXXX")"
 PIDS=()
 cleanup() {
   local rc=$?
@@ -623,7 +625,7 @@ if [[ " ${TARGETS[*]} " == *" v1gov "* ]] && [ -n "${PID_GOV:-}" ]; then
   sleep 1  # one flush interval (200 ms) and then some
   read -r GOV_ROWS GOV_ANSWERED < <(python3 - "$TMP/governance.db" "$TMP/logs/switchyard-gov-access.log" <<'PY'
 import sqlite3, sys
-rows = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True).execute("SELECT COUNT(*) FROM sy_usage").fetchone()[0]
+rows = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True).execute("SELECT (SELECT COUNT(*) FROM sy_usage) + (SELECT COALESCE(SUM(records), 0) FROM sy_usage_blocks)").fetchone()[0]
 with open(sys.argv[2], "rb") as f:
     answered = sum(1 for line in f if b'"key_id":"' in line)
 print(rows, answered)

@@ -42,9 +42,10 @@ use budgets::{Budget, Period};
 use keys::KeyPolicy;
 use limits::{Limiter, RateInfo};
 
-/// How often queued records are written, each tick's batch in one transaction. (50 ms was
-/// measured too: more per-transaction overhead and no better tail latency; docs/BENCHMARKS.md.)
-const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often queued records are written, each tick's batch in one transaction. Short, so
+/// that a flush is a fraction of a millisecond of work on a core that request workers
+/// share (longer flushes showed in the load bench's p99; docs/BENCHMARKS.md).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the store's write-ahead log is checkpointed (SQLite), apart from the writer.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 /// The record queue; when full (the store is down for long) records are dropped and counted.
@@ -86,6 +87,31 @@ impl Snapshot {
 struct Pending {
     keys: HashMap<Arc<str>, f64>,
     users: HashMap<Arc<str>, f64>,
+}
+
+impl Pending {
+    /// Adds the records' cost, summing runs of the same key first (one hash per run).
+    fn add_all(&mut self, records: impl Iterator<Item = UsageRecord>) {
+        let mut run: Option<(Arc<str>, Arc<str>, f64)> = None;
+        for u in records.filter(|u| u.cost_usd > 0.0) {
+            match &mut run {
+                Some((key, _, cost)) if Arc::ptr_eq(key, &u.key_id) => *cost += u.cost_usd,
+                _ => {
+                    if let Some(done) = run.replace((u.key_id, u.user, u.cost_usd)) {
+                        self.add(done);
+                    }
+                }
+            }
+        }
+        if let Some(done) = run {
+            self.add(done);
+        }
+    }
+
+    fn add(&mut self, (key, user, cost): (Arc<str>, Arc<str>, f64)) {
+        *self.keys.entry(key).or_insert(0.0) += cost;
+        *self.users.entry(user).or_insert(0.0) += cost;
+    }
 }
 
 enum Record {
@@ -531,12 +557,7 @@ impl Task {
         }
         match self.store.write_batch(&self.usage, &self.audits).await {
             Ok(()) => {
-                for u in self.usage.drain(..) {
-                    if u.cost_usd > 0.0 {
-                        *self.flushed.keys.entry(u.key_id).or_insert(0.0) += u.cost_usd;
-                        *self.flushed.users.entry(u.user).or_insert(0.0) += u.cost_usd;
-                    }
-                }
+                self.flushed.add_all(self.usage.drain(..));
                 self.audits.clear();
             }
             Err(e) => {
