@@ -149,6 +149,14 @@ def test_usage_report_counts_every_request_after_sigterm(gov):
     assert by_user["sdk-budget"]["cost_usd"] > 0.5
     csv = cli(store, "usage", "--by", "model", "--since", "1h", "--format", "csv")
     assert csv.startswith("model,requests,input_tokens,output_tokens,cost_usd\n")
+    # Every request's own record, read back from the store's usage blocks.
+    records = [json.loads(l) for l in cli(store, "usage", "--records", "--since", "1h").splitlines()]
+    scoped = [r for r in records if r["user"] == "sdk-scope"]
+    assert len(scoped) == 27, scoped
+    assert {r["key_id"] for r in scoped} == {keys["scoped"][0]}
+    assert sorted(r["status"] for r in scoped) == [200] * 26 + [403]
+    assert all(r["request_id"] and r["route"] == "chat_completions" for r in scoped)
+    assert not any(k[1] in json.dumps(records) for k in keys.values())
     audit = (work / "audit.jsonl").read_text().splitlines()
     assert any(json.loads(l)["audit"] == "auth_failure" for l in audit)
     for k in keys.values():
