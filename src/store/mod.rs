@@ -107,6 +107,8 @@ impl StoreUrl {
 
 pub type StoreError = sqlx::Error;
 
+/// A record's cost as stored: a NaN would fail a NOT NULL column (PostgreSQL roll-up) and the
+/// whole batch again at every retry, and would poison every report sum.
 fn stored_cost(u: &UsageRecord) -> f64 {
     if u.cost_usd.is_finite() {
         u.cost_usd
@@ -769,6 +771,67 @@ async fn bump(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store upgraded from migration 1 keeps its per-request rows: reports and record
+    /// reads see them beside the blocks written since.
+    #[tokio::test]
+    async fn rows_from_before_blocks_are_still_reported() {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-store-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = StoreUrl::parse(&format!("sqlite:{}/s.db", dir.display())).unwrap();
+        let store = Store::open(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO sy_usage (ts, request_id, user_name, key_id, provider, model, route, \
+             status, input_tokens, output_tokens, cost_usd) VALUES (5000, 'old', 'alice', 'key_a', \
+             'openai', 'gpt-4', 'chat_completions', 200, 10, 20, 0.5)",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let new = UsageRecord {
+            ts_ms: 6000,
+            request_id: "new".into(),
+            user: Arc::from("alice"),
+            key_id: Arc::from("key_a"),
+            provider: Arc::from("openai"),
+            model: "gpt-4".into(),
+            route: "chat_completions",
+            status: 200,
+            input_tokens: 1,
+            output_tokens: 2,
+            cost_usd: 0.25,
+        };
+        store.write_batch(&[new], &[]).await.unwrap();
+        assert_eq!(store.count_usage().await.unwrap(), 2);
+        let report = store.usage_report(GroupBy::User, 0).await.unwrap();
+        assert_eq!(report.len(), 1);
+        assert_eq!(
+            (
+                report[0].requests,
+                report[0].input_tokens,
+                report[0].output_tokens
+            ),
+            (2, 11, 22)
+        );
+        assert!((report[0].cost_usd - 0.75).abs() < 1e-12);
+        let mut ids = Vec::new();
+        store
+            .each_usage_since(5500, |u| ids.push(u.request_id))
+            .await
+            .unwrap();
+        assert_eq!(ids, ["new"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn now_nanos() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    }
 
     #[test]
     fn daily_spend_sums_interleaved_runs_of_keys_and_days() {
