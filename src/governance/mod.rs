@@ -6,8 +6,10 @@
 //!   background task refreshes every `auth.refresh_seconds` (the key part only when the
 //!   store's change counter moved), so a revocation is effective within seconds on every
 //!   replica;
-//! - usage records and audit events go into a bounded queue (`try_send`, never blocking)
-//!   that the same task writes in batches, one transaction each;
+//! - a usage record is encoded at once into the open block of the worker thread's shard
+//!   ([`UsageShards`]: a short, practically uncontended lock), audit events go into a
+//!   bounded queue (`try_send`, never blocking); the same task takes the blocks and the
+//!   queue and writes them in batches, one transaction each;
 //! - rate-limit counters are in memory (or in Redis with a short timeout, see [`limits`]).
 //!
 //! The background task runs on a runtime of its own thread, apart from Pingora's workers.
@@ -22,6 +24,7 @@ pub mod limits;
 pub mod scopes;
 pub mod totp;
 pub mod usage;
+mod writer_priority;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -36,6 +39,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{Caller, KeyTable};
 use crate::errors::GatewayError;
+use crate::store::usage_block::{self, BlockBuilder, Encoded};
 use crate::store::{AuditEvent, Store, StoreUrl, UsageRecord};
 use audit::AuditStream;
 use budgets::{Budget, Period};
@@ -48,9 +52,12 @@ use limits::{Limiter, RateInfo};
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the store's write-ahead log is checkpointed (SQLite), apart from the writer.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
-/// The record queue; when full (the store is down for long) records are dropped and counted.
+/// The audit event queue; when full (the store is down for long) events are dropped and counted.
 const QUEUE: usize = 64 * 1024;
-/// Records kept for a retry while the store fails, at most.
+/// Usage records waiting for the writer, at most, over all shards; beyond that (the store
+/// is down for long) records are dropped and counted.
+const MAX_OPEN_RECORDS: usize = 256 * 1024;
+/// Usage records and audit events kept for a retry while the store fails, at most.
 const MAX_BACKLOG: usize = 256 * 1024;
 
 /// `auth.store`, `auth.refresh_seconds`, `limits.redis`, `audit.file`.
@@ -90,21 +97,12 @@ struct Pending {
 }
 
 impl Pending {
-    /// Adds the records' cost, summing runs of the same key first (one hash per run).
-    fn add_all(&mut self, records: impl Iterator<Item = UsageRecord>) {
-        let mut run: Option<(Arc<str>, Arc<str>, f64)> = None;
-        for u in records.filter(|u| u.cost_usd > 0.0) {
-            match &mut run {
-                Some((key, _, cost)) if Arc::ptr_eq(key, &u.key_id) => *cost += u.cost_usd,
-                _ => {
-                    if let Some(done) = run.replace((u.key_id, u.user, u.cost_usd)) {
-                        self.add(done);
-                    }
-                }
+    /// Adds the blocks' cost (their daily roll-up: one entry per day and key).
+    fn add_blocks(&mut self, blocks: &[Encoded]) {
+        for d in blocks.iter().flat_map(|b| &b.daily) {
+            if d.cost_usd > 0.0 {
+                self.add((d.key_id.clone(), d.user.clone(), d.cost_usd));
             }
-        }
-        if let Some(done) = run {
-            self.add(done);
         }
     }
 
@@ -114,9 +112,104 @@ impl Pending {
     }
 }
 
-enum Record {
-    Usage(UsageRecord),
-    Audit(AuditEvent),
+/// Usage records on their way to the store: blocks being filled, one per shard. A worker
+/// thread always uses the same shard (assigned on its first record), so the lock is
+/// contended only in the moment the writer swaps the block out.
+struct UsageShards {
+    shards: Box<[Mutex<Shard>]>,
+    /// Records in all shards, for the [`MAX_OPEN_RECORDS`] bound.
+    open: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct Shard {
+    open: BlockBuilder,
+    /// Blocks that reached [`usage_block::MAX_RECORDS`] before the writer came.
+    full: Vec<Encoded>,
+}
+
+impl UsageShards {
+    fn new() -> UsageShards {
+        let n = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 64));
+        UsageShards {
+            shards: (0..n).map(|_| Mutex::default()).collect(),
+            open: Default::default(),
+        }
+    }
+
+    fn mine(&self) -> &Mutex<Shard> {
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            };
+        }
+        &self.shards[SHARD.with(|s| *s) % self.shards.len()]
+    }
+
+    /// Adds a record to this thread's open block; false when it was dropped (bound reached).
+    fn push(&self, r: &UsageRecord) -> bool {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= MAX_OPEN_RECORDS {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut shard = self.mine().lock().expect("not poisoned");
+        let pushed = match shard.open.push(r) {
+            Ok(()) if shard.open.len() >= usage_block::MAX_RECORDS => {
+                match shard.open.finish(Vec::new()) {
+                    Ok(block) => {
+                        shard.full.push(block);
+                        true
+                    }
+                    Err(e) => {
+                        log::error!("usage block: {e}; its records are dropped");
+                        false
+                    }
+                }
+            }
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("usage record: {e}; dropped");
+                false
+            }
+        };
+        if !pushed {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        pushed
+    }
+
+    /// Takes every shard's blocks (open ones finished into `spare` buffers), leaving the
+    /// shards empty; `spare` builders replace the open ones so no shard allocates anew.
+    fn take(
+        &self,
+        into: &mut Vec<Encoded>,
+        spare_builders: &mut Vec<BlockBuilder>,
+        spare_data: &mut Vec<Vec<u8>>,
+    ) {
+        for shard in self.shards.iter() {
+            let mut open = spare_builders.pop().unwrap_or_default();
+            let full = {
+                let mut s = shard.lock().expect("not poisoned");
+                if s.open.is_empty() && s.full.is_empty() {
+                    spare_builders.push(open);
+                    continue;
+                }
+                std::mem::swap(&mut s.open, &mut open);
+                std::mem::take(&mut s.full)
+            };
+            let taken: usize = full.iter().map(|b| b.records as usize).sum::<usize>() + open.len();
+            into.extend(full);
+            if !open.is_empty() {
+                match open.finish(spare_data.pop().unwrap_or_default()) {
+                    Ok(block) => into.push(block),
+                    Err(e) => log::error!("usage block: {e}; its records are dropped"),
+                }
+            }
+            spare_builders.push(open);
+            self.open.fetch_sub(taken, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Orders for the background task.
@@ -131,7 +224,9 @@ pub struct Governance {
     snapshot: ArcSwap<Snapshot>,
     pending: Mutex<Pending>,
     pub limiter: Limiter,
-    records: Option<SyncSender<Record>>,
+    /// Present when there is a store.
+    records: Option<SyncSender<AuditEvent>>,
+    usage: UsageShards,
     control: Option<tokio::sync::mpsc::UnboundedSender<Control>>,
     audit_stream: Option<Arc<AuditStream>>,
     /// Records lost because the queue was full or the store failed for too long
@@ -172,6 +267,7 @@ impl Governance {
             pending: Mutex::default(),
             limiter: Limiter::local(),
             records: None,
+            usage: UsageShards::new(),
             control: None,
             audit_stream: AuditStream::start(audit_file)
                 .map_err(|e| log::error!("audit stream: {e}; audit events go to the store only"))
@@ -207,6 +303,7 @@ impl Governance {
             pending: Mutex::default(),
             limiter: Limiter::local(),
             records: Some(tx),
+            usage: UsageShards::new(),
             control: Some(ctl_tx),
             audit_stream,
             dropped: dropped_counter(),
@@ -217,8 +314,11 @@ impl Governance {
             gov: gov.clone(),
             store,
             records: rx,
-            usage: Vec::new(),
+            blocks: Vec::new(),
             audits: Vec::new(),
+            spare_builders: Vec::new(),
+            spare_data: Vec::new(),
+            priority: None,
             flushed: Pending::default(),
             checkpointing: Arc::default(),
             last_checkpoint: std::time::Instant::now(),
@@ -228,9 +328,11 @@ impl Governance {
             .map_err(|e| format!("loading keys from the store: {e}"))?;
         let refresh = settings.refresh.max(Duration::from_millis(100));
         let redis = settings.redis.clone();
+        let may_switch = writer_priority::can_switch();
         std::thread::Builder::new()
             .name("governance".into())
             .spawn(move || {
+                task.priority = Some(writer_priority::WriterPriority::start(may_switch));
                 runtime.block_on(async move {
                     if let Some(url) = redis {
                         tokio::spawn(connect_redis(task.gov.clone(), url));
@@ -369,9 +471,12 @@ impl Governance {
     }
 
     /// Settles a finished request: its cost counts against budgets at once, its tokens
-    /// against the key's tokens per minute, and its usage record is queued for the store.
+    /// against the key's tokens per minute, and its usage record goes into a block for the
+    /// store.
     pub async fn settle(&self, caller: &Caller, record: UsageRecord) {
-        let Some(tx) = &self.records else { return };
+        if self.records.is_none() {
+            return;
+        }
         let tokens = (record.input_tokens + record.output_tokens).max(0) as u64;
         if record.cost_usd > 0.0 {
             let mut p = self.pending.lock().expect("not poisoned");
@@ -383,16 +488,16 @@ impl Governance {
                 .add_tokens(&policy.id, tokens, record.ts_ms)
                 .await;
         }
-        self.enqueue(tx, Record::Usage(record));
+        if !self.usage.push(&record) {
+            self.count_dropped();
+        }
     }
 
-    fn enqueue(&self, tx: &SyncSender<Record>, r: Record) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(r) {
-            let n = self.dropped.get();
-            self.dropped.inc();
-            if n.is_power_of_two() {
-                log::error!("governance queue full: {} records dropped so far", n + 1);
-            }
+    fn count_dropped(&self) {
+        let n = self.dropped.get();
+        self.dropped.inc();
+        if n.is_power_of_two() {
+            log::error!("governance queue full: {} records dropped so far", n + 1);
         }
     }
 
@@ -402,7 +507,9 @@ impl Governance {
             s.log(e.clone());
         }
         if let Some(tx) = &self.records {
-            self.enqueue(tx, Record::Audit(e));
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(e) {
+                self.count_dropped();
+            }
         }
     }
 
@@ -472,10 +579,15 @@ async fn connect_redis(gov: Arc<Governance>, url: String) {
 struct Task {
     gov: Arc<Governance>,
     store: Store,
-    records: Receiver<Record>,
-    /// Records not yet written (kept for a retry when a write fails).
-    usage: Vec<UsageRecord>,
+    records: Receiver<AuditEvent>,
+    /// Usage blocks and audit events not yet written (kept for a retry when a write fails).
+    blocks: Vec<Encoded>,
     audits: Vec<AuditEvent>,
+    /// Emptied builders and block buffers, handed back to the shards (no allocation per flush).
+    spare_builders: Vec<BlockBuilder>,
+    spare_data: Vec<Vec<u8>>,
+    /// The thread's scheduling class (set once the task runs on its own thread).
+    priority: Option<writer_priority::WriterPriority>,
     /// Cost written since the last snapshot: it is in the store but still in `pending`.
     flushed: Pending,
     /// A checkpoint is running.
@@ -495,7 +607,11 @@ impl Task {
         refresh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = flush_tick.tick() => {
+                due = flush_tick.tick() => {
+                    if let Some(p) = &mut self.priority {
+                        let waiting = self.gov.usage.open.load(Ordering::Relaxed);
+                        p.after_tick(due.elapsed(), waiting > MAX_OPEN_RECORDS / 4);
+                    }
                     self.flush().await;
                     if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
                         self.checkpoint_in_background();
@@ -544,39 +660,45 @@ impl Task {
         });
     }
 
-    /// Writes the queued records in one transaction (retried on the next tick on failure).
+    /// Writes the blocks and queued events in one transaction (retried on the next tick on
+    /// failure).
     async fn flush(&mut self) {
-        while let Ok(r) = self.records.try_recv() {
-            match r {
-                Record::Usage(u) => self.usage.push(u),
-                Record::Audit(a) => self.audits.push(a),
-            }
-        }
-        if self.usage.is_empty() && self.audits.is_empty() {
+        self.audits.extend(self.records.try_iter());
+        self.gov.usage.take(
+            &mut self.blocks,
+            &mut self.spare_builders,
+            &mut self.spare_data,
+        );
+        if self.blocks.is_empty() && self.audits.is_empty() {
             return;
         }
-        match self.store.write_batch(&self.usage, &self.audits).await {
+        match self.store.write_blocks(&self.blocks, &self.audits).await {
             Ok(()) => {
-                self.flushed.add_all(self.usage.drain(..));
+                self.flushed.add_blocks(&self.blocks);
+                self.spare_data.extend(
+                    self.blocks
+                        .drain(..)
+                        .map(|b| b.data)
+                        .filter(|d| d.capacity() > 0),
+                );
+                self.spare_data.truncate(self.gov.usage.shards.len());
                 self.audits.clear();
             }
             Err(e) => {
+                let records: usize = self.blocks.iter().map(|b| b.records as usize).sum();
                 log::error!(
-                    "governance: writing {} usage records and {} audit events failed: {e}; retrying",
-                    self.usage.len(),
+                    "governance: writing {records} usage records and {} audit events failed: {e}; retrying",
                     self.audits.len()
                 );
-                for backlog in [self.usage.len(), self.audits.len()] {
-                    if backlog > MAX_BACKLOG {
-                        self.gov.dropped.inc_by((backlog - MAX_BACKLOG) as u64);
-                    }
-                }
-                if self.usage.len() > MAX_BACKLOG {
-                    let excess = self.usage.len() - MAX_BACKLOG;
-                    self.usage.drain(..excess);
+                let mut excess = records.saturating_sub(MAX_BACKLOG);
+                while excess > 0 && !self.blocks.is_empty() {
+                    let oldest = self.blocks.remove(0);
+                    self.gov.dropped.inc_by(oldest.records as u64);
+                    excess = excess.saturating_sub(oldest.records as usize);
                 }
                 if self.audits.len() > MAX_BACKLOG {
                     let excess = self.audits.len() - MAX_BACKLOG;
+                    self.gov.dropped.inc_by(excess as u64);
                     self.audits.drain(..excess);
                 }
             }

@@ -117,51 +117,6 @@ fn stored_cost(u: &UsageRecord) -> f64 {
     }
 }
 
-/// (UTC day, key id).
-type DayKey<'a> = (i64, &'a str);
-/// (user, cost, tokens, requests).
-type DaySpend<'a> = (&'a str, f64, i64, i64);
-
-/// What a batch adds to `sy_spend_daily`: per (UTC day, key), the user, cost, tokens and
-/// requests.
-fn daily_spend(usage: &[UsageRecord]) -> HashMap<DayKey<'_>, DaySpend<'_>> {
-    let mut daily: HashMap<DayKey, DaySpend> = HashMap::new();
-    // Records come in runs of the same key: sum a run, then add it to the map (one hash
-    // per run, not per record).
-    let mut run: Option<(DayKey, DaySpend)> = None;
-    for u in usage {
-        let key = (u.ts_ms.div_euclid(86_400_000), &*u.key_id);
-        let (cost, tokens) = (stored_cost(u), u.input_tokens + u.output_tokens);
-        match &mut run {
-            Some((k, sum)) if *k == key => {
-                sum.1 += cost;
-                sum.2 += tokens;
-                sum.3 += 1;
-            }
-            _ => {
-                if let Some((k, sum)) = run.replace((key, (&*u.user, cost, tokens, 1))) {
-                    add_daily(&mut daily, k, sum);
-                }
-            }
-        }
-    }
-    if let Some((k, sum)) = run {
-        add_daily(&mut daily, k, sum);
-    }
-    daily
-}
-
-fn add_daily<'a>(
-    daily: &mut HashMap<DayKey<'a>, DaySpend<'a>>,
-    key: DayKey<'a>,
-    (user, cost, tokens, requests): DaySpend<'a>,
-) {
-    let e = daily.entry(key).or_insert((user, 0.0, 0, 0));
-    e.1 += cost;
-    e.2 += tokens;
-    e.3 += requests;
-}
-
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A key as stored: never the key itself, only its SHA-256 (hex) and a display prefix.
@@ -541,42 +496,57 @@ impl Store {
 
     /// Writes a batch in one transaction: the usage records, the daily spend roll-up and
     /// the audit events. All or nothing, so a retried batch is never counted twice.
+    /// Writes usage records (encoded into blocks here) and audit events in one transaction.
     pub async fn write_batch(&self, usage: &[UsageRecord], audit: &[AuditEvent]) -> Result<()> {
-        if usage.is_empty() && audit.is_empty() {
+        let blocks = usage
+            .chunks(usage_block::MAX_RECORDS)
+            .map(usage_block::encode)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        self.write_blocks(&blocks, audit).await
+    }
+
+    /// Writes usage blocks, their daily spend roll-up and audit events in one transaction:
+    /// all of it, or (on any error) none of it.
+    pub async fn write_blocks(
+        &self,
+        blocks: &[usage_block::Encoded],
+        audit: &[AuditEvent],
+    ) -> Result<()> {
+        if blocks.is_empty() && audit.is_empty() {
             return Ok(());
         }
         if let Some(writer) = &self.sqlite_writer {
             let mut conn = writer.lock().await;
             let mut handle = conn.lock_handle().await?;
-            return sqlite_batch::write_batch(handle.as_raw_handle(), usage, audit);
+            return sqlite_batch::write_batch(handle.as_raw_handle(), blocks, audit);
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in usage.chunks(usage_block::MAX_RECORDS) {
-            let block = usage_block::encode(chunk).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        for block in blocks {
             sqlx::query(
                 "INSERT INTO sy_usage_blocks (first_ts, last_ts, records, data) VALUES ($1,$2,$3,$4)",
             )
             .bind(block.first_ts_ms)
             .bind(block.last_ts_ms)
             .bind(block.records)
-            .bind(block.data)
+            .bind(&block.data)
             .execute(&mut *tx)
             .await?;
-        }
-        for ((day, key_id), (user, cost, tokens, requests)) in daily_spend(usage) {
-            sqlx::query(
-                "INSERT INTO sy_spend_daily (day, key_id, user_name, cost_usd, tokens, requests) VALUES ($1,$2,$3,$4,$5,$6) \
-                 ON CONFLICT (day, key_id) DO UPDATE SET cost_usd = sy_spend_daily.cost_usd + excluded.cost_usd, \
-                 tokens = sy_spend_daily.tokens + excluded.tokens, requests = sy_spend_daily.requests + excluded.requests",
-            )
-            .bind(day)
-            .bind(key_id)
-            .bind(user)
-            .bind(cost)
-            .bind(tokens)
-            .bind(requests)
-            .execute(&mut *tx)
-            .await?;
+            for d in &block.daily {
+                sqlx::query(
+                    "INSERT INTO sy_spend_daily (day, key_id, user_name, cost_usd, tokens, requests) VALUES ($1,$2,$3,$4,$5,$6) \
+                     ON CONFLICT (day, key_id) DO UPDATE SET cost_usd = sy_spend_daily.cost_usd + excluded.cost_usd, \
+                     tokens = sy_spend_daily.tokens + excluded.tokens, requests = sy_spend_daily.requests + excluded.requests",
+                )
+                .bind(d.day)
+                .bind(&*d.key_id)
+                .bind(&*d.user)
+                .bind(d.cost_usd)
+                .bind(d.tokens)
+                .bind(d.requests)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         for a in audit {
             sqlx::query(
@@ -831,36 +801,6 @@ mod tests {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
-    }
-
-    #[test]
-    fn daily_spend_sums_interleaved_runs_of_keys_and_days() {
-        let rec = |day: i64, key: &str, cost: f64| UsageRecord {
-            ts_ms: day * 86_400_000 + 5,
-            request_id: String::new(),
-            user: Arc::from(format!("u-{key}").as_str()),
-            key_id: Arc::from(key),
-            provider: Arc::from("p"),
-            model: String::new(),
-            route: "chat_completions",
-            status: 200,
-            input_tokens: 1,
-            output_tokens: 2,
-            cost_usd: cost,
-        };
-        let usage = [
-            rec(1, "a", 1.0),
-            rec(1, "a", 2.0),
-            rec(1, "b", 4.0),
-            rec(1, "a", 8.0),
-            rec(2, "a", 16.0),
-            rec(2, "a", f64::NAN),
-        ];
-        let daily = daily_spend(&usage);
-        assert_eq!(daily.len(), 3);
-        assert_eq!(daily[&(1, "a")], ("u-a", 11.0, 9, 3));
-        assert_eq!(daily[&(1, "b")], ("u-b", 4.0, 3, 1));
-        assert_eq!(daily[&(2, "a")], ("u-a", 16.0, 6, 2));
     }
 
     #[test]

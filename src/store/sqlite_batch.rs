@@ -15,7 +15,7 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
-use super::{daily_spend, usage_block, AuditEvent, UsageRecord};
+use super::{usage_block::Encoded, AuditEvent};
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
@@ -130,50 +130,45 @@ fn exec(db: *mut ffi::sqlite3, sql: &CStr) -> Result<()> {
 /// Writes the batch in one transaction: all of it, or (on any error) none of it.
 pub fn write_batch(
     db: NonNull<ffi::sqlite3>,
-    usage: &[UsageRecord],
+    blocks: &[Encoded],
     audit: &[AuditEvent],
 ) -> Result<()> {
     let db = db.as_ptr();
     exec(db, c"BEGIN IMMEDIATE")?;
-    let written = write_rows(db, usage, audit).and_then(|()| exec(db, c"COMMIT"));
+    let written = write_rows(db, blocks, audit).and_then(|()| exec(db, c"COMMIT"));
     if written.is_err() {
         let _ = exec(db, c"ROLLBACK");
     }
     written
 }
 
-fn write_rows(db: *mut ffi::sqlite3, usage: &[UsageRecord], audit: &[AuditEvent]) -> Result<()> {
-    if !usage.is_empty() {
-        let blocks = usage
-            .chunks(usage_block::MAX_RECORDS)
-            .map(usage_block::encode)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+fn write_rows(db: *mut ffi::sqlite3, blocks: &[Encoded], audit: &[AuditEvent]) -> Result<()> {
+    if !blocks.is_empty() {
         let insert = Stmt::prepare(
             db,
             c"INSERT INTO sy_usage_blocks (first_ts, last_ts, records, data) VALUES (?,?,?,?)",
         )?;
-        for b in &blocks {
-            insert.int(1, b.first_ts_ms)?;
-            insert.int(2, b.last_ts_ms)?;
-            insert.int(3, b.records)?;
-            insert.blob(4, &b.data)?;
-            insert.run()?;
-        }
         let upsert = Stmt::prepare(
             db,
             c"INSERT INTO sy_spend_daily (day, key_id, user_name, cost_usd, tokens, requests) VALUES (?,?,?,?,?,?) \
               ON CONFLICT (day, key_id) DO UPDATE SET cost_usd = sy_spend_daily.cost_usd + excluded.cost_usd, \
               tokens = sy_spend_daily.tokens + excluded.tokens, requests = sy_spend_daily.requests + excluded.requests",
         )?;
-        for ((day, key_id), (user, cost, tokens, requests)) in daily_spend(usage) {
-            upsert.int(1, day)?;
-            upsert.text(2, key_id)?;
-            upsert.text(3, user)?;
-            upsert.real(4, cost)?;
-            upsert.int(5, tokens)?;
-            upsert.int(6, requests)?;
-            upsert.run()?;
+        for b in blocks {
+            insert.int(1, b.first_ts_ms)?;
+            insert.int(2, b.last_ts_ms)?;
+            insert.int(3, b.records)?;
+            insert.blob(4, &b.data)?;
+            insert.run()?;
+            for d in &b.daily {
+                upsert.int(1, d.day)?;
+                upsert.text(2, &d.key_id)?;
+                upsert.text(3, &d.user)?;
+                upsert.real(4, d.cost_usd)?;
+                upsert.int(5, d.tokens)?;
+                upsert.int(6, d.requests)?;
+                upsert.run()?;
+            }
         }
     }
     if !audit.is_empty() {

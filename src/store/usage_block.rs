@@ -5,12 +5,17 @@
 //! writer's bursts of such work held requests back (load bench p99). A block is one insert
 //! per batch: its records are encoded with postcard (serde, varint integers) against a
 //! table of the distinct names in the batch (users, key ids, providers, models, routes
-//! repeat from request to request), ≈ 0.1 µs and ≈ 30–60 bytes per record. Reports and
-//! exports decode the blocks of their time range; budgets read the daily roll-up, not
-//! these. Decoding never panics: a damaged block is an error naming it.
+//! repeat from request to request), ≈ 0.1 µs and ≈ 30–60 bytes per record. The records
+//! are encoded where they are made ([`BlockBuilder`], on the request path), not by the
+//! writer: a writer thread doing that work in bursts every flush still held requests back
+//! on a shared core. Reports and exports decode the blocks of their time range; budgets
+//! read the daily roll-up, not these. Decoding never panics: a damaged block is an error
+//! naming it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize};
 
 use super::UsageRecord;
@@ -24,12 +29,22 @@ pub const MAX_RECORDS: usize = 8192;
 #[derive(Serialize, Deserialize)]
 struct Block<'a> {
     version: u8,
-    /// The block's earliest time; rows carry their offset from it.
+    /// The time the rows' offsets count from (the block's first record's).
     first_ts_ms: i64,
     #[serde(borrow)]
     names: Vec<&'a str>,
     #[serde(borrow)]
     rows: Vec<Row<'a>>,
+}
+
+/// [`Block`] up to its rows: postcard writes a struct as its fields in order and a sequence
+/// as its length (varint) and then its elements, so this, the row count and the rows
+/// encoded one by one are byte for byte the whole block.
+#[derive(Serialize)]
+struct Head<'a> {
+    version: u8,
+    first_ts_ms: i64,
+    names: Vec<&'a str>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,73 +62,231 @@ struct Row<'a> {
     cost_usd: f64,
 }
 
-/// The block's name table. Consecutive records nearly always repeat the previous record's
-/// user, key, provider, model and route, so each field first compares with the name it
-/// had last time (a short `memcmp`) before hashing.
-#[derive(Default)]
-struct Names<'a> {
-    list: Vec<&'a str>,
-    index: HashMap<&'a str, u32>,
-    last: [Option<u32>; 5],
-}
+/// Appends postcard's output to a vector the caller keeps (no allocation once it has grown).
+struct AppendTo<'a>(&'a mut Vec<u8>);
 
-impl<'a> Names<'a> {
-    fn id(&mut self, field: usize, s: &'a str) -> u32 {
-        if let Some(id) = self.last[field] {
-            if self.list[id as usize] == s {
-                return id;
-            }
-        }
-        let id = *self.index.entry(s).or_insert_with(|| {
-            self.list.push(s);
-            (self.list.len() - 1) as u32
-        });
-        self.last[field] = Some(id);
-        id
+impl Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        self.0.push(b);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
-/// One encoded block, with what `sy_usage_blocks` stores beside it.
+const NO_NAME: u32 = u32::MAX;
+
+/// What a block adds to `sy_spend_daily` for one (UTC day, key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailySpend {
+    pub day: i64,
+    pub key_id: Arc<str>,
+    pub user: Arc<str>,
+    pub cost_usd: f64,
+    pub tokens: i64,
+    pub requests: i64,
+}
+
+/// [`DailySpend`] while the block is open, names as indexes.
+struct DailyRun {
+    day: i64,
+    key_id: u32,
+    user: u32,
+    cost_usd: f64,
+    tokens: i64,
+    requests: i64,
+}
+
+/// A block being filled, a record at a time, where the records are made (the request
+/// path): each record is encoded at once against the block's name table, and the day's
+/// spend per key summed, so that the batch writer only has to store finished bytes.
+/// Consecutive records nearly always repeat the previous record's user, key, provider,
+/// model and route, so each name is first compared with the one its field had last time
+/// (a short `memcmp`) before it is hashed. Once warm, a record allocates nothing.
+pub struct BlockBuilder {
+    records: usize,
+    first_ts_ms: i64,
+    min_ts_ms: i64,
+    max_ts_ms: i64,
+    names: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
+    last: [u32; 5],
+    rows: Vec<u8>,
+    daily: Vec<DailyRun>,
+    daily_index: HashMap<(i64, u32), usize>,
+}
+
+impl Default for BlockBuilder {
+    fn default() -> Self {
+        BlockBuilder {
+            records: 0,
+            first_ts_ms: 0,
+            min_ts_ms: i64::MAX,
+            max_ts_ms: i64::MIN,
+            names: Vec::new(),
+            index: HashMap::new(),
+            last: [NO_NAME; 5],
+            rows: Vec::new(),
+            daily: Vec::new(),
+            daily_index: HashMap::new(),
+        }
+    }
+}
+
+impl BlockBuilder {
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    fn name(&mut self, field: usize, s: &str, owned: impl FnOnce() -> Arc<str>) -> u32 {
+        let last = self.last[field];
+        if last != NO_NAME && *self.names[last as usize] == *s {
+            return last;
+        }
+        let id = match self.index.get(s) {
+            Some(&id) => id,
+            None => {
+                let name = owned();
+                let id = self.names.len() as u32;
+                self.names.push(name.clone());
+                self.index.insert(name, id);
+                id
+            }
+        };
+        self.last[field] = id;
+        id
+    }
+
+    /// Adds a record (callers start a new block at [`MAX_RECORDS`]).
+    pub fn push(&mut self, r: &UsageRecord) -> Result<(), postcard::Error> {
+        if self.records == 0 {
+            self.first_ts_ms = r.ts_ms;
+        }
+        let user = self.name(0, &r.user, || r.user.clone());
+        let key_id = self.name(1, &r.key_id, || r.key_id.clone());
+        let provider = self.name(2, &r.provider, || r.provider.clone());
+        let model = self.name(3, &r.model, || Arc::from(r.model.as_str()));
+        let route = self.name(4, r.route, || Arc::from(r.route));
+        let cost_usd = super::stored_cost(r);
+        let row = Row {
+            ts_offset_ms: r.ts_ms.saturating_sub(self.first_ts_ms),
+            request_id: &r.request_id,
+            user,
+            key_id,
+            provider,
+            model,
+            route,
+            status: r.status,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cost_usd,
+        };
+        let before = self.rows.len();
+        if let Err(e) = postcard::serialize_with_flavor(&row, AppendTo(&mut self.rows)) {
+            self.rows.truncate(before);
+            return Err(e);
+        }
+        self.records += 1;
+        self.min_ts_ms = self.min_ts_ms.min(r.ts_ms);
+        self.max_ts_ms = self.max_ts_ms.max(r.ts_ms);
+        let day = r.ts_ms.div_euclid(86_400_000);
+        let tokens = r.input_tokens.saturating_add(r.output_tokens);
+        let run = match self.daily.last() {
+            Some(d) if d.day == day && d.key_id == key_id => self.daily.len() - 1,
+            _ => *self.daily_index.entry((day, key_id)).or_insert_with(|| {
+                self.daily.push(DailyRun {
+                    day,
+                    key_id,
+                    user,
+                    cost_usd: 0.0,
+                    tokens: 0,
+                    requests: 0,
+                });
+                self.daily.len() - 1
+            }),
+        };
+        let d = &mut self.daily[run];
+        d.cost_usd += cost_usd;
+        d.tokens = d.tokens.saturating_add(tokens);
+        d.requests += 1;
+        Ok(())
+    }
+
+    /// The block's bytes (written into `data`, whose allocation is reused) and roll-up; the
+    /// builder is empty again afterwards, its allocations kept for the next block.
+    pub fn finish(&mut self, mut data: Vec<u8>) -> Result<Encoded, postcard::Error> {
+        data.clear();
+        data.reserve(self.rows.len() + 16 * self.names.len() + 16);
+        let head = Head {
+            version: VERSION,
+            first_ts_ms: self.first_ts_ms,
+            names: self.names.iter().map(|n| &**n).collect(),
+        };
+        postcard::serialize_with_flavor(&head, AppendTo(&mut data))?;
+        postcard::serialize_with_flavor(&self.records, AppendTo(&mut data))?;
+        data.extend_from_slice(&self.rows);
+        let names = &self.names;
+        let daily = self
+            .daily
+            .drain(..)
+            .map(|d| DailySpend {
+                day: d.day,
+                key_id: names[d.key_id as usize].clone(),
+                user: names[d.user as usize].clone(),
+                cost_usd: d.cost_usd,
+                tokens: d.tokens,
+                requests: d.requests,
+            })
+            .collect();
+        let encoded = Encoded {
+            first_ts_ms: if self.records == 0 { 0 } else { self.min_ts_ms },
+            last_ts_ms: if self.records == 0 { 0 } else { self.max_ts_ms },
+            records: self.records as i64,
+            data,
+            daily,
+        };
+        self.records = 0;
+        self.min_ts_ms = i64::MAX;
+        self.max_ts_ms = i64::MIN;
+        self.names.clear();
+        self.index.clear();
+        self.last = [NO_NAME; 5];
+        self.rows.clear();
+        self.daily_index.clear();
+        Ok(encoded)
+    }
+}
+
+/// One encoded block, with what `sy_usage_blocks` stores beside it and the block's share
+/// of the daily spend roll-up.
 pub struct Encoded {
     pub first_ts_ms: i64,
     pub last_ts_ms: i64,
     pub records: i64,
     pub data: Vec<u8>,
+    pub daily: Vec<DailySpend>,
 }
 
 /// Encodes up to [`MAX_RECORDS`] records (callers split larger batches with `chunks`).
 pub fn encode(records: &[UsageRecord]) -> Result<Encoded, postcard::Error> {
-    let first_ts_ms = records.iter().map(|r| r.ts_ms).min().unwrap_or(0);
-    let last_ts_ms = records.iter().map(|r| r.ts_ms).max().unwrap_or(0);
-    let mut names = Names::default();
-    let mut rows = Vec::with_capacity(records.len());
+    let mut b = BlockBuilder::default();
     for r in records {
-        rows.push(Row {
-            ts_offset_ms: r.ts_ms - first_ts_ms,
-            request_id: &r.request_id,
-            user: names.id(0, &r.user),
-            key_id: names.id(1, &r.key_id),
-            provider: names.id(2, &r.provider),
-            model: names.id(3, &r.model),
-            route: names.id(4, r.route),
-            status: r.status,
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
-            cost_usd: super::stored_cost(r),
-        });
+        b.push(r)?;
     }
-    let data = postcard::to_allocvec(&Block {
-        version: VERSION,
-        first_ts_ms,
-        names: names.list,
-        rows,
-    })?;
-    Ok(Encoded {
-        first_ts_ms,
-        last_ts_ms,
-        records: records.len() as i64,
-        data,
-    })
+    b.finish(Vec::new())
 }
 
 /// A record read back from a block (owned: blocks are decoded for reports and exports).
@@ -186,7 +359,6 @@ pub fn decode(data: &[u8], mut each: impl FnMut(StoredUsage)) -> Result<(), Deco
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn record(i: i64, user: &str, model: &str) -> UsageRecord {
         UsageRecord {
@@ -242,6 +414,101 @@ mod tests {
             );
             assert_eq!(b.cost_usd, r.cost_usd);
         }
+    }
+
+    /// The builder's incremental output is exactly postcard's encoding of the whole block
+    /// (which `decode` reads), also for a reused builder and out-of-order times.
+    #[test]
+    fn built_blocks_are_postcard_blocks() {
+        // Leaked: the oracle below borrows names for the whole test.
+        let records: &'static [UsageRecord] = Vec::leak(
+            (0..300)
+                .map(|i| record(i, ["alice", "bob", "carol"][i as usize % 3], "gpt-4"))
+                .collect(),
+        );
+        let mut b = BlockBuilder::default();
+        for round in 0..2 {
+            for r in records {
+                b.push(r).unwrap();
+            }
+            let built = b.finish(vec![1, 2, 3]).unwrap();
+            let first = records[0].ts_ms;
+            let mut names: Vec<&str> = Vec::new();
+            let mut id = |s: &'static str| match names.iter().position(|n| *n == s) {
+                Some(i) => i as u32,
+                None => {
+                    names.push(s);
+                    names.len() as u32 - 1
+                }
+            };
+            let rows: Vec<Row> = records
+                .iter()
+                .map(|r| Row {
+                    ts_offset_ms: r.ts_ms - first,
+                    request_id: &r.request_id,
+                    user: id(&r.user),
+                    key_id: id(&r.key_id),
+                    provider: id(&r.provider),
+                    model: id(&r.model),
+                    route: id(r.route),
+                    status: r.status,
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    cost_usd: r.cost_usd,
+                })
+                .collect();
+            let whole = postcard::to_allocvec(&Block {
+                version: VERSION,
+                first_ts_ms: first,
+                names,
+                rows,
+            })
+            .unwrap();
+            assert_eq!(built.data, whole, "round {round}");
+            assert!(b.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_daily_roll_up_sums_interleaved_runs_of_keys_and_days() {
+        let rec = |day: i64, key: &str, cost: f64| UsageRecord {
+            ts_ms: day * 86_400_000 + 5,
+            request_id: String::new(),
+            user: Arc::from(format!("u-{key}").as_str()),
+            key_id: Arc::from(key),
+            provider: Arc::from("p"),
+            model: String::new(),
+            route: "chat_completions",
+            status: 200,
+            input_tokens: 1,
+            output_tokens: 2,
+            cost_usd: cost,
+        };
+        let usage = [
+            rec(1, "a", 1.0),
+            rec(1, "a", 2.0),
+            rec(1, "b", 4.0),
+            rec(1, "a", 8.0),
+            rec(2, "a", 16.0),
+            rec(2, "a", f64::NAN),
+        ];
+        let daily = encode(&usage).unwrap().daily;
+        let got: Vec<_> = daily
+            .iter()
+            .map(|d| {
+                (
+                    d.day, &*d.key_id, &*d.user, d.cost_usd, d.tokens, d.requests,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "a", "u-a", 11.0, 9, 3),
+                (1, "b", "u-b", 4.0, 3, 1),
+                (2, "a", "u-a", 16.0, 6, 2)
+            ]
+        );
     }
 
     #[test]
