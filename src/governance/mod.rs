@@ -147,46 +147,51 @@ impl UsageShards {
         &self.shards[SHARD.with(|s| *s) % self.shards.len()]
     }
 
-    /// Adds a record to this thread's open block; false when it was dropped (bound reached).
-    fn push(&self, r: &UsageRecord) -> bool {
+    /// Adds a record to this thread's open block; returns how many records were dropped
+    /// (this one when the bound is reached; a block that could not be encoded).
+    fn push(&self, r: &UsageRecord) -> usize {
         if self.open.fetch_add(1, Ordering::Relaxed) >= MAX_OPEN_RECORDS {
             self.open.fetch_sub(1, Ordering::Relaxed);
-            return false;
+            return 1;
         }
         let mut shard = self.mine().lock().expect("not poisoned");
-        let pushed = match shard.open.push(r) {
+        let dropped = match shard.open.push(r) {
             Ok(()) if shard.open.len() >= usage_block::MAX_RECORDS => {
+                let records = shard.open.len();
                 match shard.open.finish(Vec::new()) {
                     Ok(block) => {
                         shard.full.push(block);
-                        true
+                        0
                     }
                     Err(e) => {
                         log::error!("usage block: {e}; its records are dropped");
-                        false
+                        records
                     }
                 }
             }
-            Ok(()) => true,
+            Ok(()) => 0,
             Err(e) => {
                 log::error!("usage record: {e}; dropped");
-                false
+                1
             }
         };
-        if !pushed {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+        drop(shard);
+        if dropped > 0 {
+            self.open.fetch_sub(dropped, Ordering::Relaxed);
         }
-        pushed
+        dropped
     }
 
     /// Takes every shard's blocks (open ones finished into `spare` buffers), leaving the
     /// shards empty; `spare` builders replace the open ones so no shard allocates anew.
+    /// Returns how many records were dropped (a block that could not be encoded).
     fn take(
         &self,
         into: &mut Vec<Encoded>,
         spare_builders: &mut Vec<BlockBuilder>,
         spare_data: &mut Vec<Vec<u8>>,
-    ) {
+    ) -> usize {
+        let mut dropped = 0;
         for shard in self.shards.iter() {
             let mut open = spare_builders.pop().unwrap_or_default();
             let full = {
@@ -201,14 +206,19 @@ impl UsageShards {
             let taken: usize = full.iter().map(|b| b.records as usize).sum::<usize>() + open.len();
             into.extend(full);
             if !open.is_empty() {
+                let records = open.len();
                 match open.finish(spare_data.pop().unwrap_or_default()) {
                     Ok(block) => into.push(block),
-                    Err(e) => log::error!("usage block: {e}; its records are dropped"),
+                    Err(e) => {
+                        log::error!("usage block: {e}; its records are dropped");
+                        dropped += records;
+                    }
                 }
             }
             spare_builders.push(open);
             self.open.fetch_sub(taken, Ordering::Relaxed);
         }
+        dropped
     }
 }
 
@@ -488,7 +498,7 @@ impl Governance {
                 .add_tokens(&policy.id, tokens, record.ts_ms)
                 .await;
         }
-        if !self.usage.push(&record) {
+        for _ in 0..self.usage.push(&record) {
             self.count_dropped();
         }
     }
@@ -664,11 +674,12 @@ impl Task {
     /// failure).
     async fn flush(&mut self) {
         self.audits.extend(self.records.try_iter());
-        self.gov.usage.take(
+        let dropped = self.gov.usage.take(
             &mut self.blocks,
             &mut self.spare_builders,
             &mut self.spare_data,
         );
+        self.gov.dropped.inc_by(dropped as u64);
         if self.blocks.is_empty() && self.audits.is_empty() {
             return;
         }

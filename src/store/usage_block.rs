@@ -225,9 +225,24 @@ impl BlockBuilder {
         Ok(())
     }
 
-    /// The block's bytes (written into `data`, whose allocation is reused) and roll-up; the
-    /// builder is empty again afterwards, its allocations kept for the next block.
-    pub fn finish(&mut self, mut data: Vec<u8>) -> Result<Encoded, postcard::Error> {
+    /// The block's bytes (written into `data`, whose allocation is reused) and roll-up. The
+    /// builder is empty again afterwards, also after an error (its records are then lost:
+    /// the caller counts them), and keeps its allocations for the next block.
+    pub fn finish(&mut self, data: Vec<u8>) -> Result<Encoded, postcard::Error> {
+        let encoded = self.encode(data);
+        self.records = 0;
+        self.min_ts_ms = i64::MAX;
+        self.max_ts_ms = i64::MIN;
+        self.names.clear();
+        self.index.clear();
+        self.last = [NO_NAME; 5];
+        self.rows.clear();
+        self.daily.clear();
+        self.daily_index.clear();
+        encoded
+    }
+
+    fn encode(&mut self, mut data: Vec<u8>) -> Result<Encoded, postcard::Error> {
         data.clear();
         data.reserve(self.rows.len() + 16 * self.names.len() + 16);
         let head = Head {
@@ -251,22 +266,13 @@ impl BlockBuilder {
                 requests: d.requests,
             })
             .collect();
-        let encoded = Encoded {
+        Ok(Encoded {
             first_ts_ms: if self.records == 0 { 0 } else { self.min_ts_ms },
             last_ts_ms: if self.records == 0 { 0 } else { self.max_ts_ms },
             records: self.records as i64,
             data,
             daily,
-        };
-        self.records = 0;
-        self.min_ts_ms = i64::MAX;
-        self.max_ts_ms = i64::MIN;
-        self.names.clear();
-        self.index.clear();
-        self.last = [NO_NAME; 5];
-        self.rows.clear();
-        self.daily_index.clear();
-        Ok(encoded)
+        })
     }
 }
 
