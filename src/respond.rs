@@ -63,7 +63,7 @@ pub fn header(
         map.insert(ATTEMPTS, HeaderValue::from(ctx.attempts));
     }
     if let Some(rate) = &ctx.rate {
-        map.extend(rate.headers());
+        rate.append_to(map);
     }
     if let Some(v) = ctx.dropped_params.as_deref().and_then(value) {
         map.insert(DROPPED_PARAMS, v);

@@ -10,9 +10,8 @@
 //! Requests are counted when admitted; tokens when the request's actual usage is known
 //! (after the answer), so a key over its tokens-per-minute is refused from its next request.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,50 +49,34 @@ const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remain
 const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 
 impl RateInfo {
-    /// The `x-ratelimit-*` headers OpenAI clients read. These go on every response of a
-    /// limited key, so: names prebuilt, reset durations from a table, and the four numbers
-    /// written into one buffer that the values share (one allocation instead of six).
-    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+    /// Appends the `x-ratelimit-*` headers OpenAI clients read. These go on every response
+    /// of a limited key, so: names prebuilt, reset durations from a table, the four numbers
+    /// written into one buffer that the values share (one allocation instead of six), and
+    /// straight into the map (no iterator of pairs in between).
+    pub fn append_to(&self, map: &mut http::HeaderMap) {
         let mut buf = bytes::BytesMut::with_capacity(4 * 20);
-        let mut ends = [0usize; 4];
         let mut fmt = itoa::Buffer::new();
-        for (i, n) in [
-            self.requests.map(|f| f.limit),
-            self.requests.map(|f| f.remaining),
-            self.tokens.map(|f| f.limit),
-            self.tokens.map(|f| f.remaining),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if let Some(n) = n {
-                buf.extend_from_slice(fmt.format(n).as_bytes());
-            }
-            ends[i] = buf.len();
-        }
-        let all = buf.freeze();
-        let number = move |i: usize| {
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            HeaderValue::from_maybe_shared(all.slice(start..ends[i])).expect("digits")
+        let mut cut = |n: u64| {
+            buf.extend_from_slice(fmt.format(n).as_bytes());
+            HeaderValue::from_maybe_shared(buf.split().freeze()).expect("digits")
         };
-        let requests = self.requests.map(|f| {
-            [
-                (LIMIT_REQUESTS, number(0)),
-                (REMAINING_REQUESTS, number(1)),
-                (RESET_REQUESTS, reset(f.reset_ms)),
-            ]
-        });
-        let tokens = self.tokens.map(|f| {
-            [
-                (LIMIT_TOKENS, number(2)),
-                (REMAINING_TOKENS, number(3)),
-                (RESET_TOKENS, reset(f.reset_ms)),
-            ]
-        });
-        requests
-            .into_iter()
-            .flatten()
-            .chain(tokens.into_iter().flatten())
+        if let Some(f) = self.requests {
+            map.append(LIMIT_REQUESTS, cut(f.limit));
+            map.append(REMAINING_REQUESTS, cut(f.remaining));
+            map.append(RESET_REQUESTS, reset(f.reset_ms));
+        }
+        if let Some(f) = self.tokens {
+            map.append(LIMIT_TOKENS, cut(f.limit));
+            map.append(REMAINING_TOKENS, cut(f.remaining));
+            map.append(RESET_TOKENS, reset(f.reset_ms));
+        }
+    }
+
+    /// The same headers as pairs (refusals, passthrough answers).
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+        let mut map = http::HeaderMap::new();
+        self.append_to(&mut map);
+        map.into_iter().filter_map(|(k, v)| Some((k?, v)))
     }
 }
 
@@ -216,13 +199,24 @@ fn judge(
 /// In-process counters, sharded by key id.
 #[derive(Default)]
 pub struct LocalLimiter {
-    shards: [Mutex<HashMap<Arc<str>, Window>>; SHARDS],
+    shards: [Mutex<Windows>; SHARDS],
 }
 
+/// Windows by key id. FxHash, not SipHash: the ids are the gateway's own (`key_…`, from the
+/// store or the config), never chosen by a caller, so there is no hash flooding to resist,
+/// and the hash runs on every request of a limited key.
+type Windows = HashMap<Arc<str>, Window, rustc_hash::FxBuildHasher>;
+
 fn shard_of(id: &str) -> usize {
-    let mut h = DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish() as usize % SHARDS
+    (rustc_hash::FxBuildHasher.hash_one(id) >> 32) as usize % SHARDS
+}
+
+/// The key's window, created on first use (the id is cloned only then).
+fn window<'a>(windows: &'a mut Windows, id: &Arc<str>) -> &'a mut Window {
+    if !windows.contains_key(&**id) {
+        windows.insert(id.clone(), Window::default());
+    }
+    windows.get_mut(&**id).expect("just inserted")
 }
 
 impl LocalLimiter {
@@ -231,7 +225,7 @@ impl LocalLimiter {
         let mut shard = self.shards[shard_of(&policy.id)]
             .lock()
             .expect("not poisoned");
-        let w = shard.entry(policy.id.clone()).or_default();
+        let w = window(&mut shard, &policy.id);
         w.roll(index);
         let requests = estimate(w.requests, w.prev_requests, elapsed);
         let tokens = estimate(w.tokens, w.prev_tokens, elapsed);
@@ -242,7 +236,7 @@ impl LocalLimiter {
 
     pub fn add_tokens(&self, id: &Arc<str>, tokens: u64, now_ms: i64) {
         let mut shard = self.shards[shard_of(id)].lock().expect("not poisoned");
-        let w = shard.entry(id.clone()).or_default();
+        let w = window(&mut shard, id);
         w.roll(now_ms.div_euclid(WINDOW_MS));
         w.tokens += tokens;
     }
