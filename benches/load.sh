@@ -586,6 +586,12 @@ for t in "${TARGETS[@]}"; do
   done
   R[$t:tput:min]="${sorted[0]%% *}"
   R[$t:tput:max]="${sorted[-1]%% *}"
+  # p99 over the rounds: the median of the rounds' p99s. The median round's own p99 is one
+  # 4 s sample and moves ±10 % with a single stall; this is what the governance row is judged by.
+  mapfile -t p99s < <(for r in $(seq 1 "$ROUNDS"); do
+    [ "${R[$t:tput$r:ok]:-0}" = 1 ] && echo "${R[$t:tput$r:p99_us]}"; done | sort -n)
+  R[$t:tput:p99_med]="${p99s[$(( (${#p99s[@]} - 1) / 2 ))]}"
+  R[$t:tput:p99_all]="$(IFS=' '; echo "${p99s[*]}")"
   for f in errors err_connect err_read err_write err_status err_timeout; do  # errors: all rounds
     n=0
     for r in $(seq 1 "$ROUNDS"); do n=$(( n + ${R[$t:tput$r:$f]:-0} )); done
@@ -700,7 +706,7 @@ fi
   done
   if [ -n "$(val v1gov tput rps)" ] && [ -n "$(val v1mock tput rps)" ]; then
     echo
-    echo "Governance (row 6 against row 5, the same request on a gateway without a store): req/s $(awk -v a="$(val v1gov tput rps)" -v b="$(val v1mock tput rps)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}'), p99 $(awk -v a="$(val v1gov tput p99_us)" -v b="$(val v1mock tput p99_us)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}') (the target: within 5%)$([ -n "$GOV_RECORDS" ] && echo "; $GOV_RECORDS")."
+    echo "Governance (row 6 against row 5, the same request on a gateway without a store): req/s $(awk -v a="$(val v1gov tput rps)" -v b="$(val v1mock tput rps)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}'), p99 (median of the rounds' p99s) $(awk -v a="$(val v1gov tput p99_med)" -v b="$(val v1mock tput p99_med)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}') (the target for both: within 5%; rounds' p99 in µs, row 5: $(val v1mock tput p99_all); row 6: $(val v1gov tput p99_all); p99 of the median round alone: $(awk -v a="$(val v1gov tput p99_us)" -v b="$(val v1mock tput p99_us)" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}'))$([ -n "$GOV_RECORDS" ] && echo "; $GOV_RECORDS")."
   fi
   echo
   echo "### Latency at low load (${LAT_DURATION} s each)"
