@@ -799,3 +799,66 @@ fn subtract(map: &mut HashMap<Arc<str>, f64>, k: Arc<str>, c: f64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> UsageRecord {
+        UsageRecord {
+            ts_ms: 1_780_000_000_000 + i as i64,
+            request_id: format!("req-{i}"),
+            user: Arc::from("alice"),
+            key_id: Arc::from("key_a"),
+            provider: Arc::from("openai"),
+            model: "gpt-4".to_owned(),
+            route: "chat_completions",
+            status: 200,
+            input_tokens: 1,
+            output_tokens: 2,
+            cost_usd: 0.5,
+        }
+    }
+
+    /// A shard that reaches a block's size closes it at once; the writer then takes the full
+    /// block and the open one, in order, and the waiting count goes back to zero.
+    #[test]
+    fn shards_close_full_blocks_and_hand_everything_over() {
+        let shards = UsageShards::new();
+        let n = usage_block::MAX_RECORDS + 10;
+        for i in 0..n {
+            assert_eq!(shards.push(&record(i)), 0);
+        }
+        assert_eq!(shards.open.load(Ordering::Relaxed), n);
+        let (mut blocks, mut builders, mut data) = (Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(shards.take(&mut blocks, &mut builders, &mut data), 0);
+        let sizes: Vec<_> = blocks.iter().map(|b| b.records).collect();
+        assert_eq!(sizes, [usage_block::MAX_RECORDS as i64, 10]);
+        assert_eq!(shards.open.load(Ordering::Relaxed), 0);
+        let mut ids = Vec::new();
+        for b in &blocks {
+            usage_block::decode(&b.data, |u| ids.push(u.request_id)).unwrap();
+        }
+        assert_eq!(ids.len(), n);
+        assert_eq!(ids[n - 1], format!("req-{}", n - 1));
+        let spend: f64 = blocks
+            .iter()
+            .flat_map(|b| &b.daily)
+            .map(|d| d.cost_usd)
+            .sum();
+        assert_eq!(spend, 0.5 * n as f64);
+        // Nothing left: a second take finds nothing.
+        blocks.clear();
+        shards.take(&mut blocks, &mut builders, &mut data);
+        assert!(blocks.is_empty());
+    }
+
+    /// Past the bound, records are refused (and counted by the caller), never queued.
+    #[test]
+    fn the_waiting_records_are_bounded() {
+        let shards = UsageShards::new();
+        shards.open.store(MAX_OPEN_RECORDS, Ordering::Relaxed);
+        assert_eq!(shards.push(&record(1)), 1);
+        assert_eq!(shards.open.load(Ordering::Relaxed), MAX_OPEN_RECORDS);
+    }
+}
