@@ -494,9 +494,7 @@ impl Store {
 
     // ------------------------------------------------------------------ usage and audit
 
-    /// Writes a batch in one transaction: the usage records, the daily spend roll-up and
-    /// the audit events. All or nothing, so a retried batch is never counted twice.
-    /// Writes usage records (encoded into blocks here) and audit events in one transaction.
+    /// Writes usage records (encoded into blocks here) and audit events: [`Store::write_blocks`].
     pub async fn write_batch(&self, usage: &[UsageRecord], audit: &[AuditEvent]) -> Result<()> {
         let blocks = usage
             .chunks(usage_block::MAX_RECORDS)
@@ -507,7 +505,7 @@ impl Store {
     }
 
     /// Writes usage blocks, their daily spend roll-up and audit events in one transaction:
-    /// all of it, or (on any error) none of it.
+    /// all of it, or (on any error) none of it, so a retried batch is never counted twice.
     pub async fn write_blocks(
         &self,
         blocks: &[usage_block::Encoded],
