@@ -62,6 +62,9 @@ pub struct RequestCtx {
     /// The model as the client named it, once it resolved to a provider.
     pub client_model: Option<String>,
     pub upstream_model: Option<String>,
+    /// The `model` label of this request's metrics: a name from configuration (see
+    /// `route::Matched::metric_label`), never the caller's string as such.
+    pub metric_model: Option<Arc<str>>,
     /// Status of a response the gateway wrote itself (None: read it from the session).
     pub status: Option<u16>,
     pub usage: Option<Usage>,
@@ -96,6 +99,7 @@ impl RequestCtx {
             provider: None,
             client_model: None,
             upstream_model: None,
+            metric_model: None,
             status: None,
             usage: None,
             cost: 0.0,

@@ -4,6 +4,7 @@
 //! overrides or extends it per model.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use switchyard_filters::Usage;
 
@@ -20,7 +21,7 @@ pub struct Price {
 
 #[derive(Debug, Default)]
 pub struct PriceTable {
-    prices: HashMap<String, Price>,
+    prices: HashMap<Arc<str>, Price>,
 }
 
 impl PriceTable {
@@ -33,7 +34,7 @@ impl PriceTable {
         let mut prices = HashMap::new();
         for (model, p) in shipped.iter().chain(overrides) {
             prices.insert(
-                model.clone(),
+                Arc::from(model.as_str()),
                 Price {
                     input_per_million: p.input,
                     output_per_million: p.output,
@@ -54,6 +55,12 @@ impl PriceTable {
     /// The price of the first of `models` that has one (upstream name first, then the client's).
     pub fn price(&self, models: &[&str]) -> Option<Price> {
         models.iter().find_map(|m| self.prices.get(*m).copied())
+    }
+
+    /// The table's own copy of `model`'s name when it has a price: a name from configuration,
+    /// so it may serve as a metric label.
+    pub fn known_name(&self, model: &str) -> Option<&Arc<str>> {
+        self.prices.get_key_value(model).map(|(k, _)| k)
     }
 
     /// Cost in USD of `usage` on the first priced model of `models`; 0 when none is priced.

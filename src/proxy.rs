@@ -240,6 +240,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         id: &str,
     ) -> Result<Next, GatewayError> {
+        switchyard_filters::model_name::check(id)?;
         let resolved = config.router.resolve(id)?;
         let body = Self::model_object(id, &resolved.provider.name);
         self.local_json(session, ctx, 200, body).await
@@ -606,6 +607,15 @@ impl ProxyHttp for Gateway {
         if let Some(pt) = ctx.passthrough.as_mut() {
             let (usage, model) = pt.finish();
             ctx.usage = usage;
+            if ctx.metric_model.is_none() {
+                // The model the provider reported (or the path named, on success): bounded
+                // by what the provider serves; anything unlike a model name is `other`.
+                ctx.metric_model = Some(match model.as_deref() {
+                    Some(m) if switchyard_filters::model_name::is_valid(m) => Arc::from(m),
+                    Some(_) => Arc::from("other"),
+                    None => Arc::from("none"),
+                });
+            }
             if ctx.client_model.is_none() {
                 ctx.client_model = model;
             }
@@ -616,7 +626,8 @@ impl ProxyHttp for Gateway {
             .unwrap_or(if e.is_some() { 502 } else { 0 });
         let latency = ctx.started.elapsed();
         let provider = ctx.provider.as_ref().map_or("none", |p| &*p.name);
-        let model = ctx.client_model.as_deref().unwrap_or("none");
+        let model = ctx.metric_model.as_deref().unwrap_or("none");
+        let client_model = ctx.client_model.as_deref().unwrap_or("none");
         let status_code = http::StatusCode::from_u16(status).ok();
         let status_label = status_code.as_ref().map_or("000", http::StatusCode::as_str);
         self.metrics
@@ -666,11 +677,11 @@ impl ProxyHttp for Gateway {
                 .observe(latency.as_secs_f64());
         }
         if let Some(usage) = ctx.usage {
-            let upstream = ctx.upstream_model.as_deref().unwrap_or(model);
+            let upstream = ctx.upstream_model.as_deref().unwrap_or(client_model);
             ctx.cost = ctx
                 .config
                 .as_ref()
-                .map_or(0.0, |c| c.prices.cost(&[upstream, model], &usage));
+                .map_or(0.0, |c| c.prices.cost(&[upstream, client_model], &usage));
             self.metrics.record_usage(provider, model, &usage, ctx.cost);
         }
         // Counted last, so a scrape that shows this request shows all of its other metrics too.
@@ -691,7 +702,7 @@ impl ProxyHttp for Gateway {
                     .provider
                     .as_ref()
                     .map_or_else(|| Arc::from(provider), |p| p.name.clone()),
-                model: model.to_owned(),
+                model: client_model.to_owned(),
                 route: ctx.route.as_str(),
                 status: i32::from(status),
                 input_tokens: ctx.usage.map_or(0, |u| u.prompt_tokens as i64),

@@ -76,10 +76,13 @@ impl Gateway {
         let plan = config
             .router
             .plan(&parsed.summary.model, pinned.as_deref(), &self.health)?;
+        ctx.metric_model = Some(
+            plan.matched
+                .metric_label(&parsed.summary.model, &config.prices),
+        );
         let plan = self
             .govern_unified(ctx, &parsed.summary.model, plan)
-            .await?; // governance
-        ctx.client_model = Some(parsed.summary.model.clone());
+            .await?; // governance (sets ctx.client_model)
         let needs_typed = plan.candidates.iter().any(|c| {
             !matches!(
                 c.provider.kind,
@@ -669,8 +672,29 @@ async fn send_mock(
     Ok(())
 }
 
+/// Longest `x-switchyard-dropped-params` value: the names include any unknown field the
+/// caller sent, and per-message names (`messages[7].name`) grow with the body.
+const MAX_DROPPED_HEADER_BYTES: usize = 1024;
+
+/// The `x-switchyard-dropped-params` value: the names comma-separated, cut to
+/// [`MAX_DROPPED_HEADER_BYTES`] (a cut list ends in `,...`); names that could not be part of
+/// a header value are left out.
 fn joined(names: &[String]) -> Option<String> {
-    (!names.is_empty()).then(|| names.join(","))
+    let mut out = String::new();
+    for name in names {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            continue;
+        }
+        if out.len() + name.len() + 1 > MAX_DROPPED_HEADER_BYTES - 4 {
+            out.push_str(if out.is_empty() { "..." } else { ",..." });
+            break;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(name);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// A path segment's percent-encoding (RFC 3986 unreserved characters stay).
@@ -697,4 +721,34 @@ fn json_request(
         concat!("switchyard/", env!("CARGO_PKG_VERSION")),
     )?;
     Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_params_header_is_bounded_and_valid() {
+        assert_eq!(joined(&[]), None);
+        assert_eq!(
+            joined(&["seed".into(), "user".into()]).as_deref(),
+            Some("seed,user")
+        );
+        let many: Vec<String> = (0..100_000)
+            .map(|i| format!("messages[{i}].name"))
+            .collect();
+        let v = joined(&many).unwrap();
+        assert!(
+            v.len() <= MAX_DROPPED_HEADER_BYTES && v.ends_with(",..."),
+            "{v}"
+        );
+        let huge = vec!["x".repeat(1_000_000), "seed".into(), "bad name\n".into()];
+        let v = joined(&huge).unwrap();
+        assert_eq!(v, "...");
+        assert!(http::HeaderValue::from_str(&v).is_ok());
+        assert_eq!(
+            joined(&["b\u{e9}".into(), "seed".into()]).as_deref(),
+            Some("seed")
+        );
+    }
 }

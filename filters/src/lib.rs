@@ -11,6 +11,7 @@
 //! - [`openai_upstream`]: preparing requests for, and filtering responses from, OpenAI-shaped upstreams,
 //! - [`usage`]: usage metering of native answers (passthrough),
 //! - [`mock`]: the built-in deterministic `mock` provider,
+//! - [`model_name`]: what a model name may be (bounded, printable ASCII),
 //! - `fuzzing`: the fuzz harnesses (for `tests/fuzz/` and the fuzz regression test only).
 
 pub mod chat;
@@ -18,6 +19,7 @@ pub mod eventstream;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mock;
+pub mod model_name;
 pub mod openai;
 pub mod openai_upstream;
 pub mod providers;

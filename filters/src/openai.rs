@@ -90,7 +90,10 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, In
         ));
     };
     let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(Value::String(m)) if !m.is_empty() => {
+            crate::model_name::check(m)?;
+            m.clone()
+        }
         Some(Value::String(_)) | None | Some(Value::Null) => {
             return Err(InvalidRequest::new(
                 "you must provide a model parameter",

@@ -19,6 +19,7 @@ use regex::Regex;
 use crate::config::raw::{RawMapping, RawRouting, RawTarget};
 use crate::config::Problem;
 use crate::errors::GatewayError;
+use crate::pricing::PriceTable;
 use crate::providers::{Provider, ProviderKind, ProviderRegistry};
 use health::{BreakerSettings, HealthRegistry};
 
@@ -173,6 +174,8 @@ impl TargetOptions {
 
 #[derive(Debug)]
 struct Mapping {
+    /// The mapping's name, as the metric label of its traffic.
+    label: Arc<str>,
     /// The default provider first, then the others in config order.
     targets: Vec<Target>,
     fallback: Vec<Target>,
@@ -185,6 +188,9 @@ struct Mapping {
 struct Pattern {
     regex: Regex,
     provider: Arc<Provider>,
+    /// The pattern as written, the metric label of the traffic it routes (the names it lets
+    /// through are the callers' choice: unbounded as labels).
+    label: Arc<str>,
 }
 
 pub struct Router {
@@ -214,6 +220,29 @@ pub struct Plan<'a> {
     pub candidates: Vec<Candidate<'a>>,
     /// Start the second candidate too when the first is silent this long.
     pub hedge_after: Option<Duration>,
+    /// What resolved the model: its mapping, or the pattern that let it through.
+    pub matched: Matched<'a>,
+}
+
+/// The configuration entry a model name resolved through.
+#[derive(Debug, Clone, Copy)]
+pub enum Matched<'a> {
+    /// An exact `model_mappings` entry (its name).
+    Mapping(&'a Arc<str>),
+    /// A `routing.patterns` entry (the pattern as written).
+    Pattern(&'a Arc<str>),
+}
+
+impl Matched<'_> {
+    /// The `model` label of the request's metrics: the mapping's name; for a name a pattern
+    /// let through, the name itself when the price table knows it (a configured name), else
+    /// the pattern. Either way a name from configuration, so callers cannot add series.
+    pub fn metric_label(self, model: &str, prices: &PriceTable) -> Arc<str> {
+        match self {
+            Matched::Mapping(name) => name.clone(),
+            Matched::Pattern(pattern) => prices.known_name(model).unwrap_or(pattern).clone(),
+        }
+    }
 }
 
 /// A resolved model (first candidate only), for `/v1/models/{id}`.
@@ -374,6 +403,7 @@ impl Router {
             mapping_table.insert(
                 model.clone(),
                 Mapping {
+                    label: Arc::from(model.as_str()),
                     targets,
                     fallback,
                     strategy,
@@ -399,7 +429,11 @@ impl Router {
                 problems,
             );
             if let (Some(regex), Some(provider)) = (regex, provider) {
-                patterns.push(Pattern { regex, provider });
+                patterns.push(Pattern {
+                    regex,
+                    provider,
+                    label: Arc::from(p.pattern.as_str()),
+                });
             }
         }
         let global_fallback = routing
@@ -514,7 +548,9 @@ impl Router {
         };
         let mut candidates: Vec<Candidate<'a>> = Vec::new();
         let mut hedge_after = None;
+        let matched;
         if let Some(m) = self.mappings.get(model) {
+            matched = Matched::Mapping(&m.label);
             let first = self.choose(m, health);
             candidates.push(candidate(&m.targets[first]));
             if self.fallback_enabled || m.strategy.is_some() || m.hedge_after.is_some() {
@@ -529,6 +565,7 @@ impl Router {
             candidates.extend(m.fallback.iter().map(candidate));
             hedge_after = m.hedge_after;
         } else if let Some(p) = self.patterns.iter().find(|p| p.regex.is_match(model)) {
+            matched = Matched::Pattern(&p.label);
             candidates.push(Candidate {
                 provider: &p.provider,
                 upstream_model: model,
@@ -564,6 +601,7 @@ impl Router {
         Ok(Plan {
             candidates,
             hedge_after,
+            matched,
         })
     }
 
