@@ -642,7 +642,7 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Sends a mock provider reply (one body, or an SSE stream written chunk by chunk).
+/// Sends a mock provider reply (one body, or an SSE stream written event by event).
 async fn send_mock(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -655,19 +655,27 @@ async fn send_mock(
         h.insert_header("retry-after", secs.to_string())
             .map_err(io)?;
     }
-    if reply.content_type == "text/event-stream" {
-        respond::start_stream(session, ctx, h).await.map_err(io)?;
-        ctx.mark_first_byte();
-        for chunk in reply.chunks {
-            session
-                .write_response_body(Some(Bytes::from(chunk)), false)
+    match reply.body {
+        mock::MockBody::Stream(events) => {
+            respond::start_stream(session, ctx, h).await.map_err(io)?;
+            ctx.mark_first_byte();
+            for (i, event) in events.enumerate() {
+                session
+                    .write_response_body(Some(Bytes::from(event)), false)
+                    .await
+                    .map_err(io)?;
+                // A fast reader never makes a write wait: let other requests on this worker in.
+                if i % 64 == 63 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            session.write_response_body(None, true).await.map_err(io)?;
+        }
+        mock::MockBody::Full(body) => {
+            respond::full(session, ctx, h, Bytes::from(body))
                 .await
                 .map_err(io)?;
         }
-        session.write_response_body(None, true).await.map_err(io)?;
-    } else {
-        let body = Bytes::from(reply.chunks.concat());
-        respond::full(session, ctx, h, body).await.map_err(io)?;
     }
     Ok(())
 }

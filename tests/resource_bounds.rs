@@ -225,3 +225,55 @@ async fn overlong_or_odd_model_names_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// One streamed request with an 8 MB prompt to the mock provider gets a bounded answer (the
+/// mock echoes a bounded prefix, 256 words by default), and `/health` answers while that
+/// stream is open. Three at once, to be sure no worker is taken.
+#[tokio::test]
+async fn mock_answers_an_8_mb_prompt_with_a_bounded_stream() {
+    let gw = gateway("http://127.0.0.1:9", "");
+    let prompt = "word ".repeat((8 << 20) / 5); // 8 MiB, 1.6 M words
+    let body = serde_json::to_vec(&json!({
+        "model": "mock-big", "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": prompt}],
+    }))
+    .unwrap();
+    assert!(body.len() > 8 << 20);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth(GATEWAY_KEY)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    // Every stream has started and none is read to the end: /health still answers.
+    let mut firsts = Vec::new();
+    for r in &mut streams {
+        firsts.push(r.chunk().await.unwrap().unwrap());
+    }
+    for _ in 0..5 {
+        let h = client()
+            .get(format!("{}/health", gw.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(h.status(), 200);
+    }
+    for (r, first) in streams.into_iter().zip(firsts) {
+        let (rest, _) = read_chunks(r).await;
+        let total = first.len() + rest.len();
+        assert!(total < 256 * 1024, "the answer is {total} bytes");
+        let text = String::from_utf8_lossy(&rest);
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert!(text.contains(r#""completion_tokens":256"#), "{text}");
+        assert!(text.contains(r#""prompt_tokens":1677721"#), "{text}");
+        assert!(text.contains(r#""finish_reason":"length""#), "{text}");
+    }
+}

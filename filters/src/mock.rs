@@ -6,16 +6,33 @@
 //! `max_tokens` words (finish_reason `length`). Streams send one chunk per word. Embeddings are
 //! unit vectors derived from a hash of each input. A model named `mock-error-<status>` answers
 //! that HTTP status with an OpenAI error body.
+//!
+//! One request never costs more than a bounded answer: at most [`DEFAULT_MAX_TOKENS`] words
+//! unless the request asks for another `max_tokens` (at most [`MAX_TOKENS`]), an echo of at most
+//! [`MAX_ECHO_BYTES`] of the prompt (a longer one is cut: `finish_reason: length`), at most
+//! [`MAX_EMBEDDING_FLOATS`] numbers of embeddings. A stream is a [`MockStream`] that renders
+//! each event when it is sent, so no whole stream is ever held in memory. Reading the prompt
+//! (counting its words) is one pass over it without copies.
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::openai::{content_text, error_body, Endpoint, ParsedRequest, Usage};
+use crate::openai::{error_body, Endpoint, ParsedRequest, Usage};
 use crate::sse::write_data_event;
 
 const PREFIX: &str = "This is a mock response from Switchyard. You said:";
 const DEFAULT_DIMENSIONS: usize = 16;
 const MAX_DIMENSIONS: u64 = 8192;
+/// Words in an answer when the request sets no `max_tokens`.
+pub const DEFAULT_MAX_TOKENS: u64 = 256;
+/// The most words an answer has, whatever `max_tokens` asks for.
+pub const MAX_TOKENS: u64 = 4096;
+/// The longest part of the prompt an answer repeats, in bytes.
+pub const MAX_ECHO_BYTES: usize = 16 * 1024;
+/// The most numbers one embeddings answer holds (inputs × dimensions; about 12 MB of JSON).
+pub const MAX_EMBEDDING_FLOATS: usize = 1 << 20;
+/// OpenAI's limit on the inputs of one embeddings request.
+const MAX_EMBEDDING_INPUTS: usize = 2048;
 
 /// Everything the gateway needs to answer a request as the mock provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,9 +40,27 @@ pub struct MockReply {
     pub status: u16,
     pub retry_after: Option<u32>,
     pub content_type: &'static str,
-    /// Body pieces; a stream sends each as its own write.
-    pub chunks: Vec<Vec<u8>>,
+    pub body: MockBody,
     pub usage: Option<Usage>,
+}
+
+/// A mock answer's body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MockBody {
+    /// One JSON document.
+    Full(Vec<u8>),
+    /// SSE events, rendered one at a time.
+    Stream(MockStream),
+}
+
+impl MockBody {
+    /// The whole body at once (tests; a stream is rendered to the end).
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            MockBody::Full(b) => b,
+            MockBody::Stream(s) => s.flatten().collect(),
+        }
+    }
 }
 
 /// Answers `req` as the mock provider would, serving it as `upstream_model` (which decides
@@ -59,94 +94,198 @@ fn error_reply(status: u16) -> MockReply {
         status,
         retry_after: matches!(status, 429 | 503).then_some(1),
         content_type: "application/json",
-        chunks: vec![error_body(
+        body: MockBody::Full(error_body(
             &format!("The mock provider was asked to fail with HTTP {status}."),
             kind,
             None,
             code,
-        )],
+        )),
         usage: None,
     }
 }
 
-fn words(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
-}
-
-/// The prompt text of a chat or completions request, and the text the reply echoes.
-fn prompt_and_echo(req: &ParsedRequest) -> (u64, String) {
-    match req.endpoint {
-        Endpoint::ChatCompletions => {
-            let msgs = req.body.get("messages").and_then(Value::as_array);
-            let mut prompt_words = 0;
-            let mut last_user = String::new();
-            for m in msgs.into_iter().flatten() {
-                let mut text = String::new();
-                if let Some(c) = m.get("content") {
-                    content_text(c, &mut text);
-                }
-                prompt_words += words(&text);
-                if m.get("role").and_then(Value::as_str) == Some("user") {
-                    last_user = text;
-                }
-            }
-            (prompt_words, last_user)
-        }
-        _ => {
-            let mut text = String::new();
-            match req.body.get("prompt") {
-                Some(Value::String(s)) => text.push_str(s),
-                Some(Value::Array(items)) => {
-                    for s in items.iter().filter_map(Value::as_str) {
-                        if !text.is_empty() {
-                            text.push(' ');
-                        }
-                        text.push_str(s);
-                    }
-                }
-                _ => {}
-            }
-            (words(&text), text)
-        }
+fn bad_request(message: &str, param: &str) -> MockReply {
+    MockReply {
+        status: 400,
+        retry_after: None,
+        content_type: "application/json",
+        body: MockBody::Full(error_body(
+            message,
+            "invalid_request_error",
+            Some(param),
+            None,
+        )),
+        usage: None,
     }
 }
 
-fn max_tokens(req: &ParsedRequest) -> Option<u64> {
+/// The number of whitespace-separated words of `text` (as `split_whitespace().count()`, in
+/// one pass over the bytes: prompts may be megabytes).
+fn words(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let (mut n, mut in_word, mut i) = (0, false, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        let space = if b < 0x80 {
+            i += 1;
+            matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+        } else {
+            let c = text[i..].chars().next().unwrap_or_default();
+            i += c.len_utf8().max(1);
+            c.is_whitespace()
+        };
+        if !space && !in_word {
+            n += 1;
+        }
+        in_word = !space;
+    }
+    n
+}
+
+/// Text pieces joined by single spaces, kept up to `max` bytes (cut at a character boundary).
+struct Echo {
+    text: String,
+    cut: bool,
+}
+
+impl Echo {
+    fn new() -> Echo {
+        Echo {
+            text: String::new(),
+            cut: false,
+        }
+    }
+
+    /// Appends `piece`, after a space when there is text already (as `content_text` joins).
+    fn push(&mut self, piece: &str) {
+        if !self.text.is_empty() {
+            self.push_str(" ");
+        }
+        self.push_str(piece);
+    }
+
+    fn push_str(&mut self, s: &str) {
+        let room = MAX_ECHO_BYTES - self.text.len();
+        if s.len() <= room {
+            self.text.push_str(s);
+            return;
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        self.cut = true;
+    }
+}
+
+/// The text pieces of a message's `content` (a string, or the text parts).
+fn content_pieces(content: Option<&Value>) -> impl Iterator<Item = &str> {
+    let (one, parts) = match content {
+        Some(Value::String(s)) => (Some(s.as_str()), None),
+        Some(Value::Array(parts)) => (None, Some(parts)),
+        _ => (None, None),
+    };
+    one.into_iter().chain(
+        parts
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("text").and_then(Value::as_str)),
+    )
+}
+
+/// The prompt's word count, and the (bounded) text the reply echoes: the last user message
+/// of a chat, the prompt of a completion.
+fn prompt_and_echo(req: &ParsedRequest) -> (u64, Echo) {
+    let mut echo = Echo::new();
+    let mut prompt_words = 0;
+    match req.endpoint {
+        Endpoint::ChatCompletions => {
+            let msgs = req.body.get("messages").and_then(Value::as_array);
+            let msgs = msgs.map_or(&[][..], Vec::as_slice);
+            let last_user = msgs
+                .iter()
+                .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"));
+            for (i, m) in msgs.iter().enumerate() {
+                for piece in content_pieces(m.get("content")) {
+                    prompt_words += words(piece);
+                    if Some(i) == last_user && !echo.cut {
+                        echo.push(piece);
+                    }
+                }
+            }
+        }
+        _ => {
+            let pieces: Box<dyn Iterator<Item = &str>> = match req.body.get("prompt") {
+                Some(Value::String(s)) => Box::new(std::iter::once(s.as_str())),
+                Some(Value::Array(items)) => Box::new(items.iter().filter_map(Value::as_str)),
+                _ => Box::new(std::iter::empty()),
+            };
+            for piece in pieces {
+                prompt_words += words(piece);
+                if !echo.cut {
+                    echo.push(piece);
+                }
+            }
+        }
+    }
+    (prompt_words, echo)
+}
+
+/// The answer's word limit: the request's `max_completion_tokens` or `max_tokens`, else
+/// [`DEFAULT_MAX_TOKENS`]; never more than [`MAX_TOKENS`].
+fn max_tokens(req: &ParsedRequest) -> u64 {
     ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| req.body.get(*k).and_then(Value::as_u64))
+        .unwrap_or(DEFAULT_MAX_TOKENS)
+        .min(MAX_TOKENS)
 }
 
-/// A short deterministic id derived from the request, so identical requests get identical ids.
-fn mock_id(req: &ParsedRequest) -> String {
-    let bytes = serde_json::to_vec(&req.body).unwrap_or_default();
-    format!("{:016x}", fnv1a(&bytes))
+/// A short deterministic id derived from the request (its model, endpoint, limits, prompt
+/// size and echo), so identical requests get identical ids; bounded work whatever the body.
+fn mock_id(req: &ParsedRequest, prompt_words: u64, limit: u64, echo: &str) -> String {
+    let mut h = fnv1a(0xcbf2_9ce4_8422_2325, req.summary.model.as_bytes());
+    h = fnv1a(h, req.endpoint.as_str().as_bytes());
+    for n in [prompt_words, limit, req.body.len() as u64] {
+        h = fnv1a(h, &n.to_le_bytes());
+    }
+    format!("{:016x}", fnv1a(h, echo.as_bytes()))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
 fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
     let (prompt_tokens, echo) = prompt_and_echo(req);
-    let reply = format!("{PREFIX} {echo}");
-    let all: Vec<&str> = reply.split_whitespace().collect();
-    let limit = max_tokens(req).map_or(all.len(), |n| n.min(all.len() as u64) as usize);
-    let emitted = &all[..limit];
-    let finish = if limit < all.len() { "length" } else { "stop" };
-    let usage = Usage::new(prompt_tokens, emitted.len() as u64);
+    let limit = max_tokens(req);
+    let reply = format!("{PREFIX} {}", echo.text);
+    let all = words(&reply);
+    let emitted = all.min(limit);
+    let finish = if emitted < all || echo.cut {
+        "length"
+    } else {
+        "stop"
+    };
+    let usage = Usage::new(prompt_tokens, emitted);
     let chat = req.endpoint == Endpoint::ChatCompletions;
     let model = req.summary.model.as_str();
+    let id = mock_id(req, prompt_tokens, limit, &echo.text);
     let id = if chat {
-        format!("chatcmpl-mock-{}", mock_id(req))
+        format!("chatcmpl-mock-{id}")
     } else {
-        format!("cmpl-mock-{}", mock_id(req))
+        format!("cmpl-mock-{id}")
     };
 
     if !req.summary.stream {
-        let text = emitted.join(" ");
+        let text = reply
+            .split_whitespace()
+            .take(emitted as usize)
+            .collect::<Vec<_>>()
+            .join(" ");
         let body = if chat {
             json!({
                 "id": id, "object": "chat.completion", "created": created, "model": model,
@@ -165,111 +304,201 @@ fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
             status: 200,
             retry_after: None,
             content_type: "application/json",
-            chunks: vec![body.to_string().into_bytes()],
+            body: MockBody::Full(body.to_string().into_bytes()),
             usage: Some(usage),
         };
     }
-
-    let with_usage = req.summary.client_wants_usage;
-    let chunk = |choices: Value, usage_field: Option<Value>| -> Vec<u8> {
-        let mut c = if chat {
-            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "system_fingerprint": "fp_switchyard_mock", "choices": choices})
-        } else {
-            json!({"id": id, "object": "text_completion", "created": created, "model": model,
-                   "choices": choices})
-        };
-        if with_usage {
-            c["usage"] = usage_field.unwrap_or(Value::Null);
-        }
-        let mut out = Vec::new();
-        write_data_event(&mut out, c.to_string().as_bytes());
-        out
-    };
-    let piece = |delta: Value, text: &str, finish: Option<&str>| -> Value {
-        if chat {
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])
-        } else {
-            json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}])
-        }
-    };
-    let mut chunks = Vec::with_capacity(emitted.len() + 4);
-    if chat {
-        chunks.push(chunk(
-            piece(json!({"role": "assistant", "content": ""}), "", None),
-            None,
-        ));
-    }
-    for (i, w) in emitted.iter().enumerate() {
-        let text = if i == 0 {
-            (*w).to_owned()
-        } else {
-            format!(" {w}")
-        };
-        chunks.push(chunk(piece(json!({ "content": text }), &text, None), None));
-    }
-    chunks.push(chunk(piece(json!({}), "", Some(finish)), None));
-    if with_usage {
-        chunks.push(chunk(json!([]), Some(json!(usage))));
-    }
-    chunks.push(b"data: [DONE]\n\n".to_vec());
     MockReply {
         status: 200,
         retry_after: None,
         content_type: "text/event-stream",
-        chunks,
+        body: MockBody::Stream(MockStream {
+            chat,
+            id,
+            created,
+            model: model.to_owned(),
+            with_usage: req.summary.client_wants_usage,
+            text: reply,
+            pos: 0,
+            left: emitted,
+            first: true,
+            finish,
+            usage,
+            next: Step::Role,
+        }),
         usage: Some(usage),
     }
 }
 
+/// What a [`MockStream`] sends next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Role,
+    Words,
+    Finish,
+    Usage,
+    Done,
+    End,
+}
+
+/// A mock SSE answer, one event per [`Iterator::next`]: the role (chat), one event per word,
+/// the finish reason, the usage (when asked for), `[DONE]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockStream {
+    chat: bool,
+    id: String,
+    created: u64,
+    model: String,
+    with_usage: bool,
+    /// The whole (bounded) reply text; words are cut from it as they are sent.
+    text: String,
+    /// Byte offset in `text` of what is not sent yet.
+    pos: usize,
+    /// Words still to send.
+    left: u64,
+    first: bool,
+    finish: &'static str,
+    usage: Usage,
+    next: Step,
+}
+
+impl MockStream {
+    fn event(&self, choices: Value, usage: Option<&Usage>) -> Vec<u8> {
+        let mut c = if self.chat {
+            json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                   "model": self.model, "system_fingerprint": "fp_switchyard_mock", "choices": choices})
+        } else {
+            json!({"id": self.id, "object": "text_completion", "created": self.created,
+                   "model": self.model, "choices": choices})
+        };
+        if self.with_usage {
+            c["usage"] = usage.map_or(Value::Null, |u| json!(u));
+        }
+        let mut out = Vec::new();
+        write_data_event(&mut out, c.to_string().as_bytes());
+        out
+    }
+
+    fn piece(&self, delta: Value, text: &str, finish: Option<&str>) -> Value {
+        if self.chat {
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])
+        } else {
+            json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}])
+        }
+    }
+
+    /// The next word of the reply, advancing past it.
+    fn next_word(&mut self) -> Option<&str> {
+        let rest = &self.text[self.pos..];
+        let start = rest.find(|c: char| !c.is_whitespace())?;
+        let word = &rest[start..];
+        let len = word.find(char::is_whitespace).unwrap_or(word.len());
+        let from = self.pos + start;
+        self.pos = from + len;
+        Some(&self.text[from..from + len])
+    }
+}
+
+impl Iterator for MockStream {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match self.next {
+                Step::Role => {
+                    self.next = Step::Words;
+                    if self.chat {
+                        let p = self.piece(json!({"role": "assistant", "content": ""}), "", None);
+                        return Some(self.event(p, None));
+                    }
+                }
+                Step::Words => {
+                    if self.left == 0 {
+                        self.next = Step::Finish;
+                        continue;
+                    }
+                    self.left -= 1;
+                    let first = std::mem::replace(&mut self.first, false);
+                    let Some(word) = self.next_word() else {
+                        self.next = Step::Finish;
+                        continue;
+                    };
+                    let text = if first {
+                        word.to_owned()
+                    } else {
+                        format!(" {word}")
+                    };
+                    let p = self.piece(json!({ "content": text }), &text, None);
+                    return Some(self.event(p, None));
+                }
+                Step::Finish => {
+                    self.next = Step::Usage;
+                    let p = self.piece(json!({}), "", Some(self.finish));
+                    return Some(self.event(p, None));
+                }
+                Step::Usage => {
+                    self.next = Step::Done;
+                    if self.with_usage {
+                        return Some(self.event(json!([]), Some(&self.usage)));
+                    }
+                }
+                Step::Done => {
+                    self.next = Step::End;
+                    return Some(b"data: [DONE]\n\n".to_vec());
+                }
+                Step::End => return None,
+            }
+        }
+    }
+}
+
 fn embeddings(req: &ParsedRequest) -> MockReply {
-    let inputs: Vec<String> = match req.body.get("input") {
-        Some(Value::String(s)) => vec![s.clone()],
+    let inputs: Vec<std::borrow::Cow<'_, str>> = match req.body.get("input") {
+        Some(Value::String(s)) => vec![s.as_str().into()],
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+                Value::String(s) => s.as_str().into(),
+                other => other.to_string().into(),
             })
             .collect(),
         _ => Vec::new(),
     };
+    if inputs.len() > MAX_EMBEDDING_INPUTS {
+        return bad_request(
+            &format!("'input' may hold at most {MAX_EMBEDDING_INPUTS} items."),
+            "input",
+        );
+    }
     let dims = match req.body.get("dimensions") {
         None | Some(Value::Null) => DEFAULT_DIMENSIONS,
         Some(v) => match v.as_u64() {
             Some(d) if (1..=MAX_DIMENSIONS).contains(&d) => d as usize,
             _ => {
-                return MockReply {
-                    status: 400,
-                    retry_after: None,
-                    content_type: "application/json",
-                    chunks: vec![error_body(
-                        &format!("'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}."),
-                        "invalid_request_error",
-                        Some("dimensions"),
-                        None,
-                    )],
-                    usage: None,
-                }
+                return bad_request(
+                    &format!("'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}."),
+                    "dimensions",
+                )
             }
         },
     };
+    if inputs.len() * dims > MAX_EMBEDDING_FLOATS {
+        return bad_request(
+            &format!(
+                "The mock provider answers at most {MAX_EMBEDDING_FLOATS} numbers per request (inputs × dimensions)."
+            ),
+            "dimensions",
+        );
+    }
     let base64 = match req.body.get("encoding_format").and_then(Value::as_str) {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return MockReply {
-                status: 400,
-                retry_after: None,
-                content_type: "application/json",
-                chunks: vec![error_body(
-                    &format!("'{other}' is not one of ['float', 'base64'] - 'encoding_format'"),
-                    "invalid_request_error",
-                    Some("encoding_format"),
-                    None,
-                )],
-                usage: None,
-            }
+            let shown: String = other.chars().take(64).collect();
+            return bad_request(
+                &format!("'{shown}' is not one of ['float', 'base64'] - 'encoding_format'"),
+                "encoding_format",
+            );
         }
     };
     let mut prompt_tokens = 0;
@@ -297,14 +526,14 @@ fn embeddings(req: &ParsedRequest) -> MockReply {
         status: 200,
         retry_after: None,
         content_type: "application/json",
-        chunks: vec![body.to_string().into_bytes()],
+        body: MockBody::Full(body.to_string().into_bytes()),
         usage: Some(usage),
     }
 }
 
 /// A deterministic unit vector: splitmix64 seeded with the input's FNV-1a hash.
 fn unit_vector(text: &str, dims: usize) -> Vec<f32> {
-    let mut state = fnv1a(text.as_bytes());
+    let mut state = fnv1a(0xcbf2_9ce4_8422_2325, text.as_bytes());
     let mut v: Vec<f32> = (0..dims)
         .map(|_| {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -337,12 +566,19 @@ mod tests {
         }
     }
 
+    fn events(r: MockReply) -> Vec<Vec<u8>> {
+        match r.body {
+            MockBody::Stream(s) => s.collect(),
+            MockBody::Full(_) => panic!("not a stream"),
+        }
+    }
+
     #[test]
     fn chat_echoes_and_counts_words() {
         let r = chat(
             r#"{"model":"mock-1","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello there"}]}"#,
         );
-        let v: Value = serde_json::from_slice(&r.chunks[0]).unwrap();
+        let v: Value = serde_json::from_slice(&r.body.into_bytes()).unwrap();
         assert_eq!(
             v["choices"][0]["message"]["content"],
             "This is a mock response from Switchyard. You said: hello there"
@@ -355,7 +591,7 @@ mod tests {
     #[test]
     fn max_tokens_cuts_with_length() {
         let r = chat(r#"{"model":"m","max_tokens":3,"messages":[{"role":"user","content":"x"}]}"#);
-        let v: Value = serde_json::from_slice(&r.chunks[0]).unwrap();
+        let v: Value = serde_json::from_slice(&r.body.into_bytes()).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "This is a");
         assert_eq!(v["choices"][0]["finish_reason"], "length");
         assert_eq!(r.usage.unwrap().completion_tokens, 3);
@@ -364,10 +600,10 @@ mod tests {
     #[test]
     fn stream_concatenates_to_the_same_text() {
         let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"a b"}]}"#;
-        let r = chat(body);
+        let chunks = events(chat(body));
         let mut text = String::new();
         let mut usage_chunks = 0;
-        for c in &r.chunks {
+        for c in &chunks {
             let s = std::str::from_utf8(c).unwrap();
             let data = s.strip_prefix("data: ").unwrap().trim_end();
             if data == "[DONE]" {
@@ -386,7 +622,7 @@ mod tests {
             "This is a mock response from Switchyard. You said: a b"
         );
         assert_eq!(usage_chunks, 1);
-        assert_eq!(r.chunks.last().unwrap(), b"data: [DONE]\n\n");
+        assert_eq!(chunks.last().unwrap(), b"data: [DONE]\n\n");
     }
 
     #[test]
@@ -398,7 +634,7 @@ mod tests {
         .unwrap();
         let r = respond(&req, "e", 0);
         assert_eq!(r, respond(&req, "e", 0));
-        let v: Value = serde_json::from_slice(&r.chunks[0]).unwrap();
+        let v: Value = serde_json::from_slice(&r.body.into_bytes()).unwrap();
         let e: Vec<f64> = serde_json::from_value(v["data"][1]["embedding"].clone()).unwrap();
         assert_eq!(e.len(), 8);
         assert!((e.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4);
@@ -407,7 +643,7 @@ mod tests {
             br#"{"model":"e","input":"a","encoding_format":"base64"}"#,
         )
         .unwrap();
-        let v: Value = serde_json::from_slice(&respond(&b64, "e", 0).chunks[0]).unwrap();
+        let v: Value = serde_json::from_slice(&respond(&b64, "e", 0).body.into_bytes()).unwrap();
         let raw = base64::engine::general_purpose::STANDARD
             .decode(v["data"][0]["embedding"].as_str().unwrap())
             .unwrap();
@@ -420,5 +656,97 @@ mod tests {
         assert_eq!((r.status, r.retry_after), (429, Some(1)));
         let r = chat(r#"{"model":"mock-error-999","messages":[{"role":"user","content":"x"}]}"#);
         assert_eq!(r.status, 200);
+    }
+
+    fn stream_of(prompt: &str, extra: &str) -> MockReply {
+        let body = format!(
+            r#"{{"model":"m","stream":true,"stream_options":{{"include_usage":true}}{extra},"messages":[{{"role":"user","content":{}}}]}}"#,
+            Value::from(prompt)
+        );
+        chat(&body)
+    }
+
+    #[test]
+    fn a_huge_prompt_gets_a_bounded_answer() {
+        // 8 MB of words: the answer holds the default number of words, not the prompt.
+        let prompt = "w ".repeat(4 << 20);
+        let r = stream_of(&prompt, "");
+        let usage = r.usage.unwrap();
+        assert_eq!(usage.prompt_tokens, 4 << 20);
+        assert_eq!(usage.completion_tokens, DEFAULT_MAX_TOKENS);
+        let chunks = events(r);
+        // role, one per word, finish, usage, [DONE]
+        assert_eq!(chunks.len() as u64, DEFAULT_MAX_TOKENS + 4);
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        assert!(total < 100 * 1024, "{total} bytes");
+        assert!(std::str::from_utf8(&chunks[chunks.len() - 3])
+            .unwrap()
+            .contains(r#""finish_reason":"length""#));
+
+        // One 8 MB word: only a bounded prefix is echoed.
+        let r = stream_of(&"C".repeat(8 << 20), ",\"max_tokens\":100000");
+        assert_eq!(r.usage.unwrap().completion_tokens, 10); // 9 prefix words and the cut one
+        let total: usize = events(r).iter().map(Vec::len).sum();
+        assert!(total < MAX_ECHO_BYTES + 8 * 1024, "{total} bytes");
+
+        // Non-stream: the same bounds.
+        let body = format!(
+            r#"{{"model":"m","max_tokens":100000,"messages":[{{"role":"user","content":{}}}]}}"#,
+            Value::from(prompt.as_str())
+        );
+        let r = chat(&body);
+        assert_eq!(r.usage.unwrap().completion_tokens, MAX_TOKENS);
+        let v: Value = serde_json::from_slice(&r.body.into_bytes()).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(content.len() <= PREFIX.len() + 1 + MAX_ECHO_BYTES);
+    }
+
+    #[test]
+    fn an_explicit_max_tokens_still_applies_and_the_stream_is_lazy() {
+        let r = stream_of(&"w ".repeat(10_000), ",\"max_tokens\":5000");
+        assert_eq!(r.usage.unwrap().completion_tokens, MAX_TOKENS.min(5000));
+        let MockBody::Stream(mut s) = r.body else {
+            panic!("not a stream")
+        };
+        // Nothing is rendered ahead: the stream holds only the bounded reply text.
+        assert!(s.text.len() <= PREFIX.len() + 1 + MAX_ECHO_BYTES);
+        assert!(s.next().is_some());
+        assert_eq!(s.count() as u64, MAX_TOKENS + 3);
+    }
+
+    #[test]
+    fn word_count_matches_split_whitespace() {
+        for text in [
+            "",
+            "   ",
+            "a",
+            " a  b\tc\nd\u{b}e\u{c}f\rg ",
+            "caf\u{e9} na\u{ef}ve\u{a0}nbsp\u{3000}ideo\u{85}nel \u{1f600}",
+            "\u{2028}x\u{2029}y",
+        ] {
+            assert_eq!(
+                words(text),
+                text.split_whitespace().count() as u64,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_embeddings_are_refused() {
+        let body = format!(
+            r#"{{"model":"e","input":{},"dimensions":8192}}"#,
+            serde_json::to_string(&vec!["x"; 200]).unwrap()
+        );
+        let req = parse_request(Endpoint::Embeddings, body.as_bytes()).unwrap();
+        let r = respond(&req, "e", 0);
+        assert_eq!(r.status, 400);
+        let body = format!(
+            r#"{{"model":"e","input":{}}}"#,
+            serde_json::to_string(&vec!["x"; MAX_EMBEDDING_INPUTS + 1]).unwrap()
+        );
+        let req = parse_request(Endpoint::Embeddings, body.as_bytes()).unwrap();
+        assert_eq!(respond(&req, "e", 0).status, 400);
     }
 }
