@@ -66,7 +66,7 @@ fn request_translation(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let parsed = parse_request(Endpoint::ChatCompletions, black_box(&body)).unwrap();
-                black_box(prepare_request(parsed, "gpt-4-0125-preview"))
+                black_box(prepare_request(&parsed, "gpt-4-0125-preview"))
             })
         },
     );

@@ -11,7 +11,7 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use switchyard_filters::chat::embeddings::EmbeddingsRequest;
 use switchyard_filters::chat::ChatRequest;
-use switchyard_filters::openai::{parse_request, ParsedRequest};
+use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
 use switchyard_filters::translate::{self, AnswerFormat};
 use switchyard_filters::{mock, openai_upstream, Endpoint, InvalidRequest};
 
@@ -63,7 +63,7 @@ impl Gateway {
         endpoint: Endpoint,
     ) -> Result<(), GatewayError> {
         let raw = read_body(session, config.server.max_request_body_bytes).await?;
-        let parsed = parse_request(endpoint, &raw)?;
+        let parsed = parse_request_bytes(endpoint, raw)?;
         if parsed.summary.stream {
             self.take_stream_slot(config, ctx)?;
         }
@@ -91,7 +91,9 @@ impl Gateway {
         });
         let typed = match endpoint {
             _ if !needs_typed => Typed::None,
-            Endpoint::Embeddings => Typed::Embeddings(EmbeddingsRequest::from_body(&parsed.body)),
+            Endpoint::Embeddings => {
+                Typed::Embeddings(parsed.body().and_then(EmbeddingsRequest::from_body))
+            }
             _ => Typed::Chat(ChatRequest::from_parsed(&parsed).map(Box::new)),
         };
         if let Some(first) = plan.candidates.first() {
@@ -417,8 +419,7 @@ impl Run<'_> {
         let kind = cand.provider.kind;
         let prepared = match kind {
             ProviderKind::OpenAi => {
-                let body =
-                    openai_upstream::prepare_request(self.parsed.clone(), cand.upstream_model);
+                let body = openai_upstream::prepare_request(self.parsed, cand.upstream_model);
                 let path = upstream
                     .endpoint
                     .path(&format!("/v1{}", self.endpoint.path()));
@@ -442,8 +443,7 @@ impl Run<'_> {
                     self.endpoint.path(),
                     utf8_percent_encode(api_version, SEGMENT),
                 ));
-                let body =
-                    openai_upstream::prepare_request(self.parsed.clone(), cand.upstream_model);
+                let body = openai_upstream::prepare_request(self.parsed, cand.upstream_model);
                 Prepared {
                     request: self.json_request(&path, upstream, body.len(), &[])?,
                     body: Bytes::from(body),

@@ -442,10 +442,10 @@ pub fn request(data: &[u8]) {
     let Ok(parsed) = parse_request(endpoint, body) else {
         return;
     };
-    let up = crate::openai_upstream::prepare_request(parsed.clone(), "up-model");
+    let up = crate::openai_upstream::prepare_request(&parsed, "up-model");
     let _: Value = serde_json::from_slice(&up).expect("an OpenAI upstream body is JSON");
     if endpoint == Endpoint::Embeddings {
-        let Ok(req) = EmbeddingsRequest::from_body(&parsed.body) else {
+        let Ok(req) = parsed.body().and_then(EmbeddingsRequest::from_body) else {
             return;
         };
         for d in DIALECTS {

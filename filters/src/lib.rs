@@ -4,6 +4,7 @@
 //! benchmarked without a network. The gateway (`switchyard` crate) owns sockets, credentials
 //! and timing; this crate owns wire formats:
 //! - [`openai`]: the client-facing OpenAI dialect (request inspection, errors, usage),
+//! - [`json_shape`]: reading a body's top level and value kinds without building a tree,
 //! - [`chat`]: the neutral middle — typed requests, neutral answers, the OpenAI stream writer,
 //! - [`translate`]: the translator interface and its dispatch per provider [`translate::Dialect`],
 //! - [`providers`]: one module per provider API (Anthropic, Bedrock, Gemini, watsonx, OCI),
@@ -18,6 +19,7 @@ pub mod chat;
 pub mod eventstream;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod json_shape;
 pub mod mock;
 pub mod model_name;
 pub mod openai;

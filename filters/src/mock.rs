@@ -17,8 +17,11 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::json_shape::Json;
 use crate::openai::{error_body, Endpoint, ParsedRequest, Usage};
 use crate::sse::write_data_event;
+
+mod prompt;
 
 const PREFIX: &str = "This is a mock response from Switchyard. You said:";
 const DEFAULT_DIMENSIONS: usize = 16;
@@ -179,65 +182,35 @@ impl Echo {
     }
 }
 
-/// The text pieces of a message's `content` (a string, or the text parts).
-fn content_pieces(content: Option<&Value>) -> impl Iterator<Item = &str> {
-    let (one, parts) = match content {
-        Some(Value::String(s)) => (Some(s.as_str()), None),
-        Some(Value::Array(parts)) => (None, Some(parts)),
-        _ => (None, None),
-    };
-    one.into_iter().chain(
-        parts
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("text").and_then(Value::as_str)),
-    )
-}
-
 /// The prompt's word count, and the (bounded) text the reply echoes: the last user message
-/// of a chat, the prompt of a completion.
+/// of a chat, the prompt of a completion. Read from the body one message at a time.
 fn prompt_and_echo(req: &ParsedRequest) -> (u64, Echo) {
-    let mut echo = Echo::new();
-    let mut prompt_words = 0;
+    let mut tally = prompt::Tally::new();
     match req.endpoint {
         Endpoint::ChatCompletions => {
-            let msgs = req.body.get("messages").and_then(Value::as_array);
-            let msgs = msgs.map_or(&[][..], Vec::as_slice);
-            let last_user = msgs
-                .iter()
-                .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"));
-            for (i, m) in msgs.iter().enumerate() {
-                for piece in content_pieces(m.get("content")) {
-                    prompt_words += words(piece);
-                    if Some(i) == last_user && !echo.cut {
-                        echo.push(piece);
-                    }
-                }
+            if let Some(messages) = req.field("messages") {
+                prompt::chat(messages, &mut tally);
             }
         }
         _ => {
-            let pieces: Box<dyn Iterator<Item = &str>> = match req.body.get("prompt") {
-                Some(Value::String(s)) => Box::new(std::iter::once(s.as_str())),
-                Some(Value::Array(items)) => Box::new(items.iter().filter_map(Value::as_str)),
-                _ => Box::new(std::iter::empty()),
-            };
-            for piece in pieces {
-                prompt_words += words(piece);
-                if !echo.cut {
-                    echo.push(piece);
-                }
+            if let Some(p) = req.field("prompt") {
+                prompt::completion(p, &mut tally);
             }
         }
     }
-    (prompt_words, echo)
+    (tally.words, tally.echo)
+}
+
+/// Field `name` as an unsigned integer, when it is one.
+fn field_u64(req: &ParsedRequest, name: &str) -> Option<u64> {
+    req.field(name).and_then(|v| serde_json::from_str(v).ok())
 }
 
 /// The answer's word limit: the request's `max_completion_tokens` or `max_tokens`, else
 /// [`DEFAULT_MAX_TOKENS`]; never more than [`MAX_TOKENS`].
 fn max_tokens(req: &ParsedRequest) -> u64 {
-    ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| req.body.get(*k).and_then(Value::as_u64))
+    field_u64(req, "max_completion_tokens")
+        .or_else(|| field_u64(req, "max_tokens"))
         .unwrap_or(DEFAULT_MAX_TOKENS)
         .min(MAX_TOKENS)
 }
@@ -247,7 +220,7 @@ fn max_tokens(req: &ParsedRequest) -> u64 {
 fn mock_id(req: &ParsedRequest, prompt_words: u64, limit: u64, echo: &str) -> String {
     let mut h = fnv1a(0xcbf2_9ce4_8422_2325, req.summary.model.as_bytes());
     h = fnv1a(h, req.endpoint.as_str().as_bytes());
-    for n in [prompt_words, limit, req.body.len() as u64] {
+    for n in [prompt_words, limit, req.raw().len() as u64] {
         h = fnv1a(h, &n.to_le_bytes());
     }
     format!("{:016x}", fnv1a(h, echo.as_bytes()))
@@ -453,27 +426,18 @@ impl Iterator for MockStream {
 }
 
 fn embeddings(req: &ParsedRequest) -> MockReply {
-    let inputs: Vec<std::borrow::Cow<'_, str>> = match req.body.get("input") {
-        Some(Value::String(s)) => vec![s.as_str().into()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.as_str().into(),
-                other => other.to_string().into(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    if inputs.len() > MAX_EMBEDDING_INPUTS {
+    let Some(inputs) = req.field("input").map_or(Some(Vec::new()), |i| {
+        prompt::inputs(i, MAX_EMBEDDING_INPUTS)
+    }) else {
         return bad_request(
             &format!("'input' may hold at most {MAX_EMBEDDING_INPUTS} items."),
             "input",
         );
-    }
-    let dims = match req.body.get("dimensions") {
-        None | Some(Value::Null) => DEFAULT_DIMENSIONS,
-        Some(v) => match v.as_u64() {
-            Some(d) if (1..=MAX_DIMENSIONS).contains(&d) => d as usize,
+    };
+    let dims = match req.field("dimensions") {
+        None | Some("null") => DEFAULT_DIMENSIONS,
+        Some(v) => match serde_json::from_str::<u64>(v) {
+            Ok(d) if (1..=MAX_DIMENSIONS).contains(&d) => d as usize,
             _ => {
                 return bad_request(
                     &format!("'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}."),
@@ -490,16 +454,16 @@ fn embeddings(req: &ParsedRequest) -> MockReply {
             "dimensions",
         );
     }
-    let base64 = match req.body.get("encoding_format").and_then(Value::as_str) {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            let shown: String = other.chars().take(64).collect();
+    let base64 = match req.field("encoding_format").map(Json::of) {
+        Some(Json::String(f)) if f == "base64" => true,
+        Some(Json::String(f)) if f != "float" => {
+            let shown: String = f.chars().take(64).collect();
             return bad_request(
                 &format!("'{shown}' is not one of ['float', 'base64'] - 'encoding_format'"),
                 "encoding_format",
             );
         }
+        _ => false,
     };
     let mut prompt_tokens = 0;
     let data: Vec<Value> = inputs

@@ -1,8 +1,13 @@
 //! The client-facing OpenAI dialect: which endpoint a request targets, what the gateway must
 //! know about it before routing (model, stream, usage), usage accounting and error bodies.
 
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::json_shape::{Fields, Json, MessagesCheck, Top};
 
 /// The unified API endpoints a request can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,11 +62,50 @@ impl InvalidRequest {
 }
 
 /// A parsed, validated unified-API request body.
+///
+/// The body stays the client's bytes ([`ParsedRequest::raw`]) with its top-level fields
+/// located ([`ParsedRequest::fields`]); the full JSON tree ([`ParsedRequest::body`]) is built
+/// only when something needs it (a translator, the mock provider), since it costs many times
+/// the body's size. OpenAI-shaped upstreams get the body spliced from the client's bytes.
 #[derive(Debug, Clone)]
 pub struct ParsedRequest {
     pub endpoint: Endpoint,
-    pub body: Map<String, Value>,
     pub summary: RequestSummary,
+    raw: Bytes,
+    fields: Fields,
+    tree: OnceLock<Result<Map<String, Value>, InvalidRequest>>,
+}
+
+impl ParsedRequest {
+    /// The body as the client sent it.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The body's top-level fields (names and where their values are in [`Self::raw`]).
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// The JSON text of top-level field `name`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(&self.raw, name)
+    }
+
+    /// The body as a JSON tree, built on first use.
+    pub fn body(&self) -> Result<&Map<String, Value>, InvalidRequest> {
+        self.tree
+            .get_or_init(|| {
+                serde_json::from_slice(&self.raw).map_err(|e| {
+                    InvalidRequest::new(
+                        format!("We could not parse the JSON body of your request: {e}"),
+                        None,
+                    )
+                })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// What routing and accounting need to know about a request.
@@ -77,24 +121,38 @@ pub struct RequestSummary {
 /// Parses and validates a unified-API body: a JSON object with a string `model`, the
 /// endpoint's input field, and correctly typed `stream` / `stream_options`.
 pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, InvalidRequest> {
-    let value: Value = serde_json::from_slice(raw).map_err(|e| {
-        InvalidRequest::new(
-            format!("We could not parse the JSON body of your request: {e}"),
-            None,
-        )
-    })?;
-    let Value::Object(body) = value else {
-        return Err(InvalidRequest::new(
-            "The request body must be a JSON object.",
-            None,
-        ));
-    };
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => {
-            crate::model_name::check(m)?;
-            m.clone()
+    parse_request_bytes(endpoint, Bytes::copy_from_slice(raw))
+}
+
+/// [`parse_request`] keeping `raw` itself (no copy): one pass over the body that keeps only
+/// its top-level layout.
+pub fn parse_request_bytes(
+    endpoint: Endpoint,
+    raw: Bytes,
+) -> Result<ParsedRequest, InvalidRequest> {
+    let fields = match Fields::parse(&raw) {
+        Ok(Top::Object(fields)) => fields,
+        Ok(Top::Other(_)) => {
+            return Err(InvalidRequest::new(
+                "The request body must be a JSON object.",
+                None,
+            ))
         }
-        Some(Value::String(_)) | None | Some(Value::Null) => {
+        Err(e) => {
+            return Err(InvalidRequest::new(
+                format!("We could not parse the JSON body of your request: {e}"),
+                None,
+            ))
+        }
+    };
+    let field = |name: &str| fields.get(&raw, name);
+    let kind = |name: &str| field(name).map(Json::of);
+    let model = match kind("model") {
+        Some(Json::String(m)) if !m.is_empty() => {
+            crate::model_name::check(&m)?;
+            m.into_owned()
+        }
+        Some(Json::String(_)) | None | Some(Json::Null) => {
             return Err(InvalidRequest::new(
                 "you must provide a model parameter",
                 Some("model"),
@@ -104,49 +162,51 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, In
             return Err(InvalidRequest::new(
                 format!(
                     "Invalid type for 'model': expected a string, but got {}.",
-                    type_name(other)
+                    other.type_name()
                 ),
                 Some("model"),
             ))
         }
     };
     let input = endpoint.input_field();
-    match (endpoint, body.get(input)) {
-        (_, None) | (_, Some(Value::Null)) => {
-            return Err(InvalidRequest::new(
-                format!("Missing required parameter: '{input}'."),
-                Some(input),
-            ))
+    if endpoint == Endpoint::ChatCompletions {
+        match field(input).map(MessagesCheck::of) {
+            None | Some(MessagesCheck::NotArray("null")) => {
+                return Err(InvalidRequest::new(
+                    format!("Missing required parameter: '{input}'."),
+                    Some(input),
+                ))
+            }
+            Some(check) => validate_messages(check)?,
         }
-        (Endpoint::ChatCompletions, Some(Value::Array(msgs))) => validate_messages(msgs)?,
-        (Endpoint::ChatCompletions, Some(other)) => {
-            return Err(InvalidRequest::new(
-                format!(
-                    "Invalid type for 'messages': expected an array, but got {}.",
-                    type_name(other)
-                ),
-                Some("messages"),
-            ))
-        }
-        (_, Some(Value::String(_))) | (_, Some(Value::Array(_))) => {}
-        (_, Some(other)) => {
-            return Err(InvalidRequest::new(
-                format!(
-                    "Invalid type for '{input}': expected a string or an array, but got {}.",
-                    type_name(other)
-                ),
-                Some(input),
-            ))
+    } else {
+        match kind(input) {
+            None | Some(Json::Null) => {
+                return Err(InvalidRequest::new(
+                    format!("Missing required parameter: '{input}'."),
+                    Some(input),
+                ))
+            }
+            Some(Json::String(_)) | Some(Json::Array) => {}
+            Some(other) => {
+                return Err(InvalidRequest::new(
+                    format!(
+                        "Invalid type for '{input}': expected a string or an array, but got {}.",
+                        other.type_name()
+                    ),
+                    Some(input),
+                ))
+            }
         }
     }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+    let stream = match kind("stream") {
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(b)) => b,
         Some(other) => {
             return Err(InvalidRequest::new(
                 format!(
                     "Invalid type for 'stream': expected a boolean, but got {}.",
-                    type_name(other)
+                    other.type_name()
                 ),
                 Some("stream"),
             ))
@@ -158,7 +218,8 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, In
             Some("stream"),
         ));
     }
-    let client_wants_usage = match body.get("stream_options") {
+    let options: Option<Value> = field("stream_options").and_then(|o| serde_json::from_str(o).ok());
+    let client_wants_usage = match options {
         None | Some(Value::Null) => false,
         Some(Value::Object(o)) => match o.get("include_usage") {
             None | Some(Value::Null) => false,
@@ -175,7 +236,7 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, In
         },
         Some(other) => {
             return Err(InvalidRequest::new(
-                format!("Invalid type for 'stream_options': expected an object, but got {}.", type_name(other)),
+                format!("Invalid type for 'stream_options': expected an object, but got {}.", type_name(&other)),
                 Some("stream_options"),
             ))
         }
@@ -187,38 +248,32 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ParsedRequest, In
             stream,
             client_wants_usage: stream && client_wants_usage,
         },
-        body,
+        raw,
+        fields,
+        tree: OnceLock::new(),
     })
 }
 
-fn validate_messages(msgs: &[Value]) -> Result<(), InvalidRequest> {
-    if msgs.is_empty() {
-        return Err(InvalidRequest::new(
+fn validate_messages(check: MessagesCheck) -> Result<(), InvalidRequest> {
+    match check {
+        MessagesCheck::Ok => Ok(()),
+        MessagesCheck::NotArray(kind) => Err(InvalidRequest::new(
+            format!("Invalid type for 'messages': expected an array, but got {kind}."),
+            Some("messages"),
+        )),
+        MessagesCheck::Empty => Err(InvalidRequest::new(
             "Invalid 'messages': empty array. Expected an array with minimum length 1.",
             Some("messages"),
-        ));
+        )),
+        MessagesCheck::NotObject(i, kind) => Err(InvalidRequest::new(
+            format!("Invalid type for 'messages[{i}]': expected an object, but got {kind}."),
+            Some(&format!("messages[{i}]")),
+        )),
+        MessagesCheck::NoRole(i) => Err(InvalidRequest::new(
+            format!("Missing required parameter: 'messages[{i}].role'."),
+            Some(&format!("messages[{i}].role")),
+        )),
     }
-    for (i, m) in msgs.iter().enumerate() {
-        let Value::Object(m) = m else {
-            return Err(InvalidRequest::new(
-                format!(
-                    "Invalid type for 'messages[{i}]': expected an object, but got {}.",
-                    type_name(m)
-                ),
-                Some(&format!("messages[{i}]")),
-            ));
-        };
-        match m.get("role") {
-            Some(Value::String(_)) => {}
-            _ => {
-                return Err(InvalidRequest::new(
-                    format!("Missing required parameter: 'messages[{i}].role'."),
-                    Some(&format!("messages[{i}].role")),
-                ))
-            }
-        }
-    }
-    Ok(())
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -11,25 +11,49 @@ use serde_json::{Map, Value};
 use crate::openai::{ParsedRequest, Usage};
 use crate::sse::SseFramer;
 
-/// Serializes the upstream body: the provider's model name, and `stream_options.include_usage`
-/// forced on for streams.
-pub fn prepare_request(mut parsed: ParsedRequest, upstream_model: &str) -> Vec<u8> {
-    let body = &mut parsed.body;
-    if body.get("model").and_then(Value::as_str) != Some(upstream_model) {
-        body.insert("model".into(), Value::String(upstream_model.to_owned()));
-    }
-    if parsed.summary.stream {
-        let opts = body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !opts.is_object() {
-            *opts = Value::Object(Map::new());
+/// The upstream body: the client's, with the provider's model name, and
+/// `stream_options.include_usage` forced on for streams. Spliced from the client's bytes
+/// (every other field goes up as the client wrote it): no JSON tree is built, and the result
+/// is about the size of the body.
+pub fn prepare_request(parsed: &ParsedRequest, upstream_model: &str) -> Vec<u8> {
+    let raw = parsed.raw();
+    let mut out = Vec::with_capacity(raw.len() + upstream_model.len() + 48);
+    out.push(b'{');
+    let mut wrote_options = false;
+    for (name, value) in parsed.fields().iter(raw) {
+        if out.len() > 1 {
+            out.push(b',');
         }
-        if let Value::Object(o) = opts {
-            o.insert("include_usage".into(), Value::Bool(true));
+        write_json_str(&mut out, name);
+        out.push(b':');
+        match name {
+            "model" => write_json_str(&mut out, upstream_model),
+            "stream_options" if parsed.summary.stream => {
+                write_stream_options(&mut out, Some(value));
+                wrote_options = true;
+            }
+            _ => out.extend_from_slice(value),
         }
     }
-    serde_json::to_vec(&parsed.body).expect("a JSON map always serializes")
+    if parsed.summary.stream && !wrote_options {
+        out.extend_from_slice(b",\"stream_options\":");
+        write_stream_options(&mut out, None);
+    }
+    out.push(b'}');
+    out
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("a string always serializes");
+}
+
+/// The client's `stream_options` (an object, or none) with `include_usage: true`.
+fn write_stream_options(out: &mut Vec<u8>, client: Option<&[u8]>) {
+    let mut opts = client
+        .and_then(|v| serde_json::from_slice::<Map<String, Value>>(v).ok())
+        .unwrap_or_default();
+    opts.insert("include_usage".into(), Value::Bool(true));
+    serde_json::to_writer(out, &opts).expect("a JSON map always serializes");
 }
 
 /// Rewrites a buffered (non-stream) upstream response for the client: the client's model name
@@ -278,7 +302,7 @@ data: [DONE]\n\n";
             br#"{"model":"gpt-4","messages":[{"role":"user","content":"x"}],"stream":true}"#,
         )
         .unwrap();
-        let v: Value = serde_json::from_slice(&prepare_request(p, "gpt-4-0125-preview")).unwrap();
+        let v: Value = serde_json::from_slice(&prepare_request(&p, "gpt-4-0125-preview")).unwrap();
         assert_eq!(v["model"], "gpt-4-0125-preview");
         assert_eq!(v["stream_options"]["include_usage"], true);
     }

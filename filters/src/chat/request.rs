@@ -147,8 +147,8 @@ impl ChatRequest {
     /// Parses a request already checked by [`crate::openai::parse_request`].
     pub fn from_parsed(p: &ParsedRequest) -> Result<ChatRequest, InvalidRequest> {
         match p.endpoint {
-            Endpoint::ChatCompletions => Self::from_chat(&p.body),
-            Endpoint::Completions => Self::from_completions(&p.body),
+            Endpoint::ChatCompletions => Self::from_chat(p.body()?),
+            Endpoint::Completions => Self::from_completions(p.body()?),
             Endpoint::Embeddings => Err(InvalidRequest::new(
                 "Embeddings requests are not chat requests.",
                 None,
