@@ -86,6 +86,8 @@ pub struct RequestCtx {
     pub config: Option<Arc<crate::config::Config>>,
     /// One of the key's stream slots, held while a streaming request runs.
     pub stream_slot: Option<crate::limits::StreamSlot>,
+    /// The bytes of `server.max_inflight_body_bytes` this request's body holds.
+    pub body_permit: Option<crate::body_budget::BodyPermit>,
     _in_flight: InFlight,
 }
 
@@ -112,6 +114,7 @@ impl RequestCtx {
             rate: None,
             config: None,
             stream_slot: None,
+            body_permit: None,
             _in_flight: InFlight::new(metrics),
         }
     }

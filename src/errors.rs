@@ -42,6 +42,9 @@ pub enum GatewayError {
     HeadersTooLarge { what: &'static str, limit: u64 },
     /// 429 `too_many_streams`: the key already has `server.max_streams_per_key` streams open.
     TooManyStreams { limit: u32 },
+    /// 503 `request_bodies_over_budget`: the request bodies being held already take
+    /// `server.max_inflight_body_bytes`; `Retry-After: 1` goes with it.
+    BodyBudgetExhausted,
     /// 503 `too_many_connections`: `server.max_connections` reached (written on the raw
     /// connection by [`crate::limits`], which then closes it).
     TooManyConnections { limit: u64 },
@@ -81,7 +84,7 @@ impl GatewayError {
             Self::RequestTimeout => 408,
             Self::HeadersTooLarge { .. } => 431,
             Self::TooManyStreams { .. } => 429,
-            Self::TooManyConnections { .. } => 503,
+            Self::TooManyConnections { .. } | Self::BodyBudgetExhausted => 503,
             Self::Unauthenticated { .. } => 401,
             Self::Forbidden(_) => 403,
             Self::QuotaExceeded(_) | Self::RateLimited { .. } => 429,
@@ -110,7 +113,7 @@ impl GatewayError {
             | Self::RequestTimeout
             | Self::HeadersTooLarge { .. } => "invalid_request_error",
             Self::TooManyStreams { .. } => "requests",
-            Self::TooManyConnections { .. } => "server_error",
+            Self::TooManyConnections { .. } | Self::BodyBudgetExhausted => "server_error",
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamCredentialRejected { .. }
             | Self::UpstreamTimeout { .. } => "api_error",
@@ -138,6 +141,7 @@ impl GatewayError {
             Self::HeadersTooLarge { .. } => Some("request_header_fields_too_large"),
             Self::TooManyStreams { .. } => Some("too_many_streams"),
             Self::TooManyConnections { .. } => Some("too_many_connections"),
+            Self::BodyBudgetExhausted => Some("request_bodies_over_budget"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             Self::UpstreamCredentialRejected { .. } => Some("upstream_credentials_rejected"),
@@ -217,6 +221,9 @@ impl fmt::Display for GatewayError {
             Self::TooManyConnections { .. } => f.write_str(
                 "The gateway is at its connection limit; retry shortly.",
             ),
+            Self::BodyBudgetExhausted => f.write_str(
+                "The gateway is holding as many request bytes as it allows; retry shortly.",
+            ),
             Self::UpstreamUnreachable { provider, detail } => {
                 write!(f, "Provider `{provider}` could not be reached: {detail}.")
             }
@@ -289,6 +296,7 @@ mod tests {
             },
             GatewayError::TooManyStreams { limit: 1 },
             GatewayError::TooManyConnections { limit: 1 },
+            GatewayError::BodyBudgetExhausted,
             GatewayError::UpstreamUnreachable {
                 provider: "p".into(),
                 detail: "refused",

@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod body_budget;
 pub mod cli;
 pub mod config;
 pub mod ctx;

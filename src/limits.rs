@@ -301,6 +301,7 @@ pub fn refusal_label(e: &GatewayError) -> Option<&'static str> {
         GatewayError::HeadersTooLarge { .. } => Some("headers"),
         GatewayError::BadFraming(_) => Some("framing"),
         GatewayError::PayloadTooLarge { .. } => Some("body_size"),
+        GatewayError::BodyBudgetExhausted => Some("body_memory"),
         GatewayError::RequestTimeout => Some("body_timeout"),
         GatewayError::TooManyStreams { .. } => Some("streams"),
         GatewayError::TooManyConnections { .. } => Some("connections"),

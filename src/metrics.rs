@@ -137,7 +137,7 @@ impl Metrics {
         let limit_refusals = IntCounterVec::new(
             Opts::new(
                 "ai_proxy_limit_refusals_total",
-                "Requests or connections refused by a client limit (connections, header_timeout, headers, framing, body_size, body_timeout, streams).",
+                "Requests or connections refused by a client limit (connections, header_timeout, headers, framing, body_size, body_timeout, body_memory, streams).",
             ),
             &["limit"],
         )

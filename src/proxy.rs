@@ -48,6 +48,8 @@ pub struct Gateway {
     pub governance: Arc<crate::governance::Governance>,
     /// Open streams per gateway key (`server.max_streams_per_key`).
     pub(crate) stream_slots: Arc<crate::limits::StreamSlots>,
+    /// Request body bytes held now (`server.max_inflight_body_bytes`).
+    pub(crate) body_budget: Arc<crate::body_budget::BodyBudget>,
 }
 
 /// What `request_filter` decided.
@@ -74,6 +76,7 @@ impl Gateway {
             connector: Connector::new(None),
             governance,
             stream_slots: Arc::default(),
+            body_budget: Arc::default(),
         }
     }
 
@@ -314,7 +317,7 @@ impl Gateway {
             return Ok(Next::Proxy); // Pingora's hooks stream the request through
         }
         // A signature covers the body, so it must be read before any header goes upstream.
-        let body = read_body(session, config.server.max_request_body_bytes).await?;
+        let body = self.read_body(session, ctx, config).await?;
         let mut request = session.req_header().clone();
         passthrough::prepare_upstream_request(&mut request, upstream, &path)
             .map_err(|_| GatewayError::Internal)?;
@@ -369,55 +372,78 @@ fn unified_endpoint(path: &str) -> Option<Endpoint> {
     }
 }
 
-/// Reads the request body, refusing more than `limit` bytes (413) before or while reading.
-pub(crate) async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes, GatewayError> {
-    let too_large = GatewayError::PayloadTooLarge { limit };
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large);
-    }
-    let expects_continue = session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
-        session
-            .downstream_session
-            .write_continue_response()
-            .await
-            .map_err(|_| GatewayError::Internal)?;
-    }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() as u64 + chunk.len() as u64 > limit {
-                    session.downstream_session.set_keepalive(None);
-                    return Err(too_large);
+impl Gateway {
+    /// Reads a request body whole: 413 over `server.max_request_body_bytes`, 408 when the
+    /// client stalls, 503 when the bodies held already take `server.max_inflight_body_bytes`
+    /// (the bytes stay taken, in `ctx.body_permit`, until the request ends).
+    pub(crate) async fn read_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+    ) -> Result<Bytes, GatewayError> {
+        let limit = config.server.max_request_body_bytes;
+        let budget = config.server.max_inflight_body_bytes;
+        let too_large = GatewayError::PayloadTooLarge { limit };
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large);
+        }
+        // The declared size is taken before a byte is read (and before 100-continue).
+        let Some(mut permit) = self.body_budget.take(declared.unwrap_or(0), budget) else {
+            session.downstream_session.set_keepalive(None);
+            return Err(GatewayError::BodyBudgetExhausted);
+        };
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            session
+                .downstream_session
+                .write_continue_response()
+                .await
+                .map_err(|_| GatewayError::Internal)?;
+        }
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    let len = body.len() as u64 + chunk.len() as u64;
+                    if len > limit {
+                        session.downstream_session.set_keepalive(None);
+                        return Err(too_large);
+                    }
+                    // A chunked body (or one longer than declared) takes its bytes as they come.
+                    if len > permit.bytes() && !permit.grow(len - permit.bytes(), budget) {
+                        session.downstream_session.set_keepalive(None);
+                        return Err(GatewayError::BodyBudgetExhausted);
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
-                session.downstream_session.set_keepalive(None);
-                return Err(GatewayError::RequestTimeout);
-            }
-            Err(_) => {
-                session.downstream_session.set_keepalive(None);
-                return Err(GatewayError::InvalidRequest {
-                    message: "The request body could not be read.".into(),
-                    param: None,
-                });
+                Ok(None) => break,
+                Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                    session.downstream_session.set_keepalive(None);
+                    return Err(GatewayError::RequestTimeout);
+                }
+                Err(_) => {
+                    session.downstream_session.set_keepalive(None);
+                    return Err(GatewayError::InvalidRequest {
+                        message: "The request body could not be read.".into(),
+                        param: None,
+                    });
+                }
             }
         }
+        ctx.body_permit = Some(permit);
+        Ok(body.freeze())
     }
-    Ok(body.freeze())
 }
 
 #[async_trait]

@@ -120,6 +120,9 @@ pub async fn error(
     if e.status() == 401 {
         h.insert_header("www-authenticate", "Bearer")?;
     }
+    if let GatewayError::BodyBudgetExhausted = e {
+        h.insert_header("retry-after", "1")?;
+    }
     if let GatewayError::RateLimited {
         retry_after, info, ..
     } = e

@@ -21,7 +21,7 @@ use crate::errors::GatewayError;
 use crate::forward::{Forwarder, Mode, Opened, UpstreamCall};
 use crate::providers::endpoint::PeerTimeouts;
 use crate::providers::{ProviderKind, Upstream};
-use crate::proxy::{read_body, Gateway};
+use crate::proxy::Gateway;
 use crate::respond;
 use crate::route::health::{Admission, ProviderHealth};
 use crate::route::{Candidate, Plan, Policy};
@@ -62,7 +62,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         endpoint: Endpoint,
     ) -> Result<(), GatewayError> {
-        let raw = read_body(session, config.server.max_request_body_bytes).await?;
+        let raw = self.read_body(session, ctx, config).await?;
         let parsed = parse_request_bytes(endpoint, raw)?;
         if parsed.summary.stream {
             self.take_stream_slot(config, ctx)?;

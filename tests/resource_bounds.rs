@@ -6,6 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
+
 use serde_json::{json, Value};
 use support::*;
 
@@ -276,4 +278,124 @@ async fn mock_answers_an_8_mb_prompt_with_a_bounded_stream() {
         assert!(text.contains(r#""prompt_tokens":1677721"#), "{text}");
         assert!(text.contains(r#""finish_reason":"length""#), "{text}");
     }
+}
+
+/// The request bodies held at once are bounded (`server.max_inflight_body_bytes`): while one
+/// 700 KB body waits on a slow upstream, a second that would exceed 1 MiB is refused at once
+/// with 503 and `Retry-After`; once the first is answered its bytes are free again.
+#[tokio::test]
+async fn bodies_in_flight_share_one_memory_budget() {
+    let up = MockUpstream::start(|_| {
+        Reply::Delay(
+            Duration::from_millis(1500),
+            Box::new(Reply::Full(
+                200,
+                vec![],
+                chat_completion("gpt-4-0125-preview", "ok", 1, 1),
+            )),
+        )
+    });
+    let gw = gateway(
+        &up.url(),
+        "  max_request_body_bytes: 1048576\n  max_inflight_body_bytes: 1048576\n",
+    );
+    let body = serde_json::to_vec(&json!({
+        "model": "gpt-4",
+        "messages": [{"role": "user", "content": "x".repeat(700 * 1024)}],
+    }))
+    .unwrap();
+    let send = |body: Vec<u8>| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth(GATEWAY_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let first = tokio::spawn(send(body.clone()));
+    // The first body is held once the upstream has it.
+    let until = Instant::now() + Duration::from_secs(10);
+    while up.recorded().is_empty() {
+        assert!(
+            Instant::now() < until,
+            "the first request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = send(body.clone()).await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(second.headers()["retry-after"], "1");
+    let v: Value = second.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "request_bodies_over_budget", "{v}");
+    assert_eq!(v["error"]["type"], "server_error", "{v}");
+    // A small body still fits beside the first.
+    let small = send(
+        serde_json::to_vec(
+            &json!({"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    let third = send(body).await.unwrap();
+    assert_eq!(third.status(), 200);
+    metrics_containing(
+        &gw.metrics_url,
+        &[r#"ai_proxy_limit_refusals_total{limit="body_memory"} 1"#],
+    )
+    .await;
+}
+
+/// A body sent in chunks without a length takes its bytes as they arrive: refused once the
+/// budget is spent.
+#[tokio::test]
+async fn a_chunked_body_is_held_to_the_budget_too() {
+    let gw = gateway(
+        "http://127.0.0.1:9",
+        "  max_request_body_bytes: 1048576\n  max_inflight_body_bytes: 1048576\n",
+    );
+    // Hold 700 KB with a stalled upload: Content-Length declared, body never finished.
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    held.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{",
+            700 * 1024
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Chunked: 3 × 128 KB; the budget has 324 KB left, so the third chunk does not fit.
+    let piece = "x".repeat(128 * 1024);
+    let chunks = [
+        format!(r#"{{"model":"mock-a","messages":[{{"role":"user","content":"{piece}"#),
+        piece.clone(),
+        format!(r#"{piece}"}}]}}"#),
+    ];
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let parts: Vec<Result<String, std::io::Error>> = chunks.iter().cloned().map(Ok).collect();
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth(GATEWAY_KEY)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                parts,
+            )))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            break;
+        }
+        // The stalled upload may not be holding its bytes yet: try again.
+        assert_eq!(r.status(), 200);
+        assert!(Instant::now() < until, "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(held);
 }

@@ -79,6 +79,8 @@ pub struct ServerSettings {
     pub metrics_listen: Option<String>,
     pub threads: usize,
     pub max_request_body_bytes: u64,
+    /// Request body bytes held at once, all requests together ([`crate::body_budget`]).
+    pub max_inflight_body_bytes: u64,
     pub grace_period: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -367,6 +369,12 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             "must be greater than 0",
         ));
     }
+    if raw.max_inflight_body_bytes < raw.max_request_body_bytes {
+        problems.push(Problem::new(
+            "server.max_inflight_body_bytes",
+            "must be at least server.max_request_body_bytes (or no body of the largest size is ever accepted)",
+        ));
+    }
     for (path, v, max) in [
         ("server.max_header_count", raw.max_header_count, 256),
         ("server.max_header_bytes", raw.max_header_bytes, 1_048_575),
@@ -420,6 +428,7 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
         metrics_listen: raw.metrics_listen.clone(),
         threads: raw.threads.clamp(1, 1024) as usize,
         max_request_body_bytes: raw.max_request_body_bytes,
+        max_inflight_body_bytes: raw.max_inflight_body_bytes,
         grace_period: Duration::from_secs(raw.grace_period_seconds),
         connect_timeout: Duration::from_secs(raw.upstream_connect_timeout_seconds),
         read_timeout: Duration::from_secs(raw.upstream_read_timeout_seconds),
@@ -465,6 +474,15 @@ mod tests {
                 panic!("{file}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn the_body_budget_holds_at_least_one_largest_body() {
+        let yaml = "server: {max_request_body_bytes: 2048, max_inflight_body_bytes: 1024}\n";
+        let e = Config::parse(yaml, &no_env).err().unwrap();
+        assert_eq!(e.0[0].path, "server.max_inflight_body_bytes");
+        let c = Config::parse("server: {}\n", &no_env).ok().unwrap();
+        assert_eq!(c.server.max_inflight_body_bytes, 256 * 1024 * 1024);
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct RawServer {
     pub threads: u64,
     #[serde(default = "default_max_body", deserialize_with = "number")]
     pub max_request_body_bytes: u64,
+    /// Most bytes of request bodies the gateway holds at once, all requests together (503
+    /// with Retry-After beyond).
+    #[serde(default = "default_max_inflight_body", deserialize_with = "number")]
+    pub max_inflight_body_bytes: u64,
     #[serde(default = "default_grace", deserialize_with = "number")]
     pub grace_period_seconds: u64,
     /// Connecting to an upstream (TCP + TLS).
@@ -153,6 +157,7 @@ impl Default for RawServer {
             metrics_listen: None,
             threads: default_threads(),
             max_request_body_bytes: default_max_body(),
+            max_inflight_body_bytes: default_max_inflight_body(),
             grace_period_seconds: default_grace(),
             upstream_connect_timeout_seconds: default_connect_timeout(),
             upstream_read_timeout_seconds: default_read_timeout(),
@@ -181,6 +186,9 @@ fn default_threads() -> u64 {
 }
 fn default_max_body() -> u64 {
     10 * 1024 * 1024
+}
+fn default_max_inflight_body() -> u64 {
+    256 * 1024 * 1024
 }
 fn default_grace() -> u64 {
     30
