@@ -105,8 +105,11 @@ pub enum Top {
 }
 
 impl Fields {
-    /// Reads the top level of `body` (the whole body is checked to be well-formed JSON).
+    /// Reads the top level of `body`. The whole body is checked first to be JSON that a
+    /// `serde_json::Value` would accept (numbers in range, no lone surrogates), so the tree
+    /// built later on demand cannot fail and an upstream only ever gets valid JSON.
     pub fn parse(body: &[u8]) -> Result<Top, serde_json::Error> {
+        serde_json::from_slice::<Strict>(body)?;
         let base = body.as_ptr() as usize;
         let top: TopLevel<'_> = serde_json::from_slice(body)?;
         Ok(match top {
@@ -148,6 +151,49 @@ impl Fields {
         self.0
             .iter()
             .map(move |(k, r)| (k.as_str(), &body[r.clone()]))
+    }
+}
+
+/// Walks a JSON value the way `serde_json::Value` reads it (numbers parsed, strings
+/// decoded, the same nesting limit) and keeps nothing.
+struct Strict;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+                while seq.next_element::<Strict>()?.is_some() {}
+                Ok(Strict)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+                while map.next_entry::<Strict, Strict>()?.is_some() {}
+                Ok(Strict)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -373,6 +419,17 @@ mod tests {
         ));
         assert!(Fields::parse(b"{\"a\":1} x").is_err());
         assert!(Fields::parse(b"{\"a\":NaN}").is_err());
+        // What a serde_json::Value refuses is refused here too.
+        for t in [
+            r#"{"a":1e400}"#,
+            r#"{"a":[-1e400]}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"\udc00":1}"#,
+        ] {
+            assert!(Fields::parse(t.as_bytes()).is_err(), "{t}");
+            assert!(serde_json::from_str::<serde_json::Value>(t).is_err(), "{t}");
+        }
+        assert!(Fields::parse(br#"{"a":1e-400,"b":"\ud83d\ude00"}"#).is_ok());
     }
 
     #[test]

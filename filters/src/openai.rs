@@ -421,6 +421,14 @@ mod tests {
             (b"{not json", None),
             (b"[1,2]", None),
             (
+                br#"{"model":"m","messages":[{"role":"user"}],"t":1e400}"#,
+                None,
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"\ud800"}]}"#,
+                None,
+            ),
+            (
                 br#"{"messages":[{"role":"user","content":"x"}]}"#,
                 Some("model"),
             ),
