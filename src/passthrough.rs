@@ -15,7 +15,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::errors::GatewayError;
 use crate::forward::HOP_BY_HOP;
-use crate::providers::Upstream;
+use crate::providers::{ProviderKind, Upstream};
 
 /// Characters escaped in a default query value.
 const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
@@ -79,13 +79,11 @@ pub fn upstream_path_with(
     {
         return Err(GatewayError::BadPath("encoded slashes are not allowed"));
     }
-    for segment in rest.split('/') {
-        let s = segment.to_ascii_lowercase();
-        let decoded_dots = s.replace("%2e", ".");
-        if decoded_dots == "." || decoded_dots == ".." {
-            return Err(GatewayError::BadPath("dot segments are not allowed"));
-        }
+    if rest.split('/').any(hides_dot_segment) {
+        return Err(GatewayError::BadPath("dot segments are not allowed"));
     }
+    let query = query.map(strip_key_params);
+    let query = query.as_deref();
     let mut out = rest.to_owned();
     let mut sep = '?';
     if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -105,6 +103,155 @@ pub fn upstream_path_with(
         }
     }
     Ok(out)
+}
+
+/// Whether a path segment is, or decodes to something holding, a `.` or `..` piece: the
+/// segment is percent-decoded (twice, for double encoding) and split at `/` and `\`, so
+/// `..%2F..%2Fadmin` (a Bedrock model label may carry `%2F`) and `%2e%2E` are caught whatever
+/// an upstream decodes before it normalises.
+fn hides_dot_segment(segment: &str) -> bool {
+    let is_dots = |piece: &[u8]| piece == b"." || piece == b"..";
+    let mut bytes: Vec<u8> = segment.as_bytes().to_vec();
+    for _ in 0..3 {
+        if bytes.split(|&b| b == b'/' || b == b'\\').any(is_dots) {
+            return true;
+        }
+        if !bytes.contains(&b'%') {
+            return false;
+        }
+        bytes = percent_encoding::percent_decode(&bytes).collect();
+    }
+    bytes.split(|&b| b == b'/' || b == b'\\').any(is_dots)
+}
+
+/// Query parameters that carry API keys by convention (Google's `key`, and the names of the
+/// key headers the gateway reads). The gateway authenticates callers by header only and
+/// presents the provider's credential itself, so a key in the query is never meant for the
+/// provider: it is most likely the caller's gateway key and must not travel upstream.
+const KEY_PARAMS: [&str; 6] = [
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "x-api-key",
+    "x-goog-api-key",
+];
+
+/// The query without parameters named like API keys (names compared percent-decoded,
+/// ignoring case); other parameters keep their bytes and order.
+pub fn strip_key_params(query: &str) -> std::borrow::Cow<'_, str> {
+    let is_key = |kv: &str| {
+        let name = kv.split('=').next().unwrap_or_default();
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        KEY_PARAMS.iter().any(|k| name.eq_ignore_ascii_case(k))
+    };
+    if !query.split('&').any(is_key) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let kept: Vec<&str> = query.split('&').filter(|kv| !is_key(kv)).collect();
+    std::borrow::Cow::Owned(kept.join("&"))
+}
+
+/// The methods each provider's native API uses (`Allow` of the 405 for any other). TRACE,
+/// CONNECT, OPTIONS and extension methods never pass: a TRACE-reflecting upstream would echo
+/// the credential the gateway injected.
+pub fn allowed_methods(kind: ProviderKind) -> &'static str {
+    match kind {
+        // Chat, responses, embeddings, files, batches, fine-tuning: GET/POST/DELETE.
+        ProviderKind::OpenAi | ProviderKind::Anthropic => "GET, HEAD, POST, DELETE",
+        // Data plane incl. authoring (ingestion jobs are PUT, some updates PATCH).
+        ProviderKind::Azure | ProviderKind::Watsonx => "GET, HEAD, POST, PUT, PATCH, DELETE",
+        // Cached contents and tuning jobs are updated with PATCH.
+        ProviderKind::Vertex => "GET, HEAD, POST, PATCH, DELETE",
+        // Bedrock runtime (invoke, converse, async-invoke) and OCI inference.
+        ProviderKind::Bedrock | ProviderKind::Oci | ProviderKind::Mock => "GET, HEAD, POST",
+    }
+}
+
+/// Refuses a method the provider's API does not use (405 with `Allow`).
+pub fn check_method(kind: ProviderKind, method: &http::Method) -> Result<(), GatewayError> {
+    let allow = allowed_methods(kind);
+    if allow.split(", ").any(|m| m == method.as_str()) {
+        Ok(())
+    } else {
+        Err(GatewayError::MethodNotAllowed { allow })
+    }
+}
+
+/// Most options a `Connection` header may name (Pingora refuses more when proxying).
+const MAX_CONNECTION_OPTIONS: usize = 9;
+
+/// Checks the `Connection` header the way Pingora does when it builds the upstream request,
+/// but before any upstream connection, so a bad one is the client's 400 rather than a closed
+/// connection blamed on the provider: at most 9 options, each an HTTP token, none of them a
+/// header the proxy must keep (`Host`, `X-Forwarded-*`) or a pseudo-header.
+pub fn check_connection_header(req: &RequestHeader) -> Result<(), GatewayError> {
+    let bad = |why: &str| GatewayError::InvalidRequest {
+        message: format!("The Connection header is not acceptable: {why}."),
+        param: None,
+    };
+    let mut count = 0;
+    for value in req.headers.get_all(http::header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() {
+                continue;
+            }
+            count += 1;
+            if count > MAX_CONNECTION_OPTIONS {
+                return Err(bad("it names more than 9 options"));
+            }
+            if !token.iter().all(|&b| is_tchar(b)) {
+                return Err(bad("an option is not a plain token"));
+            }
+            let protected = [
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+            ];
+            if protected
+                .iter()
+                .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
+            {
+                return Err(bad("it names a header the gateway must forward"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An HTTP `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Collapses repeated identical `Content-Length` values (`5, 5`, or two fields `5` and `5`)
+/// into one before the request is forwarded; differing or unreadable values are a 400.
+pub fn normalize_content_length(req: &mut RequestHeader) -> Result<(), GatewayError> {
+    let values = req.headers.get_all(http::header::CONTENT_LENGTH);
+    let mut length: Option<u64> = None;
+    let mut pieces = 0usize;
+    for v in values.iter() {
+        let text = v.to_str().map_err(|_| bad_length())?;
+        for piece in text.split(',') {
+            let n: u64 = piece.trim().parse().map_err(|_| bad_length())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad_length());
+            }
+            length = Some(n);
+            pieces += 1;
+        }
+    }
+    if let (Some(n), true) = (length, pieces > 1) {
+        req.insert_header(http::header::CONTENT_LENGTH, n.to_string())
+            .map_err(|_| GatewayError::Internal)?;
+    }
+    Ok(())
+}
+
+fn bad_length() -> GatewayError {
+    GatewayError::BadFraming("the Content-Length values differ or are not numbers")
 }
 
 /// Points a caller's request at the provider: final path, `Host`, hop-by-hop headers dropped,
