@@ -13,6 +13,7 @@ use switchyard_filters::Usage;
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use crate::content_coding::{decodable_accept_encoding, SideDecoder};
 use crate::errors::GatewayError;
 use crate::forward::HOP_BY_HOP;
 use crate::providers::{ProviderKind, Upstream};
@@ -28,6 +29,13 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 /// Largest non-stream passthrough body copied aside to read its usage.
 const USAGE_SNIFF_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Most bytes a compressed answer is decoded to for metering (a stream included); past it the
+/// side copy stops, so a decompression bomb costs the gateway at most this much.
+const DECODED_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Bytes per token in an estimate (OpenAI's rule of thumb for English text).
+const BYTES_PER_TOKEN: u64 = 4;
 
 /// The provider name and the rest of the path, for `/providers/{name}/{rest}`.
 pub fn split_route(path: &str) -> Option<(&str, &str)> {
@@ -270,6 +278,18 @@ pub fn prepare_upstream_request(
     for name in HOP_BY_HOP.iter().chain(&["expect"]) {
         req.remove_header(*name);
     }
+    // Only codings the usage meter can decode (the answer is relayed as it comes).
+    if let Some(accept) = req.headers.get(http::header::ACCEPT_ENCODING) {
+        match decodable_accept_encoding(&String::from_utf8_lossy(accept.as_bytes())) {
+            Some(kept) if kept.as_bytes() != accept.as_bytes() => {
+                req.insert_header(http::header::ACCEPT_ENCODING, kept)?
+            }
+            Some(_) => {}
+            None => {
+                req.remove_header(&http::header::ACCEPT_ENCODING);
+            }
+        }
+    }
     for (name, value) in &upstream.default_headers {
         if !req.headers.contains_key(name) {
             req.insert_header(name.clone(), value.clone())?;
@@ -291,16 +311,55 @@ enum Observer {
     EventStream(eventstream::Decoder),
 }
 
+impl Observer {
+    /// Sees plain (decoded) response bytes.
+    fn feed(&mut self, meter: &mut UsageMeter, chunk: &[u8]) {
+        match self {
+            Observer::None => {}
+            Observer::Json(buf) => {
+                if buf.len() + chunk.len() > USAGE_SNIFF_LIMIT {
+                    *self = Observer::None;
+                } else {
+                    buf.extend_from_slice(chunk);
+                }
+            }
+            Observer::Sse(framer) => {
+                framer.feed(chunk, |event| {
+                    let ev = parse_event(event);
+                    if ev.has_data && ev.data.first() == Some(&b'{') {
+                        meter.observe_json(&ev.data);
+                    }
+                });
+            }
+            Observer::EventStream(decoder) => {
+                let fed = decoder.feed(chunk, |m| eventstream::meter_bedrock_event(meter, m));
+                if let Err(e) = fed {
+                    log::warn!("passthrough: cannot read usage from the event stream: {e}");
+                    *self = Observer::None;
+                }
+            }
+        }
+    }
+}
+
 /// Passthrough state kept in the request context.
 pub struct Passthrough {
     /// Upstream path and query relative to the endpoint's base path.
     pub path: String,
     observer: Observer,
+    /// Decodes a compressed answer for the observer (the client gets the compressed bytes).
+    decoder: Option<SideDecoder>,
     meter: UsageMeter,
     /// The model named by the request path (Bedrock `/model/{id}/...`), reported instead of
     /// the response's when the response succeeded.
     path_model: Option<String>,
     succeeded: bool,
+    /// The answer is a stream (SSE or AWS event stream).
+    streamed: bool,
+    /// Request body bytes sent upstream.
+    request_bytes: u64,
+    /// The usage reported by [`Self::finish`] is an estimate.
+    estimated: bool,
 }
 
 impl Passthrough {
@@ -308,10 +367,24 @@ impl Passthrough {
         Passthrough {
             path,
             observer: Observer::None,
+            decoder: None,
             meter: UsageMeter::new(),
             path_model: None,
             succeeded: false,
+            streamed: false,
+            request_bytes: 0,
+            estimated: false,
         }
+    }
+
+    /// Counts request body bytes (the prompt side of an estimate).
+    pub fn observe_request_bytes(&mut self, n: usize) {
+        self.request_bytes += n as u64;
+    }
+
+    /// Whether the usage [`Self::finish`] reported was estimated (the provider reported none).
+    pub fn usage_estimated(&self) -> bool {
+        self.estimated
     }
 
     /// Reports `model` (from the request path) as the model of a successful response.
@@ -342,48 +415,60 @@ impl Passthrough {
             .get("content-type")
             .map_or(&b""[..], |v| v.as_bytes());
         self.observer = if ct.starts_with(b"text/event-stream") {
+            self.streamed = true;
             Observer::Sse(SseFramer::new())
         } else if ct.starts_with(eventstream::CONTENT_TYPE.as_bytes()) {
+            self.streamed = true;
             Observer::EventStream(eventstream::Decoder::new())
         } else if ct.starts_with(b"application/json") {
             Observer::Json(Vec::new())
         } else {
             Observer::None
         };
-    }
-
-    /// Sees one response chunk (which is forwarded unchanged by the caller).
-    pub fn observe_chunk(&mut self, chunk: &[u8]) {
-        match &mut self.observer {
-            Observer::None => {}
-            Observer::Json(buf) => {
-                if buf.len() + chunk.len() > USAGE_SNIFF_LIMIT {
-                    self.observer = Observer::None;
-                } else {
-                    buf.extend_from_slice(chunk);
-                }
-            }
-            Observer::Sse(framer) => {
-                let meter = &mut self.meter;
-                framer.feed(chunk, |event| {
-                    let ev = parse_event(event);
-                    if ev.has_data && ev.data.first() == Some(&b'{') {
-                        meter.observe_json(&ev.data);
-                    }
-                });
-            }
-            Observer::EventStream(decoder) => {
-                let meter = &mut self.meter;
-                let fed = decoder.feed(chunk, |m| eventstream::meter_bedrock_event(meter, m));
-                if let Err(e) = fed {
-                    log::warn!("passthrough: cannot read usage from the event stream: {e}");
-                    self.observer = Observer::None;
-                }
+        if matches!(self.observer, Observer::None) {
+            return;
+        }
+        let coding = resp
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .map_or(&b""[..], |v| v.as_bytes());
+        match SideDecoder::for_encoding(coding, DECODED_LIMIT) {
+            Ok(decoder) => self.decoder = decoder,
+            Err(_unsupported) => {
+                log::warn!(
+                    "passthrough: cannot read usage from a body in Content-Encoding {}",
+                    String::from_utf8_lossy(coding)
+                );
+                self.observer = Observer::None;
             }
         }
     }
 
-    /// The usage and model the response reported, once it is complete.
+    /// Sees one response chunk (which is forwarded unchanged by the caller); a compressed
+    /// one is decoded on the side first.
+    pub fn observe_chunk(&mut self, chunk: &[u8]) {
+        if matches!(self.observer, Observer::None) {
+            return;
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            self.observer.feed(&mut self.meter, chunk);
+            return;
+        };
+        match decoder.decode(chunk) {
+            Ok(plain) => self.observer.feed(&mut self.meter, plain),
+            Err(e) => {
+                log::warn!("passthrough: cannot decode the answer to read its usage: {e}");
+                self.observer = Observer::None;
+                self.decoder = None;
+            }
+        }
+    }
+
+    /// The usage and model the response reported, once it is complete. A successful stream
+    /// that reported no usage (an OpenAI stream without `stream_options.include_usage`, or
+    /// one the client left early) is estimated at 4 bytes a token of the request body and of
+    /// the generated text seen, so budgets and token limits still count it; see
+    /// [`Self::usage_estimated`].
     pub fn finish(&mut self) -> (Option<Usage>, Option<String>) {
         if let Observer::Json(buf) = std::mem::take(&mut self.observer) {
             self.meter.observe_json(&buf);
@@ -392,7 +477,15 @@ impl Passthrough {
             Some(m) if self.succeeded => Some(m),
             _ => self.meter.model().map(str::to_owned),
         };
-        (self.meter.usage(), model)
+        let mut usage = self.meter.usage();
+        if usage.is_none() && self.succeeded && self.streamed {
+            self.estimated = true;
+            usage = Some(Usage::new(
+                self.request_bytes.div_ceil(BYTES_PER_TOKEN),
+                self.meter.text_bytes().div_ceil(BYTES_PER_TOKEN),
+            ));
+        }
+        (usage, model)
     }
 }
 
@@ -493,6 +586,69 @@ mod tests {
         assert_eq!(p.finish(), (Some(Usage::new(4, 5)), Some("gpt-4o".into())));
     }
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn usage_is_read_from_compressed_answers() {
+        let mut json = response("application/json");
+        json.insert_header("content-encoding", "gzip").unwrap();
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_response(&json);
+        let body = gzip(br#"{"model":"gpt-4o","usage":{"prompt_tokens":3,"completion_tokens":5}}"#);
+        for piece in body.chunks(5) {
+            p.observe_chunk(piece);
+        }
+        assert_eq!(p.finish(), (Some(Usage::new(3, 5)), Some("gpt-4o".into())));
+        assert!(!p.usage_estimated());
+
+        let mut sse = response("text/event-stream");
+        sse.insert_header("content-encoding", "gzip").unwrap();
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_response(&sse);
+        let body = gzip(b"data: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n");
+        for piece in body.chunks(3) {
+            p.observe_chunk(piece);
+        }
+        assert_eq!(p.finish(), (Some(Usage::new(4, 5)), Some("gpt-4o".into())));
+
+        // A coding the meter cannot read: nothing is metered, nothing breaks.
+        let mut odd = response("application/json");
+        odd.insert_header("content-encoding", "compress").unwrap();
+        let mut p = Passthrough::new("/v1/x".into());
+        p.observe_response(&odd);
+        p.observe_chunk(b"\x1f\x9d\x90");
+        assert_eq!(p.finish(), (None, None));
+    }
+
+    #[test]
+    fn a_stream_without_usage_is_estimated() {
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_request_bytes(40);
+        p.observe_request_bytes(2);
+        p.observe_response(&response("text/event-stream"));
+        p.observe_chunk(b"data: {\"model\":\"gpt-4o\",\"choices\":[{\"delta\":{\"content\":\"Hello there\"}}]}\n\n");
+        p.observe_chunk(b"data: {\"model\":\"gpt-4o\",\"choices\":[{\"delta\":{\"content\":\"!\"}}]}\n\ndata: [DONE]\n\n");
+        assert_eq!(p.finish(), (Some(Usage::new(11, 3)), Some("gpt-4o".into())));
+        assert!(p.usage_estimated());
+
+        // Not estimated: a JSON answer without usage (files, models), a failed stream.
+        let mut p = Passthrough::new("/v1/files".into());
+        p.observe_request_bytes(1000);
+        p.observe_response(&response("application/json"));
+        p.observe_chunk(br#"{"id":"file-1"}"#);
+        assert_eq!(p.finish(), (None, None));
+        assert!(!p.usage_estimated());
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_request_bytes(1000);
+        p.observe_response(&ResponseHeader::build(500, None).unwrap());
+        assert_eq!(p.finish(), (None, None));
+    }
+
     #[test]
     fn usage_is_read_from_bedrock_event_streams() {
         use switchyard_filters::eventstream::encode_event;
@@ -513,13 +669,15 @@ mod tests {
         }
         assert_eq!(p.finish(), (Some(Usage::new(5, 6)), Some("m:0".into())));
 
-        // A corrupt frame stops metering; nothing else happens.
+        // A corrupt frame stops reading usage; nothing else happens (the stream is estimated:
+        // no request bytes, no text read here).
         let mut bad = body.clone();
         let n = bad.len();
         bad[n - 2] ^= 0xFF;
         let mut p = stream();
         p.observe_chunk(&bad);
-        assert_eq!(p.finish(), (None, Some("m:0".into())));
+        assert_eq!(p.finish(), (Some(Usage::new(0, 0)), Some("m:0".into())));
+        assert!(p.usage_estimated());
 
         // The path's model is not reported for a failed request (callers choose paths).
         let mut p =

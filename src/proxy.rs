@@ -317,6 +317,9 @@ impl Gateway {
         }
         // A signature covers the body, so it must be read before any header goes upstream.
         let body = read_body(session, config.server.max_request_body_bytes).await?;
+        if let Some(pt) = ctx.passthrough.as_mut() {
+            pt.observe_request_bytes(body.len());
+        }
         let mut request = session.req_header().clone();
         passthrough::prepare_upstream_request(&mut request, upstream, &path)
             .map_err(|_| GatewayError::Internal)?;
@@ -512,6 +515,21 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Passthrough: the request body streams through unchanged; only its size is noted (for
+    /// a token estimate when the answer reports no usage).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(pt), Some(chunk)) = (ctx.passthrough.as_mut(), body.as_ref()) {
+            pt.observe_request_bytes(chunk.len());
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -650,6 +668,7 @@ impl ProxyHttp for Gateway {
         if let Some(pt) = ctx.passthrough.as_mut() {
             let (usage, model) = pt.finish();
             ctx.usage = usage;
+            ctx.usage_estimated = pt.usage_estimated();
             if ctx.client_model.is_none() {
                 ctx.client_model = model;
             }
@@ -759,6 +778,7 @@ impl ProxyHttp for Gateway {
             latency_ms: latency.as_secs_f64() * 1000.0,
             input_tokens: ctx.usage.map(|u| u.prompt_tokens),
             output_tokens: ctx.usage.map(|u| u.completion_tokens),
+            usage_estimated: ctx.usage_estimated,
             cost_usd: ctx.usage.map(|_| ctx.cost),
             error: ctx.log_detail.take().or_else(|| {
                 ctx.error
