@@ -387,3 +387,34 @@ fn a_key_in_the_query_string_goes_neither_upstream_nor_to_any_log() {
         );
     }
 }
+
+#[test]
+fn client_side_failures_are_logged_below_error() {
+    let up = MockUpstream::start(|_| Reply::Full(200, vec![], b"{}".to_vec()));
+    let (port, stop) = run_binary(&up.url());
+    let base = format!("http://127.0.0.1:{port}");
+    for rest in [
+        "Connection: host\r\nContent-Length: 2\r\n\r\n{}",
+        "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    ] {
+        let (status, text) = raw(
+            &base,
+            format!(
+                "POST /providers/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n{}{rest}",
+                auth()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(status, 400, "{rest}: {text}");
+    }
+    let (out, err) = stop();
+    assert_eq!(out.matches("\"status\":400").count(), 2, "{out}");
+    assert!(
+        !err.lines().any(|l| l.contains(" ERROR ")),
+        "a client's mistake was logged as an error:\n{err}"
+    );
+    assert!(
+        err.contains("refused: the client sent what cannot be proxied"),
+        "{err}"
+    );
+}
