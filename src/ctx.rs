@@ -65,6 +65,8 @@ pub struct RequestCtx {
     /// Status of a response the gateway wrote itself (None: read it from the session).
     pub status: Option<u16>,
     pub usage: Option<Usage>,
+    /// `usage` is the gateway's estimate (a passthrough stream that reported none).
+    pub usage_estimated: bool,
     pub cost: f64,
     /// Why the request failed, for logs and metrics.
     pub error: Option<GatewayError>,
@@ -98,6 +100,7 @@ impl RequestCtx {
             upstream_model: None,
             status: None,
             usage: None,
+            usage_estimated: false,
             cost: 0.0,
             error: None,
             log_detail: None,

@@ -291,6 +291,8 @@ impl Gateway {
                 "Provider `{name}` has no native API to pass through to."
             )));
         };
+        passthrough::check_method(provider.kind, &header.method)?;
+        passthrough::check_connection_header(header)?;
         // Bedrock model ARNs carry `/`, sent as `%2F` inside the `{modelId}` label.
         let encoded_slashes = provider.kind == ProviderKind::Bedrock;
         let path = passthrough::upstream_path_with(
@@ -299,6 +301,7 @@ impl Gateway {
             &upstream.default_query,
             encoded_slashes,
         )?;
+        passthrough::normalize_content_length(session.req_header_mut())?;
         ctx.provider = Some(provider.clone());
         if crate::limits::passthrough_streams(rest) {
             self.take_stream_slot(config, ctx)?;
@@ -314,6 +317,9 @@ impl Gateway {
         }
         // A signature covers the body, so it must be read before any header goes upstream.
         let body = read_body(session, config.server.max_request_body_bytes).await?;
+        if let Some(pt) = ctx.passthrough.as_mut() {
+            pt.observe_request_bytes(body.len());
+        }
         let mut request = session.req_header().clone();
         passthrough::prepare_upstream_request(&mut request, upstream, &path)
             .map_err(|_| GatewayError::Internal)?;
@@ -509,6 +515,21 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Passthrough: the request body streams through unchanged; only its size is noted (for
+    /// a token estimate when the answer reports no usage).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(pt), Some(chunk)) = (ctx.passthrough.as_mut(), body.as_ref()) {
+            pt.observe_request_bytes(chunk.len());
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -551,13 +572,28 @@ impl ProxyHttp for Gateway {
         crate::limits::HeaderRead::mark(prev);
     }
 
-    /// A client that goes away is routine at the edge, not an error worth a log line.
+    /// Errors on the client's side are not the gateway's: a client that goes away is routine
+    /// at the edge, and a request it could not read is logged at info by `fail_to_proxy`.
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
         error.esource() == &pingora::ErrorSource::Downstream
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    }
+
+    /// The request in Pingora's own log lines, without its query string (which may carry a
+    /// key: `?key=...`).
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let query = if req.uri.query().is_some() {
+            "?<redacted>"
+        } else {
+            ""
+        };
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map_or(String::new(), |h| {
+                String::from_utf8_lossy(h.as_bytes()).into_owned()
+            });
+        format!("{} {}{query}, Host: {host}", req.method, req.uri.path())
     }
 
     async fn fail_to_proxy(
@@ -581,11 +617,37 @@ impl ProxyHttp for Gateway {
             (None, ErrorType::ReadTimedout) if e.esource() == &pingora::ErrorSource::Downstream => {
                 GatewayError::RequestTimeout
             }
-            (None, _) if e.esource() == &pingora::ErrorSource::Downstream => {
+            // The client went away: nobody to answer.
+            (
+                None,
+                ErrorType::ConnectionClosed
+                | ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::WriteTimedout,
+            ) if e.esource() == &pingora::ErrorSource::Downstream => {
                 return FailToProxy {
                     error_code: 0,
                     can_reuse_downstream: false,
                 };
+            }
+            // Anything else on the client's side (a bad chunk size, a header Pingora will not
+            // forward) is the client's 400, not the provider's failure.
+            (None, etype) if e.esource() == &pingora::ErrorSource::Downstream => {
+                log::info!(
+                    "request {} refused: the client sent what cannot be proxied ({})",
+                    ctx.request_id,
+                    etype.as_str()
+                );
+                let what = match etype {
+                    // Pingora's body reader (`INVALID_CHUNK`, not exported).
+                    ErrorType::Custom("InvalidChunk") => "its chunked encoding is invalid",
+                    ErrorType::InvalidHTTPHeader => "a header cannot be forwarded",
+                    _ => "it is malformed",
+                };
+                GatewayError::InvalidRequest {
+                    message: format!("The request could not be read: {what}."),
+                    param: None,
+                }
             }
             (None, _) => forward::failure(e, &provider),
         };
@@ -606,6 +668,7 @@ impl ProxyHttp for Gateway {
         if let Some(pt) = ctx.passthrough.as_mut() {
             let (usage, model) = pt.finish();
             ctx.usage = usage;
+            ctx.usage_estimated = pt.usage_estimated();
             if ctx.client_model.is_none() {
                 ctx.client_model = model;
             }
@@ -715,6 +778,7 @@ impl ProxyHttp for Gateway {
             latency_ms: latency.as_secs_f64() * 1000.0,
             input_tokens: ctx.usage.map(|u| u.prompt_tokens),
             output_tokens: ctx.usage.map(|u| u.completion_tokens),
+            usage_estimated: ctx.usage_estimated,
             cost_usd: ctx.usage.map(|_| ctx.cost),
             error: ctx.log_detail.take().or_else(|| {
                 ctx.error
