@@ -105,6 +105,36 @@ impl StoreUrl {
     }
 }
 
+/// Creates the SQLite file readable by its owner only (0600) when it does not exist yet:
+/// it holds key digests, usage and the admin second factor. SQLite gives its `-wal` and
+/// `-shm` files the database file's permissions, so they are 0600 too. An existing file
+/// keeps its mode (an operator may have chosen a group), with a warning when others can
+/// read it.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(m) = std::fs::metadata(path) {
+                if m.permissions().mode() & 0o007 != 0 {
+                    log::warn!(
+                        "the store {} is readable by other users (mode {:o}); chmod 600 it",
+                        path.display(),
+                        m.permissions().mode() & 0o777
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub type StoreError = sqlx::Error;
 
 /// A record's cost as stored: a NaN would fail a NOT NULL column (PostgreSQL roll-up) and the
@@ -272,6 +302,7 @@ impl Store {
                     std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
                 }
             }
+            create_private(std::path::Path::new(path)).map_err(sqlx::Error::Io)?;
         }
         let max = match url.backend {
             Backend::Sqlite => 4,
@@ -792,6 +823,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids, ["new"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The store file and its write-ahead log files are created readable by the owner
+    /// only, whatever the umask.
+    #[tokio::test]
+    async fn a_new_sqlite_store_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-mode-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = StoreUrl::parse(&format!("sqlite:{}/s.db", dir.display())).unwrap();
+        let store = Store::open(&url).await.unwrap();
+        store.set_totp_secret("JBSWY3DPEHPK3PXP").await.unwrap();
+        for name in ["s.db", "s.db-wal", "s.db-shm"] {
+            let mode = std::fs::metadata(dir.join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
+        }
+        store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
 
