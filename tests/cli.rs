@@ -81,6 +81,37 @@ fn check_lists_every_problem_and_never_a_secret() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// A value substituted from the environment is never echoed, even in a field that is not a
+/// secret: the problem names the variable instead (a key pasted into the wrong variable).
+#[test]
+fn check_names_the_variable_not_its_value() {
+    let dir = temp_dir("check-env");
+    let secret = "sk-proj-Zq8xEnvSecret0123456789";
+    let bad = write_config(
+        &dir,
+        "env.yaml",
+        "server: {listen: \"127.0.0.1:0\"}\nauth: {keys: [{user: a, key: sk-a-check-0123456789}]}\nproviders:\n  openai:\n    endpoint: \"${OPENAI_ENDPOINT}\"\n    auth: {method: api_key, config: {api_key: sk-test}}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&bad)
+        .env("OPENAI_ENDPOINT", secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("providers.openai.endpoint"), "{all}");
+    assert!(all.contains("${OPENAI_ENDPOINT}"), "{all}");
+    assert!(
+        !all.contains("Zq8xEnvSecret"),
+        "the value was printed:\n{all}"
+    );
+}
+
 #[test]
 fn help_explains_the_commands() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
