@@ -127,6 +127,8 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
 
     let metrics = Metrics::new();
     metrics.register(Box::new(governance.dropped.clone()));
+    metrics.register(Box::new(governance.totp_throttle.failures.clone()));
+    metrics.register(Box::new(governance.totp_throttle.lockouts.clone()));
     let access_log = AccessLog::start(s.access_log);
     let live = Arc::new(LiveConfig {
         current: Arc::new(ArcSwap::new(config.clone())),

@@ -264,6 +264,7 @@ fn validate_governance(
         refresh: Duration::from_secs(raw.auth.refresh_seconds.clamp(1, 3600)),
         redis,
         audit_file: raw.audit.file.clone().filter(|s| !s.trim().is_empty()),
+        audit_retention_days: raw.audit.retention_days,
     }
 }
 

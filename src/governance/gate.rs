@@ -68,19 +68,26 @@ impl Gateway {
         Ok(())
     }
 
-    /// An authentication failure, for the audit trail: where from, which route, why. The
-    /// presented key is never recorded.
-    pub(crate) fn audit_auth_failure(&self, session: &Session, ctx: &RequestCtx, reason: &str) {
+    /// An authentication failure, for the audit trail: where from, which route, why (the
+    /// first from a source in a minute at once, the rest as one summary). The presented key
+    /// is never recorded.
+    pub(crate) fn audit_auth_failure(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        reason: &'static str,
+    ) {
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet().map(|i| i.ip().to_string()))
             .unwrap_or_default();
         let path: String = session.req_header().uri.path().chars().take(200).collect();
-        self.governance.audit(super::audit::event(
+        self.governance.audit_failure(
             "auth_failure",
             &client,
             &path,
+            reason,
             serde_json::json!({"reason": reason, "request_id": ctx.request_id, "route": ctx.route.as_str()}),
-        ));
+        );
     }
 }

@@ -726,6 +726,16 @@ impl Store {
             .collect()
     }
 
+    /// Deletes the audit events older than `before_ms` (`audit.retention_days`); returns
+    /// how many.
+    pub async fn delete_audit_before(&self, before_ms: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sy_audit WHERE ts < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     // ------------------------------------------------------------------ admin TOTP
 
     /// Stores a new TOTP secret (base32), replacing any previous one.
