@@ -79,6 +79,7 @@ routing:
   patterns:
     - {{pattern: "^mock-", default_provider: mock}}
     - {{pattern: "^claude-", default_provider: mock}}
+    - {{pattern: "^gpt-", default_provider: mock}}
 pricing:
   mock-priced: {{input: 100000, output: 100000}}
 {extra}
@@ -289,16 +290,59 @@ async fn budgets(env: &Env) {
     let (status, body) = error_of(env.chat(&k2, "mock-priced").await).await;
     assert_eq!(status, 429, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("frank"));
-    // Unpriced models cost nothing: a budget does not block them until spent.
+    // A model without a price would cost nothing and never exhaust a budget: refused to a
+    // budgeted key (403 naming the model), served to others and counted in a metric.
     let (_, k3) = env
         .key(KeySpec {
             budget_usd: Some(0.5),
             ..spec("gina")
         })
         .await;
-    for _ in 0..3 {
-        assert_eq!(env.chat(&k3, "mock-free").await.status(), 200);
+    let (status, body) = error_of(env.chat(&k3, "mock-free").await).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "permission_denied");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("mock-free") && message.contains("no price"),
+        "{message}"
+    );
+    // The same for a user's budget.
+    assert_eq!(env.chat(&k1, "mock-free").await.status(), 403);
+    let unpriced_before = unpriced_count(env);
+    assert_eq!(env.chat(GATEWAY_KEY, "mock-free").await.status(), 200);
+    // Counted once the answer is logged, just after it is sent.
+    let t = Instant::now();
+    while unpriced_count(env) != unpriced_before + 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "unpriced request not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A dated snapshot takes its base model's price (gpt-4o here): the budget is spent by
+    // the first request, not bypassed.
+    let (_, k4) = env
+        .key(KeySpec {
+            budget_usd: Some(0.000_01),
+            period: Some("day".into()),
+            ..spec("hal")
+        })
+        .await;
+    assert_eq!(env.chat(&k4, "gpt-4o-2024-11-20").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..4 {
+        let (status, body) = error_of(env.chat(&k4, "gpt-4o-2024-11-20").await).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"]["code"], "insufficient_quota");
+    }
+}
+
+/// `ai_proxy_unpriced_requests_total{provider="mock"}`.
+fn unpriced_count(env: &Env) -> u64 {
+    let text = String::from_utf8(env.handle.metrics.render()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ai_proxy_unpriced_requests_total{provider=\"mock\"} "))
+        .map_or(0, |v| v.parse().unwrap())
 }
 
 async fn rate_limits(env: &Env) {

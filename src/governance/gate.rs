@@ -1,5 +1,6 @@
-//! The gateway's calls into governance on the request path: scopes, budgets and rate
-//! limits before the upstream call, and the audit of authentication failures.
+//! The gateway's calls into governance on the request path: scopes, budgets (a budgeted
+//! caller may use priced models only) and rate limits before the upstream call, and the
+//! audit of authentication failures.
 
 use pingora::proxy::Session;
 
@@ -7,6 +8,13 @@ use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
 use crate::proxy::Gateway;
 use crate::route::Plan;
+
+/// 403 for a budgeted caller and a model without a price.
+fn unpriced(model: &str) -> GatewayError {
+    GatewayError::Forbidden(format!(
+        "The model `{model}` has no price, so its cost cannot be counted against this API key's (or its user's) budget. Ask an administrator to add a price for it under `pricing:`."
+    ))
+}
 
 impl Gateway {
     /// Unified API, once the plan is made: the model must be in the key's scope, the plan
@@ -29,6 +37,17 @@ impl Gateway {
                 return Err(GatewayError::Forbidden(format!(
                     "This API key is not allowed to use any provider that serves `{model}`."
                 )));
+            }
+        }
+        if self.governance.has_budget(&caller) {
+            if let Some(config) = ctx.config.as_ref() {
+                // An unpriced model costs 0 and would never exhaust the budget: a budgeted
+                // caller may use only the candidates that have a price.
+                plan.candidates
+                    .retain(|c| config.prices.price(&[c.upstream_model, model]).is_some());
+                if plan.candidates.is_empty() {
+                    return Err(unpriced(model));
+                }
             }
         }
         ctx.rate = self.governance.admit(&caller).await?.rate;
@@ -62,6 +81,11 @@ impl Gateway {
                         )))
                     }
                 }
+            }
+        }
+        if let (Some(m), Some(config)) = (model, ctx.config.as_ref()) {
+            if self.governance.has_budget(&caller) && config.prices.price(&[m]).is_none() {
+                return Err(unpriced(m));
             }
         }
         ctx.rate = self.governance.admit(&caller).await?.rate;

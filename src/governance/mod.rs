@@ -479,6 +479,13 @@ impl Governance {
         }
     }
 
+    /// The caller's key or user has a budget (that unpriced models would bypass).
+    pub fn has_budget(&self, caller: &Caller) -> bool {
+        self.records.is_some()
+            && (caller.policy.as_ref().is_some_and(|p| p.budget.is_some())
+                || self.snapshot.load().user_budgets.contains_key(&caller.user))
+    }
+
     fn check_budgets(&self, caller: &Caller) -> Result<(), GatewayError> {
         if self.records.is_none() {
             return Ok(());
