@@ -467,6 +467,13 @@ pub fn admin(cmd: AdminCmd) -> ExitCode {
                 audit(&store, event("admin_totp_setup", &actor(), &account, serde_json::json!({}))).await;
                 println!("{uri}");
                 eprintln!("add this URI to an authenticator app (it replaces any earlier secret); admin calls need its codes in x-switchyard-totp");
+                if !store.seals_secrets() {
+                    eprintln!(
+                        "WARNING: the TOTP secret is stored in PLAIN TEXT: set {} (openssl rand -hex 32) or the systemd credential {} to encrypt it, for this command and the gateway",
+                        crate::store::secret_key::ENV,
+                        crate::store::secret_key::CREDENTIAL
+                    );
+                }
                 ExitCode::SUCCESS
             }
             AdminCmd::TotpCode { store } => {

@@ -730,10 +730,14 @@ impl ProxyHttp for Gateway {
         }
         if let Some(usage) = ctx.usage {
             let upstream = ctx.upstream_model.as_deref().unwrap_or(model);
-            ctx.cost = ctx
+            let price = ctx
                 .config
                 .as_ref()
-                .map_or(0.0, |c| c.prices.cost(&[upstream, model], &usage));
+                .and_then(|c| c.prices.price(&[upstream, model]));
+            ctx.cost = price.map_or(0.0, |p| p.cost(&usage));
+            if price.is_none() {
+                self.metrics.unpriced.with_label_values(&[provider]).inc();
+            }
             self.metrics.record_usage(provider, model, &usage, ctx.cost);
         }
         // Counted last, so a scrape that shows this request shows all of its other metrics too.

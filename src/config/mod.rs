@@ -158,19 +158,25 @@ impl Config {
             tree = serde_yaml::Value::Mapping(Default::default());
         }
         let mut problems = Vec::new();
-        env::substitute(&mut tree, lookup, &mut problems);
+        let from_env = env::substitute(&mut tree, lookup, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
+        // Problems name the variable a value came from, never the value (it may be a
+        // secret put in the wrong field).
+        let named = |mut problems: Vec<Problem>| {
+            env::redact(&mut problems, &from_env);
+            ConfigErrors(problems)
+        };
         let raw: raw::RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            ConfigErrors(vec![Problem::new(
+            named(vec![Problem::new(
                 path,
                 redact_serde_message(&e.into_inner().to_string()),
             )])
         })?;
-        Self::from_raw(raw)
+        Self::from_raw(raw).map_err(|e| named(e.0))
     }
 
     /// Validates the raw tree, reporting every problem at once.
@@ -258,6 +264,7 @@ fn validate_governance(
         refresh: Duration::from_secs(raw.auth.refresh_seconds.clamp(1, 3600)),
         redis,
         audit_file: raw.audit.file.clone().filter(|s| !s.trim().is_empty()),
+        audit_retention_days: raw.audit.retention_days,
     }
 }
 

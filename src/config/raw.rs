@@ -55,12 +55,28 @@ pub struct RawAdmin {
     pub totp: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// Append audit JSON lines to this file instead of stderr.
     #[serde(default)]
     pub file: Option<String>,
+    /// Audit rows older than this many days are deleted from the store (0: never).
+    #[serde(default = "default_audit_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_audit_retention_days() -> u32 {
+    90
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            file: None,
+            retention_days: default_audit_retention_days(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
