@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod ctx;
 pub mod errors;
 pub mod forward;

@@ -89,6 +89,8 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     pub pid_file: String,
     pub tls: Option<TlsListener>,
+    /// `server.cors`: `None` when off.
+    pub cors: Option<std::sync::Arc<crate::cors::CorsPolicy>>,
 }
 
 /// Limits on what clients may send and hold (`server.max_header_*`, `max_connections`,
@@ -443,6 +445,10 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             key_file: t.key_file.clone(),
             client_ca_file: t.client_ca_file.clone(),
         }),
+        cors: raw
+            .cors
+            .as_ref()
+            .and_then(|c| crate::cors::CorsPolicy::from_raw(c, problems)),
     }
 }
 
