@@ -203,15 +203,23 @@ impl Config {
 /// `auth.store` of the file at `path` (with `${VAR}` substituted), for the command-line
 /// tools, without validating (or needing the secrets of) the rest of the file.
 pub fn store_url_from_file(path: &Path) -> Result<crate::store::StoreUrl, String> {
+    const HOW: &str = "give the store with --store sqlite:PATH or --store postgres://... \
+                       (or SWITCHYARD_STORE), or set auth.store in the configuration file \
+                       named by -c (default conf/gateway.yaml)";
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| format!("no store: cannot read {}: {e}; {HOW}", path.display()))?;
     let tree: serde_yaml::Value = serde_yaml::from_str(&text)
         .map_err(|e| format!("{}: invalid YAML: {e}", path.display()))?;
     let mut store = tree
         .get("auth")
         .and_then(|a| a.get("store"))
         .cloned()
-        .ok_or_else(|| format!("{}: auth.store is not set", path.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "no store: auth.store is not set in {}; {HOW}",
+                path.display()
+            )
+        })?;
     let mut problems = Vec::new();
     env::substitute(&mut store, &|name| std::env::var(name).ok(), &mut problems);
     if let Some(p) = problems.first() {
