@@ -149,6 +149,7 @@ pub async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> pingora::
         Ok(headers) => {
             let mut h = header(204, "application/json", ctx)?;
             h.remove_header(&header::CONTENT_TYPE);
+            h.remove_header(&header::ACCESS_CONTROL_EXPOSE_HEADERS); // for real answers only
             for (k, v) in headers {
                 h.insert_header(k, v)?;
             }

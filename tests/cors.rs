@@ -83,6 +83,7 @@ async fn preflight_is_answered_before_authentication() {
     );
     assert_eq!(header(&resp, "access-control-max-age"), Some("900"));
     assert_eq!(header(&resp, "access-control-allow-credentials"), None);
+    assert_eq!(header(&resp, "access-control-expose-headers"), None);
     assert!(varies_on_origin(&resp));
     assert!(resp.bytes().await.unwrap().is_empty());
 }
