@@ -31,6 +31,8 @@ pub enum KeysCmd {
     Create {
         #[command(flatten)]
         store: StoreArgs,
+        /// Who the key is for: budgets (`users budget`), usage reports and the access log
+        /// are per user; one user may hold several keys.
         #[arg(long)]
         user: String,
         /// Allowed models, comma-separated globs (`gpt-*,claude-*`); default all.
@@ -156,6 +158,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// `n thing` / `n things`, for messages.
+pub fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
 
 async fn open(args: &StoreArgs) -> Result<Store, String> {

@@ -17,6 +17,8 @@ pub enum RouteKind {
     Unclassified,
     Health,
     Ready,
+    /// A CORS preflight answered before authentication.
+    Preflight,
     Models,
     Unified(switchyard_filters::Endpoint),
     Passthrough,
@@ -29,6 +31,7 @@ impl RouteKind {
             RouteKind::Unclassified => "unclassified",
             RouteKind::Health => "health",
             RouteKind::Ready => "ready",
+            RouteKind::Preflight => "preflight",
             RouteKind::Models => "models",
             RouteKind::Unified(e) => e.as_str(),
             RouteKind::Passthrough => "passthrough",
@@ -85,6 +88,8 @@ pub struct RequestCtx {
     pub config: Option<Arc<crate::config::Config>>,
     /// One of the key's stream slots, held while a streaming request runs.
     pub stream_slot: Option<crate::limits::StreamSlot>,
+    /// `server.cors` headers for this request's responses (`None`: CORS off).
+    pub cors: Option<crate::cors::CorsDecision>,
     _in_flight: InFlight,
 }
 
@@ -111,6 +116,7 @@ impl RequestCtx {
             rate: None,
             config: None,
             stream_slot: None,
+            cors: None,
             _in_flight: InFlight::new(metrics),
         }
     }

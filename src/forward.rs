@@ -711,6 +711,9 @@ impl Forwarder<'_> {
         }
         h.insert_header("x-switchyard-request-id", ctx.request_id.as_str())
             .map_err(io)?;
+        if let Some(cors) = &ctx.cors {
+            cors.apply_to_upstream(&mut h).map_err(io)?;
+        }
         if let Some(pt) = ctx.passthrough.as_mut() {
             pt.observe_response(resp);
         }

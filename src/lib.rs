@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod content_coding;
+pub mod cors;
 pub mod ctx;
 pub mod errors;
 pub mod forward;

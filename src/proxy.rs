@@ -444,9 +444,19 @@ impl ProxyHttp for Gateway {
                 .get("x-request-id")
                 .map(|v| v.as_bytes()),
         );
-        let limits = self.config.load().server.limits;
+        let (limits, cors) = {
+            let config = self.config.load();
+            (config.server.limits, config.server.cors.clone())
+        };
+        if let Some(cors) = cors {
+            ctx.cors = Some(cors.decide(&session.req_header().headers));
+        }
         if let Err(e) = crate::limits::check_request_header(session, &limits) {
             respond::error(session, ctx, &e).await?;
+            return Ok(true);
+        }
+        if ctx.cors.is_some() && crate::cors::is_preflight(session.req_header()) {
+            respond::preflight(session, ctx).await?;
             return Ok(true);
         }
         match self.route(session, ctx).await {
@@ -539,6 +549,9 @@ impl ProxyHttp for Gateway {
         if let Some(pt) = ctx.passthrough.as_mut() {
             pt.observe_response(resp);
             resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
+            if let Some(cors) = &ctx.cors {
+                cors.apply_to_upstream(resp)?;
+            }
             if let Some(rate) = &ctx.rate {
                 for (k, v) in rate.headers() {
                     resp.insert_header(k, v)?;

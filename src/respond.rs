@@ -68,6 +68,9 @@ pub fn header(
     if let Some(v) = ctx.dropped_params.as_deref().and_then(value) {
         map.insert(DROPPED_PARAMS, v);
     }
+    if let Some(cors) = &ctx.cors {
+        cors.apply_to_map(map);
+    }
     Ok(ResponseHeader::from(parts))
 }
 
@@ -133,6 +136,32 @@ pub async fn error(
     }
     ctx.error = Some(e.clone());
     full(session, ctx, h, Bytes::from(e.body())).await
+}
+
+/// Answers a CORS preflight (`server.cors`, checked before authentication): 204 with the
+/// CORS headers, or 403 without them when the origin, method or a header is not allowed.
+pub async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    ctx.route = crate::ctx::RouteKind::Preflight;
+    let Some(cors) = ctx.cors.as_mut() else {
+        return Ok(());
+    };
+    match cors.preflight(&session.req_header().headers) {
+        Ok(headers) => {
+            let mut h = header(204, "application/json", ctx)?;
+            h.remove_header(&header::CONTENT_TYPE);
+            h.remove_header(&header::ACCESS_CONTROL_EXPOSE_HEADERS); // for real answers only
+            for (k, v) in headers {
+                h.insert_header(k, v)?;
+            }
+            h.insert_header(header::VARY, crate::cors::CorsDecision::preflight_vary())?;
+            ctx.status = Some(204);
+            session.write_response_header(Box::new(h), true).await
+        }
+        Err(refusal) => {
+            cors.refuse();
+            error(session, ctx, &GatewayError::Forbidden(refusal.message())).await
+        }
+    }
 }
 
 /// Starts a streamed (SSE) response; body chunks follow with `write_response_body`.

@@ -369,3 +369,66 @@ fn a_taken_port_stops_the_gateway_with_an_error() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(taken);
 }
+
+#[test]
+fn check_counts_in_the_singular_too() {
+    let dir = temp_dir("singular");
+    let cfg = write_config(
+        &dir,
+        "one.yaml",
+        &format!("auth: {{keys: [{{user: a, key: {GATEWAY_KEY}}}]}}\nproviders: {{mock: {{}}}}\n"),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("(1 provider, 1 key)"), "{stdout}");
+}
+
+#[test]
+fn keys_without_a_store_say_how_to_give_one() {
+    let dir = temp_dir("nostore");
+    let cfg = write_config(
+        &dir,
+        "nostore.yaml",
+        &format!("auth: {{keys: [{{user: a, key: {GATEWAY_KEY}}}]}}\n"),
+    );
+    for args in [
+        vec!["keys", "list", "-c", cfg.to_str().unwrap()],
+        vec!["keys", "list", "-c", "/nonexistent/gateway.yaml"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("SWITCHYARD_STORE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("--store sqlite:PATH") && err.contains("auth.store"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn keys_create_help_describes_every_option() {
+    let out = Command::new(BIN)
+        .args(["keys", "create", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let at = help
+        .find("--user <USER>")
+        .unwrap_or_else(|| panic!("no --user in:\n{help}"));
+    let after = &help[at + "--user <USER>".len()..];
+    // The description: on the same line or the next, before the next option.
+    let description = &after[..after.find("\n  -").unwrap_or(after.len())];
+    assert!(
+        description.trim().len() > 10,
+        "--user has no description:\n{help}"
+    );
+}

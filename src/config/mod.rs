@@ -89,6 +89,8 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     pub pid_file: String,
     pub tls: Option<TlsListener>,
+    /// `server.cors`: `None` when off.
+    pub cors: Option<std::sync::Arc<crate::cors::CorsPolicy>>,
 }
 
 /// Limits on what clients may send and hold (`server.max_header_*`, `max_connections`,
@@ -207,15 +209,23 @@ impl Config {
 /// `auth.store` of the file at `path` (with `${VAR}` substituted), for the command-line
 /// tools, without validating (or needing the secrets of) the rest of the file.
 pub fn store_url_from_file(path: &Path) -> Result<crate::store::StoreUrl, String> {
+    const HOW: &str = "give the store with --store sqlite:PATH or --store postgres://... \
+                       (or SWITCHYARD_STORE), or set auth.store in the configuration file \
+                       named by -c (default conf/gateway.yaml)";
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| format!("no store: cannot read {}: {e}; {HOW}", path.display()))?;
     let tree: serde_yaml::Value = serde_yaml::from_str(&text)
         .map_err(|e| format!("{}: invalid YAML: {e}", path.display()))?;
     let mut store = tree
         .get("auth")
         .and_then(|a| a.get("store"))
         .cloned()
-        .ok_or_else(|| format!("{}: auth.store is not set", path.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "no store: auth.store is not set in {}; {HOW}",
+                path.display()
+            )
+        })?;
     let mut problems = Vec::new();
     env::substitute(&mut store, &|name| std::env::var(name).ok(), &mut problems);
     if let Some(p) = problems.first() {
@@ -450,6 +460,10 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             key_file: t.key_file.clone(),
             client_ca_file: t.client_ca_file.clone(),
         }),
+        cors: raw
+            .cors
+            .as_ref()
+            .and_then(|c| crate::cors::CorsPolicy::from_raw(c, problems)),
     }
 }
 

@@ -140,6 +140,62 @@ pub struct RawServer {
     pub upgrade_sock: String,
     #[serde(default = "default_pid_file")]
     pub pid_file: String,
+    /// Cross-origin requests from browsers; absent: off (no CORS headers, preflights need a key).
+    #[serde(default)]
+    pub cors: Option<RawCors>,
+}
+
+/// `server.cors` (see `crate::cors`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Serialized origins (`https://app.example.com`), or `["*"]` for any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default = "default_cors_methods")]
+    pub allowed_methods: Vec<String>,
+    /// `["*"]` (default): whatever the preflight asks for, `Authorization` included.
+    #[serde(default = "star")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers scripts may read.
+    #[serde(default = "default_cors_expose")]
+    pub expose_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default = "default_cors_max_age", deserialize_with = "number")]
+    pub max_age_seconds: u64,
+    /// Let browsers send cookies / client certificates and read the answer
+    /// (`Access-Control-Allow-Credentials: true`); not with `*` anywhere.
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+fn default_cors_methods() -> Vec<String> {
+    vec!["GET".into(), "POST".into()]
+}
+fn star() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_cors_expose() -> Vec<String> {
+    [
+        "x-request-id",
+        "x-switchyard-request-id",
+        "x-switchyard-provider",
+        "x-switchyard-model",
+        "x-switchyard-attempts",
+        "x-switchyard-dropped-params",
+        "retry-after",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_cors_max_age() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +241,7 @@ impl Default for RawServer {
             upgrade_sock: default_upgrade_sock(),
             pid_file: default_pid_file(),
             tls: None,
+            cors: None,
         }
     }
 }
