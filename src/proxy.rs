@@ -629,7 +629,9 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[limit])
                 .inc();
         }
-        if let Some(kind) = ctx
+        if ctx.provider_error_counted {
+            // The unified API counted each failed attempt as it happened.
+        } else if let Some(kind) = ctx
             .error
             .as_ref()
             .and_then(GatewayError::provider_error_type)

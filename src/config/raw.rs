@@ -290,6 +290,11 @@ pub struct RawProvider {
     /// Active health check: a cheap authenticated GET at an interval.
     #[serde(default)]
     pub health_check: Option<RawHealthCheck>,
+    /// Model names this provider serves under their own names: they route here (after
+    /// `model_mappings`, before `routing.patterns`) and are listed by `/v1/models`. The mock
+    /// declares `mock-fast` and `mock-embed` unless this is set.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,11 +1,12 @@
 //! Routing: which providers serve a model, in what order, and how hard to try.
 //!
-//! A model resolves through `model_mappings` (exact names) first, then `routing.patterns`
-//! (regular expressions, first match wins; the model name passes through unchanged). The
-//! result is a [`Plan`]: the candidates in the order they are tried — the balancing choice
+//! A model resolves through `model_mappings` (exact names) first, then the model lists
+//! providers declare (`providers.<name>.models`), then `routing.patterns` (regular
+//! expressions, first match wins); declared and pattern-routed names pass through unchanged.
+//! The result is a [`Plan`]: the candidates in the order they are tried — the balancing choice
 //! among the model's providers first, then (with fallback) the model's other providers, its
-//! own `fallback` list and `routing.fallback.providers` — plus the retry and timeout policy.
-//! Providers whose circuit is open ([`health`]) are skipped.
+//! own `fallback` list and those of `routing.fallback.providers` that can serve the model —
+//! plus the retry and timeout policy. Providers whose circuit is open ([`health`]) are skipped.
 
 pub mod health;
 
@@ -191,11 +192,18 @@ pub struct Router {
     mappings: HashMap<String, Mapping>,
     /// Mapping names in config order, for `/v1/models`.
     names: Vec<String>,
+    /// Model names providers declare (`providers.<name>.models`), with every provider that
+    /// declares each, in registry order (the first serves it; the others may be fallbacks).
+    declared: HashMap<String, Vec<Arc<Provider>>>,
+    /// Declared names in registry order, for `/v1/models`.
+    declared_names: Vec<String>,
     patterns: Vec<Pattern>,
     /// `routing.fallback.providers` when fallback is enabled.
     global_fallback: Vec<Arc<Provider>>,
     fallback_enabled: bool,
     pub policy: Policy,
+    /// When this routing table was built (Unix seconds): `created` in `/v1/models`.
+    pub created: u64,
 }
 
 /// One provider to try for a request.
@@ -382,6 +390,26 @@ impl Router {
                 },
             );
         }
+        let mut declared: HashMap<String, Vec<Arc<Provider>>> = HashMap::new();
+        let mut declared_names = Vec::new();
+        for provider in providers.iter() {
+            for (i, model) in provider.models.iter().enumerate() {
+                if model.trim().is_empty() {
+                    problems.push(Problem::new(
+                        format!("providers.{}.models[{i}]", provider.name),
+                        "must be a model name",
+                    ));
+                    continue;
+                }
+                let by = declared.entry(model.clone()).or_default();
+                if by.is_empty() {
+                    declared_names.push(model.clone());
+                }
+                if !by.iter().any(|p| p.name == provider.name) {
+                    by.push(provider.clone());
+                }
+            }
+        }
         let mut patterns = Vec::new();
         for (i, p) in routing.patterns.iter().enumerate() {
             let path = format!("routing.patterns[{i}]");
@@ -468,10 +496,15 @@ impl Router {
         Router {
             mappings: mapping_table,
             names,
+            declared,
+            declared_names,
             patterns,
             global_fallback,
             fallback_enabled: routing.fallback.enabled,
             policy,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs().max(1)),
         }
     }
 
@@ -481,6 +514,12 @@ impl Router {
             return Ok(Resolved {
                 provider: &t.provider,
                 upstream_model: t.upstream_model.as_deref().unwrap_or(model),
+            });
+        }
+        if let Some(provider) = self.declared.get(model).and_then(|by| by.first()) {
+            return Ok(Resolved {
+                provider,
+                upstream_model: model,
             });
         }
         if let Some(p) = self.patterns.iter().find(|p| p.regex.is_match(model)) {
@@ -528,6 +567,12 @@ impl Router {
             }
             candidates.extend(m.fallback.iter().map(candidate));
             hedge_after = m.hedge_after;
+        } else if let Some(provider) = self.declared.get(model).and_then(|by| by.first()) {
+            candidates.push(Candidate {
+                provider,
+                upstream_model: model,
+                options: TargetOptions::NONE,
+            });
         } else if let Some(p) = self.patterns.iter().find(|p| p.regex.is_match(model)) {
             candidates.push(Candidate {
                 provider: &p.provider,
@@ -538,11 +583,18 @@ impl Router {
             return Err(self.not_found(model));
         }
         if self.fallback_enabled {
-            candidates.extend(self.global_fallback.iter().map(|provider| Candidate {
-                provider,
-                upstream_model: model,
-                options: TargetOptions::NONE,
-            }));
+            // Only providers that know this model (a mapping's own providers are in already):
+            // its name sent anywhere else earns a 400 that would hide the real failure.
+            candidates.extend(
+                self.global_fallback
+                    .iter()
+                    .filter(|p| self.knows(p, model))
+                    .map(|provider| Candidate {
+                        provider,
+                        upstream_model: model,
+                        options: TargetOptions::NONE,
+                    }),
+            );
         }
         let mut seen = Vec::with_capacity(candidates.len());
         candidates.retain(|c| {
@@ -565,6 +617,18 @@ impl Router {
             candidates,
             hedge_after,
         })
+    }
+
+    /// Whether `provider` serves `model` under that name through a declared model list or a
+    /// pattern (mapped models name their providers and fallbacks themselves).
+    fn knows(&self, provider: &Provider, model: &str) -> bool {
+        self.declared
+            .get(model)
+            .is_some_and(|by| by.iter().any(|p| p.name == provider.name))
+            || self
+                .patterns
+                .iter()
+                .any(|p| p.provider.name == provider.name && p.regex.is_match(model))
     }
 
     /// The index of the target that takes the first attempt.
@@ -615,19 +679,28 @@ impl Router {
         }
     }
 
-    /// The mapped model names with the provider that serves each by default.
+    /// Every model name a caller can use by name — the mappings, then the names providers
+    /// declare — with the provider that serves each by default (pattern-routed names cannot
+    /// be listed).
     pub fn listed_models(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.names.iter().filter_map(|n| {
+        let mapped = self.names.iter().filter_map(|n| {
             let t = self.mappings.get(n)?.targets.first()?;
             Some((n.as_str(), &*t.provider.name))
-        })
+        });
+        let declared = self
+            .declared_names
+            .iter()
+            .filter(|n| !self.mappings.contains_key(*n))
+            .filter_map(|n| Some((n.as_str(), &*self.declared.get(n)?.first()?.name)));
+        mapped.chain(declared)
     }
 
-    /// Up to three mapped names within a small edit distance of `model`.
+    /// Up to three mapped or declared names within a small edit distance of `model`.
     fn close_names(&self, model: &str) -> Vec<String> {
         let mut scored: Vec<(usize, &String)> = self
             .names
             .iter()
+            .chain(&self.declared_names)
             .map(|n| {
                 (
                     edit_distance(&n.to_ascii_lowercase(), &model.to_ascii_lowercase()),
@@ -741,7 +814,8 @@ model_mappings:
         let h = HealthRegistry::default();
         let c = router("routing:\n  fallback: {enabled: true, providers: [mock, b]}\n");
         let plan = c.router.plan("m", None, &h).unwrap();
-        let expected = [("a", "m-a"), ("b", "m-b"), ("c", "m"), ("mock", "m")];
+        // `mock` has no way of knowing `m`: never a candidate for it.
+        let expected = [("a", "m-a"), ("b", "m-b"), ("c", "m")];
         assert_eq!(
             names(&plan),
             expected
@@ -751,6 +825,65 @@ model_mappings:
         // Without global fallback only the mapping's own list follows the default.
         let c = router("");
         assert_eq!(names(&c.router.plan("m", None, &h).unwrap()).len(), 2);
+    }
+
+    /// Issue 20.1: `routing.fallback.providers` only serve a model they know — by a mapping
+    /// entry, a declared model list or a pattern — never a name sent to them blindly.
+    #[test]
+    fn global_fallback_only_offers_providers_that_know_the_model() {
+        let yaml = r#"
+providers:
+  openai: {endpoint: "http://127.0.0.1:1", auth: {method: api_key, config: {api_key: sk-x}}}
+  bedrock: {region: us-east-1, endpoint: "http://127.0.0.1:4", auth: {method: static, config: {access_key_id: AKIDEXAMPLE, secret_access_key: x}}}
+  anthropic: {endpoint: "http://127.0.0.1:2", models: [claude-x], auth: {method: api_key, config: {api_key: sk-x}}}
+  backup: {type: openai, endpoint: "http://127.0.0.1:3", auth: {method: api_key, config: {api_key: sk-x}}}
+model_mappings:
+  gpt-4o: {providers: {openai: {}}}
+  both: {default_provider: openai, providers: {openai: {}, bedrock: {model: amazon.nova-lite-v1:0}}}
+routing:
+  patterns:
+    - {pattern: "^gpt-", default_provider: openai}
+    - {pattern: "^gpt-4o$", default_provider: backup}
+    - {pattern: "^claude-", default_provider: bedrock}
+  fallback: {enabled: true, providers: [bedrock, anthropic, backup]}
+"#;
+        let c = Config::parse(yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let h = HealthRegistry::default();
+        let plan = |model| names(&c.router.plan(model, None, &h).unwrap());
+        let pair = |p: &str, m: &str| (p.to_string(), m.to_string());
+        // Mapped to openai only; `backup` has a pattern for it, bedrock/anthropic nothing.
+        assert_eq!(
+            plan("gpt-4o"),
+            vec![pair("openai", "gpt-4o"), pair("backup", "gpt-4o")]
+        );
+        // Pattern-routed: no other provider knows it.
+        assert_eq!(plan("gpt-3.5-turbo"), vec![pair("openai", "gpt-3.5-turbo")]);
+        // Declared by anthropic, matched by bedrock's pattern: both may serve it.
+        assert_eq!(
+            plan("claude-x"),
+            vec![pair("anthropic", "claude-x"), pair("bedrock", "claude-x")]
+        );
+        // A mapping entry makes a global fallback provider a candidate under its own name.
+        assert_eq!(
+            plan("both"),
+            vec![
+                pair("openai", "both"),
+                pair("bedrock", "amazon.nova-lite-v1:0")
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_models_route_and_are_listed_after_mappings() {
+        let c = router("");
+        let r = c.router.resolve("mock-fast").unwrap();
+        assert_eq!((&*r.provider.name, r.upstream_model), ("mock", "mock-fast"));
+        let listed: Vec<_> = c.router.listed_models().collect();
+        assert_eq!(
+            listed,
+            vec![("m", "a"), ("mock-fast", "mock"), ("mock-embed", "mock")]
+        );
+        assert!(c.router.created > 1_700_000_000);
     }
 
     #[test]
