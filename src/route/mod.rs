@@ -771,6 +771,27 @@ routing:
         assert_eq!(&*c.router.resolve("mock-x").unwrap().provider.name, "mock");
     }
 
+    /// Issue 20.6: the demo answers the model names OpenAI clients (the SDK's examples,
+    /// LangChain's `ChatOpenAI` and `OpenAIEmbeddings`) use by default, and lists the mock's.
+    #[test]
+    fn the_demo_serves_the_names_clients_default_to() {
+        let text = include_str!("../../conf/demo.yaml");
+        let c = Config::parse(text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let defaults = [
+            "text-embedding-ada-002",
+            "text-embedding-3-small",
+            "gpt-4o",
+            "gpt-4.1-mini",
+            "gpt-4o-mini",
+            "gpt-3.5-turbo",
+        ];
+        let listed: Vec<&str> = c.router.listed_models().map(|(id, _)| id).collect();
+        for model in defaults.iter().chain(&["mock-fast", "mock-embed"]) {
+            assert_eq!(&*c.router.resolve(model).unwrap().provider.name, "mock");
+            assert!(listed.contains(model), "{model} missing from {listed:?}");
+        }
+    }
+
     #[test]
     fn unknown_models_get_suggestions() {
         let c = config();
