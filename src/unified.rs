@@ -10,7 +10,7 @@ use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use switchyard_filters::chat::embeddings::EmbeddingsRequest;
-use switchyard_filters::chat::ChatRequest;
+use switchyard_filters::chat::{request as chat_request, ChatRequest};
 use switchyard_filters::openai::{parse_request, ParsedRequest};
 use switchyard_filters::translate::{self, AnswerFormat};
 use switchyard_filters::{mock, openai_upstream, Endpoint, InvalidRequest};
@@ -64,6 +64,10 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let raw = read_body(session, config.server.max_request_body_bytes).await?;
         let parsed = parse_request(endpoint, &raw)?;
+        if endpoint != Endpoint::Embeddings {
+            // Every provider (the mock and OpenAI included) refuses out-of-range values alike.
+            chat_request::validate(&parsed)?;
+        }
         if parsed.summary.stream {
             self.take_stream_slot(config, ctx)?;
         }
