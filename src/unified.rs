@@ -24,7 +24,7 @@ use crate::providers::{Provider, ProviderKind, Upstream};
 use crate::proxy::{read_body, Gateway};
 use crate::respond;
 use crate::route::health::{Admission, ProviderHealth};
-use crate::route::{Candidate, Plan, Policy};
+use crate::route::{Candidate, Demand, Plan, Policy};
 use crate::translation::{self, Shape, Translation};
 use percent_encoding::utf8_percent_encode;
 
@@ -77,9 +77,19 @@ impl Gateway {
             .get("x-switchyard-provider")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let plan = config
-            .router
-            .plan(&parsed.summary.model, pinned.as_deref(), &self.health)?;
+        let max_tokens = match endpoint {
+            Endpoint::Embeddings => Some(0),
+            _ => ["max_completion_tokens", "max_tokens"]
+                .iter()
+                .find_map(|k| parsed.body.get(*k).and_then(serde_json::Value::as_u64)),
+        };
+        let demand = Demand::estimate(raw.len(), max_tokens);
+        let plan = config.router.plan(
+            &parsed.summary.model,
+            pinned.as_deref(),
+            &self.health,
+            demand,
+        )?;
         let plan = self
             .govern_unified(ctx, &parsed.summary.model, plan)
             .await?; // governance

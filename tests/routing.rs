@@ -625,3 +625,41 @@ async fn the_most_telling_failure_wins_and_every_attempt_is_counted() {
     )
     .await;
 }
+
+/// Issue 20.8: `load_balancing: cheapest` sends the request to the provider with the lowest
+/// expected cost from the price table, and to the other one while the cheap one is unhealthy.
+#[tokio::test]
+async fn cheapest_prefers_the_cheaper_provider_while_it_is_healthy() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let h = healthy.clone();
+    let cheap = MockUpstream::start(move |_| {
+        if h.load(Ordering::SeqCst) {
+            ok_reply("cheap")
+        } else {
+            status_reply(503, None)
+        }
+    });
+    let dear = MockUpstream::start(|_| ok_reply("dear"));
+    let providers = openai_provider("cheap", &cheap.url()) + &openai_provider("dear", &dear.url());
+    let routes = "model_mappings:\n  m:\n    default_provider: dear\n    load_balancing: cheapest\n    providers:\n      dear: {model: m-dear}\n      cheap: {model: m-cheap}\nrouting:\n  health: {failure_threshold: 1, cooldown_seconds: 60}\npricing:\n  m-cheap: {input: 0.5, output: 1.5}\n  m-dear: {input: 5, output: 15}\n";
+    let gw = gateway_with("", &providers, routes);
+    for _ in 0..3 {
+        let r = chat(&gw, "m").await;
+        assert_eq!(header(&r, "x-switchyard-provider"), "cheap");
+        assert_eq!(content(r).await, "cheap");
+    }
+    assert!(dear.recorded().is_empty());
+
+    // The cheap one fails (its circuit opens): this request falls back, the next ones go to
+    // the other provider first.
+    healthy.store(false, Ordering::SeqCst);
+    let r = chat(&gw, "m").await;
+    assert_eq!(header(&r, "x-switchyard-provider"), "dear");
+    let calls_to_cheap = cheap.recorded().len();
+    for _ in 0..2 {
+        let r = chat(&gw, "m").await;
+        assert_eq!(header(&r, "x-switchyard-attempts"), "1");
+        assert_eq!(content(r).await, "dear");
+    }
+    assert_eq!(cheap.recorded().len(), calls_to_cheap, "skipped while open");
+}

@@ -518,6 +518,9 @@ pub struct RawLoadBalancing {
     pub enabled: bool,
     #[serde(default = "round_robin")]
     pub strategy: String,
+    /// `cheapest`: the output tokens expected of a request that sets no `max_tokens`.
+    #[serde(default = "default_output_tokens", deserialize_with = "number")]
+    pub default_output_tokens: u64,
 }
 
 impl Default for RawLoadBalancing {
@@ -525,8 +528,13 @@ impl Default for RawLoadBalancing {
         Self {
             enabled: false,
             strategy: round_robin(),
+            default_output_tokens: default_output_tokens(),
         }
     }
+}
+
+fn default_output_tokens() -> u64 {
+    256
 }
 
 fn round_robin() -> String {

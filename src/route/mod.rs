@@ -20,6 +20,7 @@ use regex::Regex;
 use crate::config::raw::{RawMapping, RawRouting, RawTarget};
 use crate::config::Problem;
 use crate::errors::GatewayError;
+use crate::pricing::{Price, PriceTable};
 use crate::providers::{Provider, ProviderKind, ProviderRegistry};
 use health::{BreakerSettings, HealthRegistry};
 
@@ -31,15 +32,18 @@ pub enum Strategy {
     Random,
     LeastLatency,
     LeastBusy,
+    /// The lowest expected cost for the request from the price table; ties by latency.
+    Cheapest,
 }
 
 impl Strategy {
-    const NAMES: [&'static str; 5] = [
+    const NAMES: [&'static str; 6] = [
         "round_robin",
         "weighted",
         "random",
         "least_latency",
         "least_busy",
+        "cheapest",
     ];
 
     fn parse(s: &str) -> Option<Strategy> {
@@ -49,6 +53,7 @@ impl Strategy {
             "random" => Strategy::Random,
             "least_latency" => Strategy::LeastLatency,
             "least_busy" => Strategy::LeastBusy,
+            "cheapest" => Strategy::Cheapest,
             _ => return None,
         })
     }
@@ -111,6 +116,27 @@ pub struct Target {
     pub upstream_model: Option<Arc<str>>,
     pub weight: u32,
     pub options: TargetOptions,
+    /// Its price (upstream model name first, then the client's), for `cheapest`.
+    pub price: Option<Price>,
+}
+
+/// What a request is expected to consume, for the `cheapest` strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand {
+    pub input_tokens: u64,
+    /// The request's `max_tokens`; None: `routing.load_balancing.default_output_tokens`.
+    pub output_tokens: Option<u64>,
+}
+
+impl Demand {
+    /// An estimate from the request body's size (about four bytes a token, the usual rule of
+    /// thumb for English text and JSON; no tokenizer on the hot path) and its `max_tokens`.
+    pub fn estimate(body_bytes: usize, max_tokens: Option<u64>) -> Demand {
+        Demand {
+            input_tokens: (body_bytes as u64).div_ceil(4),
+            output_tokens: max_tokens,
+        }
+    }
 }
 
 /// Per-mapping settings that change how a request is translated for one provider.
@@ -201,6 +227,8 @@ pub struct Router {
     /// `routing.fallback.providers` when fallback is enabled.
     global_fallback: Vec<Arc<Provider>>,
     fallback_enabled: bool,
+    /// `routing.load_balancing.default_output_tokens`.
+    default_output_tokens: u64,
     pub policy: Policy,
     /// When this routing table was built (Unix seconds): `created` in `/v1/models`.
     pub created: u64,
@@ -236,6 +264,7 @@ impl Router {
         mappings: &BTreeMap<String, RawMapping>,
         routing: &RawRouting,
         providers: &ProviderRegistry,
+        prices: &PriceTable,
         problems: &mut Vec<Problem>,
     ) -> Router {
         let lookup = |name: &str,
@@ -331,11 +360,13 @@ impl Router {
                     &format!("{path}.providers.{name}"),
                     problems,
                 );
+                let price = prices.price(&[upstream_model.as_deref().unwrap_or(model), model]);
                 targets.push(Target {
                     provider,
                     upstream_model,
                     weight: t.weight.unwrap_or(1).max(1),
                     options,
+                    price,
                 });
             }
             let fallback = m
@@ -365,6 +396,7 @@ impl Router {
                         upstream_model,
                         weight: 1,
                         options,
+                        price: None, // only balancing among a mapping's own providers prices them
                     })
                 })
                 .collect();
@@ -501,6 +533,7 @@ impl Router {
             patterns,
             global_fallback,
             fallback_enabled: routing.fallback.enabled,
+            default_output_tokens: routing.load_balancing.default_output_tokens,
             policy,
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -539,12 +572,14 @@ impl Router {
     }
 
     /// The ordered candidates for a request. `pinned` is the caller's
-    /// `x-switchyard-provider`, which must be one of the model's providers.
+    /// `x-switchyard-provider`, which must be one of the model's providers; `demand` is what
+    /// the request is expected to consume (for `cheapest`).
     pub fn plan<'a>(
         &'a self,
         model: &'a str,
         pinned: Option<&str>,
         health: &HealthRegistry,
+        demand: Demand,
     ) -> Result<Plan<'a>, GatewayError> {
         let candidate = |t: &'a Target| Candidate {
             provider: &t.provider,
@@ -554,7 +589,7 @@ impl Router {
         let mut candidates: Vec<Candidate<'a>> = Vec::new();
         let mut hedge_after = None;
         if let Some(m) = self.mappings.get(model) {
-            let first = self.choose(m, health);
+            let first = self.choose(m, health, demand);
             candidates.push(candidate(&m.targets[first]));
             if self.fallback_enabled || m.strategy.is_some() || m.hedge_after.is_some() {
                 candidates.extend(
@@ -632,7 +667,7 @@ impl Router {
     }
 
     /// The index of the target that takes the first attempt.
-    fn choose(&self, m: &Mapping, health: &HealthRegistry) -> usize {
+    fn choose(&self, m: &Mapping, health: &HealthRegistry, demand: Demand) -> usize {
         let n = m.targets.len();
         let Some(strategy) = m.strategy.filter(|_| n > 1) else {
             return 0;
@@ -676,6 +711,26 @@ impl Router {
                 .iter()
                 .min_by_key(|&&i| health.get(&m.targets[i].provider.name).in_flight())
                 .unwrap_or(&0),
+            Strategy::Cheapest => {
+                let output = demand.output_tokens.unwrap_or(self.default_output_tokens);
+                // Unpriced providers come after every priced one.
+                let cost = |i: usize| {
+                    m.targets[i].price.map_or(f64::INFINITY, |p| {
+                        demand.input_tokens as f64 * p.input_per_million
+                            + output as f64 * p.output_per_million
+                    })
+                };
+                let latency = |i: usize| health.get(&m.targets[i].provider.name).latency_us();
+                // The first of equals wins: config order after cost and latency.
+                *pool
+                    .iter()
+                    .min_by(|&&a, &&b| {
+                        cost(a)
+                            .total_cmp(&cost(b))
+                            .then_with(|| latency(a).total_cmp(&latency(b)))
+                    })
+                    .unwrap_or(&0)
+            }
         }
     }
 
@@ -834,7 +889,7 @@ model_mappings:
     fn fallback_order_is_mapping_then_its_list_then_global_without_duplicates() {
         let h = HealthRegistry::default();
         let c = router("routing:\n  fallback: {enabled: true, providers: [mock, b]}\n");
-        let plan = c.router.plan("m", None, &h).unwrap();
+        let plan = c.router.plan("m", None, &h, Demand::default()).unwrap();
         // `mock` has no way of knowing `m`: never a candidate for it.
         let expected = [("a", "m-a"), ("b", "m-b"), ("c", "m")];
         assert_eq!(
@@ -845,7 +900,10 @@ model_mappings:
         );
         // Without global fallback only the mapping's own list follows the default.
         let c = router("");
-        assert_eq!(names(&c.router.plan("m", None, &h).unwrap()).len(), 2);
+        assert_eq!(
+            names(&c.router.plan("m", None, &h, Demand::default()).unwrap()).len(),
+            2
+        );
     }
 
     /// Issue 20.1: `routing.fallback.providers` only serve a model they know — by a mapping
@@ -870,7 +928,7 @@ routing:
 "#;
         let c = Config::parse(yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let h = HealthRegistry::default();
-        let plan = |model| names(&c.router.plan(model, None, &h).unwrap());
+        let plan = |model| names(&c.router.plan(model, None, &h, Demand::default()).unwrap());
         let pair = |p: &str, m: &str| (p.to_string(), m.to_string());
         // Mapped to openai only; `backup` has a pattern for it, bedrock/anthropic nothing.
         assert_eq!(
@@ -911,10 +969,13 @@ routing:
     fn pinning_picks_one_of_the_models_providers_only() {
         let h = HealthRegistry::default();
         let c = router("routing:\n  fallback: {enabled: true}\n");
-        let plan = c.router.plan("m", Some("b"), &h).unwrap();
+        let plan = c
+            .router
+            .plan("m", Some("b"), &h, Demand::default())
+            .unwrap();
         assert_eq!(names(&plan), vec![("b".to_string(), "m-b".to_string())]);
         assert!(matches!(
-            c.router.plan("m", Some("mock"), &h),
+            c.router.plan("m", Some("mock"), &h, Demand::default()),
             Err(GatewayError::InvalidRequest { .. })
         ));
     }
@@ -930,12 +991,75 @@ routing:
         h.get("a").record_failure(&settings);
         for _ in 0..4 {
             assert_eq!(
-                &*c.router.plan("m", None, &h).unwrap().candidates[0]
+                &*c.router
+                    .plan("m", None, &h, Demand::default())
+                    .unwrap()
+                    .candidates[0]
                     .provider
                     .name,
                 "b"
             );
         }
+    }
+
+    fn cheapest_router(prices: &str) -> Config {
+        let yaml = format!(
+            r#"
+providers:
+  a: {{type: openai, endpoint: "http://127.0.0.1:1", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+  b: {{type: openai, endpoint: "http://127.0.0.1:2", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+  c: {{type: openai, endpoint: "http://127.0.0.1:3", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+model_mappings:
+  cm: {{default_provider: c, load_balancing: cheapest, providers: {{a: {{model: p-a}}, b: {{model: p-b}}, c: {{model: p-unpriced}}}}}}
+pricing:
+{prices}
+"#
+        );
+        Config::parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn first(c: &Config, h: &HealthRegistry, demand: Demand) -> String {
+        c.router.plan("cm", None, h, demand).unwrap().candidates[0]
+            .provider
+            .name
+            .to_string()
+    }
+
+    /// Issue 20.8: `cheapest` picks the lowest expected cost for this request's input and
+    /// output estimate; unpriced providers come last; open circuits are skipped.
+    #[test]
+    fn cheapest_picks_the_lowest_expected_cost_among_healthy_providers() {
+        let c = cheapest_router("  p-a: {input: 1, output: 10}\n  p-b: {input: 5, output: 2}");
+        let h = HealthRegistry::default();
+        let input_heavy = Demand::estimate(4000, Some(10)); // a: 1,100  b: 5,020
+        let output_heavy = Demand::estimate(40, Some(1000)); // a: 10,010  b: 2,050
+        assert_eq!(input_heavy.input_tokens, 1000);
+        assert_eq!(first(&c, &h, input_heavy), "a");
+        assert_eq!(first(&c, &h, output_heavy), "b");
+        // No max_tokens: routing.load_balancing.default_output_tokens (256) is expected.
+        assert_eq!(first(&c, &h, Demand::estimate(40, None)), "b");
+        assert_eq!(first(&c, &h, Demand::estimate(4000, None)), "a");
+        // The cheap one's circuit is open: the next cheapest, then the unpriced one.
+        let settings = BreakerSettings {
+            failure_threshold: 1,
+            cooldown: Duration::from_secs(60),
+        };
+        h.get("a").record_failure(&settings);
+        assert_eq!(first(&c, &h, input_heavy), "b");
+        h.get("b").record_failure(&settings);
+        assert_eq!(first(&c, &h, input_heavy), "c");
+    }
+
+    #[test]
+    fn cheapest_breaks_ties_by_latency() {
+        let c = cheapest_router("  p-a: {input: 1, output: 1}\n  p-b: {input: 1, output: 1}");
+        let h = HealthRegistry::default();
+        let d = Demand::estimate(400, Some(10));
+        // Nothing measured: config order (the default provider c is unpriced, so a).
+        assert_eq!(first(&c, &h, d), "a");
+        h.get("a").record_success(Duration::from_millis(80));
+        h.get("b").record_success(Duration::from_millis(20));
+        assert_eq!(first(&c, &h, d), "b");
     }
 
     #[test]
