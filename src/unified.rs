@@ -198,6 +198,7 @@ impl Run<'_> {
             {
                 Outcome::Answered => return Ok(()),
                 Outcome::Failed(f) => {
+                    self.count_failure(&f);
                     keep(&mut best, f);
                     start_at = 2;
                 }
@@ -269,7 +270,7 @@ impl Run<'_> {
     /// Counts a failed attempt in `ai_proxy_provider_errors_total` under the provider that
     /// failed (the failure the client finally gets is not counted again, see [`Self::give_up`]).
     fn count_failure(&self, f: &Failure) {
-        if let Some(kind) = f.error.provider_error_type() {
+        if let Some(kind) = f.error.provider_error_type().filter(|_| f.tried) {
             self.gw
                 .metrics
                 .provider_errors
