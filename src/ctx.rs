@@ -82,6 +82,8 @@ pub struct RequestCtx {
     pub first_byte: Option<std::time::Duration>,
     /// Upstream attempts made for this request (unified API).
     pub attempts: u32,
+    /// `error` is a failed attempt already counted in `ai_proxy_provider_errors_total`.
+    pub provider_error_counted: bool,
     /// `x-ratelimit-*` figures for a rate-limited key (on every response the gateway writes).
     pub rate: Option<crate::governance::limits::RateInfo>,
     /// The configuration snapshot this request runs on.
@@ -113,6 +115,7 @@ impl RequestCtx {
             passthrough: None,
             first_byte: None,
             attempts: 0,
+            provider_error_counted: false,
             rate: None,
             config: None,
             stream_slot: None,

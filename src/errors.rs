@@ -52,8 +52,13 @@ pub enum GatewayError {
     },
     /// 502: the upstream refused the gateway's own credential (not the caller's fault).
     UpstreamCredentialRejected { provider: String, status: u16 },
-    /// The provider's own error status, when every retry ended in it.
-    UpstreamStatus { provider: String, status: u16 },
+    /// The provider's own error status, when no attempt succeeded and this one tells the
+    /// client most (a 429 keeps the provider's `Retry-After`, in seconds).
+    UpstreamStatus {
+        provider: String,
+        status: u16,
+        retry_after: Option<u64>,
+    },
     /// 503: the provider cannot be used right now (e.g. no credential yet).
     ProviderUnavailable { provider: String, reason: String },
     /// 504: the upstream did not answer in time.
@@ -166,7 +171,9 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => Some("timeout"),
             Self::UpstreamCredentialRejected { .. } => Some("credentials"),
             Self::ProviderUnavailable { .. } => Some("unavailable"),
-            Self::UpstreamStatus { .. } => Some("upstream_status"),
+            Self::UpstreamStatus { status: 429, .. } => Some("rate_limit"),
+            Self::UpstreamStatus { status, .. } if *status >= 500 => Some("server_error"),
+            Self::UpstreamStatus { .. } => Some("client_error"),
             _ => None,
         }
     }
@@ -227,8 +234,10 @@ impl fmt::Display for GatewayError {
             Self::ProviderUnavailable { provider, reason } => {
                 write!(f, "Provider `{provider}` is unavailable: {reason}.")
             }
-            Self::UpstreamStatus { provider, status } => {
-                write!(f, "Provider `{provider}` answered HTTP {status} to every attempt.")
+            Self::UpstreamStatus {
+                provider, status, ..
+            } => {
+                write!(f, "Provider `{provider}` answered HTTP {status}; no other attempt did better.")
             }
             Self::UpstreamTimeout { provider } => {
                 write!(f, "Provider `{provider}` did not answer in time.")
@@ -303,6 +312,11 @@ mod tests {
             },
             GatewayError::UpstreamTimeout {
                 provider: "p".into(),
+            },
+            GatewayError::UpstreamStatus {
+                provider: "p".into(),
+                status: 429,
+                retry_after: Some(3),
             },
             GatewayError::Internal,
             GatewayError::Forbidden("no".into()),

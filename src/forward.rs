@@ -537,6 +537,7 @@ impl Forwarder<'_> {
                         ctx.error = Some(GatewayError::UpstreamStatus {
                             provider: provider.to_owned(),
                             status: 502,
+                            retry_after: None,
                         });
                     }
                     StreamEnd::Truncated => {

@@ -79,7 +79,7 @@ impl Metrics {
         let provider_errors = IntCounterVec::new(
             Opts::new(
                 "ai_proxy_provider_errors_total",
-                "Upstream failures by provider and error type.",
+                "Failed upstream attempts (retries and fallbacks included) by provider and error type.",
             ),
             &["provider", "error_type"],
         )

@@ -197,8 +197,16 @@ impl Gateway {
         Ok(Next::Responded)
     }
 
-    fn model_object(id: &str, owner: &str) -> serde_json::Value {
-        json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+    fn model_object(id: &str, owner: &str, created: u64) -> serde_json::Value {
+        json!({"id": id, "object": "model", "created": created, "owned_by": owner})
+    }
+
+    /// Whether the caller's key scopes allow `model`.
+    fn caller_may_use(ctx: &RequestCtx, model: &str) -> bool {
+        ctx.caller
+            .as_ref()
+            .and_then(|c| c.policy.as_ref())
+            .is_none_or(|p| p.scope.allows_model(model))
     }
 
     /// `/health/providers`: each provider's readiness, circuit state, latency and error rate.
@@ -224,10 +232,12 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Next, GatewayError> {
+        let created = config.router.created;
         let data: Vec<_> = config
             .router
             .listed_models()
-            .map(|(id, owner)| Self::model_object(id, owner))
+            .filter(|(id, _)| Self::caller_may_use(ctx, id))
+            .map(|(id, owner)| Self::model_object(id, owner, created))
             .collect();
         self.local_json(session, ctx, 200, json!({"object": "list", "data": data}))
             .await
@@ -241,7 +251,14 @@ impl Gateway {
         id: &str,
     ) -> Result<Next, GatewayError> {
         let resolved = config.router.resolve(id)?;
-        let body = Self::model_object(id, &resolved.provider.name);
+        if !Self::caller_may_use(ctx, id) {
+            // Out of the key's scopes: as absent as it is from the list.
+            return Err(GatewayError::ModelNotFound {
+                model: id.to_owned(),
+                suggestions: Vec::new(),
+            });
+        }
+        let body = Self::model_object(id, &resolved.provider.name, config.router.created);
         self.local_json(session, ctx, 200, body).await
     }
 
@@ -705,7 +722,9 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[limit])
                 .inc();
         }
-        if let Some(kind) = ctx
+        if ctx.provider_error_counted {
+            // The unified API counted each failed attempt as it happened.
+        } else if let Some(kind) = ctx
             .error
             .as_ref()
             .and_then(GatewayError::provider_error_type)

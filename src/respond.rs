@@ -123,6 +123,13 @@ pub async fn error(
     if e.status() == 401 {
         h.insert_header("www-authenticate", "Bearer")?;
     }
+    if let GatewayError::UpstreamStatus {
+        retry_after: Some(secs),
+        ..
+    } = e
+    {
+        h.insert_header("retry-after", secs.to_string())?;
+    }
     if let GatewayError::RateLimited {
         retry_after, info, ..
     } = e

@@ -596,9 +596,54 @@ async fn store_batches(env: &Env) {
     assert!(users["batch"] >= 90.0 - 1e-6);
 }
 
+/// Issue 20.6: `/v1/models` lists every usable name (mappings and the mock's declared
+/// `mock-fast`, `mock-embed`) with a real `created`, and only what the key's model scopes allow.
+async fn models_listed_by_scope(env: &Env) {
+    let list = |key: String| async move {
+        let r = client()
+            .get(format!("{}/v1/models", env.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v["data"].as_array().unwrap().clone()
+    };
+    let all = list(GATEWAY_KEY.to_owned()).await;
+    let ids: Vec<&str> = all.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gpt-4o-mini", "mock-fast", "mock-embed"]);
+    for m in &all {
+        assert!(m["created"].as_u64().unwrap() > 1_700_000_000, "{m}");
+        assert_eq!(m["owned_by"], "mock");
+    }
+
+    let (_, key) = env
+        .key(KeySpec {
+            models: vec!["mock-*".into()],
+            ..spec("dave")
+        })
+        .await;
+    let ids: Vec<String> = list(key.clone())
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["mock-fast", "mock-embed"]);
+    let get = |id: &'static str| {
+        client()
+            .get(format!("{}/v1/models/{id}", env.base))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_eq!(get("mock-fast").await.unwrap().status(), 200);
+    assert_eq!(get("gpt-4o-mini").await.unwrap().status(), 404);
+}
+
 async fn everything(store_url: &str, redis: Option<&str>) {
     let env = start(store_url, redis).await;
     store_batches(&env).await;
+    models_listed_by_scope(&env).await;
     keys_scopes_and_revocation(&env).await;
     budgets(&env).await;
     rate_limits(&env).await;

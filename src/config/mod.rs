@@ -187,8 +187,14 @@ impl Config {
         let server = validate_server(&raw.server, &mut problems);
         let keys = KeyTable::from_raw(&raw.auth.keys, &mut problems);
         let providers = ProviderRegistry::from_raw(&raw.providers, &mut problems);
-        let router = Router::from_raw(&raw.model_mappings, &raw.routing, &providers, &mut problems);
         let prices = PriceTable::with_overrides(&raw.pricing, &mut problems);
+        let router = Router::from_raw(
+            &raw.model_mappings,
+            &raw.routing,
+            &providers,
+            &prices,
+            &mut problems,
+        );
         let governance = validate_governance(&raw, &mut problems);
         let admin = validate_admin(&raw, &server, &governance, &mut problems);
         if !problems.is_empty() {

@@ -363,6 +363,11 @@ pub struct RawProvider {
     /// Active health check: a cheap authenticated GET at an interval.
     #[serde(default)]
     pub health_check: Option<RawHealthCheck>,
+    /// Model names this provider serves under their own names: they route here (after
+    /// `model_mappings`, before `routing.patterns`) and are listed by `/v1/models`. The mock
+    /// declares `mock-fast` and `mock-embed` unless this is set.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -586,6 +591,9 @@ pub struct RawLoadBalancing {
     pub enabled: bool,
     #[serde(default = "round_robin")]
     pub strategy: String,
+    /// `cheapest`: the output tokens expected of a request that sets no `max_tokens`.
+    #[serde(default = "default_output_tokens", deserialize_with = "number")]
+    pub default_output_tokens: u64,
 }
 
 impl Default for RawLoadBalancing {
@@ -593,8 +601,13 @@ impl Default for RawLoadBalancing {
         Self {
             enabled: false,
             strategy: round_robin(),
+            default_output_tokens: default_output_tokens(),
         }
     }
+}
+
+fn default_output_tokens() -> u64 {
+    256
 }
 
 fn round_robin() -> String {
