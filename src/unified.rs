@@ -62,7 +62,8 @@ impl Gateway {
         ctx: &mut RequestCtx,
         endpoint: Endpoint,
     ) -> Result<(), GatewayError> {
-        let raw = read_body(session, config.server.max_request_body_bytes).await?;
+        let deadline = ctx.body_deadline(&config.server.limits);
+        let raw = read_body(session, config.server.max_request_body_bytes, deadline).await?;
         let parsed = parse_request(endpoint, &raw)?;
         if parsed.summary.stream {
             self.take_stream_slot(config, ctx)?;
@@ -234,7 +235,16 @@ impl Run<'_> {
         let prepared = self.prepare(cand, upstream)?;
         let call = self.call(cand, upstream, prepared);
         let fw = self.forwarder(remaining);
-        match fw.open(&call).await {
+        // A client that leaves while the provider thinks cancels the call at once.
+        let opened = tokio::select! {
+            r = fw.open(&call) => r,
+            () = respond::client_gone(session) => {
+                health.release_probe();
+                ctx.log_detail = Some("client went away before the answer".into());
+                return Err(GatewayError::ClientClosed);
+            }
+        };
+        match opened {
             Ok(opened) => {
                 self.settle(session, ctx, &fw, &call, opened, health, may_retry)
                     .await

@@ -401,6 +401,7 @@ impl Governance {
                 Ok(Caller {
                     user: policy.user.clone(),
                     key_id: policy.id.clone(),
+                    concurrency: policy.concurrency,
                     policy: Some(policy.clone()),
                 })
             }
