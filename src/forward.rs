@@ -705,10 +705,8 @@ impl Forwarder<'_> {
         }
         if h.headers.contains_key("content-length") {
             ctx.status = Some(h.status.as_u16());
-            session
-                .write_response_header(Box::new(h), false)
-                .await
-                .map_err(io)?;
+            let written = session.write_response_header(Box::new(h), false).await;
+            respond::gone_on_error(ctx, written).map_err(io)?;
         } else {
             respond::start_stream(session, ctx, h).await.map_err(io)?;
         }

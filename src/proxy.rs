@@ -649,13 +649,15 @@ impl ProxyHttp for Gateway {
         crate::limits::HeaderRead::mark(prev);
     }
 
-    /// A client that goes away is routine at the edge, not an error worth a log line.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        error.esource() == &pingora::ErrorSource::Downstream
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    /// A client that goes away is routine at the edge, not an error worth a log line
+    /// (`logging` notes it at info, as status 499).
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        ctx.client_closed()
+            || error.esource() == &pingora::ErrorSource::Downstream
+                && matches!(
+                    error.etype(),
+                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                )
     }
 
     async fn fail_to_proxy(

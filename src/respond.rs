@@ -101,7 +101,8 @@ pub async fn full(
     gone_on_error(ctx, written)
 }
 
-/// Writes a piece of a started response body; a failed write records the client as gone.
+/// Writes a piece of a started response body (empty with `end`: just the end); a failed write
+/// records the client as gone.
 pub async fn body(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -114,7 +115,10 @@ pub async fn body(
 
 /// Records a failed downstream write as the client having gone (logged as 499, not as the
 /// gateway's error).
-fn gone_on_error(ctx: &mut RequestCtx, written: pingora::Result<()>) -> pingora::Result<()> {
+pub(crate) fn gone_on_error(
+    ctx: &mut RequestCtx,
+    written: pingora::Result<()>,
+) -> pingora::Result<()> {
     if let Err(e) = &written {
         ctx.error = Some(GatewayError::ClientClosed);
         ctx.log_detail = Some(format!("client went away: {}", e.etype().as_str()));

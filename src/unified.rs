@@ -666,12 +666,13 @@ async fn send_mock(
         respond::start_stream(session, ctx, h).await.map_err(io)?;
         ctx.mark_first_byte();
         for chunk in reply.chunks {
-            session
-                .write_response_body(Some(Bytes::from(chunk)), false)
+            respond::body(session, ctx, Bytes::from(chunk), false)
                 .await
                 .map_err(io)?;
         }
-        session.write_response_body(None, true).await.map_err(io)?;
+        respond::body(session, ctx, Bytes::new(), true)
+            .await
+            .map_err(io)?;
     } else {
         let body = Bytes::from(reply.chunks.concat());
         respond::full(session, ctx, h, body).await.map_err(io)?;

@@ -241,7 +241,7 @@ async fn streams_per_key_are_capped_and_released_however_they_end() {
     // 2. Normal end releases the slot.
     while first.chunk().await.unwrap().is_some() {}
     stream_accepted_within(&gw.base, Duration::from_secs(5)).await;
-    // 3. Client disconnect releases it (once the gateway notices, at its next write).
+    // 3. Client disconnect releases it (the gateway notices the close at once).
     let mut second = open_stream(&gw.base).await;
     assert_eq!(second.status(), 200);
     assert!(second.chunk().await.unwrap().is_some());
