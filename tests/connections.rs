@@ -375,3 +375,77 @@ async fn a_client_still_uploading_reads_the_early_refusal() {
     assert_eq!(status_of(&text), 401, "{text}");
     assert_eq!(envelope(&text)["error"]["code"], "invalid_api_key");
 }
+
+#[tokio::test]
+async fn config_keys_and_store_keys_carry_their_own_stream_caps() {
+    use switchyard::governance::keys::{self, KeySpec};
+    use switchyard::store::{Store, StoreUrl};
+
+    let up = MockUpstream::start(|_| slow_stream());
+    let dir = std::process::Command::new("mktemp")
+        .arg("-d")
+        .output()
+        .unwrap();
+    let dir = String::from_utf8(dir.stdout).unwrap().trim().to_owned();
+    let store_url = format!("sqlite:{dir}/switchyard.db");
+    let port = free_port();
+    // No server-wide cap: each key's own (1 stream) applies.
+    let yaml = format!(
+        r#"
+server: {{listen: "127.0.0.1:{port}", threads: 2, access_log: false}}
+auth:
+  store: "{store_url}"
+  keys:
+    - {{user: alice, key: "{GATEWAY_KEY}", max_streams: 1}}
+providers:
+  openai:
+    endpoint: "{}"
+    auth: {{method: api_key, config: {{api_key: "{UPSTREAM_KEY}"}}}}
+model_mappings:
+  gpt-4: {{default_provider: openai, providers: {{openai: {{model: gpt-4-0125-preview}}}}}}
+"#,
+        up.url()
+    );
+    let config = switchyard::config::Config::parse(&yaml, &|_| None)
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let handle = tokio::task::spawn_blocking(move || {
+        switchyard::server::GatewayHandle::start(Arc::new(config))
+    })
+    .await
+    .unwrap();
+    let store = Store::open(&StoreUrl::parse(&store_url).unwrap())
+        .await
+        .unwrap();
+    let created = keys::create(
+        &store,
+        &KeySpec {
+            user: "bob".into(),
+            max_streams: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.record.max_streams, Some(1));
+    let gov = handle.governance.clone();
+    tokio::task::spawn_blocking(move || assert!(gov.refresh_now(Duration::from_secs(10))))
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for key in [GATEWAY_KEY, created.secret.as_str()] {
+        let open = || {
+            client()
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&chat("gpt-4", true))
+                .send()
+        };
+        let mut first = open().await.unwrap();
+        assert_eq!(first.status(), 200);
+        assert!(first.chunk().await.unwrap().is_some());
+        expect_429(open().await.unwrap(), "too_many_streams").await;
+        drop(first);
+    }
+    drop(handle);
+    let _ = std::fs::remove_dir_all(&dir);
+}
