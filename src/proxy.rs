@@ -682,8 +682,16 @@ impl ProxyHttp for Gateway {
                 GatewayError::RequestTimeout
             }
             (None, _) if e.esource() == &pingora::ErrorSource::Downstream => {
-                ctx.error = Some(GatewayError::ClientClosed);
-                ctx.log_detail = Some(format!("client went away: {}", e.etype().as_str()));
+                if matches!(
+                    e.etype(),
+                    ErrorType::ConnectionClosed
+                        | ErrorType::ReadError
+                        | ErrorType::WriteError
+                        | ErrorType::H2Error
+                ) {
+                    ctx.error = Some(GatewayError::ClientClosed);
+                    ctx.log_detail = Some(format!("client went away: {}", e.etype().as_str()));
+                }
                 return FailToProxy {
                     error_code: 0,
                     can_reuse_downstream: false,
