@@ -239,13 +239,14 @@ async fn requests_in_flight_per_key_are_capped_when_configured() {
     .await;
 }
 
-/// An upstream that answers every request with the head of a stream and one event, then
-/// holds the connection open (20 s at most) and reports on `closed` when the gateway closes it.
-fn holding_upstream() -> (std::net::SocketAddr, mpsc::Receiver<()>) {
+/// An upstream that answers every request with the head of an SSE stream and `first` (one
+/// chunk; nothing at all when it is empty), then holds the connection open (20 s at most) and
+/// reports on the receiver when the gateway closes it.
+fn holding_upstream(first: Vec<u8>) -> (std::net::SocketAddr, mpsc::Receiver<()>) {
     let (tx, rx) = mpsc::channel();
     let tx = Arc::new(std::sync::Mutex::new(tx));
     let addr = spawn_server("127.0.0.1", move |mut sock| {
-        let tx = tx.clone();
+        let (tx, first) = (tx.clone(), first.clone());
         async move {
             let mut buf = Vec::new();
             if read_request(&mut sock, &mut buf)
@@ -256,19 +257,15 @@ fn holding_upstream() -> (std::net::SocketAddr, mpsc::Receiver<()>) {
             {
                 return;
             }
-            let body = chat_stream("gpt-4-0125-preview", &["a", "b"], 3);
-            let first_event = body.split(|&b| b == b'\n').next().unwrap().to_vec();
-            let mut event = first_event;
-            event.extend_from_slice(b"\n\n");
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
-                event.len()
+                first.len()
             );
             let mut out = head.into_bytes();
-            out.extend_from_slice(&event);
+            out.extend_from_slice(&first);
             out.extend_from_slice(b"\r\n");
             use tokio::io::AsyncWriteExt;
-            if sock.write_all(&out).await.is_err() {
+            if !first.is_empty() && sock.write_all(&out).await.is_err() {
                 return;
             }
             let mut b = [0u8; 1024];
@@ -281,9 +278,28 @@ fn holding_upstream() -> (std::net::SocketAddr, mpsc::Receiver<()>) {
     (addr, rx)
 }
 
+/// Waits (15 s at most, a hang guard) for the holding upstream to see its connection closed.
+async fn upstream_closed(closed: &mpsc::Receiver<()>, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while closed.try_recv().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the upstream connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_closes_its_stream_is_499_and_the_upstream_call_is_cancelled() {
-    let (addr, closed) = holding_upstream();
+    let body = chat_stream("gpt-4-0125-preview", &["a", "b"], 3);
+    let first_event = String::from_utf8(body)
+        .unwrap()
+        .split_inclusive("\n\n")
+        .next()
+        .unwrap()
+        .to_owned();
+    let (addr, closed) = holding_upstream(first_event.into_bytes());
     let gw = gateway(&format!("http://{addr}"), "");
     for path in [
         "/v1/chat/completions",
@@ -301,14 +317,7 @@ async fn a_client_that_closes_its_stream_is_499_and_the_upstream_call_is_cancell
         drop(r); // "Stop generating": the client closes the connection
                  // The upstream sees its connection closed while it still holds the stream open (it
                  // would wait 20 s); the wait here is only a hang guard.
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while closed.try_recv().is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{path}: the upstream connection was never closed"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        upstream_closed(&closed, path).await;
     }
     let text = metrics_containing(
         &gw.metrics_url,
@@ -320,6 +329,65 @@ async fn a_client_that_closes_its_stream_is_499_and_the_upstream_call_is_cancell
     )
     .await;
     assert!(!text.contains(r#"status="500""#), "{text}");
+}
+
+#[tokio::test]
+async fn a_request_abandoned_while_the_provider_thinks_is_499_and_cancelled() {
+    // The provider never answers; the client gives up after a second (a load generator's
+    // deadline, a user's Ctrl-C).
+    let (addr, closed) = holding_upstream(Vec::new());
+    let gw = gateway(&format!("http://{addr}"), "");
+    let abandoned = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .bearer_auth(GATEWAY_KEY)
+        .json(&chat("gpt-4", false))
+        .send()
+        .await;
+    assert!(abandoned.is_err());
+    upstream_closed(&closed, "waiting for the answer").await;
+    let text = metrics_containing(
+        &gw.metrics_url,
+        &[r#"ai_proxy_requests_total{model="gpt-4",provider="openai",status="499"} 1"#],
+    )
+    .await;
+    assert!(!text.contains(r#"status="5"#), "{text}");
+}
+
+#[tokio::test]
+async fn a_translated_stream_closed_early_keeps_the_usage_seen_so_far() {
+    use support::anthropic;
+    // Anthropic reports the input tokens in its first event; the client leaves after it.
+    let stream = anthropic::message_stream(&["Hello", " there"], 11, 5);
+    let text = String::from_utf8(stream).unwrap();
+    let first: String = text.split_inclusive("\n\n").take(4).collect();
+    let (addr, closed) = holding_upstream(first.into_bytes());
+    let gw = gateway_with(
+        "",
+        &format!(
+            "  anthropic:\n    endpoint: \"http://{addr}\"\n    auth: {{method: api_key, config: {{api_key: \"{}\"}}}}\n",
+            anthropic::ANTHROPIC_KEY
+        ),
+        "routing:\n  patterns:\n    - {pattern: \"^claude-\", default_provider: anthropic}\n",
+    );
+    let mut r = post(&gw.base, &chat(anthropic::MODEL, true)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.chunk().await.unwrap().is_some());
+    drop(r);
+    upstream_closed(&closed, "translated stream").await;
+    let model = anthropic::MODEL;
+    metrics_containing(
+        &gw.metrics_url,
+        &[
+            &format!(
+                r#"ai_proxy_requests_total{{model="{model}",provider="anthropic",status="499"}} 1"#
+            ),
+            &tokens_total("anthropic", model, "input", 11),
+        ],
+    )
+    .await;
 }
 
 /// Sends `head` and then all of `body` before reading anything — as Python's urllib, requests
