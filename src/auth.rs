@@ -231,6 +231,27 @@ mod tests {
     }
 
     #[test]
+    fn a_keys_own_caps_must_be_positive() {
+        let keys = vec![RawKey {
+            user: "carol".into(),
+            key: Some("sk-carol-123".into()),
+            key_sha256: None,
+            max_streams: Some(0),
+            max_requests_in_flight: Some(2_000_000),
+        }];
+        let mut problems = Vec::new();
+        KeyTable::from_raw(&keys, &mut problems);
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "auth.keys[0].max_streams",
+                "auth.keys[0].max_requests_in_flight"
+            ]
+        );
+    }
+
+    #[test]
     fn refuses_missing_and_unknown_keys() {
         let t = table();
         assert_eq!(

@@ -477,8 +477,10 @@ fn limits_must_be_positive() {
         "max_header_bytes",
         "max_connections",
         "max_streams_per_key",
+        "max_requests_in_flight_per_key",
         "client_header_timeout_seconds",
         "client_body_timeout_seconds",
+        "client_body_total_timeout_seconds",
         "keepalive_timeout_seconds",
     ] {
         let e = switchyard::config::Config::parse(&format!("server: {{{key}: 0}}\n"), &|_| None)
