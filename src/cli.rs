@@ -53,6 +53,12 @@ pub enum KeysCmd {
         /// Tokens per minute.
         #[arg(long)]
         tpm: Option<u64>,
+        /// Most streams open at once (default: server.max_streams_per_key).
+        #[arg(long)]
+        max_streams: Option<u64>,
+        /// Most requests in flight at once (default: server.max_requests_in_flight_per_key).
+        #[arg(long)]
+        max_requests_in_flight: Option<u64>,
         /// Expiry date, YYYY-MM-DD (UTC).
         #[arg(long)]
         expires: Option<String>,
@@ -236,7 +242,8 @@ pub fn keys(cmd: KeysCmd) -> ExitCode {
     runtime().block_on(async move {
         match cmd {
             KeysCmd::Create {
-                store, user, models, providers, budget_usd, period, rpm, tpm, expires, json,
+                store, user, models, providers, budget_usd, period, rpm, tpm, max_streams,
+                max_requests_in_flight, expires, json,
             } => {
                 let store = match open(&store).await {
                     Ok(s) => s,
@@ -250,6 +257,8 @@ pub fn keys(cmd: KeysCmd) -> ExitCode {
                     period,
                     rpm,
                     tpm,
+                    max_streams,
+                    max_requests_in_flight,
                     expires,
                 };
                 match keys::create(&store, &spec).await {

@@ -88,8 +88,12 @@ pub struct RequestCtx {
     pub rate: Option<crate::governance::limits::RateInfo>,
     /// The configuration snapshot this request runs on.
     pub config: Option<Arc<crate::config::Config>>,
-    /// One of the key's stream slots, held while a streaming request runs.
-    pub stream_slot: Option<crate::limits::StreamSlot>,
+    /// One of the key's request slots (`max_requests_in_flight_per_key`), held until the
+    /// request ends.
+    pub request_slot: Option<crate::limits::KeySlot>,
+    /// One of the key's stream slots (`max_streams_per_key`), held while a streaming request
+    /// runs.
+    pub stream_slot: Option<crate::limits::KeySlot>,
     /// `server.cors` headers for this request's responses (`None`: CORS off).
     pub cors: Option<crate::cors::CorsDecision>,
     _in_flight: InFlight,
@@ -118,6 +122,7 @@ impl RequestCtx {
             provider_error_counted: false,
             rate: None,
             config: None,
+            request_slot: None,
             stream_slot: None,
             cors: None,
             _in_flight: InFlight::new(metrics),
@@ -126,6 +131,17 @@ impl RequestCtx {
 }
 
 impl RequestCtx {
+    /// When the whole request body must have arrived (`client_body_total_timeout_seconds`
+    /// after the request header).
+    pub fn body_deadline(&self, limits: &crate::config::ClientLimits) -> Instant {
+        self.started + limits.body_total_timeout
+    }
+
+    /// Whether the client went away before its answer was complete (recorded as 499).
+    pub fn client_closed(&self) -> bool {
+        matches!(self.error, Some(GatewayError::ClientClosed))
+    }
+
     /// Notes the first streamed byte (for `ai_proxy_time_to_first_token_seconds`).
     pub fn mark_first_byte(&mut self) {
         if self.first_byte.is_none() {

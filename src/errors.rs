@@ -40,8 +40,15 @@ pub enum GatewayError {
     /// 431: too many request headers, or too many header bytes (`server.max_header_count`,
     /// `server.max_header_bytes`).
     HeadersTooLarge { what: &'static str, limit: u64 },
-    /// 429 `too_many_streams`: the key already has `server.max_streams_per_key` streams open.
+    /// 429 `too_many_streams`: the key already has its most streams open
+    /// (`server.max_streams_per_key` or the key's own `max_streams`); `Retry-After` goes with it.
     TooManyStreams { limit: u32 },
+    /// 429 `too_many_requests_in_flight`: the key already has its most requests running
+    /// (`server.max_requests_in_flight_per_key` or the key's own `max_requests_in_flight`).
+    TooManyRequestsInFlight { limit: u32 },
+    /// 499 (nginx's "client closed request"): the client went away before its answer was
+    /// complete. Never sent (there is no one to send it to); recorded in logs and metrics.
+    ClientClosed,
     /// 503 `too_many_connections`: `server.max_connections` reached (written on the raw
     /// connection by [`crate::limits`], which then closes it).
     TooManyConnections { limit: u64 },
@@ -85,7 +92,8 @@ impl GatewayError {
             Self::InvalidRequest { .. } | Self::BadPath(_) | Self::BadFraming(_) => 400,
             Self::RequestTimeout => 408,
             Self::HeadersTooLarge { .. } => 431,
-            Self::TooManyStreams { .. } => 429,
+            Self::TooManyStreams { .. } | Self::TooManyRequestsInFlight { .. } => 429,
+            Self::ClientClosed => 499,
             Self::TooManyConnections { .. } => 503,
             Self::Unauthenticated { .. } => 401,
             Self::Forbidden(_) => 403,
@@ -114,7 +122,8 @@ impl GatewayError {
             | Self::BadFraming(_)
             | Self::RequestTimeout
             | Self::HeadersTooLarge { .. } => "invalid_request_error",
-            Self::TooManyStreams { .. } => "requests",
+            Self::TooManyStreams { .. } | Self::TooManyRequestsInFlight { .. } => "requests",
+            Self::ClientClosed => "client_closed_request",
             Self::TooManyConnections { .. } => "server_error",
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamCredentialRejected { .. }
@@ -142,6 +151,8 @@ impl GatewayError {
             Self::RequestTimeout => Some("request_timeout"),
             Self::HeadersTooLarge { .. } => Some("request_header_fields_too_large"),
             Self::TooManyStreams { .. } => Some("too_many_streams"),
+            Self::TooManyRequestsInFlight { .. } => Some("too_many_requests_in_flight"),
+            Self::ClientClosed => Some("client_closed_request"),
             Self::TooManyConnections { .. } => Some("too_many_connections"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
@@ -219,8 +230,15 @@ impl fmt::Display for GatewayError {
             ),
             Self::TooManyStreams { limit } => write!(
                 f,
-                "This API key already has {limit} streaming requests open, the most this gateway allows at once. Wait for one to finish."
+                "This API key already has {limit} streaming requests open, the most this gateway allows at once. Retry when one has finished."
             ),
+            Self::TooManyRequestsInFlight { limit } => write!(
+                f,
+                "This API key already has {limit} requests in flight, the most this gateway allows at once. Retry when one has finished."
+            ),
+            Self::ClientClosed => {
+                f.write_str("The client closed the connection before the answer was complete.")
+            }
             Self::TooManyConnections { .. } => f.write_str(
                 "The gateway is at its connection limit; retry shortly.",
             ),
@@ -297,6 +315,8 @@ mod tests {
                 limit: 1,
             },
             GatewayError::TooManyStreams { limit: 1 },
+            GatewayError::TooManyRequestsInFlight { limit: 1 },
+            GatewayError::ClientClosed,
             GatewayError::TooManyConnections { limit: 1 },
             GatewayError::UpstreamUnreachable {
                 provider: "p".into(),

@@ -10,7 +10,7 @@
 //! - `logging`: metrics and the access log for every request.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::ctx::{request_id, RequestCtx, RouteKind};
 use crate::errors::GatewayError;
 use crate::forward::{self, Forwarder, Mode, UpstreamCall};
+use crate::limits::SlotKind;
 use crate::metrics::Metrics;
 use crate::passthrough::{self, Passthrough};
 use crate::providers::endpoint::PeerTimeouts;
@@ -46,8 +47,9 @@ pub struct Gateway {
     pub(crate) connector: Connector,
     /// Store keys, scopes, budgets, rate limits, usage records and audit.
     pub governance: Arc<crate::governance::Governance>,
-    /// Open streams per gateway key (`server.max_streams_per_key`).
-    pub(crate) stream_slots: Arc<crate::limits::StreamSlots>,
+    /// Requests in flight and open streams per gateway key (`max_requests_in_flight_per_key`,
+    /// `max_streams_per_key`).
+    pub(crate) key_slots: Arc<crate::limits::KeySlots>,
 }
 
 /// What `request_filter` decided.
@@ -73,7 +75,7 @@ impl Gateway {
             health,
             connector: Connector::new(None),
             governance,
-            stream_slots: Arc::default(),
+            key_slots: Arc::default(),
         }
     }
 
@@ -132,6 +134,9 @@ impl Gateway {
             }
         };
         ctx.caller = Some(caller);
+        if endpoint.is_some() || passthrough_route.is_some() {
+            self.take_key_slot(&config, ctx, SlotKind::Request)?;
+        }
 
         if let Some(endpoint) = endpoint {
             require(method == http::Method::POST, "POST")?;
@@ -323,6 +328,10 @@ impl Gateway {
         if crate::limits::passthrough_streams(rest) {
             self.take_stream_slot(config, ctx)?;
         }
+        let limits = &config.server.limits;
+        let left = ctx
+            .body_deadline(limits)
+            .saturating_duration_since(Instant::now());
         let path_model = (provider.kind == ProviderKind::Bedrock)
             .then(|| crate::providers::bedrock::model_from_path(rest))
             .flatten();
@@ -330,10 +339,16 @@ impl Gateway {
             .await?;
         ctx.passthrough = Some(Passthrough::new(path.clone()).with_path_model(path_model));
         if !upstream.credential.signs_body() {
-            return Ok(Next::Proxy); // Pingora's hooks stream the request through
+            // Pingora's hooks stream the request through; the first body read may wait only
+            // as long as the whole-body deadline leaves (`request_body_filter` keeps it so).
+            session
+                .downstream_session
+                .set_read_timeout(Some(limits.body_timeout.min(left)));
+            return Ok(Next::Proxy);
         }
         // A signature covers the body, so it must be read before any header goes upstream.
-        let body = read_body(session, config.server.max_request_body_bytes).await?;
+        let deadline = ctx.body_deadline(limits);
+        let body = read_body(session, config.server.max_request_body_bytes, deadline).await?;
         if let Some(pt) = ctx.passthrough.as_mut() {
             pt.observe_request_bytes(body.len());
         }
@@ -356,21 +371,59 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Holds one of the caller's `server.max_streams_per_key` stream slots for this request
-    /// (429 `too_many_streams` when none is free); released when the request context drops.
+    /// Holds one of the caller's stream slots for this request when the key is under a
+    /// stream cap (429 `too_many_streams` when none is free); released when the request
+    /// context drops.
     pub(crate) fn take_stream_slot(
         &self,
         config: &Config,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
+        self.take_key_slot(config, ctx, SlotKind::Stream)
+    }
+
+    /// Holds a `kind` slot of the caller's key when its caps (its own, else the server's) have
+    /// one; no cap, no counting.
+    fn take_key_slot(
+        &self,
+        config: &Config,
+        ctx: &mut RequestCtx,
+        kind: SlotKind,
+    ) -> Result<(), GatewayError> {
         let Some(caller) = ctx.caller.as_ref() else {
             return Ok(());
         };
-        let slot = self
-            .stream_slots
-            .acquire(&caller.key_id, config.server.limits.max_streams_per_key)?;
-        ctx.stream_slot = Some(slot);
+        let caps = caller.concurrency.or(config.server.limits.per_key);
+        let cap = match kind {
+            SlotKind::Request => caps.requests,
+            SlotKind::Stream => caps.streams,
+        };
+        let Some(limit) = cap else { return Ok(()) };
+        let slot = self.key_slots.acquire(&caller.key_id, kind, limit)?;
+        match kind {
+            SlotKind::Request => ctx.request_slot = Some(slot),
+            SlotKind::Stream => ctx.stream_slot = Some(slot),
+        }
         Ok(())
+    }
+}
+
+impl Gateway {
+    /// Answers a refused request with its error envelope, then lingers (reads and drops what
+    /// the client still uploads, bounded) so the close does not reset the answer away. A
+    /// client that has gone gets nothing: the request is recorded as 499.
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError) {
+        if ctx.client_closed() || *e == GatewayError::ClientClosed {
+            ctx.error = Some(GatewayError::ClientClosed);
+            session.downstream_session.set_keepalive(None);
+            return;
+        }
+        if respond::error(session, ctx, e).await.is_err() {
+            // respond::full recorded the client as gone.
+            session.downstream_session.set_keepalive(None);
+            return;
+        }
+        crate::limits::linger(session, ctx).await;
     }
 }
 
@@ -391,8 +444,14 @@ fn unified_endpoint(path: &str) -> Option<Endpoint> {
     }
 }
 
-/// Reads the request body, refusing more than `limit` bytes (413) before or while reading.
-pub(crate) async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes, GatewayError> {
+/// Reads the request body, refusing more than `limit` bytes (413) before or while reading, and
+/// a body not complete by `deadline` (408; each read also has the pause limit
+/// `client_body_timeout_seconds`).
+pub(crate) async fn read_body(
+    session: &mut Session,
+    limit: u64,
+    deadline: Instant,
+) -> Result<Bytes, GatewayError> {
     let too_large = GatewayError::PayloadTooLarge { limit };
     let declared = session
         .req_header()
@@ -417,7 +476,12 @@ pub(crate) async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     loop {
-        match session.read_request_body().await {
+        let Ok(read) = tokio::time::timeout_at(deadline.into(), session.read_request_body()).await
+        else {
+            session.downstream_session.set_keepalive(None);
+            return Err(GatewayError::RequestTimeout);
+        };
+        match read {
             Ok(Some(chunk)) => {
                 if body.len() as u64 + chunk.len() as u64 > limit {
                     session.downstream_session.set_keepalive(None);
@@ -469,7 +533,7 @@ impl ProxyHttp for Gateway {
             ctx.cors = Some(cors.decide(&session.req_header().headers));
         }
         if let Err(e) = crate::limits::check_request_header(session, &limits) {
-            respond::error(session, ctx, &e).await?;
+            self.refuse(session, ctx, &e).await;
             return Ok(true);
         }
         if ctx.cors.is_some() && crate::cors::is_preflight(session.req_header()) {
@@ -477,13 +541,51 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         match self.route(session, ctx).await {
-            Ok(Next::Responded) => Ok(true),
+            Ok(Next::Responded) => {
+                if ctx.client_closed() {
+                    session.downstream_session.set_keepalive(None);
+                }
+                Ok(true)
+            }
             Ok(Next::Proxy) => Ok(false),
             Err(e) => {
-                respond::error(session, ctx, &e).await?;
+                self.refuse(session, ctx, &e).await;
                 Ok(true)
             }
         }
+    }
+
+    /// Pingora calls this for each piece of a passthrough request body it streams upstream
+    /// unchanged: its size is noted (for a token estimate when the answer reports no usage),
+    /// and the next read may wait only for what is left of the whole-body deadline.
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(pt), Some(chunk)) = (ctx.passthrough.as_mut(), body.as_ref()) {
+            pt.observe_request_bytes(chunk.len());
+        }
+        let Some(limits) = ctx.config.as_ref().map(|c| c.server.limits) else {
+            return Ok(());
+        };
+        if end_of_stream {
+            return Ok(());
+        }
+        let left = ctx
+            .body_deadline(&limits)
+            .saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            ctx.error = Some(GatewayError::RequestTimeout);
+            session.downstream_session.set_keepalive(None);
+            return Error::e_explain(ErrorType::ReadTimedout, "request body deadline passed");
+        }
+        session
+            .downstream_session
+            .set_read_timeout(Some(limits.body_timeout.min(left)));
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -542,21 +644,6 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Passthrough: the request body streams through unchanged; only its size is noted (for
-    /// a token estimate when the answer reports no usage).
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if let (Some(pt), Some(chunk)) = (ctx.passthrough.as_mut(), body.as_ref()) {
-            pt.observe_request_bytes(chunk.len());
-        }
-        Ok(())
-    }
-
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -604,8 +691,9 @@ impl ProxyHttp for Gateway {
 
     /// Errors on the client's side are not the gateway's: a client that goes away is routine
     /// at the edge, and a request it could not read is logged at info by `fail_to_proxy`.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        error.esource() == &pingora::ErrorSource::Downstream
+    /// A client that went away is logged at info by `logging`, as status 499.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        ctx.client_closed() || error.esource() == &pingora::ErrorSource::Downstream
     }
 
     /// The request in Pingora's own log lines, without its query string (which may carry a
@@ -647,14 +735,17 @@ impl ProxyHttp for Gateway {
             (None, ErrorType::ReadTimedout) if e.esource() == &pingora::ErrorSource::Downstream => {
                 GatewayError::RequestTimeout
             }
-            // The client went away: nobody to answer.
+            // The client went away: nobody to answer; recorded as 499.
             (
                 None,
                 ErrorType::ConnectionClosed
                 | ErrorType::ReadError
                 | ErrorType::WriteError
-                | ErrorType::WriteTimedout,
+                | ErrorType::WriteTimedout
+                | ErrorType::H2Error,
             ) if e.esource() == &pingora::ErrorSource::Downstream => {
+                ctx.error = Some(GatewayError::ClientClosed);
+                ctx.log_detail = Some(format!("client went away: {}", e.etype().as_str()));
                 return FailToProxy {
                     error_code: 0,
                     can_reuse_downstream: false,
@@ -684,7 +775,9 @@ impl ProxyHttp for Gateway {
         ctx.log_detail = Some(e.etype().as_str().to_owned());
         let code = err.status();
         if session.response_written().is_none() {
-            let _ = respond::error(session, ctx, &err).await;
+            if respond::error(session, ctx, &err).await.is_ok() {
+                crate::limits::linger(session, ctx).await;
+            }
         } else {
             ctx.error = Some(err);
         }
@@ -703,10 +796,21 @@ impl ProxyHttp for Gateway {
                 ctx.client_model = model;
             }
         }
-        let status = ctx
-            .status
-            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
-            .unwrap_or(if e.is_some() { 502 } else { 0 });
+        let status = if ctx.client_closed() {
+            // Not the gateway's failure nor the provider's: nginx's 499, logged at info.
+            log::info!(
+                "request {} ended early: {}",
+                ctx.request_id,
+                ctx.log_detail
+                    .as_deref()
+                    .unwrap_or("the client closed the connection")
+            );
+            499
+        } else {
+            ctx.status
+                .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+                .unwrap_or(if e.is_some() { 502 } else { 0 })
+        };
         let latency = ctx.started.elapsed();
         let provider = ctx.provider.as_ref().map_or("none", |p| &*p.name);
         let model = ctx.client_model.as_deref().unwrap_or("none");

@@ -80,7 +80,8 @@ fn value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(s).ok()
 }
 
-/// Sends a complete response with a known body.
+/// Sends a complete response with a known body. A failed write means the client has gone:
+/// `ctx` records it ([`GatewayError::ClientClosed`], 499).
 pub async fn full(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -90,13 +91,57 @@ pub async fn full(
     h.set_content_length(body.len())?;
     ctx.status = Some(h.status.as_u16());
     let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(h), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
+    let written = async {
+        session
+            .write_response_header(Box::new(h), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    gone_on_error(ctx, written)
+}
+
+/// Writes a piece of a started response body (empty with `end`: just the end); a failed write
+/// records the client as gone.
+pub async fn body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    data: Bytes,
+    end: bool,
+) -> pingora::Result<()> {
+    let written = session.write_response_body(Some(data), end).await;
+    gone_on_error(ctx, written)
+}
+
+/// Records a failed downstream write as the client having gone (logged as 499, not as the
+/// gateway's error).
+pub(crate) fn gone_on_error(
+    ctx: &mut RequestCtx,
+    written: pingora::Result<()>,
+) -> pingora::Result<()> {
+    if let Err(e) = &written {
+        ctx.error = Some(GatewayError::ClientClosed);
+        ctx.log_detail = Some(format!("client went away: {}", e.etype().as_str()));
+    }
+    written
+}
+
+/// Resolves when the client has gone (closed its connection, reset its HTTP/2 stream, or
+/// sent bytes where none may come); pending while it is still there. Only for a request whose
+/// body has been read: raced against upstream reads so an abandoned request is cancelled at
+/// once, not at the next write.
+pub async fn client_gone(session: &mut Session) {
+    if session
+        .downstream_session
+        .read_body_or_idle(true)
+        .await
+        .is_ok()
+    {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Sends JSON with the given status.
@@ -129,6 +174,14 @@ pub async fn error(
     } = e
     {
         h.insert_header("retry-after", secs.to_string())?;
+    }
+    if matches!(
+        e,
+        GatewayError::TooManyStreams { .. } | GatewayError::TooManyRequestsInFlight { .. }
+    ) {
+        // A slot frees when one of the key's requests ends: worth retrying soon. SDKs (OpenAI,
+        // Agents) back off by this header rather than by their short exponential default.
+        h.insert_header("retry-after", "1")?;
     }
     if let GatewayError::RateLimited {
         retry_after, info, ..
@@ -182,5 +235,6 @@ pub async fn start_stream(
     }
     h.insert_header("x-accel-buffering", "no")?;
     ctx.status = Some(h.status.as_u16());
-    session.write_response_header(Box::new(h), false).await
+    let written = session.write_response_header(Box::new(h), false).await;
+    gone_on_error(ctx, written)
 }

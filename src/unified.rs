@@ -62,7 +62,8 @@ impl Gateway {
         ctx: &mut RequestCtx,
         endpoint: Endpoint,
     ) -> Result<(), GatewayError> {
-        let raw = read_body(session, config.server.max_request_body_bytes).await?;
+        let deadline = ctx.body_deadline(&config.server.limits);
+        let raw = read_body(session, config.server.max_request_body_bytes, deadline).await?;
         let parsed = parse_request(endpoint, &raw)?;
         if endpoint != Endpoint::Embeddings {
             // Every provider (the mock and OpenAI included) refuses out-of-range values alike.
@@ -333,7 +334,16 @@ impl Run<'_> {
         };
         let call = self.call(cand, upstream, prepared);
         let fw = self.forwarder(remaining);
-        match fw.open(&call).await {
+        // A client that leaves while the provider thinks cancels the call at once.
+        let opened = tokio::select! {
+            r = fw.open(&call) => r,
+            () = respond::client_gone(session) => {
+                health.release_probe();
+                ctx.log_detail = Some("client went away before the answer".into());
+                return Err(GatewayError::ClientClosed);
+            }
+        };
+        match opened {
             Ok(opened) => {
                 self.settle(
                     session,
@@ -828,12 +838,13 @@ async fn send_mock(
         respond::start_stream(session, ctx, h).await.map_err(io)?;
         ctx.mark_first_byte();
         for chunk in reply.chunks {
-            session
-                .write_response_body(Some(Bytes::from(chunk)), false)
+            respond::body(session, ctx, Bytes::from(chunk), false)
                 .await
                 .map_err(io)?;
         }
-        session.write_response_body(None, true).await.map_err(io)?;
+        respond::body(session, ctx, Bytes::new(), true)
+            .await
+            .map_err(io)?;
     } else {
         let body = Bytes::from(reply.chunks.concat());
         respond::full(session, ctx, h, body).await.map_err(io)?;

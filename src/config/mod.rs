@@ -94,15 +94,19 @@ pub struct ServerSettings {
 }
 
 /// Limits on what clients may send and hold (`server.max_header_*`, `max_connections`,
-/// `max_streams_per_key`, `client_*_timeout_seconds`, `keepalive_timeout_seconds`).
+/// `max_streams_per_key`, `max_requests_in_flight_per_key`, `client_*_timeout_seconds`,
+/// `keepalive_timeout_seconds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub max_connections: u64,
-    pub max_streams_per_key: u32,
+    /// Per-key caps on open streams and on requests in flight (None: no cap).
+    pub per_key: crate::limits::Concurrency,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// The whole body's deadline, from the end of the request header.
+    pub body_total_timeout: Duration,
     pub write_timeout: Duration,
     pub keepalive_timeout: Duration,
 }
@@ -396,7 +400,12 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
         ("server.max_connections", raw.max_connections, 1_000_000),
         (
             "server.max_streams_per_key",
-            raw.max_streams_per_key,
+            raw.max_streams_per_key.unwrap_or(1),
+            1_000_000,
+        ),
+        (
+            "server.max_requests_in_flight_per_key",
+            raw.max_requests_in_flight_per_key.unwrap_or(1),
             1_000_000,
         ),
         (
@@ -407,6 +416,11 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
         (
             "server.client_body_timeout_seconds",
             raw.client_body_timeout_seconds,
+            3600,
+        ),
+        (
+            "server.client_body_total_timeout_seconds",
+            raw.client_body_total_timeout_seconds,
             3600,
         ),
         (
@@ -452,9 +466,13 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             max_header_count: raw.max_header_count.clamp(1, 256) as usize,
             max_header_bytes: raw.max_header_bytes.clamp(1, 1_048_575) as usize,
             max_connections: raw.max_connections.max(1),
-            max_streams_per_key: raw.max_streams_per_key.clamp(1, 1_000_000) as u32,
+            per_key: crate::limits::Concurrency {
+                streams: raw.max_streams_per_key.map(crate::limits::cap),
+                requests: raw.max_requests_in_flight_per_key.map(crate::limits::cap),
+            },
             header_timeout: Duration::from_secs(raw.client_header_timeout_seconds.max(1)),
             body_timeout: Duration::from_secs(raw.client_body_timeout_seconds.max(1)),
+            body_total_timeout: Duration::from_secs(raw.client_body_total_timeout_seconds.max(1)),
             write_timeout: Duration::from_secs(raw.client_write_timeout_seconds.max(1)),
             keepalive_timeout: Duration::from_secs(raw.keepalive_timeout_seconds.max(1)),
         },

@@ -115,9 +115,14 @@ pub struct RawServer {
     /// closed.
     #[serde(default = "default_max_connections", deserialize_with = "number")]
     pub max_connections: u64,
-    /// Most streaming requests one gateway key may have open at once (429 beyond).
-    #[serde(default = "default_max_streams_per_key", deserialize_with = "number")]
-    pub max_streams_per_key: u64,
+    /// Most streaming requests one gateway key may have open at once (429 with Retry-After
+    /// beyond); unset: no cap. A key's own `max_streams` overrides it.
+    #[serde(default, deserialize_with = "optional_number")]
+    pub max_streams_per_key: Option<u64>,
+    /// Most requests (streaming or not) one gateway key may have in flight at once (429 with
+    /// Retry-After beyond); unset: no cap. A key's own `max_requests_in_flight` overrides it.
+    #[serde(default, deserialize_with = "optional_number")]
+    pub max_requests_in_flight_per_key: Option<u64>,
     /// Longest time a client may take to send a request's headers (slowloris); the
     /// connection is closed when it runs out.
     #[serde(default = "default_client_header_timeout", deserialize_with = "number")]
@@ -125,6 +130,13 @@ pub struct RawServer {
     /// Longest pause while a client sends a request body (408 when it runs out).
     #[serde(default = "default_client_body_timeout", deserialize_with = "number")]
     pub client_body_timeout_seconds: u64,
+    /// Longest time a client may take to send a whole request body, counted from the end of
+    /// its header (408 when it runs out), so a trickle of bytes cannot hold a connection.
+    #[serde(
+        default = "default_client_body_total_timeout",
+        deserialize_with = "number"
+    )]
+    pub client_body_total_timeout_seconds: u64,
     /// Longest a write to a client may wait (a client that stops reading its answer or
     /// stream); the connection is closed when it runs out.
     #[serde(default = "default_client_write_timeout", deserialize_with = "number")]
@@ -233,9 +245,11 @@ impl Default for RawServer {
             max_header_count: default_max_header_count(),
             max_header_bytes: default_max_header_bytes(),
             max_connections: default_max_connections(),
-            max_streams_per_key: default_max_streams_per_key(),
+            max_streams_per_key: None,
+            max_requests_in_flight_per_key: None,
             client_header_timeout_seconds: default_client_header_timeout(),
             client_body_timeout_seconds: default_client_body_timeout(),
+            client_body_total_timeout_seconds: default_client_body_total_timeout(),
             client_write_timeout_seconds: default_client_write_timeout(),
             keepalive_timeout_seconds: default_keepalive_timeout(),
             upgrade_sock: default_upgrade_sock(),
@@ -276,13 +290,13 @@ fn default_max_header_bytes() -> u64 {
 fn default_max_connections() -> u64 {
     10_000
 }
-fn default_max_streams_per_key() -> u64 {
-    64
-}
 fn default_client_header_timeout() -> u64 {
     30
 }
 fn default_client_body_timeout() -> u64 {
+    60
+}
+fn default_client_body_total_timeout() -> u64 {
     60
 }
 fn default_client_write_timeout() -> u64 {
@@ -330,6 +344,13 @@ pub struct RawKey {
     pub key: Option<String>,
     #[serde(default)]
     pub key_sha256: Option<String>,
+    /// This key's own cap on open streams (overrides `server.max_streams_per_key`).
+    #[serde(default, deserialize_with = "optional_number")]
+    pub max_streams: Option<u64>,
+    /// This key's own cap on requests in flight (overrides
+    /// `server.max_requests_in_flight_per_key`).
+    #[serde(default, deserialize_with = "optional_number")]
+    pub max_requests_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

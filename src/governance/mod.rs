@@ -434,6 +434,7 @@ impl Governance {
                 Ok(Caller {
                     user: policy.user.clone(),
                     key_id: policy.id.clone(),
+                    concurrency: policy.concurrency,
                     policy: Some(policy.clone()),
                 })
             }

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "usage_blocks",
         include_str!("../../migrations/0002_usage_blocks.sql"),
     ),
+    (
+        3,
+        "key_concurrency",
+        include_str!("../../migrations/0003_key_concurrency.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +169,9 @@ pub struct KeyRecord {
     pub period: Option<String>,
     pub rpm: Option<i64>,
     pub tpm: Option<i64>,
+    /// Most open streams / requests in flight for this key (None: the server's setting).
+    pub max_streams: Option<i64>,
+    pub max_requests_in_flight: Option<i64>,
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
@@ -256,7 +264,7 @@ pub struct Store {
     secret_key: Option<Arc<secret_key::SecretKey>>,
 }
 
-const KEY_COLUMNS: &str = "id, user_name, key_sha256, prefix, models, providers, budget_micro_usd, period, rpm, tpm, expires_at, created_at, revoked_at, updated_at";
+const KEY_COLUMNS: &str = "id, user_name, key_sha256, prefix, models, providers, budget_micro_usd, period, rpm, tpm, expires_at, created_at, revoked_at, updated_at, max_streams, max_requests_in_flight";
 
 fn split_list(s: &str) -> Vec<String> {
     s.split(',')
@@ -291,6 +299,8 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         created_at: r.try_get(11)?,
         revoked_at: r.try_get(12)?,
         updated_at: r.try_get(13)?,
+        max_streams: r.try_get(14)?,
+        max_requests_in_flight: r.try_get(15)?,
     })
 }
 
@@ -405,7 +415,7 @@ impl Store {
     pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO sy_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            "INSERT INTO sy_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
         ))
         .bind(&k.id)
         .bind(&k.user)
@@ -421,6 +431,8 @@ impl Store {
         .bind(k.created_at)
         .bind(k.revoked_at)
         .bind(k.updated_at)
+        .bind(k.max_streams)
+        .bind(k.max_requests_in_flight)
         .execute(&mut *tx)
         .await?;
         bump(&mut tx).await?;

@@ -173,6 +173,28 @@ def test_oversize_body_413(http, upstream, marker):
     assert upstream.containing(marker) == []
 
 
+@pytest.mark.parametrize("key", [ALICE_KEY, "sk-wrong-key-123"])
+def test_urllib_uploading_11_mib_reads_the_early_refusal(gateway, key):
+    # urllib sends the whole body before it reads the answer. The gateway answers 413 (or 401)
+    # from the header alone; its lingering close drains the upload, so urllib reads the
+    # envelope instead of failing with a broken pipe or a reset.
+    import urllib.error
+    import urllib.request
+
+    body = b"x" * (11 * 1024 * 1024)
+    req = urllib.request.Request(
+        gateway.url + "/v1/chat/completions",
+        data=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    expected = 413 if key == ALICE_KEY else 401
+    assert e.value.code == expected
+    assert_error_envelope(json.loads(e.value.read()))
+
+
 def test_body_just_under_limit_ok(http):
     # a body just under the limit is accepted
     content = "z" * (MAX_BODY - 200)
