@@ -28,6 +28,10 @@ pub struct AccessRecord {
     pub latency_ms: f64,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// The tokens are the gateway's estimate: a passthrough stream reported no usage
+    /// (written only when true).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
     pub cost_usd: Option<f64>,
     pub error: Option<String>,
 }

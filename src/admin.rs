@@ -8,7 +8,11 @@
 //! make several calls with one code. `admin.totp: false` turns the second factor off
 //! (tests, break-glass).
 //!
-//! Every call is audited (`admin_action`, or `admin_auth_failure`); key lifecycle events
+//! Wrong TOTP codes are throttled per source IP and overall (429 with `Retry-After` and a
+//! growing backoff, [`crate::governance::totp_throttle`]).
+//!
+//! Every call is audited (`admin_action`, or `admin_auth_failure`: the first from a source
+//! in a minute at once, the rest as one summary; `admin_totp_lockout`); key lifecycle events
 //! are audited as `key_created`, `key_revoked`, `key_rotated` with actor `admin-api`.
 //! Responses never contain a key except the one just created or rotated.
 
@@ -29,6 +33,7 @@ use crate::config::AdminSettings;
 use crate::governance::audit::event;
 use crate::governance::budgets::{parse_duration, Period};
 use crate::governance::keys::{self, KeySpec};
+use crate::governance::totp_throttle::{Judged, Lockout};
 use crate::governance::{totp, usage, Governance};
 use crate::store::GroupBy;
 
@@ -45,10 +50,16 @@ pub struct AdminApp {
 struct Reply {
     status: u16,
     body: Value,
+    /// `Retry-After` seconds (429).
+    retry_after: Option<u64>,
 }
 
 fn reply(status: u16, body: Value) -> Reply {
-    Reply { status, body }
+    Reply {
+        status,
+        body,
+        retry_after: None,
+    }
 }
 
 fn error(status: u16, code: &str, message: &str) -> Reply {
@@ -56,6 +67,7 @@ fn error(status: u16, code: &str, message: &str) -> Reply {
         401 => "authentication_error",
         403 => "permission_error",
         404 | 400 | 405 => "invalid_request_error",
+        429 => "requests",
         _ => "server_error",
     };
     reply(
@@ -83,7 +95,11 @@ impl AdminApp {
     }
 
     /// Admin key, then TOTP code or session token. Err: the refusal and the audit reason.
-    async fn authorize(&self, session: &ServerSession) -> Result<(), (Reply, &'static str)> {
+    async fn authorize(
+        &self,
+        session: &ServerSession,
+        client: &str,
+    ) -> Result<(), (Reply, &'static str)> {
         let headers = &session.req_header().headers;
         let Some(key) = crate::auth::presented_key(headers) else {
             return Err((
@@ -129,26 +145,68 @@ impl AdminApp {
         else {
             return Err((error(401, "totp_required", "Send a TOTP code in x-switchyard-totp (or a session token in x-switchyard-session)."), "missing_totp"));
         };
-        self.check_totp(code.to_owned()).await
+        self.check_totp(code.to_owned(), client).await
     }
 
-    async fn check_totp(&self, code: String) -> Result<(), (Reply, &'static str)> {
+    /// A TOTP code, unless its source (or everyone) is locked out after too many wrong
+    /// codes (see [`crate::governance::totp_throttle`]): 429 with Retry-After then, the
+    /// right code refused too.
+    async fn check_totp(&self, code: String, client: &str) -> Result<(), (Reply, &'static str)> {
         let Some(store) = self.gov.store.clone() else {
             return Err((
                 error(503, "no_store", "The admin API needs auth.store."),
                 "no_store",
             ));
         };
+        let throttle = &self.gov.totp_throttle;
         let now = keys::now_secs() as u64;
+        let locked = |wait: u64| {
+            let mut r = error(
+                429,
+                "totp_locked",
+                &format!("Too many wrong TOTP codes; try again in {wait} s."),
+            );
+            r.retry_after = Some(wait);
+            (r, "totp_throttled")
+        };
+        // Locked out: refused before the store is asked anything.
+        if let Err(wait) = throttle.check(client, now) {
+            throttle.failures.with_label_values(&["throttled"]).inc();
+            return Err(locked(wait));
+        }
+        let s2 = store.clone();
+        let secret = match self
+            .gov
+            .on_store(async move { s2.totp_secret().await })
+            .await
+        {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                return Err((
+                    error(
+                        503,
+                        "totp_not_set_up",
+                        "No TOTP secret is set up: run `switchyard admin totp-setup`.",
+                    ),
+                    "totp_not_set_up",
+                ))
+            }
+            Err(e) => return Err((store_error(e), "store_error")),
+        };
+        let step = match throttle.judge(client, now, || totp::matching_step(&secret, &code, now)) {
+            Judged::Valid(step) => step,
+            Judged::Locked(wait) => return Err(locked(wait)),
+            Judged::Invalid(lockouts) => {
+                self.audit_lockouts(client, &lockouts);
+                return Err((
+                    error(401, "totp_invalid", "Invalid or expired TOTP code."),
+                    "invalid_totp",
+                ));
+            }
+        };
         let result = self
             .gov
             .on_store(async move {
-                let Some(secret) = store.totp_secret().await? else {
-                    return Ok(Err("totp_not_set_up"));
-                };
-                let Some(step) = totp::matching_step(&secret, &code, now) else {
-                    return Ok(Err("invalid_totp"));
-                };
                 Ok::<_, sqlx::Error>(if store.consume_totp_step(step).await? {
                     Ok(())
                 } else {
@@ -156,17 +214,14 @@ impl AdminApp {
                 })
             })
             .await;
+        if let Ok(Err(_)) = result {
+            throttle.failures.with_label_values(&["replayed"]).inc();
+            let lockouts = throttle.failure(client, now);
+            self.audit_lockouts(client, &lockouts);
+        }
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err("totp_not_set_up")) => Err((
-                error(
-                    503,
-                    "totp_not_set_up",
-                    "No TOTP secret is set up: run `switchyard admin totp-setup`.",
-                ),
-                "totp_not_set_up",
-            )),
-            Ok(Err("replayed_totp")) => Err((
+            Ok(Err(_)) => Err((
                 error(
                     401,
                     "totp_replayed",
@@ -174,11 +229,24 @@ impl AdminApp {
                 ),
                 "replayed_totp",
             )),
-            Ok(Err(_)) => Err((
-                error(401, "totp_invalid", "Invalid or expired TOTP code."),
-                "invalid_totp",
-            )),
             Err(e) => Err((store_error(e), "store_error")),
+        }
+    }
+
+    /// Each lockout a wrong code started, in the audit trail.
+    fn audit_lockouts(&self, client: &str, lockouts: &[Lockout]) {
+        for l in lockouts {
+            log::warn!(
+                "admin API: too many wrong TOTP codes ({} lockout, {} s, last from {client})",
+                l.scope,
+                l.seconds
+            );
+            self.gov.audit(event(
+                "admin_totp_lockout",
+                client,
+                l.scope,
+                json!({"scope": l.scope, "seconds": l.seconds}),
+            ));
         }
     }
 
@@ -454,14 +522,15 @@ impl ServeHttp for AdminApp {
             .client_addr()
             .and_then(|a| a.as_inet().map(|i| i.ip().to_string()))
             .unwrap_or_default();
-        let r = match self.authorize(session).await {
+        let r = match self.authorize(session, &client).await {
             Err((r, reason)) => {
-                self.gov.audit(event(
+                self.gov.audit_failure(
                     "admin_auth_failure",
                     &client,
                     &path,
+                    reason,
                     json!({"reason": reason, "method": method.as_str()}),
-                ));
+                );
                 r
             }
             Ok(()) => {
@@ -489,12 +558,14 @@ impl ServeHttp for AdminApp {
             }
         };
         let body = serde_json::to_vec_pretty(&r.body).unwrap_or_default();
-        Response::builder()
+        let mut resp = Response::builder()
             .status(r.status)
             .header("content-type", "application/json")
             .header("cache-control", "no-store")
-            .header("content-length", body.len())
-            .body(body)
-            .expect("static response parts are valid")
+            .header("content-length", body.len());
+        if let Some(secs) = r.retry_after {
+            resp = resp.header("retry-after", secs);
+        }
+        resp.body(body).expect("static response parts are valid")
     }
 }

@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::config::raw::RawKey;
 use crate::config::Problem;
 use crate::errors::GatewayError;
+use crate::limits::Concurrency;
 
 /// Headers a gateway key may arrive in, in the order they are consulted. All of them are
 /// removed before a request goes upstream.
@@ -30,12 +31,22 @@ pub struct Caller {
     pub key_id: Arc<str>,
     /// Scopes, budget and limits of a store key (config keys have none).
     pub policy: Option<Arc<crate::governance::keys::KeyPolicy>>,
+    /// The key's own caps on open streams and requests in flight (None: the server's).
+    pub concurrency: Concurrency,
 }
 
 /// The gateway keys, by SHA-256 digest.
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    by_digest: HashMap<[u8; 32], (Arc<str>, Arc<str>)>,
+    by_digest: HashMap<[u8; 32], ConfigKey>,
+}
+
+/// A config key as the request path sees it.
+#[derive(Debug)]
+struct ConfigKey {
+    user: Arc<str>,
+    key_id: Arc<str>,
+    concurrency: Concurrency,
 }
 
 impl KeyTable {
@@ -80,11 +91,26 @@ impl KeyTable {
                     d
                 }
             };
-            let key_id = Arc::from(format!("cfg:{}", hex::encode(&digest[..4])));
-            if by_digest
-                .insert(digest, (Arc::from(k.user.as_str()), key_id))
-                .is_some()
-            {
+            for (field, v) in [
+                ("max_streams", k.max_streams),
+                ("max_requests_in_flight", k.max_requests_in_flight),
+            ] {
+                if v.is_some_and(|v| v == 0 || v > 1_000_000) {
+                    problems.push(Problem::new(
+                        format!("{path}.{field}"),
+                        "must be between 1 and 1000000",
+                    ));
+                }
+            }
+            let entry = ConfigKey {
+                user: Arc::from(k.user.as_str()),
+                key_id: Arc::from(format!("cfg:{}", hex::encode(&digest[..4]))),
+                concurrency: Concurrency {
+                    streams: k.max_streams.map(crate::limits::cap),
+                    requests: k.max_requests_in_flight.map(crate::limits::cap),
+                },
+            };
+            if by_digest.insert(digest, entry).is_some() {
                 problems.push(Problem::new(&path, "the same key is configured twice"));
             }
         }
@@ -110,10 +136,11 @@ impl KeyTable {
     /// The caller whose key has this digest (constant-time comparison of the digests).
     pub fn lookup(&self, digest: &[u8; 32]) -> Option<Caller> {
         match self.by_digest.get_key_value(digest) {
-            Some((stored, (user, key_id))) if bool::from(stored.ct_eq(digest)) => Some(Caller {
-                user: user.clone(),
-                key_id: key_id.clone(),
+            Some((stored, k)) if bool::from(stored.ct_eq(digest)) => Some(Caller {
+                user: k.user.clone(),
+                key_id: k.key_id.clone(),
                 policy: None,
+                concurrency: k.concurrency,
             }),
             _ => None,
         }
@@ -155,11 +182,15 @@ mod tests {
                 user: "alice".into(),
                 key: Some("sk-alice-123".into()),
                 key_sha256: None,
+                max_streams: None,
+                max_requests_in_flight: None,
             },
             RawKey {
                 user: "bob".into(),
                 key: None,
                 key_sha256: Some(hex::encode(sha256(b"sk-bob-4567"))),
+                max_streams: Some(2),
+                max_requests_in_flight: None,
             },
         ];
         let mut problems = Vec::new();
@@ -190,11 +221,33 @@ mod tests {
                 "{name}"
             );
         }
+        let bob = t
+            .authenticate(&headers("x-api-key", "sk-bob-4567"))
+            .unwrap();
+        assert_eq!(&*bob.user, "bob");
+        // A config key's own concurrency caps travel with its caller.
+        assert_eq!(bob.concurrency.streams, Some(2));
+        assert_eq!(bob.concurrency.requests, None);
+    }
+
+    #[test]
+    fn a_keys_own_caps_must_be_positive() {
+        let keys = vec![RawKey {
+            user: "carol".into(),
+            key: Some("sk-carol-123".into()),
+            key_sha256: None,
+            max_streams: Some(0),
+            max_requests_in_flight: Some(2_000_000),
+        }];
+        let mut problems = Vec::new();
+        KeyTable::from_raw(&keys, &mut problems);
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
-            &*t.authenticate(&headers("x-api-key", "sk-bob-4567"))
-                .unwrap()
-                .user,
-            "bob"
+            paths,
+            [
+                "auth.keys[0].max_streams",
+                "auth.keys[0].max_requests_in_flight"
+            ]
         );
     }
 

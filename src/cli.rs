@@ -31,6 +31,8 @@ pub enum KeysCmd {
     Create {
         #[command(flatten)]
         store: StoreArgs,
+        /// Who the key is for: budgets (`users budget`), usage reports and the access log
+        /// are per user; one user may hold several keys.
         #[arg(long)]
         user: String,
         /// Allowed models, comma-separated globs (`gpt-*,claude-*`); default all.
@@ -51,6 +53,12 @@ pub enum KeysCmd {
         /// Tokens per minute.
         #[arg(long)]
         tpm: Option<u64>,
+        /// Most streams open at once (default: server.max_streams_per_key).
+        #[arg(long)]
+        max_streams: Option<u64>,
+        /// Most requests in flight at once (default: server.max_requests_in_flight_per_key).
+        #[arg(long)]
+        max_requests_in_flight: Option<u64>,
         /// Expiry date, YYYY-MM-DD (UTC).
         #[arg(long)]
         expires: Option<String>,
@@ -158,6 +166,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// `n thing` / `n things`, for messages.
+pub fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 async fn open(args: &StoreArgs) -> Result<Store, String> {
     let url = match &args.store {
         Some(s) => StoreUrl::parse(s).map_err(|e| format!("--store: {e}"))?,
@@ -225,7 +242,8 @@ pub fn keys(cmd: KeysCmd) -> ExitCode {
     runtime().block_on(async move {
         match cmd {
             KeysCmd::Create {
-                store, user, models, providers, budget_usd, period, rpm, tpm, expires, json,
+                store, user, models, providers, budget_usd, period, rpm, tpm, max_streams,
+                max_requests_in_flight, expires, json,
             } => {
                 let store = match open(&store).await {
                     Ok(s) => s,
@@ -239,6 +257,8 @@ pub fn keys(cmd: KeysCmd) -> ExitCode {
                     period,
                     rpm,
                     tpm,
+                    max_streams,
+                    max_requests_in_flight,
                     expires,
                 };
                 match keys::create(&store, &spec).await {
@@ -467,6 +487,13 @@ pub fn admin(cmd: AdminCmd) -> ExitCode {
                 audit(&store, event("admin_totp_setup", &actor(), &account, serde_json::json!({}))).await;
                 println!("{uri}");
                 eprintln!("add this URI to an authenticator app (it replaces any earlier secret); admin calls need its codes in x-switchyard-totp");
+                if !store.seals_secrets() {
+                    eprintln!(
+                        "WARNING: the TOTP secret is stored in PLAIN TEXT: set {} (openssl rand -hex 32) or the systemd credential {} to encrypt it, for this command and the gateway",
+                        crate::store::secret_key::ENV,
+                        crate::store::secret_key::CREDENTIAL
+                    );
+                }
                 ExitCode::SUCCESS
             }
             AdminCmd::TotpCode { store } => {

@@ -17,6 +17,8 @@ pub enum RouteKind {
     Unclassified,
     Health,
     Ready,
+    /// A CORS preflight answered before authentication.
+    Preflight,
     Models,
     Unified(switchyard_filters::Endpoint),
     Passthrough,
@@ -29,6 +31,7 @@ impl RouteKind {
             RouteKind::Unclassified => "unclassified",
             RouteKind::Health => "health",
             RouteKind::Ready => "ready",
+            RouteKind::Preflight => "preflight",
             RouteKind::Models => "models",
             RouteKind::Unified(e) => e.as_str(),
             RouteKind::Passthrough => "passthrough",
@@ -68,6 +71,8 @@ pub struct RequestCtx {
     /// Status of a response the gateway wrote itself (None: read it from the session).
     pub status: Option<u16>,
     pub usage: Option<Usage>,
+    /// `usage` is the gateway's estimate (a passthrough stream that reported none).
+    pub usage_estimated: bool,
     pub cost: f64,
     /// Why the request failed, for logs and metrics.
     pub error: Option<GatewayError>,
@@ -80,12 +85,20 @@ pub struct RequestCtx {
     pub first_byte: Option<std::time::Duration>,
     /// Upstream attempts made for this request (unified API).
     pub attempts: u32,
+    /// `error` is a failed attempt already counted in `ai_proxy_provider_errors_total`.
+    pub provider_error_counted: bool,
     /// `x-ratelimit-*` figures for a rate-limited key (on every response the gateway writes).
     pub rate: Option<crate::governance::limits::RateInfo>,
     /// The configuration snapshot this request runs on.
     pub config: Option<Arc<crate::config::Config>>,
-    /// One of the key's stream slots, held while a streaming request runs.
-    pub stream_slot: Option<crate::limits::StreamSlot>,
+    /// One of the key's request slots (`max_requests_in_flight_per_key`), held until the
+    /// request ends.
+    pub request_slot: Option<crate::limits::KeySlot>,
+    /// One of the key's stream slots (`max_streams_per_key`), held while a streaming request
+    /// runs.
+    pub stream_slot: Option<crate::limits::KeySlot>,
+    /// `server.cors` headers for this request's responses (`None`: CORS off).
+    pub cors: Option<crate::cors::CorsDecision>,
     /// The bytes of `server.max_inflight_body_bytes` this request's body holds.
     pub body_permit: Option<crate::body_budget::BodyPermit>,
     _in_flight: InFlight,
@@ -104,6 +117,7 @@ impl RequestCtx {
             metric_model: None,
             status: None,
             usage: None,
+            usage_estimated: false,
             cost: 0.0,
             error: None,
             log_detail: None,
@@ -111,16 +125,30 @@ impl RequestCtx {
             passthrough: None,
             first_byte: None,
             attempts: 0,
+            provider_error_counted: false,
             rate: None,
             config: None,
+            request_slot: None,
             stream_slot: None,
             body_permit: None,
+            cors: None,
             _in_flight: InFlight::new(metrics),
         }
     }
 }
 
 impl RequestCtx {
+    /// When the whole request body must have arrived (`client_body_total_timeout_seconds`
+    /// after the request header).
+    pub fn body_deadline(&self, limits: &crate::config::ClientLimits) -> Instant {
+        self.started + limits.body_total_timeout
+    }
+
+    /// Whether the client went away before its answer was complete (recorded as 499).
+    pub fn client_closed(&self) -> bool {
+        matches!(self.error, Some(GatewayError::ClientClosed))
+    }
+
     /// Notes the first streamed byte (for `ai_proxy_time_to_first_token_seconds`).
     pub fn mark_first_byte(&mut self) {
         if self.first_byte.is_none() {

@@ -40,11 +40,18 @@ pub enum GatewayError {
     /// 431: too many request headers, or too many header bytes (`server.max_header_count`,
     /// `server.max_header_bytes`).
     HeadersTooLarge { what: &'static str, limit: u64 },
-    /// 429 `too_many_streams`: the key already has `server.max_streams_per_key` streams open.
+    /// 429 `too_many_streams`: the key already has its most streams open
+    /// (`server.max_streams_per_key` or the key's own `max_streams`); `Retry-After` goes with it.
     TooManyStreams { limit: u32 },
     /// 503 `request_bodies_over_budget`: the request bodies being held already take
     /// `server.max_inflight_body_bytes`; `Retry-After: 1` goes with it.
     BodyBudgetExhausted,
+    /// 429 `too_many_requests_in_flight`: the key already has its most requests running
+    /// (`server.max_requests_in_flight_per_key` or the key's own `max_requests_in_flight`).
+    TooManyRequestsInFlight { limit: u32 },
+    /// 499 (nginx's "client closed request"): the client went away before its answer was
+    /// complete. Never sent (there is no one to send it to); recorded in logs and metrics.
+    ClientClosed,
     /// 503 `too_many_connections`: `server.max_connections` reached (written on the raw
     /// connection by [`crate::limits`], which then closes it).
     TooManyConnections { limit: u64 },
@@ -55,8 +62,13 @@ pub enum GatewayError {
     },
     /// 502: the upstream refused the gateway's own credential (not the caller's fault).
     UpstreamCredentialRejected { provider: String, status: u16 },
-    /// The provider's own error status, when every retry ended in it.
-    UpstreamStatus { provider: String, status: u16 },
+    /// The provider's own error status, when no attempt succeeded and this one tells the
+    /// client most (a 429 keeps the provider's `Retry-After`, in seconds).
+    UpstreamStatus {
+        provider: String,
+        status: u16,
+        retry_after: Option<u64>,
+    },
     /// 503: the provider cannot be used right now (e.g. no credential yet).
     ProviderUnavailable { provider: String, reason: String },
     /// 504: the upstream did not answer in time.
@@ -83,7 +95,8 @@ impl GatewayError {
             Self::InvalidRequest { .. } | Self::BadPath(_) | Self::BadFraming(_) => 400,
             Self::RequestTimeout => 408,
             Self::HeadersTooLarge { .. } => 431,
-            Self::TooManyStreams { .. } => 429,
+            Self::TooManyStreams { .. } | Self::TooManyRequestsInFlight { .. } => 429,
+            Self::ClientClosed => 499,
             Self::TooManyConnections { .. } | Self::BodyBudgetExhausted => 503,
             Self::Unauthenticated { .. } => 401,
             Self::Forbidden(_) => 403,
@@ -112,7 +125,8 @@ impl GatewayError {
             | Self::BadFraming(_)
             | Self::RequestTimeout
             | Self::HeadersTooLarge { .. } => "invalid_request_error",
-            Self::TooManyStreams { .. } => "requests",
+            Self::TooManyStreams { .. } | Self::TooManyRequestsInFlight { .. } => "requests",
+            Self::ClientClosed => "client_closed_request",
             Self::TooManyConnections { .. } | Self::BodyBudgetExhausted => "server_error",
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamCredentialRejected { .. }
@@ -140,6 +154,8 @@ impl GatewayError {
             Self::RequestTimeout => Some("request_timeout"),
             Self::HeadersTooLarge { .. } => Some("request_header_fields_too_large"),
             Self::TooManyStreams { .. } => Some("too_many_streams"),
+            Self::TooManyRequestsInFlight { .. } => Some("too_many_requests_in_flight"),
+            Self::ClientClosed => Some("client_closed_request"),
             Self::TooManyConnections { .. } => Some("too_many_connections"),
             Self::BodyBudgetExhausted => Some("request_bodies_over_budget"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
@@ -170,7 +186,9 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => Some("timeout"),
             Self::UpstreamCredentialRejected { .. } => Some("credentials"),
             Self::ProviderUnavailable { .. } => Some("unavailable"),
-            Self::UpstreamStatus { .. } => Some("upstream_status"),
+            Self::UpstreamStatus { status: 429, .. } => Some("rate_limit"),
+            Self::UpstreamStatus { status, .. } if *status >= 500 => Some("server_error"),
+            Self::UpstreamStatus { .. } => Some("client_error"),
             _ => None,
         }
     }
@@ -216,8 +234,15 @@ impl fmt::Display for GatewayError {
             ),
             Self::TooManyStreams { limit } => write!(
                 f,
-                "This API key already has {limit} streaming requests open, the most this gateway allows at once. Wait for one to finish."
+                "This API key already has {limit} streaming requests open, the most this gateway allows at once. Retry when one has finished."
             ),
+            Self::TooManyRequestsInFlight { limit } => write!(
+                f,
+                "This API key already has {limit} requests in flight, the most this gateway allows at once. Retry when one has finished."
+            ),
+            Self::ClientClosed => {
+                f.write_str("The client closed the connection before the answer was complete.")
+            }
             Self::TooManyConnections { .. } => f.write_str(
                 "The gateway is at its connection limit; retry shortly.",
             ),
@@ -234,8 +259,10 @@ impl fmt::Display for GatewayError {
             Self::ProviderUnavailable { provider, reason } => {
                 write!(f, "Provider `{provider}` is unavailable: {reason}.")
             }
-            Self::UpstreamStatus { provider, status } => {
-                write!(f, "Provider `{provider}` answered HTTP {status} to every attempt.")
+            Self::UpstreamStatus {
+                provider, status, ..
+            } => {
+                write!(f, "Provider `{provider}` answered HTTP {status}; no other attempt did better.")
             }
             Self::UpstreamTimeout { provider } => {
                 write!(f, "Provider `{provider}` did not answer in time.")
@@ -295,6 +322,8 @@ mod tests {
                 limit: 1,
             },
             GatewayError::TooManyStreams { limit: 1 },
+            GatewayError::TooManyRequestsInFlight { limit: 1 },
+            GatewayError::ClientClosed,
             GatewayError::TooManyConnections { limit: 1 },
             GatewayError::BodyBudgetExhausted,
             GatewayError::UpstreamUnreachable {
@@ -311,6 +340,11 @@ mod tests {
             },
             GatewayError::UpstreamTimeout {
                 provider: "p".into(),
+            },
+            GatewayError::UpstreamStatus {
+                provider: "p".into(),
+                status: 429,
+                retry_after: Some(3),
             },
             GatewayError::Internal,
             GatewayError::Forbidden("no".into()),

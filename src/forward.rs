@@ -387,14 +387,8 @@ impl Forwarder<'_> {
             if !send.is_empty() {
                 ctx.mark_first_byte();
             }
-            if !send.is_empty()
-                && session
-                    .write_response_body(Some(send), false)
-                    .await
-                    .is_err()
-            {
+            if !send.is_empty() && respond::body(session, ctx, send, false).await.is_err() {
                 ctx.usage = filter.usage();
-                ctx.log_detail = Some("client disconnected mid-stream".into());
                 up.shutdown().await;
                 return Ok(());
             }
@@ -509,13 +503,8 @@ impl Forwarder<'_> {
                     }
                     ctx.mark_first_byte();
                     let send = Bytes::copy_from_slice(&out);
-                    if session
-                        .write_response_body(Some(send), false)
-                        .await
-                        .is_err()
-                    {
+                    if respond::body(session, ctx, send, false).await.is_err() {
                         ctx.usage = translator.usage();
-                        ctx.log_detail = Some("client disconnected mid-stream".into());
                         up.shutdown().await;
                         return Ok(());
                     }
@@ -537,6 +526,7 @@ impl Forwarder<'_> {
                         ctx.error = Some(GatewayError::UpstreamStatus {
                             provider: provider.to_owned(),
                             status: 502,
+                            retry_after: None,
                         });
                     }
                     StreamEnd::Truncated => {
@@ -711,31 +701,36 @@ impl Forwarder<'_> {
         }
         h.insert_header("x-switchyard-request-id", ctx.request_id.as_str())
             .map_err(io)?;
+        if let Some(cors) = &ctx.cors {
+            cors.apply_to_upstream(&mut h).map_err(io)?;
+        }
         if let Some(pt) = ctx.passthrough.as_mut() {
             pt.observe_response(resp);
         }
         if h.headers.contains_key("content-length") {
             ctx.status = Some(h.status.as_u16());
-            session
-                .write_response_header(Box::new(h), false)
-                .await
-                .map_err(io)?;
+            let written = session.write_response_header(Box::new(h), false).await;
+            respond::gone_on_error(ctx, written).map_err(io)?;
         } else {
             respond::start_stream(session, ctx, h).await.map_err(io)?;
         }
         loop {
-            match up.read_response_body().await {
+            let read = tokio::select! {
+                r = up.read_response_body() => r,
+                () = respond::client_gone(session) => {
+                    ctx.error = Some(GatewayError::ClientClosed);
+                    ctx.log_detail = Some("client went away mid-response".into());
+                    up.shutdown().await; // cancels the upstream request; never pooled
+                    return Ok(());
+                }
+            };
+            match read {
                 Ok(Some(chunk)) => {
                     if let Some(pt) = ctx.passthrough.as_mut() {
                         pt.observe_chunk(&chunk);
                     }
                     ctx.mark_first_byte();
-                    if session
-                        .write_response_body(Some(chunk), false)
-                        .await
-                        .is_err()
-                    {
-                        ctx.log_detail = Some("client disconnected mid-response".into());
+                    if respond::body(session, ctx, chunk, false).await.is_err() {
                         up.shutdown().await;
                         return Ok(());
                     }
@@ -867,7 +862,8 @@ impl Progress {
 
     /// Reads the next chunk. `Ok(None)` at the end; on a read error or when the idle time is
     /// up, the client's stream is ended with an SSE error event, `ctx` records why, the
-    /// upstream connection is closed and `Err` is returned.
+    /// upstream connection is closed and `Err` is returned. A client that goes away meanwhile
+    /// ends it the same way (without the event: no one is left to read it).
     async fn next(
         &self,
         up: &mut HttpSession,
@@ -876,7 +872,19 @@ impl Progress {
         provider: &str,
     ) -> Result<Option<Bytes>, ()> {
         let read = tokio::time::timeout_at((self.last + self.idle).into(), up.read_response_body());
-        let (error, detail) = match read.await {
+        let read = tokio::select! {
+            r = read => r,
+            () = respond::client_gone(session) => {
+                // The client closed the stream ("Stop generating"): cancel the upstream
+                // request at once (the connection is closed, never pooled); usage seen so far
+                // is kept by the caller.
+                ctx.error = Some(GatewayError::ClientClosed);
+                ctx.log_detail = Some("client went away mid-stream".into());
+                up.shutdown().await;
+                return Err(());
+            }
+        };
+        let (error, detail) = match read {
             Ok(Ok(chunk)) => return Ok(chunk),
             Ok(Err(e)) => (
                 failure(&e, provider),

@@ -12,6 +12,8 @@ pub mod auth;
 pub mod body_budget;
 pub mod cli;
 pub mod config;
+pub mod content_coding;
+pub mod cors;
 pub mod ctx;
 pub mod errors;
 pub mod forward;

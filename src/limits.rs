@@ -1,6 +1,7 @@
 //! Client-side limits: the connection gate in front of the Pingora proxy (connection cap,
 //! keep-alive idle and header-read deadlines, body read timeout), request header checks
-//! (count, bytes, ambiguous framing) and the per-key slots for concurrent streams.
+//! (count, bytes, ambiguous framing), the per-key slots for requests in flight and open
+//! streams, the whole-body deadline, and the lingering close after an early answer.
 //!
 //! The gate replaces Pingora's generic `ServerApp` loop for HTTP/1.x only to set our own
 //! timeouts on each session and to bound the *whole* header read (Pingora's timeouts are per
@@ -194,6 +195,49 @@ async fn refuse(mut stream: Stream, limit: u64) {
     .await;
 }
 
+/// Longest time the gateway goes on reading (and dropping) a request body after it has
+/// answered early (401, 413, 431, ...), and the most bytes it reads so: see [`linger`].
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+pub const LINGER_BYTES: usize = 32 * 1024 * 1024;
+/// Longest pause between two pieces of that body before the gateway stops waiting for it.
+const LINGER_PAUSE: Duration = Duration::from_secs(2);
+
+/// Lingering close, as nginx does it: after an answer written before the request body was
+/// read (a refusal), read and drop what the client still sends — for at most [`LINGER_TIME`]
+/// and [`LINGER_BYTES`], with at most [`LINGER_PAUSE`] between pieces — before the connection
+/// closes. Closing with unread bytes makes the kernel send a reset, which destroys the answer
+/// before a client that is still uploading (urllib, requests, Java) gets to read it.
+/// HTTP/1 only (HTTP/2 ends just the stream); nothing to do when the body was read.
+pub async fn linger(session: &mut Session, ctx: &crate::ctx::RequestCtx) {
+    // A stalled body, a smuggling attempt or a client that left: nothing worth waiting for.
+    if matches!(
+        ctx.error,
+        Some(
+            GatewayError::RequestTimeout | GatewayError::BadFraming(_) | GatewayError::ClientClosed
+        )
+    ) {
+        return;
+    }
+    let ServerSession::H1(h1) = &mut *session.downstream_session else {
+        return;
+    };
+    if h1.is_body_done() {
+        return;
+    }
+    h1.set_server_keepalive(None); // whatever is read, this connection ends here
+    h1.set_read_timeout(Some(LINGER_PAUSE));
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut read = 0;
+        while let Ok(Some(piece)) = h1.read_body_bytes().await {
+            read += piece.len();
+            if read > LINGER_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Checks the request header against the limits: field count and bytes (431), and ambiguous
 /// framing (400; the connection is closed after the answer).
 pub fn check_request_header(
@@ -244,51 +288,92 @@ fn has_field(raw: &[u8], name: &[u8]) -> bool {
     })
 }
 
-/// Open streams per gateway key.
+/// Per-key caps on concurrency: the most requests in flight and the most open streams (None:
+/// no cap). The server's settings, or a key's own (config key or store key) overriding them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Concurrency {
+    pub requests: Option<u32>,
+    pub streams: Option<u32>,
+}
+
+impl Concurrency {
+    /// The key's own caps where it has them, else the server's.
+    pub fn or(self, server: Concurrency) -> Concurrency {
+        Concurrency {
+            requests: self.requests.or(server.requests),
+            streams: self.streams.or(server.streams),
+        }
+    }
+}
+
+/// A configured cap as a slot count (validation keeps it within 1..=1,000,000).
+pub fn cap(v: u64) -> u32 {
+    v.clamp(1, 1_000_000) as u32
+}
+
+/// What a [`KeySlot`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A request in flight (`max_requests_in_flight_per_key`).
+    Request = 0,
+    /// An open stream (`max_streams_per_key`).
+    Stream = 1,
+}
+
+/// Requests in flight and open streams per gateway key. Only keys under a cap are counted:
+/// with no cap configured (the default) the request path never touches the lock.
 #[derive(Default)]
-pub struct StreamSlots {
-    open: Mutex<HashMap<Arc<str>, u32>>,
+pub struct KeySlots {
+    open: Mutex<HashMap<Arc<str>, [u32; 2]>>,
 }
 
-/// One open stream of a key; the slot is released when this is dropped (with the request
-/// context: normal end, client disconnect, upstream error alike).
-pub struct StreamSlot {
-    slots: Arc<StreamSlots>,
+/// One request or stream of a key; the slot is released when this is dropped (with the
+/// request context: normal end, client disconnect, upstream error alike).
+pub struct KeySlot {
+    slots: Arc<KeySlots>,
     key: Arc<str>,
+    kind: SlotKind,
 }
 
-impl StreamSlots {
-    /// Takes a slot for `key`, or refuses with 429 `too_many_streams` when it has `limit`.
+impl KeySlots {
+    /// Takes a `kind` slot for `key`, or refuses with 429 (`too_many_requests_in_flight`,
+    /// `too_many_streams`) when it has `limit` already.
     pub fn acquire(
         self: &Arc<Self>,
         key: &Arc<str>,
+        kind: SlotKind,
         limit: u32,
-    ) -> Result<StreamSlot, GatewayError> {
+    ) -> Result<KeySlot, GatewayError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(key.clone()).or_insert(0);
+        let n = &mut open.entry(key.clone()).or_insert([0, 0])[kind as usize];
         if *n >= limit {
-            return Err(GatewayError::TooManyStreams { limit });
+            return Err(match kind {
+                SlotKind::Request => GatewayError::TooManyRequestsInFlight { limit },
+                SlotKind::Stream => GatewayError::TooManyStreams { limit },
+            });
         }
         *n += 1;
-        Ok(StreamSlot {
+        Ok(KeySlot {
             slots: self.clone(),
             key: key.clone(),
+            kind,
         })
     }
 
-    /// Streams `key` has open now.
-    pub fn open(&self, key: &str) -> u32 {
+    /// `kind` slots `key` holds now.
+    pub fn open(&self, key: &str, kind: SlotKind) -> u32 {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(key).copied().unwrap_or(0)
+        open.get(key).map_or(0, |n| n[kind as usize])
     }
 }
 
-impl Drop for StreamSlot {
+impl Drop for KeySlot {
     fn drop(&mut self) {
         let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = open.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+            let k = &mut n[self.kind as usize];
+            *k = k.saturating_sub(1);
+            if *n == [0, 0] {
                 open.remove(&self.key);
             }
         }
@@ -304,6 +389,7 @@ pub fn refusal_label(e: &GatewayError) -> Option<&'static str> {
         GatewayError::BodyBudgetExhausted => Some("body_memory"),
         GatewayError::RequestTimeout => Some("body_timeout"),
         GatewayError::TooManyStreams { .. } => Some("streams"),
+        GatewayError::TooManyRequestsInFlight { .. } => Some("requests_in_flight"),
         GatewayError::TooManyConnections { .. } => Some("connections"),
         _ => None,
     }
@@ -322,23 +408,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_counted_per_key_and_released_on_drop() {
-        let slots = Arc::new(StreamSlots::default());
+    fn slots_are_counted_per_key_and_kind_and_released_on_drop() {
+        use SlotKind::{Request, Stream};
+        let slots = Arc::new(KeySlots::default());
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        let one = slots.acquire(&a, 2).unwrap();
-        let two = slots.acquire(&a, 2).unwrap();
+        let one = slots.acquire(&a, Stream, 2).unwrap();
+        let two = slots.acquire(&a, Stream, 2).unwrap();
         assert_eq!(
-            slots.acquire(&a, 2).err(),
+            slots.acquire(&a, Stream, 2).err(),
             Some(GatewayError::TooManyStreams { limit: 2 })
         );
-        let _other = slots.acquire(&b, 2).unwrap();
+        let req = slots.acquire(&a, Request, 1).unwrap();
+        assert_eq!(
+            slots.acquire(&a, Request, 1).err(),
+            Some(GatewayError::TooManyRequestsInFlight { limit: 1 })
+        );
+        let _other = slots.acquire(&b, Stream, 2).unwrap();
         drop(one);
-        assert_eq!(slots.open("a"), 1);
-        let _three = slots.acquire(&a, 2).unwrap();
+        assert_eq!(slots.open("a", Stream), 1);
+        let _three = slots.acquire(&a, Stream, 2).unwrap();
         drop(two);
         drop(_three);
-        assert_eq!(slots.open("a"), 0);
+        assert_eq!(slots.open("a", Stream), 0);
+        assert_eq!(slots.open("a", Request), 1);
+        drop(req);
         assert!(!slots.open.lock().unwrap().contains_key("a"));
+    }
+
+    #[test]
+    fn a_keys_own_caps_override_the_servers() {
+        let server = Concurrency {
+            requests: Some(10),
+            streams: None,
+        };
+        let own = Concurrency {
+            requests: None,
+            streams: Some(3),
+        };
+        assert_eq!(
+            own.or(server),
+            Concurrency {
+                requests: Some(10),
+                streams: Some(3)
+            }
+        );
+        assert_eq!(
+            Concurrency::default().or(Concurrency::default()),
+            Concurrency::default()
+        );
     }
 
     #[test]

@@ -102,10 +102,10 @@ fn main() -> ExitCode {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
                 println!(
-                    "{}: configuration is valid ({} providers, {} keys)",
+                    "{}: configuration is valid ({}, {})",
                     config.display(),
-                    c.providers.iter().count(),
-                    c.keys.len()
+                    switchyard::cli::count(c.providers.iter().count(), "provider"),
+                    switchyard::cli::count(c.keys.len(), "key")
                 );
                 ExitCode::SUCCESS
             }

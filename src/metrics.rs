@@ -34,6 +34,8 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     /// Requests and connections refused by a client limit, by `limit`.
     pub limit_refusals: IntCounterVec,
+    /// Answers with usage but no price for their model (cost 0), by provider.
+    pub unpriced: IntCounterVec,
 }
 
 impl Metrics {
@@ -77,7 +79,7 @@ impl Metrics {
         let provider_errors = IntCounterVec::new(
             Opts::new(
                 "ai_proxy_provider_errors_total",
-                "Upstream failures by provider and error type.",
+                "Failed upstream attempts (retries and fallbacks included) by provider and error type.",
             ),
             &["provider", "error_type"],
         )
@@ -142,8 +144,17 @@ impl Metrics {
             &["limit"],
         )
         .expect("valid metric");
+        let unpriced = IntCounterVec::new(
+            Opts::new(
+                "ai_proxy_unpriced_requests_total",
+                "Answers whose model has no price (counted as 0 USD; refused to keys with a budget), by provider.",
+            ),
+            &["provider"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(unpriced.clone()),
             Box::new(open_connections.clone()),
             Box::new(limit_refusals.clone()),
             Box::new(duration.clone()),
@@ -176,6 +187,7 @@ impl Metrics {
             legacy_bedrock_duration,
             open_connections,
             limit_refusals,
+            unpriced,
         })
     }
 

@@ -13,9 +13,10 @@ use switchyard_filters::Usage;
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use crate::content_coding::{decodable_accept_encoding, SideDecoder};
 use crate::errors::GatewayError;
 use crate::forward::HOP_BY_HOP;
-use crate::providers::Upstream;
+use crate::providers::{ProviderKind, Upstream};
 
 /// Characters escaped in a default query value.
 const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
@@ -28,6 +29,13 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 /// Largest non-stream passthrough body copied aside to read its usage.
 const USAGE_SNIFF_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Most bytes a compressed answer is decoded to for metering (a stream included); past it the
+/// side copy stops, so a decompression bomb costs the gateway at most this much.
+const DECODED_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Bytes per token in an estimate (OpenAI's rule of thumb for English text).
+const BYTES_PER_TOKEN: u64 = 4;
 
 /// The provider name and the rest of the path, for `/providers/{name}/{rest}`.
 pub fn split_route(path: &str) -> Option<(&str, &str)> {
@@ -79,13 +87,11 @@ pub fn upstream_path_with(
     {
         return Err(GatewayError::BadPath("encoded slashes are not allowed"));
     }
-    for segment in rest.split('/') {
-        let s = segment.to_ascii_lowercase();
-        let decoded_dots = s.replace("%2e", ".");
-        if decoded_dots == "." || decoded_dots == ".." {
-            return Err(GatewayError::BadPath("dot segments are not allowed"));
-        }
+    if rest.split('/').any(hides_dot_segment) {
+        return Err(GatewayError::BadPath("dot segments are not allowed"));
     }
+    let query = query.map(strip_key_params);
+    let query = query.as_deref();
     let mut out = rest.to_owned();
     let mut sep = '?';
     if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -107,6 +113,155 @@ pub fn upstream_path_with(
     Ok(out)
 }
 
+/// Whether a path segment is, or decodes to something holding, a `.` or `..` piece: the
+/// segment is percent-decoded (twice, for double encoding) and split at `/` and `\`, so
+/// `..%2F..%2Fadmin` (a Bedrock model label may carry `%2F`) and `%2e%2E` are caught whatever
+/// an upstream decodes before it normalises.
+fn hides_dot_segment(segment: &str) -> bool {
+    let is_dots = |piece: &[u8]| piece == b"." || piece == b"..";
+    let mut bytes: Vec<u8> = segment.as_bytes().to_vec();
+    for _ in 0..3 {
+        if bytes.split(|&b| b == b'/' || b == b'\\').any(is_dots) {
+            return true;
+        }
+        if !bytes.contains(&b'%') {
+            return false;
+        }
+        bytes = percent_encoding::percent_decode(&bytes).collect();
+    }
+    bytes.split(|&b| b == b'/' || b == b'\\').any(is_dots)
+}
+
+/// Query parameters that carry API keys by convention (Google's `key`, and the names of the
+/// key headers the gateway reads). The gateway authenticates callers by header only and
+/// presents the provider's credential itself, so a key in the query is never meant for the
+/// provider: it is most likely the caller's gateway key and must not travel upstream.
+const KEY_PARAMS: [&str; 6] = [
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "x-api-key",
+    "x-goog-api-key",
+];
+
+/// The query without parameters named like API keys (names compared percent-decoded,
+/// ignoring case); other parameters keep their bytes and order.
+pub fn strip_key_params(query: &str) -> std::borrow::Cow<'_, str> {
+    let is_key = |kv: &str| {
+        let name = kv.split('=').next().unwrap_or_default();
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        KEY_PARAMS.iter().any(|k| name.eq_ignore_ascii_case(k))
+    };
+    if !query.split('&').any(is_key) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let kept: Vec<&str> = query.split('&').filter(|kv| !is_key(kv)).collect();
+    std::borrow::Cow::Owned(kept.join("&"))
+}
+
+/// The methods each provider's native API uses (`Allow` of the 405 for any other). TRACE,
+/// CONNECT, OPTIONS and extension methods never pass: a TRACE-reflecting upstream would echo
+/// the credential the gateway injected.
+pub fn allowed_methods(kind: ProviderKind) -> &'static str {
+    match kind {
+        // Chat, responses, embeddings, files, batches, fine-tuning: GET/POST/DELETE.
+        ProviderKind::OpenAi | ProviderKind::Anthropic => "GET, HEAD, POST, DELETE",
+        // Data plane incl. authoring (ingestion jobs are PUT, some updates PATCH).
+        ProviderKind::Azure | ProviderKind::Watsonx => "GET, HEAD, POST, PUT, PATCH, DELETE",
+        // Cached contents and tuning jobs are updated with PATCH.
+        ProviderKind::Vertex => "GET, HEAD, POST, PATCH, DELETE",
+        // Bedrock runtime (invoke, converse, async-invoke) and OCI inference.
+        ProviderKind::Bedrock | ProviderKind::Oci | ProviderKind::Mock => "GET, HEAD, POST",
+    }
+}
+
+/// Refuses a method the provider's API does not use (405 with `Allow`).
+pub fn check_method(kind: ProviderKind, method: &http::Method) -> Result<(), GatewayError> {
+    let allow = allowed_methods(kind);
+    if allow.split(", ").any(|m| m == method.as_str()) {
+        Ok(())
+    } else {
+        Err(GatewayError::MethodNotAllowed { allow })
+    }
+}
+
+/// Most options a `Connection` header may name (Pingora refuses more when proxying).
+const MAX_CONNECTION_OPTIONS: usize = 9;
+
+/// Checks the `Connection` header the way Pingora does when it builds the upstream request,
+/// but before any upstream connection, so a bad one is the client's 400 rather than a closed
+/// connection blamed on the provider: at most 9 options, each an HTTP token, none of them a
+/// header the proxy must keep (`Host`, `X-Forwarded-*`) or a pseudo-header.
+pub fn check_connection_header(req: &RequestHeader) -> Result<(), GatewayError> {
+    let bad = |why: &str| GatewayError::InvalidRequest {
+        message: format!("The Connection header is not acceptable: {why}."),
+        param: None,
+    };
+    let mut count = 0;
+    for value in req.headers.get_all(http::header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() {
+                continue;
+            }
+            count += 1;
+            if count > MAX_CONNECTION_OPTIONS {
+                return Err(bad("it names more than 9 options"));
+            }
+            if !token.iter().all(|&b| is_tchar(b)) {
+                return Err(bad("an option is not a plain token"));
+            }
+            let protected = [
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+            ];
+            if protected
+                .iter()
+                .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
+            {
+                return Err(bad("it names a header the gateway must forward"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An HTTP `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Collapses repeated identical `Content-Length` values (`5, 5`, or two fields `5` and `5`)
+/// into one before the request is forwarded; differing or unreadable values are a 400.
+pub fn normalize_content_length(req: &mut RequestHeader) -> Result<(), GatewayError> {
+    let values = req.headers.get_all(http::header::CONTENT_LENGTH);
+    let mut length: Option<u64> = None;
+    let mut pieces = 0usize;
+    for v in values.iter() {
+        let text = v.to_str().map_err(|_| bad_length())?;
+        for piece in text.split(',') {
+            let n: u64 = piece.trim().parse().map_err(|_| bad_length())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad_length());
+            }
+            length = Some(n);
+            pieces += 1;
+        }
+    }
+    if let (Some(n), true) = (length, pieces > 1) {
+        req.insert_header(http::header::CONTENT_LENGTH, n.to_string())
+            .map_err(|_| GatewayError::Internal)?;
+    }
+    Ok(())
+}
+
+fn bad_length() -> GatewayError {
+    GatewayError::BadFraming("the Content-Length values differ or are not numbers")
+}
+
 /// Points a caller's request at the provider: final path, `Host`, hop-by-hop headers dropped,
 /// and the provider's default headers added where the caller sent none. Credentials are
 /// applied after this (they may sign what is set here).
@@ -122,6 +277,18 @@ pub fn prepare_upstream_request(
     req.insert_header("host", upstream.endpoint.authority.clone())?;
     for name in HOP_BY_HOP.iter().chain(&["expect"]) {
         req.remove_header(*name);
+    }
+    // Only codings the usage meter can decode (the answer is relayed as it comes).
+    if let Some(accept) = req.headers.get(http::header::ACCEPT_ENCODING) {
+        match decodable_accept_encoding(&String::from_utf8_lossy(accept.as_bytes())) {
+            Some(kept) if kept.as_bytes() != accept.as_bytes() => {
+                req.insert_header(http::header::ACCEPT_ENCODING, kept)?
+            }
+            Some(_) => {}
+            None => {
+                req.remove_header(&http::header::ACCEPT_ENCODING);
+            }
+        }
     }
     for (name, value) in &upstream.default_headers {
         if !req.headers.contains_key(name) {
@@ -144,16 +311,55 @@ enum Observer {
     EventStream(eventstream::Decoder),
 }
 
+impl Observer {
+    /// Sees plain (decoded) response bytes.
+    fn feed(&mut self, meter: &mut UsageMeter, chunk: &[u8]) {
+        match self {
+            Observer::None => {}
+            Observer::Json(buf) => {
+                if buf.len() + chunk.len() > USAGE_SNIFF_LIMIT {
+                    *self = Observer::None;
+                } else {
+                    buf.extend_from_slice(chunk);
+                }
+            }
+            Observer::Sse(framer) => {
+                framer.feed(chunk, |event| {
+                    let ev = parse_event(event);
+                    if ev.has_data && ev.data.first() == Some(&b'{') {
+                        meter.observe_json(&ev.data);
+                    }
+                });
+            }
+            Observer::EventStream(decoder) => {
+                let fed = decoder.feed(chunk, |m| eventstream::meter_bedrock_event(meter, m));
+                if let Err(e) = fed {
+                    log::warn!("passthrough: cannot read usage from the event stream: {e}");
+                    *self = Observer::None;
+                }
+            }
+        }
+    }
+}
+
 /// Passthrough state kept in the request context.
 pub struct Passthrough {
     /// Upstream path and query relative to the endpoint's base path.
     pub path: String,
     observer: Observer,
+    /// Decodes a compressed answer for the observer (the client gets the compressed bytes).
+    decoder: Option<SideDecoder>,
     meter: UsageMeter,
     /// The model named by the request path (Bedrock `/model/{id}/...`), reported instead of
     /// the response's when the response succeeded.
     path_model: Option<String>,
     succeeded: bool,
+    /// The answer is a stream (SSE or AWS event stream).
+    streamed: bool,
+    /// Request body bytes sent upstream.
+    request_bytes: u64,
+    /// The usage reported by [`Self::finish`] is an estimate.
+    estimated: bool,
 }
 
 impl Passthrough {
@@ -161,10 +367,24 @@ impl Passthrough {
         Passthrough {
             path,
             observer: Observer::None,
+            decoder: None,
             meter: UsageMeter::new(),
             path_model: None,
             succeeded: false,
+            streamed: false,
+            request_bytes: 0,
+            estimated: false,
         }
+    }
+
+    /// Counts request body bytes (the prompt side of an estimate).
+    pub fn observe_request_bytes(&mut self, n: usize) {
+        self.request_bytes += n as u64;
+    }
+
+    /// Whether the usage [`Self::finish`] reported was estimated (the provider reported none).
+    pub fn usage_estimated(&self) -> bool {
+        self.estimated
     }
 
     /// Reports `model` (from the request path) as the model of a successful response.
@@ -195,48 +415,60 @@ impl Passthrough {
             .get("content-type")
             .map_or(&b""[..], |v| v.as_bytes());
         self.observer = if ct.starts_with(b"text/event-stream") {
+            self.streamed = true;
             Observer::Sse(SseFramer::new())
         } else if ct.starts_with(eventstream::CONTENT_TYPE.as_bytes()) {
+            self.streamed = true;
             Observer::EventStream(eventstream::Decoder::new())
         } else if ct.starts_with(b"application/json") {
             Observer::Json(Vec::new())
         } else {
             Observer::None
         };
-    }
-
-    /// Sees one response chunk (which is forwarded unchanged by the caller).
-    pub fn observe_chunk(&mut self, chunk: &[u8]) {
-        match &mut self.observer {
-            Observer::None => {}
-            Observer::Json(buf) => {
-                if buf.len() + chunk.len() > USAGE_SNIFF_LIMIT {
-                    self.observer = Observer::None;
-                } else {
-                    buf.extend_from_slice(chunk);
-                }
-            }
-            Observer::Sse(framer) => {
-                let meter = &mut self.meter;
-                framer.feed(chunk, |event| {
-                    let ev = parse_event(event);
-                    if ev.has_data && ev.data.first() == Some(&b'{') {
-                        meter.observe_json(&ev.data);
-                    }
-                });
-            }
-            Observer::EventStream(decoder) => {
-                let meter = &mut self.meter;
-                let fed = decoder.feed(chunk, |m| eventstream::meter_bedrock_event(meter, m));
-                if let Err(e) = fed {
-                    log::warn!("passthrough: cannot read usage from the event stream: {e}");
-                    self.observer = Observer::None;
-                }
+        if matches!(self.observer, Observer::None) {
+            return;
+        }
+        let coding = resp
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .map_or(&b""[..], |v| v.as_bytes());
+        match SideDecoder::for_encoding(coding, DECODED_LIMIT) {
+            Ok(decoder) => self.decoder = decoder,
+            Err(_unsupported) => {
+                log::warn!(
+                    "passthrough: cannot read usage from a body in Content-Encoding {}",
+                    String::from_utf8_lossy(coding)
+                );
+                self.observer = Observer::None;
             }
         }
     }
 
-    /// The usage and model the response reported, once it is complete.
+    /// Sees one response chunk (which is forwarded unchanged by the caller); a compressed
+    /// one is decoded on the side first.
+    pub fn observe_chunk(&mut self, chunk: &[u8]) {
+        if matches!(self.observer, Observer::None) {
+            return;
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            self.observer.feed(&mut self.meter, chunk);
+            return;
+        };
+        match decoder.decode(chunk) {
+            Ok(plain) => self.observer.feed(&mut self.meter, plain),
+            Err(e) => {
+                log::warn!("passthrough: cannot decode the answer to read its usage: {e}");
+                self.observer = Observer::None;
+                self.decoder = None;
+            }
+        }
+    }
+
+    /// The usage and model the response reported, once it is complete. A successful stream
+    /// that reported no usage (an OpenAI stream without `stream_options.include_usage`, or
+    /// one the client left early) is estimated at 4 bytes a token of the request body and of
+    /// the generated text seen, so budgets and token limits still count it; see
+    /// [`Self::usage_estimated`].
     pub fn finish(&mut self) -> (Option<Usage>, Option<String>) {
         if let Observer::Json(buf) = std::mem::take(&mut self.observer) {
             self.meter.observe_json(&buf);
@@ -245,7 +477,15 @@ impl Passthrough {
             Some(m) if self.succeeded => Some(m),
             _ => self.meter.model().map(str::to_owned),
         };
-        (self.meter.usage(), model)
+        let mut usage = self.meter.usage();
+        if usage.is_none() && self.succeeded && self.streamed {
+            self.estimated = true;
+            usage = Some(Usage::new(
+                self.request_bytes.div_ceil(BYTES_PER_TOKEN),
+                self.meter.text_bytes().div_ceil(BYTES_PER_TOKEN),
+            ));
+        }
+        (usage, model)
     }
 }
 
@@ -346,6 +586,69 @@ mod tests {
         assert_eq!(p.finish(), (Some(Usage::new(4, 5)), Some("gpt-4o".into())));
     }
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn usage_is_read_from_compressed_answers() {
+        let mut json = response("application/json");
+        json.insert_header("content-encoding", "gzip").unwrap();
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_response(&json);
+        let body = gzip(br#"{"model":"gpt-4o","usage":{"prompt_tokens":3,"completion_tokens":5}}"#);
+        for piece in body.chunks(5) {
+            p.observe_chunk(piece);
+        }
+        assert_eq!(p.finish(), (Some(Usage::new(3, 5)), Some("gpt-4o".into())));
+        assert!(!p.usage_estimated());
+
+        let mut sse = response("text/event-stream");
+        sse.insert_header("content-encoding", "gzip").unwrap();
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_response(&sse);
+        let body = gzip(b"data: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n");
+        for piece in body.chunks(3) {
+            p.observe_chunk(piece);
+        }
+        assert_eq!(p.finish(), (Some(Usage::new(4, 5)), Some("gpt-4o".into())));
+
+        // A coding the meter cannot read: nothing is metered, nothing breaks.
+        let mut odd = response("application/json");
+        odd.insert_header("content-encoding", "compress").unwrap();
+        let mut p = Passthrough::new("/v1/x".into());
+        p.observe_response(&odd);
+        p.observe_chunk(b"\x1f\x9d\x90");
+        assert_eq!(p.finish(), (None, None));
+    }
+
+    #[test]
+    fn a_stream_without_usage_is_estimated() {
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_request_bytes(40);
+        p.observe_request_bytes(2);
+        p.observe_response(&response("text/event-stream"));
+        p.observe_chunk(b"data: {\"model\":\"gpt-4o\",\"choices\":[{\"delta\":{\"content\":\"Hello there\"}}]}\n\n");
+        p.observe_chunk(b"data: {\"model\":\"gpt-4o\",\"choices\":[{\"delta\":{\"content\":\"!\"}}]}\n\ndata: [DONE]\n\n");
+        assert_eq!(p.finish(), (Some(Usage::new(11, 3)), Some("gpt-4o".into())));
+        assert!(p.usage_estimated());
+
+        // Not estimated: a JSON answer without usage (files, models), a failed stream.
+        let mut p = Passthrough::new("/v1/files".into());
+        p.observe_request_bytes(1000);
+        p.observe_response(&response("application/json"));
+        p.observe_chunk(br#"{"id":"file-1"}"#);
+        assert_eq!(p.finish(), (None, None));
+        assert!(!p.usage_estimated());
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_request_bytes(1000);
+        p.observe_response(&ResponseHeader::build(500, None).unwrap());
+        assert_eq!(p.finish(), (None, None));
+    }
+
     #[test]
     fn usage_is_read_from_bedrock_event_streams() {
         use switchyard_filters::eventstream::encode_event;
@@ -366,13 +669,15 @@ mod tests {
         }
         assert_eq!(p.finish(), (Some(Usage::new(5, 6)), Some("m:0".into())));
 
-        // A corrupt frame stops metering; nothing else happens.
+        // A corrupt frame stops reading usage; nothing else happens (the stream is estimated:
+        // no request bytes, no text read here).
         let mut bad = body.clone();
         let n = bad.len();
         bad[n - 2] ^= 0xFF;
         let mut p = stream();
         p.observe_chunk(&bad);
-        assert_eq!(p.finish(), (None, Some("m:0".into())));
+        assert_eq!(p.finish(), (Some(Usage::new(0, 0)), Some("m:0".into())));
+        assert!(p.usage_estimated());
 
         // The path's model is not reported for a failed request (callers choose paths).
         let mut p =

@@ -1,7 +1,17 @@
 //! Model prices (USD per 1M tokens) and the cost of a request.
 //!
 //! The shipped table `conf/prices.yaml` is compiled in; the config's `pricing:` section
-//! overrides or extends it per model.
+//! overrides or extends it per model. A model's price is, in this order:
+//! 1. its own entry;
+//! 2. for a dated snapshot (`gpt-4o-2024-11-20`, `claude-3-7-sonnet-20250219`,
+//!    `claude-3-5-sonnet@20240620`: a date at the end as `-YYYY-MM-DD`, `-YYYYMMDD` or
+//!    `@YYYYMMDD`), the entry of the name without the date (`gpt-4o`);
+//! 3. the longest `pricing:` pattern ending in `*` that the name starts with
+//!    (`"gpt-*": {input: 10, output: 30}`), a family's default.
+//!
+//! A model with none of these is unpriced: it costs 0, is counted in
+//! `ai_proxy_unpriced_requests_total`, and is refused to keys and users with a budget
+//! (see `crate::governance::gate`), which it would otherwise bypass.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,9 +29,20 @@ pub struct Price {
     pub output_per_million: f64,
 }
 
+impl Price {
+    /// Cost in USD of `usage` at this price.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        (usage.prompt_tokens as f64 * self.input_per_million
+            + usage.completion_tokens as f64 * self.output_per_million)
+            / 1_000_000.0
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct PriceTable {
     prices: HashMap<Arc<str>, Price>,
+    /// `pricing:` keys ending in `*`: (prefix, price), longest prefix first.
+    families: Vec<(String, Price)>,
 }
 
 impl PriceTable {
@@ -32,15 +53,24 @@ impl PriceTable {
         let shipped: BTreeMap<String, RawPrice> = serde_yaml::from_str(SHIPPED)
             .expect("conf/prices.yaml is valid (checked by a unit test)");
         let mut prices = HashMap::new();
+        let mut families = Vec::new();
         for (model, p) in shipped.iter().chain(overrides) {
-            prices.insert(
-                Arc::from(model.as_str()),
-                Price {
-                    input_per_million: p.input,
-                    output_per_million: p.output,
-                },
-            );
+            let price = Price {
+                input_per_million: p.input,
+                output_per_million: p.output,
+            };
+            match model.strip_suffix('*') {
+                Some(prefix) if !prefix.contains('*') => families.push((prefix.to_owned(), price)),
+                Some(_) => problems.push(Problem::new(
+                    format!("pricing.{model}"),
+                    "a family price has one `*`, at the end (e.g. `gpt-4o-*`)",
+                )),
+                None => {
+                    prices.insert(Arc::from(model.as_str()), price);
+                }
+            }
         }
+        families.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         for (model, p) in overrides {
             if !(p.input.is_finite() && p.output.is_finite() && p.input >= 0.0 && p.output >= 0.0) {
                 problems.push(Problem::new(
@@ -49,12 +79,26 @@ impl PriceTable {
                 ));
             }
         }
-        PriceTable { prices }
+        PriceTable { prices, families }
     }
 
-    /// The price of the first of `models` that has one (upstream name first, then the client's).
+    /// The price of the first of `models` that has one (upstream name first, then the
+    /// client's), by the rules in the module's doc.
     pub fn price(&self, models: &[&str]) -> Option<Price> {
-        models.iter().find_map(|m| self.prices.get(*m).copied())
+        models.iter().find_map(|m| self.lookup(m))
+    }
+
+    fn lookup(&self, model: &str) -> Option<Price> {
+        if let Some(p) = self.prices.get(model) {
+            return Some(*p);
+        }
+        if let Some(p) = undated(model).and_then(|m| self.prices.get(m)) {
+            return Some(*p);
+        }
+        self.families
+            .iter()
+            .find(|(prefix, _)| model.starts_with(prefix.as_str()))
+            .map(|(_, p)| *p)
     }
 
     /// The table's own copy of `model`'s name when it has a price: a name from configuration,
@@ -65,12 +109,25 @@ impl PriceTable {
 
     /// Cost in USD of `usage` on the first priced model of `models`; 0 when none is priced.
     pub fn cost(&self, models: &[&str], usage: &Usage) -> f64 {
-        self.price(models).map_or(0.0, |p| {
-            (usage.prompt_tokens as f64 * p.input_per_million
-                + usage.completion_tokens as f64 * p.output_per_million)
-                / 1_000_000.0
-        })
+        self.price(models).map_or(0.0, |p| p.cost(usage))
     }
+}
+
+/// The name without a snapshot date at its end (`-YYYY-MM-DD`, `-YYYYMMDD`, `@YYYYMMDD`).
+fn undated(model: &str) -> Option<&str> {
+    let b = model.as_bytes();
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    let n = b.len();
+    if n > 11 && b[n - 11] == b'-' && b[n - 6] == b'-' && b[n - 3] == b'-' {
+        let (y, m, d) = (&b[n - 10..n - 6], &b[n - 5..n - 3], &b[n - 2..]);
+        if digits(y) && digits(m) && digits(d) {
+            return Some(&model[..n - 11]);
+        }
+    }
+    if n > 9 && matches!(b[n - 9], b'-' | b'@') && digits(&b[n - 8..]) {
+        return Some(&model[..n - 9]);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -94,5 +151,33 @@ mod tests {
         let cost = t.cost(&["gpt-4o"], &Usage::new(1_000_000, 500_000));
         assert!((cost - 2.0).abs() < 1e-9);
         assert_eq!(t.cost(&["unpriced"], &Usage::new(10, 10)), 0.0);
+    }
+
+    #[test]
+    fn snapshots_and_families_take_their_base_price() {
+        let mut overrides = BTreeMap::new();
+        let price = |input| RawPrice { input, output: 0.0 };
+        overrides.insert("claude-3-7-sonnet".to_string(), price(3.0));
+        overrides.insert("gpt-*".to_string(), price(50.0));
+        overrides.insert("gpt-5-*".to_string(), price(7.0));
+        let mut problems = Vec::new();
+        let t = PriceTable::with_overrides(&overrides, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let input = |m: &str| t.price(&[m]).map(|p| p.input_per_million);
+        assert_eq!(input("gpt-4o-2024-11-20"), Some(2.5));
+        assert_eq!(input("claude-3-7-sonnet-20250219"), Some(3.0));
+        assert_eq!(input("claude-3-7-sonnet@20250219"), Some(3.0));
+        // Longest family prefix wins; a name with no price of its own falls to its family.
+        assert_eq!(input("gpt-5-mini"), Some(7.0));
+        assert_eq!(input("gpt-new"), Some(50.0));
+        assert_eq!(input("gpt-4o"), Some(2.5));
+        assert_eq!(input("llama-3-70b"), None);
+        assert_eq!(undated("gpt-4o-2024-13"), None);
+        assert_eq!(undated("x-12345678"), Some("x"));
+        let mut bad = BTreeMap::new();
+        bad.insert("g*t-*".to_string(), price(1.0));
+        let mut problems = Vec::new();
+        PriceTable::with_overrides(&bad, &mut problems);
+        assert_eq!(problems[0].path, "pricing.g*t-*");
     }
 }

@@ -10,7 +10,7 @@
 //! - `logging`: metrics and the access log for every request.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::ctx::{request_id, RequestCtx, RouteKind};
 use crate::errors::GatewayError;
 use crate::forward::{self, Forwarder, Mode, UpstreamCall};
+use crate::limits::SlotKind;
 use crate::metrics::Metrics;
 use crate::passthrough::{self, Passthrough};
 use crate::providers::endpoint::PeerTimeouts;
@@ -46,8 +47,9 @@ pub struct Gateway {
     pub(crate) connector: Connector,
     /// Store keys, scopes, budgets, rate limits, usage records and audit.
     pub governance: Arc<crate::governance::Governance>,
-    /// Open streams per gateway key (`server.max_streams_per_key`).
-    pub(crate) stream_slots: Arc<crate::limits::StreamSlots>,
+    /// Requests in flight and open streams per gateway key (`max_requests_in_flight_per_key`,
+    /// `max_streams_per_key`).
+    pub(crate) key_slots: Arc<crate::limits::KeySlots>,
     /// Request body bytes held now (`server.max_inflight_body_bytes`).
     pub(crate) body_budget: Arc<crate::body_budget::BodyBudget>,
 }
@@ -75,7 +77,7 @@ impl Gateway {
             health,
             connector: Connector::new(None),
             governance,
-            stream_slots: Arc::default(),
+            key_slots: Arc::default(),
             body_budget: Arc::default(),
         }
     }
@@ -135,6 +137,9 @@ impl Gateway {
             }
         };
         ctx.caller = Some(caller);
+        if endpoint.is_some() || passthrough_route.is_some() {
+            self.take_key_slot(&config, ctx, SlotKind::Request)?;
+        }
 
         if let Some(endpoint) = endpoint {
             require(method == http::Method::POST, "POST")?;
@@ -200,8 +205,16 @@ impl Gateway {
         Ok(Next::Responded)
     }
 
-    fn model_object(id: &str, owner: &str) -> serde_json::Value {
-        json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+    fn model_object(id: &str, owner: &str, created: u64) -> serde_json::Value {
+        json!({"id": id, "object": "model", "created": created, "owned_by": owner})
+    }
+
+    /// Whether the caller's key scopes allow `model`.
+    fn caller_may_use(ctx: &RequestCtx, model: &str) -> bool {
+        ctx.caller
+            .as_ref()
+            .and_then(|c| c.policy.as_ref())
+            .is_none_or(|p| p.scope.allows_model(model))
     }
 
     /// `/health/providers`: each provider's readiness, circuit state, latency and error rate.
@@ -227,10 +240,12 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Next, GatewayError> {
+        let created = config.router.created;
         let data: Vec<_> = config
             .router
             .listed_models()
-            .map(|(id, owner)| Self::model_object(id, owner))
+            .filter(|(id, _)| Self::caller_may_use(ctx, id))
+            .map(|(id, owner)| Self::model_object(id, owner, created))
             .collect();
         self.local_json(session, ctx, 200, json!({"object": "list", "data": data}))
             .await
@@ -245,7 +260,14 @@ impl Gateway {
     ) -> Result<Next, GatewayError> {
         switchyard_filters::model_name::check(id)?;
         let resolved = config.router.resolve(id)?;
-        let body = Self::model_object(id, &resolved.provider.name);
+        if !Self::caller_may_use(ctx, id) {
+            // Out of the key's scopes: as absent as it is from the list.
+            return Err(GatewayError::ModelNotFound {
+                model: id.to_owned(),
+                suggestions: Vec::new(),
+            });
+        }
+        let body = Self::model_object(id, &resolved.provider.name, config.router.created);
         self.local_json(session, ctx, 200, body).await
     }
 
@@ -295,6 +317,8 @@ impl Gateway {
                 "Provider `{name}` has no native API to pass through to."
             )));
         };
+        passthrough::check_method(provider.kind, &header.method)?;
+        passthrough::check_connection_header(header)?;
         // Bedrock model ARNs carry `/`, sent as `%2F` inside the `{modelId}` label.
         let encoded_slashes = provider.kind == ProviderKind::Bedrock;
         let path = passthrough::upstream_path_with(
@@ -303,10 +327,15 @@ impl Gateway {
             &upstream.default_query,
             encoded_slashes,
         )?;
+        passthrough::normalize_content_length(session.req_header_mut())?;
         ctx.provider = Some(provider.clone());
         if crate::limits::passthrough_streams(rest) {
             self.take_stream_slot(config, ctx)?;
         }
+        let limits = &config.server.limits;
+        let left = ctx
+            .body_deadline(limits)
+            .saturating_duration_since(Instant::now());
         let path_model = (provider.kind == ProviderKind::Bedrock)
             .then(|| crate::providers::bedrock::model_from_path(rest))
             .flatten();
@@ -314,10 +343,18 @@ impl Gateway {
             .await?;
         ctx.passthrough = Some(Passthrough::new(path.clone()).with_path_model(path_model));
         if !upstream.credential.signs_body() {
-            return Ok(Next::Proxy); // Pingora's hooks stream the request through
+            // Pingora's hooks stream the request through; the first body read may wait only
+            // as long as the whole-body deadline leaves (`request_body_filter` keeps it so).
+            session
+                .downstream_session
+                .set_read_timeout(Some(limits.body_timeout.min(left)));
+            return Ok(Next::Proxy);
         }
         // A signature covers the body, so it must be read before any header goes upstream.
         let body = self.read_body(session, ctx, config).await?;
+        if let Some(pt) = ctx.passthrough.as_mut() {
+            pt.observe_request_bytes(body.len());
+        }
         let mut request = session.req_header().clone();
         passthrough::prepare_upstream_request(&mut request, upstream, &path)
             .map_err(|_| GatewayError::Internal)?;
@@ -337,21 +374,59 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Holds one of the caller's `server.max_streams_per_key` stream slots for this request
-    /// (429 `too_many_streams` when none is free); released when the request context drops.
+    /// Holds one of the caller's stream slots for this request when the key is under a
+    /// stream cap (429 `too_many_streams` when none is free); released when the request
+    /// context drops.
     pub(crate) fn take_stream_slot(
         &self,
         config: &Config,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
+        self.take_key_slot(config, ctx, SlotKind::Stream)
+    }
+
+    /// Holds a `kind` slot of the caller's key when its caps (its own, else the server's) have
+    /// one; no cap, no counting.
+    fn take_key_slot(
+        &self,
+        config: &Config,
+        ctx: &mut RequestCtx,
+        kind: SlotKind,
+    ) -> Result<(), GatewayError> {
         let Some(caller) = ctx.caller.as_ref() else {
             return Ok(());
         };
-        let slot = self
-            .stream_slots
-            .acquire(&caller.key_id, config.server.limits.max_streams_per_key)?;
-        ctx.stream_slot = Some(slot);
+        let caps = caller.concurrency.or(config.server.limits.per_key);
+        let cap = match kind {
+            SlotKind::Request => caps.requests,
+            SlotKind::Stream => caps.streams,
+        };
+        let Some(limit) = cap else { return Ok(()) };
+        let slot = self.key_slots.acquire(&caller.key_id, kind, limit)?;
+        match kind {
+            SlotKind::Request => ctx.request_slot = Some(slot),
+            SlotKind::Stream => ctx.stream_slot = Some(slot),
+        }
         Ok(())
+    }
+}
+
+impl Gateway {
+    /// Answers a refused request with its error envelope, then lingers (reads and drops what
+    /// the client still uploads, bounded) so the close does not reset the answer away. A
+    /// client that has gone gets nothing: the request is recorded as 499.
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError) {
+        if ctx.client_closed() || *e == GatewayError::ClientClosed {
+            ctx.error = Some(GatewayError::ClientClosed);
+            session.downstream_session.set_keepalive(None);
+            return;
+        }
+        if respond::error(session, ctx, e).await.is_err() {
+            // respond::full recorded the client as gone.
+            session.downstream_session.set_keepalive(None);
+            return;
+        }
+        crate::limits::linger(session, ctx).await;
     }
 }
 
@@ -374,7 +449,8 @@ fn unified_endpoint(path: &str) -> Option<Endpoint> {
 
 impl Gateway {
     /// Reads a request body whole: 413 over `server.max_request_body_bytes`, 408 when the
-    /// client stalls, 503 when the bodies held already take `server.max_inflight_body_bytes`
+    /// client stalls (a pause over `client_body_timeout_seconds`, or the body not complete
+    /// within `client_body_total_timeout_seconds`), 503 when the bodies held already take `server.max_inflight_body_bytes`
     /// (the bytes stay taken, in `ctx.body_permit`, until the request ends).
     pub(crate) async fn read_body(
         &self,
@@ -411,9 +487,16 @@ impl Gateway {
                 .await
                 .map_err(|_| GatewayError::Internal)?;
         }
+        let deadline = ctx.body_deadline(&config.server.limits);
         let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
         loop {
-            match session.read_request_body().await {
+            let Ok(read) =
+                tokio::time::timeout_at(deadline.into(), session.read_request_body()).await
+            else {
+                session.downstream_session.set_keepalive(None);
+                return Err(GatewayError::RequestTimeout);
+            };
+            match read {
                 Ok(Some(chunk)) => {
                     let len = body.len() as u64 + chunk.len() as u64;
                     if len > limit {
@@ -465,19 +548,67 @@ impl ProxyHttp for Gateway {
                 .get("x-request-id")
                 .map(|v| v.as_bytes()),
         );
-        let limits = self.config.load().server.limits;
+        let (limits, cors) = {
+            let config = self.config.load();
+            (config.server.limits, config.server.cors.clone())
+        };
+        if let Some(cors) = cors {
+            ctx.cors = Some(cors.decide(&session.req_header().headers));
+        }
         if let Err(e) = crate::limits::check_request_header(session, &limits) {
-            respond::error(session, ctx, &e).await?;
+            self.refuse(session, ctx, &e).await;
+            return Ok(true);
+        }
+        if ctx.cors.is_some() && crate::cors::is_preflight(session.req_header()) {
+            respond::preflight(session, ctx).await?;
             return Ok(true);
         }
         match self.route(session, ctx).await {
-            Ok(Next::Responded) => Ok(true),
+            Ok(Next::Responded) => {
+                if ctx.client_closed() {
+                    session.downstream_session.set_keepalive(None);
+                }
+                Ok(true)
+            }
             Ok(Next::Proxy) => Ok(false),
             Err(e) => {
-                respond::error(session, ctx, &e).await?;
+                self.refuse(session, ctx, &e).await;
                 Ok(true)
             }
         }
+    }
+
+    /// Pingora calls this for each piece of a passthrough request body it streams upstream
+    /// unchanged: its size is noted (for a token estimate when the answer reports no usage),
+    /// and the next read may wait only for what is left of the whole-body deadline.
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(pt), Some(chunk)) = (ctx.passthrough.as_mut(), body.as_ref()) {
+            pt.observe_request_bytes(chunk.len());
+        }
+        let Some(limits) = ctx.config.as_ref().map(|c| c.server.limits) else {
+            return Ok(());
+        };
+        if end_of_stream {
+            return Ok(());
+        }
+        let left = ctx
+            .body_deadline(&limits)
+            .saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            ctx.error = Some(GatewayError::RequestTimeout);
+            session.downstream_session.set_keepalive(None);
+            return Error::e_explain(ErrorType::ReadTimedout, "request body deadline passed");
+        }
+        session
+            .downstream_session
+            .set_read_timeout(Some(limits.body_timeout.min(left)));
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -545,6 +676,9 @@ impl ProxyHttp for Gateway {
         if let Some(pt) = ctx.passthrough.as_mut() {
             pt.observe_response(resp);
             resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
+            if let Some(cors) = &ctx.cors {
+                cors.apply_to_upstream(resp)?;
+            }
             if let Some(rate) = &ctx.rate {
                 for (k, v) in rate.headers() {
                     resp.insert_header(k, v)?;
@@ -578,13 +712,29 @@ impl ProxyHttp for Gateway {
         crate::limits::HeaderRead::mark(prev);
     }
 
-    /// A client that goes away is routine at the edge, not an error worth a log line.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        error.esource() == &pingora::ErrorSource::Downstream
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    /// Errors on the client's side are not the gateway's: a client that goes away is routine
+    /// at the edge, and a request it could not read is logged at info by `fail_to_proxy`.
+    /// A client that went away is logged at info by `logging`, as status 499.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        ctx.client_closed() || error.esource() == &pingora::ErrorSource::Downstream
+    }
+
+    /// The request in Pingora's own log lines, without its query string (which may carry a
+    /// key: `?key=...`).
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let query = if req.uri.query().is_some() {
+            "?<redacted>"
+        } else {
+            ""
+        };
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map_or(String::new(), |h| {
+                String::from_utf8_lossy(h.as_bytes()).into_owned()
+            });
+        format!("{} {}{query}, Host: {host}", req.method, req.uri.path())
     }
 
     async fn fail_to_proxy(
@@ -608,18 +758,49 @@ impl ProxyHttp for Gateway {
             (None, ErrorType::ReadTimedout) if e.esource() == &pingora::ErrorSource::Downstream => {
                 GatewayError::RequestTimeout
             }
-            (None, _) if e.esource() == &pingora::ErrorSource::Downstream => {
+            // The client went away: nobody to answer; recorded as 499.
+            (
+                None,
+                ErrorType::ConnectionClosed
+                | ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::WriteTimedout
+                | ErrorType::H2Error,
+            ) if e.esource() == &pingora::ErrorSource::Downstream => {
+                ctx.error = Some(GatewayError::ClientClosed);
+                ctx.log_detail = Some(format!("client went away: {}", e.etype().as_str()));
                 return FailToProxy {
                     error_code: 0,
                     can_reuse_downstream: false,
                 };
+            }
+            // Anything else on the client's side (a bad chunk size, a header Pingora will not
+            // forward) is the client's 400, not the provider's failure.
+            (None, etype) if e.esource() == &pingora::ErrorSource::Downstream => {
+                log::info!(
+                    "request {} refused: the client sent what cannot be proxied ({})",
+                    ctx.request_id,
+                    etype.as_str()
+                );
+                let what = match etype {
+                    // Pingora's body reader (`INVALID_CHUNK`, not exported).
+                    ErrorType::Custom("InvalidChunk") => "its chunked encoding is invalid",
+                    ErrorType::InvalidHTTPHeader => "a header cannot be forwarded",
+                    _ => "it is malformed",
+                };
+                GatewayError::InvalidRequest {
+                    message: format!("The request could not be read: {what}."),
+                    param: None,
+                }
             }
             (None, _) => forward::failure(e, &provider),
         };
         ctx.log_detail = Some(e.etype().as_str().to_owned());
         let code = err.status();
         if session.response_written().is_none() {
-            let _ = respond::error(session, ctx, &err).await;
+            if respond::error(session, ctx, &err).await.is_ok() {
+                crate::limits::linger(session, ctx).await;
+            }
         } else {
             ctx.error = Some(err);
         }
@@ -642,14 +823,26 @@ impl ProxyHttp for Gateway {
                     None => Arc::from("none"),
                 });
             }
+            ctx.usage_estimated = pt.usage_estimated();
             if ctx.client_model.is_none() {
                 ctx.client_model = model;
             }
         }
-        let status = ctx
-            .status
-            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
-            .unwrap_or(if e.is_some() { 502 } else { 0 });
+        let status = if ctx.client_closed() {
+            // Not the gateway's failure nor the provider's: nginx's 499, logged at info.
+            log::info!(
+                "request {} ended early: {}",
+                ctx.request_id,
+                ctx.log_detail
+                    .as_deref()
+                    .unwrap_or("the client closed the connection")
+            );
+            499
+        } else {
+            ctx.status
+                .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+                .unwrap_or(if e.is_some() { 502 } else { 0 })
+        };
         let latency = ctx.started.elapsed();
         let provider = ctx.provider.as_ref().map_or("none", |p| &*p.name);
         let model = ctx.metric_model.as_deref().unwrap_or("none");
@@ -666,7 +859,9 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[limit])
                 .inc();
         }
-        if let Some(kind) = ctx
+        if ctx.provider_error_counted {
+            // The unified API counted each failed attempt as it happened.
+        } else if let Some(kind) = ctx
             .error
             .as_ref()
             .and_then(GatewayError::provider_error_type)
@@ -704,10 +899,14 @@ impl ProxyHttp for Gateway {
         }
         if let Some(usage) = ctx.usage {
             let upstream = ctx.upstream_model.as_deref().unwrap_or(client_model);
-            ctx.cost = ctx
+            let price = ctx
                 .config
                 .as_ref()
-                .map_or(0.0, |c| c.prices.cost(&[upstream, client_model], &usage));
+                .and_then(|c| c.prices.price(&[upstream, client_model]));
+            ctx.cost = price.map_or(0.0, |p| p.cost(&usage));
+            if price.is_none() {
+                self.metrics.unpriced.with_label_values(&[provider]).inc();
+            }
             self.metrics.record_usage(provider, model, &usage, ctx.cost);
         }
         // Counted last, so a scrape that shows this request shows all of its other metrics too.
@@ -752,6 +951,7 @@ impl ProxyHttp for Gateway {
             latency_ms: latency.as_secs_f64() * 1000.0,
             input_tokens: ctx.usage.map(|u| u.prompt_tokens),
             output_tokens: ctx.usage.map(|u| u.completion_tokens),
+            usage_estimated: ctx.usage_estimated,
             cost_usd: ctx.usage.map(|_| ctx.cost),
             error: ctx.log_detail.take().or_else(|| {
                 ctx.error

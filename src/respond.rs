@@ -68,6 +68,9 @@ pub fn header(
     if let Some(v) = ctx.dropped_params.as_deref().and_then(value) {
         map.insert(DROPPED_PARAMS, v);
     }
+    if let Some(cors) = &ctx.cors {
+        cors.apply_to_map(map);
+    }
     Ok(ResponseHeader::from(parts))
 }
 
@@ -77,7 +80,8 @@ fn value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(s).ok()
 }
 
-/// Sends a complete response with a known body.
+/// Sends a complete response with a known body. A failed write means the client has gone:
+/// `ctx` records it ([`GatewayError::ClientClosed`], 499).
 pub async fn full(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -87,13 +91,57 @@ pub async fn full(
     h.set_content_length(body.len())?;
     ctx.status = Some(h.status.as_u16());
     let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(h), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
+    let written = async {
+        session
+            .write_response_header(Box::new(h), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    gone_on_error(ctx, written)
+}
+
+/// Writes a piece of a started response body (empty with `end`: just the end); a failed write
+/// records the client as gone.
+pub async fn body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    data: Bytes,
+    end: bool,
+) -> pingora::Result<()> {
+    let written = session.write_response_body(Some(data), end).await;
+    gone_on_error(ctx, written)
+}
+
+/// Records a failed downstream write as the client having gone (logged as 499, not as the
+/// gateway's error).
+pub(crate) fn gone_on_error(
+    ctx: &mut RequestCtx,
+    written: pingora::Result<()>,
+) -> pingora::Result<()> {
+    if let Err(e) = &written {
+        ctx.error = Some(GatewayError::ClientClosed);
+        ctx.log_detail = Some(format!("client went away: {}", e.etype().as_str()));
+    }
+    written
+}
+
+/// Resolves when the client has gone (closed its connection, reset its HTTP/2 stream, or
+/// sent bytes where none may come); pending while it is still there. Only for a request whose
+/// body has been read: raced against upstream reads so an abandoned request is cancelled at
+/// once, not at the next write.
+pub async fn client_gone(session: &mut Session) {
+    if session
+        .downstream_session
+        .read_body_or_idle(true)
+        .await
+        .is_ok()
+    {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Sends JSON with the given status.
@@ -120,7 +168,21 @@ pub async fn error(
     if e.status() == 401 {
         h.insert_header("www-authenticate", "Bearer")?;
     }
-    if let GatewayError::BodyBudgetExhausted = e {
+    if let GatewayError::UpstreamStatus {
+        retry_after: Some(secs),
+        ..
+    } = e
+    {
+        h.insert_header("retry-after", secs.to_string())?;
+    }
+    if matches!(
+        e,
+        GatewayError::TooManyStreams { .. }
+            | GatewayError::TooManyRequestsInFlight { .. }
+            | GatewayError::BodyBudgetExhausted
+    ) {
+        // A slot frees when one of the key's requests ends: worth retrying soon. SDKs (OpenAI,
+        // Agents) back off by this header rather than by their short exponential default.
         h.insert_header("retry-after", "1")?;
     }
     if let GatewayError::RateLimited {
@@ -138,6 +200,32 @@ pub async fn error(
     full(session, ctx, h, Bytes::from(e.body())).await
 }
 
+/// Answers a CORS preflight (`server.cors`, checked before authentication): 204 with the
+/// CORS headers, or 403 without them when the origin, method or a header is not allowed.
+pub async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    ctx.route = crate::ctx::RouteKind::Preflight;
+    let Some(cors) = ctx.cors.as_mut() else {
+        return Ok(());
+    };
+    match cors.preflight(&session.req_header().headers) {
+        Ok(headers) => {
+            let mut h = header(204, "application/json", ctx)?;
+            h.remove_header(&header::CONTENT_TYPE);
+            h.remove_header(&header::ACCESS_CONTROL_EXPOSE_HEADERS); // for real answers only
+            for (k, v) in headers {
+                h.insert_header(k, v)?;
+            }
+            h.insert_header(header::VARY, crate::cors::CorsDecision::preflight_vary())?;
+            ctx.status = Some(204);
+            session.write_response_header(Box::new(h), true).await
+        }
+        Err(refusal) => {
+            cors.refuse();
+            error(session, ctx, &GatewayError::Forbidden(refusal.message())).await
+        }
+    }
+}
+
 /// Starts a streamed (SSE) response; body chunks follow with `write_response_body`.
 pub async fn start_stream(
     session: &mut Session,
@@ -149,5 +237,6 @@ pub async fn start_stream(
     }
     h.insert_header("x-accel-buffering", "no")?;
     ctx.status = Some(h.status.as_u16());
-    session.write_response_header(Box::new(h), false).await
+    let written = session.write_response_header(Box::new(h), false).await;
+    gone_on_error(ctx, written)
 }

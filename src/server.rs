@@ -127,6 +127,8 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
 
     let metrics = Metrics::new();
     metrics.register(Box::new(governance.dropped.clone()));
+    metrics.register(Box::new(governance.totp_throttle.failures.clone()));
+    metrics.register(Box::new(governance.totp_throttle.lockouts.clone()));
     let access_log = AccessLog::start(s.access_log);
     let live = Arc::new(LiveConfig {
         current: Arc::new(ArcSwap::new(config.clone())),
@@ -169,6 +171,18 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
         server.add_service(svc);
     }
     if let Some(admin) = &config.admin {
+        if admin.totp
+            && governance
+                .store
+                .as_ref()
+                .is_some_and(|s| !s.seals_secrets())
+        {
+            log::warn!(
+                "the admin TOTP secret is kept in PLAIN TEXT in the store: set {} or the systemd credential {} to encrypt it (README, \"Admin API\")",
+                crate::store::secret_key::ENV,
+                crate::store::secret_key::CREDENTIAL
+            );
+        }
         let mut svc = Service::new(
             "admin".into(),
             crate::admin::AdminApp::new(admin.clone(), governance.clone()),

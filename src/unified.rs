@@ -10,7 +10,7 @@ use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use switchyard_filters::chat::embeddings::EmbeddingsRequest;
-use switchyard_filters::chat::ChatRequest;
+use switchyard_filters::chat::{request as chat_request, ChatRequest};
 use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
 use switchyard_filters::translate::{self, AnswerFormat};
 use switchyard_filters::{mock, openai_upstream, Endpoint, InvalidRequest};
@@ -20,11 +20,11 @@ use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
 use crate::forward::{Forwarder, Mode, Opened, UpstreamCall};
 use crate::providers::endpoint::PeerTimeouts;
-use crate::providers::{ProviderKind, Upstream};
+use crate::providers::{Provider, ProviderKind, Upstream};
 use crate::proxy::Gateway;
 use crate::respond;
 use crate::route::health::{Admission, ProviderHealth};
-use crate::route::{Candidate, Plan, Policy};
+use crate::route::{Candidate, Demand, Plan, Policy};
 use crate::translation::{self, Shape, Translation};
 use percent_encoding::utf8_percent_encode;
 
@@ -64,6 +64,10 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let raw = self.read_body(session, ctx, config).await?;
         let parsed = parse_request_bytes(endpoint, raw)?;
+        if endpoint != Endpoint::Embeddings {
+            // Every provider (the mock and OpenAI included) refuses out-of-range values alike.
+            chat_request::validate(&parsed)?;
+        }
         if parsed.summary.stream {
             self.take_stream_slot(config, ctx)?;
         }
@@ -73,9 +77,19 @@ impl Gateway {
             .get("x-switchyard-provider")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let plan = config
-            .router
-            .plan(&parsed.summary.model, pinned.as_deref(), &self.health)?;
+        let max_tokens = match endpoint {
+            Endpoint::Embeddings => Some(0),
+            _ => ["max_completion_tokens", "max_tokens"]
+                .iter()
+                .find_map(|k| parsed.field(k).and_then(|v| v.parse::<u64>().ok())),
+        };
+        let demand = Demand::estimate(parsed.raw().len(), max_tokens);
+        let plan = config.router.plan(
+            &parsed.summary.model,
+            pinned.as_deref(),
+            &self.health,
+            demand,
+        )?;
         ctx.metric_model = Some(
             plan.matched
                 .metric_label(&parsed.summary.model, &config.prices),
@@ -130,11 +144,39 @@ struct Run<'a> {
 enum Outcome {
     /// The answer went to the client (successfully or not): stop.
     Answered,
-    /// Worth another try; `retry_after` when the provider said how long to wait.
-    Retry {
-        error: GatewayError,
-        retry_after: Option<Duration>,
-    },
+    /// The attempt failed and nothing reached the client: worth another try.
+    Failed(Failure),
+}
+
+/// A failed attempt, kept so that the client gets the most telling one when all fail.
+struct Failure {
+    error: GatewayError,
+    /// When the provider said how long to wait.
+    retry_after: Option<Duration>,
+    provider: Arc<Provider>,
+    /// False for a provider skipped without a call (nothing to count as its error).
+    tried: bool,
+}
+
+/// How much a failure tells the client, higher first: a rate limit (with its Retry-After)
+/// beats a server error, timeout or unreachable provider, which beats a provider that could
+/// not be tried (circuit open), which beats a refusal (another 4xx, or a request the provider
+/// cannot take) — from a fallback that refusal is earned by the gateway's own choice of
+/// provider, not by the caller.
+fn rank(e: &GatewayError) -> u8 {
+    match e {
+        GatewayError::UpstreamStatus { status: 429, .. } => 4,
+        GatewayError::UpstreamStatus { status, .. } if *status >= 500 => 3,
+        GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamTimeout { .. } => 3,
+        GatewayError::ProviderUnavailable { .. } => 2,
+        _ => 1,
+    }
+}
+
+/// Whether a failure ranked `rank` should give way to the best one so far (`best`: its rank,
+/// None on the first attempt): the client gets the earlier, more telling failure.
+fn beaten(rank: u8, best: Option<u8>) -> bool {
+    best.is_some_and(|b| rank < b)
 }
 
 impl Run<'_> {
@@ -145,7 +187,7 @@ impl Run<'_> {
         plan: &Plan<'_>,
     ) -> Result<(), GatewayError> {
         let n = plan.candidates.len();
-        let mut last_error: Option<GatewayError> = None;
+        let mut best: Option<Failure> = None;
         let mut start_at = 0;
 
         if let Some(after) = plan.hedge_after.filter(|_| n >= 2) {
@@ -160,8 +202,9 @@ impl Run<'_> {
                 .await?
             {
                 Outcome::Answered => return Ok(()),
-                Outcome::Retry { error, .. } => {
-                    last_error = Some(error);
+                Outcome::Failed(f) => {
+                    self.count_failure(&f);
+                    keep(&mut best, f);
                     start_at = 2;
                 }
             }
@@ -171,30 +214,41 @@ impl Run<'_> {
             let cand = &plan.candidates[ci];
             let health = self.gw.health.get(&cand.provider.name);
             if health.admit() == Admission::Rejected {
-                last_error.get_or_insert_with(|| {
-                    unavailable(cand, "its circuit is open after repeated failures")
-                });
+                let error = unavailable(cand, "its circuit is open after repeated failures");
+                keep(
+                    &mut best,
+                    Failure {
+                        error,
+                        retry_after: None,
+                        provider: cand.provider.clone(),
+                        tried: false,
+                    },
+                );
                 continue;
             }
             for retry in 0..self.policy.attempts_per_provider {
                 let remaining = self.deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
                     health.release_probe();
-                    return Err(last_error.unwrap_or_else(|| timeout(cand)));
+                    return Err(self.give_up(ctx, best).unwrap_or_else(|| timeout(cand)));
                 }
                 let more_same = retry + 1 < self.policy.attempts_per_provider;
                 let more_next = plan.candidates[ci + 1..]
                     .iter()
                     .any(|c| !self.gw.health.get(&c.provider.name).is_open());
                 let may_retry = more_same || more_next;
+                let best_rank = best.as_ref().map(|f| rank(&f.error));
                 match self
-                    .attempt(session, ctx, cand, &health, remaining, may_retry)
+                    .attempt(session, ctx, cand, &health, remaining, may_retry, best_rank)
                     .await?
                 {
                     Outcome::Answered => return Ok(()),
-                    Outcome::Retry { error, retry_after } => {
-                        last_error = Some(error);
-                        if !more_same || (retry_after.is_some() && more_next) {
+                    Outcome::Failed(f) => {
+                        self.count_failure(&f);
+                        let refused = rank(&f.error) <= 1;
+                        let retry_after = f.retry_after;
+                        keep(&mut best, f);
+                        if refused || !more_same || (retry_after.is_some() && more_next) {
                             break; // next provider at once
                         }
                         let wait = retry_after.unwrap_or_else(|| self.policy.backoff(retry));
@@ -206,20 +260,44 @@ impl Run<'_> {
                 }
             }
         }
-        Err(
-            last_error.unwrap_or_else(|| GatewayError::ProviderUnavailable {
+        Err(self
+            .give_up(ctx, best)
+            .unwrap_or_else(|| GatewayError::ProviderUnavailable {
                 provider: plan
                     .candidates
                     .first()
                     .map(|c| c.provider.name.to_string())
                     .unwrap_or_default(),
                 reason: "no provider could take the request".into(),
-            }),
-        )
+            }))
+    }
+
+    /// Counts a failed attempt in `ai_proxy_provider_errors_total` under the provider that
+    /// failed (the failure the client finally gets is not counted again, see [`Self::give_up`]).
+    fn count_failure(&self, f: &Failure) {
+        if let Some(kind) = f.error.provider_error_type().filter(|_| f.tried) {
+            self.gw
+                .metrics
+                .provider_errors
+                .with_label_values(&[&f.provider.name, kind])
+                .inc();
+        }
+    }
+
+    /// The client's answer when no attempt succeeded: the most telling failure, attributed to
+    /// the provider that failed. Attempt failures are counted already, so the access log's
+    /// metrics must not count this one again.
+    fn give_up(&self, ctx: &mut RequestCtx, best: Option<Failure>) -> Option<GatewayError> {
+        let f = best?;
+        ctx.provider = Some(f.provider);
+        ctx.provider_error_counted = f.tried;
+        Some(f.error)
     }
 
     /// One attempt on one provider. `may_retry`: whether a retryable failure can still be
-    /// retried (else it is relayed to the client as it is).
+    /// retried (else it is relayed to the client as it is, unless `best`, the rank of the
+    /// most telling failure so far, beats it).
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         session: &mut Session,
@@ -228,36 +306,76 @@ impl Run<'_> {
         health: &Arc<ProviderHealth>,
         remaining: Duration,
         may_retry: bool,
+        best: Option<u8>,
     ) -> Result<Outcome, GatewayError> {
         ctx.attempts += 1;
         ctx.provider = Some(cand.provider.clone());
         ctx.upstream_model = Some(cand.upstream_model.to_owned());
         let _in_flight = health.start();
-        let Some(upstream) = cand.provider.upstream.as_ref() else {
-            return self.mock(session, ctx, cand, health, may_retry).await;
+        let failed = |error: GatewayError| {
+            Ok(Outcome::Failed(Failure {
+                error,
+                retry_after: None,
+                provider: cand.provider.clone(),
+                tried: true,
+            }))
         };
-        let prepared = self.prepare(cand, upstream)?;
+        let Some(upstream) = cand.provider.upstream.as_ref() else {
+            return self.mock(session, ctx, cand, health, may_retry, best).await;
+        };
+        let prepared = match self.prepare(cand, upstream) {
+            Ok(p) => p,
+            // This provider cannot take the request (e.g. not this endpoint): a fallback's
+            // refusal, not the caller's answer, when an earlier failure says more.
+            Err(e) if beaten(rank(&e), best) => {
+                health.release_probe();
+                return failed(e);
+            }
+            Err(e) => {
+                health.release_probe();
+                return Err(e);
+            }
+        };
         let call = self.call(cand, upstream, prepared);
         let fw = self.forwarder(remaining);
-        match fw.open(&call).await {
+        // A client that leaves while the provider thinks cancels the call at once.
+        let opened = tokio::select! {
+            r = fw.open(&call) => r,
+            () = respond::client_gone(session) => {
+                health.release_probe();
+                ctx.log_detail = Some("client went away before the answer".into());
+                return Err(GatewayError::ClientClosed);
+            }
+        };
+        match opened {
             Ok(opened) => {
-                self.settle(session, ctx, &fw, &call, opened, health, may_retry)
-                    .await
+                self.settle(
+                    session,
+                    ctx,
+                    &fw,
+                    (cand, &call),
+                    opened,
+                    health,
+                    may_retry,
+                    best,
+                )
+                .await
             }
             Err(e) if self.policy.retry_on.error(&e) => {
                 health.record_failure(&self.policy.breaker);
-                if may_retry {
-                    Ok(Outcome::Retry {
-                        error: e,
-                        retry_after: None,
-                    })
+                if may_retry || beaten(rank(&e), best) {
+                    failed(e)
                 } else {
                     Err(e)
                 }
             }
             Err(e) => {
                 health.release_probe();
-                Err(e)
+                if beaten(rank(&e), best) {
+                    failed(e)
+                } else {
+                    Err(e)
+                }
             }
         }
     }
@@ -269,10 +387,11 @@ impl Run<'_> {
         session: &mut Session,
         ctx: &mut RequestCtx,
         fw: &Forwarder<'_>,
-        call: &UpstreamCall<'_>,
+        (cand, call): (&Candidate<'_>, &UpstreamCall<'_>),
         opened: Opened,
         health: &Arc<ProviderHealth>,
         may_retry: bool,
+        best: Option<u8>,
     ) -> Result<Outcome, GatewayError> {
         let status = opened.status();
         if status >= 500 {
@@ -280,20 +399,30 @@ impl Run<'_> {
         } else {
             health.record_success(opened.time_to_headers);
         }
-        if may_retry && self.policy.retry_on.status(status) {
-            let retry_after = opened.retry_after();
+        let retry_after = opened.retry_after();
+        let error = GatewayError::UpstreamStatus {
+            provider: call.provider.name.to_string(),
+            status,
+            retry_after: retry_after.map(|d| d.as_secs_f64().ceil() as u64),
+        };
+        let retry = may_retry && self.policy.retry_on.status(status);
+        if retry || (status >= 400 && beaten(rank(&error), best)) {
             fw.discard(opened).await;
             ctx.log_detail = Some(format!(
-                "{} answered HTTP {status}; trying again",
-                call.provider.name
+                "{} answered HTTP {status}; {}",
+                call.provider.name,
+                if retry {
+                    "trying again"
+                } else {
+                    "an earlier failure says more"
+                }
             ));
-            return Ok(Outcome::Retry {
-                error: GatewayError::UpstreamStatus {
-                    provider: call.provider.name.to_string(),
-                    status,
-                },
+            return Ok(Outcome::Failed(Failure {
+                error,
                 retry_after,
-            });
+                provider: cand.provider.clone(),
+                tried: true,
+            }));
         }
         fw.relay(session, ctx, call, opened).await?;
         Ok(Outcome::Answered)
@@ -309,14 +438,19 @@ impl Run<'_> {
         second: &Candidate<'_>,
         after: Duration,
     ) -> Result<Outcome, GatewayError> {
+        let not_tried = |reason| {
+            Ok(Outcome::Failed(Failure {
+                error: unavailable(first, reason),
+                retry_after: None,
+                provider: first.provider.clone(),
+                tried: false,
+            }))
+        };
         let (Some(up0), Some(up1)) = (
             first.provider.upstream.as_ref(),
             second.provider.upstream.as_ref(),
         ) else {
-            return Ok(Outcome::Retry {
-                error: unavailable(first, "hedging needs network providers"),
-                retry_after: None,
-            });
+            return not_tried("hedging needs network providers");
         };
         let (h0, h1) = (
             self.gw.health.get(&first.provider.name),
@@ -326,10 +460,7 @@ impl Run<'_> {
             // Not both usable: let the plain loop handle them one by one.
             h0.release_probe();
             h1.release_probe();
-            return Ok(Outcome::Retry {
-                error: unavailable(first, "its circuit is open after repeated failures"),
-                retry_after: None,
-            });
+            return not_tried("its circuit is open after repeated failures");
         }
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let fw = self.forwarder(remaining);
@@ -353,10 +484,32 @@ impl Run<'_> {
         };
         let (winner, result) = if good(&result) {
             (winner, result)
-        } else if winner == 0 {
-            (1, f1.await)
         } else {
-            (0, f0.await)
+            // The first to answer failed: count it, and wait for the other.
+            let loser = if winner == 0 { first } else { second };
+            let status = match result {
+                Ok(opened) => {
+                    let status = opened.status();
+                    fw.discard(opened).await;
+                    GatewayError::UpstreamStatus {
+                        provider: loser.provider.name.to_string(),
+                        status,
+                        retry_after: None,
+                    }
+                }
+                Err(e) => e,
+            };
+            self.count_failure(&Failure {
+                error: status,
+                retry_after: None,
+                provider: loser.provider.clone(),
+                tried: true,
+            });
+            if winner == 0 {
+                (1, f1.await)
+            } else {
+                (0, f0.await)
+            }
         };
         ctx.attempts += if second_started.load(Ordering::Relaxed) {
             2
@@ -373,15 +526,26 @@ impl Run<'_> {
         match result {
             Ok(opened) => {
                 let may_retry = true;
-                self.settle(session, ctx, &fw, call, opened, health, may_retry)
-                    .await
+                self.settle(
+                    session,
+                    ctx,
+                    &fw,
+                    (cand, call),
+                    opened,
+                    health,
+                    may_retry,
+                    None,
+                )
+                .await
             }
             Err(e) => {
                 health.record_failure(&self.policy.breaker);
-                Ok(Outcome::Retry {
+                Ok(Outcome::Failed(Failure {
                     error: e,
                     retry_after: None,
-                })
+                    provider: cand.provider.clone(),
+                    tried: true,
+                }))
             }
         }
     }
@@ -394,6 +558,7 @@ impl Run<'_> {
         cand: &Candidate<'_>,
         health: &ProviderHealth,
         may_retry: bool,
+        best: Option<u8>,
     ) -> Result<Outcome, GatewayError> {
         let reply = mock::respond(self.parsed, cand.upstream_model, unix_now());
         if reply.status >= 500 {
@@ -401,14 +566,19 @@ impl Run<'_> {
         } else {
             health.record_success(Duration::ZERO);
         }
-        if may_retry && self.policy.retry_on.status(reply.status) {
-            return Ok(Outcome::Retry {
-                error: GatewayError::UpstreamStatus {
-                    provider: cand.provider.name.to_string(),
-                    status: reply.status,
-                },
+        let error = GatewayError::UpstreamStatus {
+            provider: cand.provider.name.to_string(),
+            status: reply.status,
+            retry_after: reply.retry_after.map(u64::from),
+        };
+        let retry = may_retry && self.policy.retry_on.status(reply.status);
+        if retry || (reply.status >= 400 && beaten(rank(&error), best)) {
+            return Ok(Outcome::Failed(Failure {
+                error,
                 retry_after: reply.retry_after.map(|s| Duration::from_secs(u64::from(s))),
-            });
+                provider: cand.provider.clone(),
+                tried: true,
+            }));
         }
         send_mock(session, ctx, reply).await?;
         Ok(Outcome::Answered)
@@ -623,6 +793,17 @@ impl Run<'_> {
     }
 }
 
+/// Keeps `f` as the client's answer if it tells more than the best failure so far (on a tie
+/// the earlier one stays: the primary's failure before a fallback's).
+fn keep(best: &mut Option<Failure>, f: Failure) {
+    if best
+        .as_ref()
+        .is_none_or(|b| rank(&f.error) > rank(&b.error))
+    {
+        *best = Some(f);
+    }
+}
+
 fn unavailable(cand: &Candidate<'_>, reason: &str) -> GatewayError {
     GatewayError::ProviderUnavailable {
         provider: cand.provider.name.to_string(),
@@ -660,8 +841,7 @@ async fn send_mock(
             respond::start_stream(session, ctx, h).await.map_err(io)?;
             ctx.mark_first_byte();
             for (i, event) in events.enumerate() {
-                session
-                    .write_response_body(Some(Bytes::from(event)), false)
+                respond::body(session, ctx, Bytes::from(event), false)
                     .await
                     .map_err(io)?;
                 // A fast reader never makes a write wait: let other requests on this worker in.
@@ -669,7 +849,9 @@ async fn send_mock(
                     tokio::task::yield_now().await;
                 }
             }
-            session.write_response_body(None, true).await.map_err(io)?;
+            respond::body(session, ctx, Bytes::new(), true)
+                .await
+                .map_err(io)?;
         }
         mock::MockBody::Full(body) => {
             respond::full(session, ctx, h, Bytes::from(body))

@@ -203,13 +203,19 @@ async fn huge_arrays_within_the_body_limit_are_handled() {
     let body = serde_json::to_vec(&json!({"model": "gpt-4o-mini", "messages": msgs})).unwrap();
     let r = post(&gw.base, body).await;
     assert_eq!(r.status(), 200);
-    // Over the body limit (11 MB declared): 413 before any of it is read. Raw TCP, with the
-    // body never sent: an HTTP client uploading it races the early answer (broken pipe).
-    let head = format!(
+    // Over the body limit (11 MB sent): 413 before any of it is read. The whole body is
+    // written before the answer is read, as HTTP clients do: the gateway's lingering close
+    // reads and drops it, so the answer is not reset away.
+    let mut request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         11 * 1024 * 1024
-    );
-    let (status, text) = raw(&gw.base, head.as_bytes());
+    )
+    .into_bytes();
+    request.resize(request.len() + 11 * 1024 * 1024, b' ');
+    let base = gw.base.clone();
+    let (status, text) = tokio::task::spawn_blocking(move || raw(&base, &request))
+        .await
+        .unwrap();
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("request_too_large"), "{text}");
 }

@@ -81,6 +81,114 @@ fn check_lists_every_problem_and_never_a_secret() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// A value substituted from the environment is never echoed, even in a field that is not a
+/// secret: the problem names the variable instead (a key pasted into the wrong variable).
+#[test]
+fn check_names_the_variable_not_its_value() {
+    let dir = temp_dir("check-env");
+    let secret = "sk-proj-Zq8xEnvSecret0123456789";
+    let bad = write_config(
+        &dir,
+        "env.yaml",
+        "server: {listen: \"127.0.0.1:0\"}\nauth: {keys: [{user: a, key: sk-a-check-0123456789}]}\nproviders:\n  openai:\n    endpoint: \"${OPENAI_ENDPOINT}\"\n    auth: {method: api_key, config: {api_key: sk-test}}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&bad)
+        .env("OPENAI_ENDPOINT", secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("providers.openai.endpoint"), "{all}");
+    assert!(all.contains("${OPENAI_ENDPOINT}"), "{all}");
+    assert!(
+        !all.contains("Zq8xEnvSecret"),
+        "the value was printed:\n{all}"
+    );
+}
+
+/// `admin totp-setup` with SWITCHYARD_SECRET_KEY stores the secret encrypted (the database
+/// file does not contain it) and `admin totp-code` needs the key to read it; without a key
+/// the secret is stored plain, with a loud warning.
+#[test]
+fn the_totp_secret_is_encrypted_with_the_secret_key() {
+    let dir = temp_dir("totp-seal");
+    let _ = std::fs::remove_file(dir.join("sealed.db"));
+    let _ = std::fs::remove_file(dir.join("plain.db"));
+    let key = "5f".repeat(32);
+    let admin = |db: &str, args: &[&str], key: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.arg("admin")
+            .args(args)
+            .arg("--store")
+            .arg(format!("sqlite:{}", dir.join(db).display()))
+            .env_remove("SWITCHYARD_SECRET_KEY")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(k) = key {
+            c.env("SWITCHYARD_SECRET_KEY", k);
+        }
+        c.output().unwrap()
+    };
+    let secret_of = |uri: &str| {
+        uri.split("secret=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    // With a key: no warning, the secret is not in the files, codes need the key.
+    let out = admin("sealed.db", &["totp-setup"], Some(&key));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("PLAIN TEXT"));
+    let secret = secret_of(&String::from_utf8_lossy(&out.stdout));
+    let on_disk = |db: &str| {
+        ["", "-wal"]
+            .iter()
+            .map(|ext| std::fs::read(dir.join(format!("{db}{ext}"))).unwrap_or_default())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect::<String>()
+    };
+    assert!(
+        !on_disk("sealed.db").contains(&secret),
+        "the secret is stored in plain text"
+    );
+    let out = admin("sealed.db", &["totp-code"], Some(&key));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = admin("sealed.db", &["totp-code"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHYARD_SECRET_KEY"));
+    // A malformed key is refused, naming the variable and not the value.
+    let out = admin("sealed.db", &["totp-code"], Some("not-a-key-value"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SWITCHYARD_SECRET_KEY") && !err.contains("not-a-key-value"),
+        "{err}"
+    );
+    // Without a key: stored plain, with a warning.
+    let out = admin("plain.db", &["totp-setup"], None);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PLAIN TEXT"));
+    let secret = secret_of(&String::from_utf8_lossy(&out.stdout));
+    assert!(on_disk("plain.db").contains(&secret));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn help_explains_the_commands() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
@@ -260,4 +368,67 @@ fn a_taken_port_stops_the_gateway_with_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(taken);
+}
+
+#[test]
+fn check_counts_in_the_singular_too() {
+    let dir = temp_dir("singular");
+    let cfg = write_config(
+        &dir,
+        "one.yaml",
+        &format!("auth: {{keys: [{{user: a, key: {GATEWAY_KEY}}}]}}\nproviders: {{mock: {{}}}}\n"),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("(1 provider, 1 key)"), "{stdout}");
+}
+
+#[test]
+fn keys_without_a_store_say_how_to_give_one() {
+    let dir = temp_dir("nostore");
+    let cfg = write_config(
+        &dir,
+        "nostore.yaml",
+        &format!("auth: {{keys: [{{user: a, key: {GATEWAY_KEY}}}]}}\n"),
+    );
+    for args in [
+        vec!["keys", "list", "-c", cfg.to_str().unwrap()],
+        vec!["keys", "list", "-c", "/nonexistent/gateway.yaml"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("SWITCHYARD_STORE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("--store sqlite:PATH") && err.contains("auth.store"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn keys_create_help_describes_every_option() {
+    let out = Command::new(BIN)
+        .args(["keys", "create", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let at = help
+        .find("--user <USER>")
+        .unwrap_or_else(|| panic!("no --user in:\n{help}"));
+    let after = &help[at + "--user <USER>".len()..];
+    // The description: on the same line or the next, before the next option.
+    let description = &after[..after.find("\n  -").unwrap_or(after.len())];
+    assert!(
+        description.trim().len() > 10,
+        "--user has no description:\n{help}"
+    );
 }

@@ -55,6 +55,11 @@ mod tempdir {
 }
 
 async fn start(store_url: &str, redis: Option<&str>) -> Env {
+    start_with(store_url, redis, "").await
+}
+
+/// `extra`: more top-level YAML (e.g. an `audit:` section).
+async fn start_with(store_url: &str, redis: Option<&str>, extra: &str) -> Env {
     let (port, admin_port) = (free_port(), free_port());
     let limits = redis.map_or(String::new(), |r| format!("limits: {{redis: \"{r}\"}}\n"));
     let yaml = format!(
@@ -74,8 +79,10 @@ routing:
   patterns:
     - {{pattern: "^mock-", default_provider: mock}}
     - {{pattern: "^claude-", default_provider: mock}}
+    - {{pattern: "^gpt-", default_provider: mock}}
 pricing:
   mock-priced: {{input: 100000, output: 100000}}
+{extra}
 "#
     );
     let config = Config::parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
@@ -283,16 +290,59 @@ async fn budgets(env: &Env) {
     let (status, body) = error_of(env.chat(&k2, "mock-priced").await).await;
     assert_eq!(status, 429, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("frank"));
-    // Unpriced models cost nothing: a budget does not block them until spent.
+    // A model without a price would cost nothing and never exhaust a budget: refused to a
+    // budgeted key (403 naming the model), served to others and counted in a metric.
     let (_, k3) = env
         .key(KeySpec {
             budget_usd: Some(0.5),
             ..spec("gina")
         })
         .await;
-    for _ in 0..3 {
-        assert_eq!(env.chat(&k3, "mock-free").await.status(), 200);
+    let (status, body) = error_of(env.chat(&k3, "mock-free").await).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "permission_denied");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("mock-free") && message.contains("no price"),
+        "{message}"
+    );
+    // The same for a user's budget.
+    assert_eq!(env.chat(&k1, "mock-free").await.status(), 403);
+    let unpriced_before = unpriced_count(env);
+    assert_eq!(env.chat(GATEWAY_KEY, "mock-free").await.status(), 200);
+    // Counted once the answer is logged, just after it is sent.
+    let t = Instant::now();
+    while unpriced_count(env) != unpriced_before + 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "unpriced request not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A dated snapshot takes its base model's price (gpt-4o here): the budget is spent by
+    // the first request, not bypassed.
+    let (_, k4) = env
+        .key(KeySpec {
+            budget_usd: Some(0.000_01),
+            period: Some("day".into()),
+            ..spec("hal")
+        })
+        .await;
+    assert_eq!(env.chat(&k4, "gpt-4o-2024-11-20").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..4 {
+        let (status, body) = error_of(env.chat(&k4, "gpt-4o-2024-11-20").await).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"]["code"], "insufficient_quota");
+    }
+}
+
+/// `ai_proxy_unpriced_requests_total{provider="mock"}`.
+fn unpriced_count(env: &Env) -> u64 {
+    let text = String::from_utf8(env.handle.metrics.render()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ai_proxy_unpriced_requests_total{provider=\"mock\"} "))
+        .map_or(0, |v| v.parse().unwrap())
 }
 
 async fn rate_limits(env: &Env) {
@@ -546,9 +596,54 @@ async fn store_batches(env: &Env) {
     assert!(users["batch"] >= 90.0 - 1e-6);
 }
 
+/// Issue 20.6: `/v1/models` lists every usable name (mappings and the mock's declared
+/// `mock-fast`, `mock-embed`) with a real `created`, and only what the key's model scopes allow.
+async fn models_listed_by_scope(env: &Env) {
+    let list = |key: String| async move {
+        let r = client()
+            .get(format!("{}/v1/models", env.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v["data"].as_array().unwrap().clone()
+    };
+    let all = list(GATEWAY_KEY.to_owned()).await;
+    let ids: Vec<&str> = all.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gpt-4o-mini", "mock-fast", "mock-embed"]);
+    for m in &all {
+        assert!(m["created"].as_u64().unwrap() > 1_700_000_000, "{m}");
+        assert_eq!(m["owned_by"], "mock");
+    }
+
+    let (_, key) = env
+        .key(KeySpec {
+            models: vec!["mock-*".into()],
+            ..spec("dave")
+        })
+        .await;
+    let ids: Vec<String> = list(key.clone())
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["mock-fast", "mock-embed"]);
+    let get = |id: &'static str| {
+        client()
+            .get(format!("{}/v1/models/{id}", env.base))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_eq!(get("mock-fast").await.unwrap().status(), 200);
+    assert_eq!(get("gpt-4o-mini").await.unwrap().status(), 404);
+}
+
 async fn everything(store_url: &str, redis: Option<&str>) {
     let env = start(store_url, redis).await;
     store_batches(&env).await;
+    models_listed_by_scope(&env).await;
     keys_scopes_and_revocation(&env).await;
     budgets(&env).await;
     rate_limits(&env).await;
@@ -602,6 +697,175 @@ async fn governance_on_postgres_with_redis_limits() {
             .await
             .unwrap();
         assert!(!keys.is_empty(), "no rate-limit counters in Redis");
+    }
+}
+
+/// Avoids starting a TOTP burst in the last seconds of a 30 s time step (failures are
+/// counted per step).
+async fn early_in_a_totp_step() {
+    let s = keys::now_secs() as u64 % totp::STEP_SECS;
+    if s > 20 {
+        tokio::time::sleep(Duration::from_secs(totp::STEP_SECS - s + 1)).await;
+    }
+}
+
+fn audit_events(audit: &[switchyard::store::AuditEvent], kind: &str) -> Vec<Value> {
+    audit
+        .iter()
+        .filter(|e| e.event == kind)
+        .map(|e| serde_json::from_str(&e.detail).unwrap())
+        .collect()
+}
+
+/// Brute-forcing the admin TOTP: after a handful of wrong codes in a time step the source
+/// gets 429 with Retry-After, and then even the right code is refused; the lockout is
+/// audited and counted in a metric; the refusals do not flood the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_totp_wrong_codes_lock_the_source_out() {
+    use switchyard::governance::totp_throttle::{FIRST_BACKOFF_SECS, PER_SOURCE};
+    let (url, _dir) = sqlite_url();
+    let env = start(&url, None).await;
+    let (secret, _) = totp::new_secret("ops").unwrap();
+    env.store.set_totp_secret(&secret).await.unwrap();
+    early_in_a_totp_step().await;
+    let now = keys::now_secs() as u64;
+    let valid: Vec<String> = [now - 30, now, now + 30, now + 60]
+        .iter()
+        .map(|t| totp::code_at(&secret, *t).unwrap())
+        .collect();
+    let wrong = (0..)
+        .map(|i: u32| format!("{:06}", (i * 7919 + 123_457) % 1_000_000))
+        .filter(|c| !valid.contains(c));
+    let http = client();
+    let get = |code: String| {
+        http.get(format!("{}/admin/keys", env.admin))
+            .bearer_auth(ADMIN_KEY)
+            .header("x-switchyard-totp", code)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for code in wrong.take(PER_SOURCE as usize + 20) {
+        statuses.push(get(code).await.unwrap().status().as_u16());
+    }
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(refused, PER_SOURCE as usize, "{statuses:?}");
+    assert!(
+        statuses[PER_SOURCE as usize..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+    // The right code is refused too while the lockout lasts.
+    let r = get(valid[1].clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=FIRST_BACKOFF_SECS).contains(&retry), "{retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "totp_locked");
+    assert_eq!(body["error"]["type"], "requests");
+
+    let metrics = String::from_utf8(env.handle.metrics.render()).unwrap();
+    assert!(
+        metrics.contains("ai_proxy_admin_totp_lockouts_total{scope=\"source\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ai_proxy_admin_totp_failures_total{reason=\"throttled\"} 21"));
+    env.flush().await;
+    let audit = env.store.audit_since(0, 10_000).await.unwrap();
+    let lockouts = audit_events(&audit, "admin_totp_lockout");
+    assert_eq!(lockouts.len(), 1, "{audit:?}");
+    assert_eq!(lockouts[0]["scope"], "source");
+    // 26 refusals: one event at once, one summary with the count of the rest.
+    let failures = audit_events(&audit, "admin_auth_failure");
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert_eq!(failures[1]["count"], PER_SOURCE as u64 + 20);
+    assert_eq!(failures[1]["reasons"]["totp_throttled"], 21);
+}
+
+/// A flood of wrong gateway keys from one source writes O(1) audit rows and audit-file
+/// lines, the count in a summary; audit rows older than `audit.retention_days` are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_floods_are_summarised_and_old_audit_rows_expire() {
+    let (url, dir) = sqlite_url();
+    let file = format!("{}/audit.jsonl", dir.path());
+    // Rows written before the gateway starts: one past the retention, one within it.
+    let store = Store::open(&StoreUrl::parse(&url).unwrap()).await.unwrap();
+    let day_ms = 86_400_000;
+    let now = switchyard::governance::audit::now_ms();
+    let old = |ts_ms, subject: &str| switchyard::store::AuditEvent {
+        ts_ms,
+        event: "key_created".into(),
+        actor: "test".into(),
+        subject: subject.into(),
+        detail: "{}".into(),
+    };
+    store
+        .write_batch(
+            &[],
+            &[
+                old(now - 31 * day_ms, "expired"),
+                old(now - 29 * day_ms, "kept"),
+            ],
+        )
+        .await
+        .unwrap();
+    let env = start_with(
+        &url,
+        None,
+        &format!("audit: {{file: \"{file}\", retention_days: 30}}"),
+    )
+    .await;
+
+    const N: usize = 300;
+    let http = client();
+    for i in 0..N {
+        let r = http
+            .post(format!("{}/v1/chat/completions", env.base))
+            .bearer_auth(format!("sk-wrong-{i}"))
+            .json(&json!({"model": "mock-a", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    env.flush().await;
+    let audit = env.store.audit_since(0, 100_000).await.unwrap();
+    let rows = audit_events(&audit, "auth_failure");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["reason"], "unknown_key");
+    assert_eq!(rows[1]["count"], N as u64 - 1);
+    assert_eq!(rows[1]["reasons"]["unknown_key"], N as u64 - 1);
+    // The audit file: the same two lines (its writer thread is asynchronous).
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines = text
+            .lines()
+            .filter(|l| l.contains("\"auth_failure\""))
+            .count();
+        if lines == 2 && text.contains(&format!("\"count\":{}", N - 1)) {
+            break;
+        }
+        assert!(lines <= 2, "{text}");
+        assert!(t.elapsed() < Duration::from_secs(10), "audit file:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Retention: the row past 30 days goes (the writer prunes at start, then hourly).
+    let t = Instant::now();
+    loop {
+        let audit = env.store.audit_since(0, 100_000).await.unwrap();
+        let subjects: Vec<_> = audit.iter().map(|e| e.subject.as_str()).collect();
+        assert!(subjects.contains(&"kept"), "{subjects:?}");
+        if !subjects.contains(&"expired") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "old audit row not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -241,7 +241,7 @@ async fn streams_per_key_are_capped_and_released_however_they_end() {
     // 2. Normal end releases the slot.
     while first.chunk().await.unwrap().is_some() {}
     stream_accepted_within(&gw.base, Duration::from_secs(5)).await;
-    // 3. Client disconnect releases it (once the gateway notices, at its next write).
+    // 3. Client disconnect releases it (the gateway notices the close at once).
     let mut second = open_stream(&gw.base).await;
     assert_eq!(second.status(), 200);
     assert!(second.chunk().await.unwrap().is_some());
@@ -477,8 +477,10 @@ fn limits_must_be_positive() {
         "max_header_bytes",
         "max_connections",
         "max_streams_per_key",
+        "max_requests_in_flight_per_key",
         "client_header_timeout_seconds",
         "client_body_timeout_seconds",
+        "client_body_total_timeout_seconds",
         "keepalive_timeout_seconds",
     ] {
         let e = switchyard::config::Config::parse(&format!("server: {{{key}: 0}}\n"), &|_| None)

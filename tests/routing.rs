@@ -559,3 +559,107 @@ async fn active_health_checks_open_and_close_the_circuit_without_client_traffic(
     }
     assert_eq!(chat(&gw, "m").await.status(), 200);
 }
+
+/// Issue 20.1: a model mapped to one provider is never sent to a global fallback provider that
+/// has no way of knowing it; the primary's own failure (a 429 with its Retry-After) is what the
+/// client gets, not that provider's 400, and the failure is counted for the primary.
+#[tokio::test]
+async fn global_fallback_skips_providers_that_do_not_know_the_model() {
+    let primary = MockUpstream::start(|_| status_reply(429, Some("7")));
+    let other = MockUpstream::start(|_| status_reply(400, None));
+    let providers =
+        openai_provider("primary", &primary.url()) + &openai_provider("other", &other.url());
+    let routes = "model_mappings:\n  gpt-4o: {providers: {primary: {}}}\nrouting:\n  fallback: {enabled: true, providers: [other]}\n";
+    let gw = gateway_with("", &providers, routes);
+    let r = chat(&gw, "gpt-4o").await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "retry-after"), "7");
+    assert_eq!(header(&r, "x-switchyard-provider"), "primary");
+    assert!(other.recorded().is_empty(), "the model went to `other`");
+    metrics_containing(
+        &gw.metrics_url,
+        &["ai_proxy_provider_errors_total{error_type=\"rate_limit\",provider=\"primary\"} 1"],
+    )
+    .await;
+}
+
+/// Issue 20.1: when every attempt fails the client gets the most telling failure — the
+/// primary's 429 (with Retry-After) rather than a later 503 or a fallback's 400 — and every
+/// failed attempt is counted under the provider that failed.
+#[tokio::test]
+async fn the_most_telling_failure_wins_and_every_attempt_is_counted() {
+    for (later, label) in [(503, "server_error"), (400, "client_error")] {
+        let primary = MockUpstream::start(|_| status_reply(429, Some("7")));
+        let secondary = MockUpstream::start(move |_| status_reply(later, None));
+        let gw = two_providers(&primary, &secondary.url(), "");
+        let r = chat(&gw, "m").await;
+        assert_eq!(r.status(), 429, "after a {later}");
+        assert_eq!(header(&r, "retry-after"), "7");
+        assert_eq!(header(&r, "x-switchyard-attempts"), "2");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(secondary.recorded().len(), 1);
+        let primary_line =
+            "ai_proxy_provider_errors_total{error_type=\"rate_limit\",provider=\"primary\"} 1";
+        let secondary_line = format!(
+            "ai_proxy_provider_errors_total{{error_type=\"{label}\",provider=\"secondary\"}} 1"
+        );
+        metrics_containing(&gw.metrics_url, &[primary_line, secondary_line.as_str()]).await;
+    }
+
+    // A primary 503 then a secondary 429: the rate limit says more.
+    let primary = MockUpstream::start(|_| status_reply(503, None));
+    let secondary = MockUpstream::start(|_| status_reply(429, Some("3")));
+    let gw = two_providers(&primary, &secondary.url(), "");
+    let r = chat(&gw, "m").await;
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "retry-after")),
+        (429, "3".into())
+    );
+    metrics_containing(
+        &gw.metrics_url,
+        &[
+            "ai_proxy_provider_errors_total{error_type=\"server_error\",provider=\"primary\"} 1",
+            "ai_proxy_provider_errors_total{error_type=\"rate_limit\",provider=\"secondary\"} 1",
+        ],
+    )
+    .await;
+}
+
+/// Issue 20.8: `load_balancing: cheapest` sends the request to the provider with the lowest
+/// expected cost from the price table, and to the other one while the cheap one is unhealthy.
+#[tokio::test]
+async fn cheapest_prefers_the_cheaper_provider_while_it_is_healthy() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let h = healthy.clone();
+    let cheap = MockUpstream::start(move |_| {
+        if h.load(Ordering::SeqCst) {
+            ok_reply("cheap")
+        } else {
+            status_reply(503, None)
+        }
+    });
+    let dear = MockUpstream::start(|_| ok_reply("dear"));
+    let providers = openai_provider("cheap", &cheap.url()) + &openai_provider("dear", &dear.url());
+    let routes = "model_mappings:\n  m:\n    default_provider: dear\n    load_balancing: cheapest\n    providers:\n      dear: {model: m-dear}\n      cheap: {model: m-cheap}\nrouting:\n  health: {failure_threshold: 1, cooldown_seconds: 60}\npricing:\n  m-cheap: {input: 0.5, output: 1.5}\n  m-dear: {input: 5, output: 15}\n";
+    let gw = gateway_with("", &providers, routes);
+    for _ in 0..3 {
+        let r = chat(&gw, "m").await;
+        assert_eq!(header(&r, "x-switchyard-provider"), "cheap");
+        assert_eq!(content(r).await, "cheap");
+    }
+    assert!(dear.recorded().is_empty());
+
+    // The cheap one fails (its circuit opens): this request falls back, the next ones go to
+    // the other provider first.
+    healthy.store(false, Ordering::SeqCst);
+    let r = chat(&gw, "m").await;
+    assert_eq!(header(&r, "x-switchyard-provider"), "dear");
+    let calls_to_cheap = cheap.recorded().len();
+    for _ in 0..2 {
+        let r = chat(&gw, "m").await;
+        assert_eq!(header(&r, "x-switchyard-attempts"), "1");
+        assert_eq!(content(r).await, "dear");
+    }
+    assert_eq!(cheap.recorded().len(), calls_to_cheap, "skipped while open");
+}

@@ -12,38 +12,13 @@ ROOT="$PWD"
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
-APT_UPDATED=0
-apt_install() {
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else
-            echo "error: need to install $* but not root and no sudo" >&2; exit 1
-        fi
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: need to install $* but apt-get is not available" >&2; exit 1
-    fi
-    if [ "$APT_UPDATED" = 0 ]; then
-        log "apt-get update"
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
-        APT_UPDATED=1
-    fi
-    log "apt-get install $*"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" </dev/null
-}
+# apt_install, need_cargo, need_build_tools (shared with the quick start, conf/demo.sh).
+# shellcheck source=conf/prereqs.sh
+source "$ROOT/conf/prereqs.sh"
 
 # ---------------------------------------------------------------- prerequisites
-if ! command -v cargo >/dev/null 2>&1; then
-    if [ -x "$HOME/.cargo/bin/cargo" ]; then
-        export PATH="$HOME/.cargo/bin:$PATH"
-    else
-        echo "error: cargo not found (install the Rust toolchain with rustup)" >&2
-        exit 1
-    fi
-fi
-command -v cc >/dev/null 2>&1 || apt_install build-essential
-# cmake: libz-ng-sys (flate2's zlib-ng backend, under pingora and reqwest) builds its C code with it.
-command -v cmake >/dev/null 2>&1 || apt_install cmake
+need_cargo
+need_build_tools  # a C compiler and cmake (libz-ng-sys, under pingora, builds zlib-ng with it)
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 # openssl: test certificates for the boto3 bearer (HTTPS-only) tests.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
@@ -79,32 +54,63 @@ if [ ! -x "$BIN" ]; then
     exit 1
 fi
 
-# ---------------------------------------------------------------- Python SDK tests
-VENV="$ROOT/target/sdk-venv"
-REQ="$ROOT/tests/sdk/requirements.txt"
-STAMP="$VENV/.requirements.sha256"
-want_stamp="$( (sha256sum "$REQ"; python3 --version 2>&1) | sha256sum | cut -d' ' -f1)"
-
-if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    log "venv $VENV is broken: recreating"
-    rm -rf "$VENV"
-fi
-if [ ! -x "$VENV/bin/python" ]; then
-    log "creating venv $VENV"
-    if ! python3 -m venv "$VENV"; then
-        rm -rf "$VENV"
-        apt_install python3-venv
-        python3 -m venv "$VENV"
+# ---------------------------------------------------------------- SDK tests
+# make_venv DIR REQUIREMENTS [PIP OPTIONS]: a venv with exactly these pins, reinstalled when
+# the file (or python3) changes.
+make_venv() {
+    local venv="$1" req="$2"
+    shift 2
+    local stamp="$venv/.requirements.sha256"
+    local want
+    want="$( (sha256sum "$req"; python3 --version 2>&1) | sha256sum | cut -d' ' -f1)"
+    if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        log "venv $venv is broken: recreating"
+        rm -rf "$venv"
     fi
-fi
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want_stamp" ]; then
-    log "pip install -r tests/sdk/requirements.txt"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q -r "$REQ" </dev/null
-    echo "$want_stamp" > "$STAMP"
-fi
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating venv $venv"
+        if ! python3 -m venv "$venv"; then
+            rm -rf "$venv"
+            apt_install python3-venv
+            python3 -m venv "$venv"
+        fi
+    fi
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        log "pip install -r ${req#"$ROOT"/}"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install -q "$@" -r "$req" </dev/null
+        echo "$want" > "$stamp"
+    fi
+}
 
-log "pytest tests/sdk (SWITCHYARD_BIN=target/debug/switchyard)"
+VENV="$ROOT/target/sdk-venv"
+make_venv "$VENV" "$ROOT/tests/sdk/requirements.txt"
+# LangChain, LlamaIndex, litellm, instructor, the Agents SDK: their own venv (they resolve to
+# openai 2.x; see tests/sdk/clients/conftest.py).
+CLIENTS_VENV="$ROOT/target/sdk-clients-venv"
+make_venv "$CLIENTS_VENV" "$ROOT/tests/sdk/clients/requirements.txt" --only-binary=:all:
+
+# The Node openai package (tests/sdk/test_node_openai.py), exactly as package-lock.json pins it.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+NODE_DIR="$ROOT/target/sdk-node"
+if ! cmp -s "$ROOT/tests/sdk/node/package-lock.json" "$NODE_DIR/package-lock.json" || [ ! -d "$NODE_DIR/node_modules/openai" ]; then
+    log "npm ci (tests/sdk/node) into target/sdk-node"
+    rm -rf "$NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    cp "$ROOT/tests/sdk/node/package.json" "$ROOT/tests/sdk/node/package-lock.json" "$NODE_DIR/"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --ignore-scripts </dev/null)
+fi
+export SWITCHYARD_NODE_MODULES="$NODE_DIR/node_modules"
+
 export SWITCHYARD_BIN="$BIN"
 export PYTHONDONTWRITEBYTECODE=1
+log "pytest tests/sdk (SWITCHYARD_BIN=target/debug/switchyard)"
 # pytest exits non-zero on failures and with 5 when it collected no test: both fail this script.
 "$VENV/bin/python" -m pytest "$ROOT/tests/sdk" -p no:cacheprovider -ra "$@"
+
+log "pytest tests/sdk/clients (LangChain, LlamaIndex, litellm, instructor, Agents SDK)"
+rc=0
+"$CLIENTS_VENV/bin/python" -m pytest "$ROOT/tests/sdk/clients" -p no:cacheprovider -ra "$@" || rc=$?
+# With a selection (`tests/run.sh -k passthrough`) this directory may have nothing to run.
+if [ "$rc" -ne 0 ] && ! { [ "$rc" -eq 5 ] && [ "$#" -gt 0 ]; }; then
+    exit "$rc"
+fi

@@ -270,3 +270,56 @@ async fn mock_provider_answers_without_a_network() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
 }
+
+/// Issue 20.6: out-of-range sampling and length values and unknown roles are a 400
+/// `invalid_request_error` naming the parameter, before any upstream is called — on the
+/// mock, on the OpenAI route and on a translated one (Anthropic) alike.
+#[tokio::test]
+async fn out_of_range_parameters_are_refused_on_every_route() {
+    let up = MockUpstream::start(|_| Reply::Full(500, vec![], b"must not be called".to_vec()));
+    let providers = format!(
+        "  openai:\n    endpoint: \"{0}\"\n    auth: {{method: api_key, config: {{api_key: \"{UPSTREAM_KEY}\"}}}}\n  anthropic:\n    endpoint: \"{0}\"\n    auth: {{method: api_key, config: {{api_key: sk-ant-test}}}}\n",
+        up.url()
+    );
+    let routes = "model_mappings:\n  claude: {providers: {anthropic: {model: claude-3-5-haiku-20241022}}}\nrouting:\n  patterns:\n    - {pattern: \"^gpt-\", default_provider: openai}\n    - {pattern: \"^mock-\", default_provider: mock}\n";
+    let gw = gateway_with("", &providers, routes);
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    for model in ["mock-fast", "gpt-4o", "claude"] {
+        for (extra, param) in [
+            (json!({"temperature": 5}), "temperature"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+            (json!({"top_p": 2}), "top_p"),
+            (json!({"n": 0}), "n"),
+            (json!({"presence_penalty": -3}), "presence_penalty"),
+            (
+                json!({"logprobs": true, "top_logprobs": 99}),
+                "top_logprobs",
+            ),
+            (
+                json!({"messages": [{"role": "wizard", "content": "hi"}]}),
+                "messages[0].role",
+            ),
+        ] {
+            let mut body = json!({"model": model, "messages": msgs});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let resp = post(&gw, "/v1/chat/completions", &body).await;
+            assert_eq!(resp.status(), 400, "{model} {extra}");
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+            assert_eq!(v["error"]["param"], param, "{model} {v}");
+        }
+    }
+    let resp = post(
+        &gw,
+        "/v1/completions",
+        &json!({"model": "mock-fast", "prompt": "x", "max_tokens": 0}),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert!(up.recorded().is_empty(), "an upstream was called");
+    // In range: answered.
+    let body = json!({"model": "mock-fast", "messages": msgs, "temperature": 2, "top_p": 1, "max_tokens": 1, "n": 1});
+    assert_eq!(post(&gw, "/v1/chat/completions", &body).await.status(), 200);
+}

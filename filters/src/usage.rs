@@ -14,7 +14,23 @@ pub struct UsageMeter {
     input: Option<u64>,
     output: Option<u64>,
     model: Option<String>,
+    /// Bytes of generated text seen (see [`UsageMeter::text_bytes`]).
+    text_bytes: u64,
 }
+
+/// Fields that carry generated text in the providers' responses and stream events: OpenAI
+/// `content` / `text` / `refusal` / `reasoning_content` / tool-call `arguments`, Anthropic
+/// `text` / `partial_json` / `thinking`, Gemini and Bedrock `text`, watsonx `generated_text`.
+const TEXT_FIELDS: [&str; 8] = [
+    "content",
+    "text",
+    "refusal",
+    "reasoning_content",
+    "arguments",
+    "partial_json",
+    "thinking",
+    "generated_text",
+];
 
 /// (object key holding usage, input field, output field)
 const SHAPES: [(&str, &str, &str); 6] = [
@@ -57,6 +73,9 @@ impl UsageMeter {
     }
 
     fn observe_value(&mut self, v: &Value, depth: usize) {
+        if depth == 0 {
+            self.text_bytes += text_bytes(v, 0);
+        }
         let Value::Object(obj) = v else { return };
         if self.model.is_none() {
             // `modelId` (OCI) before `modelVersion`, which is OCI's version number but Gemini's name.
@@ -138,6 +157,30 @@ impl UsageMeter {
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
     }
+
+    /// Bytes of generated text in the documents seen (string values of the providers' text
+    /// fields): the basis of a token estimate when a response reports no usage.
+    pub fn text_bytes(&self) -> u64 {
+        self.text_bytes
+    }
+}
+
+/// Bytes of the strings under [`TEXT_FIELDS`] anywhere in `v` (depth-bounded).
+fn text_bytes(v: &Value, depth: usize) -> u64 {
+    if depth > 8 {
+        return 0;
+    }
+    match v {
+        Value::Object(obj) => obj
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) if TEXT_FIELDS.contains(&k.as_str()) => s.len() as u64,
+                _ => text_bytes(v, depth + 1),
+            })
+            .sum(),
+        Value::Array(items) => items.iter().map(|v| text_bytes(v, depth + 1)).sum(),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +252,19 @@ mod tests {
             Some("meta.llama-3.3-70b-instruct"),
             "OCI names the model in modelId"
         );
+    }
+
+    #[test]
+    fn counts_generated_text_in_every_shape() {
+        let m = meter(&[
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"abc"}}"#,
+            r#"[{"candidates":[{"content":{"parts":[{"text":"xy"}]}}]}]"#,
+            r#"{"model":"m","id":"chatcmpl-1","choices":[{"finish_reason":"stop"}]}"#,
+        ]);
+        assert_eq!(m.text_bytes(), 5 + 7 + 3 + 2);
+        assert_eq!(m.usage(), None);
     }
 
     #[test]

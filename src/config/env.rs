@@ -2,19 +2,67 @@
 //!
 //! Substitution happens after YAML parsing, on string scalars only, so a value taken from the
 //! environment can never change the document's structure. Problems name the key path and the
-//! variable, never the value.
+//! variable, never the value: every value taken from the environment is remembered with its
+//! variable and key path ([`Substituted`]), and [`redact`] replaces it by `${NAME}` in the
+//! problems found later (a secret put in the wrong field is not echoed by `check`).
 
 use serde_yaml::Value;
 
 use super::Problem;
 
-/// Substitutes variables in place, using `lookup` to read the environment.
+/// A value that came from the environment: where, from which variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Substituted {
+    pub path: String,
+    pub name: String,
+    pub value: String,
+}
+
+/// Values shorter than this are redacted only in problems about their own key path (or a
+/// parent or child of it): `${THREADS}` = `4` must not turn every `4` of every message
+/// into `${THREADS}`; a longer one is redacted wherever it shows up.
+const REDACT_EVERYWHERE_LEN: usize = 6;
+
+/// Substitutes variables in place, using `lookup` to read the environment; returns what
+/// was substituted.
 pub fn substitute(
     value: &mut Value,
     lookup: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
-) {
-    walk(value, &mut String::new(), lookup, problems);
+) -> Vec<Substituted> {
+    let mut subs = Vec::new();
+    walk(value, &mut String::new(), lookup, problems, &mut subs);
+    subs
+}
+
+/// Replaces every environment value in `problems` by its variable's name.
+pub fn redact(problems: &mut [Problem], subs: &[Substituted]) {
+    if subs.is_empty() {
+        return;
+    }
+    // Longest values first: one that contains another is replaced whole.
+    let mut subs: Vec<&Substituted> = subs.iter().filter(|s| !s.value.is_empty()).collect();
+    subs.sort_by_key(|s| std::cmp::Reverse(s.value.len()));
+    for p in problems {
+        for s in &subs {
+            let related = related_paths(&p.path, &s.path);
+            if (related || s.value.len() >= REDACT_EVERYWHERE_LEN) && p.why.contains(&s.value) {
+                p.why = p.why.replace(&s.value, &format!("${{{}}}", s.name));
+            }
+        }
+    }
+}
+
+/// `a` is `b`, or one is a parent of the other (`providers.x` and `providers.x.endpoint`).
+fn related_paths(a: &str, b: &str) -> bool {
+    let under = |child: &str, parent: &str| {
+        parent.is_empty()
+            || child == parent
+            || child
+                .strip_prefix(parent)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    };
+    under(a, b) || under(b, a)
 }
 
 fn walk(
@@ -22,12 +70,28 @@ fn walk(
     path: &mut String,
     lookup: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
+    subs: &mut Vec<Substituted>,
 ) {
     match value {
-        Value::String(s) if s.contains("${") => match expand(s, lookup) {
-            Ok(expanded) => *s = expanded,
-            Err(why) => problems.push(Problem::new(path.clone(), why)),
-        },
+        Value::String(s) if s.contains("${") => {
+            let found = std::cell::RefCell::new(Vec::new());
+            let tracked = |name: &str| {
+                let v = lookup(name);
+                if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+                    found.borrow_mut().push(Substituted {
+                        path: path.clone(),
+                        name: name.to_owned(),
+                        value: v.clone(),
+                    });
+                }
+                v
+            };
+            match expand(s, &tracked) {
+                Ok(expanded) => *s = expanded,
+                Err(why) => problems.push(Problem::new(path.clone(), why)),
+            }
+            subs.extend(found.into_inner());
+        }
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
                 let len = path.len();
@@ -38,7 +102,7 @@ fn walk(
                     Value::String(k) => path.push_str(k),
                     other => path.push_str(serde_yaml::to_string(other).unwrap_or_default().trim()),
                 }
-                walk(v, path, lookup, problems);
+                walk(v, path, lookup, problems, subs);
                 path.truncate(len);
             }
         }
@@ -46,11 +110,11 @@ fn walk(
             for (i, v) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                walk(v, path, lookup, problems);
+                walk(v, path, lookup, problems, subs);
                 path.truncate(len);
             }
         }
-        Value::Tagged(t) => walk(&mut t.value, path, lookup, problems),
+        Value::Tagged(t) => walk(&mut t.value, path, lookup, problems, subs),
         _ => {}
     }
 }
@@ -126,6 +190,33 @@ mod tests {
         assert!(e.contains("MISSING"));
         assert!(expand("${KEY", &env).is_err());
         assert!(expand("${bad-name}", &env).is_err());
+    }
+
+    #[test]
+    fn values_from_the_environment_are_named_not_echoed() {
+        let mut v: Value =
+            serde_yaml::from_str("a:\n  endpoint: ${KEY}\n  n: \"${N}\"\nb: x\n").unwrap();
+        let lookup = |n: &str| match n {
+            "KEY" => Some("sk-live-0123456789".to_string()),
+            "N" => Some("4".to_string()),
+            _ => None,
+        };
+        let subs = substitute(&mut v, &lookup, &mut Vec::new());
+        assert_eq!(subs.len(), 2);
+        let mut problems = vec![
+            Problem::new(
+                "a.endpoint",
+                "`sk-live-0123456789` must start with https://",
+            ),
+            Problem::new("other", "sk-live-0123456789 again"),
+            Problem::new("a.n", "`4` is not between 1 and 3"),
+            Problem::new("b", "must be between 1 and 4"),
+        ];
+        redact(&mut problems, &subs);
+        assert_eq!(problems[0].why, "`${KEY}` must start with https://");
+        assert_eq!(problems[1].why, "${KEY} again");
+        assert_eq!(problems[2].why, "`${N}` is not between 1 and 3");
+        assert_eq!(problems[3].why, "must be between 1 and 4");
     }
 
     #[test]

@@ -91,18 +91,24 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     pub pid_file: String,
     pub tls: Option<TlsListener>,
+    /// `server.cors`: `None` when off.
+    pub cors: Option<std::sync::Arc<crate::cors::CorsPolicy>>,
 }
 
 /// Limits on what clients may send and hold (`server.max_header_*`, `max_connections`,
-/// `max_streams_per_key`, `client_*_timeout_seconds`, `keepalive_timeout_seconds`).
+/// `max_streams_per_key`, `max_requests_in_flight_per_key`, `client_*_timeout_seconds`,
+/// `keepalive_timeout_seconds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub max_connections: u64,
-    pub max_streams_per_key: u32,
+    /// Per-key caps on open streams and on requests in flight (None: no cap).
+    pub per_key: crate::limits::Concurrency,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// The whole body's deadline, from the end of the request header.
+    pub body_total_timeout: Duration,
     pub write_timeout: Duration,
     pub keepalive_timeout: Duration,
 }
@@ -160,19 +166,25 @@ impl Config {
             tree = serde_yaml::Value::Mapping(Default::default());
         }
         let mut problems = Vec::new();
-        env::substitute(&mut tree, lookup, &mut problems);
+        let from_env = env::substitute(&mut tree, lookup, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
+        // Problems name the variable a value came from, never the value (it may be a
+        // secret put in the wrong field).
+        let named = |mut problems: Vec<Problem>| {
+            env::redact(&mut problems, &from_env);
+            ConfigErrors(problems)
+        };
         let raw: raw::RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            ConfigErrors(vec![Problem::new(
+            named(vec![Problem::new(
                 path,
                 redact_serde_message(&e.into_inner().to_string()),
             )])
         })?;
-        Self::from_raw(raw)
+        Self::from_raw(raw).map_err(|e| named(e.0))
     }
 
     /// Validates the raw tree, reporting every problem at once.
@@ -181,8 +193,14 @@ impl Config {
         let server = validate_server(&raw.server, &mut problems);
         let keys = KeyTable::from_raw(&raw.auth.keys, &mut problems);
         let providers = ProviderRegistry::from_raw(&raw.providers, &mut problems);
-        let router = Router::from_raw(&raw.model_mappings, &raw.routing, &providers, &mut problems);
         let prices = PriceTable::with_overrides(&raw.pricing, &mut problems);
+        let router = Router::from_raw(
+            &raw.model_mappings,
+            &raw.routing,
+            &providers,
+            &prices,
+            &mut problems,
+        );
         let governance = validate_governance(&raw, &mut problems);
         let admin = validate_admin(&raw, &server, &governance, &mut problems);
         if !problems.is_empty() {
@@ -203,15 +221,23 @@ impl Config {
 /// `auth.store` of the file at `path` (with `${VAR}` substituted), for the command-line
 /// tools, without validating (or needing the secrets of) the rest of the file.
 pub fn store_url_from_file(path: &Path) -> Result<crate::store::StoreUrl, String> {
+    const HOW: &str = "give the store with --store sqlite:PATH or --store postgres://... \
+                       (or SWITCHYARD_STORE), or set auth.store in the configuration file \
+                       named by -c (default conf/gateway.yaml)";
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| format!("no store: cannot read {}: {e}; {HOW}", path.display()))?;
     let tree: serde_yaml::Value = serde_yaml::from_str(&text)
         .map_err(|e| format!("{}: invalid YAML: {e}", path.display()))?;
     let mut store = tree
         .get("auth")
         .and_then(|a| a.get("store"))
         .cloned()
-        .ok_or_else(|| format!("{}: auth.store is not set", path.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "no store: auth.store is not set in {}; {HOW}",
+                path.display()
+            )
+        })?;
     let mut problems = Vec::new();
     env::substitute(&mut store, &|name| std::env::var(name).ok(), &mut problems);
     if let Some(p) = problems.first() {
@@ -260,6 +286,7 @@ fn validate_governance(
         refresh: Duration::from_secs(raw.auth.refresh_seconds.clamp(1, 3600)),
         redis,
         audit_file: raw.audit.file.clone().filter(|s| !s.trim().is_empty()),
+        audit_retention_days: raw.audit.retention_days,
     }
 }
 
@@ -381,7 +408,12 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
         ("server.max_connections", raw.max_connections, 1_000_000),
         (
             "server.max_streams_per_key",
-            raw.max_streams_per_key,
+            raw.max_streams_per_key.unwrap_or(1),
+            1_000_000,
+        ),
+        (
+            "server.max_requests_in_flight_per_key",
+            raw.max_requests_in_flight_per_key.unwrap_or(1),
             1_000_000,
         ),
         (
@@ -392,6 +424,11 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
         (
             "server.client_body_timeout_seconds",
             raw.client_body_timeout_seconds,
+            3600,
+        ),
+        (
+            "server.client_body_total_timeout_seconds",
+            raw.client_body_total_timeout_seconds,
             3600,
         ),
         (
@@ -438,9 +475,13 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             max_header_count: raw.max_header_count.clamp(1, 256) as usize,
             max_header_bytes: raw.max_header_bytes.clamp(1, 1_048_575) as usize,
             max_connections: raw.max_connections.max(1),
-            max_streams_per_key: raw.max_streams_per_key.clamp(1, 1_000_000) as u32,
+            per_key: crate::limits::Concurrency {
+                streams: raw.max_streams_per_key.map(crate::limits::cap),
+                requests: raw.max_requests_in_flight_per_key.map(crate::limits::cap),
+            },
             header_timeout: Duration::from_secs(raw.client_header_timeout_seconds.max(1)),
             body_timeout: Duration::from_secs(raw.client_body_timeout_seconds.max(1)),
+            body_total_timeout: Duration::from_secs(raw.client_body_total_timeout_seconds.max(1)),
             write_timeout: Duration::from_secs(raw.client_write_timeout_seconds.max(1)),
             keepalive_timeout: Duration::from_secs(raw.keepalive_timeout_seconds.max(1)),
         },
@@ -452,6 +493,10 @@ fn validate_server(raw: &raw::RawServer, problems: &mut Vec<Problem>) -> ServerS
             key_file: t.key_file.clone(),
             client_ca_file: t.client_ca_file.clone(),
         }),
+        cors: raw
+            .cors
+            .as_ref()
+            .and_then(|c| crate::cors::CorsPolicy::from_raw(c, problems)),
     }
 }
 

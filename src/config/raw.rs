@@ -55,12 +55,28 @@ pub struct RawAdmin {
     pub totp: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// Append audit JSON lines to this file instead of stderr.
     #[serde(default)]
     pub file: Option<String>,
+    /// Audit rows older than this many days are deleted from the store (0: never).
+    #[serde(default = "default_audit_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_audit_retention_days() -> u32 {
+    90
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            file: None,
+            retention_days: default_audit_retention_days(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,9 +119,14 @@ pub struct RawServer {
     /// closed.
     #[serde(default = "default_max_connections", deserialize_with = "number")]
     pub max_connections: u64,
-    /// Most streaming requests one gateway key may have open at once (429 beyond).
-    #[serde(default = "default_max_streams_per_key", deserialize_with = "number")]
-    pub max_streams_per_key: u64,
+    /// Most streaming requests one gateway key may have open at once (429 with Retry-After
+    /// beyond); unset: no cap. A key's own `max_streams` overrides it.
+    #[serde(default, deserialize_with = "optional_number")]
+    pub max_streams_per_key: Option<u64>,
+    /// Most requests (streaming or not) one gateway key may have in flight at once (429 with
+    /// Retry-After beyond); unset: no cap. A key's own `max_requests_in_flight` overrides it.
+    #[serde(default, deserialize_with = "optional_number")]
+    pub max_requests_in_flight_per_key: Option<u64>,
     /// Longest time a client may take to send a request's headers (slowloris); the
     /// connection is closed when it runs out.
     #[serde(default = "default_client_header_timeout", deserialize_with = "number")]
@@ -113,6 +134,13 @@ pub struct RawServer {
     /// Longest pause while a client sends a request body (408 when it runs out).
     #[serde(default = "default_client_body_timeout", deserialize_with = "number")]
     pub client_body_timeout_seconds: u64,
+    /// Longest time a client may take to send a whole request body, counted from the end of
+    /// its header (408 when it runs out), so a trickle of bytes cannot hold a connection.
+    #[serde(
+        default = "default_client_body_total_timeout",
+        deserialize_with = "number"
+    )]
+    pub client_body_total_timeout_seconds: u64,
     /// Longest a write to a client may wait (a client that stops reading its answer or
     /// stream); the connection is closed when it runs out.
     #[serde(default = "default_client_write_timeout", deserialize_with = "number")]
@@ -128,6 +156,62 @@ pub struct RawServer {
     pub upgrade_sock: String,
     #[serde(default = "default_pid_file")]
     pub pid_file: String,
+    /// Cross-origin requests from browsers; absent: off (no CORS headers, preflights need a key).
+    #[serde(default)]
+    pub cors: Option<RawCors>,
+}
+
+/// `server.cors` (see `crate::cors`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Serialized origins (`https://app.example.com`), or `["*"]` for any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default = "default_cors_methods")]
+    pub allowed_methods: Vec<String>,
+    /// `["*"]` (default): whatever the preflight asks for, `Authorization` included.
+    #[serde(default = "star")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers scripts may read.
+    #[serde(default = "default_cors_expose")]
+    pub expose_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default = "default_cors_max_age", deserialize_with = "number")]
+    pub max_age_seconds: u64,
+    /// Let browsers send cookies / client certificates and read the answer
+    /// (`Access-Control-Allow-Credentials: true`); not with `*` anywhere.
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+fn default_cors_methods() -> Vec<String> {
+    vec!["GET".into(), "POST".into()]
+}
+fn star() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_cors_expose() -> Vec<String> {
+    [
+        "x-request-id",
+        "x-switchyard-request-id",
+        "x-switchyard-provider",
+        "x-switchyard-model",
+        "x-switchyard-attempts",
+        "x-switchyard-dropped-params",
+        "retry-after",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_cors_max_age() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,14 +250,17 @@ impl Default for RawServer {
             max_header_count: default_max_header_count(),
             max_header_bytes: default_max_header_bytes(),
             max_connections: default_max_connections(),
-            max_streams_per_key: default_max_streams_per_key(),
+            max_streams_per_key: None,
+            max_requests_in_flight_per_key: None,
             client_header_timeout_seconds: default_client_header_timeout(),
             client_body_timeout_seconds: default_client_body_timeout(),
+            client_body_total_timeout_seconds: default_client_body_total_timeout(),
             client_write_timeout_seconds: default_client_write_timeout(),
             keepalive_timeout_seconds: default_keepalive_timeout(),
             upgrade_sock: default_upgrade_sock(),
             pid_file: default_pid_file(),
             tls: None,
+            cors: None,
         }
     }
 }
@@ -211,13 +298,13 @@ fn default_max_header_bytes() -> u64 {
 fn default_max_connections() -> u64 {
     10_000
 }
-fn default_max_streams_per_key() -> u64 {
-    64
-}
 fn default_client_header_timeout() -> u64 {
     30
 }
 fn default_client_body_timeout() -> u64 {
+    60
+}
+fn default_client_body_total_timeout() -> u64 {
     60
 }
 fn default_client_write_timeout() -> u64 {
@@ -265,6 +352,13 @@ pub struct RawKey {
     pub key: Option<String>,
     #[serde(default)]
     pub key_sha256: Option<String>,
+    /// This key's own cap on open streams (overrides `server.max_streams_per_key`).
+    #[serde(default, deserialize_with = "optional_number")]
+    pub max_streams: Option<u64>,
+    /// This key's own cap on requests in flight (overrides
+    /// `server.max_requests_in_flight_per_key`).
+    #[serde(default, deserialize_with = "optional_number")]
+    pub max_requests_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +392,11 @@ pub struct RawProvider {
     /// Active health check: a cheap authenticated GET at an interval.
     #[serde(default)]
     pub health_check: Option<RawHealthCheck>,
+    /// Model names this provider serves under their own names: they route here (after
+    /// `model_mappings`, before `routing.patterns`) and are listed by `/v1/models`. The mock
+    /// declares `mock-fast` and `mock-embed` unless this is set.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -521,6 +620,9 @@ pub struct RawLoadBalancing {
     pub enabled: bool,
     #[serde(default = "round_robin")]
     pub strategy: String,
+    /// `cheapest`: the output tokens expected of a request that sets no `max_tokens`.
+    #[serde(default = "default_output_tokens", deserialize_with = "number")]
+    pub default_output_tokens: u64,
 }
 
 impl Default for RawLoadBalancing {
@@ -528,8 +630,13 @@ impl Default for RawLoadBalancing {
         Self {
             enabled: false,
             strategy: round_robin(),
+            default_output_tokens: default_output_tokens(),
         }
     }
+}
+
+fn default_output_tokens() -> u64 {
+    256
 }
 
 fn round_robin() -> String {

@@ -1,5 +1,6 @@
-//! The gateway's calls into governance on the request path: scopes, budgets and rate
-//! limits before the upstream call, and the audit of authentication failures.
+//! The gateway's calls into governance on the request path: scopes, budgets (a budgeted
+//! caller may use priced models only) and rate limits before the upstream call, and the
+//! audit of authentication failures.
 
 use pingora::proxy::Session;
 
@@ -7,6 +8,13 @@ use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
 use crate::proxy::Gateway;
 use crate::route::Plan;
+
+/// 403 for a budgeted caller and a model without a price.
+fn unpriced(model: &str) -> GatewayError {
+    GatewayError::Forbidden(format!(
+        "The model `{model}` has no price, so its cost cannot be counted against this API key's (or its user's) budget. Ask an administrator to add a price for it under `pricing:`."
+    ))
+}
 
 impl Gateway {
     /// Unified API, once the plan is made: the model must be in the key's scope, the plan
@@ -29,6 +37,17 @@ impl Gateway {
                 return Err(GatewayError::Forbidden(format!(
                     "This API key is not allowed to use any provider that serves `{model}`."
                 )));
+            }
+        }
+        if self.governance.has_budget(&caller) {
+            if let Some(config) = ctx.config.as_ref() {
+                // An unpriced model costs 0 and would never exhaust the budget: a budgeted
+                // caller may use only the candidates that have a price.
+                plan.candidates
+                    .retain(|c| config.prices.price(&[c.upstream_model, model]).is_some());
+                if plan.candidates.is_empty() {
+                    return Err(unpriced(model));
+                }
             }
         }
         ctx.rate = self.governance.admit(&caller).await?.rate;
@@ -64,23 +83,35 @@ impl Gateway {
                 }
             }
         }
+        if let (Some(m), Some(config)) = (model, ctx.config.as_ref()) {
+            if self.governance.has_budget(&caller) && config.prices.price(&[m]).is_none() {
+                return Err(unpriced(m));
+            }
+        }
         ctx.rate = self.governance.admit(&caller).await?.rate;
         Ok(())
     }
 
-    /// An authentication failure, for the audit trail: where from, which route, why. The
-    /// presented key is never recorded.
-    pub(crate) fn audit_auth_failure(&self, session: &Session, ctx: &RequestCtx, reason: &str) {
+    /// An authentication failure, for the audit trail: where from, which route, why (the
+    /// first from a source in a minute at once, the rest as one summary). The presented key
+    /// is never recorded.
+    pub(crate) fn audit_auth_failure(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        reason: &'static str,
+    ) {
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet().map(|i| i.ip().to_string()))
             .unwrap_or_default();
         let path: String = session.req_header().uri.path().chars().take(200).collect();
-        self.governance.audit(super::audit::event(
+        self.governance.audit_failure(
             "auth_failure",
             &client,
             &path,
+            reason,
             serde_json::json!({"reason": reason, "request_id": ctx.request_id, "route": ctx.route.as_str()}),
-        ));
+        );
     }
 }

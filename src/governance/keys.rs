@@ -34,6 +34,12 @@ pub struct KeySpec {
     pub rpm: Option<u64>,
     #[serde(default)]
     pub tpm: Option<u64>,
+    /// Most streams open at once (overrides `server.max_streams_per_key`).
+    #[serde(default)]
+    pub max_streams: Option<u64>,
+    /// Most requests in flight at once (overrides `server.max_requests_in_flight_per_key`).
+    #[serde(default)]
+    pub max_requests_in_flight: Option<u64>,
     /// `YYYY-MM-DD` (UTC) or `YYYY-MM-DDTHH:MM:SSZ`.
     #[serde(default)]
     pub expires: Option<String>,
@@ -83,6 +89,14 @@ impl KeySpec {
                 return Err(format!("`{name}` must be a positive integer"));
             }
         }
+        for (name, v) in [
+            ("max_streams", self.max_streams),
+            ("max_requests_in_flight", self.max_requests_in_flight),
+        ] {
+            if v.is_some_and(|v| v == 0 || v > 1_000_000) {
+                return Err(format!("`{name}` must be between 1 and 1000000"));
+            }
+        }
         let expires_at = match &self.expires {
             None => None,
             Some(s) => {
@@ -106,6 +120,8 @@ impl KeySpec {
             period,
             rpm: self.rpm.map(|v| v as i64),
             tpm: self.tpm.map(|v| v as i64),
+            max_streams: self.max_streams.map(|v| v as i64),
+            max_requests_in_flight: self.max_requests_in_flight.map(|v| v as i64),
             expires_at,
             created_at: now,
             revoked_at: None,
@@ -184,6 +200,8 @@ pub struct KeyPolicy {
     pub budget: Option<Budget>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// The key's own caps on open streams and requests in flight.
+    pub concurrency: crate::limits::Concurrency,
     pub expires_at: Option<i64>,
 }
 
@@ -206,6 +224,12 @@ impl KeyPolicy {
             }),
             rpm: r.rpm.map(|v| v as u64),
             tpm: r.tpm.map(|v| v as u64),
+            concurrency: crate::limits::Concurrency {
+                streams: r.max_streams.map(|v| crate::limits::cap(v.max(1) as u64)),
+                requests: r
+                    .max_requests_in_flight
+                    .map(|v| crate::limits::cap(v.max(1) as u64)),
+            },
             expires_at: r.expires_at,
         }
     }
@@ -227,6 +251,8 @@ pub fn describe(r: &KeyRecord) -> serde_json::Value {
         "period": r.period,
         "rpm": r.rpm,
         "tpm": r.tpm,
+        "max_streams": r.max_streams,
+        "max_requests_in_flight": r.max_requests_in_flight,
         "expires_at": r.expires_at.map(format_time),
         "created_at": format_time(r.created_at),
         "revoked_at": r.revoked_at.map(format_time),
@@ -296,6 +322,11 @@ mod tests {
             KeySpec {
                 user: "a".into(),
                 rpm: Some(0),
+                ..Default::default()
+            },
+            KeySpec {
+                user: "a".into(),
+                max_streams: Some(0),
                 ..Default::default()
             },
             KeySpec {

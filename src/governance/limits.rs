@@ -370,6 +370,7 @@ mod tests {
             budget: None,
             rpm,
             tpm,
+            concurrency: Default::default(),
             expires_at: None,
         }
     }

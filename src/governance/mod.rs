@@ -18,11 +18,13 @@
 
 pub mod audit;
 pub mod budgets;
+pub mod failures;
 mod gate;
 pub mod keys;
 pub mod limits;
 pub mod scopes;
 pub mod totp;
+pub mod totp_throttle;
 pub mod usage;
 mod writer_priority;
 
@@ -60,13 +62,21 @@ const MAX_OPEN_RECORDS: usize = 256 * 1024;
 /// Usage records and audit events kept for a retry while the store fails, at most.
 const MAX_BACKLOG: usize = 256 * 1024;
 
-/// `auth.store`, `auth.refresh_seconds`, `limits.redis`, `audit.file`.
+/// How often ended failure windows are summarised (see [`failures`]).
+const FAILURE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often audit rows older than `audit.retention_days` are deleted.
+const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// `auth.store`, `auth.refresh_seconds`, `limits.redis`, `audit.file`,
+/// `audit.retention_days`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GovernanceSettings {
     pub store: Option<StoreUrl>,
     pub refresh: Duration,
     pub redis: Option<String>,
     pub audit_file: Option<String>,
+    /// Audit rows older than this many days are deleted from the store; 0 keeps them.
+    pub audit_retention_days: u32,
 }
 
 /// What the request path reads: keys by digest, user budgets, spend per key and user in
@@ -239,6 +249,10 @@ pub struct Governance {
     usage: UsageShards,
     control: Option<tokio::sync::mpsc::UnboundedSender<Control>>,
     audit_stream: Option<Arc<AuditStream>>,
+    /// Authentication failures being counted per source (see [`failures`]).
+    failures: failures::FailureAudit,
+    /// Wrong admin TOTP codes per source and overall (the admin API's lockout).
+    pub totp_throttle: totp_throttle::TotpThrottle,
     /// Records lost because the queue was full or the store failed for too long
     /// (`ai_proxy_usage_records_dropped_total`, registered with the other metrics).
     pub dropped: prometheus::IntCounter,
@@ -272,7 +286,7 @@ fn now_secs() -> i64 {
 impl Governance {
     /// No store: only the config's keys, no usage records; audit events go to the stream.
     pub fn without_store(audit_file: Option<&str>) -> Arc<Governance> {
-        Arc::new(Governance {
+        let gov = Arc::new(Governance {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             pending: Mutex::default(),
             limiter: Limiter::local(),
@@ -282,10 +296,24 @@ impl Governance {
             audit_stream: AuditStream::start(audit_file)
                 .map_err(|e| log::error!("audit stream: {e}; audit events go to the store only"))
                 .ok(),
+            failures: Default::default(),
+            totp_throttle: Default::default(),
             dropped: dropped_counter(),
             store: None,
             handle: None,
-        })
+        });
+        // No writer task here: a small thread writes the failure summaries.
+        let weak = Arc::downgrade(&gov);
+        let _ = std::thread::Builder::new()
+            .name("audit-summaries".into())
+            .spawn(move || loop {
+                std::thread::sleep(FAILURE_SWEEP_INTERVAL);
+                match weak.upgrade() {
+                    Some(gov) => gov.write_failure_summaries(false),
+                    None => return,
+                }
+            });
+        gov
     }
 
     /// Opens the store (migrations applied), loads the first snapshot and starts the
@@ -316,6 +344,8 @@ impl Governance {
             usage: UsageShards::new(),
             control: Some(ctl_tx),
             audit_stream,
+            failures: Default::default(),
+            totp_throttle: Default::default(),
             dropped: dropped_counter(),
             store: Some(store.clone()),
             handle: Some(runtime.handle().clone()),
@@ -332,6 +362,9 @@ impl Governance {
             flushed: Pending::default(),
             checkpointing: Arc::default(),
             last_checkpoint: std::time::Instant::now(),
+            last_failure_sweep: std::time::Instant::now(),
+            retention_days: settings.audit_retention_days,
+            last_prune: None,
         };
         runtime
             .block_on(task.refresh())
@@ -401,6 +434,7 @@ impl Governance {
                 Ok(Caller {
                     user: policy.user.clone(),
                     key_id: policy.id.clone(),
+                    concurrency: policy.concurrency,
                     policy: Some(policy.clone()),
                 })
             }
@@ -444,6 +478,13 @@ impl Governance {
                 info: r.info,
             }),
         }
+    }
+
+    /// The caller's key or user has a budget (that unpriced models would bypass).
+    pub fn has_budget(&self, caller: &Caller) -> bool {
+        self.records.is_some()
+            && (caller.policy.as_ref().is_some_and(|p| p.budget.is_some())
+                || self.snapshot.load().user_budgets.contains_key(&caller.user))
     }
 
     fn check_budgets(&self, caller: &Caller) -> Result<(), GatewayError> {
@@ -523,6 +564,32 @@ impl Governance {
         }
     }
 
+    /// An authentication failure (`auth_failure`, `admin_auth_failure`) from `source`:
+    /// written at once when it is the source's first in the interval, otherwise counted
+    /// into the interval's summary event (see [`failures`]).
+    pub fn audit_failure(
+        &self,
+        kind: &'static str,
+        source: &str,
+        subject: &str,
+        reason: &'static str,
+        detail: serde_json::Value,
+    ) {
+        if let Some(e) =
+            self.failures
+                .record(kind, source, subject, reason, detail, audit::now_ms())
+        {
+            self.audit(e);
+        }
+    }
+
+    /// Writes the summaries of the failure windows that ended (all of them when `all`).
+    fn write_failure_summaries(&self, all: bool) {
+        for e in self.failures.due(audit::now_ms(), all) {
+            self.audit(e);
+        }
+    }
+
     fn ask(
         &self,
         make: impl FnOnce(std::sync::mpsc::Sender<()>) -> Control,
@@ -541,6 +608,7 @@ impl Governance {
     /// Writes every queued record to the store, waiting at most `timeout` (blocking: call
     /// it from a plain thread, e.g. the shutdown path, never from a runtime worker).
     pub fn flush(&self, timeout: Duration) -> bool {
+        self.write_failure_summaries(true);
         self.ask(Control::Flush, timeout)
     }
 
@@ -603,6 +671,10 @@ struct Task {
     /// A checkpoint is running.
     checkpointing: Arc<std::sync::atomic::AtomicBool>,
     last_checkpoint: std::time::Instant,
+    last_failure_sweep: std::time::Instant,
+    /// `audit.retention_days` (0: keep every audit row).
+    retention_days: u32,
+    last_prune: Option<std::time::Instant>,
 }
 
 impl Task {
@@ -622,6 +694,10 @@ impl Task {
                         let waiting = self.gov.usage.open.load(Ordering::Relaxed);
                         p.after_tick(due.elapsed(), waiting > MAX_OPEN_RECORDS / 4);
                     }
+                    if self.last_failure_sweep.elapsed() >= FAILURE_SWEEP_INTERVAL {
+                        self.last_failure_sweep = std::time::Instant::now();
+                        self.gov.write_failure_summaries(false);
+                    }
                     self.flush().await;
                     if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
                         self.checkpoint_in_background();
@@ -633,6 +709,10 @@ impl Task {
                         log::warn!("governance: refreshing keys and spend failed: {e}");
                     }
                     self.gov.limiter.prune(audit::now_ms());
+                    if self.last_prune.is_none_or(|t| t.elapsed() >= AUDIT_PRUNE_INTERVAL) {
+                        self.last_prune = Some(std::time::Instant::now());
+                        self.prune_audit_in_background();
+                    }
                 }
                 c = control.recv() => match c {
                     Some(Control::Flush(ack)) => {
@@ -667,6 +747,24 @@ impl Task {
                 log::warn!("governance: store checkpoint failed: {e}");
             }
             busy.store(false, Ordering::Release);
+        });
+    }
+
+    /// Deletes audit rows older than `audit.retention_days`, apart from the batch writer.
+    fn prune_audit_in_background(&self) {
+        if self.retention_days == 0 {
+            return;
+        }
+        let before = audit::now_ms() - i64::from(self.retention_days) * 86_400_000;
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            match store.delete_audit_before(before).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    log::info!("audit retention: {n} audit rows older than the retention deleted")
+                }
+                Err(e) => log::warn!("audit retention: deleting old audit rows failed: {e}"),
+            }
         });
     }
 

@@ -112,7 +112,12 @@ pub struct Provider {
     pub upstream: Option<Upstream>,
     /// What translated (`/v1/*`) requests need to know about the provider's account.
     pub settings: ProviderSettings,
+    /// Model names the provider declares it serves under their own names (`models:`).
+    pub models: Vec<String>,
 }
+
+/// The models the mock provider declares when its `models:` is not set (the README's examples).
+pub const MOCK_MODELS: [&str; 2] = ["mock-fast", "mock-embed"];
 
 /// Provider-level values the unified API's translators put into paths and bodies.
 #[derive(Debug, Clone, Default)]
@@ -206,6 +211,11 @@ impl ProviderRegistry {
                             .filter(|v| !v.trim().is_empty())
                             .map(|v| Arc::from(v.trim())),
                         location: p.location.as_deref().map(|v| Arc::from(v.trim())),
+                    },
+                    models: match (&p.models, kind) {
+                        (Some(models), _) => models.clone(),
+                        (None, ProviderKind::Mock) => MOCK_MODELS.map(String::from).to_vec(),
+                        (None, _) => Vec::new(),
                     },
                 }));
             }

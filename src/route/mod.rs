@@ -1,11 +1,12 @@
 //! Routing: which providers serve a model, in what order, and how hard to try.
 //!
-//! A model resolves through `model_mappings` (exact names) first, then `routing.patterns`
-//! (regular expressions, first match wins; the model name passes through unchanged). The
-//! result is a [`Plan`]: the candidates in the order they are tried — the balancing choice
+//! A model resolves through `model_mappings` (exact names) first, then the model lists
+//! providers declare (`providers.<name>.models`), then `routing.patterns` (regular
+//! expressions, first match wins); declared and pattern-routed names pass through unchanged.
+//! The result is a [`Plan`]: the candidates in the order they are tried — the balancing choice
 //! among the model's providers first, then (with fallback) the model's other providers, its
-//! own `fallback` list and `routing.fallback.providers` — plus the retry and timeout policy.
-//! Providers whose circuit is open ([`health`]) are skipped.
+//! own `fallback` list and those of `routing.fallback.providers` that can serve the model —
+//! plus the retry and timeout policy. Providers whose circuit is open ([`health`]) are skipped.
 
 pub mod health;
 
@@ -19,7 +20,7 @@ use regex::Regex;
 use crate::config::raw::{RawMapping, RawRouting, RawTarget};
 use crate::config::Problem;
 use crate::errors::GatewayError;
-use crate::pricing::PriceTable;
+use crate::pricing::{Price, PriceTable};
 use crate::providers::{Provider, ProviderKind, ProviderRegistry};
 use health::{BreakerSettings, HealthRegistry};
 
@@ -31,15 +32,18 @@ pub enum Strategy {
     Random,
     LeastLatency,
     LeastBusy,
+    /// The lowest expected cost for the request from the price table; ties by latency.
+    Cheapest,
 }
 
 impl Strategy {
-    const NAMES: [&'static str; 5] = [
+    const NAMES: [&'static str; 6] = [
         "round_robin",
         "weighted",
         "random",
         "least_latency",
         "least_busy",
+        "cheapest",
     ];
 
     fn parse(s: &str) -> Option<Strategy> {
@@ -49,6 +53,7 @@ impl Strategy {
             "random" => Strategy::Random,
             "least_latency" => Strategy::LeastLatency,
             "least_busy" => Strategy::LeastBusy,
+            "cheapest" => Strategy::Cheapest,
             _ => return None,
         })
     }
@@ -111,6 +116,27 @@ pub struct Target {
     pub upstream_model: Option<Arc<str>>,
     pub weight: u32,
     pub options: TargetOptions,
+    /// Its price (upstream model name first, then the client's), for `cheapest`.
+    pub price: Option<Price>,
+}
+
+/// What a request is expected to consume, for the `cheapest` strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand {
+    pub input_tokens: u64,
+    /// The request's `max_tokens`; None: `routing.load_balancing.default_output_tokens`.
+    pub output_tokens: Option<u64>,
+}
+
+impl Demand {
+    /// An estimate from the request body's size (about four bytes a token, the usual rule of
+    /// thumb for English text and JSON; no tokenizer on the hot path) and its `max_tokens`.
+    pub fn estimate(body_bytes: usize, max_tokens: Option<u64>) -> Demand {
+        Demand {
+            input_tokens: (body_bytes as u64).div_ceil(4),
+            output_tokens: max_tokens,
+        }
+    }
 }
 
 /// Per-mapping settings that change how a request is translated for one provider.
@@ -197,11 +223,20 @@ pub struct Router {
     mappings: HashMap<String, Mapping>,
     /// Mapping names in config order, for `/v1/models`.
     names: Vec<String>,
+    /// Model names providers declare (`providers.<name>.models`), with every provider that
+    /// declares each, in registry order (the first serves it; the others may be fallbacks).
+    declared: HashMap<Arc<str>, Vec<Arc<Provider>>>,
+    /// Declared names in registry order, for `/v1/models`.
+    declared_names: Vec<String>,
     patterns: Vec<Pattern>,
     /// `routing.fallback.providers` when fallback is enabled.
     global_fallback: Vec<Arc<Provider>>,
     fallback_enabled: bool,
+    /// `routing.load_balancing.default_output_tokens`.
+    default_output_tokens: u64,
     pub policy: Policy,
+    /// When this routing table was built (Unix seconds): `created` in `/v1/models`.
+    pub created: u64,
 }
 
 /// One provider to try for a request.
@@ -227,7 +262,7 @@ pub struct Plan<'a> {
 /// The configuration entry a model name resolved through.
 #[derive(Debug, Clone, Copy)]
 pub enum Matched<'a> {
-    /// An exact `model_mappings` entry (its name).
+    /// An exact `model_mappings` entry or a model a provider declares (its name).
     Mapping(&'a Arc<str>),
     /// A `routing.patterns` entry (the pattern as written).
     Pattern(&'a Arc<str>),
@@ -257,6 +292,7 @@ impl Router {
         mappings: &BTreeMap<String, RawMapping>,
         routing: &RawRouting,
         providers: &ProviderRegistry,
+        prices: &PriceTable,
         problems: &mut Vec<Problem>,
     ) -> Router {
         let lookup = |name: &str,
@@ -352,11 +388,13 @@ impl Router {
                     &format!("{path}.providers.{name}"),
                     problems,
                 );
+                let price = prices.price(&[upstream_model.as_deref().unwrap_or(model), model]);
                 targets.push(Target {
                     provider,
                     upstream_model,
                     weight: t.weight.unwrap_or(1).max(1),
                     options,
+                    price,
                 });
             }
             let fallback = m
@@ -386,6 +424,7 @@ impl Router {
                         upstream_model,
                         weight: 1,
                         options,
+                        price: None, // only balancing among a mapping's own providers prices them
                     })
                 })
                 .collect();
@@ -411,6 +450,26 @@ impl Router {
                     cursor: AtomicUsize::new(0),
                 },
             );
+        }
+        let mut declared: HashMap<Arc<str>, Vec<Arc<Provider>>> = HashMap::new();
+        let mut declared_names = Vec::new();
+        for provider in providers.iter() {
+            for (i, model) in provider.models.iter().enumerate() {
+                if model.trim().is_empty() {
+                    problems.push(Problem::new(
+                        format!("providers.{}.models[{i}]", provider.name),
+                        "must be a model name",
+                    ));
+                    continue;
+                }
+                let by = declared.entry(Arc::from(model.as_str())).or_default();
+                if by.is_empty() {
+                    declared_names.push(model.clone());
+                }
+                if !by.iter().any(|p| p.name == provider.name) {
+                    by.push(provider.clone());
+                }
+            }
         }
         let mut patterns = Vec::new();
         for (i, p) in routing.patterns.iter().enumerate() {
@@ -502,10 +561,16 @@ impl Router {
         Router {
             mappings: mapping_table,
             names,
+            declared,
+            declared_names,
             patterns,
             global_fallback,
             fallback_enabled: routing.fallback.enabled,
+            default_output_tokens: routing.load_balancing.default_output_tokens,
             policy,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs().max(1)),
         }
     }
 
@@ -515,6 +580,12 @@ impl Router {
             return Ok(Resolved {
                 provider: &t.provider,
                 upstream_model: t.upstream_model.as_deref().unwrap_or(model),
+            });
+        }
+        if let Some(provider) = self.declared.get(model).and_then(|by| by.first()) {
+            return Ok(Resolved {
+                provider,
+                upstream_model: model,
             });
         }
         if let Some(p) = self.patterns.iter().find(|p| p.regex.is_match(model)) {
@@ -534,12 +605,14 @@ impl Router {
     }
 
     /// The ordered candidates for a request. `pinned` is the caller's
-    /// `x-switchyard-provider`, which must be one of the model's providers.
+    /// `x-switchyard-provider`, which must be one of the model's providers; `demand` is what
+    /// the request is expected to consume (for `cheapest`).
     pub fn plan<'a>(
         &'a self,
         model: &'a str,
         pinned: Option<&str>,
         health: &HealthRegistry,
+        demand: Demand,
     ) -> Result<Plan<'a>, GatewayError> {
         let candidate = |t: &'a Target| Candidate {
             provider: &t.provider,
@@ -551,7 +624,7 @@ impl Router {
         let matched;
         if let Some(m) = self.mappings.get(model) {
             matched = Matched::Mapping(&m.label);
-            let first = self.choose(m, health);
+            let first = self.choose(m, health, demand);
             candidates.push(candidate(&m.targets[first]));
             if self.fallback_enabled || m.strategy.is_some() || m.hedge_after.is_some() {
                 candidates.extend(
@@ -564,6 +637,17 @@ impl Router {
             }
             candidates.extend(m.fallback.iter().map(candidate));
             hedge_after = m.hedge_after;
+        } else if let Some((name, provider)) = self
+            .declared
+            .get_key_value(model)
+            .and_then(|(name, by)| Some((name, by.first()?)))
+        {
+            matched = Matched::Mapping(name);
+            candidates.push(Candidate {
+                provider,
+                upstream_model: model,
+                options: TargetOptions::NONE,
+            });
         } else if let Some(p) = self.patterns.iter().find(|p| p.regex.is_match(model)) {
             matched = Matched::Pattern(&p.label);
             candidates.push(Candidate {
@@ -575,11 +659,18 @@ impl Router {
             return Err(self.not_found(model));
         }
         if self.fallback_enabled {
-            candidates.extend(self.global_fallback.iter().map(|provider| Candidate {
-                provider,
-                upstream_model: model,
-                options: TargetOptions::NONE,
-            }));
+            // Only providers that know this model (a mapping's own providers are in already):
+            // its name sent anywhere else earns a 400 that would hide the real failure.
+            candidates.extend(
+                self.global_fallback
+                    .iter()
+                    .filter(|p| self.knows(p, model))
+                    .map(|provider| Candidate {
+                        provider,
+                        upstream_model: model,
+                        options: TargetOptions::NONE,
+                    }),
+            );
         }
         let mut seen = Vec::with_capacity(candidates.len());
         candidates.retain(|c| {
@@ -605,8 +696,20 @@ impl Router {
         })
     }
 
+    /// Whether `provider` serves `model` under that name through a declared model list or a
+    /// pattern (mapped models name their providers and fallbacks themselves).
+    fn knows(&self, provider: &Provider, model: &str) -> bool {
+        self.declared
+            .get(model)
+            .is_some_and(|by| by.iter().any(|p| p.name == provider.name))
+            || self
+                .patterns
+                .iter()
+                .any(|p| p.provider.name == provider.name && p.regex.is_match(model))
+    }
+
     /// The index of the target that takes the first attempt.
-    fn choose(&self, m: &Mapping, health: &HealthRegistry) -> usize {
+    fn choose(&self, m: &Mapping, health: &HealthRegistry, demand: Demand) -> usize {
         let n = m.targets.len();
         let Some(strategy) = m.strategy.filter(|_| n > 1) else {
             return 0;
@@ -650,22 +753,51 @@ impl Router {
                 .iter()
                 .min_by_key(|&&i| health.get(&m.targets[i].provider.name).in_flight())
                 .unwrap_or(&0),
+            Strategy::Cheapest => {
+                let output = demand.output_tokens.unwrap_or(self.default_output_tokens);
+                // Unpriced providers come after every priced one.
+                let cost = |i: usize| {
+                    m.targets[i].price.map_or(f64::INFINITY, |p| {
+                        demand.input_tokens as f64 * p.input_per_million
+                            + output as f64 * p.output_per_million
+                    })
+                };
+                let latency = |i: usize| health.get(&m.targets[i].provider.name).latency_us();
+                // The first of equals wins: config order after cost and latency.
+                *pool
+                    .iter()
+                    .min_by(|&&a, &&b| {
+                        cost(a)
+                            .total_cmp(&cost(b))
+                            .then_with(|| latency(a).total_cmp(&latency(b)))
+                    })
+                    .unwrap_or(&0)
+            }
         }
     }
 
-    /// The mapped model names with the provider that serves each by default.
+    /// Every model name a caller can use by name — the mappings, then the names providers
+    /// declare — with the provider that serves each by default (pattern-routed names cannot
+    /// be listed).
     pub fn listed_models(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.names.iter().filter_map(|n| {
+        let mapped = self.names.iter().filter_map(|n| {
             let t = self.mappings.get(n)?.targets.first()?;
             Some((n.as_str(), &*t.provider.name))
-        })
+        });
+        let declared = self
+            .declared_names
+            .iter()
+            .filter(|n| !self.mappings.contains_key(*n))
+            .filter_map(|n| Some((n.as_str(), &*self.declared.get(n.as_str())?.first()?.name)));
+        mapped.chain(declared)
     }
 
-    /// Up to three mapped names within a small edit distance of `model`.
+    /// Up to three mapped or declared names within a small edit distance of `model`.
     fn close_names(&self, model: &str) -> Vec<String> {
         let mut scored: Vec<(usize, &String)> = self
             .names
             .iter()
+            .chain(&self.declared_names)
             .map(|n| {
                 (
                     edit_distance(&n.to_ascii_lowercase(), &model.to_ascii_lowercase()),
@@ -736,6 +868,27 @@ routing:
         assert_eq!(&*c.router.resolve("mock-x").unwrap().provider.name, "mock");
     }
 
+    /// Issue 20.6: the demo answers the model names OpenAI clients (the SDK's examples,
+    /// LangChain's `ChatOpenAI` and `OpenAIEmbeddings`) use by default, and lists the mock's.
+    #[test]
+    fn the_demo_serves_the_names_clients_default_to() {
+        let text = include_str!("../../conf/demo.yaml");
+        let c = Config::parse(text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let defaults = [
+            "text-embedding-ada-002",
+            "text-embedding-3-small",
+            "gpt-4o",
+            "gpt-4.1-mini",
+            "gpt-4o-mini",
+            "gpt-3.5-turbo",
+        ];
+        let listed: Vec<&str> = c.router.listed_models().map(|(id, _)| id).collect();
+        for model in defaults.iter().chain(&["mock-fast", "mock-embed"]) {
+            assert_eq!(&*c.router.resolve(model).unwrap().provider.name, "mock");
+            assert!(listed.contains(model), "{model} missing from {listed:?}");
+        }
+    }
+
     #[test]
     fn unknown_models_get_suggestions() {
         let c = config();
@@ -778,8 +931,9 @@ model_mappings:
     fn fallback_order_is_mapping_then_its_list_then_global_without_duplicates() {
         let h = HealthRegistry::default();
         let c = router("routing:\n  fallback: {enabled: true, providers: [mock, b]}\n");
-        let plan = c.router.plan("m", None, &h).unwrap();
-        let expected = [("a", "m-a"), ("b", "m-b"), ("c", "m"), ("mock", "m")];
+        let plan = c.router.plan("m", None, &h, Demand::default()).unwrap();
+        // `mock` has no way of knowing `m`: never a candidate for it.
+        let expected = [("a", "m-a"), ("b", "m-b"), ("c", "m")];
         assert_eq!(
             names(&plan),
             expected
@@ -788,17 +942,82 @@ model_mappings:
         );
         // Without global fallback only the mapping's own list follows the default.
         let c = router("");
-        assert_eq!(names(&c.router.plan("m", None, &h).unwrap()).len(), 2);
+        assert_eq!(
+            names(&c.router.plan("m", None, &h, Demand::default()).unwrap()).len(),
+            2
+        );
+    }
+
+    /// Issue 20.1: `routing.fallback.providers` only serve a model they know — by a mapping
+    /// entry, a declared model list or a pattern — never a name sent to them blindly.
+    #[test]
+    fn global_fallback_only_offers_providers_that_know_the_model() {
+        let yaml = r#"
+providers:
+  openai: {endpoint: "http://127.0.0.1:1", auth: {method: api_key, config: {api_key: sk-x}}}
+  bedrock: {region: us-east-1, endpoint: "http://127.0.0.1:4", auth: {method: static, config: {access_key_id: AKIDEXAMPLE, secret_access_key: x}}}
+  anthropic: {endpoint: "http://127.0.0.1:2", models: [claude-x], auth: {method: api_key, config: {api_key: sk-x}}}
+  backup: {type: openai, endpoint: "http://127.0.0.1:3", auth: {method: api_key, config: {api_key: sk-x}}}
+model_mappings:
+  gpt-4o: {providers: {openai: {}}}
+  both: {default_provider: openai, providers: {openai: {}, bedrock: {model: amazon.nova-lite-v1:0}}}
+routing:
+  patterns:
+    - {pattern: "^gpt-", default_provider: openai}
+    - {pattern: "^gpt-4o$", default_provider: backup}
+    - {pattern: "^claude-", default_provider: bedrock}
+  fallback: {enabled: true, providers: [bedrock, anthropic, backup]}
+"#;
+        let c = Config::parse(yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let h = HealthRegistry::default();
+        let plan = |model| names(&c.router.plan(model, None, &h, Demand::default()).unwrap());
+        let pair = |p: &str, m: &str| (p.to_string(), m.to_string());
+        // Mapped to openai only; `backup` has a pattern for it, bedrock/anthropic nothing.
+        assert_eq!(
+            plan("gpt-4o"),
+            vec![pair("openai", "gpt-4o"), pair("backup", "gpt-4o")]
+        );
+        // Pattern-routed: no other provider knows it.
+        assert_eq!(plan("gpt-3.5-turbo"), vec![pair("openai", "gpt-3.5-turbo")]);
+        // Declared by anthropic, matched by bedrock's pattern: both may serve it.
+        assert_eq!(
+            plan("claude-x"),
+            vec![pair("anthropic", "claude-x"), pair("bedrock", "claude-x")]
+        );
+        // A mapping entry makes a global fallback provider a candidate under its own name.
+        assert_eq!(
+            plan("both"),
+            vec![
+                pair("openai", "both"),
+                pair("bedrock", "amazon.nova-lite-v1:0")
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_models_route_and_are_listed_after_mappings() {
+        let c = router("");
+        let r = c.router.resolve("mock-fast").unwrap();
+        assert_eq!((&*r.provider.name, r.upstream_model), ("mock", "mock-fast"));
+        let listed: Vec<_> = c.router.listed_models().collect();
+        assert_eq!(
+            listed,
+            vec![("m", "a"), ("mock-fast", "mock"), ("mock-embed", "mock")]
+        );
+        assert!(c.router.created > 1_700_000_000);
     }
 
     #[test]
     fn pinning_picks_one_of_the_models_providers_only() {
         let h = HealthRegistry::default();
         let c = router("routing:\n  fallback: {enabled: true}\n");
-        let plan = c.router.plan("m", Some("b"), &h).unwrap();
+        let plan = c
+            .router
+            .plan("m", Some("b"), &h, Demand::default())
+            .unwrap();
         assert_eq!(names(&plan), vec![("b".to_string(), "m-b".to_string())]);
         assert!(matches!(
-            c.router.plan("m", Some("mock"), &h),
+            c.router.plan("m", Some("mock"), &h, Demand::default()),
             Err(GatewayError::InvalidRequest { .. })
         ));
     }
@@ -814,12 +1033,75 @@ model_mappings:
         h.get("a").record_failure(&settings);
         for _ in 0..4 {
             assert_eq!(
-                &*c.router.plan("m", None, &h).unwrap().candidates[0]
+                &*c.router
+                    .plan("m", None, &h, Demand::default())
+                    .unwrap()
+                    .candidates[0]
                     .provider
                     .name,
                 "b"
             );
         }
+    }
+
+    fn cheapest_router(prices: &str) -> Config {
+        let yaml = format!(
+            r#"
+providers:
+  a: {{type: openai, endpoint: "http://127.0.0.1:1", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+  b: {{type: openai, endpoint: "http://127.0.0.1:2", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+  c: {{type: openai, endpoint: "http://127.0.0.1:3", auth: {{method: api_key, config: {{api_key: sk-x}}}}}}
+model_mappings:
+  cm: {{default_provider: c, load_balancing: cheapest, providers: {{a: {{model: p-a}}, b: {{model: p-b}}, c: {{model: p-unpriced}}}}}}
+pricing:
+{prices}
+"#
+        );
+        Config::parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn first(c: &Config, h: &HealthRegistry, demand: Demand) -> String {
+        c.router.plan("cm", None, h, demand).unwrap().candidates[0]
+            .provider
+            .name
+            .to_string()
+    }
+
+    /// Issue 20.8: `cheapest` picks the lowest expected cost for this request's input and
+    /// output estimate; unpriced providers come last; open circuits are skipped.
+    #[test]
+    fn cheapest_picks_the_lowest_expected_cost_among_healthy_providers() {
+        let c = cheapest_router("  p-a: {input: 1, output: 10}\n  p-b: {input: 5, output: 2}");
+        let h = HealthRegistry::default();
+        let input_heavy = Demand::estimate(4000, Some(10)); // a: 1,100  b: 5,020
+        let output_heavy = Demand::estimate(40, Some(1000)); // a: 10,010  b: 2,050
+        assert_eq!(input_heavy.input_tokens, 1000);
+        assert_eq!(first(&c, &h, input_heavy), "a");
+        assert_eq!(first(&c, &h, output_heavy), "b");
+        // No max_tokens: routing.load_balancing.default_output_tokens (256) is expected.
+        assert_eq!(first(&c, &h, Demand::estimate(40, None)), "b");
+        assert_eq!(first(&c, &h, Demand::estimate(4000, None)), "a");
+        // The cheap one's circuit is open: the next cheapest, then the unpriced one.
+        let settings = BreakerSettings {
+            failure_threshold: 1,
+            cooldown: Duration::from_secs(60),
+        };
+        h.get("a").record_failure(&settings);
+        assert_eq!(first(&c, &h, input_heavy), "b");
+        h.get("b").record_failure(&settings);
+        assert_eq!(first(&c, &h, input_heavy), "c");
+    }
+
+    #[test]
+    fn cheapest_breaks_ties_by_latency() {
+        let c = cheapest_router("  p-a: {input: 1, output: 1}\n  p-b: {input: 1, output: 1}");
+        let h = HealthRegistry::default();
+        let d = Demand::estimate(400, Some(10));
+        // Nothing measured: config order (the default provider c is unpriced, so a).
+        assert_eq!(first(&c, &h, d), "a");
+        h.get("a").record_success(Duration::from_millis(80));
+        h.get("b").record_success(Duration::from_millis(20));
+        assert_eq!(first(&c, &h, d), "b");
     }
 
     #[test]

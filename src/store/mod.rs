@@ -13,6 +13,7 @@
 //! snapshots that a background task refreshes, and writes usage in batches
 //! (see [`crate::governance`]).
 
+pub mod secret_key;
 mod sqlite_batch;
 pub mod usage_block;
 
@@ -37,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "usage_blocks",
         include_str!("../../migrations/0002_usage_blocks.sql"),
+    ),
+    (
+        3,
+        "key_concurrency",
+        include_str!("../../migrations/0003_key_concurrency.sql"),
     ),
 ];
 
@@ -105,6 +111,36 @@ impl StoreUrl {
     }
 }
 
+/// Creates the SQLite file readable by its owner only (0600) when it does not exist yet:
+/// it holds key digests, usage and the admin second factor. SQLite gives its `-wal` and
+/// `-shm` files the database file's permissions, so they are 0600 too. An existing file
+/// keeps its mode (an operator may have chosen a group), with a warning when others can
+/// read it.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(m) = std::fs::metadata(path) {
+                if m.permissions().mode() & 0o007 != 0 {
+                    log::warn!(
+                        "the store {} is readable by other users (mode {:o}); chmod 600 it",
+                        path.display(),
+                        m.permissions().mode() & 0o777
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub type StoreError = sqlx::Error;
 
 /// A record's cost as stored: a NaN would fail a NOT NULL column (PostgreSQL roll-up) and the
@@ -133,6 +169,9 @@ pub struct KeyRecord {
     pub period: Option<String>,
     pub rpm: Option<i64>,
     pub tpm: Option<i64>,
+    /// Most open streams / requests in flight for this key (None: the server's setting).
+    pub max_streams: Option<i64>,
+    pub max_requests_in_flight: Option<i64>,
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
@@ -221,9 +260,11 @@ pub struct Store {
     pub backend: Backend,
     /// SQLite only: the batch writer's own connection (see [`sqlite_batch`]).
     sqlite_writer: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
+    /// Seals the TOTP secret at rest (see [`secret_key`]); None: plain text.
+    secret_key: Option<Arc<secret_key::SecretKey>>,
 }
 
-const KEY_COLUMNS: &str = "id, user_name, key_sha256, prefix, models, providers, budget_micro_usd, period, rpm, tpm, expires_at, created_at, revoked_at, updated_at";
+const KEY_COLUMNS: &str = "id, user_name, key_sha256, prefix, models, providers, budget_micro_usd, period, rpm, tpm, expires_at, created_at, revoked_at, updated_at, max_streams, max_requests_in_flight";
 
 fn split_list(s: &str) -> Vec<String> {
     s.split(',')
@@ -258,6 +299,8 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         created_at: r.try_get(11)?,
         revoked_at: r.try_get(12)?,
         updated_at: r.try_get(13)?,
+        max_streams: r.try_get(14)?,
+        max_requests_in_flight: r.try_get(15)?,
     })
 }
 
@@ -266,12 +309,16 @@ impl Store {
     /// migrations.
     pub async fn open(url: &StoreUrl) -> Result<Store> {
         sqlx::any::install_default_drivers();
+        let secret_key = secret_key::SecretKey::load()
+            .map_err(|e| sqlx::Error::Configuration(e.into()))?
+            .map(Arc::new);
         if let Some(path) = url.sqlite_path() {
             if let Some(dir) = std::path::Path::new(path).parent() {
                 if !dir.as_os_str().is_empty() {
                     std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
                 }
             }
+            create_private(std::path::Path::new(path)).map_err(sqlx::Error::Io)?;
         }
         let max = match url.backend {
             Backend::Sqlite => 4,
@@ -301,6 +348,7 @@ impl Store {
             pool,
             backend: url.backend,
             sqlite_writer: None,
+            secret_key,
         };
         if store.backend == Backend::Sqlite {
             // WAL: readers never wait for the batch writer. Persistent in the file.
@@ -367,7 +415,7 @@ impl Store {
     pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO sy_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            "INSERT INTO sy_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
         ))
         .bind(&k.id)
         .bind(&k.user)
@@ -383,6 +431,8 @@ impl Store {
         .bind(k.created_at)
         .bind(k.revoked_at)
         .bind(k.updated_at)
+        .bind(k.max_streams)
+        .bind(k.max_requests_in_flight)
         .execute(&mut *tx)
         .await?;
         bump(&mut tx).await?;
@@ -695,25 +745,75 @@ impl Store {
             .collect()
     }
 
+    /// Deletes the audit events older than `before_ms` (`audit.retention_days`); returns
+    /// how many.
+    pub async fn delete_audit_before(&self, before_ms: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sy_audit WHERE ts < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     // ------------------------------------------------------------------ admin TOTP
 
-    /// Stores a new TOTP secret (base32), replacing any previous one.
+    /// Replaces the key that seals secrets at rest (tests; [`Store::open`] loads it from
+    /// the environment).
+    pub fn with_secret_key(mut self, key: Option<secret_key::SecretKey>) -> Store {
+        self.secret_key = key.map(Arc::new);
+        self
+    }
+
+    /// Secrets are sealed at rest (a key is configured).
+    pub fn seals_secrets(&self) -> bool {
+        self.secret_key.is_some()
+    }
+
+    /// Stores a new TOTP secret (base32), replacing any previous one: sealed when a key is
+    /// configured, else in plain text.
     pub async fn set_totp_secret(&self, secret_b32: &str) -> Result<()> {
+        let stored = match &self.secret_key {
+            Some(k) => k.seal(secret_b32),
+            None => secret_b32.to_owned(),
+        };
         sqlx::query(
             "INSERT INTO sy_admin_totp (id, secret, last_step) VALUES ('admin', $1, 0) \
              ON CONFLICT (id) DO UPDATE SET secret = excluded.secret, last_step = 0",
         )
-        .bind(secret_b32)
+        .bind(stored)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    /// The TOTP secret (base32). A plain one from before encryption is sealed in place when
+    /// a key is configured; a sealed one without the right key is an error.
     pub async fn totp_secret(&self) -> Result<Option<String>> {
         let row = sqlx::query("SELECT secret FROM sy_admin_totp WHERE id = 'admin'")
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| r.try_get(0)).transpose()
+        let Some(stored) = row.map(|r| r.try_get::<String, _>(0)).transpose()? else {
+            return Ok(None);
+        };
+        let config = |why: String| sqlx::Error::Configuration(why.into());
+        match (&self.secret_key, secret_key::is_sealed(&stored)) {
+            (Some(k), true) => k.open(&stored).map(Some).map_err(config),
+            (None, true) => Err(config(format!(
+                "the admin TOTP secret is encrypted; set {} (or the credential {}) to the key it was sealed with",
+                secret_key::ENV,
+                secret_key::CREDENTIAL
+            ))),
+            (Some(k), false) => {
+                sqlx::query("UPDATE sy_admin_totp SET secret = $1 WHERE id = 'admin' AND secret = $2")
+                    .bind(k.seal(&stored))
+                    .bind(&stored)
+                    .execute(&self.pool)
+                    .await?;
+                log::info!("the admin TOTP secret is now encrypted in the store");
+                Ok(Some(stored))
+            }
+            (None, false) => Ok(Some(stored)),
+        }
     }
 
     /// Marks time step `step` used; false when it (or a later one) was already used, which
@@ -792,6 +892,84 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids, ["new"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The store file and its write-ahead log files are created readable by the owner
+    /// only, whatever the umask.
+    #[tokio::test]
+    async fn a_new_sqlite_store_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-mode-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = StoreUrl::parse(&format!("sqlite:{}/s.db", dir.display())).unwrap();
+        let store = Store::open(&url).await.unwrap();
+        store.set_totp_secret("JBSWY3DPEHPK3PXP").await.unwrap();
+        for name in ["s.db", "s.db-wal", "s.db-shm"] {
+            let mode = std::fs::metadata(dir.join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
+        }
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// With a key, the TOTP secret is stored sealed and read back; a plain secret from
+    /// before is still read, and sealed on that read; without the key a sealed one is an
+    /// error, never garbage.
+    #[tokio::test]
+    async fn the_totp_secret_is_sealed_at_rest() {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-seal-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = StoreUrl::parse(&format!("sqlite:{}/s.db", dir.display())).unwrap();
+        let key = || Some(secret_key::SecretKey::parse(hex::encode([9u8; 32]).as_bytes()).unwrap());
+        let raw = |store: &Store| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query("SELECT secret FROM sy_admin_totp")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .try_get::<String, _>(0)
+                    .unwrap()
+            }
+        };
+        const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+        // Plain, as written by an earlier version (or without a key).
+        let plain = Store::open(&url).await.unwrap().with_secret_key(None);
+        plain.set_totp_secret(SECRET).await.unwrap();
+        assert_eq!(raw(&plain).await, SECRET);
+        // A key now: the plain secret is still read, and sealed in place.
+        let sealed = Store::open(&url).await.unwrap().with_secret_key(key());
+        assert_eq!(sealed.totp_secret().await.unwrap().as_deref(), Some(SECRET));
+        let stored = raw(&sealed).await;
+        assert!(secret_key::is_sealed(&stored), "{stored}");
+        assert!(!stored.contains(SECRET));
+        assert_eq!(sealed.totp_secret().await.unwrap().as_deref(), Some(SECRET));
+        // A new secret is written sealed.
+        sealed.set_totp_secret("KRSXG5CTMVRXEZLU").await.unwrap();
+        assert!(!raw(&sealed).await.contains("KRSXG5CTMVRXEZLU"));
+        assert_eq!(
+            sealed.totp_secret().await.unwrap().as_deref(),
+            Some("KRSXG5CTMVRXEZLU")
+        );
+        // Without the key (or with another one) it cannot be read.
+        let e = plain.totp_secret().await.unwrap_err().to_string();
+        assert!(e.contains(secret_key::ENV), "{e}");
+        let wrong = Store::open(&url).await.unwrap().with_secret_key(Some(
+            secret_key::SecretKey::parse(hex::encode([1u8; 32]).as_bytes()).unwrap(),
+        ));
+        assert!(wrong.totp_secret().await.is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 

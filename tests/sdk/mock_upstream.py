@@ -13,6 +13,13 @@ Every request must carry `Authorization: Bearer <api_key>` (401 with an OpenAI e
 otherwise). Every request received is recorded (method, path, headers, raw body, and the exact
 bytes of the response body that was sent) so tests can inspect what the gateway forwarded.
 
+Tools and structured output (what client libraries such as LangChain, instructor and the
+Agents SDK send): a request with `tools` (and `tool_choice` not "none") whose last message is
+not a tool result is answered with one call of the chosen (or first) tool, its arguments made
+from the tool's JSON schema (see `schema_value`), `finish_reason: "tool_calls"`; after a tool
+result the answer is text quoting it (`tool_result_reply`). `response_format` json_schema is
+answered with JSON made from the schema, json_object with `{"reply": ...}`.
+
 A model whose name contains `fragmented` gets its SSE stream written in 5-byte pieces.
 
 A model whose name ends with `error-<status>` (e.g. `gpt-upstream-error-429`) is answered with
@@ -78,6 +85,57 @@ def upstream_chat_reply(user_text: str) -> str:
 
 def upstream_completion_text(prompt: str) -> str:
     return "Upstream completion for: " + prompt
+
+
+def tool_result_reply(tool_text: str) -> str:
+    """The content the mock upstream answers after a tool result."""
+    return "Upstream mock used the tool: " + tool_text
+
+
+def schema_value(schema, text: str, defs: dict | None = None):
+    """A deterministic value valid for a JSON schema: strings are `text`, integers its word
+    count, numbers 1.5, booleans true, arrays one item, enums their first member."""
+    if not isinstance(schema, dict):
+        return text
+    defs = {**(defs or {}), **schema.get("$defs", {}), **schema.get("definitions", {})}
+    if "$ref" in schema:
+        return schema_value(defs.get(schema["$ref"].rsplit("/", 1)[-1], {}), text, defs)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            options = [o for o in schema[key] if not (isinstance(o, dict) and o.get("type") == "null")]
+            return schema_value(options[0] if options else {}, text, defs)
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), "string")
+    if t == "object" or "properties" in schema:
+        return {k: schema_value(v, text, defs) for k, v in (schema.get("properties") or {}).items()}
+    if t == "array":
+        return [schema_value(schema.get("items", {}), text, defs)]
+    if t == "integer":
+        return len(words(text))
+    if t == "number":
+        return 1.5
+    if t == "boolean":
+        return True
+    return text
+
+
+def chosen_tool(body: dict):
+    """The function tool the request forces (`tool_choice`) or its first; None: answer text."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        for t in tools:
+            if t["function"].get("name") == name:
+                return t["function"]
+    return tools[0]["function"]
 
 
 def chat_prompt_tokens(messages) -> int:
@@ -326,8 +384,27 @@ class _Handler(BaseHTTPRequestHandler):
                 rec, 400, error_envelope("'messages' is a required property", "invalid_request_error", "messages")
             )
             return
-        reply = upstream_chat_reply(last_user_text(messages))
-        ws, finish = limit_words(reply, body)
+        user_text = last_user_text(messages)
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        tool = None if last.get("role") == "tool" else chosen_tool(body)
+        fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+        if last.get("role") == "tool":
+            reply = tool_result_reply(message_text(last.get("content")))
+        elif fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema") or {}
+            reply = json.dumps(schema_value(schema, user_text))
+        elif fmt.get("type") == "json_object":
+            reply = json.dumps({"reply": user_text})
+        else:
+            reply = upstream_chat_reply(user_text)
+        if tool is not None:
+            arguments = json.dumps(schema_value(tool.get("parameters") or {}, user_text))
+            call_id = f"call_upstream{next(_ids)}"
+            ws, finish = words(arguments), "tool_calls"
+        elif fmt.get("type") in ("json_schema", "json_object"):
+            ws, finish = [reply], "stop"  # one piece: JSON must not be cut at max_tokens here
+        else:
+            ws, finish = limit_words(reply, body)
         usage = {
             "prompt_tokens": chat_prompt_tokens(messages),
             "completion_tokens": len(ws),
@@ -342,6 +419,18 @@ class _Handler(BaseHTTPRequestHandler):
         }
         cid = f"chatcmpl-upstream{next(_ids)}"
         model = body["model"]
+        if tool is not None:
+            message = {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "annotations": [],
+                "tool_calls": [
+                    {"id": call_id, "type": "function", "function": {"name": tool["name"], "arguments": arguments}}
+                ],
+            }
+        else:
+            message = {"role": "assistant", "content": " ".join(ws), "refusal": None, "annotations": []}
         if not body.get("stream"):
             self._send_json(
                 rec,
@@ -354,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": " ".join(ws), "refusal": None, "annotations": []},
+                            "message": message,
                             "logprobs": None,
                             "finish_reason": finish,
                         }
@@ -381,9 +470,16 @@ class _Handler(BaseHTTPRequestHandler):
                 c["usage"] = None
             return c
 
-        events: list = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        for i, w in enumerate(ws):
-            events.append(chunk({"content": w if i == 0 else " " + w}))
+        if tool is not None:
+            head = {"index": 0, "id": call_id, "type": "function", "function": {"name": tool["name"], "arguments": ""}}
+            events: list = [chunk({"role": "assistant", "content": None, "tool_calls": [head]})]
+            for i, w in enumerate(ws):
+                piece = w if i == 0 else " " + w
+                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        else:
+            events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+            for i, w in enumerate(ws):
+                events.append(chunk({"content": w if i == 0 else " " + w}))
         events.append(chunk({}, finish))
         if include_usage:
             events.append(

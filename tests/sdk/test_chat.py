@@ -327,3 +327,30 @@ def test_concurrent_requests_do_not_mix(client, marker):
         results = list(ex.map(one, range(24)))
     for got, want in results:
         assert got == want
+
+
+@pytest.mark.parametrize(
+    "model,extra,param",
+    [
+        ("mock-chat", {"temperature": 5}, "temperature"),
+        ("mock-chat", {"max_tokens": 0}, "max_tokens"),
+        ("mock-chat", {"top_p": 1.5}, "top_p"),
+        ("mock-chat", {"n": 0}, "n"),
+        ("mock-chat", {"frequency_penalty": 2.5}, "frequency_penalty"),
+        ("mock-chat", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ("mock-chat", {"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ("gpt-4", {"temperature": 5}, "temperature"),
+    ],
+)
+def test_out_of_range_parameters_are_bad_requests(client, upstream, marker, model, extra, param):
+    """Issue 20.6: validated as OpenAI does, on the mock and the OpenAI route alike, before any
+    upstream call."""
+    import openai
+
+    kwargs = {"model": model, "messages": [{"role": "user", "content": f"range {marker}"}], **extra}
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(**kwargs)
+    err = ei.value.response.json()["error"]
+    assert err["type"] == "invalid_request_error"
+    assert err["param"] == param
+    assert upstream.containing(marker) == []

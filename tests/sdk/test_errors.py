@@ -7,7 +7,16 @@ import json
 import openai
 import pytest
 
-from helpers import ALICE_KEY, MAX_BODY, assert_error_envelope, free_port, mock_reply
+from helpers import (
+    ALICE_KEY,
+    MAX_BODY,
+    Gateway,
+    assert_error_envelope,
+    free_port,
+    gateway_bin,
+    mock_reply,
+    render_config,
+)
 from mock_upstream import UPSTREAM_RETRY_AFTER
 
 AUTH = {"Authorization": f"Bearer {ALICE_KEY}"}
@@ -164,6 +173,28 @@ def test_oversize_body_413(http, upstream, marker):
     assert upstream.containing(marker) == []
 
 
+@pytest.mark.parametrize("key", [ALICE_KEY, "sk-wrong-key-123"])
+def test_urllib_uploading_11_mib_reads_the_early_refusal(gateway, key):
+    # urllib sends the whole body before it reads the answer. The gateway answers 413 (or 401)
+    # from the header alone; its lingering close drains the upload, so urllib reads the
+    # envelope instead of failing with a broken pipe or a reset.
+    import urllib.error
+    import urllib.request
+
+    body = b"x" * (11 * 1024 * 1024)
+    req = urllib.request.Request(
+        gateway.url + "/v1/chat/completions",
+        data=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    expected = 413 if key == ALICE_KEY else 401
+    assert e.value.code == expected
+    assert_error_envelope(json.loads(e.value.read()))
+
+
 def test_body_just_under_limit_ok(http):
     # a body just under the limit is accepted
     content = "z" * (MAX_BODY - 200)
@@ -185,6 +216,45 @@ def test_upstream_429_rate_limit_error_keeps_retry_after(client, upstream, marke
     assert ei.value.response.headers.get("retry-after") == UPSTREAM_RETRY_AFTER
     assert_error_envelope(ei.value.response.json())
     assert len(upstream.containing(marker)) == 1, "max_retries=0: exactly one upstream attempt expected"
+
+
+def test_global_fallback_never_masks_the_primarys_429(upstream, workdir, marker):
+    """Issue 20.1: `routing.fallback.providers: [bedrock, anthropic]` must not receive a model
+    only OpenAI knows; the SDK sees the primary's 429 (RateLimitError with its Retry-After),
+    not a BadRequestError earned by sending `gpt-4o` to Bedrock."""
+    listen, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    text = render_config(listen=listen, metrics_listen=metrics, upstream_url=upstream.url)
+    text = text.replace(
+        "  mock: {}\n",
+        "  mock: {}\n"
+        f"  bedrock:\n    region: us-east-1\n    endpoint: \"{upstream.url}\"\n"
+        "    auth: {method: static, config: {access_key_id: AKIDEXAMPLE, secret_access_key: x}}\n"
+        f"  anthropic:\n    endpoint: \"{upstream.url}\"\n"
+        "    auth: {method: api_key, config: {api_key: sk-ant-x}}\n",
+    )
+    text = text.replace(
+        "model_mappings:\n",
+        "model_mappings:\n  gpt-4o-upstream-error-429: {providers: {openai: {}}}\n",
+    )
+    text = text.replace(
+        "fallback: {enabled: false, providers: [openai]}",
+        "fallback: {enabled: true, providers: [bedrock, anthropic]}",
+    )
+    cfg = workdir / "fallback.yaml"
+    cfg.write_text(text)
+    gw = Gateway(gateway_bin(), cfg, workdir, listen, metrics, name="fallback").start()
+    try:
+        c = openai.OpenAI(api_key=ALICE_KEY, base_url=gw.url + "/v1", max_retries=0, timeout=30)
+        with pytest.raises(openai.RateLimitError) as ei:
+            c.chat.completions.create(
+                model="gpt-4o-upstream-error-429", messages=[{"role": "user", "content": f"fb {marker}"}]
+            )
+        assert ei.value.response.headers.get("retry-after") == UPSTREAM_RETRY_AFTER
+        assert ei.value.response.headers.get("x-switchyard-provider") == "openai"
+        assert_error_envelope(ei.value.response.json())
+        assert len(upstream.containing(marker)) == 1, "the model must not go to bedrock or anthropic"
+    finally:
+        gw.stop()
 
 
 def test_upstream_429_stream_request(client, upstream, marker):

@@ -43,3 +43,15 @@ def test_models_retrieve_unknown(client):
         client.models.retrieve("no-such-model-anywhere")
     assert ei.value.status_code == 404
     assert_error_envelope(ei.value.response.json())
+
+
+def test_models_list_every_usable_name_with_real_timestamps(client):
+    """Issue 20.6: the mock's own models (used in the README's examples) are listed beside the
+    mappings, and `created` is a real Unix time, never 0."""
+    models = {m.id: m for m in client.models.list().data}
+    for name in ("mock-fast", "mock-embed", "gpt-4"):
+        assert name in models, sorted(models)
+    assert models["mock-fast"].owned_by == "mock"
+    for m in models.values():
+        assert m.created > 1_700_000_000, m
+    assert client.models.retrieve("mock-embed").created == models["mock-embed"].created

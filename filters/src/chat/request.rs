@@ -144,7 +144,7 @@ const KNOWN: &[&str] = &[
 ];
 
 impl ChatRequest {
-    /// Parses a request already checked by [`crate::openai::parse_request`].
+    /// Parses a request already checked by [`crate::openai::parse_request`] and [`validate`].
     pub fn from_parsed(p: &ParsedRequest) -> Result<ChatRequest, InvalidRequest> {
         match p.endpoint {
             Endpoint::ChatCompletions => Self::from_chat(p.body()?),
@@ -316,6 +316,150 @@ impl ChatRequest {
             .map(Message::text)
             .collect();
         (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+}
+
+/// The roles OpenAI accepts in `messages` (`function` is its deprecated tool role).
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Checks a chat or completions body's sampling and length parameters and message roles
+/// against OpenAI's ranges, so every provider — the mock, OpenAI and each translated one —
+/// refuses the same out-of-range request with the same 400 and `param`. Only the fields
+/// present are read; nothing is allocated unless the request is refused.
+pub fn validate(p: &ParsedRequest) -> Result<(), InvalidRequest> {
+    // Read from the body's bytes field by field: no JSON tree of the whole body (whose
+    // messages may be megabytes) just to check a few numbers.
+    let value = |key: &str| -> Option<Value> { serde_json::from_str(p.field(key)?).ok() };
+    let chat = p.endpoint == Endpoint::ChatCompletions;
+    number_in(value("temperature"), "temperature", 0.0, 2.0)?;
+    number_in(value("top_p"), "top_p", 0.0, 1.0)?;
+    number_in(value("presence_penalty"), "presence_penalty", -2.0, 2.0)?;
+    number_in(value("frequency_penalty"), "frequency_penalty", -2.0, 2.0)?;
+    integer_in(value("max_tokens"), "max_tokens", 1, u64::MAX)?;
+    integer_in(
+        value("max_completion_tokens"),
+        "max_completion_tokens",
+        1,
+        u64::MAX,
+    )?;
+    integer_in(value("n"), "n", 1, 128)?;
+    if chat {
+        // Chat: `logprobs` is a switch, `top_logprobs` (0-20) needs it on.
+        let logprobs = value("logprobs");
+        match logprobs {
+            None | Some(Value::Null | Value::Bool(_)) => {}
+            Some(_) => {
+                return Err(InvalidRequest::new(
+                    "Invalid type for 'logprobs': expected a boolean.",
+                    Some("logprobs"),
+                ))
+            }
+        }
+        let top_logprobs = value("top_logprobs");
+        let top = top_logprobs.as_ref().is_some_and(|v| !v.is_null());
+        integer_in(top_logprobs, "top_logprobs", 0, 20)?;
+        if top && logprobs.as_ref().and_then(Value::as_bool) != Some(true) {
+            return Err(InvalidRequest::new(
+                "Invalid value for 'logprobs': must be true when 'top_logprobs' is set.",
+                Some("logprobs"),
+            ));
+        }
+        if let Some(messages) = p.field("messages") {
+            check_roles(messages)?;
+        }
+    } else {
+        // Legacy completions: `logprobs` is how many (0-5).
+        integer_in(value("logprobs"), "logprobs", 0, 5)?;
+    }
+    Ok(())
+}
+
+/// Only a message's `role`, read without building the rest of the message.
+#[derive(serde::Deserialize)]
+struct RoleOnly {
+    #[serde(default)]
+    role: Option<Value>,
+}
+
+/// Every message of `messages` (its JSON text) has a supported role. Not an array: left to
+/// the parse that needs it.
+fn check_roles(messages: &str) -> Result<(), InvalidRequest> {
+    let Ok(items) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(messages) else {
+        return Ok(());
+    };
+    for (i, m) in items.iter().enumerate() {
+        let role = serde_json::from_str::<RoleOnly>(m.get())
+            .ok()
+            .and_then(|r| r.role);
+        match role {
+            Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
+            Some(Value::String(r)) => {
+                return Err(InvalidRequest::new(
+                    format!("Invalid value for 'messages[{i}].role': '{}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.", r.chars().take(64).collect::<String>()),
+                    Some(&format!("messages[{i}].role")),
+                ))
+            }
+            Some(_) => {
+                return Err(InvalidRequest::new(
+                    format!("Invalid type for 'messages[{i}].role': expected a string."),
+                    Some(&format!("messages[{i}].role")),
+                ))
+            }
+            None => {
+                return Err(InvalidRequest::new(
+                    format!("Missing required parameter: 'messages[{i}].role'."),
+                    Some(&format!("messages[{i}].role")),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `value` of `key`, when present and not null, must be a number within `min..=max`.
+fn number_in(value: Option<Value>, key: &str, min: f64, max: f64) -> Result<(), InvalidRequest> {
+    match value {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if (min..=max).contains(&x) => Ok(()),
+            _ => Err(InvalidRequest::new(
+                format!("Invalid value for '{key}': {n} is out of range; it must be from {min} to {max}."),
+                Some(key),
+            )),
+        },
+        Some(_) => Err(InvalidRequest::new(
+            format!("Invalid type for '{key}': expected a number."),
+            Some(key),
+        )),
+    }
+}
+
+/// `value` of `key`, when present and not null, must be an integer within `min..=max`.
+fn integer_in(value: Option<Value>, key: &str, min: u64, max: u64) -> Result<(), InvalidRequest> {
+    match value {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => match n.as_u64() {
+            Some(x) if (min..=max).contains(&x) => Ok(()),
+            _ if max == u64::MAX => Err(InvalidRequest::new(
+                format!("Invalid value for '{key}': {n} is less than the minimum of {min}."),
+                Some(key),
+            )),
+            _ => Err(InvalidRequest::new(
+                format!("Invalid value for '{key}': {n} is out of range; it must be from {min} to {max}."),
+                Some(key),
+            )),
+        },
+        Some(_) => Err(InvalidRequest::new(
+            format!("Invalid type for '{key}': expected an integer."),
+            Some(key),
+        )),
     }
 }
 
@@ -634,6 +778,63 @@ mod tests {
         ChatRequest::from_parsed(
             &parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap(),
         )
+    }
+
+    /// Issue 20.6: out-of-range sampling and length values and unknown roles are refused as
+    /// OpenAI refuses them, naming the parameter; in-range values pass.
+    #[test]
+    fn validate_refuses_what_openai_refuses() {
+        let check = |endpoint, extra: &str| {
+            let body = match endpoint {
+                Endpoint::Completions => format!(r#"{{"model":"m","prompt":"x"{extra}}}"#),
+                _ => format!(
+                    r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#
+                ),
+            };
+            validate(&parse_request(endpoint, body.as_bytes()).unwrap())
+                .err()
+                .map(|e| e.param.unwrap_or_default())
+        };
+        let chat = Endpoint::ChatCompletions;
+        for (extra, param) in [
+            (r#","temperature":5"#, "temperature"),
+            (r#","temperature":-0.1"#, "temperature"),
+            (r#","temperature":"hot""#, "temperature"),
+            (r#","top_p":1.5"#, "top_p"),
+            (r#","max_tokens":0"#, "max_tokens"),
+            (r#","max_tokens":-3"#, "max_tokens"),
+            (r#","max_completion_tokens":0"#, "max_completion_tokens"),
+            (r#","n":0"#, "n"),
+            (r#","n":129"#, "n"),
+            (r#","presence_penalty":2.5"#, "presence_penalty"),
+            (r#","frequency_penalty":-3"#, "frequency_penalty"),
+            (r#","logprobs":1"#, "logprobs"),
+            (r#","top_logprobs":3"#, "logprobs"),
+            (r#","logprobs":true,"top_logprobs":21"#, "top_logprobs"),
+        ] {
+            assert_eq!(check(chat, extra).as_deref(), Some(param), "{extra}");
+        }
+        let wizard = r#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"wizard","content":"b"}]}"#;
+        let e = validate(&parse_request(chat, wizard.as_bytes()).unwrap()).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[1].role"));
+        assert!(e.message.contains("'wizard'"), "{}", e.message);
+
+        assert_eq!(
+            check(Endpoint::Completions, r#","logprobs":6"#).as_deref(),
+            Some("logprobs")
+        );
+        for extra in [
+            "",
+            r#","temperature":0,"top_p":1,"max_tokens":1,"n":1"#,
+            r#","temperature":2,"presence_penalty":-2,"frequency_penalty":2"#,
+            r#","logprobs":true,"top_logprobs":20,"max_completion_tokens":5"#,
+            r#","temperature":null,"max_tokens":null"#,
+        ] {
+            assert_eq!(check(chat, extra), None, "{extra}");
+        }
+        assert_eq!(check(Endpoint::Completions, r#","logprobs":5"#), None);
+        let roles = r#"{"model":"m","messages":[{"role":"system","content":"a"},{"role":"developer","content":"a"},{"role":"user","content":"a"},{"role":"assistant","content":"a"},{"role":"function","name":"f","content":"a"}]}"#;
+        assert!(validate(&parse_request(chat, roles.as_bytes()).unwrap()).is_ok());
     }
 
     #[test]
