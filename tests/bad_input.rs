@@ -8,37 +8,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use support::*;
-
-/// Writes `request` on a fresh connection and reads until the server closes it (10 s at
-/// most). Returns the status (0 when there is none) and the response text.
-fn raw(base: &str, request: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(request);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("no answer and no close within 10 s: {e}"),
-        }
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
 
 async fn post(base: &str, body: Vec<u8>) -> reqwest::Response {
     client()
@@ -106,11 +77,11 @@ async fn malformed_http_gets_a_bare_400_and_a_closed_connection() {
         ("header block over 1 MiB", huge.into_bytes()),
     ];
     for (what, req) in cases {
-        let (status, text) = raw(&gw.base, &req);
+        let (status, text) = raw_http(&gw.base, &req);
         assert_eq!(status, 400, "{what}: {}", &text[..text.len().min(300)]);
     }
     // The gateway is still serving.
-    let (status, _) = raw(
+    let (status, _) = raw_http(
         &gw.base,
         b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
@@ -129,7 +100,7 @@ async fn headers_over_our_limits_but_under_pingoras_are_431_envelopes() {
         let req = format!(
             "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {GATEWAY_KEY}\r\n{extra}Connection: close\r\n\r\n"
         );
-        let (status, text) = raw(&gw.base, req.as_bytes());
+        let (status, text) = raw_http(&gw.base, req.as_bytes());
         assert_eq!(status, 431, "{what}: {text}");
         let body = text.split("\r\n\r\n").nth(1).unwrap();
         let v: Value = serde_json::from_str(body).unwrap();
@@ -213,7 +184,7 @@ async fn huge_arrays_within_the_body_limit_are_handled() {
     .into_bytes();
     request.resize(request.len() + 11 * 1024 * 1024, b' ');
     let base = gw.base.clone();
-    let (status, text) = tokio::task::spawn_blocking(move || raw(&base, &request))
+    let (status, text) = tokio::task::spawn_blocking(move || raw_http(&base, &request))
         .await
         .unwrap();
     assert_eq!(status, 413, "{text}");

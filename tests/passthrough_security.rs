@@ -4,37 +4,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
-
-/// Writes `request` on a fresh connection and reads until the server closes it (10 s at
-/// most). Returns the status (0 when there is none) and the whole response text.
-fn raw(base: &str, request: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(request);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("no answer and no close within 10 s: {e}"),
-        }
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
 
 fn body_of(text: &str) -> Value {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
@@ -71,7 +45,7 @@ fn methods_the_providers_api_does_not_use_are_405_before_any_upstream_connection
     let up = reflecting_upstream();
     let gw = gateway(&up.url(), "");
     for method in ["TRACE", "CONNECT", "PROPFIND", "OPTIONS", "PUT", "PATCH"] {
-        let (status, text) = raw(
+        let (status, text) = raw_http(
             &gw.base,
             format!(
                 "{method} /providers/openai/v1/models HTTP/1.1\r\nHost: x\r\n{}Content-Length: 0\r\nConnection: close\r\n\r\n",
@@ -105,7 +79,7 @@ fn methods_the_providers_api_does_not_use_are_405_before_any_upstream_connection
     );
     // The methods the API uses still pass.
     for method in ["GET", "POST", "DELETE"] {
-        let (status, text) = raw(
+        let (status, text) = raw_http(
             &gw.base,
             format!(
                 "{method} /providers/openai/v1/files/f HTTP/1.1\r\nHost: x\r\n{}Content-Length: 0\r\nConnection: close\r\n\r\n",
@@ -160,7 +134,7 @@ fn encoded_dot_segments_are_refused_on_every_provider() {
         "/providers/openai/v1/%252e%252e/admin",
         "/providers/openai/v1/%2E%2e/admin",
     ] {
-        let (status, text) = raw(
+        let (status, text) = raw_http(
             &gw.base,
             format!(
                 "POST {target} HTTP/1.1\r\nHost: x\r\n{}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}",
@@ -174,7 +148,7 @@ fn encoded_dot_segments_are_refused_on_every_provider() {
     assert!(up.recorded().is_empty(), "{:?}", up.recorded());
     // A model ARN (an encoded `/` inside the label) still passes.
     let arn = "/providers/bedrock/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x..y/invoke";
-    let (status, text) = raw(
+    let (status, text) = raw_http(
         &gw.base,
         format!(
             "POST {arn} HTTP/1.1\r\nHost: x\r\n{}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}",
@@ -193,7 +167,7 @@ fn identical_duplicate_content_lengths_are_forwarded_as_one() {
         "Content-Length: 5, 5\r\n",
         "Content-Length: 5\r\nContent-Length: 5\r\n",
     ] {
-        let (status, text) = raw(
+        let (status, text) = raw_http(
             &gw.base,
             format!(
                 "POST /providers/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n{}{lengths}Connection: close\r\n\r\nhello",
@@ -218,7 +192,7 @@ fn identical_duplicate_content_lengths_are_forwarded_as_one() {
         "Content-Length: 5, 6\r\n",
         "Content-Length: 5\r\nContent-Length: 6\r\n",
     ] {
-        let (status, text) = raw(
+        let (status, text) = raw_http(
             &gw.base,
             format!(
                 "POST /providers/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n{}{lengths}Connection: close\r\n\r\nhello!",
@@ -262,7 +236,7 @@ async fn unreadable_requests_are_the_clients_fault_not_the_providers() {
             "POST /providers/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n{}{rest}",
             auth()
         );
-        let (status, text) = tokio::task::spawn_blocking(move || raw(&base, req.as_bytes()))
+        let (status, text) = tokio::task::spawn_blocking(move || raw_http(&base, req.as_bytes()))
             .await
             .unwrap();
         assert_eq!(status, 400, "{what}: {text}");
@@ -348,7 +322,7 @@ fn a_key_in_the_query_string_goes_neither_upstream_nor_to_any_log() {
     let (port, stop) = run_binary(&up.url());
     let base = format!("http://127.0.0.1:{port}");
     let send = |base: &str, target: &str| {
-        raw(
+        raw_http(
             base,
             format!(
                 "GET {target} HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n",
@@ -397,7 +371,7 @@ fn client_side_failures_are_logged_below_error() {
         "Connection: host\r\nContent-Length: 2\r\n\r\n{}",
         "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     ] {
-        let (status, text) = raw(
+        let (status, text) = raw_http(
             &base,
             format!(
                 "POST /providers/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n{}{rest}",

@@ -557,3 +557,28 @@ pub async fn assert_tokens_rotate_without_waiting(
         "a request waited for the token refresh ({slowest:?})"
     );
 }
+
+/// Writes `request` on a fresh connection and reads until the server closes it (10 s at
+/// most). Returns the status (0 when there is none) and the response text.
+pub fn raw_http(base: &str, request: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = std::io::Write::write_all(&mut s, request);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("no answer and no close within 10 s: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
