@@ -7,6 +7,11 @@
 //! unit vectors derived from a hash of each input. A model named `mock-error-<status>` answers
 //! that HTTP status with an OpenAI error body.
 //!
+//! Chat completions with `tools` answer with a tool call (arguments generated from the tool's
+//! JSON schema by [`schema::instance`]) unless the last message is a tool result or
+//! `tool_choice` is `"none"`; `response_format` `json_schema` / `json_object` answers a JSON
+//! document; `n` gives that many choices. All deterministic.
+//!
 //! One request never costs more than a bounded answer: at most [`DEFAULT_MAX_TOKENS`] words
 //! unless the request asks for another `max_tokens` (at most [`MAX_TOKENS`]), an echo of at most
 //! [`MAX_ECHO_BYTES`] of the prompt (a longer one is cut: `finish_reason: length`), at most
@@ -22,6 +27,7 @@ use crate::openai::{error_body, Endpoint, ParsedRequest, Usage};
 use crate::sse::write_data_event;
 
 mod prompt;
+pub mod schema;
 
 const PREFIX: &str = "This is a mock response from Switchyard. You said:";
 const DEFAULT_DIMENSIONS: usize = 16;
@@ -34,6 +40,10 @@ pub const MAX_TOKENS: u64 = 4096;
 pub const MAX_ECHO_BYTES: usize = 16 * 1024;
 /// The most numbers one embeddings answer holds (inputs × dimensions; about 12 MB of JSON).
 pub const MAX_EMBEDDING_FLOATS: usize = 1 << 20;
+/// OpenAI's limit on `n`, the choices of one answer.
+pub const MAX_CHOICES: u64 = 128;
+/// Bytes of JSON content or tool-call arguments per stream event.
+const FRAGMENT_BYTES: usize = 16;
 /// OpenAI's limit on the inputs of one embeddings request.
 const MAX_EMBEDDING_INPUTS: usize = 2048;
 
@@ -184,7 +194,7 @@ impl Echo {
 
 /// The prompt's word count, and the (bounded) text the reply echoes: the last user message
 /// of a chat, the prompt of a completion. Read from the body one message at a time.
-fn prompt_and_echo(req: &ParsedRequest) -> (u64, Echo) {
+fn prompt_and_echo(req: &ParsedRequest) -> prompt::Tally {
     let mut tally = prompt::Tally::new();
     match req.endpoint {
         Endpoint::ChatCompletions => {
@@ -198,7 +208,7 @@ fn prompt_and_echo(req: &ParsedRequest) -> (u64, Echo) {
             }
         }
     }
-    (tally.words, tally.echo)
+    tally
 }
 
 /// Field `name` as an unsigned integer, when it is one.
@@ -232,21 +242,130 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
     })
 }
 
-fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
-    let (prompt_tokens, echo) = prompt_and_echo(req);
-    let limit = max_tokens(req);
-    let reply = format!("{PREFIX} {}", echo.text);
-    let all = words(&reply);
-    let emitted = all.min(limit);
-    let finish = if emitted < all || echo.cut {
-        "length"
-    } else {
-        "stop"
+/// What a chat answer holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    /// The echo, sent word by word.
+    Words,
+    /// A JSON document (`response_format`), sent in fragments.
+    Json,
+    /// A call of tool `name` (its arguments are the text), sent in fragments.
+    Tool { call_id: String, name: String },
+}
+
+/// Field `name` parsed as a JSON value (tools, tool_choice, response_format are small).
+fn field_value(req: &ParsedRequest, name: &str) -> Option<Value> {
+    req.field(name)
+        .and_then(|v| serde_json::from_str::<Value>(v).ok())
+}
+
+/// The tool to call, with its arguments, when `tools` and `tool_choice` ask for a call:
+/// a named function, or `required`, or (`auto`) a last message from the user.
+fn tool_call(req: &ParsedRequest, tally: &prompt::Tally) -> Option<(String, String)> {
+    let tools = field_value(req, "tools")?;
+    let tools = tools.as_array().filter(|t| !t.is_empty())?;
+    let choice = field_value(req, "tool_choice").unwrap_or(Value::Null);
+    let named = choice
+        .pointer("/function/name")
+        .or_else(|| choice.get("name"))
+        .and_then(Value::as_str);
+    let function = |t: &Value| t.get("function").cloned().unwrap_or(Value::Null);
+    let chosen = match (named, choice.as_str()) {
+        (_, Some("none")) => return None,
+        (Some(name), _) => tools
+            .iter()
+            .map(function)
+            .find(|f| f.get("name").and_then(Value::as_str) == Some(name))
+            .unwrap_or_else(|| json!({ "name": name })),
+        (None, Some("required")) => function(&tools[0]),
+        _ if tally.last_is_user && !tally.last_is_tool => function(&tools[0]),
+        _ => return None,
     };
-    let usage = Usage::new(prompt_tokens, emitted);
+    let name = chosen.get("name").and_then(Value::as_str)?.to_owned();
+    let args = match chosen.get("parameters") {
+        Some(p) => match schema::instance(p) {
+            v @ Value::Object(_) => v,
+            _ => json!({}),
+        },
+        None => json!({}),
+    };
+    Some((name, args.to_string()))
+}
+
+/// The JSON document `response_format` asks for, if it asks for one.
+fn structured_content(req: &ParsedRequest, reply: &str) -> Option<String> {
+    let format = field_value(req, "response_format")?;
+    match format.get("type").and_then(Value::as_str)? {
+        "json_schema" => {
+            let schema = format
+                .pointer("/json_schema/schema")
+                .cloned()
+                .unwrap_or(json!({"type": "object"}));
+            Some(schema::instance(&schema).to_string())
+        }
+        "json_object" => {
+            // A summary of the echo: its first few words.
+            let answer = reply
+                .split_whitespace()
+                .take(32)
+                .collect::<Vec<_>>()
+                .join(" ");
+            Some(json!({ "answer": answer }).to_string())
+        }
+        _ => None,
+    }
+}
+
+fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
+    let tally = prompt_and_echo(req);
+    let (prompt_tokens, echo) = (tally.words, &tally.echo);
+    let limit = max_tokens(req);
+    let n = match req.field("n") {
+        None | Some("null") => 1,
+        Some(v) => match serde_json::from_str::<u64>(v) {
+            Ok(n) if (1..=MAX_CHOICES).contains(&n) => n,
+            _ => {
+                return bad_request(
+                    &format!("'n' must be an integer from 1 to {MAX_CHOICES}."),
+                    "n",
+                )
+            }
+        },
+    };
     let chat = req.endpoint == Endpoint::ChatCompletions;
-    let model = req.summary.model.as_str();
+    let mut reply = format!("{PREFIX} {}", echo.text);
     let id = mock_id(req, prompt_tokens, limit, &echo.text);
+    let mut kind = Kind::Words;
+    if chat {
+        if let Some((name, args)) = tool_call(req, &tally) {
+            let call_id = format!(
+                "call_{:016x}",
+                fnv1a(fnv1a(0xcbf2_9ce4_8422_2325, id.as_bytes()), name.as_bytes())
+            );
+            kind = Kind::Tool { call_id, name };
+            reply = args;
+        } else if let Some(doc) = structured_content(req, &reply) {
+            kind = Kind::Json;
+            reply = doc;
+        }
+    }
+    let all = words(&reply);
+    let (emitted, finish) = match kind {
+        Kind::Words => {
+            let emitted = all.min(limit);
+            let finish = if emitted < all || echo.cut {
+                "length"
+            } else {
+                "stop"
+            };
+            (emitted, finish)
+        }
+        // JSON is never cut (it is bounded by the schema generator).
+        Kind::Json => (all, "stop"),
+        Kind::Tool { .. } => (all, "tool_calls"),
+    };
+    let usage = Usage::new(prompt_tokens, emitted * n);
+    let model = req.summary.model.as_str();
     let id = if chat {
         format!("chatcmpl-mock-{id}")
     } else {
@@ -254,22 +373,40 @@ fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
     };
 
     if !req.summary.stream {
-        let text = reply
-            .split_whitespace()
-            .take(emitted as usize)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = match kind {
+            Kind::Words => reply
+                .split_whitespace()
+                .take(emitted as usize)
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => reply,
+        };
+        let choices: Vec<Value> = (0..n)
+            .map(|index| {
+                if !chat {
+                    return json!({"text": text, "index": index, "logprobs": null, "finish_reason": finish});
+                }
+                let message = match &kind {
+                    Kind::Tool { call_id, name } => json!({
+                        "role": "assistant", "content": null, "refusal": null,
+                        "tool_calls": [{"id": call_id, "type": "function",
+                                        "function": {"name": name, "arguments": text}}],
+                    }),
+                    _ => json!({"role": "assistant", "content": text, "refusal": null}),
+                };
+                json!({"index": index, "message": message, "logprobs": null, "finish_reason": finish})
+            })
+            .collect();
         let body = if chat {
             json!({
                 "id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
-                             "logprobs": null, "finish_reason": finish}],
+                "choices": choices,
                 "usage": usage, "system_fingerprint": "fp_switchyard_mock",
             })
         } else {
             json!({
                 "id": id, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}],
+                "choices": choices,
                 "usage": usage,
             })
         };
@@ -292,7 +429,11 @@ fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
             model: model.to_owned(),
             with_usage: req.summary.client_wants_usage,
             text: reply,
+            kind,
+            n,
+            choice: 0,
             pos: 0,
+            emitted,
             left: emitted,
             first: true,
             finish,
@@ -323,8 +464,16 @@ pub struct MockStream {
     created: u64,
     model: String,
     with_usage: bool,
-    /// The whole (bounded) reply text; words are cut from it as they are sent.
+    /// The whole (bounded) reply text (or JSON document, or tool-call arguments); words (or
+    /// fragments) are cut from it as they are sent.
     text: String,
+    kind: Kind,
+    /// Choices to send (`n`), one after the other.
+    n: u64,
+    /// The index of the choice being sent.
+    choice: u64,
+    /// Words in each choice.
+    emitted: u64,
     /// Byte offset in `text` of what is not sent yet.
     pos: usize,
     /// Words still to send.
@@ -354,10 +503,25 @@ impl MockStream {
 
     fn piece(&self, delta: Value, text: &str, finish: Option<&str>) -> Value {
         if self.chat {
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])
+            json!([{"index": self.choice, "delta": delta, "logprobs": null, "finish_reason": finish}])
         } else {
-            json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}])
+            json!([{"text": text, "index": self.choice, "logprobs": null, "finish_reason": finish}])
         }
+    }
+
+    /// The next fragment of at most [`FRAGMENT_BYTES`] (cut at a character boundary) of a
+    /// JSON reply, advancing past it.
+    fn next_fragment(&mut self) -> Option<String> {
+        let rest = &self.text[self.pos..];
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = FRAGMENT_BYTES.min(rest.len());
+        while !rest.is_char_boundary(end) {
+            end += 1;
+        }
+        self.pos += end;
+        Some(rest[..end].to_owned())
     }
 
     /// The next word of the reply, advancing past it.
@@ -381,9 +545,31 @@ impl Iterator for MockStream {
                 Step::Role => {
                     self.next = Step::Words;
                     if self.chat {
-                        let p = self.piece(json!({"role": "assistant", "content": ""}), "", None);
+                        let delta = match &self.kind {
+                            Kind::Tool { call_id, name } => json!({
+                                "role": "assistant", "content": null, "refusal": null,
+                                "tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                                "function": {"name": name, "arguments": ""}}],
+                            }),
+                            _ => json!({"role": "assistant", "content": ""}),
+                        };
+                        let p = self.piece(delta, "", None);
                         return Some(self.event(p, None));
                     }
+                }
+                Step::Words if self.kind != Kind::Words => {
+                    let Some(frag) = self.next_fragment() else {
+                        self.next = Step::Finish;
+                        continue;
+                    };
+                    let delta = match self.kind {
+                        Kind::Tool { .. } => {
+                            json!({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
+                        }
+                        _ => json!({ "content": frag }),
+                    };
+                    let p = self.piece(delta, "", None);
+                    return Some(self.event(p, None));
                 }
                 Step::Words => {
                     if self.left == 0 {
@@ -405,9 +591,19 @@ impl Iterator for MockStream {
                     return Some(self.event(p, None));
                 }
                 Step::Finish => {
-                    self.next = Step::Usage;
                     let p = self.piece(json!({}), "", Some(self.finish));
-                    return Some(self.event(p, None));
+                    let event = self.event(p, None);
+                    if self.choice + 1 < self.n {
+                        // The next choice, from the start of the same text.
+                        self.choice += 1;
+                        self.pos = 0;
+                        self.left = self.emitted;
+                        self.first = true;
+                        self.next = Step::Role;
+                    } else {
+                        self.next = Step::Usage;
+                    }
+                    return Some(event);
                 }
                 Step::Usage => {
                     self.next = Step::Done;
@@ -694,6 +890,225 @@ mod tests {
                 text.split_whitespace().count() as u64,
                 "{text:?}"
             );
+        }
+    }
+
+    /// A stream reassembled as the non-stream answer's `choices` (content, tool calls,
+    /// finish reasons), as the OpenAI SDK's stream accumulator does.
+    fn reassemble(chunks: &[Vec<u8>]) -> Vec<Value> {
+        let mut choices: Vec<Value> = Vec::new();
+        for c in chunks {
+            let data = std::str::from_utf8(c)
+                .unwrap()
+                .strip_prefix("data: ")
+                .unwrap()
+                .trim_end();
+            if data == "[DONE]" {
+                continue;
+            }
+            let v: Value = serde_json::from_str(data).unwrap();
+            for ch in v["choices"].as_array().unwrap() {
+                let i = ch["index"].as_u64().unwrap() as usize;
+                if choices.len() <= i {
+                    choices.resize(i + 1, json!({"index": i, "message": {"role": "assistant", "content": null, "refusal": null}, "logprobs": null, "finish_reason": null}));
+                }
+                let m = &mut choices[i]["message"];
+                let d = &ch["delta"];
+                if let Some(t) = d["content"].as_str() {
+                    let old = m["content"].as_str().unwrap_or("").to_owned();
+                    m["content"] = Value::from(old + t);
+                }
+                if let Some(calls) = d["tool_calls"].as_array() {
+                    for call in calls {
+                        assert_eq!(call["index"], 0);
+                        if call.get("id").is_some() {
+                            assert!(m.get("tool_calls").is_none());
+                            m["tool_calls"] = json!([{"id": call["id"], "type": call["type"],
+                                "function": {"name": call["function"]["name"], "arguments": call["function"]["arguments"]}}]);
+                        } else {
+                            let f = &mut m["tool_calls"][0]["function"]["arguments"];
+                            *f = Value::from(
+                                f.as_str().unwrap().to_owned()
+                                    + call["function"]["arguments"].as_str().unwrap(),
+                            );
+                        }
+                    }
+                }
+                if !ch["finish_reason"].is_null() {
+                    choices[i]["finish_reason"] = ch["finish_reason"].clone();
+                }
+            }
+        }
+        choices
+    }
+
+    /// The non-stream answer's choices, and the stream of the same request reassembled.
+    fn both(body: &str) -> (Value, Vec<Value>) {
+        let full: Value = serde_json::from_slice(&chat(body).into_bytes_checked()).unwrap();
+        let mut v: Value = serde_json::from_str(body).unwrap();
+        v["stream"] = Value::Bool(true);
+        let streamed = reassemble(&events(chat(&v.to_string())));
+        // Ids derive from the whole request (which differs in `stream`).
+        let ids = |choices: &[Value]| -> Vec<Value> {
+            let mut choices = choices.to_vec();
+            for c in &mut choices {
+                if let Some(id) = c.pointer_mut("/message/tool_calls/0/id") {
+                    assert!(id.as_str().unwrap().starts_with("call_"));
+                    *id = json!("call_");
+                }
+            }
+            choices
+        };
+        assert_eq!(
+            ids(full["choices"].as_array().unwrap()),
+            ids(&streamed),
+            "{body}"
+        );
+        (full, streamed)
+    }
+
+    impl MockReply {
+        fn into_bytes_checked(self) -> Vec<u8> {
+            assert_eq!(self.status, 200);
+            self.body.into_bytes()
+        }
+    }
+
+    const WEATHER: &str = r#"[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"},"unit":{"enum":["c","f"]},"days":{"type":"integer","minimum":1}},"required":["city","unit","days"]}}},{"type":"function","function":{"name":"noop"}}]"#;
+
+    #[test]
+    fn tools_are_called_with_schema_valid_arguments() {
+        let body = format!(
+            r#"{{"model":"m","tools":{WEATHER},"messages":[{{"role":"user","content":"weather in Paris?"}}]}}"#
+        );
+        let (full, _) = both(&body);
+        let c = &full["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls");
+        assert!(c["message"]["content"].is_null());
+        let call = &c["message"]["tool_calls"][0];
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "get_weather");
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"city": "mock", "unit": "c", "days": 1}));
+        // Deterministic: the same request, the same answer.
+        assert_eq!(chat(&body), chat(&body));
+
+        // A named tool is called; so is the first one with "required" after an assistant turn.
+        let named = format!(
+            r#"{{"model":"m","tools":{WEATHER},"tool_choice":{{"type":"function","function":{{"name":"noop"}}}},"messages":[{{"role":"user","content":"x"}}]}}"#
+        );
+        let (full, _) = both(&named);
+        assert_eq!(
+            full["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "noop"
+        );
+        assert_eq!(
+            full["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{}"
+        );
+        let required = format!(
+            r#"{{"model":"m","tools":{WEATHER},"tool_choice":"required","messages":[{{"role":"assistant","content":"x"}}]}}"#
+        );
+        assert_eq!(
+            both(&required).0["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+    }
+
+    #[test]
+    fn after_a_tool_result_or_with_tool_choice_none_the_answer_is_text() {
+        for body in [
+            format!(
+                r#"{{"model":"m","tools":{WEATHER},"messages":[{{"role":"user","content":"hi"}},{{"role":"assistant","content":null,"tool_calls":[{{"id":"call_1","type":"function","function":{{"name":"get_weather","arguments":"{{}}"}}}}]}},{{"role":"tool","tool_call_id":"call_1","content":"sunny"}}]}}"#
+            ),
+            format!(
+                r#"{{"model":"m","tools":{WEATHER},"tool_choice":"none","messages":[{{"role":"user","content":"hi"}}]}}"#
+            ),
+        ] {
+            let (full, _) = both(&body);
+            let c = &full["choices"][0];
+            assert_eq!(c["finish_reason"], "stop", "{body}");
+            assert_eq!(
+                c["message"]["content"],
+                "This is a mock response from Switchyard. You said: hi"
+            );
+            assert!(c["message"].get("tool_calls").is_none());
+        }
+    }
+
+    #[test]
+    fn response_format_json_schema_and_json_object() {
+        let body = r##"{"model":"m","response_format":{"type":"json_schema","json_schema":{"name":"Team","strict":true,"schema":{"$defs":{"P":{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"],"additionalProperties":false}},"type":"object","properties":{"members":{"type":"array","items":{"$ref":"#/$defs/P"}},"lead":{"anyOf":[{"$ref":"#/$defs/P"},{"type":"null"}]}},"required":["members","lead"],"additionalProperties":false}}},"messages":[{"role":"user","content":"a team please"}]}"##;
+        let (full, _) = both(body);
+        let c = &full["choices"][0];
+        assert_eq!(c["finish_reason"], "stop");
+        let doc: Value = serde_json::from_str(c["message"]["content"].as_str().unwrap()).unwrap();
+        let p = json!({"name": "mock", "age": 0});
+        assert_eq!(doc, json!({"members": [p.clone()], "lead": p}));
+
+        let body = r#"{"model":"m","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"answer in JSON"}]}"#;
+        let (full, _) = both(body);
+        let doc: Value =
+            serde_json::from_str(full["choices"][0]["message"]["content"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(
+            doc,
+            json!({"answer": "This is a mock response from Switchyard. You said: answer in JSON"})
+        );
+        // "text" is the plain echo.
+        let body = r#"{"model":"m","response_format":{"type":"text"},"messages":[{"role":"user","content":"x"}]}"#;
+        assert_eq!(
+            both(body).0["choices"][0]["message"]["content"],
+            "This is a mock response from Switchyard. You said: x"
+        );
+    }
+
+    #[test]
+    fn n_gives_that_many_choices() {
+        let body = r#"{"model":"m","n":3,"messages":[{"role":"user","content":"a b"}]}"#;
+        let (full, streamed) = both(body);
+        assert_eq!(streamed.len(), 3);
+        for (i, c) in full["choices"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(c["index"], i);
+            assert_eq!(
+                c["message"]["content"],
+                "This is a mock response from Switchyard. You said: a b"
+            );
+        }
+        assert_eq!(chat(body).usage.unwrap().completion_tokens, 33);
+        let body = format!(
+            r#"{{"model":"m","n":2,"tools":{WEATHER},"messages":[{{"role":"user","content":"x"}}]}}"#
+        );
+        let (full, _) = both(&body);
+        assert_eq!(full["choices"][1]["finish_reason"], "tool_calls");
+        for bad in ["0", "129", "-1", "\"2\""] {
+            let body = format!(
+                r#"{{"model":"m","n":{bad},"messages":[{{"role":"user","content":"x"}}]}}"#
+            );
+            assert_eq!(chat(&body).status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostile_tools_and_formats_do_not_break_the_mock() {
+        for extra in [
+            r#""tools":7"#,
+            r#""tools":[]"#,
+            r#""tools":[{"type":"function"}]"#,
+            r##""tools":[{"type":"function","function":{"name":"f","parameters":{"$ref":"#"}}}]"##,
+            r#""tools":[{"type":"function","function":{"name":"f","parameters":{"type":"array","minItems":99999999999}}}]"#,
+            r#""tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}"#,
+            r#""tool_choice":"required""#,
+            r#""response_format":{"type":"json_schema"}"#,
+            r##""response_format":{"type":"json_schema","json_schema":{"schema":{"$defs":{"a":{"type":"array","minItems":100000,"items":{"$ref":"#/$defs/a"}}},"$ref":"#/$defs/a"}}}"##,
+            r#""response_format":"json""#,
+        ] {
+            let body =
+                format!(r#"{{"model":"m",{extra},"messages":[{{"role":"user","content":"x"}}]}}"#);
+            let (full, _) = both(&body);
+            assert!(full.to_string().len() < 128 * 1024, "{extra}");
         }
     }
 

@@ -27,6 +27,10 @@ pub(super) fn completion(prompt: &str, out: &mut Tally) {
 pub(super) struct Tally {
     pub words: u64,
     pub echo: Echo,
+    /// Whether the last chat message is a tool result (role `tool` or `function`).
+    pub last_is_tool: bool,
+    /// Whether the last chat message is the user's.
+    pub last_is_user: bool,
 }
 
 impl Tally {
@@ -34,6 +38,8 @@ impl Tally {
         Tally {
             words: 0,
             echo: Echo::new(),
+            last_is_tool: false,
+            last_is_user: false,
         }
     }
 
@@ -54,6 +60,8 @@ impl<'de> Visitor<'de> for ChatSeed<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(m) = seq.next_element::<Message<'de>>()? {
+            self.0.last_is_tool = m.tool;
+            self.0.last_is_user = m.user;
             if m.user {
                 // A later user message replaces the echo.
                 self.0.echo = Echo::new();
@@ -69,6 +77,7 @@ impl<'de> Visitor<'de> for ChatSeed<'_> {
 /// One message: whether it is the user's, and the text pieces of its `content`.
 struct Message<'a> {
     user: bool,
+    tool: bool,
     pieces: Vec<Cow<'a, str>>,
 }
 
@@ -84,12 +93,16 @@ impl<'de> Deserialize<'de> for Message<'de> {
                 // The last of a repeated field counts, as in a `serde_json::Map`.
                 let mut m = Message {
                     user: false,
+                    tool: false,
                     pieces: Vec::new(),
                 };
                 while let Some(k) = map.next_key::<Key<'de>>()? {
                     match &*k.0 {
                         "role" => {
-                            m.user = matches!(map.next_value::<Json<'de>>()?, Json::String(r) if r == "user")
+                            let role = map.next_value::<Json<'de>>()?;
+                            m.user = matches!(&role, Json::String(r) if r == "user");
+                            m.tool =
+                                matches!(&role, Json::String(r) if r == "tool" || r == "function");
                         }
                         "content" => m.pieces = map.next_value::<Content<'de>>()?.0,
                         _ => {

@@ -3,7 +3,8 @@
 These run in their own venv (target/sdk-clients-venv from requirements.txt here; tests/run.sh
 makes it and runs this directory separately): llama-index-llms-openai needs openai<3 while the
 main suite pins openai 3.x. Chat, streams and embeddings go to the built-in mock provider
-(`mock-*` models); tools and structured output go to the suite's OpenAI-shaped mock upstream
+(`mock-*` models); tools and structured output go to the built-in mock too (the
+`*_built_in_mock` tests) and to the suite's OpenAI-shaped mock upstream
 (tests/sdk/mock_upstream.py) behind the `openai` provider (`gpt-*` models).
 
 Nothing here may reach the network: the libraries' own phone-home features are turned off.

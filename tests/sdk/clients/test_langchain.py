@@ -62,3 +62,17 @@ def test_embeddings(base_url, key):
     vecs = emb.embed_documents(["alpha", "beta"])
     assert len(vecs) == 2 and len(vecs[0]) > 0 and vecs[0] != vecs[1]
     assert emb.embed_query("alpha") == vecs[0], "the mock's vectors are deterministic"
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+def test_structured_output_from_the_built_in_mock(base_url, key, marker):
+    # The demo's mock answers tools and response_format with documents made from the schema.
+    for method in ("function_calling", "json_schema"):
+        llm = chat(base_url, key).with_structured_output(City, method=method)
+        assert llm.invoke(f"Paris {marker}") == City(name="mock", population=0), method
+    # json_mode: the mock's JSON object is {"answer": <the echo>}.
+    llm = chat(base_url, key).with_structured_output(Answer, method="json_mode")
+    assert llm.invoke(f"Lyon {marker}") == Answer(answer=mock_reply(f"Lyon {marker}"))

@@ -54,3 +54,30 @@ def test_tool_round_trip(gateway, upstream, marker):
     sent = upstream.containing(marker)
     assert len(sent) == 2, "one request with the tool call, one with its result"
     assert b'"role":"tool"' in sent[1]["body"].replace(b" ", b"")
+
+
+def test_output_type_from_the_built_in_mock(gateway, marker):
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        population: int
+
+    agent = Agent(name="typed", instructions="Answer.", output_type=City, model=model(gateway, "mock-fast"))
+    result = Runner.run_sync(agent, f"Paris {marker}")
+    assert result.final_output == City(name="mock", population=0)
+
+
+def test_tool_round_trip_with_the_built_in_mock(gateway, marker):
+    calls = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        calls.append(city)
+        return f"sunny in {city}"
+
+    agent = Agent(name="weather", instructions="Use tools.", tools=[get_weather], model=model(gateway, "mock-fast"))
+    result = Runner.run_sync(agent, f"Rome {marker}")
+    assert calls == ["mock"]
+    assert result.final_output == mock_reply(f"Rome {marker}")
