@@ -118,18 +118,26 @@ pub fn upstream_path_with(
 /// `..%2F..%2Fadmin` (a Bedrock model label may carry `%2F`) and `%2e%2E` are caught whatever
 /// an upstream decodes before it normalises.
 fn hides_dot_segment(segment: &str) -> bool {
-    let is_dots = |piece: &[u8]| piece == b"." || piece == b"..";
-    let mut bytes: Vec<u8> = segment.as_bytes().to_vec();
+    let has_dots = |bytes: &[u8]| {
+        bytes
+            .split(|&b| b == b'/' || b == b'\\')
+            .any(|piece| piece == b"." || piece == b"..")
+    };
+    if has_dots(segment.as_bytes()) {
+        return true;
+    }
+    // Only a segment with escapes is decoded (and copied): most are plain.
+    let mut bytes = std::borrow::Cow::Borrowed(segment.as_bytes());
     for _ in 0..3 {
-        if bytes.split(|&b| b == b'/' || b == b'\\').any(is_dots) {
-            return true;
-        }
         if !bytes.contains(&b'%') {
             return false;
         }
-        bytes = percent_encoding::percent_decode(&bytes).collect();
+        bytes = std::borrow::Cow::Owned(percent_encoding::percent_decode(&bytes).collect());
+        if has_dots(&bytes) {
+            return true;
+        }
     }
-    bytes.split(|&b| b == b'/' || b == b'\\').any(is_dots)
+    false
 }
 
 /// Query parameters that carry API keys by convention (Google's `key`, and the names of the
