@@ -815,18 +815,12 @@ impl ProxyHttp for Gateway {
             let (usage, model) = pt.finish();
             ctx.usage = usage;
             if ctx.metric_model.is_none() {
-                // The model the provider reported (or the path named): the price table's own
-                // name for it when it has one, as for pattern-routed names; else `other`. An
-                // OpenAI-compatible upstream may echo whatever the caller sent.
-                let known = model.as_deref().and_then(|m| {
-                    ctx.config
-                        .as_ref()
-                        .and_then(|c| c.prices.known_name(m).cloned())
-                });
-                ctx.metric_model = Some(match (known, &model) {
-                    (Some(name), _) => name,
-                    (None, Some(_)) => Arc::from("other"),
-                    (None, None) => Arc::from("none"),
+                // The model the provider reported (or the path named, on success): bounded
+                // by what the provider serves; anything unlike a model name is `other`.
+                ctx.metric_model = Some(match model.as_deref() {
+                    Some(m) if switchyard_filters::model_name::is_valid(m) => Arc::from(m),
+                    Some(_) => Arc::from("other"),
+                    None => Arc::from("none"),
                 });
             }
             ctx.usage_estimated = pt.usage_estimated();
