@@ -244,7 +244,7 @@ fn ctx() -> ResponseCtx<'static> {
         client_model: "bench-model",
         created: 1_700_000_000,
         fallback_id: "req-bench",
-        legacy_completion: false,
+        front: FrontDoor::Chat,
         include_usage: true,
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use switchyard_filters::chat::embeddings::EncodingFormat;
 use switchyard_filters::chat::ResponseCtx;
+use switchyard_filters::front::FrontDoor;
 use switchyard_filters::translate::{AnswerFormat, Dialect, Target};
 use switchyard_filters::Endpoint;
 
@@ -45,8 +46,8 @@ pub fn dialect(
 pub enum Shape {
     Chat {
         stream: bool,
-        /// Answer as legacy `/v1/completions` (`text_completion`).
-        legacy: bool,
+        /// The API the client called (chat, legacy completions, Messages).
+        front: FrontDoor,
         include_usage: bool,
     },
     Embeddings {
@@ -110,19 +111,19 @@ impl Translation {
         request_id: &'a str,
         created: u64,
     ) -> ResponseCtx<'a> {
-        let (legacy, include_usage) = match self.shape {
+        let (front, include_usage) = match self.shape {
             Shape::Chat {
-                legacy,
+                front,
                 include_usage,
                 ..
-            } => (legacy, include_usage),
-            Shape::Embeddings { .. } => (false, false),
+            } => (front, include_usage),
+            Shape::Embeddings { .. } => (FrontDoor::Chat, false),
         };
         ResponseCtx {
             client_model,
             created,
             fallback_id: request_id,
-            legacy_completion: legacy,
+            front,
             include_usage,
         }
     }

@@ -658,7 +658,7 @@ impl Run<'_> {
                 let req = typed.as_ref().map_err(|e| GatewayError::from(e.clone()))?;
                 let shape = Shape::Chat {
                     stream: req.stream,
-                    legacy: req.legacy_completion,
+                    front: req.front,
                     include_usage: req.include_usage,
                 };
                 let mut t =

@@ -26,6 +26,7 @@
 //!
 //! Not used by the gateway; public only for the fuzz targets and tests.
 
+use crate::front::FrontDoor;
 use serde_json::Value;
 
 use crate::chat::embeddings::{self, EmbeddingsRequest, EncodingFormat};
@@ -240,7 +241,7 @@ pub fn stream(dialect: Dialect, data: &[u8]) {
         client_model: "client-model",
         created: 1_700_000_000,
         fallback_id: "req-1",
-        legacy_completion: flags & 1 != 0,
+        front: FrontDoor::legacy(flags & 1 != 0),
         include_usage: flags & 2 != 0,
     };
     let run = |pieces: &[&[u8]]| {
@@ -368,7 +369,7 @@ pub fn answers(data: &[u8]) {
                     client_model: "client-model",
                     created: 1,
                     fallback_id: "req-1",
-                    legacy_completion: flags & 1 != 0,
+                    front: FrontDoor::legacy(flags & 1 != 0),
                     include_usage: false,
                 };
                 let out = response::render(&c, &ctx);

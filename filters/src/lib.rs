@@ -17,6 +17,7 @@
 
 pub mod chat;
 pub mod eventstream;
+pub mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json_shape;

@@ -300,6 +300,13 @@ pub struct Usage {
     /// provider reports them; rendered as `prompt_tokens_details.cached_tokens`.
     #[serde(skip)]
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (a subset of `prompt_tokens`; Anthropic's
+    /// `cache_creation_input_tokens`), priced at the cache-write rate where one is published.
+    #[serde(skip)]
+    pub cache_write_tokens: u64,
+    /// Completion tokens spent on reasoning (a subset of `completion_tokens`), when reported.
+    #[serde(skip)]
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
@@ -309,6 +316,8 @@ impl Usage {
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
             cached_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 

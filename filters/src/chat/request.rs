@@ -6,6 +6,7 @@
 //! is kept by name in [`ChatRequest::other`] so a translator can list it as dropped rather than
 //! lose it silently.
 
+use crate::front::FrontDoor;
 use serde_json::{Map, Value};
 
 use crate::openai::{Endpoint, InvalidRequest, ParsedRequest};
@@ -116,7 +117,7 @@ pub struct ChatRequest {
     /// `stream_options.include_usage`.
     pub include_usage: bool,
     /// Whether this came from legacy `/v1/completions`.
-    pub legacy_completion: bool,
+    pub front: FrontDoor,
     /// Fields sent that have no typed slot above, by name, in the client's order.
     pub other: Vec<(String, Value)>,
 }
@@ -228,7 +229,7 @@ impl ChatRequest {
             name: None,
         }];
         let mut req = Self::common(body, messages, LEGACY_KNOWN)?;
-        req.legacy_completion = true;
+        req.front = FrontDoor::Completions;
         if req.max_tokens.is_none() {
             req.max_tokens = Some(16);
         }
@@ -293,7 +294,7 @@ impl ChatRequest {
             parallel_tool_calls: None,
             stream,
             include_usage,
-            legacy_completion: false,
+            front: FrontDoor::Chat,
             other: body
                 .iter()
                 .filter(|(k, v)| !known.contains(&k.as_str()) && !v.is_null())
@@ -918,7 +919,7 @@ mod tests {
         )
         .unwrap();
         let r = ChatRequest::from_parsed(&p).unwrap();
-        assert!(r.legacy_completion);
+        assert_eq!(r.front, FrontDoor::Completions);
         assert_eq!(r.messages[0].text(), "Say hi");
         assert_eq!(r.max_tokens, Some(16));
         assert_eq!(r.other_names().collect::<Vec<_>>(), vec!["echo"]);

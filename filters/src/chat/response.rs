@@ -1,6 +1,7 @@
 //! A provider's answer in neutral form, and its rendering as the OpenAI body the client
 //! asked for: `chat.completion` or, for legacy `/v1/completions`, `text_completion`.
 
+use crate::front::FrontDoor;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -57,8 +58,8 @@ pub struct ResponseCtx<'a> {
     pub created: u64,
     /// Used for `id` when the provider gave none (the gateway's request id).
     pub fallback_id: &'a str,
-    /// Render the legacy `text_completion` shape instead of `chat.completion`.
-    pub legacy_completion: bool,
+    /// The API the client called: decides the shape of answers, events and errors.
+    pub front: FrontDoor,
     /// `stream_options.include_usage` (streams only).
     pub include_usage: bool,
 }
@@ -66,7 +67,7 @@ pub struct ResponseCtx<'a> {
 impl ResponseCtx<'_> {
     /// `chatcmpl-…` / `cmpl-…` from the provider's id or the fallback.
     pub fn response_id(&self, provider_id: Option<&str>) -> String {
-        let prefix = if self.legacy_completion {
+        let prefix = if self.front.is_legacy() {
             "cmpl-"
         } else {
             "chatcmpl-"
@@ -127,7 +128,7 @@ struct FunctionOut<'a> {
 pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
     let id = ctx.response_id(c.id.as_deref());
     let usage = c.usage.map(UsageOut::from);
-    let body = if ctx.legacy_completion {
+    let body = if ctx.front.is_legacy() {
         let choices: Vec<Value> = c
             .choices
             .iter()
@@ -199,7 +200,7 @@ mod tests {
             client_model: "claude",
             created: 7,
             fallback_id: "req1",
-            legacy_completion: legacy,
+            front: FrontDoor::legacy(legacy),
             include_usage: false,
         }
     }

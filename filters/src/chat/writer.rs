@@ -27,7 +27,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 impl ChunkWriter {
     pub fn new(ctx: &ResponseCtx<'_>) -> Self {
         let mut w = ChunkWriter {
-            legacy: ctx.legacy_completion,
+            legacy: ctx.front.is_legacy(),
             include_usage: ctx.include_usage,
             head: Vec::new(),
             started: false,
@@ -259,6 +259,7 @@ impl ChunkWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::FrontDoor;
     use serde_json::Value;
 
     fn events(out: &[u8]) -> Vec<Value> {
@@ -276,7 +277,7 @@ mod tests {
             client_model: "m\"x",
             created: 5,
             fallback_id: "r",
-            legacy_completion: false,
+            front: FrontDoor::Chat,
             include_usage: true,
         };
         let mut w = ChunkWriter::new(&ctx);
@@ -312,7 +313,7 @@ mod tests {
             client_model: "m",
             created: 5,
             fallback_id: "r",
-            legacy_completion: true,
+            front: FrontDoor::Completions,
             include_usage: false,
         };
         let mut w = ChunkWriter::new(&ctx);

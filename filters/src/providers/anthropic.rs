@@ -55,6 +55,7 @@
 //! `code`; 401 → 502 (the gateway's credential), 402 `billing_error` → 502 (the gateway's
 //! account), 408 → 504, 429 → `rate_limit_exceeded`, 529 → 503, other 5xx → 500.
 
+use crate::front::FrontDoor;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -619,6 +620,7 @@ impl Tokens {
         let prompt = self.input.unwrap_or(0) + self.cache_read + self.cache_write;
         let mut u = Usage::new(prompt, self.output.unwrap_or(0));
         u.cached_tokens = self.cache_read;
+        u.cache_write_tokens = self.cache_write;
         Some(u)
     }
 }
@@ -885,7 +887,7 @@ struct Events {
     client_model: String,
     fallback_id: String,
     created: u64,
-    legacy: bool,
+    legacy: FrontDoor,
     include_usage: bool,
     tools: Vec<ToolBlock>,
     tokens: Tokens,
@@ -900,7 +902,7 @@ impl Events {
             client_model: ctx.client_model.to_owned(),
             fallback_id: ctx.fallback_id.to_owned(),
             created: ctx.created,
-            legacy: ctx.legacy_completion,
+            legacy: ctx.front,
             include_usage: ctx.include_usage,
             tools: Vec::new(),
             tokens: Tokens::default(),
@@ -960,7 +962,7 @@ impl Events {
                             client_model: &self.client_model,
                             created: self.created,
                             fallback_id: &self.fallback_id,
-                            legacy_completion: self.legacy,
+                            front: self.legacy,
                             include_usage: self.include_usage,
                         };
                         self.writer.set_id(&ctx, m.id.as_deref());
@@ -1888,7 +1890,7 @@ mod tests {
             client_model: "claude",
             created: 1,
             fallback_id: "req_1",
-            legacy_completion: false,
+            front: FrontDoor::Chat,
             include_usage,
         }
     }
@@ -2131,7 +2133,7 @@ data: {\"type\": \"message_stop\"}\n\n";
     #[test]
     fn legacy_completion_stream() {
         let c = ResponseCtx {
-            legacy_completion: true,
+            front: FrontDoor::Completions,
             ..ctx(false)
         };
         let (out, end, _) = every_split(|| sse_stream(&c), TEXT_STREAM.as_bytes());

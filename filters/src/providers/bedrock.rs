@@ -1427,6 +1427,7 @@ mod tests {
     //! and Cohere embeddings per the Bedrock user guide (model-parameters-titan-embed-text,
     //! model-parameters-embed-v3 / -v4).
     use super::*;
+    use crate::front::FrontDoor;
     use crate::eventstream::{encode_event, encode_message, HeaderValue};
     use crate::openai::{parse_request, Endpoint};
     use crate::translate::testing::{events, every_split, reassemble};
@@ -1822,7 +1823,7 @@ mod tests {
                 client_model: "m",
                 created: 1,
                 fallback_id: "r",
-                legacy_completion: false,
+                front: FrontDoor::Chat,
                 include_usage: false,
             },
         );
@@ -1892,7 +1893,7 @@ mod tests {
             client_model: "claude",
             created: 1_700_000_000,
             fallback_id: "req-1",
-            legacy_completion: legacy,
+            front: FrontDoor::legacy(legacy),
             include_usage,
         }
     }

@@ -114,6 +114,7 @@
 //! so several calls may be made. Vectors from `predictions[].embeddings.values`, tokens =
 //! sum of `statistics.token_count`. `user` and unknown fields are dropped.
 
+use crate::front::FrontDoor;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
@@ -1286,7 +1287,7 @@ struct OwnedCtx {
     client_model: String,
     created: u64,
     fallback_id: String,
-    legacy_completion: bool,
+    front: FrontDoor,
     include_usage: bool,
 }
 
@@ -1296,7 +1297,7 @@ impl OwnedCtx {
             client_model: &self.client_model,
             created: self.created,
             fallback_id: &self.fallback_id,
-            legacy_completion: self.legacy_completion,
+            front: self.front,
             include_usage: self.include_usage,
         }
     }
@@ -1324,7 +1325,7 @@ pub fn stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
             client_model: ctx.client_model.to_owned(),
             created: ctx.created,
             fallback_id: ctx.fallback_id.to_owned(),
-            legacy_completion: ctx.legacy_completion,
+            front: ctx.front,
             include_usage: ctx.include_usage,
         },
         calls: 0,
@@ -1729,7 +1730,7 @@ pub(super) mod tests {
             client_model: "gem",
             created: 7,
             fallback_id: "req1",
-            legacy_completion: false,
+            front: FrontDoor::Chat,
             include_usage,
         }
     }
@@ -2679,7 +2680,7 @@ pub(super) mod tests {
         ]);
         let make = || {
             stream(&ResponseCtx {
-                legacy_completion: true,
+                front: FrontDoor::Completions,
                 ..ctx(false)
             })
         };
@@ -2898,7 +2899,7 @@ pub(super) mod tests {
         all.extend(events);
         all.push(r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"!"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2,"totalTokenCount":6},"responseId":"r1"}"#);
         let ctx = ResponseCtx {
-            legacy_completion: legacy,
+            front: FrontDoor::legacy(legacy),
             ..ctx(true)
         };
         let input = sse(&all);

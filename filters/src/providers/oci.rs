@@ -1599,6 +1599,7 @@ fn looks_like_context_length(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::FrontDoor;
     use crate::openai::{parse_request, Endpoint};
     use crate::translate::testing::{events, every_split, reassemble};
     use serde_json::json;
@@ -2079,7 +2080,7 @@ mod tests {
             client_model: "llama",
             created: 3,
             fallback_id: "req-9",
-            legacy_completion: false,
+            front: FrontDoor::Chat,
             include_usage,
         }
     }
@@ -2515,7 +2516,7 @@ mod tests {
         });
         let t = if cohere { self::cohere() } else { generic() };
         let ctx = ResponseCtx {
-            legacy_completion: legacy,
+            front: FrontDoor::legacy(legacy),
             ..ctx(true)
         };
         let input = data(&all);

@@ -54,6 +54,7 @@
 //! `model_not_supported` → 404 `model_not_found`, `token_quota_reached` / 429 → 429
 //! `rate_limit_exceeded`; other statuses per the shared mapping.
 
+use crate::front::FrontDoor;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
@@ -655,7 +656,7 @@ struct OwnedCtx {
     client_model: String,
     created: u64,
     fallback_id: String,
-    legacy_completion: bool,
+    front: FrontDoor,
     include_usage: bool,
 }
 
@@ -665,7 +666,7 @@ impl OwnedCtx {
             client_model: ctx.client_model.to_owned(),
             created: ctx.created,
             fallback_id: ctx.fallback_id.to_owned(),
-            legacy_completion: ctx.legacy_completion,
+            front: ctx.front,
             include_usage: ctx.include_usage,
         }
     }
@@ -675,7 +676,7 @@ impl OwnedCtx {
             client_model: &self.client_model,
             created: self.created,
             fallback_id: &self.fallback_id,
-            legacy_completion: self.legacy_completion,
+            front: self.front,
             include_usage: self.include_usage,
         }
     }
@@ -1300,7 +1301,7 @@ mod tests {
             client_model: "granite",
             created: 9,
             fallback_id: "req-1",
-            legacy_completion: false,
+            front: FrontDoor::Chat,
             include_usage,
         }
     }
@@ -1499,7 +1500,7 @@ data: {"errors":[{"code":"internal_server_error","message":"Model inference fail
     #[test]
     fn legacy_completion_stream_carries_text() {
         let c = ResponseCtx {
-            legacy_completion: true,
+            front: FrontDoor::Completions,
             ..ctx(false)
         };
         let (out, end, _) = every_split(|| stream(&c), text_stream().as_bytes());
