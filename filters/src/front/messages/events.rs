@@ -264,3 +264,217 @@ impl MessagesEvents {
         out.extend_from_slice(b"}}\n\n");
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::front::FrontDoor;
+    use crate::translate::testing::every_split;
+    use crate::translate::StreamEnd;
+    use serde_json::Value;
+
+    /// What an Anthropic SDK accumulates from a Messages stream, checking the event grammar on
+    /// the way (message_start first; blocks started in order, deltas only to started blocks of
+    /// the right kind; message_delta then message_stop last): (text, thinking, signature, tool
+    /// calls as (id, name, input), stop_reason, final usage).
+    #[allow(clippy::type_complexity)]
+    pub fn accumulate(
+        out: &[u8],
+    ) -> (
+        String,
+        String,
+        String,
+        Vec<(String, String, Value)>,
+        String,
+        Value,
+    ) {
+        let text = std::str::from_utf8(out).expect("UTF-8");
+        let events: Vec<(String, Value)> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (ev, data) = e.split_once('\n').expect("event and data lines");
+                let name = ev.strip_prefix("event: ").expect("event line").to_owned();
+                let v: Value =
+                    serde_json::from_str(data.strip_prefix("data: ").expect("data line")).unwrap();
+                assert_eq!(v["type"], name.as_str(), "event name matches its type");
+                (name, v)
+            })
+            .collect();
+        assert_eq!(events.first().map(|e| e.0.as_str()), Some("message_start"));
+        assert_eq!(events.last().map(|e| e.0.as_str()), Some("message_stop"));
+        let mut blocks: Vec<Value> = Vec::new();
+        let mut json_bufs: Vec<String> = Vec::new();
+        let (mut stop, mut usage) = (String::new(), Value::Null);
+        for (name, v) in &events {
+            match name.as_str() {
+                "content_block_start" => {
+                    assert_eq!(v["index"].as_u64(), Some(blocks.len() as u64), "in order");
+                    blocks.push(v["content_block"].clone());
+                    json_bufs.push(String::new());
+                }
+                "content_block_delta" => {
+                    let i = v["index"].as_u64().unwrap() as usize;
+                    let b = &mut blocks[i];
+                    let d = &v["delta"];
+                    match d["type"].as_str().unwrap() {
+                        "text_delta" => {
+                            assert_eq!(b["type"], "text");
+                            let t = b["text"].as_str().unwrap().to_owned()
+                                + d["text"].as_str().unwrap();
+                            b["text"] = t.into();
+                        }
+                        "thinking_delta" => {
+                            assert_eq!(b["type"], "thinking");
+                            let t = b["thinking"].as_str().unwrap().to_owned()
+                                + d["thinking"].as_str().unwrap();
+                            b["thinking"] = t.into();
+                        }
+                        "signature_delta" => {
+                            assert_eq!(b["type"], "thinking");
+                            b["signature"] = d["signature"].clone();
+                        }
+                        "input_json_delta" => {
+                            assert_eq!(b["type"], "tool_use");
+                            json_bufs[i].push_str(d["partial_json"].as_str().unwrap());
+                        }
+                        other => panic!("unknown delta {other}"),
+                    }
+                }
+                "content_block_stop" => {
+                    assert!((v["index"].as_u64().unwrap() as usize) < blocks.len());
+                }
+                "message_delta" => {
+                    stop = v["delta"]["stop_reason"].as_str().unwrap().to_owned();
+                    usage = v["usage"].clone();
+                }
+                "message_start" | "message_stop" | "ping" => {}
+                other => panic!("unexpected event {other}"),
+            }
+        }
+        let (mut t, mut th, mut sig, mut calls) =
+            (String::new(), String::new(), String::new(), Vec::new());
+        for (b, json) in blocks.iter().zip(&json_bufs) {
+            match b["type"].as_str().unwrap() {
+                "text" => t.push_str(b["text"].as_str().unwrap()),
+                "thinking" => {
+                    th.push_str(b["thinking"].as_str().unwrap());
+                    sig.push_str(b["signature"].as_str().unwrap());
+                }
+                "tool_use" => calls.push((
+                    b["id"].as_str().unwrap().to_owned(),
+                    b["name"].as_str().unwrap().to_owned(),
+                    if json.is_empty() {
+                        Value::Object(Default::default())
+                    } else {
+                        serde_json::from_str(json).unwrap()
+                    },
+                )),
+                _ => unreachable!(),
+            }
+        }
+        (t, th, sig, calls, stop, usage)
+    }
+
+    fn ctx() -> ResponseCtx<'static> {
+        ResponseCtx {
+            client_model: "claude-via-granite",
+            created: 9,
+            fallback_id: "req-1",
+            front: FrontDoor::Messages,
+            include_usage: true,
+        }
+    }
+
+    #[test]
+    fn an_openai_like_provider_stream_becomes_messages_events() {
+        // watsonx chat_stream: text, then two parallel tool calls, then usage.
+        let chunk = |delta: &str, finish: &str| {
+            format!("id: 1\nevent: message\ndata: {{\"id\":\"chatcmpl-5d8c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"finish_reason\":{finish},\"delta\":{delta}}}],\"created\":1}}\n\n")
+        };
+        let input = [
+            chunk(r#"{"role":"assistant","content":""}"#, "null"),
+            chunk(r#"{"content":"Checking "}"#, "null"),
+            chunk(r#"{"content":"both."}"#, "null"),
+            chunk(r#"{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":"{\"city\": "}}]}"#, "null"),
+            chunk(r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}"#, "null"),
+            chunk(r#"{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Rome\"}"}}]}"#, "\"tool_calls\""),
+            "id: 2\nevent: message\ndata: {\"id\":\"chatcmpl-5d8c\",\"choices\":[],\"usage\":{\"completion_tokens\":30,\"prompt_tokens\":40,\"total_tokens\":70}}\n\n".to_owned(),
+        ]
+        .concat();
+        let (out, end, _) = every_split(
+            || crate::providers::watsonx::stream(&ctx()),
+            input.as_bytes(),
+        );
+        assert_eq!(end, StreamEnd::Complete);
+        let (text, thinking, _, calls, stop, usage) = accumulate(&out);
+        assert_eq!(text, "Checking both.");
+        assert_eq!(thinking, "");
+        assert_eq!(
+            calls,
+            vec![
+                (
+                    "call_a".into(),
+                    "get_weather".into(),
+                    serde_json::json!({"city": "Paris"})
+                ),
+                (
+                    "call_b".into(),
+                    "get_weather".into(),
+                    serde_json::json!({"city": "Rome"})
+                ),
+            ]
+        );
+        assert_eq!(stop, "tool_use");
+        assert_eq!(usage["input_tokens"], 40);
+        assert_eq!(usage["output_tokens"], 30);
+        let first: Value = serde_json::from_str(
+            std::str::from_utf8(&out)
+                .unwrap()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .strip_prefix("data: ")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first["message"]["model"], "claude-via-granite");
+        assert_eq!(first["message"]["id"], "msg_chatcmpl-5d8c");
+    }
+
+    #[test]
+    fn thinking_with_signature_then_text() {
+        let mut w = crate::chat::ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.reasoning(&mut out, "Let me think");
+        w.reasoning_signature(&mut out, "sig==");
+        w.content(&mut out, "Answer");
+        w.finish(&mut out, FinishReason::Length);
+        w.usage(&mut out, Usage::new(3, 4));
+        w.done(&mut out);
+        let (text, thinking, sig, calls, stop, usage) = accumulate(&out);
+        assert_eq!(
+            (text.as_str(), thinking.as_str(), sig.as_str()),
+            ("Answer", "Let me think", "sig==")
+        );
+        assert!(calls.is_empty());
+        assert_eq!(stop, "max_tokens");
+        assert_eq!(usage["output_tokens"], 4);
+    }
+
+    #[test]
+    fn mid_stream_errors_are_error_events() {
+        let mut w = crate::chat::ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.content(&mut out, "partial");
+        w.truncated(&mut out);
+        let s = String::from_utf8(out).unwrap();
+        let last = s.trim_end().rsplit("\n\n").next().unwrap();
+        assert!(
+            last.starts_with(
+                "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\""
+            ),
+            "{last}"
+        );
+    }
+}

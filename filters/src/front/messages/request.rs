@@ -30,7 +30,12 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Top-level fields that only a Claude host understands: named as dropped elsewhere.
-const CLAUDE_ONLY: &[&str] = &["service_tier", "container", "mcp_servers", "context_management"];
+const CLAUDE_ONLY: &[&str] = &[
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+];
 
 /// Checks what every provider needs before routing (Anthropic's own 400s): `max_tokens` a
 /// positive integer (not on count_tokens), `messages` a non-empty array, sampling in range.
@@ -119,7 +124,12 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             }
             messages.push(plain(Role::System, parts));
         }
-        Some(_) => return Err(bad("system: Input should be a string or a list of text blocks", "system")),
+        Some(_) => {
+            return Err(bad(
+                "system: Input should be a string or a list of text blocks",
+                "system",
+            ))
+        }
     }
     let msgs = body
         .get("messages")
@@ -210,22 +220,32 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
 
     let max_tokens = match body.get("max_tokens") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| bad("max_tokens: Input should be a positive integer", "max_tokens"))?,
-        ),
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            bad(
+                "max_tokens: Input should be a positive integer",
+                "max_tokens",
+            )
+        })?),
     };
     let stop = match body.get("stop_sequences") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
             .iter()
             .map(|s| {
-                s.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| bad("stop_sequences: Input should be a list of strings", "stop_sequences"))
+                s.as_str().map(str::to_owned).ok_or_else(|| {
+                    bad(
+                        "stop_sequences: Input should be a list of strings",
+                        "stop_sequences",
+                    )
+                })
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("stop_sequences: Input should be a list of strings", "stop_sequences")),
+        Some(_) => {
+            return Err(bad(
+                "stop_sequences: Input should be a list of strings",
+                "stop_sequences",
+            ))
+        }
     };
     let user = match body.get("metadata") {
         None | Some(Value::Null) => None,
@@ -253,7 +273,10 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             }
             tools.push(Tool {
                 name: str_field(t, "name", &where_)?,
-                description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+                description: t
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 parameters: t
                     .get("input_schema")
                     .cloned()
@@ -402,7 +425,10 @@ fn image(b: &Value, where_: &str) -> Result<Part, InvalidRequest> {
 
 /// A tool result's content as text (a string, or text blocks joined by newlines); whether
 /// it also held images, which the neutral tool message cannot carry.
-fn tool_result_text(content: Option<&Value>, where_: &str) -> Result<(String, bool), InvalidRequest> {
+fn tool_result_text(
+    content: Option<&Value>,
+    where_: &str,
+) -> Result<(String, bool), InvalidRequest> {
     match content {
         None | Some(Value::Null) => Ok((String::new(), false)),
         Some(Value::String(s)) => Ok((s.clone(), false)),
@@ -440,7 +466,12 @@ mod tests {
     use super::*;
 
     fn decode_str(s: &str) -> Result<ChatRequest, InvalidRequest> {
-        decode(serde_json::from_str::<Value>(s).unwrap().as_object().unwrap())
+        decode(
+            serde_json::from_str::<Value>(s)
+                .unwrap()
+                .as_object()
+                .unwrap(),
+        )
     }
 
     #[test]
@@ -463,7 +494,14 @@ mod tests {
         let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
-            [Role::System, Role::User, Role::Assistant, Role::Tool, Role::Tool, Role::User]
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Tool,
+                Role::User
+            ]
         );
         assert_eq!(r.messages[2].tool_calls.len(), 2);
         assert_eq!(r.messages[2].tool_calls[1].arguments, r#"{"city":"Rome"}"#);
@@ -490,8 +528,14 @@ mod tests {
         assert_eq!(
             r.messages[0].content,
             [
-                Part::Image { url: "data:image/png;base64,AAAA".into(), detail: None },
-                Part::Image { url: "https://x/y.png".into(), detail: None },
+                Part::Image {
+                    url: "data:image/png;base64,AAAA".into(),
+                    detail: None
+                },
+                Part::Image {
+                    url: "https://x/y.png".into(),
+                    detail: None
+                },
             ]
         );
         let e = decode_str(
@@ -514,10 +558,33 @@ mod tests {
             let p = crate::openai::parse_request(crate::Endpoint::Messages, s.as_bytes()).unwrap();
             validate(&p, count).err().and_then(|e| e.param)
         };
-        assert_eq!(check(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, false).as_deref(), Some("max_tokens"));
-        assert_eq!(check(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, true), None);
-        assert_eq!(check(r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#, false).as_deref(), Some("max_tokens"));
-        assert_eq!(check(r#"{"model":"m","max_tokens":5,"messages":[]}"#, false).as_deref(), Some("messages"));
+        assert_eq!(
+            check(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                false
+            )
+            .as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            check(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                true
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#,
+                false
+            )
+            .as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            check(r#"{"model":"m","max_tokens":5,"messages":[]}"#, false).as_deref(),
+            Some("messages")
+        );
         assert_eq!(check(r#"{"model":"m","max_tokens":5,"temperature":1.5,"messages":[{"role":"user","content":"x"}]}"#, false).as_deref(), Some("temperature"));
     }
 }
