@@ -1,5 +1,7 @@
 //! Per-request state carried through Pingora's hooks, from authentication to the access log.
 
+use switchyard_filters::front::FrontDoor;
+use switchyard_filters::Endpoint;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +28,14 @@ pub enum RouteKind {
 }
 
 impl RouteKind {
+    /// The front door whose envelope this route's errors take.
+    pub fn front(self) -> FrontDoor {
+        match self {
+            RouteKind::Unified(Endpoint::Messages | Endpoint::CountTokens) => FrontDoor::Messages,
+            _ => FrontDoor::Chat,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteKind::Unclassified => "unclassified",
