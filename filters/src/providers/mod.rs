@@ -6,4 +6,5 @@ pub mod bedrock;
 pub mod gemini;
 pub mod json_scan;
 pub mod oci;
+pub mod openai;
 pub mod watsonx;
