@@ -485,6 +485,7 @@ pub fn by_name(name: &str) -> Option<fn(&[u8])> {
         "stream_watsonx" => |d| stream(Dialect::Watsonx, d),
         "stream_oci_generic" => |d| stream(Dialect::OciGeneric, d),
         "stream_oci_cohere" => |d| stream(Dialect::OciCohere, d),
+        "stream_openai_chat" => |d| stream(Dialect::OpenAi, d),
         "answers" => answers,
         "request" => request,
         _ => return None,

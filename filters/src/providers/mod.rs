@@ -7,4 +7,5 @@ pub mod gemini;
 pub mod json_scan;
 pub mod messages_native;
 pub mod oci;
+pub mod openai;
 pub mod watsonx;
