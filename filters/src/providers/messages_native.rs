@@ -734,27 +734,24 @@ impl Relay {
     /// An `error` event from the host: relayed when it is an Anthropic error, else replaced
     /// by one (`api_error` with the host's text).
     fn error_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        #[derive(Deserialize)]
-        struct ErrorEvent<'a> {
-            #[serde(borrow)]
-            error: ErrorBody<'a>,
-        }
-        #[derive(Deserialize)]
-        struct ErrorBody<'a> {
-            #[serde(default, borrow, deserialize_with = "opt_cow")]
-            message: Option<Cow<'a, str>>,
-        }
-        match serde_json::from_slice::<ErrorEvent<'_>>(data) {
-            Ok(e) => {
+        // Error events are rare: a full parse checks the envelope is an object holding an
+        // `error` object.
+        let parsed = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(data);
+        let error = parsed
+            .as_ref()
+            .ok()
+            .and_then(|top| top.get("error"))
+            .and_then(|e| e.as_object());
+        match error {
+            Some(e) => {
                 write_event(out, b"error", data);
                 let message = e
-                    .error
-                    .message
-                    .as_deref()
+                    .get("message")
+                    .and_then(|m| m.as_str())
                     .unwrap_or("The provider reported an error mid-stream.");
                 self.end = Some(StreamEnd::ProviderError(message.to_owned()));
             }
-            Err(_) => {
+            None => {
                 let message = String::from_utf8_lossy(data).into_owned();
                 write_error(out, "api_error", &message);
                 self.end = Some(StreamEnd::ProviderError(message));
@@ -1600,5 +1597,83 @@ mod tests {
         assert_eq!(out.len(), len);
         assert_eq!(s.finish(&mut out), StreamEnd::Complete);
         assert_eq!(out.len(), len);
+    }
+
+    /// The fuzz harness on the test streams, whole and with the damage a simple
+    /// deterministic mutator does (truncation, bit flips, spliced garbage, removed bytes).
+    #[test]
+    fn fuzz_harness_on_mutated_streams() {
+        let mut sse_input = sse(&EVENTS, "\n");
+        sse_input.extend(sse(
+            &[r#"{"type":"error","error":{"type":"api_error","message":"x"}}"#],
+            "\n",
+        ));
+        let mut events: Vec<&str> = EVENTS[..15].to_vec();
+        events.push(BEDROCK_STOP);
+        let mut bedrock_input = bedrock(&events);
+        bedrock_input.extend(exception("throttlingException", b"{}"));
+        let cases = [
+            (Dialect::Anthropic, sse_input.clone()),
+            (Dialect::VertexAnthropic, sse_input),
+            (Dialect::BedrockAnthropic, bedrock_input),
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (dialect, input) in cases {
+            let mut data = vec![0u8, 0u8];
+            data.extend(&input);
+            crate::fuzzing::messages_stream(dialect, &data);
+            for _ in 0..300 {
+                let mut m = input.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % m.len().max(1);
+                    match next() % 4 {
+                        0 => m.truncate(at),
+                        1 if at < m.len() => m[at] ^= 1 << (next() % 8),
+                        2 => {
+                            m.splice(at..at, b"\"}{\n\n:".iter().copied());
+                        }
+                        _ if at < m.len() => {
+                            m.remove(at);
+                        }
+                        _ => {}
+                    }
+                }
+                // Random split points; checksums repaired (bit 7) half the time.
+                let mut data = vec![(next() % 2 * 0x80) as u8, 3];
+                data.extend((0..3).map(|_| (next() % 200) as u8));
+                data.extend(&m);
+                crate::fuzzing::messages_stream(dialect, &data);
+            }
+        }
+    }
+
+    /// The request/answer fuzz harness on the agent body and edge-case bodies, every selector.
+    #[test]
+    fn fuzz_harness_on_bodies() {
+        let agent = agent_body();
+        let bodies: [&[u8]; 9] = [
+            agent.as_bytes(),
+            b"{}",
+            b" {\"model\":\"m\"} ",
+            br#"{"stream":true,"model":"a","model":"b","anthropic_version":"x"}"#,
+            br#"{"mod\u0065l":"m","a":{"model":"inner"},"b":["model"]}"#,
+            br#"{"model":1e400}"#,
+            b"[1,2]",
+            b"{\"a\":",
+            b"",
+        ];
+        for body in bodies {
+            for sel in [0u8, 1, 2, 0x20, 0x21, 0x22, 0x40, 0x41, 0x42, 0x80, 0x81] {
+                let mut data = vec![sel];
+                data.extend_from_slice(body);
+                crate::fuzzing::messages(&data);
+            }
+        }
     }
 }
