@@ -784,6 +784,21 @@ impl Relay {
     }
 }
 
+/// A complete event at the start of `buf` framed exactly as the client gets it
+/// (`event: <name>\ndata: <data>\n\n`, LF only, name and data not blank): its length and name.
+/// None for any other framing, or when `buf` ends first.
+fn canonical_event(buf: &[u8]) -> Option<(usize, &[u8])> {
+    let rest = buf.strip_prefix(b"event: ")?;
+    let first = memchr::memchr2(b'\n', b'\r', rest)?;
+    let data = rest[first..].strip_prefix(b"\ndata: ")?;
+    let second = memchr::memchr2(b'\n', b'\r', data)?;
+    let name = &rest[..first];
+    let blank = data.get(second..second + 2)? == b"\n\n";
+    let len = 7 + first + 7 + second + 2;
+    (blank && !name.is_empty() && !data[..second].iter().all(u8::is_ascii_whitespace))
+        .then_some((len, name))
+}
+
 /// Anthropic and Vertex: SSE in, SSE out.
 struct SseRelay {
     framer: SseFramer,
@@ -791,9 +806,27 @@ struct SseRelay {
 }
 
 impl SseRelay {
+    /// Nearly every event is framed as the client gets it: forwarded as it is unless its
+    /// name is one the relay reads (returns false then).
+    fn on_canonical(raw: &[u8], name: &[u8], out: &mut Vec<u8>) -> bool {
+        if matches!(
+            name,
+            b"message_start" | b"message_delta" | b"message_stop" | b"error"
+        ) {
+            return false;
+        }
+        out.extend_from_slice(raw);
+        true
+    }
+
     fn on_raw(relay: &mut Relay, raw: &[u8], out: &mut Vec<u8>) {
         if relay.end.is_some() {
             return;
+        }
+        if let Some((len, name)) = canonical_event(raw) {
+            if len == raw.len() && Self::on_canonical(raw, name, out) {
+                return;
+            }
         }
         let ev = parse_event(raw);
         if !ev.has_data || ev.data.iter().all(u8::is_ascii_whitespace) {
@@ -816,6 +849,24 @@ impl StreamTranslator for SseRelay {
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.relay.end.is_some() {
             return;
+        }
+        let mut chunk = chunk;
+        if self.framer.pending().is_empty() {
+            // Canonical events straight from the chunk, without the framer's buffer; the
+            // framer takes over from the first other or incomplete one (same boundaries).
+            while let Some((len, name)) = canonical_event(chunk) {
+                if self.relay.end.is_some() {
+                    return;
+                }
+                let raw = &chunk[..len];
+                if !Self::on_canonical(raw, name, out) {
+                    Self::on_raw(&mut self.relay, raw, out);
+                }
+                chunk = &chunk[len..];
+            }
+            if chunk.is_empty() || self.relay.end.is_some() {
+                return;
+            }
         }
         let relay = &mut self.relay;
         self.framer.feed(chunk, |raw| Self::on_raw(relay, raw, out));
