@@ -316,19 +316,18 @@ fn bedrock_body(body: &[u8], obj: &Object<'_>, beta: Option<&str>, extra: &[u8])
     out
 }
 
-/// The Vertex body: `model` removed unless `keep_model` (then replaced), `anthropic_version`
-/// added unless present.
+/// The Vertex body: `model` removed, or replaced by `model` when given (count-tokens),
+/// `anthropic_version` added unless present.
 fn vertex_body(body: &[u8], obj: &Object<'_>, model: Option<&str>) -> Vec<u8> {
-    let add: &[u8] = if obj.has("anthropic_version") {
-        b""
-    } else {
-        br#""anthropic_version":"vertex-2023-10-16""#
-    };
-    debug_assert_eq!(VERTEX_VERSION, "vertex-2023-10-16");
+    let mut add = Vec::new();
+    if !obj.has("anthropic_version") {
+        add.extend_from_slice(br#""anthropic_version":"#);
+        add.extend_from_slice(&json_string(VERTEX_VERSION));
+    }
     let mut out = Vec::new();
     match model {
-        Some(m) => splice(body, obj, add, &[], Some(&json_string(m)), &mut out),
-        None => splice(body, obj, add, &["model"], None, &mut out),
+        Some(m) => splice(body, obj, &add, &[], Some(&json_string(m)), &mut out),
+        None => splice(body, obj, &add, &["model"], None, &mut out),
     }
     out
 }
