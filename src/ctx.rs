@@ -1,9 +1,9 @@
 //! Per-request state carried through Pingora's hooks, from authentication to the access log.
 
-use switchyard_filters::front::FrontDoor;
-use switchyard_filters::Endpoint;
 use std::sync::Arc;
 use std::time::Instant;
+use switchyard_filters::front::FrontDoor;
+use switchyard_filters::Endpoint;
 
 use switchyard_filters::Usage;
 

@@ -5,9 +5,9 @@
 //! the right exception. Messages never contain secrets: they are written from static text and
 //! caller-visible names only.
 
+use std::fmt;
 use switchyard_filters::front::messages::errors as messages_errors;
 use switchyard_filters::front::FrontDoor;
-use std::fmt;
 
 use switchyard_filters::openai::error_body;
 use switchyard_filters::InvalidRequest;

@@ -7,7 +7,6 @@
 //! on Pingora's own connector and pools, with the prepared body sent in one write, which also
 //! lets later work (fallback, retries, hedging) drive several attempts per request.
 
-use switchyard_filters::front::FrontDoor;
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -20,6 +19,7 @@ use switchyard_filters::chat::embeddings::{
     render as render_embeddings, usage as embeddings_usage,
 };
 use switchyard_filters::chat::response::render;
+use switchyard_filters::front::FrontDoor;
 use switchyard_filters::openai::upstream_error_body;
 use switchyard_filters::openai_upstream::{translate_response, StreamFilter};
 use switchyard_filters::translate::{self, Answer, ErrorHints, StreamEnd, Target};
@@ -699,13 +699,14 @@ impl Forwarder<'_> {
         if ctx.route.front() == FrontDoor::Messages {
             // A Claude host's own Anthropic error goes to a Messages client as it is; any
             // other provider's error (already mapped to a status and message) is re-wrapped.
-            reply.body = match messages_native::error(body).filter(|_| speaks_messages(target.dialect)) {
-                Some(native) => {
-                    reply.status = status;
-                    native
-                }
-                None => messages_errors::from_openai(reply.status, &reply.body),
-            };
+            reply.body =
+                match messages_native::error(body).filter(|_| speaks_messages(target.dialect)) {
+                    Some(native) => {
+                        reply.status = status;
+                        native
+                    }
+                    None => messages_errors::from_openai(reply.status, &reply.body),
+                };
         }
         ctx.log_detail = Some(format!("upstream answered HTTP {status}"));
         let mut h = respond::header(reply.status, "application/json", ctx)

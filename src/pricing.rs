@@ -180,7 +180,10 @@ mod tests {
         u.cached_tokens = 2_000_000;
         u.cache_write_tokens = 3_000_000;
         let cost = t.cost(&["claude-3-5-haiku-20241022"], &u);
-        assert!((cost - (0.80 + 2.0 * 0.08 + 3.0 * 1.00 + 4.00)).abs() < 1e-9, "{cost}");
+        assert!(
+            (cost - (0.80 + 2.0 * 0.08 + 3.0 * 1.00 + 4.00)).abs() < 1e-9,
+            "{cost}"
+        );
         // OpenAI: cached input at its discounted price; no cache-write price (input price).
         let mut u = Usage::new(1_000_000, 0);
         u.cached_tokens = 1_000_000;

@@ -1,13 +1,13 @@
 //! Writing responses the gateway produces itself (errors, local endpoints, the mock
 //! provider, translated upstream answers) to the downstream session.
 
-use switchyard_filters::front::FrontDoor;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::Version;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::OrErr;
+use switchyard_filters::front::FrontDoor;
 
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;

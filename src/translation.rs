@@ -63,7 +63,9 @@ pub enum Shape {
     },
     /// A Messages request on a host that speaks Messages (the same-dialect fast path): the
     /// answer is the host's, with the client's model name.
-    Native { stream: bool },
+    Native {
+        stream: bool,
+    },
     /// A Messages `count_tokens` request on a host that counts: `{"input_tokens": N}`.
     CountTokens,
 }

@@ -10,13 +10,13 @@ use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use switchyard_filters::chat::embeddings::EmbeddingsRequest;
-use switchyard_filters::chat::{request as chat_request, ChatRequest};
-use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
 use switchyard_filters::chat::response::render;
 use switchyard_filters::chat::ResponseCtx;
+use switchyard_filters::chat::{request as chat_request, ChatRequest};
 use switchyard_filters::front::messages::errors as messages_errors;
 use switchyard_filters::front::messages::request as messages_request;
 use switchyard_filters::front::FrontDoor;
+use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
 use switchyard_filters::providers::messages_native;
 use switchyard_filters::translate::{self, Answer, AnswerFormat, Dialect, Target};
 use switchyard_filters::{mock, openai_upstream, Endpoint, InvalidRequest};
@@ -76,9 +76,7 @@ impl Gateway {
             Endpoint::Messages | Endpoint::CountTokens => {
                 messages_request::validate(&parsed, endpoint == Endpoint::CountTokens)?
             }
-            Endpoint::ChatCompletions | Endpoint::Completions => {
-                chat_request::validate(&parsed)?
-            }
+            Endpoint::ChatCompletions | Endpoint::Completions => chat_request::validate(&parsed)?,
         }
         if parsed.summary.stream {
             self.take_stream_slot(config, ctx)?;
@@ -682,7 +680,8 @@ impl Run<'_> {
         let body = format!("{{\"input_tokens\":{tokens}}}");
         let io = |_| GatewayError::Internal;
         let mut h = respond::header(200, "application/json", ctx).map_err(io)?;
-        h.insert_header(TOKEN_COUNT_HEADER, "estimated").map_err(io)?;
+        h.insert_header(TOKEN_COUNT_HEADER, "estimated")
+            .map_err(io)?;
         respond::full(session, ctx, h, Bytes::from(body))
             .await
             .map_err(io)
@@ -837,7 +836,13 @@ impl Run<'_> {
         } else {
             Shape::Native { stream }
         };
-        let mut t = Translation::new(dialect, cand.provider, cand.upstream_model, cand.options, shape);
+        let mut t = Translation::new(
+            dialect,
+            cand.provider,
+            cand.upstream_model,
+            cand.options,
+            shape,
+        );
         let raw = self.parsed.raw();
         let up = if count {
             messages_native::prepare_count_tokens(&t.target(), raw, self.beta)?
