@@ -126,8 +126,11 @@ impl Gateway {
             _ => Typed::Chat(ChatRequest::from_parsed(&parsed).map(Box::new)),
         };
         if let Some(first) = plan.candidates.first() {
-            self.metrics
-                .openai_requests
+            let front_door = match endpoint {
+                Endpoint::Messages | Endpoint::CountTokens => &self.metrics.messages_requests,
+                _ => &self.metrics.openai_requests,
+            };
+            front_door
                 .with_label_values(&[&first.provider.name])
                 .inc();
         }
