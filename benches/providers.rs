@@ -312,5 +312,153 @@ fn stream_translation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, request_translation, stream_translation);
+/// An OpenAI chat stream as api.openai.com sends it: role chunk, `n` content chunks, finish,
+/// usage chunk, `[DONE]`.
+fn openai_stream(n: usize) -> Vec<u8> {
+    let head = r#"data: {"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4o-2024-08-06","service_tier":"default","system_fingerprint":"fp_eb9dce56a8","choices":[{"index":0,"delta":"#;
+    let mut s = Vec::new();
+    s.extend_from_slice(head.as_bytes());
+    s.extend_from_slice(br#"{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#);
+    s.extend_from_slice(b"\n\n");
+    for i in 0..n {
+        s.extend_from_slice(head.as_bytes());
+        s.extend_from_slice(
+            format!(r#"{{"content":" token{i}"}},"logprobs":null,"finish_reason":null}}]}}"#)
+                .as_bytes(),
+        );
+        s.extend_from_slice(b"\n\n");
+    }
+    s.extend_from_slice(head.as_bytes());
+    s.extend_from_slice(br#"{},"logprobs":null,"finish_reason":"stop"}]}"#);
+    s.extend_from_slice(b"\n\n");
+    s.extend_from_slice(format!(r#"data: {{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4o-2024-08-06","choices":[],"usage":{{"prompt_tokens":25,"completion_tokens":{n},"total_tokens":{}}}}}"#, n + 25).as_bytes());
+    s.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    s
+}
+
+/// A ~2 KB Messages request like a coding agent's turn: system blocks with cache_control, a
+/// tool, a tool round trip.
+fn messages_request() -> Vec<u8> {
+    let system =
+        "You are a coding agent. Read files before editing them; keep diffs small. ".repeat(8);
+    serde_json::to_vec(&serde_json::json!({
+        "model": "bench", "max_tokens": 1024, "stream": true,
+        "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "read_file", "description": "Read a file from the workspace",
+            "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}],
+        "messages": [
+            {"role": "user", "content": "The build fails in src/main.rs; fix it. ".repeat(10)},
+            {"role": "assistant", "content": [{"type": "text", "text": "Reading the file."},
+                {"type": "tool_use", "id": "toolu_01A", "name": "read_file", "input": {"path": "src/main.rs"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01A",
+                "content": "fn main() { println!(\"hi\") }\n".repeat(8)}]}
+        ],
+        "metadata": {"user_id": "bench-user"}
+    }))
+    .unwrap()
+}
+
+fn messages_ctx() -> ResponseCtx<'static> {
+    ResponseCtx {
+        front: FrontDoor::Messages,
+        ..ctx()
+    }
+}
+
+/// Runs `make()`'s translator over `pieces` (the stream benches' loop).
+fn run_stream(
+    make: &dyn Fn() -> Box<dyn switchyard_filters::translate::StreamTranslator>,
+    pieces: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> usize {
+    let mut tr = make();
+    let mut n = 0;
+    for p in pieces {
+        out.clear();
+        tr.feed(p, out);
+        n += out.len();
+    }
+    out.clear();
+    tr.finish(out);
+    n + out.len()
+}
+
+/// The two front doors over one seam: a stream in one dialect written for a client of the
+/// other, the same-dialect Messages relay, and Messages request preparation.
+fn front_doors(c: &mut Criterion) {
+    use switchyard_filters::providers::messages_native;
+    let mut g = c.benchmark_group("front_doors");
+    let anthropic = native_stream(Dialect::Anthropic, 2000);
+    let bedrock = native_stream(Dialect::BedrockAnthropic, 2000);
+    let openai = openai_stream(2000);
+    let cases: [(
+        &str,
+        &Vec<u8>,
+        Box<dyn Fn() -> Box<dyn switchyard_filters::translate::StreamTranslator>>,
+    ); 4] = [
+        (
+            "anthropic_stream_to_openai_client",
+            &anthropic,
+            Box::new(|| chat_stream(&target(Dialect::Anthropic), &ctx())),
+        ),
+        (
+            "openai_stream_to_messages_client",
+            &openai,
+            Box::new(|| chat_stream(&target(Dialect::OpenAi), &messages_ctx())),
+        ),
+        (
+            "messages_same_dialect_relay",
+            &anthropic,
+            Box::new(|| messages_native::stream(&target(Dialect::Anthropic), "bench-model")),
+        ),
+        (
+            "bedrock_eventstream_to_messages_client",
+            &bedrock,
+            Box::new(|| messages_native::stream(&target(Dialect::BedrockAnthropic), "bench-model")),
+        ),
+    ];
+    for (name, stream, make) in &cases {
+        let pieces = chunks(stream);
+        g.throughput(Throughput::Bytes(stream.len() as u64));
+        g.bench_function(*name, |b| {
+            let mut out = Vec::with_capacity(64 * 1024);
+            b.iter(|| black_box(run_stream(make.as_ref(), &pieces, &mut out)))
+        });
+    }
+    g.throughput(Throughput::Elements(1));
+    let body = messages_request();
+    let size = format!("{}B", body.len());
+    g.bench_function(BenchmarkId::new("messages_request_to_openai", &size), |b| {
+        let t = target(Dialect::OpenAi);
+        b.iter(|| {
+            let parsed = parse_request(Endpoint::Messages, black_box(&body)).unwrap();
+            let req = ChatRequest::from_parsed(&parsed).unwrap();
+            black_box(prepare_chat(&t, &req).unwrap())
+        })
+    });
+    for d in [
+        Dialect::Anthropic,
+        Dialect::BedrockAnthropic,
+        Dialect::VertexAnthropic,
+    ] {
+        let t = target(d);
+        g.bench_function(
+            BenchmarkId::new(format!("messages_native_prepare_{}", d.as_str()), &size),
+            |b| {
+                b.iter(|| {
+                    let parsed = parse_request(Endpoint::Messages, black_box(&body)).unwrap();
+                    black_box(messages_native::prepare(&t, parsed.raw(), true, None).unwrap())
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    request_translation,
+    stream_translation,
+    front_doors
+);
 criterion_main!(benches);

@@ -130,9 +130,7 @@ impl Gateway {
                 Endpoint::Messages | Endpoint::CountTokens => &self.metrics.messages_requests,
                 _ => &self.metrics.openai_requests,
             };
-            front_door
-                .with_label_values(&[&first.provider.name])
-                .inc();
+            front_door.with_label_values(&[&first.provider.name]).inc();
         }
         let beta = session
             .req_header()

@@ -611,14 +611,28 @@ pub fn request(data: &[u8]) {
     let Some((&sel, body)) = data.split_first() else {
         return;
     };
-    let endpoint = match sel % 3 {
+    let endpoint = match sel % 4 {
         0 => Endpoint::ChatCompletions,
         1 => Endpoint::Completions,
-        _ => Endpoint::Embeddings,
+        2 => Endpoint::Embeddings,
+        _ => Endpoint::Messages,
     };
     let Ok(parsed) = parse_request(endpoint, body) else {
         return;
     };
+    if endpoint == Endpoint::Messages {
+        // The Messages front door: checks, then decoding into the neutral model for every
+        // provider dialect (Claude hosts take the body itself: the `messages` target).
+        let _ = crate::front::messages::request::validate(&parsed, sel & 0x10 != 0);
+        if let Ok(req) = ChatRequest::from_parsed(&parsed) {
+            for d in DIALECTS {
+                if let Ok(up) = translate::prepare_chat(&target(d), &req) {
+                    let _: Value = serde_json::from_slice(&up.body).expect("chat bodies are JSON");
+                }
+            }
+        }
+        return;
+    }
     let up = crate::openai_upstream::prepare_request(&parsed, "up-model");
     let _: Value = serde_json::from_slice(&up).expect("an OpenAI upstream body is JSON");
     if endpoint == Endpoint::Embeddings {
