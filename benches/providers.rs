@@ -365,6 +365,9 @@ fn messages_ctx() -> ResponseCtx<'static> {
     }
 }
 
+/// Makes a fresh stream translator for one run.
+type MakeTranslator = Box<dyn Fn() -> Box<dyn switchyard_filters::translate::StreamTranslator>>;
+
 /// Runs `make()`'s translator over `pieces` (the stream benches' loop).
 fn run_stream(
     make: &dyn Fn() -> Box<dyn switchyard_filters::translate::StreamTranslator>,
@@ -391,11 +394,7 @@ fn front_doors(c: &mut Criterion) {
     let anthropic = native_stream(Dialect::Anthropic, 2000);
     let bedrock = native_stream(Dialect::BedrockAnthropic, 2000);
     let openai = openai_stream(2000);
-    let cases: [(
-        &str,
-        &Vec<u8>,
-        Box<dyn Fn() -> Box<dyn switchyard_filters::translate::StreamTranslator>>,
-    ); 4] = [
+    let cases: [(&str, &Vec<u8>, MakeTranslator); 4] = [
         (
             "anthropic_stream_to_openai_client",
             &anthropic,

@@ -10,7 +10,7 @@ use switchyard_filters::Usage;
 use crate::auth::Caller;
 use crate::errors::GatewayError;
 use crate::metrics::Metrics;
-use crate::passthrough::Passthrough;
+use crate::pipeline::passthrough::Passthrough;
 use crate::providers::Provider;
 
 /// What kind of request this is, for logs.

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::{ClientLimits, Config};
 use crate::errors::GatewayError;
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::pipeline::Gateway;
 
 /// Set on a connection's user context when Pingora has read a request header; the gate's
 /// header deadline only cuts connections whose header is still incomplete.

@@ -19,7 +19,7 @@ use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigErrors};
 use crate::governance::Governance;
 use crate::metrics::{Metrics, MetricsApp};
-use crate::proxy::Gateway;
+use crate::pipeline::Gateway;
 use crate::route::health::HealthRegistry;
 use crate::tls::ReloadableCert;
 use pingora::listeners::tls::TlsSettings;
@@ -357,14 +357,14 @@ impl ProviderMaintenance {
             {
                 return;
             }
-            let call = crate::forward::UpstreamCall {
+            let call = crate::pipeline::forward::UpstreamCall {
                 provider,
                 upstream,
                 request,
                 body: bytes::Bytes::new(),
-                mode: crate::forward::Mode::Raw,
+                mode: crate::pipeline::forward::Mode::Raw,
             };
-            let fw = crate::forward::Forwarder {
+            let fw = crate::pipeline::forward::Forwarder {
                 connector: &connector,
                 timeouts: crate::providers::endpoint::PeerTimeouts {
                     connect: config.server.connect_timeout,

@@ -94,7 +94,7 @@ fn methods_the_providers_api_does_not_use_are_405_before_any_upstream_connection
 
 #[test]
 fn each_provider_kind_allows_only_its_apis_methods() {
-    use switchyard::passthrough::allowed_methods;
+    use switchyard::pipeline::passthrough::allowed_methods;
     use switchyard::providers::ProviderKind::*;
     for kind in [OpenAi, Azure, Anthropic, Bedrock, Vertex, Watsonx, Oci] {
         let allow = allowed_methods(kind);

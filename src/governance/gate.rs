@@ -6,7 +6,7 @@ use pingora::proxy::Session;
 
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
-use crate::proxy::Gateway;
+use crate::pipeline::Gateway;
 use crate::route::Plan;
 
 /// 403 for a budgeted caller and a model without a price.

@@ -1,6 +1,6 @@
 //! The unified API on providers with their own APIs: which translator (dialect) serves a
 //! request, and the owned description of one translated call that travels with the upstream
-//! request to [`crate::forward`], where answers, streams and errors are translated back.
+//! request to [`crate::pipeline::forward`], where answers, streams and errors are translated back.
 
 use std::sync::Arc;
 

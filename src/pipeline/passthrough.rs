@@ -15,7 +15,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::content_coding::{decodable_accept_encoding, SideDecoder};
 use crate::errors::GatewayError;
-use crate::forward::HOP_BY_HOP;
+use crate::pipeline::forward::HOP_BY_HOP;
 use crate::providers::{ProviderKind, Upstream};
 
 /// Characters escaped in a default query value.
