@@ -15,6 +15,10 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic Messages `/v1/messages`.
+    Messages,
+    /// Anthropic Messages `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Endpoint {
@@ -24,6 +28,8 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
+            Endpoint::CountTokens => "/messages/count_tokens",
         }
     }
 
@@ -32,6 +38,8 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat_completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
         }
     }
 
@@ -41,6 +49,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "messages",
             Endpoint::Completions => "prompt",
             Endpoint::Embeddings => "input",
+            Endpoint::Messages | Endpoint::CountTokens => "messages",
         }
     }
 }
@@ -212,9 +221,13 @@ pub fn parse_request_bytes(
             ))
         }
     };
-    if stream && endpoint == Endpoint::Embeddings {
+    if stream && matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) {
         return Err(InvalidRequest::new(
-            "Embeddings cannot be streamed.",
+            if endpoint == Endpoint::Embeddings {
+                "Embeddings cannot be streamed."
+            } else {
+                "Token counts cannot be streamed."
+            },
             Some("stream"),
         ));
     }

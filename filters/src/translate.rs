@@ -197,6 +197,16 @@ fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
 
 /// Builds the provider request for a chat (or legacy completion) request.
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
+    let mut up = prepare_chat_for(t, req)?;
+    for name in &req.dropped {
+        if !up.dropped.contains(name) {
+            up.dropped.push(name.clone());
+        }
+    }
+    Ok(up)
+}
+
+fn prepare_chat_for(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
     match t.dialect {
         Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
             providers::anthropic::prepare_chat(t, req)

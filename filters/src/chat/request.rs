@@ -116,10 +116,14 @@ pub struct ChatRequest {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
-    /// Whether this came from legacy `/v1/completions`.
+    /// The API the request came through (chat, legacy completions, Messages).
     pub front: FrontDoor,
     /// Fields sent that have no typed slot above, by name, in the client's order.
     pub other: Vec<(String, Value)>,
+    /// Client parameters the front door could not carry into this neutral form (e.g. a
+    /// Messages `cache_control` on the way to a non-Claude host): every provider names them in
+    /// `x-switchyard-dropped-params`.
+    pub dropped: Vec<String>,
 }
 
 /// Fields consumed by the typed slots (or by routing) and never reported as dropped.
@@ -150,6 +154,9 @@ impl ChatRequest {
         match p.endpoint {
             Endpoint::ChatCompletions => Self::from_chat(p.body()?),
             Endpoint::Completions => Self::from_completions(p.body()?),
+            Endpoint::Messages | Endpoint::CountTokens => {
+                crate::front::messages::request::decode(p.body()?)
+            }
             Endpoint::Embeddings => Err(InvalidRequest::new(
                 "Embeddings requests are not chat requests.",
                 None,
@@ -300,6 +307,7 @@ impl ChatRequest {
                 .filter(|(k, v)| !known.contains(&k.as_str()) && !v.is_null())
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            dropped: Vec::new(),
         })
     }
 

@@ -67,10 +67,10 @@ pub struct ResponseCtx<'a> {
 impl ResponseCtx<'_> {
     /// `chatcmpl-…` / `cmpl-…` from the provider's id or the fallback.
     pub fn response_id(&self, provider_id: Option<&str>) -> String {
-        let prefix = if self.front.is_legacy() {
-            "cmpl-"
-        } else {
-            "chatcmpl-"
+        let prefix = match self.front {
+            FrontDoor::Chat => "chatcmpl-",
+            FrontDoor::Completions => "cmpl-",
+            FrontDoor::Messages => "msg_",
         };
         let id = provider_id
             .filter(|s| !s.is_empty())
@@ -126,6 +126,9 @@ struct FunctionOut<'a> {
 
 /// Renders the client's JSON body for a complete answer.
 pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
+    if ctx.front == FrontDoor::Messages {
+        return crate::front::messages::answer::render(c, ctx);
+    }
     let id = ctx.response_id(c.id.as_deref());
     let usage = c.usage.map(UsageOut::from);
     let body = if ctx.front.is_legacy() {

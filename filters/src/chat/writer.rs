@@ -5,8 +5,15 @@
 //! chunk for the endpoint the client called (`chat.completion.chunk`, or `text_completion` for
 //! legacy completions) straight into the output buffer. The chunk prefix, which never changes
 //! within a stream, is rendered once.
+//!
+//! These calls are the neutral stream events of the translation seam: when the client called
+//! the Messages front door, the writer hands each one to
+//! [`crate::front::messages::MessagesEvents`] instead, so provider translators never know
+//! which front door they write for.
 
 use super::response::{FinishReason, ResponseCtx, UsageOut};
+use crate::front::messages::MessagesEvents;
+use crate::front::FrontDoor;
 use crate::openai::{error_body, Usage};
 
 #[derive(Debug)]
@@ -18,6 +25,8 @@ pub struct ChunkWriter {
     started: bool,
     finished: bool,
     done: bool,
+    /// Set when the client called `/v1/messages`: every event is written by it instead.
+    messages: Option<Box<MessagesEvents>>,
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
@@ -33,6 +42,8 @@ impl ChunkWriter {
             started: false,
             finished: false,
             done: false,
+            messages: (ctx.front == FrontDoor::Messages)
+                .then(|| Box::new(MessagesEvents::new(ctx))),
         };
         w.set_id(ctx, None);
         w
@@ -40,6 +51,9 @@ impl ChunkWriter {
 
     /// Uses the provider's response id (call before the first chunk).
     pub fn set_id(&mut self, ctx: &ResponseCtx<'_>, provider_id: Option<&str>) {
+        if let Some(m) = &mut self.messages {
+            return m.set_id(ctx, provider_id);
+        }
         let id = ctx.response_id(provider_id);
         let mut h = Vec::with_capacity(128);
         h.extend_from_slice(b"data: {\"id\":");
@@ -58,16 +72,25 @@ impl ChunkWriter {
 
     /// Whether the first (role) chunk has been written.
     pub fn started(&self) -> bool {
+        if let Some(m) = &self.messages {
+            return m.started();
+        }
         self.started
     }
 
     /// Whether a finish reason has been written.
     pub fn finished(&self) -> bool {
+        if let Some(m) = &self.messages {
+            return m.finished();
+        }
         self.finished
     }
 
     /// Whether `[DONE]` (or an error event) ended the stream.
     pub fn is_done(&self) -> bool {
+        if let Some(m) = &self.messages {
+            return m.is_done();
+        }
         self.done
     }
 
@@ -96,6 +119,9 @@ impl ChunkWriter {
     /// The first chunk: `delta:{"role":"assistant","content":""}`. Idempotent; the other
     /// methods call it when needed.
     pub fn start(&mut self, out: &mut Vec<u8>) {
+        if let Some(m) = &mut self.messages {
+            return m.start(out);
+        }
         if self.started {
             return;
         }
@@ -110,6 +136,9 @@ impl ChunkWriter {
 
     /// A piece of answer text.
     pub fn content(&mut self, out: &mut Vec<u8>, text: &str) {
+        if let Some(m) = &mut self.messages {
+            return m.text(out, text);
+        }
         if text.is_empty() {
             return;
         }
@@ -142,6 +171,9 @@ impl ChunkWriter {
                 && serde_json::from_str::<String>(literal).is_ok(),
             "not one JSON string literal: {literal}"
         );
+        if let Some(m) = &mut self.messages {
+            return m.text_json(out, literal);
+        }
         if literal.len() <= 2 {
             return;
         }
@@ -159,6 +191,9 @@ impl ChunkWriter {
 
     /// A piece of reasoning text (`reasoning_content`; not sent for legacy completions).
     pub fn reasoning(&mut self, out: &mut Vec<u8>, text: &str) {
+        if let Some(m) = &mut self.messages {
+            return m.thinking(out, text);
+        }
         if text.is_empty() || self.legacy {
             return;
         }
@@ -170,8 +205,20 @@ impl ChunkWriter {
         Self::close_choice(out, None);
     }
 
+    /// The signature of the reasoning just written (Anthropic thinking, Bedrock
+    /// reasoningContent): a `signature_delta` for Messages clients, which must send it back;
+    /// OpenAI chunks have no place for it.
+    pub fn reasoning_signature(&mut self, out: &mut Vec<u8>, signature: &str) {
+        if let Some(m) = &mut self.messages {
+            m.signature(out, signature);
+        }
+    }
+
     /// The first fragment of tool call number `index` (0, 1, … in the order calls appear).
     pub fn tool_call_start(&mut self, out: &mut Vec<u8>, index: usize, id: &str, name: &str) {
+        if let Some(m) = &mut self.messages {
+            return m.tool_start(out, index, id, name);
+        }
         if self.legacy {
             return;
         }
@@ -189,6 +236,9 @@ impl ChunkWriter {
 
     /// A piece of tool call `index`'s JSON arguments.
     pub fn tool_call_arguments(&mut self, out: &mut Vec<u8>, index: usize, fragment: &str) {
+        if let Some(m) = &mut self.messages {
+            return m.tool_arguments(out, index, fragment);
+        }
         if self.legacy || fragment.is_empty() {
             return;
         }
@@ -204,6 +254,9 @@ impl ChunkWriter {
 
     /// The last choice chunk: empty delta and the finish reason. Written once.
     pub fn finish(&mut self, out: &mut Vec<u8>, reason: FinishReason) {
+        if let Some(m) = &mut self.messages {
+            return m.finish(out, reason);
+        }
         if self.finished {
             return;
         }
@@ -216,6 +269,9 @@ impl ChunkWriter {
 
     /// The usage chunk (`"choices":[]`), only when the client asked for it.
     pub fn usage(&mut self, out: &mut Vec<u8>, usage: Usage) {
+        if let Some(m) = &mut self.messages {
+            return m.usage(usage);
+        }
         if !self.include_usage {
             return;
         }
@@ -227,6 +283,9 @@ impl ChunkWriter {
 
     /// `data: [DONE]`. Written once.
     pub fn done(&mut self, out: &mut Vec<u8>) {
+        if let Some(m) = &mut self.messages {
+            return m.done(out);
+        }
         if self.done {
             return;
         }
@@ -236,6 +295,9 @@ impl ChunkWriter {
 
     /// Ends the stream with an OpenAI error event (what openai-python raises as `APIError`).
     pub fn error(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: Option<&str>) {
+        if let Some(m) = &mut self.messages {
+            return m.error(out, message, kind);
+        }
         if self.done {
             return;
         }

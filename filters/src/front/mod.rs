@@ -11,7 +11,11 @@ pub enum FrontDoor {
     Chat,
     /// OpenAI legacy `/v1/completions`: `text_completion`.
     Completions,
+    /// Anthropic `/v1/messages`: `message` objects and Messages stream events.
+    Messages,
 }
+
+pub mod messages;
 
 impl FrontDoor {
     /// `Completions` when `legacy`, else `Chat`.

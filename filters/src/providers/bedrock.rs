@@ -1427,8 +1427,8 @@ mod tests {
     //! and Cohere embeddings per the Bedrock user guide (model-parameters-titan-embed-text,
     //! model-parameters-embed-v3 / -v4).
     use super::*;
-    use crate::front::FrontDoor;
     use crate::eventstream::{encode_event, encode_message, HeaderValue};
+    use crate::front::FrontDoor;
     use crate::openai::{parse_request, Endpoint};
     use crate::translate::testing::{events, every_split, reassemble};
     use crate::translate::Dialect;

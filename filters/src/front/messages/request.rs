@@ -1,0 +1,590 @@
+//! Decodes an Anthropic Messages request (`/v1/messages`) into the neutral [`ChatRequest`],
+//! for providers that do not speak Messages themselves. (Claude hosts get the caller's body
+//! nearly unchanged instead: `crate::providers::messages_native`.)
+//!
+//! Every field is mapped to a typed slot, kept in [`ChatRequest::other`] for the provider's
+//! translator to map or name as dropped (`top_k`, `thinking`), named in
+//! [`ChatRequest::dropped`] when the neutral model cannot carry it to a non-Claude host
+//! (`cache_control`, thinking blocks of earlier turns, `service_tier`), or refused with a 400
+//! that names it (documents, server tools).
+
+use serde_json::{Map, Value};
+
+use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolCall, ToolChoice};
+use crate::front::FrontDoor;
+use crate::openai::{InvalidRequest, ParsedRequest};
+
+/// Top-level fields with a typed slot or consumed by routing.
+const KNOWN: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop_sequences",
+    "stream",
+    "metadata",
+    "tools",
+    "tool_choice",
+];
+
+/// Top-level fields that only a Claude host understands: named as dropped elsewhere.
+const CLAUDE_ONLY: &[&str] = &[
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+];
+
+/// Checks what every provider needs before routing (Anthropic's own 400s): `max_tokens` a
+/// positive integer (not on count_tokens), `messages` a non-empty array, sampling in range.
+/// Reads single fields from the body's bytes; builds no tree.
+pub fn validate(p: &ParsedRequest, count_tokens: bool) -> Result<(), InvalidRequest> {
+    let value = |key: &str| -> Option<Value> { serde_json::from_str(p.field(key)?).ok() };
+    if !count_tokens {
+        match value("max_tokens") {
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => {}
+            None | Some(Value::Null) => {
+                return Err(InvalidRequest::new(
+                    "max_tokens: Field required",
+                    Some("max_tokens"),
+                ))
+            }
+            Some(_) => {
+                return Err(InvalidRequest::new(
+                    "max_tokens: Input should be a positive integer",
+                    Some("max_tokens"),
+                ))
+            }
+        }
+    }
+    match value("messages") {
+        Some(Value::Array(a)) if !a.is_empty() => {}
+        Some(Value::Array(_)) => {
+            return Err(InvalidRequest::new(
+                "messages: at least one message is required",
+                Some("messages"),
+            ))
+        }
+        _ => {
+            return Err(InvalidRequest::new(
+                "messages: Input should be a valid list",
+                Some("messages"),
+            ))
+        }
+    }
+    for (key, max) in [("temperature", 1.0), ("top_p", 1.0)] {
+        match value(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|x| (0.0..=max).contains(&x)) => {}
+            Some(_) => {
+                return Err(InvalidRequest::new(
+                    format!("{key}: Input should be a number between 0 and {max}"),
+                    Some(key),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bad(message: impl Into<String>, param: &str) -> InvalidRequest {
+    InvalidRequest::new(message, Some(param))
+}
+
+/// The Messages body as a neutral chat request.
+pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> {
+    let mut dropped: Vec<String> = Vec::new();
+    let mut drop = |name: &str| {
+        if !dropped.iter().any(|d| d == name) {
+            dropped.push(name.to_owned());
+        }
+    };
+    let mut messages = Vec::new();
+    match body.get("system") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => messages.push(plain(Role::System, vec![Part::Text(s.clone())])),
+        Some(Value::Array(blocks)) => {
+            let mut parts = Vec::new();
+            for (j, b) in blocks.iter().enumerate() {
+                let where_ = format!("system[{j}]");
+                if b.get("cache_control").is_some() {
+                    drop("cache_control");
+                }
+                match block_type(b, &where_)? {
+                    "text" => parts.push(Part::Text(text_of(b, &where_)?)),
+                    other => {
+                        return Err(bad(
+                            format!("{where_}.type: system blocks are text, not `{other}`"),
+                            &where_,
+                        ))
+                    }
+                }
+            }
+            messages.push(plain(Role::System, parts));
+        }
+        Some(_) => {
+            return Err(bad(
+                "system: Input should be a string or a list of text blocks",
+                "system",
+            ))
+        }
+    }
+    let msgs = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("messages: Input should be a valid list", "messages"))?;
+    for (i, m) in msgs.iter().enumerate() {
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            _ => {
+                return Err(bad(
+                    format!("messages[{i}].role: Input should be 'user' or 'assistant'"),
+                    &format!("messages[{i}].role"),
+                ))
+            }
+        };
+        let blocks: Vec<Value> = match m.get("content") {
+            Some(Value::String(s)) => vec![serde_json::json!({"type": "text", "text": s})],
+            Some(Value::Array(a)) => a.clone(),
+            _ => {
+                return Err(bad(
+                    format!("messages[{i}].content: Input should be a string or a list of blocks"),
+                    &format!("messages[{i}].content"),
+                ))
+            }
+        };
+        let mut parts = Vec::new();
+        let mut calls = Vec::new();
+        let mut results = Vec::new();
+        for (j, b) in blocks.iter().enumerate() {
+            let where_ = format!("messages[{i}].content[{j}]");
+            if b.get("cache_control").is_some() {
+                drop("cache_control");
+            }
+            match (role, block_type(b, &where_)?) {
+                (_, "text") => parts.push(Part::Text(text_of(b, &where_)?)),
+                (Role::User, "image") => parts.push(image(b, &where_)?),
+                (Role::User, "tool_result") => {
+                    let id = str_field(b, "tool_use_id", &where_)?;
+                    let (text, images) = tool_result_text(b.get("content"), &where_)?;
+                    if images {
+                        drop("tool_result.content.image");
+                    }
+                    if b.get("is_error").and_then(Value::as_bool) == Some(true) {
+                        drop("tool_result.is_error");
+                    }
+                    results.push(Message {
+                        role: Role::Tool,
+                        content: vec![Part::Text(text)],
+                        tool_calls: Vec::new(),
+                        tool_call_id: Some(id),
+                        name: None,
+                    });
+                }
+                (Role::Assistant, "tool_use") => calls.push(ToolCall {
+                    id: str_field(b, "id", &where_)?,
+                    name: str_field(b, "name", &where_)?,
+                    arguments: serde_json::to_string(b.get("input").unwrap_or(&Value::Null))
+                        .unwrap_or_else(|_| "{}".into()),
+                }),
+                (Role::Assistant, "thinking" | "redacted_thinking") => drop("thinking"),
+                (_, kind @ ("document" | "search_result" | "container_upload")) => {
+                    return Err(bad(
+                        format!("{where_}: `{kind}` blocks are forwarded only to Claude hosts (Anthropic, Bedrock, Vertex); this model's provider cannot take them"),
+                        &where_,
+                    ))
+                }
+                (_, kind) => {
+                    return Err(bad(
+                        format!("{where_}.type: `{kind}` blocks are not accepted in a {} message on this model's provider", role_name(role)),
+                        &where_,
+                    ))
+                }
+            }
+        }
+        // Tool results answer the previous assistant turn: they come first, as tool messages.
+        messages.extend(results);
+        if !parts.is_empty() || !calls.is_empty() {
+            messages.push(Message {
+                role,
+                content: parts,
+                tool_calls: calls,
+                tool_call_id: None,
+                name: None,
+            });
+        }
+    }
+
+    let max_tokens = match body.get("max_tokens") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            bad(
+                "max_tokens: Input should be a positive integer",
+                "max_tokens",
+            )
+        })?),
+    };
+    let stop = match body.get("stop_sequences") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| {
+                s.as_str().map(str::to_owned).ok_or_else(|| {
+                    bad(
+                        "stop_sequences: Input should be a list of strings",
+                        "stop_sequences",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(bad(
+                "stop_sequences: Input should be a list of strings",
+                "stop_sequences",
+            ))
+        }
+    };
+    let user = match body.get("metadata") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => m.get("user_id").and_then(Value::as_str).map(str::to_owned),
+        Some(_) => return Err(bad("metadata: Input should be an object", "metadata")),
+    };
+    let mut tools = Vec::new();
+    if let Some(list) = body.get("tools").filter(|v| !v.is_null()) {
+        let list = list
+            .as_array()
+            .ok_or_else(|| bad("tools: Input should be a list", "tools"))?;
+        for (k, t) in list.iter().enumerate() {
+            let where_ = format!("tools[{k}]");
+            if t.get("cache_control").is_some() {
+                drop("cache_control");
+            }
+            match t.get("type").and_then(Value::as_str) {
+                None | Some("custom") => {}
+                Some(kind) => {
+                    return Err(bad(
+                        format!("{where_}.type: the server tool `{kind}` runs only on Claude hosts; this model's provider cannot take it"),
+                        &where_,
+                    ))
+                }
+            }
+            tools.push(Tool {
+                name: str_field(t, "name", &where_)?,
+                description: t
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                parameters: t
+                    .get("input_schema")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+                strict: t.get("strict").and_then(Value::as_bool),
+            });
+        }
+    }
+    let (tool_choice, parallel_tool_calls) = match body.get("tool_choice") {
+        None | Some(Value::Null) => (None, None),
+        Some(c) => {
+            let parallel = c
+                .get("disable_parallel_tool_use")
+                .and_then(Value::as_bool)
+                .map(|d| !d);
+            let choice = match c.get("type").and_then(Value::as_str) {
+                Some("auto") => ToolChoice::Auto,
+                Some("any") => ToolChoice::Required,
+                Some("none") => ToolChoice::None,
+                Some("tool") => {
+                    let name = str_field(c, "name", "tool_choice")?;
+                    if !tools.iter().any(|t| t.name == name) {
+                        return Err(bad(
+                            format!("tool_choice: no tool named '{name}' in 'tools'"),
+                            "tool_choice",
+                        ));
+                    }
+                    ToolChoice::Named(name)
+                }
+                _ => {
+                    return Err(bad(
+                        "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'",
+                        "tool_choice",
+                    ))
+                }
+            };
+            (Some(choice), parallel)
+        }
+    };
+    let number = |key: &str| -> Result<Option<f64>, InvalidRequest> {
+        match body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("{key}: Input should be a number"), key)),
+        }
+    };
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let mut other = Vec::new();
+    for (k, v) in body {
+        if KNOWN.contains(&k.as_str()) || v.is_null() {
+            continue;
+        }
+        if CLAUDE_ONLY.contains(&k.as_str()) {
+            drop(k);
+        } else {
+            other.push((k.clone(), v.clone()));
+        }
+    }
+    Ok(ChatRequest {
+        messages,
+        max_tokens,
+        temperature: number("temperature")?,
+        top_p: number("top_p")?,
+        stop,
+        seed: None,
+        user,
+        n: None,
+        presence_penalty: None,
+        frequency_penalty: None,
+        response_format: None,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        stream,
+        include_usage: stream,
+        front: FrontDoor::Messages,
+        other,
+        dropped,
+    })
+}
+
+fn plain(role: Role, content: Vec<Part>) -> Message {
+    Message {
+        role,
+        content,
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        name: None,
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Assistant => "assistant",
+        _ => "user",
+    }
+}
+
+fn block_type<'a>(b: &'a Value, where_: &str) -> Result<&'a str, InvalidRequest> {
+    b.get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("{where_}.type: Field required"), where_))
+}
+
+fn str_field(b: &Value, key: &str, where_: &str) -> Result<String, InvalidRequest> {
+    b.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| bad(format!("{where_}.{key}: Field required"), where_))
+}
+
+fn text_of(b: &Value, where_: &str) -> Result<String, InvalidRequest> {
+    str_field(b, "text", where_)
+}
+
+/// An image block as the neutral image part: base64 sources as a data URL, URL sources as is.
+fn image(b: &Value, where_: &str) -> Result<Part, InvalidRequest> {
+    let source = b
+        .get("source")
+        .ok_or_else(|| bad(format!("{where_}.source: Field required"), where_))?;
+    let url = match source.get("type").and_then(Value::as_str) {
+        Some("base64") => {
+            let media = str_field(source, "media_type", where_)?;
+            let data = source.get("data").and_then(Value::as_str).ok_or_else(|| {
+                bad(format!("{where_}.source.data: Field required"), where_)
+            })?;
+            let mut url = String::with_capacity(media.len() + data.len() + 13);
+            url.push_str("data:");
+            url.push_str(&media);
+            url.push_str(";base64,");
+            url.push_str(data);
+            url
+        }
+        Some("url") => str_field(source, "url", where_)?,
+        _ => {
+            return Err(bad(
+                format!("{where_}.source.type: image sources are 'base64' or 'url' on this model's provider"),
+                where_,
+            ))
+        }
+    };
+    Ok(Part::Image { url, detail: None })
+}
+
+/// A tool result's content as text (a string, or text blocks joined by newlines); whether
+/// it also held images, which the neutral tool message cannot carry.
+fn tool_result_text(
+    content: Option<&Value>,
+    where_: &str,
+) -> Result<(String, bool), InvalidRequest> {
+    match content {
+        None | Some(Value::Null) => Ok((String::new(), false)),
+        Some(Value::String(s)) => Ok((s.clone(), false)),
+        Some(Value::Array(blocks)) => {
+            let mut text = String::new();
+            let mut images = false;
+            for b in blocks {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        if !text.is_empty() {
+                            text.push('\n');
+                        }
+                        text.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default());
+                    }
+                    Some("image") => images = true,
+                    _ => {
+                        return Err(bad(
+                            format!("{where_}.content: tool results hold text and image blocks"),
+                            where_,
+                        ))
+                    }
+                }
+            }
+            Ok((text, images))
+        }
+        Some(_) => Err(bad(
+            format!("{where_}.content: Input should be a string or a list of blocks"),
+            where_,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_str(s: &str) -> Result<ChatRequest, InvalidRequest> {
+        decode(
+            serde_json::from_str::<Value>(s)
+                .unwrap()
+                .as_object()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn decodes_a_tool_round_trip_with_system_blocks() {
+        let r = decode_str(
+            r#"{"model":"m","max_tokens":100,"system":[{"type":"text","text":"Be brief.","cache_control":{"type":"ephemeral"}}],
+            "messages":[
+              {"role":"user","content":"Weather in Paris and Rome?"},
+              {"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"s"},{"type":"text","text":"Checking."},
+                 {"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}},
+                 {"type":"tool_use","id":"toolu_2","name":"get_weather","input":{"city":"Rome"}}]},
+              {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"18C"},
+                 {"type":"tool_result","tool_use_id":"toolu_2","content":[{"type":"text","text":"21C"}]},
+                 {"type":"text","text":"Thanks"}]}],
+            "tools":[{"name":"get_weather","description":"d","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],
+            "tool_choice":{"type":"any","disable_parallel_tool_use":false},
+            "stop_sequences":["END"],"top_k":5,"metadata":{"user_id":"u-1"},"service_tier":"auto","stream":true}"#,
+        )
+        .unwrap();
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Tool,
+                Role::User
+            ]
+        );
+        assert_eq!(r.messages[2].tool_calls.len(), 2);
+        assert_eq!(r.messages[2].tool_calls[1].arguments, r#"{"city":"Rome"}"#);
+        assert_eq!(r.messages[4].tool_call_id.as_deref(), Some("toolu_2"));
+        assert_eq!(r.messages[4].text(), "21C");
+        assert_eq!(r.tool_choice, Some(ToolChoice::Required));
+        assert_eq!(r.parallel_tool_calls, Some(true));
+        assert_eq!(r.stop, ["END"]);
+        assert_eq!(r.user.as_deref(), Some("u-1"));
+        assert_eq!(r.other_names().collect::<Vec<_>>(), ["top_k"]);
+        assert_eq!(r.dropped, ["cache_control", "thinking", "service_tier"]);
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.front, FrontDoor::Messages);
+    }
+
+    #[test]
+    fn images_become_data_urls_and_documents_are_refused_by_name() {
+        let r = decode_str(
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[
+              {"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}},
+              {"type":"image","source":{"type":"url","url":"https://x/y.png"}}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.messages[0].content,
+            [
+                Part::Image {
+                    url: "data:image/png;base64,AAAA".into(),
+                    detail: None
+                },
+                Part::Image {
+                    url: "https://x/y.png".into(),
+                    detail: None
+                },
+            ]
+        );
+        let e = decode_str(
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[
+              {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"AAAA"}}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+        let e = decode_str(
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],
+               "tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[0]"));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let check = |s: &str, count: bool| {
+            let p = crate::openai::parse_request(crate::Endpoint::Messages, s.as_bytes()).unwrap();
+            validate(&p, count).err().and_then(|e| e.param)
+        };
+        assert_eq!(
+            check(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                false
+            )
+            .as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            check(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                true
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#,
+                false
+            )
+            .as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            check(r#"{"model":"m","max_tokens":5,"messages":[]}"#, false).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(check(r#"{"model":"m","max_tokens":5,"temperature":1.5,"messages":[{"role":"user","content":"x"}]}"#, false).as_deref(), Some("temperature"));
+    }
+}
