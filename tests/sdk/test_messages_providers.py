@@ -386,6 +386,21 @@ def test_bad_key_is_authentication_error(gw):
     assert_anthropic_error(e.value, 401, "authentication_error")
 
 
+def test_key_in_x_api_key_header(gw):
+    """The anthropic SDK 2.x sends `api_key` as `Authorization: Bearer`; Anthropic's documented
+    header (and what older SDKs and curl examples send) is `x-api-key`: both are the gateway key."""
+    with anthropic.Anthropic(api_key=None, base_url=gw.url, max_retries=0, timeout=20,
+                             default_headers={"x-api-key": ALICE_KEY}) as c:
+        r = c.messages.with_raw_response.create(model="conf-openai", max_tokens=16, messages=[user("Hello there")])
+    assert "authorization" not in {k.lower() for k in r.http_request.headers}
+    assert r.parse().content[0].text == "Echo: Hello there"
+    r = httpx.post(gw.url + "/v1/messages", timeout=20,
+                   headers={"x-api-key": "sk-gw-wrong-key", "anthropic-version": "2023-06-01"},
+                   json={"model": "conf-openai", "max_tokens": 16, "messages": [user("x")]})
+    assert r.status_code == 401, r.text
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "authentication_error", r.text
+
+
 def test_anthropic_overloaded_is_529(client):
     for model in ("conf-overloaded", "conf-anthropic-fail-529"):
         with pytest.raises(anthropic.OverloadedError) as e:

@@ -3,7 +3,7 @@
 (InvokeModel / InvokeModelWithResponseStream).
 
 Handlers, each `(NativeRequest) -> NativeResponse`:
-* `handle_messages`        POST /v1/messages — needs `x-api-key` and `anthropic-version` headers;
+* `handle_messages`        POST /v1/messages — needs `x-api-key` (or a bearer key) and `anthropic-version`;
                            `model` in the body; `stream: true` answers SSE. Also
                            POST /v1/messages/count_tokens -> `{"input_tokens": N}` (no max_tokens).
 * `handle_vertex`          POST /v1/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:rawPredict
@@ -626,7 +626,10 @@ def handle_messages(req: NativeRequest) -> NativeResponse:
         return _anthropic_error(404, f"Not found: {req.path}", "not_found_error")
     if req.method != "POST":
         return _anthropic_error(405, "Method not allowed", "invalid_request_error")
-    if not req.headers.get("x-api-key"):
+    # The API key in `x-api-key`, or as `Authorization: Bearer` (how the anthropic Python SDK
+    # 2.x sends `api_key`).
+    bearer = req.headers.get("authorization", "")
+    if not req.headers.get("x-api-key") and not (bearer.startswith("Bearer ") and len(bearer) > 7):
         return _anthropic_error(401, "x-api-key header is required", "authentication_error")
     if not req.headers.get("anthropic-version"):
         return _anthropic_error(400, "anthropic-version: header is required")
