@@ -332,6 +332,19 @@ def test_thinking_elsewhere_is_dropped_and_named(client, row):
     assert "thinking" in dropped(r.headers), dict(r.headers)
 
 
+@pytest.mark.parametrize("row", CLAUDE_ROWS, ids=ids(CLAUDE_ROWS))
+def test_claude_only_fields_reach_claude_hosts(client, native, row):
+    r = client.messages.with_raw_response.create(
+        model=row.client_model, max_tokens=256, messages=[user("Hi")], metadata={"user_id": "u-42"},
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        extra_body={"top_k": 5})
+    assert r.parse().content[0].text == "Echo: Hi [system: Be brief.]"
+    assert not dropped(r.headers), dict(r.headers)
+    body = recorded_body(native, row)
+    assert body["top_k"] == 5 and body["metadata"] == {"user_id": "u-42"}
+    assert body["system"] == [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+
+
 @pytest.mark.parametrize("row", OTHER_ROWS, ids=ids(OTHER_ROWS))
 def test_cache_control_elsewhere_is_dropped_and_named(client, row):
     r = client.messages.with_raw_response.create(
