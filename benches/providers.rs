@@ -12,6 +12,7 @@ use base64::Engine as _;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use switchyard_filters::chat::{ChatRequest, ResponseCtx};
 use switchyard_filters::eventstream::encode_event;
+use switchyard_filters::front::FrontDoor;
 use switchyard_filters::openai::{parse_request, Endpoint};
 use switchyard_filters::translate::{chat_stream, prepare_chat, Dialect, Target};
 

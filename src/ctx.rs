@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use switchyard_filters::front::FrontDoor;
+use switchyard_filters::Endpoint;
 
 use switchyard_filters::Usage;
 
@@ -26,6 +28,14 @@ pub enum RouteKind {
 }
 
 impl RouteKind {
+    /// The front door whose envelope this route's errors take.
+    pub fn front(self) -> FrontDoor {
+        match self {
+            RouteKind::Unified(Endpoint::Messages | Endpoint::CountTokens) => FrontDoor::Messages,
+            _ => FrontDoor::Chat,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteKind::Unclassified => "unclassified",

@@ -6,6 +6,8 @@
 //! caller-visible names only.
 
 use std::fmt;
+use switchyard_filters::front::messages::errors as messages_errors;
+use switchyard_filters::front::FrontDoor;
 
 use switchyard_filters::openai::error_body;
 use switchyard_filters::InvalidRequest;
@@ -196,6 +198,15 @@ impl GatewayError {
     /// The JSON body of the error envelope.
     pub fn body(&self) -> Vec<u8> {
         error_body(&self.to_string(), self.kind(), self.param(), self.code())
+    }
+
+    /// The error body in the envelope of the front door the client called: OpenAI's, or
+    /// Anthropic's on the Messages route.
+    pub fn body_for(&self, front: FrontDoor) -> Vec<u8> {
+        match front {
+            FrontDoor::Messages => messages_errors::error_body(self.status(), &self.to_string()),
+            FrontDoor::Chat | FrontDoor::Completions => self.body(),
+        }
     }
 }
 

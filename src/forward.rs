@@ -19,6 +19,7 @@ use switchyard_filters::chat::embeddings::{
     render as render_embeddings, usage as embeddings_usage,
 };
 use switchyard_filters::chat::response::render;
+use switchyard_filters::front::FrontDoor;
 use switchyard_filters::openai::upstream_error_body;
 use switchyard_filters::openai_upstream::{translate_response, StreamFilter};
 use switchyard_filters::translate::{self, Answer, ErrorHints, StreamEnd, Target};
@@ -28,7 +29,9 @@ use crate::errors::GatewayError;
 use crate::providers::endpoint::PeerTimeouts;
 use crate::providers::{Provider, Upstream};
 use crate::respond;
-use crate::translation::{Shape, Translation};
+use crate::translation::{speaks_messages, Shape, Translation};
+use switchyard_filters::front::messages::errors as messages_errors;
+use switchyard_filters::providers::messages_native;
 
 /// Largest upstream error body read (the rest is dropped).
 const ERROR_BODY_LIMIT: usize = 256 * 1024;
@@ -424,7 +427,7 @@ impl Forwarder<'_> {
             ctx.log_detail = Some("upstream stream ended without [DONE]".into());
             ctx.error = Some(e.clone());
             up.shutdown().await;
-            end_with_error(session, &e).await;
+            end_with_error(session, ctx, &e).await;
             return Ok(());
         }
         let _ = session.write_response_body(None, true).await;
@@ -463,8 +466,12 @@ impl Forwarder<'_> {
         let rctx = tr.response_ctx(client_model, &ctx.request_id, created);
         let io = |_| GatewayError::Internal;
         match tr.shape {
-            Shape::Chat { stream: true, .. } => {
-                let mut translator = translate::chat_stream(&target, &rctx);
+            Shape::Chat { stream: true, .. } | Shape::Native { stream: true } => {
+                let mut translator = if let Shape::Native { .. } = tr.shape {
+                    messages_native::stream(&target, client_model)
+                } else {
+                    translate::chat_stream(&target, &rctx)
+                };
                 let mut h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
                 copy_headers(&resp, &mut h);
                 respond::start_stream(session, ctx, h).await.map_err(io)?;
@@ -547,6 +554,42 @@ impl Forwarder<'_> {
                 }
                 self.done(up, &peer).await;
                 Ok(())
+            }
+            Shape::Native { .. } => {
+                let body = self.read_answer(&mut up, provider).await?;
+                self.done(up, &peer).await;
+                let (out, usage) = messages_native::answer(&body, client_model).map_err(|e| {
+                    ctx.log_detail = Some(format!("unreadable answer: {}", e.0));
+                    GatewayError::UpstreamUnreachable {
+                        provider: provider.to_owned(),
+                        detail: "the provider's answer could not be read",
+                    }
+                })?;
+                ctx.usage = usage;
+                let mut h = respond::header(200, "application/json", ctx).map_err(io)?;
+                copy_headers(&resp, &mut h);
+                respond::full(session, ctx, h, Bytes::from(out))
+                    .await
+                    .map_err(io)
+            }
+            Shape::CountTokens => {
+                let body = self.read_answer(&mut up, provider).await?;
+                self.done(up, &peer).await;
+                let tokens = messages_native::parse_count_tokens(&target, &body).map_err(|e| {
+                    ctx.log_detail = Some(format!("unreadable token count: {}", e.0));
+                    GatewayError::UpstreamUnreachable {
+                        provider: provider.to_owned(),
+                        detail: "the provider's answer could not be read",
+                    }
+                })?;
+                let mut h = respond::header(200, "application/json", ctx).map_err(io)?;
+                copy_headers(&resp, &mut h);
+                h.insert_header(crate::unified::TOKEN_COUNT_HEADER, "provider")
+                    .map_err(io)?;
+                let out = format!("{{\"input_tokens\":{tokens}}}");
+                respond::full(session, ctx, h, Bytes::from(out))
+                    .await
+                    .map_err(io)
             }
             Shape::Chat { .. } => {
                 let body = self.read_answer(&mut up, provider).await?;
@@ -652,7 +695,19 @@ impl Forwarder<'_> {
                 .get("x-amzn-errortype")
                 .and_then(|v| v.to_str().ok()),
         };
-        let reply = translate::translate_error(target, status, body, &hints);
+        let mut reply = translate::translate_error(target, status, body, &hints);
+        if ctx.route.front() == FrontDoor::Messages {
+            // A Claude host's own Anthropic error goes to a Messages client as it is; any
+            // other provider's error (already mapped to a status and message) is re-wrapped.
+            reply.body =
+                match messages_native::error(body).filter(|_| speaks_messages(target.dialect)) {
+                    Some(native) => {
+                        reply.status = status;
+                        native
+                    }
+                    None => messages_errors::from_openai(reply.status, &reply.body),
+                };
+        }
         ctx.log_detail = Some(format!("upstream answered HTTP {status}"));
         let mut h = respond::header(reply.status, "application/json", ctx)
             .map_err(|_| GatewayError::Internal)?;
@@ -943,13 +998,18 @@ async fn fail_stream(
     ctx.log_detail = Some(detail);
     ctx.error = Some(error.clone());
     up.shutdown().await;
-    end_with_error(session, &error).await;
+    end_with_error(session, ctx, &error).await;
 }
 
-/// Ends a started SSE response with one OpenAI error event.
-async fn end_with_error(session: &mut Session, e: &GatewayError) {
+/// Ends a started SSE response with one error event in the front door's form (an OpenAI
+/// `data:` event, or a Messages `event: error`).
+async fn end_with_error(session: &mut Session, ctx: &RequestCtx, e: &GatewayError) {
     let mut event = Vec::new();
-    switchyard_filters::sse::write_data_event(&mut event, &e.body());
+    let front = ctx.route.front();
+    if front == FrontDoor::Messages {
+        event.extend_from_slice(b"event: error\n");
+    }
+    switchyard_filters::sse::write_data_event(&mut event, &e.body_for(front));
     let _ = session
         .write_response_body(Some(Bytes::from(event)), true)
         .await;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub provider_errors: IntCounterVec,
     pub translation: HistogramVec,
     pub openai_requests: IntCounterVec,
+    /// Anthropic Messages front door requests (`/v1/messages`, count_tokens) by target provider.
+    pub messages_requests: IntCounterVec,
     pub in_flight: IntGauge,
     pub time_to_first_token: HistogramVec,
     pub provider_up: IntGaugeVec,
@@ -101,6 +103,14 @@ impl Metrics {
             &["target_provider"],
         )
         .expect("valid metric");
+        let messages_requests = IntCounterVec::new(
+            Opts::new(
+                "ai_proxy_messages_requests_total",
+                "Anthropic Messages API requests (/v1/messages, /v1/messages/count_tokens) by target provider.",
+            ),
+            &["target_provider"],
+        )
+        .expect("valid metric");
         let time_to_first_token = HistogramVec::new(
             HistogramOpts::new(
                 "ai_proxy_time_to_first_token_seconds",
@@ -163,6 +173,7 @@ impl Metrics {
             Box::new(provider_errors.clone()),
             Box::new(translation.clone()),
             Box::new(openai_requests.clone()),
+            Box::new(messages_requests.clone()),
             Box::new(in_flight.clone()),
             Box::new(time_to_first_token.clone()),
             Box::new(provider_up.clone()),
@@ -179,6 +190,7 @@ impl Metrics {
             cost,
             provider_errors,
             translation,
+            messages_requests,
             openai_requests,
             in_flight,
             time_to_first_token,

@@ -27,12 +27,22 @@ const SHIPPED: &str = include_str!("../conf/prices.yaml");
 pub struct Price {
     pub input_per_million: f64,
     pub output_per_million: f64,
+    /// Prompt-cache reads (`usage.cached_tokens`); the input price when none is published.
+    pub cache_read_per_million: f64,
+    /// Prompt-cache writes (`usage.cache_write_tokens`); the input price when none is published.
+    pub cache_write_per_million: f64,
 }
 
 impl Price {
-    /// Cost in USD of `usage` at this price.
+    /// Cost in USD of `usage` at this price: cache reads and writes (parts of the prompt)
+    /// at their own prices, the rest of the prompt at the input price.
     pub fn cost(&self, usage: &Usage) -> f64 {
-        (usage.prompt_tokens as f64 * self.input_per_million
+        let cached = usage.cached_tokens.min(usage.prompt_tokens);
+        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let plain = usage.prompt_tokens - cached - written;
+        (plain as f64 * self.input_per_million
+            + cached as f64 * self.cache_read_per_million
+            + written as f64 * self.cache_write_per_million
             + usage.completion_tokens as f64 * self.output_per_million)
             / 1_000_000.0
     }
@@ -58,6 +68,8 @@ impl PriceTable {
             let price = Price {
                 input_per_million: p.input,
                 output_per_million: p.output,
+                cache_read_per_million: p.cache_read.unwrap_or(p.input),
+                cache_write_per_million: p.cache_write.unwrap_or(p.input),
             };
             match model.strip_suffix('*') {
                 Some(prefix) if !prefix.contains('*') => families.push((prefix.to_owned(), price)),
@@ -72,7 +84,12 @@ impl PriceTable {
         }
         families.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         for (model, p) in overrides {
-            if !(p.input.is_finite() && p.output.is_finite() && p.input >= 0.0 && p.output >= 0.0) {
+            let ok = |x: f64| x.is_finite() && x >= 0.0;
+            if !(ok(p.input)
+                && ok(p.output)
+                && p.cache_read.is_none_or(ok)
+                && p.cache_write.is_none_or(ok))
+            {
                 problems.push(Problem::new(
                     format!("pricing.{model}"),
                     "prices must be non-negative numbers",
@@ -142,6 +159,8 @@ mod tests {
             RawPrice {
                 input: 1.0,
                 output: 2.0,
+                cache_read: None,
+                cache_write: None,
             },
         );
         let mut problems = Vec::new();
@@ -154,9 +173,37 @@ mod tests {
     }
 
     #[test]
+    fn cache_reads_and_writes_have_their_own_prices() {
+        let t = PriceTable::with_overrides(&BTreeMap::new(), &mut Vec::new());
+        // claude-3-5-haiku: input 0.80, cache write 1.00, cache read 0.08, output 4.00.
+        let mut u = Usage::new(1_000_000 + 2_000_000 + 3_000_000, 1_000_000);
+        u.cached_tokens = 2_000_000;
+        u.cache_write_tokens = 3_000_000;
+        let cost = t.cost(&["claude-3-5-haiku-20241022"], &u);
+        assert!(
+            (cost - (0.80 + 2.0 * 0.08 + 3.0 * 1.00 + 4.00)).abs() < 1e-9,
+            "{cost}"
+        );
+        // OpenAI: cached input at its discounted price; no cache-write price (input price).
+        let mut u = Usage::new(1_000_000, 0);
+        u.cached_tokens = 1_000_000;
+        assert!((t.cost(&["gpt-4o"], &u) - 1.25).abs() < 1e-9);
+        // Counts the provider got wrong (more cached than prompt) never go negative.
+        let mut u = Usage::new(10, 0);
+        u.cached_tokens = 20;
+        u.cache_write_tokens = 20;
+        assert!(t.cost(&["gpt-4o"], &u) >= 0.0);
+    }
+
+    #[test]
     fn snapshots_and_families_take_their_base_price() {
         let mut overrides = BTreeMap::new();
-        let price = |input| RawPrice { input, output: 0.0 };
+        let price = |input| RawPrice {
+            input,
+            output: 0.0,
+            cache_read: None,
+            cache_write: None,
+        };
         overrides.insert("claude-3-7-sonnet".to_string(), price(3.0));
         overrides.insert("gpt-*".to_string(), price(50.0));
         overrides.insert("gpt-5-*".to_string(), price(7.0));

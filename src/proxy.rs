@@ -443,6 +443,8 @@ fn unified_endpoint(path: &str) -> Option<Endpoint> {
         "/v1/chat/completions" | "/chat/completions" => Some(Endpoint::ChatCompletions),
         "/v1/completions" | "/completions" => Some(Endpoint::Completions),
         "/v1/embeddings" | "/embeddings" => Some(Endpoint::Embeddings),
+        "/v1/messages" => Some(Endpoint::Messages),
+        "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
         _ => None,
     }
 }

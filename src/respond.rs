@@ -7,6 +7,7 @@ use http::Version;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::OrErr;
+use switchyard_filters::front::FrontDoor;
 
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
@@ -24,6 +25,7 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
     ),
 ];
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
@@ -48,6 +50,10 @@ pub fn header(
     map.reserve(16);
     map.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        if ctx.route.front() == FrontDoor::Messages {
+            // Anthropic's SDKs read the request id from `request-id`.
+            map.insert(REQUEST_ID, id.clone());
+        }
         map.insert(X_REQUEST_ID, id);
     }
     for (k, v) in SECURITY_HEADERS {
@@ -155,7 +161,7 @@ pub async fn json(
     full(session, ctx, h, Bytes::from(body)).await
 }
 
-/// Sends an error in the OpenAI envelope.
+/// Sends an error in the envelope of the front door the client called.
 pub async fn error(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -197,7 +203,8 @@ pub async fn error(
         }
     }
     ctx.error = Some(e.clone());
-    full(session, ctx, h, Bytes::from(e.body())).await
+    let body = e.body_for(ctx.route.front());
+    full(session, ctx, h, Bytes::from(body)).await
 }
 
 /// Answers a CORS preflight (`server.cors`, checked before authentication): 204 with the

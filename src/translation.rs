@@ -15,7 +15,10 @@ use crate::providers::{Provider, ProviderKind};
 use crate::route::TargetOptions;
 
 /// The translator for a provider kind, endpoint and model; None when the provider cannot
-/// serve the endpoint.
+/// serve the endpoint (or answers locally: the mock).
+///
+/// On the Messages front door, Claude on Bedrock always goes to InvokeModel (the Messages
+/// body, unchanged but for the model) rather than Converse: nothing the caller sent is lost.
 pub fn dialect(
     kind: ProviderKind,
     endpoint: Endpoint,
@@ -23,12 +26,17 @@ pub fn dialect(
     options: &TargetOptions,
 ) -> Option<Dialect> {
     let embeddings = endpoint == Endpoint::Embeddings;
+    let messages = matches!(endpoint, Endpoint::Messages | Endpoint::CountTokens);
     Some(match kind {
-        ProviderKind::OpenAi | ProviderKind::Mock => return None,
+        ProviderKind::Mock => return None,
+        ProviderKind::OpenAi => Dialect::OpenAi,
         ProviderKind::Azure => Dialect::Azure,
         ProviderKind::Anthropic if !embeddings => Dialect::Anthropic,
         ProviderKind::Bedrock if embeddings => Dialect::BedrockEmbed,
         ProviderKind::Bedrock if options.bedrock_invoke => Dialect::BedrockAnthropic,
+        ProviderKind::Bedrock if messages && model.contains("anthropic.") => {
+            Dialect::BedrockAnthropic
+        }
         ProviderKind::Bedrock => Dialect::BedrockConverse,
         ProviderKind::Vertex if !embeddings && model.starts_with("claude") => {
             Dialect::VertexAnthropic
@@ -53,6 +61,22 @@ pub enum Shape {
     Embeddings {
         format: EncodingFormat,
     },
+    /// A Messages request on a host that speaks Messages (the same-dialect fast path): the
+    /// answer is the host's, with the client's model name.
+    Native {
+        stream: bool,
+    },
+    /// A Messages `count_tokens` request on a host that counts: `{"input_tokens": N}`.
+    CountTokens,
+}
+
+/// Whether `dialect` speaks the Anthropic Messages API itself (Anthropic, Claude on Bedrock
+/// InvokeModel, Claude on Vertex).
+pub fn speaks_messages(dialect: Dialect) -> bool {
+    matches!(
+        dialect,
+        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic
+    )
 }
 
 /// One translated call: the target it was built for and what to do with its answer.
@@ -118,6 +142,7 @@ impl Translation {
                 ..
             } => (front, include_usage),
             Shape::Embeddings { .. } => (FrontDoor::Chat, false),
+            Shape::Native { .. } | Shape::CountTokens => (FrontDoor::Messages, true),
         };
         ResponseCtx {
             client_model,

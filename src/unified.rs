@@ -10,9 +10,15 @@ use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use switchyard_filters::chat::embeddings::EmbeddingsRequest;
+use switchyard_filters::chat::response::render;
+use switchyard_filters::chat::ResponseCtx;
 use switchyard_filters::chat::{request as chat_request, ChatRequest};
+use switchyard_filters::front::messages::errors as messages_errors;
+use switchyard_filters::front::messages::request as messages_request;
+use switchyard_filters::front::FrontDoor;
 use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
-use switchyard_filters::translate::{self, AnswerFormat};
+use switchyard_filters::providers::messages_native;
+use switchyard_filters::translate::{self, Answer, AnswerFormat, Dialect, Target};
 use switchyard_filters::{mock, openai_upstream, Endpoint, InvalidRequest};
 
 use crate::config::Config;
@@ -25,7 +31,7 @@ use crate::proxy::Gateway;
 use crate::respond;
 use crate::route::health::{Admission, ProviderHealth};
 use crate::route::{Candidate, Demand, Plan, Policy};
-use crate::translation::{self, Shape, Translation};
+use crate::translation::{self, speaks_messages, Shape, Translation};
 use percent_encoding::utf8_percent_encode;
 
 /// An attempt's request, ready to send.
@@ -64,9 +70,13 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let raw = self.read_body(session, ctx, config).await?;
         let parsed = parse_request_bytes(endpoint, raw)?;
-        if endpoint != Endpoint::Embeddings {
-            // Every provider (the mock and OpenAI included) refuses out-of-range values alike.
-            chat_request::validate(&parsed)?;
+        // Every provider (the mock and OpenAI included) refuses out-of-range values alike.
+        match endpoint {
+            Endpoint::Embeddings => {}
+            Endpoint::Messages | Endpoint::CountTokens => {
+                messages_request::validate(&parsed, endpoint == Endpoint::CountTokens)?
+            }
+            Endpoint::ChatCompletions | Endpoint::Completions => chat_request::validate(&parsed)?,
         }
         if parsed.summary.stream {
             self.take_stream_slot(config, ctx)?;
@@ -78,7 +88,7 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let max_tokens = match endpoint {
-            Endpoint::Embeddings => Some(0),
+            Endpoint::Embeddings | Endpoint::CountTokens => Some(0),
             _ => ["max_completion_tokens", "max_tokens"]
                 .iter()
                 .find_map(|k| parsed.field(k).and_then(|v| v.parse::<u64>().ok())),
@@ -97,11 +107,16 @@ impl Gateway {
         let plan = self
             .govern_unified(ctx, &parsed.summary.model, plan)
             .await?; // governance (sets ctx.client_model)
-        let needs_typed = plan.candidates.iter().any(|c| {
-            !matches!(
+        let needs_typed = plan.candidates.iter().any(|c| match endpoint {
+            // Messages: every host that does not speak Messages itself (the mock included).
+            Endpoint::Messages | Endpoint::CountTokens => {
+                !translation::dialect(c.provider.kind, endpoint, c.upstream_model, c.options)
+                    .is_some_and(translation::speaks_messages)
+            }
+            _ => !matches!(
                 c.provider.kind,
                 ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::Mock
-            )
+            ),
         });
         let typed = match endpoint {
             _ if !needs_typed => Typed::None,
@@ -111,17 +126,27 @@ impl Gateway {
             _ => Typed::Chat(ChatRequest::from_parsed(&parsed).map(Box::new)),
         };
         if let Some(first) = plan.candidates.first() {
-            self.metrics
-                .openai_requests
+            let front_door = match endpoint {
+                Endpoint::Messages | Endpoint::CountTokens => &self.metrics.messages_requests,
+                _ => &self.metrics.openai_requests,
+            };
+            front_door
                 .with_label_values(&[&first.provider.name])
                 .inc();
         }
+        let beta = session
+            .req_header()
+            .headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let run = Run {
             gw: self,
             config,
             policy: &config.router.policy,
             parsed: &parsed,
             typed: &typed,
+            beta: beta.as_deref(),
             endpoint,
             deadline: Instant::now() + config.router.policy.total_timeout,
         };
@@ -136,6 +161,8 @@ struct Run<'a> {
     policy: &'a Policy,
     parsed: &'a ParsedRequest,
     typed: &'a Typed,
+    /// The client's `anthropic-beta` header (Messages front door).
+    beta: Option<&'a str>,
     endpoint: Endpoint,
     deadline: Instant,
 }
@@ -320,6 +347,12 @@ impl Run<'_> {
                 tried: true,
             }))
         };
+        if self.endpoint == Endpoint::CountTokens && !self.counts_natively(cand) {
+            // No provider count to ask for: the gateway's estimate, marked as such.
+            health.release_probe();
+            self.estimate_tokens(session, ctx).await?;
+            return Ok(Outcome::Answered);
+        }
         let Some(upstream) = cand.provider.upstream.as_ref() else {
             return self.mock(session, ctx, cand, health, may_retry, best).await;
         };
@@ -560,7 +593,23 @@ impl Run<'_> {
         may_retry: bool,
         best: Option<u8>,
     ) -> Result<Outcome, GatewayError> {
-        let reply = mock::respond(self.parsed, cand.upstream_model, unix_now());
+        let messages = self.endpoint == Endpoint::Messages;
+        let (reply, dropped) = if messages {
+            // The mock speaks OpenAI: the Messages request goes in through the OpenAI dialect
+            // and its answer comes back the same way, like any OpenAI-shaped provider's.
+            let req = self.chat_request()?;
+            let up = translate::prepare_chat(&openai_target(cand.upstream_model), req)?;
+            let parsed = parse_request_bytes(Endpoint::ChatCompletions, Bytes::from(up.body))?;
+            (
+                mock::respond(&parsed, cand.upstream_model, unix_now()),
+                joined(&up.dropped),
+            )
+        } else {
+            (
+                mock::respond(self.parsed, cand.upstream_model, unix_now()),
+                None,
+            )
+        };
         if reply.status >= 500 {
             health.record_failure(&self.policy.breaker);
         } else {
@@ -580,15 +629,77 @@ impl Run<'_> {
                 tried: true,
             }));
         }
-        send_mock(session, ctx, reply).await?;
+        if messages {
+            ctx.dropped_params = dropped;
+            send_mock_as_messages(session, ctx, reply, &self.parsed.summary.model).await?;
+        } else {
+            send_mock(session, ctx, reply).await?;
+        }
         Ok(Outcome::Answered)
+    }
+
+    /// The client's request in neutral form (parsed when the plan was made).
+    fn chat_request(&self) -> Result<&ChatRequest, GatewayError> {
+        match self.typed {
+            Typed::Chat(Ok(req)) => Ok(req),
+            Typed::Chat(Err(e)) => Err(e.clone().into()),
+            _ => Err(GatewayError::Internal),
+        }
+    }
+
+    /// Whether a count_tokens request can be counted by this candidate's host.
+    fn counts_natively(&self, cand: &Candidate<'_>) -> bool {
+        cand.provider.upstream.is_some()
+            && translation::dialect(
+                cand.provider.kind,
+                self.endpoint,
+                cand.upstream_model,
+                cand.options,
+            )
+            .is_some_and(translation::speaks_messages)
+    }
+
+    /// Answers count_tokens with the gateway's estimate: about four bytes of text per token
+    /// (system, messages, tool definitions), marked `x-switchyard-token-count: estimated`.
+    async fn estimate_tokens(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let req = self.chat_request()?;
+        let mut bytes = 0usize;
+        for m in &req.messages {
+            bytes += m.text().len();
+            for c in &m.tool_calls {
+                bytes += c.name.len() + c.arguments.len();
+            }
+        }
+        for t in &req.tools {
+            bytes += t.name.len()
+                + t.description.as_ref().map_or(0, String::len)
+                + t.parameters.to_string().len();
+        }
+        let tokens = bytes.div_ceil(4).max(1);
+        let body = format!("{{\"input_tokens\":{tokens}}}");
+        let io = |_| GatewayError::Internal;
+        let mut h = respond::header(200, "application/json", ctx).map_err(io)?;
+        h.insert_header(TOKEN_COUNT_HEADER, "estimated")
+            .map_err(io)?;
+        respond::full(session, ctx, h, Bytes::from(body))
+            .await
+            .map_err(io)
     }
 
     fn prepare(&self, cand: &Candidate<'_>, upstream: &Upstream) -> Result<Prepared, GatewayError> {
         let started = Instant::now();
         let kind = cand.provider.kind;
+        let openai_front = matches!(
+            self.endpoint,
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings
+        );
         let prepared = match kind {
-            ProviderKind::OpenAi => {
+            // Same dialect on both sides: the caller's body with the model replaced.
+            ProviderKind::OpenAi if openai_front => {
                 let body = openai_upstream::prepare_request(self.parsed, cand.upstream_model);
                 let path = upstream
                     .endpoint
@@ -600,7 +711,7 @@ impl Run<'_> {
                     dropped: None,
                 }
             }
-            ProviderKind::Azure => {
+            ProviderKind::Azure if openai_front => {
                 let api_version = cand
                     .options
                     .api_version
@@ -626,7 +737,10 @@ impl Run<'_> {
         self.gw
             .metrics
             .translation
-            .with_label_values(&["openai", kind.as_str()])
+            .with_label_values(&[
+                if openai_front { "openai" } else { "messages" },
+                kind.as_str(),
+            ])
             .observe(started.elapsed().as_secs_f64());
         Ok(prepared)
     }
@@ -653,6 +767,11 @@ impl Run<'_> {
             ),
             param: Some("model".into()),
         })?;
+        if speaks_messages(dialect) && self.endpoint == Endpoint::Messages
+            || self.endpoint == Endpoint::CountTokens
+        {
+            return self.prepare_native(dialect, cand, upstream);
+        }
         match self.typed {
             Typed::Chat(typed) => {
                 let req = typed.as_ref().map_err(|e| GatewayError::from(e.clone()))?;
@@ -703,6 +822,46 @@ impl Run<'_> {
             }
             Typed::None => Err(GatewayError::Internal),
         }
+    }
+
+    /// A Messages request for a host that speaks Messages: the caller's body with only the
+    /// model (and what the host needs: `anthropic_version`, the path) changed.
+    fn prepare_native(
+        &self,
+        dialect: Dialect,
+        cand: &Candidate<'_>,
+        upstream: &Upstream,
+    ) -> Result<Prepared, GatewayError> {
+        let count = self.endpoint == Endpoint::CountTokens;
+        let stream = self.parsed.summary.stream;
+        let shape = if count {
+            Shape::CountTokens
+        } else {
+            Shape::Native { stream }
+        };
+        let mut t = Translation::new(
+            dialect,
+            cand.provider,
+            cand.upstream_model,
+            cand.options,
+            shape,
+        );
+        let raw = self.parsed.raw();
+        let up = if count {
+            messages_native::prepare_count_tokens(&t.target(), raw, self.beta)?
+        } else {
+            messages_native::prepare(&t.target(), raw, stream, self.beta)?
+        };
+        t.answer = up.answer;
+        let path = upstream.endpoint.path(&up.path);
+        let request =
+            self.json_request_for(&path, upstream, up.body.len(), &up.headers, up.answer)?;
+        Ok(Prepared {
+            request,
+            body: Bytes::from(up.body),
+            how: How::Translated(Box::new(t)),
+            dropped: joined(&up.dropped),
+        })
     }
 
     fn json_request(
@@ -860,6 +1019,88 @@ async fn send_mock(
         }
     }
     Ok(())
+}
+
+/// Marks a count_tokens answer as the provider's count or the gateway's estimate.
+pub(crate) const TOKEN_COUNT_HEADER: &str = "x-switchyard-token-count";
+
+/// The OpenAI dialect aimed at `model` (the mock's way in and out for Messages requests).
+fn openai_target(model: &str) -> Target<'_> {
+    Target {
+        dialect: Dialect::OpenAi,
+        upstream_model: model,
+        project: None,
+        location: None,
+        api_version: None,
+    }
+}
+
+/// Sends a mock reply to a Messages client: the mock's OpenAI answer, stream or error read
+/// by the OpenAI dialect and written as Messages.
+async fn send_mock_as_messages(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    reply: mock::MockReply,
+    client_model: &str,
+) -> Result<(), GatewayError> {
+    let io = |_| GatewayError::Internal;
+    let target = openai_target(client_model);
+    let request_id = ctx.request_id.clone();
+    let rctx = ResponseCtx {
+        client_model,
+        created: unix_now(),
+        fallback_id: &request_id,
+        front: FrontDoor::Messages,
+        include_usage: true,
+    };
+    if reply.status >= 400 {
+        let body = messages_errors::from_openai(reply.status, &reply.body.into_bytes());
+        let h = respond::header(reply.status, "application/json", ctx).map_err(io)?;
+        return respond::full(session, ctx, h, Bytes::from(body))
+            .await
+            .map_err(io);
+    }
+    match reply.body {
+        mock::MockBody::Full(body) => {
+            let answer = Answer {
+                body: &body,
+                input_tokens_header: None,
+            };
+            let completion =
+                translate::parse_chat(&target, &answer).map_err(|_| GatewayError::Internal)?;
+            ctx.usage = completion.usage;
+            let out = render(&completion, &rctx);
+            let h = respond::header(200, "application/json", ctx).map_err(io)?;
+            respond::full(session, ctx, h, Bytes::from(out))
+                .await
+                .map_err(io)
+        }
+        mock::MockBody::Stream(events) => {
+            let mut translator = translate::chat_stream(&target, &rctx);
+            let h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
+            respond::start_stream(session, ctx, h).await.map_err(io)?;
+            ctx.mark_first_byte();
+            let mut out = Vec::new();
+            for (i, event) in events.enumerate() {
+                out.clear();
+                translator.feed(event.as_ref(), &mut out);
+                if !out.is_empty() {
+                    respond::body(session, ctx, Bytes::copy_from_slice(&out), false)
+                        .await
+                        .map_err(io)?;
+                }
+                if i % 64 == 63 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            out.clear();
+            translator.finish(&mut out);
+            ctx.usage = translator.usage();
+            respond::body(session, ctx, Bytes::from(out), true)
+                .await
+                .map_err(io)
+        }
+    }
 }
 
 /// Longest `x-switchyard-dropped-params` value: the names include any unknown field the

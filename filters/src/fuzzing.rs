@@ -12,6 +12,10 @@
 //!   [`StreamTranslator::feed`]); it is UTF-8 SSE whose events are each one `data:` line with
 //!   a JSON object or `[DONE]`; it ends with exactly one terminal event — `[DONE]` when
 //!   [`StreamEnd::Complete`], an error object otherwise — and nothing follows it;
+//! - [`messages_stream`]: a `/v1/messages` relay's output is independent of the split; it is
+//!   Anthropic SSE ending in exactly one `message_stop` (complete) or `error` event;
+//! - [`messages`]: the `/v1/messages` splices change a JSON object's meaning only as
+//!   documented (model replaced or removed, version added) and never panic;
 //! - [`openai_stream`]: the OpenAI/Azure stream filter is split-independent, and forwards the
 //!   input byte for byte when it is the identity;
 //! - [`answers`]: answer parsers and error mapping never panic, what they accept renders as
@@ -34,6 +38,7 @@ use crate::chat::{response, ChatRequest, ResponseCtx};
 use crate::eventstream::{self, Decoder, HeaderValue};
 use crate::openai::{parse_request, Endpoint};
 use crate::openai_upstream::StreamFilter;
+use crate::providers::messages_native;
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{self, Answer, Dialect, ErrorHints, StreamEnd, Target};
 use crate::usage::UsageMeter;
@@ -309,6 +314,177 @@ pub fn check_client_stream(out: &[u8], end: &StreamEnd) {
     }
 }
 
+/// One `/v1/messages` stream relay ([`messages_native::stream`]) for `dialect` (Anthropic,
+/// Bedrock or Vertex). Flags: bit 7 repair event stream checksums (Bedrock).
+pub fn messages_stream(dialect: Dialect, data: &[u8]) {
+    let (flags, pieces, stream) = split_input(data);
+    let mut repaired = Vec::new();
+    let (pieces, stream) = match repair_checksums(flags, &pieces, stream, &mut repaired) {
+        Some(repaired) => repaired,
+        None => (pieces, stream),
+    };
+    let t = target(dialect);
+    let run = |pieces: &[&[u8]]| {
+        let mut tr = messages_native::stream(&t, "client-model");
+        let mut out = Vec::new();
+        for p in pieces {
+            tr.feed(p, &mut out);
+        }
+        let end = tr.finish(&mut out);
+        assert!(tr.ended(), "a finished relay has ended");
+        (out, end, tr.usage())
+    };
+    let (out, end, usage) = run(&pieces);
+    assert_eq!(
+        run(&[stream]),
+        (out.clone(), end.clone(), usage),
+        "split changes the client stream"
+    );
+    check_messages_stream(&out, &end);
+}
+
+/// The client stream is Anthropic SSE (`event: <name>\ndata: <one line>\n\n` each) ending in
+/// exactly one terminal event: `message_stop` when [`StreamEnd::Complete`], else an `error`
+/// event whose data is JSON with an `error` object. Relayed events' data is the host's and is
+/// not checked to be JSON; a relayed `message_start` names the client's model.
+pub fn check_messages_stream(out: &[u8], end: &StreamEnd) {
+    assert!(out.ends_with(b"\n\n"), "the stream ends with a whole event");
+    let mut rest = out;
+    let mut terminal = None;
+    while !rest.is_empty() {
+        assert!(terminal.is_none(), "nothing follows the terminal event");
+        let ev = rest.strip_prefix(b"event: ").unwrap_or_else(|| {
+            panic!(
+                "an event starts with its name: {:?}",
+                String::from_utf8_lossy(rest)
+            )
+        });
+        let nl = memchr::memchr(b'\n', ev).expect("the name line ends");
+        let name = &ev[..nl];
+        let ev = ev[nl + 1..]
+            .strip_prefix(b"data: ")
+            .expect("the name is followed by one data line");
+        let nl = memchr::memchr(b'\n', ev).expect("the data line ends");
+        let data = &ev[..nl];
+        assert_eq!(ev.get(nl + 1), Some(&b'\n'), "a blank line ends the event");
+        assert!(
+            !name.contains(&b'\r') && !data.contains(&b'\r'),
+            "no CR in an event"
+        );
+        rest = &ev[nl + 2..];
+        match name {
+            b"message_stop" => terminal = Some(true),
+            b"error" => {
+                let v: Value = serde_json::from_slice(data).expect("an error event is JSON");
+                assert!(
+                    v["error"].is_object(),
+                    "an error event has an error object: {v}"
+                );
+                terminal = Some(false);
+            }
+            b"message_start" => {
+                let text = String::from_utf8_lossy(data);
+                assert!(
+                    text.contains("\"client-model\""),
+                    "message_start names the client's model: {text}"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        terminal,
+        Some(*end == StreamEnd::Complete),
+        "message_stop ends a complete stream, an error event any other"
+    );
+}
+
+/// The `/v1/messages` request and answer splices ([`messages_native`]): byte 0 selects the
+/// host (Anthropic, Bedrock, Vertex) and whether the rest is a request or an answer. For a
+/// body that is a JSON object, the spliced body means exactly what the edits say: the same
+/// object with `model` replaced (Anthropic; Vertex count_tokens) or removed (Bedrock with
+/// `stream`, Vertex), `anthropic_version` added unless present; an answer gets the client's
+/// model. Nothing panics on any input.
+pub fn messages(data: &[u8]) {
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let dialect = [
+        Dialect::Anthropic,
+        Dialect::BedrockAnthropic,
+        Dialect::VertexAnthropic,
+    ][sel as usize % 3];
+    let t = target(dialect);
+    let original = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        });
+    let _ = messages_native::error(body);
+    let _ = messages_native::parse_count_tokens(&t, body);
+    if sel & 0x80 != 0 {
+        let answer = messages_native::answer(body, "client-model");
+        if let Some(mut want) = original {
+            let (out, _) = answer.expect("a JSON object is an answer");
+            let got: Value = serde_json::from_slice(&out).expect("the answer stays JSON");
+            want.insert("model".into(), Value::from("client-model"));
+            assert_eq!(got, Value::Object(want), "only the model changes");
+        }
+        return;
+    }
+    let count = sel & 0x40 != 0;
+    let up = if count {
+        messages_native::prepare_count_tokens(&t, body, Some("b1,b2"))
+    } else {
+        messages_native::prepare(&t, body, sel & 0x20 != 0, None)
+    };
+    let Some(mut want) = original else {
+        return;
+    };
+    let up = up.expect("a JSON object prepares for a Messages host");
+    assert!(up.dropped.is_empty());
+    let mut got: Value = serde_json::from_slice(&up.body).expect("the host body is JSON");
+    if count && dialect == Dialect::BedrockAnthropic {
+        use base64::Engine as _;
+        let b64 = got["input"]["invokeModel"]["body"]
+            .as_str()
+            .expect("CountTokens wraps the InvokeModel body");
+        let inner = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("as base64");
+        got = serde_json::from_slice(&inner).expect("of a JSON body");
+        want.entry("max_tokens").or_insert(Value::from(1));
+        want.entry("anthropic_beta")
+            .or_insert(serde_json::json!(["b1", "b2"]));
+    }
+    match dialect {
+        Dialect::Anthropic => {
+            if want.contains_key("model") {
+                want.insert("model".into(), Value::from(t.upstream_model));
+            }
+        }
+        Dialect::BedrockAnthropic => {
+            want.remove("model");
+            want.remove("stream");
+            want.entry("anthropic_version")
+                .or_insert(Value::from("bedrock-2023-05-31"));
+        }
+        _ => {
+            if count {
+                if want.contains_key("model") {
+                    want.insert("model".into(), Value::from(t.upstream_model));
+                }
+            } else {
+                want.remove("model");
+            }
+            want.entry("anthropic_version")
+                .or_insert(Value::from("vertex-2023-10-16"));
+        }
+    }
+    assert_eq!(got, Value::Object(want), "only the documented edits");
+}
+
 /// The OpenAI/Azure stream filter ([`StreamFilter`]). Flags: bit 0 client wants usage, bit 1
 /// Azure, bit 2 the upstream model differs from the client's.
 pub fn openai_stream(data: &[u8]) {
@@ -485,6 +661,11 @@ pub fn by_name(name: &str) -> Option<fn(&[u8])> {
         "stream_watsonx" => |d| stream(Dialect::Watsonx, d),
         "stream_oci_generic" => |d| stream(Dialect::OciGeneric, d),
         "stream_oci_cohere" => |d| stream(Dialect::OciCohere, d),
+        "stream_openai_chat" => |d| stream(Dialect::OpenAi, d),
+        "messages_stream_anthropic" => |d| messages_stream(Dialect::Anthropic, d),
+        "messages_stream_bedrock" => |d| messages_stream(Dialect::BedrockAnthropic, d),
+        "messages_stream_vertex" => |d| messages_stream(Dialect::VertexAnthropic, d),
+        "messages" => messages,
         "answers" => answers,
         "request" => request,
         _ => return None,

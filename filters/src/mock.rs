@@ -63,7 +63,7 @@ pub enum MockBody {
     /// One JSON document.
     Full(Vec<u8>),
     /// SSE events, rendered one at a time.
-    Stream(MockStream),
+    Stream(Box<MockStream>),
 }
 
 impl MockBody {
@@ -425,7 +425,7 @@ fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
         status: 200,
         retry_after: None,
         content_type: "text/event-stream",
-        body: MockBody::Stream(MockStream {
+        body: MockBody::Stream(Box::new(MockStream {
             chat,
             id,
             created,
@@ -442,7 +442,7 @@ fn text_reply(req: &ParsedRequest, created: u64) -> MockReply {
             finish,
             usage,
             next: Step::Role,
-        }),
+        })),
         usage: Some(usage),
     }
 }

@@ -17,7 +17,10 @@ use crate::providers;
 /// A provider API the gateway can translate the OpenAI dialect into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
-    /// OpenAI itself (handled by [`crate::openai_upstream`]: the body is forwarded as is).
+    /// OpenAI itself. When the client also speaks OpenAI the gateway chooses the fast path
+    /// ([`crate::openai_upstream`]: the body is forwarded nearly as is); from any other front
+    /// door the request goes through the translator ([`providers::openai`]) like every other
+    /// provider.
     OpenAi,
     /// Azure OpenAI: OpenAI bodies, deployment in the path, `api-version` query.
     Azure,
@@ -215,9 +218,8 @@ fn prepare_chat_for(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         Dialect::VertexGemini => providers::gemini::prepare_chat(t, req),
         Dialect::Watsonx => providers::watsonx::prepare_chat(t, req),
         Dialect::OciGeneric | Dialect::OciCohere => providers::oci::prepare_chat(t, req),
-        Dialect::OpenAi | Dialect::Azure | Dialect::BedrockEmbed => {
-            Err(not_for(t.dialect, "chat translation"))
-        }
+        Dialect::OpenAi | Dialect::Azure => providers::openai::prepare_chat(t, req),
+        Dialect::BedrockEmbed => Err(not_for(t.dialect, "chat translation")),
     }
 }
 
@@ -231,7 +233,8 @@ pub fn parse_chat(t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, Bad
         Dialect::VertexGemini => providers::gemini::parse_chat(answer.body),
         Dialect::Watsonx => providers::watsonx::parse_chat(answer.body),
         Dialect::OciGeneric | Dialect::OciCohere => providers::oci::parse_chat(t, answer.body),
-        Dialect::OpenAi | Dialect::Azure | Dialect::BedrockEmbed => Err(BadAnswer(format!(
+        Dialect::OpenAi | Dialect::Azure => providers::openai::parse_chat(answer.body),
+        Dialect::BedrockEmbed => Err(BadAnswer(format!(
             "{} answers are not translated",
             t.dialect.as_str()
         ))),
@@ -247,10 +250,9 @@ pub fn chat_stream(t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTrans
         Dialect::VertexGemini => providers::gemini::stream(ctx),
         Dialect::Watsonx => providers::watsonx::stream(ctx),
         Dialect::OciGeneric | Dialect::OciCohere => providers::oci::stream(t, ctx),
-        // Not reached: the gateway streams OpenAI-shaped answers with openai_upstream.
-        Dialect::OpenAi | Dialect::Azure | Dialect::BedrockEmbed => {
-            providers::anthropic::sse_stream(ctx)
-        }
+        Dialect::OpenAi | Dialect::Azure => providers::openai::stream(ctx),
+        // Not reached: embedding models have no chat stream.
+        Dialect::BedrockEmbed => providers::anthropic::sse_stream(ctx),
     }
 }
 

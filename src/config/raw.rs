@@ -650,6 +650,12 @@ pub struct RawPrice {
     pub input: f64,
     /// USD per 1M output tokens.
     pub output: f64,
+    /// USD per 1M input tokens read from the provider's prompt cache (default: `input`).
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    /// USD per 1M input tokens written to the provider's prompt cache (default: `input`).
+    #[serde(default)]
+    pub cache_write: Option<f64>,
 }
 
 fn optional_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -76,9 +76,9 @@ use crate::translate::{
 
 /// Used when the client sets no limit (Anthropic requires `max_tokens`).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
-const ANTHROPIC_VERSION: &str = "2023-06-01";
-const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
-const VERTEX_VERSION: &str = "vertex-2023-10-16";
+pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
+pub(crate) const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
+pub(crate) const VERTEX_VERSION: &str = "vertex-2023-10-16";
 /// Image types the Messages API accepts in a `base64` source.
 const IMAGE_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
 
@@ -194,7 +194,7 @@ fn bad(message: impl Into<String>, param: &str) -> InvalidRequest {
 }
 
 /// Percent-encodes one URI path segment the way the AWS SDKs do (RFC 3986 unreserved kept).
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for &b in s.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -569,14 +569,14 @@ fn arguments(args: &str, i: usize, j: usize) -> Result<Value, InvalidRequest> {
 // ---------------------------------------------------------------------------------------------
 
 /// `Option<Cow<str>>` that borrows from the input when it can (serde's `Option<Cow>` never does).
-fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+pub(crate) fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     #[derive(Deserialize)]
     struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
     Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
-struct UsageIn {
+pub(crate) struct UsageIn {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -590,15 +590,15 @@ struct UsageIn {
 /// Token counts as Anthropic reports them (the latest value of each wins: stream counts are
 /// cumulative).
 #[derive(Debug, Default, Clone, Copy)]
-struct Tokens {
-    input: Option<u64>,
-    output: Option<u64>,
+pub(crate) struct Tokens {
+    pub(crate) input: Option<u64>,
+    pub(crate) output: Option<u64>,
     cache_read: u64,
     cache_write: u64,
 }
 
 impl Tokens {
-    fn absorb(&mut self, u: &UsageIn) {
+    pub(crate) fn absorb(&mut self, u: &UsageIn) {
         if u.input_tokens.is_some() {
             self.input = u.input_tokens;
         }
@@ -613,7 +613,7 @@ impl Tokens {
         }
     }
 
-    fn usage(&self) -> Option<Usage> {
+    pub(crate) fn usage(&self) -> Option<Usage> {
         if self.input.is_none() && self.output.is_none() {
             return None;
         }
@@ -1297,7 +1297,7 @@ fn status_for_type(kind: &str) -> u16 {
 }
 
 /// The status of a Bedrock stream exception (`:exception-type`, lowerCamel; PROTOCOLS §3.6).
-fn bedrock_exception_status(kind: &str) -> u16 {
+pub(crate) fn bedrock_exception_status(kind: &str) -> u16 {
     let k = kind.to_ascii_lowercase();
     match k.trim_end_matches("exception") {
         "throttling" | "modelnotready" | "servicequotaexceeded" => 429,

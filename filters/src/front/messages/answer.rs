@@ -1,6 +1,7 @@
 //! A neutral answer ([`Completion`]) as the Anthropic `message` object the Messages API
 //! returns, and the usage and stop-reason vocabulary Messages answers and events share.
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::chat::{Completion, FinishReason, ResponseCtx};
@@ -18,17 +19,26 @@ pub fn stop_reason(f: Option<FinishReason>) -> &'static str {
 
 /// Messages `usage`: `input_tokens` excludes cache reads and writes, which are counted apart
 /// (the neutral `prompt_tokens` includes both).
-pub fn usage_json(u: Option<Usage>) -> Value {
+pub fn usage_json(u: Option<Usage>) -> UsageOut {
     let u = u.unwrap_or_default();
-    json!({
-        "input_tokens": u
+    UsageOut {
+        input_tokens: u
             .prompt_tokens
             .saturating_sub(u.cached_tokens)
             .saturating_sub(u.cache_write_tokens),
-        "cache_creation_input_tokens": u.cache_write_tokens,
-        "cache_read_input_tokens": u.cached_tokens,
-        "output_tokens": u.completion_tokens,
-    })
+        cache_creation_input_tokens: u.cache_write_tokens,
+        cache_read_input_tokens: u.cached_tokens,
+        output_tokens: u.completion_tokens,
+    }
+}
+
+/// Messages `usage`, in Anthropic's field order.
+#[derive(Debug, Serialize)]
+pub struct UsageOut {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    output_tokens: u64,
 }
 
 /// A tool call's JSON arguments as the `input` object (`{}` when the provider sent nothing or
@@ -60,17 +70,30 @@ pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
             "input": tool_input(&call.arguments),
         }));
     }
-    let body = json!({
-        "id": ctx.response_id(c.id.as_deref()),
-        "type": "message",
-        "role": "assistant",
-        "model": ctx.client_model,
-        "content": content,
-        "stop_reason": stop_reason(choice.finish_reason),
-        "stop_sequence": Value::Null,
-        "usage": usage_json(c.usage),
-    });
-    serde_json::to_vec(&body).expect("a JSON value serializes")
+    // A struct, not `json!`, so that the fields come in Anthropic's order.
+    #[derive(Serialize)]
+    struct MessageOut<'a> {
+        id: String,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        role: &'static str,
+        model: &'a str,
+        content: Vec<Value>,
+        stop_reason: &'static str,
+        stop_sequence: Option<&'a str>,
+        usage: UsageOut,
+    }
+    let body = MessageOut {
+        id: ctx.response_id(c.id.as_deref()),
+        kind: "message",
+        role: "assistant",
+        model: ctx.client_model,
+        content,
+        stop_reason: stop_reason(choice.finish_reason),
+        stop_sequence: None,
+        usage: usage_json(c.usage),
+    };
+    serde_json::to_vec(&body).expect("a message serializes")
 }
 
 #[cfg(test)]

@@ -23,11 +23,13 @@ pub fn error_type(status: u16) -> &'static str {
 
 /// The envelope for `status` with `message`.
 pub fn error_body(status: u16, message: &str) -> Vec<u8> {
-    let body = serde_json::json!({
-        "type": "error",
-        "error": {"type": error_type(status), "message": message},
-    });
-    serde_json::to_vec(&body).expect("a JSON value serializes")
+    let mut out = Vec::with_capacity(64 + message.len());
+    out.extend_from_slice(b"{\"type\":\"error\",\"error\":{\"type\":\"");
+    out.extend_from_slice(error_type(status).as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    serde_json::to_writer(&mut out, message).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b"}}");
+    out
 }
 
 /// An OpenAI error envelope (`{"error":{"message":…}}`) re-wrapped in Anthropic's, keeping the
