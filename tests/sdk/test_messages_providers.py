@@ -501,3 +501,14 @@ def test_coding_agent_request_reaches_claude_hosts_intact(client, native, row):
     host_only = {"model", "stream", "anthropic_version"}
     assert {k: v for k, v in got.items() if k not in host_only} == {k: v for k, v in sent.items() if k not in host_only}
     assert got.get("stream", True) is True  # Anthropic and Vertex: in the body; Bedrock: by the operation
+
+
+def test_streamed_fallback_from_overloaded_anthropic_to_bedrock(client, native):
+    before = len(native.records)
+    with client.messages.stream(model="conf-fallback", max_tokens=256, messages=[user("Hello there")]) as s:
+        final = s.get_final_message()
+        provider = s.response.headers["x-switchyard-provider"]
+    assert final.content[0].text == "Echo: Hello there" and final.model == "conf-fallback"
+    assert provider == "bedrock"
+    tried = [(p, req.path) for p, req, _ in native.records[before:]]
+    assert tried[0][0] == "anthropic" and tried[-1][1].endswith("/invoke-with-response-stream"), tried
