@@ -3,12 +3,15 @@
 (InvokeModel / InvokeModelWithResponseStream).
 
 Handlers, each `(NativeRequest) -> NativeResponse`:
-* `handle_messages`        POST /v1/messages — needs `x-api-key` and `anthropic-version` headers;
-                           `model` in the body; `stream: true` answers SSE.
+* `handle_messages`        POST /v1/messages — needs `x-api-key` (or a bearer key) and `anthropic-version`;
+                           `model` in the body; `stream: true` answers SSE. Also
+                           POST /v1/messages/count_tokens -> `{"input_tokens": N}` (no max_tokens).
 * `handle_vertex`          POST /v1/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:rawPredict
                            or :streamRawPredict — body without `model`, with
                            `anthropic_version: vertex-2023-10-16`; the stream variant needs
-                           `stream: true` in the body, rawPredict must not have it.
+                           `stream: true` in the body, rawPredict must not have it. Token counts:
+                           …/publishers/anthropic/models/count-tokens:rawPredict, `model` in the
+                           body -> `{"input_tokens": N}`.
 * `handle_bedrock_invoke`  POST /model/{id}/invoke or /model/{id}/invoke-with-response-stream —
                            `req.path` is the raw path: the model id must be one percent-encoded
                            segment (`:` as %3A, `/` as %2F, as the AWS SDKs send it; real Bedrock
@@ -16,6 +19,9 @@ Handlers, each `(NativeRequest) -> NativeResponse`:
                            body without `model` and `stream`, with
                            `anthropic_version: bedrock-2023-05-31`; the stream is AWS eventstream
                            `chunk` frames, each holding one Anthropic event JSON in base64.
+* `handle_bedrock_count_tokens` POST /model/{id}/count-tokens with
+                           `{"input":{"invokeModel":{"body":"<base64 InvokeModel body>"}}}` ->
+                           `{"inputTokens": N}`. Every count is `decide()`'s prompt_tokens.
 
 Validation follows the documented Messages request strictly (400 with the platform's error body
 when broken): `max_tokens` required (integer ≥ 1); only documented top-level fields (the API answers
@@ -28,6 +34,19 @@ a final assistant message (prefill) must not end with whitespace; `system` only 
 text blocks); temperature/top_p in [0, 1]; `tools` with names and object `input_schema`s;
 `tool_choice` auto/any/none/tool (named tool must exist; needs tools).
 
+Extended thinking (`thinking: {type: enabled, budget_tokens ≥ 1024 and < max_tokens}` or
+`adaptive`): the answer starts with a `thinking` block (a text derived from the conversation and
+`signature` = base64 HMAC-SHA256 of that text under a mock key), streamed as `thinking_delta`s
+then one `signature_delta`. Thinking blocks sent back in assistant turns must be exactly
+{type, thinking, signature} with the signature of their text (else 400 "Invalid `signature` in
+`thinking` block", as Anthropic rejects tampered blocks); with thinking on, the assistant turn a
+final tool_result answers must start with a thinking block; temperature ≠ 1, top_k and a forced
+tool_choice are refused with thinking. `cache_control` is checked ({type: ephemeral, ttl?: 5m|1h})
+on system/message blocks, tool_result content and tools (never on thinking blocks), at most 4
+breakpoints per request. Stop sequences cut the text (common.py) and answer
+`stop_reason: stop_sequence` with `stop_sequence` set. A model id containing `overloaded` answers
+529 `overloaded_error` (Anthropic and Vertex).
+
 Error bodies: Anthropic and the Claude layer on Vertex `{"type":"error","error":{"type","message"}}`;
 Vertex's front end (401/403/404/429) the Google shape `{"error":{"code","message","status"}}`;
 Bedrock `{"message"}` with `x-amzn-errortype: <Exception>:http://internal.amazon.com/coral/...`.
@@ -38,6 +57,8 @@ A 429 carries `retry-after: 3`. Mid-stream failures (`decision.explode`): Anthro
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import re
 import urllib.parse
@@ -55,6 +76,7 @@ try:  # imported as a package module or with tests/sdk/native on sys.path
         decide,
         fail_status,
         json_response,
+        stop_list,
     )
 except ImportError:  # pragma: no cover - flat import
     import eventstream  # type: ignore[no-redef]
@@ -68,6 +90,7 @@ except ImportError:  # pragma: no cover - flat import
         decide,
         fail_status,
         json_response,
+        stop_list,
     )
 
 BEDROCK_VERSION = "bedrock-2023-05-31"
@@ -84,13 +107,24 @@ BEDROCK_RE = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream)$"
 # permitted").
 COMMON_FIELDS = {
     "messages", "max_tokens", "system", "metadata", "stop_sequences", "temperature", "top_p",
-    "top_k", "tools", "tool_choice", "thinking", "service_tier",
+    "top_k", "tools", "tool_choice", "thinking", "service_tier", "cache_control", "container",
+    "inference_geo", "output_config", "speed",
 }
 FIELDS = {
     "anthropic": COMMON_FIELDS | {"model", "stream"},
     "vertex": COMMON_FIELDS | {"anthropic_version", "stream"},
     "bedrock": COMMON_FIELDS | {"anthropic_version", "anthropic_beta"},
 }
+# POST /v1/messages/count_tokens takes the conversation, not the sampling fields (no max_tokens);
+# Vertex's count-tokens:rawPredict names the model in the body.
+COUNT_FIELDS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "cache_control",
+                "output_config", "speed"}
+FIELDS["anthropic-count"] = COUNT_FIELDS
+FIELDS["vertex-count"] = COUNT_FIELDS | {"anthropic_version"}
+# Extended thinking: the mock signs each thinking text with this key (a stand-in for Anthropic's
+# opaque, verified signatures); a thinking block sent back must carry its text's signature.
+THINKING_KEY = b"switchyard-native-mock-thinking"
+MAX_CACHE_BREAKPOINTS = 4  # "A maximum of 4 blocks with cache_control may be provided."
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
     403: "permission_error", 404: "not_found_error", 413: "request_too_large",
@@ -118,12 +152,46 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _text_of(blocks: list, where: str) -> str:
+def thinking_signature(text: str) -> str:
+    """The signature this mock issues for (and expects back with) a thinking text."""
+    return base64.b64encode(hmac.new(THINKING_KEY, text.encode(), hashlib.sha256).digest()).decode()
+
+
+def _thinking_text(conv: Conversation) -> str:
+    user = next((t.text for t in reversed(conv.turns) if t.role == "user" and t.text), "")
+    last = conv.turns[-1] if conv.turns else None
+    if last is not None and last.tool_results:
+        return f"The tools answered {len(last.tool_results)} time(s); I report their results."
+    return f"The user wrote: {user}. I answer as the echo model does."
+
+
+class _Breakpoints:
+    """Counts `cache_control` breakpoints in one request and checks each one's shape."""
+
+    def __init__(self):
+        self.n = 0
+
+    def check(self, b: dict, where: str) -> None:
+        if "cache_control" not in b:
+            return
+        cc = b["cache_control"]
+        if not isinstance(cc, dict) or cc.get("type") != "ephemeral" or set(cc) - {"type", "ttl"}:
+            raise BadRequest(f"{where}.cache_control: Input should be {{type: 'ephemeral', ttl?}}")
+        if "ttl" in cc and cc["ttl"] not in ("5m", "1h"):
+            raise BadRequest(f"{where}.cache_control.ttl: Input should be '5m' or '1h'")
+        self.n += 1
+        if self.n > MAX_CACHE_BREAKPOINTS:
+            raise BadRequest(f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {self.n}.")
+
+
+def _text_of(blocks: list, where: str, bp: _Breakpoints | None = None) -> str:
     out = []
     for k, b in enumerate(blocks):
         if not isinstance(b, dict) or b.get("type") != "text":
             raise BadRequest(f"{where}.{k}: expected a text block")
         _check_text(b, f"{where}.{k}")
+        if bp is not None:
+            bp.check(b, f"{where}.{k}")
         out.append(b["text"])
     return " ".join(out)
 
@@ -161,9 +229,12 @@ def _check_image(b: dict, where: str, platform: str) -> None:
         raise BadRequest(f"{where}.source.type: Input tag '{kind}' is not supported here")
 
 
-def _parse(body, platform: str) -> tuple[Conversation, bool]:
-    """Validates a Messages body for `platform` ("anthropic" | "vertex" | "bedrock") and returns the
-    conversation and whether the body asks for a stream. Raises BadRequest."""
+def _parse(body, platform: str) -> tuple[Conversation, bool, bool]:
+    """Validates a Messages body for `platform` ("anthropic" | "vertex" | "bedrock", or
+    "anthropic-count" | "vertex-count" for a token count) and returns the conversation, whether
+    the body asks for a stream and whether extended thinking is on. Raises BadRequest."""
+    count = platform.endswith("-count")
+    bp = _Breakpoints()
     if not isinstance(body, dict):
         raise BadRequest("The request body is not valid JSON.")
     for key in body:
@@ -171,20 +242,22 @@ def _parse(body, platform: str) -> tuple[Conversation, bool]:
             if key == "model" and platform != "anthropic":
                 raise BadRequest("Malformed input request: #: extraneous key [model] is not permitted")
             raise BadRequest(f"{key}: Extra inputs are not permitted")
-    if platform == "anthropic" and not isinstance(body.get("model"), str):
+    if platform in ("anthropic", "anthropic-count", "vertex-count") and not isinstance(body.get("model"), str):
         raise BadRequest("model: Field required")
     if platform == "bedrock" and body.get("anthropic_version") != BEDROCK_VERSION:
         raise BadRequest(f"anthropic_version: must be '{BEDROCK_VERSION}', got {body.get('anthropic_version')!r}")
-    if platform == "vertex" and body.get("anthropic_version") != VERTEX_VERSION:
+    if platform == "vertex" and body.get("anthropic_version") != VERTEX_VERSION or (
+        platform == "vertex-count" and body.get("anthropic_version", VERTEX_VERSION) != VERTEX_VERSION
+    ):
         raise BadRequest(f"anthropic_version: must be '{VERTEX_VERSION}', got {body.get('anthropic_version')!r}")
     if "anthropic_beta" in body and not (
         isinstance(body["anthropic_beta"], list) and all(isinstance(x, str) for x in body["anthropic_beta"])
     ):
         raise BadRequest("anthropic_beta: expected a list of strings")
     mt = body.get("max_tokens")
-    if mt is None:
+    if mt is None and not count:
         raise BadRequest("max_tokens: Field required")
-    if not _is_int(mt) or mt < 1:
+    if not count and (not _is_int(mt) or mt < 1):
         raise BadRequest("max_tokens: Input should be an integer greater than or equal to 1")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -201,11 +274,42 @@ def _parse(body, platform: str) -> tuple[Conversation, bool]:
         md = body["metadata"]
         if not isinstance(md, dict) or set(md) - {"user_id"} or not isinstance(md.get("user_id", ""), str):
             raise BadRequest("metadata: only {user_id: string} is allowed")
+    if "cache_control" in body:  # automatic caching: one breakpoint the API places itself
+        bp.check(body, "body")
+
+    thinking = False
+    if "thinking" in body:
+        th = body["thinking"]
+        kind = th.get("type") if isinstance(th, dict) else None
+        allowed = {"enabled": {"type", "budget_tokens", "display"}, "adaptive": {"type", "display"},
+                   "disabled": {"type"}}
+        if kind not in allowed or set(th) - allowed[kind]:
+            raise BadRequest("thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled', 'adaptive'")
+        if "display" in th and th["display"] not in ("summarized", "omitted", None):
+            raise BadRequest("thinking.display: Input should be 'summarized' or 'omitted'")
+        if kind == "enabled":
+            bt = th.get("budget_tokens")
+            if not _is_int(bt) or bt < 1024:
+                raise BadRequest("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+            if not count and bt >= mt:
+                raise BadRequest("`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
+                                 "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size")
+        thinking = kind in ("enabled", "adaptive")
+    if thinking:
+        if "temperature" in body and body["temperature"] != 1:
+            raise BadRequest("`temperature` may only be set to 1 when thinking is enabled. Please consult our "
+                             "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#feature-compatibility")
+        if "top_k" in body:
+            raise BadRequest("`top_k` must be unset when thinking is enabled. Please consult our documentation at "
+                             "https://docs.claude.com/en/docs/build-with-claude/extended-thinking#feature-compatibility")
+        tc = body.get("tool_choice")
+        if isinstance(tc, dict) and tc.get("type") in ("any", "tool"):
+            raise BadRequest("Thinking may not be enabled when tool_choice forces tool use.")
 
     system = body.get("system")
     if system is not None:
         if isinstance(system, list):
-            system = _text_of(system, "system")
+            system = _text_of(system, "system", bp)
         elif not isinstance(system, str):
             raise BadRequest("system: Input should be a string or a list of text blocks")
 
@@ -225,6 +329,9 @@ def _parse(body, platform: str) -> tuple[Conversation, bool]:
         schema = t.get("input_schema")
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise BadRequest(f"tools.{i}.input_schema: JSON schema with type 'object' required")
+        if t["name"] in names:
+            raise BadRequest(f"tools: Tool names must be unique. Found duplicate: {t['name']}")
+        bp.check(t, f"tools.{i}")
         names.append(t["name"])
 
     choice = None
@@ -278,6 +385,8 @@ def _parse(body, platform: str) -> tuple[Conversation, bool]:
         for j, b in enumerate(content):
             bw = f"{where}.content.{j}"
             kind = b.get("type") if isinstance(b, dict) else None
+            if kind not in ("thinking", "redacted_thinking") and isinstance(b, dict):
+                bp.check(b, bw)
             if kind == "text":
                 _check_text(b, bw)
                 texts.append(b["text"])
@@ -318,16 +427,28 @@ def _parse(body, platform: str) -> tuple[Conversation, bool]:
                     for k, rb in enumerate(rc):
                         if isinstance(rb, dict) and rb.get("type") == "image":
                             _check_image(rb, f"{bw}.content.{k}", platform)
+                            bp.check(rb, f"{bw}.content.{k}")
                         else:
-                            parts.append(_text_of([rb], f"{bw}.content"))
+                            parts.append(_text_of([rb], f"{bw}.content", bp))
                     rc = " ".join(parts)
                 elif not isinstance(rc, str):
                     raise BadRequest(f"{bw}.content: Input should be a string or a list of blocks")
                 if not isinstance(b.get("is_error", False), bool):
                     raise BadRequest(f"{bw}.is_error: Input should be a valid boolean")
                 results.append((tid, rc))
-            elif kind in ("thinking", "redacted_thinking") and role == "assistant":
-                pass
+            elif kind == "thinking" and role == "assistant":
+                if set(b) != {"type", "thinking", "signature"}:
+                    raise BadRequest(f"{bw}: a thinking block is exactly {{type, thinking, signature}}"
+                                     + (" (cache_control cannot be set on thinking blocks)" if "cache_control" in b else ""))
+                if not isinstance(b["thinking"], str) or not isinstance(b["signature"], str):
+                    raise BadRequest(f"{bw}: thinking and signature must be strings")
+                if not hmac.compare_digest(b["signature"], thinking_signature(b["thinking"])):
+                    raise BadRequest(f"{bw}: Invalid `signature` in `thinking` block")
+                seen_other = True
+            elif kind == "redacted_thinking" and role == "assistant":
+                if set(b) != {"type", "data"} or not isinstance(b["data"], str) or not b["data"]:
+                    raise BadRequest(f"{bw}: a redacted_thinking block is exactly {{type, data}}")
+                seen_other = True
             else:
                 raise BadRequest(f"{bw}.type: Input tag {kind!r} is not a valid content block here")
         if pending:
@@ -345,7 +466,24 @@ def _parse(body, platform: str) -> tuple[Conversation, bool]:
                 turns.append(Turn("user", text=turn.text, images=turn.images))
         else:
             turns.append(turn)
-    return Conversation(system=system, turns=turns, tools=names, tool_choice=choice, max_tokens=mt), stream
+    if thinking and len(messages) >= 2:
+        # "When `thinking` is enabled, a final `assistant` message must start with a thinking
+        # block" — the assistant turn whose tool_use the last user turn answers.
+        prev, final = messages[-2], messages[-1]
+        answers_tools = isinstance(final.get("content"), list) and any(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in final["content"])
+        pc = prev.get("content")
+        if answers_tools and prev.get("role") == "assistant" and isinstance(pc, list) and pc:
+            first = pc[0].get("type") if isinstance(pc[0], dict) else None
+            if first not in ("thinking", "redacted_thinking"):
+                raise BadRequest(
+                    f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                    f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+                    "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
+                    "thinking blocks from previous turns.")
+    conv = Conversation(system=system, turns=turns, tools=names, tool_choice=choice, max_tokens=mt,
+                        stop=stop_list(body.get("stop_sequences")))
+    return conv, stream and not count, thinking
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,35 +495,51 @@ def _ids(raw: bytes) -> str:
     return f"{zlib.crc32(raw) & 0xFFFFFFFF:08x}"
 
 
-def _message(d: Decision, model: str, seed: str) -> dict:
+def _stop_reason(d: Decision) -> str:
+    return "stop_sequence" if d.stop_sequence else STOP_REASONS[d.finish]
+
+
+def _message(d: Decision, model: str, seed: str, thinking: str | None = None) -> dict:
     content: list[dict] = []
+    if thinking:
+        content.append({"type": "thinking", "thinking": thinking, "signature": thinking_signature(thinking)})
     if d.text:
         content.append({"type": "text", "text": d.text})
     for i, (name, args) in enumerate(d.tool_calls):
         content.append({"type": "tool_use", "id": f"toolu_{seed}{i:02d}", "name": name, "input": args})
     return {
         "id": f"msg_{seed}", "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": STOP_REASONS[d.finish], "stop_sequence": None,
+        "stop_reason": _stop_reason(d), "stop_sequence": d.stop_sequence,
         "usage": {"input_tokens": d.prompt_tokens, "cache_creation_input_tokens": 0,
                   "cache_read_input_tokens": 0, "output_tokens": d.completion_tokens},
     }
 
 
-def _events(d: Decision, model: str, seed: str) -> tuple[list[dict], bool]:
+def _events(d: Decision, model: str, seed: str, thinking: str | None = None) -> tuple[list[dict], bool]:
     """The documented stream event sequence; (events, whether it ends with an error instead)."""
     start = _message(d, model, seed)
-    start.update(content=[], stop_reason=None)
+    start.update(content=[], stop_reason=None, stop_sequence=None)
     start["usage"] = dict(start["usage"], output_tokens=1)
     evs: list[dict] = [{"type": "message_start", "message": start}, {"type": "ping"}]
     index = 0
-    if d.text:
-        evs.append({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-        for n, piece in enumerate(d.text_pieces()):
-            evs.append({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
-            if d.explode and n == 0:
-                return evs, True
+    if thinking:
+        evs.append({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+        ws = thinking.split(" ")
+        for piece in [w + " " for w in ws[:-1]] + [ws[-1]]:
+            evs.append({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}})
+        evs.append({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "signature_delta", "signature": thinking_signature(thinking)}})
         evs.append({"type": "content_block_stop", "index": 0})
         index = 1
+    if d.text:
+        evs.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+        for n, piece in enumerate(d.text_pieces()):
+            evs.append({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})
+            if d.explode and n == 0:
+                return evs, True
+        evs.append({"type": "content_block_stop", "index": index})
+        index += 1
     for i, (name, args) in enumerate(d.tool_calls):
         k = index + i
         evs.append({"type": "content_block_start", "index": k,
@@ -395,7 +549,7 @@ def _events(d: Decision, model: str, seed: str) -> tuple[list[dict], bool]:
             evs.append({"type": "content_block_delta", "index": k,
                         "delta": {"type": "input_json_delta", "partial_json": piece}})
         evs.append({"type": "content_block_stop", "index": k})
-    evs.append({"type": "message_delta", "delta": {"stop_reason": STOP_REASONS[d.finish], "stop_sequence": None},
+    evs.append({"type": "message_delta", "delta": {"stop_reason": _stop_reason(d), "stop_sequence": d.stop_sequence},
                 "usage": {"output_tokens": d.completion_tokens}})
     evs.append({"type": "message_stop"})
     return evs, False
@@ -405,8 +559,8 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def _sse(d: Decision, model: str, seed: str) -> NativeResponse:
-    evs, exploded = _events(d, model, seed)
+def _sse(d: Decision, model: str, seed: str, thinking: str | None = None) -> NativeResponse:
+    evs, exploded = _events(d, model, seed, thinking)
     chunks = [f"event: {e['type']}\ndata: {_dumps(e)}\n\n".encode() for e in evs]
     if exploded:
         err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
@@ -461,30 +615,42 @@ def _body(req: NativeRequest):
 # --------------------------------------------------------------------------------------------
 
 
+def _model_status(model: str) -> int | None:
+    """`fail-<status>` in the model id, or 529 for a model id containing `overloaded`."""
+    return fail_status(model) or (529 if "overloaded" in model else None)
+
+
 def handle_messages(req: NativeRequest) -> NativeResponse:
-    """Anthropic direct: POST /v1/messages."""
-    if req.path != "/v1/messages":
+    """Anthropic direct: POST /v1/messages and POST /v1/messages/count_tokens."""
+    if req.path not in ("/v1/messages", "/v1/messages/count_tokens"):
         return _anthropic_error(404, f"Not found: {req.path}", "not_found_error")
     if req.method != "POST":
         return _anthropic_error(405, "Method not allowed", "invalid_request_error")
-    if not req.headers.get("x-api-key"):
+    # The API key in `x-api-key`, or as `Authorization: Bearer` (how the anthropic Python SDK
+    # 2.x sends `api_key`).
+    bearer = req.headers.get("authorization", "")
+    if not req.headers.get("x-api-key") and not (bearer.startswith("Bearer ") and len(bearer) > 7):
         return _anthropic_error(401, "x-api-key header is required", "authentication_error")
     if not req.headers.get("anthropic-version"):
         return _anthropic_error(400, "anthropic-version: header is required")
+    count = req.path.endswith("/count_tokens")
     try:
         body = _body(req)
-        conv, stream = _parse(body, "anthropic")
+        conv, stream, thinking = _parse(body, "anthropic-count" if count else "anthropic")
     except BadRequest as e:
         return _anthropic_error(400, str(e))
     model = body["model"]
     seed = _ids(req.body)
-    status = fail_status(model)
+    status = _model_status(model)
     if status:
         return _anthropic_error(status, _fail_message(status, model), seed=seed)
     d = decide(conv)
+    if count:
+        return json_response(200, {"input_tokens": d.prompt_tokens}, {"request-id": f"req_{seed}"})
+    think = _thinking_text(conv) if thinking else None
     if stream:
-        return _sse(d, model, seed)
-    return json_response(200, _message(d, model, seed), {"request-id": f"req_{seed}"})
+        return _sse(d, model, seed, think)
+    return json_response(200, _message(d, model, seed, think), {"request-id": f"req_{seed}"})
 
 
 def handle_vertex(req: NativeRequest) -> NativeResponse:
@@ -495,9 +661,23 @@ def handle_vertex(req: NativeRequest) -> NativeResponse:
     if req.method != "POST":
         return _google_error(404, "Method not allowed.")
     model, op = m.group(3), m.group(4)
+    if model == "count-tokens":
+        # …/publishers/anthropic/models/count-tokens:rawPredict, the model named in the body
+        # (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/count-tokens).
+        if op != "rawPredict":
+            return _google_error(404, f"The requested URL {req.path} was not found on this server.")
+        try:
+            body = _body(req)
+            conv, _, _ = _parse(body, "vertex-count")
+        except BadRequest as e:
+            return _anthropic_error(400, str(e))
+        status = _model_status(body["model"])
+        if status:
+            return _anthropic_error(status, _fail_message(status, body["model"]))
+        return json_response(200, {"input_tokens": decide(conv).prompt_tokens})
     try:
         body = _body(req)
-        conv, stream = _parse(body, "vertex")
+        conv, stream, thinking = _parse(body, "vertex")
         if op == "streamRawPredict" and not stream:
             raise BadRequest("stream: streamRawPredict requires \"stream\": true in the body")
         if op == "rawPredict" and stream:
@@ -505,7 +685,7 @@ def handle_vertex(req: NativeRequest) -> NativeResponse:
     except BadRequest as e:
         return _anthropic_error(400, str(e))
     seed = _ids(req.body)
-    status = fail_status(model)
+    status = _model_status(model)
     if status in GOOGLE_STATUS:  # Google's front end: auth, permission, unknown model, quota
         msg = {429: f"Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: anthropic-{model}. Please submit a quota increase request.",
                404: f"Publisher Model `projects/{m.group(1)}/locations/{m.group(2)}/publishers/anthropic/models/{model}` not found."}
@@ -513,9 +693,10 @@ def handle_vertex(req: NativeRequest) -> NativeResponse:
     if status:
         return _anthropic_error(status, _fail_message(status, model), seed=seed)
     d = decide(conv)
+    think = _thinking_text(conv) if thinking else None
     if stream:
-        return _sse(d, model, seed)
-    return json_response(200, _message(d, model, seed))
+        return _sse(d, model, seed, think)
+    return json_response(200, _message(d, model, seed, think))
 
 
 def handle_bedrock_invoke(req: NativeRequest) -> NativeResponse:
@@ -530,9 +711,10 @@ def handle_bedrock_invoke(req: NativeRequest) -> NativeResponse:
         return _bedrock_error(400, f"Model id not percent-encoded in the path: {segment} (expected ':' as %3A)")
     model = urllib.parse.unquote(segment)
     try:
-        conv, _ = _parse(_body(req), "bedrock")
+        conv, _, thinking = _parse(_body(req), "bedrock")
     except BadRequest as e:
         return _bedrock_error(400, str(e))
+    think = _thinking_text(conv) if thinking else None
     seed = _ids(req.body)
     status = fail_status(model)
     if status:
@@ -543,8 +725,8 @@ def handle_bedrock_invoke(req: NativeRequest) -> NativeResponse:
                      "x-amzn-bedrock-output-token-count": str(d.completion_tokens),
                      "x-amzn-bedrock-invocation-latency": "42"}
     if op == "invoke":
-        return json_response(200, _message(d, model, seed), usage_headers)
-    evs, exploded = _events(d, model, seed)
+        return json_response(200, _message(d, model, seed, think), usage_headers)
+    evs, exploded = _events(d, model, seed, think)
     evs = [e for e in evs if e["type"] != "ping"]  # Bedrock does not forward pings
     if not exploded:
         evs[-1]["amazon-bedrock-invocationMetrics"] = {
@@ -557,6 +739,46 @@ def handle_bedrock_invoke(req: NativeRequest) -> NativeResponse:
     headers = {"content-type": "application/vnd.amazon.eventstream",
                "x-amzn-bedrock-content-type": "application/json"}
     return NativeResponse(200, headers, b"".join(chunks), chunks)
+
+
+def handle_bedrock_count_tokens(req: NativeRequest) -> NativeResponse:
+    """Bedrock CountTokens for a Claude model: POST /model/{id}/count-tokens with
+    `{"input":{"invokeModel":{"body":"<base64 InvokeModel body>"}}}` -> `{"inputTokens":N}`
+    (Bedrock API reference: CountTokens, CountTokensInput, InvokeModelTokensRequest). The
+    `converse` input form is not served here (the gateway counts Claude bodies)."""
+    m = re.match(r"^/model/([^/]+)/count-tokens$", req.path)
+    if not m or req.method != "POST":
+        return _bedrock_error(404, f"Unknown operation {req.path}", "UnknownOperationException")
+    segment = m.group(1)
+    if ":" in segment:
+        return _bedrock_error(400, f"Model id not percent-encoded in the path: {segment} (expected ':' as %3A)")
+    model = urllib.parse.unquote(segment)
+    try:
+        body = _body(req)
+        if not isinstance(body, dict) or set(body) != {"input"}:
+            raise BadRequest("Malformed input request: the body is exactly {\"input\": {...}}")
+        inp = body["input"]
+        if not isinstance(inp, dict) or len(inp) != 1 or "invokeModel" not in inp:
+            raise BadRequest("input: exactly one of invokeModel or converse is required (this mock serves invokeModel)")
+        im = inp["invokeModel"]
+        if not isinstance(im, dict) or set(im) != {"body"} or not isinstance(im["body"], str):
+            raise BadRequest("input.invokeModel: exactly {body: <base64 string>}")
+        try:
+            raw = base64.b64decode(im["body"], validate=True)
+        except Exception:
+            raise BadRequest("input.invokeModel.body: invalid base64") from None
+        try:
+            inner = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("input.invokeModel.body: the decoded body is not JSON") from None
+        conv, _, _ = _parse(inner, "bedrock")
+    except BadRequest as e:
+        return _bedrock_error(400, str(e))
+    status = fail_status(model)
+    if status:
+        return _bedrock_error(status, _fail_message(status, model))
+    return json_response(200, {"inputTokens": decide(conv).prompt_tokens},
+                         {"x-amzn-requestid": "00000000-0000-0000-0000-000000000000"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,3 +862,59 @@ if __name__ == "__main__":
     show("bedrock url image (bad)", handle_bedrock_invoke(req(f"/model/{enc}/invoke", dict(
         base, anthropic_version=BEDROCK_VERSION, messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]))))
+
+    # Extended thinking, cache_control, stop sequences, count_tokens, overloaded (asserted).
+    think = dict(base, model="claude-test", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024})
+    r = handle_messages(req("/v1/messages", think, anth))
+    msg = json.loads(r.body)
+    assert r.status == 200 and msg["content"][0]["type"] == "thinking", r.body
+    assert msg["content"][0]["signature"] == thinking_signature(msg["content"][0]["thinking"])
+    s = handle_messages(req("/v1/messages", dict(think, stream=True), anth))
+    got = {"thinking": "", "signature": ""}
+    for line in s.body.decode().splitlines():
+        if line.startswith("data: ") and '"thinking_delta"' in line:
+            got["thinking"] += json.loads(line[6:])["delta"]["thinking"]
+        elif line.startswith("data: ") and '"signature_delta"' in line:
+            got["signature"] += json.loads(line[6:])["delta"]["signature"]
+    assert got == {"thinking": msg["content"][0]["thinking"], "signature": msg["content"][0]["signature"]}, got
+    tools_think = dict(think, tools=tools, messages=[{"role": "user", "content": "weather in Paris?"}])
+    first = json.loads(handle_messages(req("/v1/messages", tools_think, anth)).body)["content"]
+    assert [b["type"] for b in first] == ["thinking", "tool_use"], first
+    follow = dict(tools_think, messages=tools_think["messages"] + [
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first[1]["id"], "content": "18C"}]}])
+    assert handle_messages(req("/v1/messages", follow, anth)).status == 200
+    tampered = json.loads(json.dumps(follow))
+    tampered["messages"][1]["content"][0]["thinking"] += " (edited)"
+    r = handle_messages(req("/v1/messages", tampered, anth))
+    assert r.status == 400 and "Invalid `signature`" in r.body.decode(), r.body
+    dropped = json.loads(json.dumps(follow))
+    dropped["messages"][1]["content"] = dropped["messages"][1]["content"][1:]
+    r = handle_messages(req("/v1/messages", dropped, anth))
+    assert r.status == 400 and "must start with a thinking block" in r.body.decode(), r.body
+    assert handle_messages(req("/v1/messages", dict(think, max_tokens=1024), anth)).status == 400
+    cc = {"type": "ephemeral"}
+    cached = dict(base, model="claude-test", system=[{"type": "text", "text": "Be brief.", "cache_control": cc}],
+                  tools=[dict(tools[0], cache_control={"type": "ephemeral", "ttl": "1h"})])
+    assert handle_messages(req("/v1/messages", cached, anth)).status == 200
+    five = dict(cached, system=[{"type": "text", "text": f"s{i}", "cache_control": cc} for i in range(5)])
+    assert handle_messages(req("/v1/messages", five, anth)).status == 400
+    bad_cc = dict(cached, tools=[dict(tools[0], cache_control={"type": "persistent"})])
+    assert handle_messages(req("/v1/messages", bad_cc, anth)).status == 400
+    stop = json.loads(handle_messages(req("/v1/messages", dict(base, model="claude-test", stop_sequences=[" there"]), anth)).body)
+    assert (stop["content"][0]["text"], stop["stop_reason"], stop["stop_sequence"]) == ("Echo: Hello", "stop_sequence", " there"), stop
+    count = {"model": "claude-test", "system": "Be brief.", "messages": base["messages"]}
+    r = handle_messages(req("/v1/messages/count_tokens", count, anth))
+    assert (r.status, json.loads(r.body)) == (200, {"input_tokens": 4}), r.body
+    assert handle_messages(req("/v1/messages/count_tokens", dict(count, max_tokens=5), anth)).status == 400
+    r = handle_vertex(req("/v1/projects/p1/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict",
+                          dict(count, model="claude-3-5-sonnet-v2@20241022")))
+    assert (r.status, json.loads(r.body)) == (200, {"input_tokens": 4}), r.body
+    inner = base64.b64encode(json.dumps(dict(base, anthropic_version=BEDROCK_VERSION)).encode()).decode()
+    r = handle_bedrock_count_tokens(req(f"/model/{enc}/count-tokens", {"input": {"invokeModel": {"body": inner}}}))
+    assert (r.status, json.loads(r.body)) == (200, {"inputTokens": 4}), r.body
+    r = handle_bedrock_count_tokens(req(f"/model/{enc}/count-tokens", {"input": {"invokeModel": {"body": "not base64!"}}}))
+    assert r.status == 400, r.body
+    r = handle_messages(req("/v1/messages", dict(base, model="claude-overloaded"), anth))
+    assert r.status == 529 and json.loads(r.body)["error"]["type"] == "overloaded_error", r.body
+    print("self-check ok")

@@ -48,6 +48,7 @@ try:  # imported as part of a package
         embed,
         fail_status,
         json_response,
+        stop_list,
         words,
     )
 except ImportError:  # imported with tests/sdk/native on sys.path
@@ -63,6 +64,7 @@ except ImportError:  # imported with tests/sdk/native on sys.path
         embed,
         fail_status,
         json_response,
+        stop_list,
         words,
     )
 
@@ -168,6 +170,11 @@ def tool_use_id(k: int, name: str, args: dict) -> str:
     return "tooluse_" + base64.urlsafe_b64encode(digest).decode()[:22].replace("-", "x").replace("_", "y")
 
 
+def stop_reason(d: Decision) -> str:
+    """Converse's StopReason: `stop_sequence` says a stop sequence ended the text (not which)."""
+    return "stop_sequence" if d.stop_sequence else STOP_REASONS[d.finish]
+
+
 def _usage(d: Decision) -> dict:
     return {
         "inputTokens": d.prompt_tokens,
@@ -184,7 +191,7 @@ def converse_body(d: Decision) -> dict:
         content.append({"toolUse": {"toolUseId": tool_use_id(k, name, args), "name": name, "input": args}})
     return {
         "output": {"message": {"role": "assistant", "content": content}},
-        "stopReason": STOP_REASONS[d.finish],
+        "stopReason": stop_reason(d),
         "usage": _usage(d),
         "metrics": {"latencyMs": 42},
     }
@@ -222,7 +229,7 @@ def converse_stream_frames(d: Decision) -> list[bytes]:
         for piece in Decision.arg_pieces(args):
             frames.append(ev("contentBlockDelta", {"contentBlockIndex": b, "delta": {"toolUse": {"input": piece}}}))
         frames.append(ev("contentBlockStop", {"contentBlockIndex": b}))
-    frames.append(ev("messageStop", {"stopReason": STOP_REASONS[d.finish], "p": _pad(3)}))
+    frames.append(ev("messageStop", {"stopReason": stop_reason(d), "p": _pad(3)}))
     frames.append(ev("metadata", {"usage": _usage(d), "metrics": {"latencyMs": 42}, "p": _pad(4)}))
     return frames
 
@@ -418,7 +425,8 @@ def parse_converse(body) -> Conversation:
         not uses_tools or "toolConfig" in body,
         "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
     )
-    return Conversation(system=system, turns=turns, tools=tools, tool_choice=tool_choice, max_tokens=max_tokens)
+    stop = stop_list(body.get("inferenceConfig", {}).get("stopSequences"))
+    return Conversation(system=system, turns=turns, tools=tools, tool_choice=tool_choice, max_tokens=max_tokens, stop=stop)
 
 
 # ------------------------------------------------------------------------------------------

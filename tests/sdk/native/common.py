@@ -14,6 +14,9 @@ Rules (the "model"):
                                     (finish tool_calls)
 * otherwise                      -> "Echo: <last user text>" plus " [system: <system>]" when a
                                     system prompt is present and " [image]" per image received
+* a stop sequence (the request's `stop`/`stop_sequences`/`stopSequences`) found in the answer
+  text cuts the text just before its first occurrence (finish stop, `Decision.stop_sequence`
+  names the one matched, for the providers that report it)
 * max_tokens below the answer's word count truncates to that many words (finish length)
 * usage: prompt_tokens = words in system + every turn's text; completion_tokens = words in the
   answer text + 5 per tool call
@@ -52,6 +55,7 @@ class Conversation:
     # None | "auto" | "none" | "required" | <tool name>
     tool_choice: str | None = None
     max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)  # stop sequences
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Decision:
     prompt_tokens: int
     completion_tokens: int
     explode: bool = False
+    stop_sequence: str | None = None  # the stop sequence that ended the text, if one did
 
     def text_pieces(self) -> list[str]:
         ws = self.text.split(" ")
@@ -85,7 +90,7 @@ def decide(c: Conversation) -> Decision:
     user_text = next((t.text for t in reversed(c.turns) if t.role == "user" and t.text), "")
     if last.tool_results:
         text = "Tool results: " + "; ".join(r for _, r in last.tool_results)
-        return _finish(text, [], prompt, c.max_tokens)
+        return _finish(text, [], prompt, c.max_tokens, c.stop)
     forced = c.tool_choice not in (None, "auto", "none")
     if c.tools and c.tool_choice != "none" and ("weather" in user_text or forced):
         name = c.tool_choice if c.tool_choice in c.tools else c.tools[0]
@@ -96,17 +101,31 @@ def decide(c: Conversation) -> Decision:
     if c.system:
         text += f" [system: {c.system}]"
     text += " [image]" * sum(t.images for t in c.turns)
-    d = _finish(text, [], prompt, c.max_tokens)
+    d = _finish(text, [], prompt, c.max_tokens, c.stop)
     d.explode = "explode mid-stream" in user_text
     return d
 
 
-def _finish(text: str, calls, prompt: int, max_tokens: int | None) -> Decision:
+def _finish(text: str, calls, prompt: int, max_tokens: int | None, stop: list[str] = ()) -> Decision:
+    hits = [(text.find(s), n, s) for n, s in enumerate(stop) if s and s in text]
+    matched = None
+    if hits:
+        at, _, matched = min(hits)
+        text = text[:at]
     ws = text.split(" ")
     if max_tokens is not None and len(ws) > max_tokens:
         cut = " ".join(ws[:max_tokens])
         return Decision(cut, calls, "length", prompt, words(cut))
-    return Decision(text, calls, "stop", prompt, words(text))
+    return Decision(text, calls, "stop", prompt, words(text), stop_sequence=matched)
+
+
+def stop_list(value) -> list[str]:
+    """A request's stop sequences: one string or a list of them (anything else: none)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for s in value if isinstance(s, str)]
+    return []
 
 
 def fail_status(model_id: str) -> int | None:

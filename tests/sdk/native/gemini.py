@@ -59,6 +59,7 @@ from common import (
     embed,
     fail_status,
     json_response,
+    stop_list,
     words,
 )
 
@@ -498,7 +499,8 @@ def parse_generate(body, model: str = "") -> tuple[Conversation, dict]:
 
     max_tokens = gen.get("maxOutputTokens")
     return (
-        Conversation(system=system, turns=turns, tools=tool_names, tool_choice=tool_choice, max_tokens=max_tokens),
+        Conversation(system=system, turns=turns, tools=tool_names, tool_choice=tool_choice, max_tokens=max_tokens,
+                     stop=stop_list(gen.get("stopSequences"))),
         gen,
     )
 

@@ -31,10 +31,12 @@ import re
 try:  # imported as a package module or with tests/sdk/native on sys.path
     from .common import (
         BadRequest, Conversation, NativeRequest, NativeResponse, Turn, decide, fail_status, json_response,
+        stop_list,
     )
 except ImportError:  # pragma: no cover
     from common import (  # type: ignore[no-redef]
         BadRequest, Conversation, NativeRequest, NativeResponse, Turn, decide, fail_status, json_response,
+        stop_list,
     )
 
 CHAT = "/20231130/actions/chat"
@@ -284,6 +286,7 @@ def parse_generic(r: dict) -> tuple[Conversation, int, bool, bool]:
         tools=tools,
         tool_choice=tool_choice,
         max_tokens=r.get("maxCompletionTokens", r.get("maxTokens")),
+        stop=stop_list(r.get("stop")),
     )
     n = r.get("numGenerations", 1)
     _need(not (r.get("isStream") and n > 1), "chatRequest.numGenerations must be 1 when streaming")
@@ -458,6 +461,7 @@ def parse_cohere(r: dict) -> tuple[Conversation, bool, bool]:
         tools=tools,
         tool_choice=None,
         max_tokens=r.get("maxTokens"),
+        stop=stop_list(r.get("stopSequences")),
     )
     return conv, bool(r.get("isStream")), include_usage
 

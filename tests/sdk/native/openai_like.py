@@ -22,6 +22,7 @@ from common import (
     embed,
     fail_status,
     json_response,
+    stop_list,
     words,
 )
 
@@ -84,6 +85,7 @@ def conversation(body: dict) -> Conversation:
         tools=[t["function"]["name"] for t in body.get("tools") or []],
         tool_choice=tc,
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        stop=stop_list(body.get("stop")),
     )
 
 

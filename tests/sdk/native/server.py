@@ -3,6 +3,7 @@
   /openai/…    openai_like.handle_openai        /azure/…   openai_like.handle_azure
   /anthropic/… anthropic.handle_messages        /bedrock/… bedrock.handle, or
                anthropic.handle_bedrock_invoke for InvokeModel on `anthropic.*` model ids
+               (handle_bedrock_count_tokens for their CountTokens)
   /vertex/…    gemini.handle, or anthropic.handle_vertex for `publishers/anthropic`
   /watsonx/…   watsonx.handle                   /oci/…     oci.handle
   /google/token    the service-account JWT exchange (issues Vertex bearer tokens)
@@ -121,6 +122,8 @@ class NativeServer:
             model = urllib.parse.unquote(parts[2]) if len(parts) > 3 else ""
             if parts[-1] in ("invoke", "invoke-with-response-stream") and model.startswith("anthropic."):
                 return anthropic_mock.handle_bedrock_invoke(req)
+            if parts[-1] == "count-tokens" and model.startswith("anthropic."):
+                return anthropic_mock.handle_bedrock_count_tokens(req)
             return bedrock.handle(req)
         if prefix == "vertex":
             if not self._bearer_ok(req):

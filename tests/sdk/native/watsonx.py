@@ -25,12 +25,12 @@ import re
 try:  # imported as a package module or with tests/sdk/native on sys.path
     from .common import (
         BadRequest, Conversation, NativeRequest, NativeResponse, Turn, decide, embed, fail_status,
-        json_response, words,
+        json_response, stop_list, words,
     )
 except ImportError:  # pragma: no cover
     from common import (  # type: ignore[no-redef]
         BadRequest, Conversation, NativeRequest, NativeResponse, Turn, decide, embed, fail_status,
-        json_response, words,
+        json_response, stop_list, words,
     )
 
 CHAT = "/ml/v1/text/chat"
@@ -281,6 +281,7 @@ def parse_chat(body) -> tuple[Conversation, int]:
         tools=tools,
         tool_choice=tool_choice,
         max_tokens=max_tokens or None,  # 0 means the model's configured maximum
+        stop=stop_list(body.get("stop")),
     )
     return conv, body.get("n", 1)
 
