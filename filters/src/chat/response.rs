@@ -12,6 +12,9 @@ use crate::openai::Usage;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     Stop,
+    /// Stopped at one of the request's stop sequences (`stop` for OpenAI clients; Messages
+    /// clients are told `stop_sequence`), when the provider says so.
+    StopSequence,
     Length,
     ToolCalls,
     ContentFilter,
@@ -20,7 +23,7 @@ pub enum FinishReason {
 impl FinishReason {
     pub fn as_str(self) -> &'static str {
         match self {
-            FinishReason::Stop => "stop",
+            FinishReason::Stop | FinishReason::StopSequence => "stop",
             FinishReason::Length => "length",
             FinishReason::ToolCalls => "tool_calls",
             FinishReason::ContentFilter => "content_filter",

@@ -679,7 +679,8 @@ fn finish_reason(stop: &str) -> FinishReason {
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
-        // end_turn, stop_sequence, pause_turn and anything newer
+        "stop_sequence" => FinishReason::StopSequence,
+        // end_turn, pause_turn and anything newer
         _ => FinishReason::Stop,
     }
 }
@@ -1860,7 +1861,7 @@ mod tests {
     fn finish_reasons_and_bad_answers() {
         for (stop, want) in [
             ("end_turn", FinishReason::Stop),
-            ("stop_sequence", FinishReason::Stop),
+            ("stop_sequence", FinishReason::StopSequence),
             ("pause_turn", FinishReason::Stop),
             ("max_tokens", FinishReason::Length),
             ("model_context_window_exceeded", FinishReason::Length),

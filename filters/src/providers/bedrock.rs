@@ -714,7 +714,8 @@ fn finish_reason(stop: &str) -> FinishReason {
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "tool_use" => FinishReason::ToolCalls,
         "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
-        // end_turn, stop_sequence, malformed_model_output, malformed_tool_use, unknown
+        "stop_sequence" => FinishReason::StopSequence,
+        // end_turn, malformed_model_output, malformed_tool_use, unknown
         _ => FinishReason::Stop,
     }
 }
@@ -1839,7 +1840,7 @@ mod tests {
     fn every_stop_reason_maps() {
         for (stop, want) in [
             ("end_turn", FinishReason::Stop),
-            ("stop_sequence", FinishReason::Stop),
+            ("stop_sequence", FinishReason::StopSequence),
             ("max_tokens", FinishReason::Length),
             ("model_context_window_exceeded", FinishReason::Length),
             ("tool_use", FinishReason::ToolCalls),

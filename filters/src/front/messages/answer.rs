@@ -11,6 +11,7 @@ use crate::openai::Usage;
 pub fn stop_reason(f: Option<FinishReason>) -> &'static str {
     match f {
         None | Some(FinishReason::Stop) => "end_turn",
+        Some(FinishReason::StopSequence) => "stop_sequence",
         Some(FinishReason::Length) => "max_tokens",
         Some(FinishReason::ToolCalls) => "tool_use",
         Some(FinishReason::ContentFilter) => "refusal",
