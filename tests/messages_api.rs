@@ -345,3 +345,41 @@ async fn anthropic_streams_are_relayed_with_the_clients_model() {
     assert_eq!(up.last().json()["stream"], true);
     assert_tokens_metered(&gw, "anthropic", "claude-agent", 25, 15).await;
 }
+
+#[tokio::test]
+async fn anthropic_clients_list_models_in_anthropics_shape() {
+    let gw = gateway("http://127.0.0.1:9", "");
+    let get = |path: &str, anthropic: bool| {
+        let mut req = client()
+            .get(format!("{}{path}", gw.base))
+            .header("x-api-key", GATEWAY_KEY);
+        if anthropic {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
+        req.send()
+    };
+    let v: Value = get("/v1/models", true).await.unwrap().json().await.unwrap();
+    let data = v["data"].as_array().unwrap();
+    assert!(!data.is_empty());
+    assert!(data.iter().all(|m| m["type"] == "model"
+        && m["display_name"].is_string()
+        && m["created_at"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    assert_eq!(v["has_more"], false);
+    assert_eq!(v["first_id"], data[0]["id"]);
+    let v: Value = get("/v1/models/gpt-4o-mini", true)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["type"], "model");
+    assert_eq!(v["id"], "gpt-4o-mini");
+    // OpenAI clients keep OpenAI's shape.
+    let v: Value = get("/v1/models", false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["object"], "list");
+}

@@ -150,6 +150,21 @@ impl Gateway {
         json!({"id": id, "object": "model", "created": created, "owned_by": owner})
     }
 
+    /// A model as Anthropic's Models API describes one (for clients that send
+    /// `anthropic-version`, as the Anthropic SDKs and Claude Code do).
+    fn anthropic_model_object(id: &str, created: u64) -> serde_json::Value {
+        let created_at = crate::access_log::now_rfc3339_at(created.saturating_mul(1000) as i64);
+        json!({"type": "model", "id": id, "display_name": id, "created_at": created_at})
+    }
+
+    /// Whether the client speaks Anthropic's API (its SDKs send `anthropic-version` always).
+    fn anthropic_client(session: &Session) -> bool {
+        session
+            .req_header()
+            .headers
+            .contains_key("anthropic-version")
+    }
+
     /// Whether the caller's key scopes allow `model`.
     fn caller_may_use(ctx: &RequestCtx, model: &str) -> bool {
         ctx.caller
@@ -182,14 +197,24 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Next, GatewayError> {
         let created = config.router.created;
-        let data: Vec<_> = config
+        let listed = config
             .router
             .listed_models()
-            .filter(|(id, _)| Self::caller_may_use(ctx, id))
-            .map(|(id, owner)| Self::model_object(id, owner, created))
-            .collect();
-        self.local_json(session, ctx, 200, json!({"object": "list", "data": data}))
-            .await
+            .filter(|(id, _)| Self::caller_may_use(ctx, id));
+        let body = if Self::anthropic_client(session) {
+            let data: Vec<_> = listed
+                .map(|(id, _)| Self::anthropic_model_object(id, created))
+                .collect();
+            let first = data.first().map(|m| m["id"].clone());
+            let last = data.last().map(|m| m["id"].clone());
+            json!({"data": data, "has_more": false, "first_id": first, "last_id": last})
+        } else {
+            let data: Vec<_> = listed
+                .map(|(id, owner)| Self::model_object(id, owner, created))
+                .collect();
+            json!({"object": "list", "data": data})
+        };
+        self.local_json(session, ctx, 200, body).await
     }
 
     async fn get_model(
@@ -208,7 +233,11 @@ impl Gateway {
                 suggestions: Vec::new(),
             });
         }
-        let body = Self::model_object(id, &resolved.provider.name, config.router.created);
+        let body = if Self::anthropic_client(session) {
+            Self::anthropic_model_object(id, config.router.created)
+        } else {
+            Self::model_object(id, &resolved.provider.name, config.router.created)
+        };
         self.local_json(session, ctx, 200, body).await
     }
 
