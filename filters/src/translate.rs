@@ -2,6 +2,10 @@
 //! calls for each — build the upstream request, read a complete answer, translate a stream
 //! incrementally, map an error — all pure.
 //!
+//! Each dialect is one value implementing [`Translator`], defined in its provider module and
+//! found through [`Dialect::translator`], the only match from dialect to provider module. The
+//! free functions below are what the gateway calls; they go through that registry.
+//!
 //! Flow for a chat request: [`crate::chat::ChatRequest`] (typed client request) →
 //! [`prepare_chat`] → the provider's [`UpstreamRequest`]; then either [`parse_chat`] →
 //! [`crate::chat::Completion`] → [`crate::chat::response::render`], or [`chat_stream`] → a
@@ -188,7 +192,8 @@ pub trait StreamTranslator: Send {
     fn ended(&self) -> bool;
 }
 
-fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
+/// The refusal for an operation a dialect does not offer.
+pub(crate) fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
     InvalidRequest::new(
         format!(
             "This model's provider API ({}) does not support {what}.",
@@ -198,9 +203,79 @@ fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
     )
 }
 
+/// What one provider dialect does: a value in its provider module, found through
+/// [`Dialect::translator`]. `t.dialect` is always a dialect whose translator is `self`.
+///
+/// Embeddings are optional: the default methods refuse them.
+pub trait Translator: Sync {
+    /// Builds the provider request for a chat (or legacy completion) request. The request's
+    /// own `dropped` names are merged in by [`prepare_chat`], not here.
+    fn prepare_chat(
+        &self,
+        t: &Target<'_>,
+        req: &ChatRequest,
+    ) -> Result<UpstreamRequest, InvalidRequest>;
+
+    /// Reads a complete 2xx chat answer.
+    fn parse_chat(&self, t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer>;
+
+    /// A stream translator for a chat request's provider stream.
+    fn chat_stream(&self, t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator>;
+
+    /// Builds the provider call(s) for an embeddings request.
+    fn prepare_embeddings(
+        &self,
+        t: &Target<'_>,
+        _req: &EmbeddingsRequest,
+    ) -> Result<EmbeddingsCall, InvalidRequest> {
+        Err(not_for(t.dialect, "embeddings"))
+    }
+
+    /// Combines the answers of an [`EmbeddingsCall`] (one per body, in order).
+    fn parse_embeddings(
+        &self,
+        t: &Target<'_>,
+        _answers: &[Answer<'_>],
+    ) -> Result<Embeddings, BadAnswer> {
+        Err(BadAnswer(format!(
+            "{} embeddings are not translated",
+            t.dialect.as_str()
+        )))
+    }
+
+    /// Maps a provider error (non-2xx status and body) to the client's OpenAI error.
+    fn translate_error(
+        &self,
+        t: &Target<'_>,
+        status: u16,
+        body: &[u8],
+        hints: &ErrorHints<'_>,
+    ) -> ErrorReply;
+}
+
+impl Dialect {
+    /// The dialect's translator: the one place a dialect is tied to its provider module.
+    pub fn translator(self) -> &'static dyn Translator {
+        use providers::anthropic::{Anthropic, Host};
+        match self {
+            Dialect::OpenAi | Dialect::Azure => &providers::openai::OpenAi,
+            Dialect::Anthropic => &Anthropic { host: Host::Direct },
+            Dialect::BedrockAnthropic => &Anthropic {
+                host: Host::Bedrock,
+            },
+            Dialect::VertexAnthropic => &Anthropic { host: Host::Vertex },
+            Dialect::BedrockConverse => &providers::bedrock::BedrockConverse,
+            Dialect::BedrockEmbed => &providers::bedrock::BedrockEmbed,
+            Dialect::VertexGemini => &providers::gemini::VertexGemini,
+            Dialect::Watsonx => &providers::watsonx::Watsonx,
+            Dialect::OciGeneric | Dialect::OciCohere => &providers::oci::Oci,
+        }
+    }
+}
+
 /// Builds the provider request for a chat (or legacy completion) request.
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
-    let mut up = prepare_chat_for(t, req)?;
+    let mut up = t.dialect.translator().prepare_chat(t, req)?;
     for name in &req.dropped {
         if !up.dropped.contains(name) {
             up.dropped.push(name.clone());
@@ -209,51 +284,14 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     Ok(up)
 }
 
-fn prepare_chat_for(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
-    match t.dialect {
-        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
-            providers::anthropic::prepare_chat(t, req)
-        }
-        Dialect::BedrockConverse => providers::bedrock::prepare_chat(t, req),
-        Dialect::VertexGemini => providers::gemini::prepare_chat(t, req),
-        Dialect::Watsonx => providers::watsonx::prepare_chat(t, req),
-        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::prepare_chat(t, req),
-        Dialect::OpenAi | Dialect::Azure => providers::openai::prepare_chat(t, req),
-        Dialect::BedrockEmbed => Err(not_for(t.dialect, "chat translation")),
-    }
-}
-
 /// Reads a complete 2xx chat answer.
 pub fn parse_chat(t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
-    match t.dialect {
-        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
-            providers::anthropic::parse_chat(answer.body)
-        }
-        Dialect::BedrockConverse => providers::bedrock::parse_chat(answer.body),
-        Dialect::VertexGemini => providers::gemini::parse_chat(answer.body),
-        Dialect::Watsonx => providers::watsonx::parse_chat(answer.body),
-        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::parse_chat(t, answer.body),
-        Dialect::OpenAi | Dialect::Azure => providers::openai::parse_chat(answer.body),
-        Dialect::BedrockEmbed => Err(BadAnswer(format!(
-            "{} answers are not translated",
-            t.dialect.as_str()
-        ))),
-    }
+    t.dialect.translator().parse_chat(t, answer)
 }
 
 /// A stream translator for a chat request's provider stream.
 pub fn chat_stream(t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
-    match t.dialect {
-        Dialect::Anthropic | Dialect::VertexAnthropic => providers::anthropic::sse_stream(ctx),
-        Dialect::BedrockAnthropic => providers::anthropic::eventstream_stream(ctx),
-        Dialect::BedrockConverse => providers::bedrock::converse_stream(ctx),
-        Dialect::VertexGemini => providers::gemini::stream(ctx),
-        Dialect::Watsonx => providers::watsonx::stream(ctx),
-        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::stream(t, ctx),
-        Dialect::OpenAi | Dialect::Azure => providers::openai::stream(ctx),
-        // Not reached: embedding models have no chat stream.
-        Dialect::BedrockEmbed => providers::anthropic::sse_stream(ctx),
-    }
+    t.dialect.translator().chat_stream(t, ctx)
 }
 
 /// Builds the provider call(s) for an embeddings request.
@@ -261,25 +299,12 @@ pub fn prepare_embeddings(
     t: &Target<'_>,
     req: &EmbeddingsRequest,
 ) -> Result<EmbeddingsCall, InvalidRequest> {
-    match t.dialect {
-        Dialect::BedrockEmbed => providers::bedrock::prepare_embeddings(t, req),
-        Dialect::VertexGemini => providers::gemini::prepare_embeddings(t, req),
-        Dialect::Watsonx => providers::watsonx::prepare_embeddings(t, req),
-        _ => Err(not_for(t.dialect, "embeddings")),
-    }
+    t.dialect.translator().prepare_embeddings(t, req)
 }
 
 /// Combines the answers of an [`EmbeddingsCall`] (one per body, in order).
 pub fn parse_embeddings(t: &Target<'_>, answers: &[Answer<'_>]) -> Result<Embeddings, BadAnswer> {
-    match t.dialect {
-        Dialect::BedrockEmbed => providers::bedrock::parse_embeddings(t, answers),
-        Dialect::VertexGemini => providers::gemini::parse_embeddings(answers),
-        Dialect::Watsonx => providers::watsonx::parse_embeddings(answers),
-        _ => Err(BadAnswer(format!(
-            "{} embeddings are not translated",
-            t.dialect.as_str()
-        ))),
-    }
+    t.dialect.translator().parse_embeddings(t, answers)
 }
 
 /// Maps a provider error (non-2xx status and body) to the client's OpenAI error.
@@ -289,30 +314,9 @@ pub fn translate_error(
     body: &[u8],
     hints: &ErrorHints<'_>,
 ) -> ErrorReply {
-    match t.dialect {
-        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
-            // Claude on Bedrock/Vertex: the platform's own errors use its shape.
-            match t.dialect {
-                Dialect::BedrockAnthropic if hints.aws_error_type.is_some() => {
-                    providers::bedrock::error(status, body, hints)
-                }
-                Dialect::VertexAnthropic if providers::gemini::is_google_error(body) => {
-                    providers::gemini::error(status, body)
-                }
-                _ => providers::anthropic::error(status, body),
-            }
-        }
-        Dialect::BedrockConverse | Dialect::BedrockEmbed => {
-            providers::bedrock::error(status, body, hints)
-        }
-        Dialect::VertexGemini => providers::gemini::error(status, body),
-        Dialect::Watsonx => providers::watsonx::error(status, body),
-        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::error(status, body),
-        Dialect::OpenAi | Dialect::Azure => ErrorReply {
-            status,
-            body: crate::openai::upstream_error_body(status, body, t.dialect.as_str()),
-        },
-    }
+    t.dialect
+        .translator()
+        .translate_error(t, status, body, hints)
 }
 
 /// Test helpers shared by the translators' unit tests.
