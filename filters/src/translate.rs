@@ -256,14 +256,12 @@ pub trait Translator: Sync {
 impl Dialect {
     /// The dialect's translator: the one place a dialect is tied to its provider module.
     pub fn translator(self) -> &'static dyn Translator {
-        use providers::anthropic::{Anthropic, Host};
+        use providers::anthropic::Anthropic;
         match self {
             Dialect::OpenAi | Dialect::Azure => &providers::openai::OpenAi,
-            Dialect::Anthropic => &Anthropic { host: Host::Direct },
-            Dialect::BedrockAnthropic => &Anthropic {
-                host: Host::Bedrock,
-            },
-            Dialect::VertexAnthropic => &Anthropic { host: Host::Vertex },
+            Dialect::Anthropic => &Anthropic::DIRECT,
+            Dialect::BedrockAnthropic => &Anthropic::BEDROCK,
+            Dialect::VertexAnthropic => &Anthropic::VERTEX,
             Dialect::BedrockConverse => &providers::bedrock::BedrockConverse,
             Dialect::BedrockEmbed => &providers::bedrock::BedrockEmbed,
             Dialect::VertexGemini => &providers::gemini::VertexGemini,
@@ -424,5 +422,220 @@ pub(crate) mod testing {
             }
         }
         (text, calls, finish)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::reassemble;
+    use super::*;
+    use crate::front::FrontDoor;
+    use crate::openai::{parse_request, Endpoint};
+
+    const ALL: [Dialect; 11] = [
+        Dialect::OpenAi,
+        Dialect::Azure,
+        Dialect::Anthropic,
+        Dialect::BedrockConverse,
+        Dialect::BedrockAnthropic,
+        Dialect::BedrockEmbed,
+        Dialect::VertexGemini,
+        Dialect::VertexAnthropic,
+        Dialect::Watsonx,
+        Dialect::OciGeneric,
+        Dialect::OciCohere,
+    ];
+
+    fn target(dialect: Dialect) -> Target<'static> {
+        Target {
+            dialect,
+            upstream_model: match dialect {
+                Dialect::OciCohere => "cohere.command-r-plus",
+                _ => "m",
+            },
+            project: Some("proj"),
+            location: Some("us-central1"),
+            api_version: None,
+        }
+    }
+
+    fn chat(body: &str) -> ChatRequest {
+        let parsed = parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap();
+        ChatRequest::from_parsed(&parsed).unwrap()
+    }
+
+    fn ctx() -> ResponseCtx<'static> {
+        ResponseCtx {
+            client_model: "client",
+            created: 1,
+            fallback_id: "req_1",
+            front: FrontDoor::Chat,
+            include_usage: false,
+        }
+    }
+
+    fn run(mut s: Box<dyn StreamTranslator>, input: &[u8]) -> (Vec<u8>, StreamEnd) {
+        let mut out = Vec::new();
+        s.feed(input, &mut out);
+        let end = s.finish(&mut out);
+        (out, end)
+    }
+
+    #[test]
+    fn only_embedding_dialects_embed_and_only_chat_dialects_chat() {
+        let req = chat(r#"{"model":"c","messages":[{"role":"user","content":"hi"}]}"#);
+        let embed = EmbeddingsRequest::from_body(
+            serde_json::json!({"model": "e", "input": "hi"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        let embeds = [
+            Dialect::BedrockEmbed,
+            Dialect::VertexGemini,
+            Dialect::Watsonx,
+        ];
+        for d in ALL {
+            let t = target(d);
+            let chat = prepare_chat(&t, &req);
+            let answer = Answer {
+                body: b"{}",
+                input_tokens_header: None,
+            };
+            if d == Dialect::BedrockEmbed {
+                let e = chat.unwrap_err();
+                assert_eq!(
+                    e.message,
+                    "This model's provider API (bedrock_embed) does not support chat translation."
+                );
+                assert_eq!(
+                    parse_chat(&t, &answer).unwrap_err(),
+                    BadAnswer("bedrock_embed answers are not translated".into())
+                );
+            } else {
+                assert!(chat.is_ok(), "{d:?}: {:?}", chat.err());
+            }
+            if !embeds.contains(&d) {
+                assert_eq!(
+                    prepare_embeddings(&t, &embed).unwrap_err().message,
+                    format!(
+                        "This model's provider API ({}) does not support embeddings.",
+                        d.as_str()
+                    )
+                );
+                assert_eq!(
+                    parse_embeddings(&t, &[answer]).unwrap_err(),
+                    BadAnswer(format!("{} embeddings are not translated", d.as_str()))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn prepare_chat_merges_the_requests_dropped_names_once() {
+        // watsonx drops `user` itself; the front door dropped `user` and `cache_control`.
+        let mut req =
+            chat(r#"{"model":"c","user":"u","messages":[{"role":"user","content":"hi"}]}"#);
+        req.dropped = vec!["user".into(), "cache_control".into()];
+        let up = prepare_chat(&target(Dialect::Watsonx), &req).unwrap();
+        assert_eq!(up.dropped, ["user", "cache_control"]);
+    }
+
+    #[test]
+    fn claude_on_a_cloud_keeps_the_clouds_own_errors() {
+        use providers::{anthropic, bedrock, gemini};
+        // Bodies on which the mappers disagree, so each assertion shows which one ran.
+        let google = br#"{"error":{"code":400,"message":"Project not allowlisted.","status":"FAILED_PRECONDITION"}}"#;
+        let aws_body = br#"{"message":"Too many requests"}"#;
+        let aws = ErrorHints {
+            aws_error_type: Some(
+                "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            ),
+        };
+        let none = ErrorHints::default();
+        assert_ne!(anthropic::error(400, google), gemini::error(400, google));
+        assert_ne!(
+            anthropic::error(400, aws_body),
+            bedrock::error(400, aws_body, &aws)
+        );
+        let err =
+            |d, body: &[u8], hints: &ErrorHints<'_>| translate_error(&target(d), 400, body, hints);
+
+        // An `x-amzn-errortype` header: Bedrock's own error.
+        let from_aws = bedrock::error(400, aws_body, &aws);
+        assert_eq!(err(Dialect::BedrockAnthropic, aws_body, &aws), from_aws);
+        assert_eq!(err(Dialect::BedrockConverse, aws_body, &aws), from_aws);
+        assert_eq!(err(Dialect::BedrockEmbed, aws_body, &aws), from_aws);
+        // A Google error body: Vertex's own error.
+        assert_eq!(
+            err(Dialect::VertexAnthropic, google, &none),
+            gemini::error(400, google)
+        );
+        // Otherwise Claude's error mapping, and always for Anthropic itself.
+        assert_eq!(
+            err(Dialect::BedrockAnthropic, aws_body, &none),
+            anthropic::error(400, aws_body)
+        );
+        assert_eq!(
+            err(Dialect::VertexAnthropic, aws_body, &aws),
+            anthropic::error(400, aws_body)
+        );
+        assert_eq!(
+            err(Dialect::Anthropic, aws_body, &aws),
+            anthropic::error(400, aws_body)
+        );
+        assert_eq!(
+            err(Dialect::Anthropic, google, &none),
+            anthropic::error(400, google)
+        );
+    }
+
+    #[test]
+    fn openai_errors_name_their_dialect() {
+        let body = b"upstream exploded";
+        for d in [Dialect::OpenAi, Dialect::Azure] {
+            let reply = translate_error(&target(d), 500, body, &ErrorHints::default());
+            assert_eq!(reply.status, 500);
+            assert_eq!(
+                reply.body,
+                crate::openai::upstream_error_body(500, body, d.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn claude_on_bedrock_streams_eventstream_the_others_sse() {
+        let events = [
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude","stop_reason":null,"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#,
+            r#"{"type":"message_stop"}"#,
+        ];
+        let mut sse = Vec::new();
+        let mut frames = Vec::new();
+        for e in events {
+            sse.extend_from_slice(format!("data: {e}\n\n").as_bytes());
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD.encode(e);
+            let payload = format!(r#"{{"bytes":"{bytes}"}}"#);
+            frames.extend(crate::eventstream::encode_event(
+                "chunk",
+                payload.as_bytes(),
+            ));
+        }
+        let c = ctx();
+        for (d, input, wrong) in [
+            (Dialect::Anthropic, &sse, &frames),
+            (Dialect::VertexAnthropic, &sse, &frames),
+            (Dialect::BedrockAnthropic, &frames, &sse),
+        ] {
+            let (out, end) = run(chat_stream(&target(d), &c), input);
+            assert_eq!(end, StreamEnd::Complete, "{d:?}");
+            assert_eq!(reassemble(&out).0, "Hi", "{d:?}");
+            let (_, end) = run(chat_stream(&target(d), &c), wrong);
+            assert_ne!(end, StreamEnd::Complete, "{d:?} read the other framing");
+        }
     }
 }

@@ -1380,19 +1380,27 @@ pub fn error(status: u16, body: &[u8]) -> ErrorReply {
 
 /// Where Claude's Messages API is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Host {
-    /// Anthropic itself ([`Dialect::Anthropic`]).
+enum Host {
     Direct,
-    /// Bedrock InvokeModel ([`Dialect::BedrockAnthropic`]).
     Bedrock,
-    /// Vertex AI `rawPredict` ([`Dialect::VertexAnthropic`]).
     Vertex,
 }
 
-/// The translator for the three Messages dialects, one value per [`Host`].
+/// The translator for the three Messages dialects, one value per host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Anthropic {
-    pub host: Host,
+    host: Host,
+}
+
+impl Anthropic {
+    /// Anthropic itself ([`Dialect::Anthropic`]).
+    pub const DIRECT: Anthropic = Anthropic { host: Host::Direct };
+    /// Bedrock InvokeModel ([`Dialect::BedrockAnthropic`]).
+    pub const BEDROCK: Anthropic = Anthropic {
+        host: Host::Bedrock,
+    };
+    /// Vertex AI `rawPredict` ([`Dialect::VertexAnthropic`]).
+    pub const VERTEX: Anthropic = Anthropic { host: Host::Vertex };
 }
 
 impl Translator for Anthropic {
