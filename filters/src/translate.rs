@@ -2,6 +2,10 @@
 //! calls for each — build the upstream request, read a complete answer, translate a stream
 //! incrementally, map an error — all pure.
 //!
+//! Each dialect is one value implementing [`Translator`], defined in its provider module and
+//! found through [`Dialect::translator`], the only match from dialect to provider module. The
+//! free functions below are what the gateway calls; they go through that registry.
+//!
 //! Flow for a chat request: [`crate::chat::ChatRequest`] (typed client request) →
 //! [`prepare_chat`] → the provider's [`UpstreamRequest`]; then either [`parse_chat`] →
 //! [`crate::chat::Completion`] → [`crate::chat::response::render`], or [`chat_stream`] → a
@@ -188,7 +192,8 @@ pub trait StreamTranslator: Send {
     fn ended(&self) -> bool;
 }
 
-fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
+/// The refusal for an operation a dialect does not offer.
+pub(crate) fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
     InvalidRequest::new(
         format!(
             "This model's provider API ({}) does not support {what}.",
@@ -198,9 +203,77 @@ fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
     )
 }
 
+/// What one provider dialect does: a value in its provider module, found through
+/// [`Dialect::translator`]. `t.dialect` is always a dialect whose translator is `self`.
+///
+/// Embeddings are optional: the default methods refuse them.
+pub trait Translator: Sync {
+    /// Builds the provider request for a chat (or legacy completion) request. The request's
+    /// own `dropped` names are merged in by [`prepare_chat`], not here.
+    fn prepare_chat(
+        &self,
+        t: &Target<'_>,
+        req: &ChatRequest,
+    ) -> Result<UpstreamRequest, InvalidRequest>;
+
+    /// Reads a complete 2xx chat answer.
+    fn parse_chat(&self, t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer>;
+
+    /// A stream translator for a chat request's provider stream.
+    fn chat_stream(&self, t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator>;
+
+    /// Builds the provider call(s) for an embeddings request.
+    fn prepare_embeddings(
+        &self,
+        t: &Target<'_>,
+        _req: &EmbeddingsRequest,
+    ) -> Result<EmbeddingsCall, InvalidRequest> {
+        Err(not_for(t.dialect, "embeddings"))
+    }
+
+    /// Combines the answers of an [`EmbeddingsCall`] (one per body, in order).
+    fn parse_embeddings(
+        &self,
+        t: &Target<'_>,
+        _answers: &[Answer<'_>],
+    ) -> Result<Embeddings, BadAnswer> {
+        Err(BadAnswer(format!(
+            "{} embeddings are not translated",
+            t.dialect.as_str()
+        )))
+    }
+
+    /// Maps a provider error (non-2xx status and body) to the client's OpenAI error.
+    fn translate_error(
+        &self,
+        t: &Target<'_>,
+        status: u16,
+        body: &[u8],
+        hints: &ErrorHints<'_>,
+    ) -> ErrorReply;
+}
+
+impl Dialect {
+    /// The dialect's translator: the one place a dialect is tied to its provider module.
+    pub fn translator(self) -> &'static dyn Translator {
+        use providers::anthropic::Anthropic;
+        match self {
+            Dialect::OpenAi | Dialect::Azure => &providers::openai::OpenAi,
+            Dialect::Anthropic => &Anthropic::DIRECT,
+            Dialect::BedrockAnthropic => &Anthropic::BEDROCK,
+            Dialect::VertexAnthropic => &Anthropic::VERTEX,
+            Dialect::BedrockConverse => &providers::bedrock::BedrockConverse,
+            Dialect::BedrockEmbed => &providers::bedrock::BedrockEmbed,
+            Dialect::VertexGemini => &providers::gemini::VertexGemini,
+            Dialect::Watsonx => &providers::watsonx::Watsonx,
+            Dialect::OciGeneric | Dialect::OciCohere => &providers::oci::Oci,
+        }
+    }
+}
+
 /// Builds the provider request for a chat (or legacy completion) request.
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
-    let mut up = prepare_chat_for(t, req)?;
+    let mut up = t.dialect.translator().prepare_chat(t, req)?;
     for name in &req.dropped {
         if !up.dropped.contains(name) {
             up.dropped.push(name.clone());
@@ -209,51 +282,14 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     Ok(up)
 }
 
-fn prepare_chat_for(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
-    match t.dialect {
-        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
-            providers::anthropic::prepare_chat(t, req)
-        }
-        Dialect::BedrockConverse => providers::bedrock::prepare_chat(t, req),
-        Dialect::VertexGemini => providers::gemini::prepare_chat(t, req),
-        Dialect::Watsonx => providers::watsonx::prepare_chat(t, req),
-        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::prepare_chat(t, req),
-        Dialect::OpenAi | Dialect::Azure => providers::openai::prepare_chat(t, req),
-        Dialect::BedrockEmbed => Err(not_for(t.dialect, "chat translation")),
-    }
-}
-
 /// Reads a complete 2xx chat answer.
 pub fn parse_chat(t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
-    match t.dialect {
-        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
-            providers::anthropic::parse_chat(answer.body)
-        }
-        Dialect::BedrockConverse => providers::bedrock::parse_chat(answer.body),
-        Dialect::VertexGemini => providers::gemini::parse_chat(answer.body),
-        Dialect::Watsonx => providers::watsonx::parse_chat(answer.body),
-        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::parse_chat(t, answer.body),
-        Dialect::OpenAi | Dialect::Azure => providers::openai::parse_chat(answer.body),
-        Dialect::BedrockEmbed => Err(BadAnswer(format!(
-            "{} answers are not translated",
-            t.dialect.as_str()
-        ))),
-    }
+    t.dialect.translator().parse_chat(t, answer)
 }
 
 /// A stream translator for a chat request's provider stream.
 pub fn chat_stream(t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
-    match t.dialect {
-        Dialect::Anthropic | Dialect::VertexAnthropic => providers::anthropic::sse_stream(ctx),
-        Dialect::BedrockAnthropic => providers::anthropic::eventstream_stream(ctx),
-        Dialect::BedrockConverse => providers::bedrock::converse_stream(ctx),
-        Dialect::VertexGemini => providers::gemini::stream(ctx),
-        Dialect::Watsonx => providers::watsonx::stream(ctx),
-        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::stream(t, ctx),
-        Dialect::OpenAi | Dialect::Azure => providers::openai::stream(ctx),
-        // Not reached: embedding models have no chat stream.
-        Dialect::BedrockEmbed => providers::anthropic::sse_stream(ctx),
-    }
+    t.dialect.translator().chat_stream(t, ctx)
 }
 
 /// Builds the provider call(s) for an embeddings request.
@@ -261,25 +297,12 @@ pub fn prepare_embeddings(
     t: &Target<'_>,
     req: &EmbeddingsRequest,
 ) -> Result<EmbeddingsCall, InvalidRequest> {
-    match t.dialect {
-        Dialect::BedrockEmbed => providers::bedrock::prepare_embeddings(t, req),
-        Dialect::VertexGemini => providers::gemini::prepare_embeddings(t, req),
-        Dialect::Watsonx => providers::watsonx::prepare_embeddings(t, req),
-        _ => Err(not_for(t.dialect, "embeddings")),
-    }
+    t.dialect.translator().prepare_embeddings(t, req)
 }
 
 /// Combines the answers of an [`EmbeddingsCall`] (one per body, in order).
 pub fn parse_embeddings(t: &Target<'_>, answers: &[Answer<'_>]) -> Result<Embeddings, BadAnswer> {
-    match t.dialect {
-        Dialect::BedrockEmbed => providers::bedrock::parse_embeddings(t, answers),
-        Dialect::VertexGemini => providers::gemini::parse_embeddings(answers),
-        Dialect::Watsonx => providers::watsonx::parse_embeddings(answers),
-        _ => Err(BadAnswer(format!(
-            "{} embeddings are not translated",
-            t.dialect.as_str()
-        ))),
-    }
+    t.dialect.translator().parse_embeddings(t, answers)
 }
 
 /// Maps a provider error (non-2xx status and body) to the client's OpenAI error.
@@ -289,30 +312,9 @@ pub fn translate_error(
     body: &[u8],
     hints: &ErrorHints<'_>,
 ) -> ErrorReply {
-    match t.dialect {
-        Dialect::Anthropic | Dialect::BedrockAnthropic | Dialect::VertexAnthropic => {
-            // Claude on Bedrock/Vertex: the platform's own errors use its shape.
-            match t.dialect {
-                Dialect::BedrockAnthropic if hints.aws_error_type.is_some() => {
-                    providers::bedrock::error(status, body, hints)
-                }
-                Dialect::VertexAnthropic if providers::gemini::is_google_error(body) => {
-                    providers::gemini::error(status, body)
-                }
-                _ => providers::anthropic::error(status, body),
-            }
-        }
-        Dialect::BedrockConverse | Dialect::BedrockEmbed => {
-            providers::bedrock::error(status, body, hints)
-        }
-        Dialect::VertexGemini => providers::gemini::error(status, body),
-        Dialect::Watsonx => providers::watsonx::error(status, body),
-        Dialect::OciGeneric | Dialect::OciCohere => providers::oci::error(status, body),
-        Dialect::OpenAi | Dialect::Azure => ErrorReply {
-            status,
-            body: crate::openai::upstream_error_body(status, body, t.dialect.as_str()),
-        },
-    }
+    t.dialect
+        .translator()
+        .translate_error(t, status, body, hints)
 }
 
 /// Test helpers shared by the translators' unit tests.
@@ -420,5 +422,220 @@ pub(crate) mod testing {
             }
         }
         (text, calls, finish)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::reassemble;
+    use super::*;
+    use crate::front::FrontDoor;
+    use crate::openai::{parse_request, Endpoint};
+
+    const ALL: [Dialect; 11] = [
+        Dialect::OpenAi,
+        Dialect::Azure,
+        Dialect::Anthropic,
+        Dialect::BedrockConverse,
+        Dialect::BedrockAnthropic,
+        Dialect::BedrockEmbed,
+        Dialect::VertexGemini,
+        Dialect::VertexAnthropic,
+        Dialect::Watsonx,
+        Dialect::OciGeneric,
+        Dialect::OciCohere,
+    ];
+
+    fn target(dialect: Dialect) -> Target<'static> {
+        Target {
+            dialect,
+            upstream_model: match dialect {
+                Dialect::OciCohere => "cohere.command-r-plus",
+                _ => "m",
+            },
+            project: Some("proj"),
+            location: Some("us-central1"),
+            api_version: None,
+        }
+    }
+
+    fn chat(body: &str) -> ChatRequest {
+        let parsed = parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap();
+        ChatRequest::from_parsed(&parsed).unwrap()
+    }
+
+    fn ctx() -> ResponseCtx<'static> {
+        ResponseCtx {
+            client_model: "client",
+            created: 1,
+            fallback_id: "req_1",
+            front: FrontDoor::Chat,
+            include_usage: false,
+        }
+    }
+
+    fn run(mut s: Box<dyn StreamTranslator>, input: &[u8]) -> (Vec<u8>, StreamEnd) {
+        let mut out = Vec::new();
+        s.feed(input, &mut out);
+        let end = s.finish(&mut out);
+        (out, end)
+    }
+
+    #[test]
+    fn only_embedding_dialects_embed_and_only_chat_dialects_chat() {
+        let req = chat(r#"{"model":"c","messages":[{"role":"user","content":"hi"}]}"#);
+        let embed = EmbeddingsRequest::from_body(
+            serde_json::json!({"model": "e", "input": "hi"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        let embeds = [
+            Dialect::BedrockEmbed,
+            Dialect::VertexGemini,
+            Dialect::Watsonx,
+        ];
+        for d in ALL {
+            let t = target(d);
+            let chat = prepare_chat(&t, &req);
+            let answer = Answer {
+                body: b"{}",
+                input_tokens_header: None,
+            };
+            if d == Dialect::BedrockEmbed {
+                let e = chat.unwrap_err();
+                assert_eq!(
+                    e.message,
+                    "This model's provider API (bedrock_embed) does not support chat translation."
+                );
+                assert_eq!(
+                    parse_chat(&t, &answer).unwrap_err(),
+                    BadAnswer("bedrock_embed answers are not translated".into())
+                );
+            } else {
+                assert!(chat.is_ok(), "{d:?}: {:?}", chat.err());
+            }
+            if !embeds.contains(&d) {
+                assert_eq!(
+                    prepare_embeddings(&t, &embed).unwrap_err().message,
+                    format!(
+                        "This model's provider API ({}) does not support embeddings.",
+                        d.as_str()
+                    )
+                );
+                assert_eq!(
+                    parse_embeddings(&t, &[answer]).unwrap_err(),
+                    BadAnswer(format!("{} embeddings are not translated", d.as_str()))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn prepare_chat_merges_the_requests_dropped_names_once() {
+        // watsonx drops `user` itself; the front door dropped `user` and `cache_control`.
+        let mut req =
+            chat(r#"{"model":"c","user":"u","messages":[{"role":"user","content":"hi"}]}"#);
+        req.dropped = vec!["user".into(), "cache_control".into()];
+        let up = prepare_chat(&target(Dialect::Watsonx), &req).unwrap();
+        assert_eq!(up.dropped, ["user", "cache_control"]);
+    }
+
+    #[test]
+    fn claude_on_a_cloud_keeps_the_clouds_own_errors() {
+        use providers::{anthropic, bedrock, gemini};
+        // Bodies on which the mappers disagree, so each assertion shows which one ran.
+        let google = br#"{"error":{"code":400,"message":"Project not allowlisted.","status":"FAILED_PRECONDITION"}}"#;
+        let aws_body = br#"{"message":"Too many requests"}"#;
+        let aws = ErrorHints {
+            aws_error_type: Some(
+                "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            ),
+        };
+        let none = ErrorHints::default();
+        assert_ne!(anthropic::error(400, google), gemini::error(400, google));
+        assert_ne!(
+            anthropic::error(400, aws_body),
+            bedrock::error(400, aws_body, &aws)
+        );
+        let err =
+            |d, body: &[u8], hints: &ErrorHints<'_>| translate_error(&target(d), 400, body, hints);
+
+        // An `x-amzn-errortype` header: Bedrock's own error.
+        let from_aws = bedrock::error(400, aws_body, &aws);
+        assert_eq!(err(Dialect::BedrockAnthropic, aws_body, &aws), from_aws);
+        assert_eq!(err(Dialect::BedrockConverse, aws_body, &aws), from_aws);
+        assert_eq!(err(Dialect::BedrockEmbed, aws_body, &aws), from_aws);
+        // A Google error body: Vertex's own error.
+        assert_eq!(
+            err(Dialect::VertexAnthropic, google, &none),
+            gemini::error(400, google)
+        );
+        // Otherwise Claude's error mapping, and always for Anthropic itself.
+        assert_eq!(
+            err(Dialect::BedrockAnthropic, aws_body, &none),
+            anthropic::error(400, aws_body)
+        );
+        assert_eq!(
+            err(Dialect::VertexAnthropic, aws_body, &aws),
+            anthropic::error(400, aws_body)
+        );
+        assert_eq!(
+            err(Dialect::Anthropic, aws_body, &aws),
+            anthropic::error(400, aws_body)
+        );
+        assert_eq!(
+            err(Dialect::Anthropic, google, &none),
+            anthropic::error(400, google)
+        );
+    }
+
+    #[test]
+    fn openai_errors_name_their_dialect() {
+        let body = b"upstream exploded";
+        for d in [Dialect::OpenAi, Dialect::Azure] {
+            let reply = translate_error(&target(d), 500, body, &ErrorHints::default());
+            assert_eq!(reply.status, 500);
+            assert_eq!(
+                reply.body,
+                crate::openai::upstream_error_body(500, body, d.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn claude_on_bedrock_streams_eventstream_the_others_sse() {
+        let events = [
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude","stop_reason":null,"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#,
+            r#"{"type":"message_stop"}"#,
+        ];
+        let mut sse = Vec::new();
+        let mut frames = Vec::new();
+        for e in events {
+            sse.extend_from_slice(format!("data: {e}\n\n").as_bytes());
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD.encode(e);
+            let payload = format!(r#"{{"bytes":"{bytes}"}}"#);
+            frames.extend(crate::eventstream::encode_event(
+                "chunk",
+                payload.as_bytes(),
+            ));
+        }
+        let c = ctx();
+        for (d, input, wrong) in [
+            (Dialect::Anthropic, &sse, &frames),
+            (Dialect::VertexAnthropic, &sse, &frames),
+            (Dialect::BedrockAnthropic, &frames, &sse),
+        ] {
+            let (out, end) = run(chat_stream(&target(d), &c), input);
+            assert_eq!(end, StreamEnd::Complete, "{d:?}");
+            assert_eq!(reassemble(&out).0, "Hi", "{d:?}");
+            let (_, end) = run(chat_stream(&target(d), &c), wrong);
+            assert_ne!(end, StreamEnd::Complete, "{d:?} read the other framing");
+        }
     }
 }

@@ -70,8 +70,8 @@ use crate::eventstream::{chunk_bytes, Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
-    AnswerFormat, BadAnswer, Dialect, ErrorReply, StreamEnd, StreamTranslator, Target,
-    UpstreamRequest,
+    Answer, AnswerFormat, BadAnswer, Dialect, ErrorHints, ErrorReply, StreamEnd, StreamTranslator,
+    Target, Translator, UpstreamRequest,
 };
 
 /// Used when the client sets no limit (Anthropic requires `max_tokens`).
@@ -1371,6 +1371,76 @@ pub fn error(status: u16, body: &[u8]) -> ErrorReply {
             code,
         ),
         _ => ErrorReply::new(mapped, message, code),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Translator
+// ---------------------------------------------------------------------------------------------
+
+/// Where Claude's Messages API is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    Direct,
+    Bedrock,
+    Vertex,
+}
+
+/// The translator for the three Messages dialects, one value per host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anthropic {
+    host: Host,
+}
+
+impl Anthropic {
+    /// Anthropic itself ([`Dialect::Anthropic`]).
+    pub const DIRECT: Anthropic = Anthropic { host: Host::Direct };
+    /// Bedrock InvokeModel ([`Dialect::BedrockAnthropic`]).
+    pub const BEDROCK: Anthropic = Anthropic {
+        host: Host::Bedrock,
+    };
+    /// Vertex AI `rawPredict` ([`Dialect::VertexAnthropic`]).
+    pub const VERTEX: Anthropic = Anthropic { host: Host::Vertex };
+}
+
+impl Translator for Anthropic {
+    fn prepare_chat(
+        &self,
+        t: &Target<'_>,
+        req: &ChatRequest,
+    ) -> Result<UpstreamRequest, InvalidRequest> {
+        prepare_chat(t, req)
+    }
+
+    fn parse_chat(&self, _t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
+        parse_chat(answer.body)
+    }
+
+    fn chat_stream(&self, _t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
+        match self.host {
+            Host::Direct | Host::Vertex => sse_stream(ctx),
+            Host::Bedrock => eventstream_stream(ctx),
+        }
+    }
+
+    /// Claude on Bedrock/Vertex: the platform's own errors (an `x-amzn-errortype` header, a
+    /// Google error body) use the platform's shape.
+    fn translate_error(
+        &self,
+        _t: &Target<'_>,
+        status: u16,
+        body: &[u8],
+        hints: &ErrorHints<'_>,
+    ) -> ErrorReply {
+        match self.host {
+            Host::Bedrock if hints.aws_error_type.is_some() => {
+                super::bedrock::error(status, body, hints)
+            }
+            Host::Vertex if super::gemini::is_google_error(body) => {
+                super::gemini::error(status, body)
+            }
+            _ => error(status, body),
+        }
     }
 }
 

@@ -98,8 +98,8 @@ use crate::chat::{
 use crate::eventstream::{Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
 use crate::translate::{
-    Answer, AnswerFormat, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamEnd,
-    StreamTranslator, Target, UpstreamRequest,
+    not_for, Answer, AnswerFormat, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamEnd,
+    StreamTranslator, Target, Translator, UpstreamRequest,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1415,6 +1415,94 @@ fn tool_use_id(id: &str) -> Cow<'_, str> {
     }
     let prefix: String = id.chars().filter(|c| allowed(*c)).take(40).collect();
     Cow::Owned(format!("tu_{hash:016x}_{prefix}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Translators
+// ---------------------------------------------------------------------------------------------
+
+/// The translator for [`crate::translate::Dialect::BedrockConverse`]: chat only.
+pub struct BedrockConverse;
+
+impl Translator for BedrockConverse {
+    fn prepare_chat(
+        &self,
+        t: &Target<'_>,
+        req: &ChatRequest,
+    ) -> Result<UpstreamRequest, InvalidRequest> {
+        prepare_chat(t, req)
+    }
+
+    fn parse_chat(&self, _t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
+        parse_chat(answer.body)
+    }
+
+    fn chat_stream(&self, _t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
+        converse_stream(ctx)
+    }
+
+    fn translate_error(
+        &self,
+        _t: &Target<'_>,
+        status: u16,
+        body: &[u8],
+        hints: &ErrorHints<'_>,
+    ) -> ErrorReply {
+        error(status, body, hints)
+    }
+}
+
+/// The translator for [`crate::translate::Dialect::BedrockEmbed`]: embeddings only; chat is
+/// refused.
+pub struct BedrockEmbed;
+
+impl Translator for BedrockEmbed {
+    fn prepare_chat(
+        &self,
+        t: &Target<'_>,
+        _req: &ChatRequest,
+    ) -> Result<UpstreamRequest, InvalidRequest> {
+        Err(not_for(t.dialect, "chat translation"))
+    }
+
+    fn parse_chat(&self, t: &Target<'_>, _answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
+        Err(BadAnswer(format!(
+            "{} answers are not translated",
+            t.dialect.as_str()
+        )))
+    }
+
+    /// Not reached (an embedding model's chat request is refused before it is sent); any
+    /// translator will do.
+    fn chat_stream(&self, _t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
+        super::anthropic::sse_stream(ctx)
+    }
+
+    fn prepare_embeddings(
+        &self,
+        t: &Target<'_>,
+        req: &EmbeddingsRequest,
+    ) -> Result<EmbeddingsCall, InvalidRequest> {
+        prepare_embeddings(t, req)
+    }
+
+    fn parse_embeddings(
+        &self,
+        t: &Target<'_>,
+        answers: &[Answer<'_>],
+    ) -> Result<Embeddings, BadAnswer> {
+        parse_embeddings(t, answers)
+    }
+
+    fn translate_error(
+        &self,
+        _t: &Target<'_>,
+        status: u16,
+        body: &[u8],
+        hints: &ErrorHints<'_>,
+    ) -> ErrorReply {
+        error(status, body, hints)
+    }
 }
 
 #[cfg(test)]

@@ -130,8 +130,8 @@ use crate::chat::{
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
-    Answer, AnswerFormat, BadAnswer, EmbeddingsCall, ErrorReply, StreamEnd, StreamTranslator,
-    Target, UpstreamRequest,
+    Answer, AnswerFormat, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamEnd,
+    StreamTranslator, Target, Translator, UpstreamRequest,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1692,6 +1692,56 @@ pub fn error(status: u16, body: &[u8]) -> ErrorReply {
             };
             ErrorReply::new(s, &message, None)
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Translator
+// ---------------------------------------------------------------------------------------------
+
+/// The translator for [`crate::translate::Dialect::VertexGemini`]: chat and embeddings.
+pub struct VertexGemini;
+
+impl Translator for VertexGemini {
+    fn prepare_chat(
+        &self,
+        t: &Target<'_>,
+        req: &ChatRequest,
+    ) -> Result<UpstreamRequest, InvalidRequest> {
+        prepare_chat(t, req)
+    }
+
+    fn parse_chat(&self, _t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
+        parse_chat(answer.body)
+    }
+
+    fn chat_stream(&self, _t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
+        stream(ctx)
+    }
+
+    fn prepare_embeddings(
+        &self,
+        t: &Target<'_>,
+        req: &EmbeddingsRequest,
+    ) -> Result<EmbeddingsCall, InvalidRequest> {
+        prepare_embeddings(t, req)
+    }
+
+    fn parse_embeddings(
+        &self,
+        _t: &Target<'_>,
+        answers: &[Answer<'_>],
+    ) -> Result<Embeddings, BadAnswer> {
+        parse_embeddings(answers)
+    }
+    fn translate_error(
+        &self,
+        _t: &Target<'_>,
+        status: u16,
+        body: &[u8],
+        _hints: &ErrorHints<'_>,
+    ) -> ErrorReply {
+        error(status, body)
     }
 }
 

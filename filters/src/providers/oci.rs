@@ -98,8 +98,8 @@ use crate::chat::{
 use crate::openai::{InvalidRequest, Usage};
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
-    AnswerFormat, BadAnswer, Dialect, ErrorReply, StreamEnd, StreamTranslator, Target,
-    UpstreamRequest,
+    Answer, AnswerFormat, BadAnswer, Dialect, ErrorHints, ErrorReply, StreamEnd, StreamTranslator,
+    Target, Translator, UpstreamRequest,
 };
 
 const CHAT_PATH: &str = "/20231130/actions/chat";
@@ -1592,6 +1592,40 @@ pub fn error(status: u16, body: &[u8]) -> ErrorReply {
 fn looks_like_context_length(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("context length") || m.contains("context window") || m.contains("too many tokens")
+}
+
+// ---------------------------------------------------------------------------------------
+// Translator
+
+/// The translator for [`Dialect::OciGeneric`] and [`Dialect::OciCohere`] (the functions above
+/// tell the two apart by `Target::dialect`).
+pub struct Oci;
+
+impl Translator for Oci {
+    fn prepare_chat(
+        &self,
+        t: &Target<'_>,
+        req: &ChatRequest,
+    ) -> Result<UpstreamRequest, InvalidRequest> {
+        prepare_chat(t, req)
+    }
+
+    fn parse_chat(&self, t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
+        parse_chat(t, answer.body)
+    }
+
+    fn chat_stream(&self, t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
+        stream(t, ctx)
+    }
+    fn translate_error(
+        &self,
+        _t: &Target<'_>,
+        status: u16,
+        body: &[u8],
+        _hints: &ErrorHints<'_>,
+    ) -> ErrorReply {
+        error(status, body)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ use crate::chat::{
 use crate::openai::{InvalidRequest, Usage};
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
-    AnswerFormat, BadAnswer, Dialect, StreamEnd, StreamTranslator, Target, UpstreamRequest,
+    Answer, AnswerFormat, BadAnswer, Dialect, ErrorHints, ErrorReply, StreamEnd, StreamTranslator,
+    Target, Translator, UpstreamRequest,
 };
 
 /// Fields of [`ChatRequest::other`] that OpenAI's chat API knows: passed through unchanged.
@@ -924,6 +925,44 @@ impl StreamTranslator for OaStream {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Translator
+
+/// The translator for [`Dialect::OpenAi`] and [`Dialect::Azure`] (the functions above tell
+/// the two apart by `Target::dialect`).
+pub struct OpenAi;
+
+impl Translator for OpenAi {
+    fn prepare_chat(
+        &self,
+        t: &Target<'_>,
+        req: &ChatRequest,
+    ) -> Result<UpstreamRequest, InvalidRequest> {
+        prepare_chat(t, req)
+    }
+
+    fn parse_chat(&self, _t: &Target<'_>, answer: &Answer<'_>) -> Result<Completion, BadAnswer> {
+        parse_chat(answer.body)
+    }
+
+    fn chat_stream(&self, _t: &Target<'_>, ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
+        stream(ctx)
+    }
+
+    fn translate_error(
+        &self,
+        t: &Target<'_>,
+        status: u16,
+        body: &[u8],
+        _hints: &ErrorHints<'_>,
+    ) -> ErrorReply {
+        ErrorReply {
+            status,
+            body: crate::openai::upstream_error_body(status, body, t.dialect.as_str()),
+        }
     }
 }
 
