@@ -54,6 +54,7 @@ use crate::chat::{
     ResponseFormat, Role, ToolCall, ToolChoice,
 };
 use crate::openai::{InvalidRequest, Usage};
+use crate::providers::json_scan;
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
     Answer, AnswerFormat, BadAnswer, Dialect, ErrorHints, ErrorReply, StreamEnd, StreamTranslator,
@@ -733,6 +734,65 @@ struct OaStream {
     end: Option<StreamEnd>,
 }
 
+/// The text of a chunk that carries only text for choice 0 (no finish reason, usage, tool
+/// call or anything else), as its JSON string literal, read from the event's bytes without
+/// parsing: `{"id":…,"object":…,"created":…,"model":…,["service_tier":…,]
+/// ["system_fingerprint":…,]["obfuscation":…,]"choices":[{"index":0,"delta":{"content":"…"},
+/// "logprobs":null,"finish_reason":null}]}` in any member order. None for anything else, which
+/// takes the typed parse (so behaviour is the same either way).
+fn fast_text(data: &[u8]) -> Option<&str> {
+    use json_scan::{members, plain, token, ws};
+    const TOP: &[&[u8]] = &[
+        b"\"id\"",
+        b"\"object\"",
+        b"\"created\"",
+        b"\"model\"",
+        b"\"service_tier\"",
+        b"\"system_fingerprint\"",
+        b"\"obfuscation\"",
+        b"\"choices\"",
+    ];
+    const CHOICE: &[&[u8]] = &[
+        b"\"index\"",
+        b"\"delta\"",
+        b"\"logprobs\"",
+        b"\"finish_reason\"",
+    ];
+    let mut text = None;
+    let rest = members(token(data, b"{")?, TOP, |k, v| match k {
+        2 => {
+            let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+            (digits > 0).then(|| &v[digits..])
+        }
+        5 => token(v, b"null").or_else(|| plain(v).map(|(_, r)| r)),
+        7 => {
+            let mut index_zero = false;
+            let after = members(token(v, b"[{")?, CHOICE, |k, v| match k {
+                0 => {
+                    let r = token(v, b"0")?;
+                    index_zero = !r.first().is_some_and(u8::is_ascii_digit);
+                    Some(r)
+                }
+                1 => members(token(v, b"{")?, &[b"\"content\""], |_, v| {
+                    let (lit, r) = json_scan::literal(v)?;
+                    text = Some(lit);
+                    Some(r)
+                }),
+                _ => token(v, b"null"),
+            })?;
+            if !index_zero {
+                return None;
+            }
+            token(ws(after), b"]")
+        }
+        _ => plain(v).map(|(_, r)| r),
+    })?;
+    if !ws(rest).is_empty() {
+        return None;
+    }
+    text
+}
+
 /// A translator for an OpenAI or Azure OpenAI chat completions stream.
 pub fn stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
     Box::new(OaStream {
@@ -758,6 +818,13 @@ impl OaStream {
     fn on_event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
         if self.end.is_some() {
             return;
+        }
+        if self.writer.started() {
+            // The common text-only chunk, recognised from its bytes: its literal is copied.
+            if let Some(lit) = json_scan::sse_line(raw).and_then(fast_text) {
+                self.writer.content_json(out, lit);
+                return;
+            }
         }
         let ev = parse_event(raw);
         let data = ev.data.trim_ascii();
@@ -1676,5 +1743,87 @@ mod tests {
                 harness(&m);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    const HEAD: &str = r#"{"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4o-2024-08-06","service_tier":"default","system_fingerprint":"fp_eb9dce56a8","choices":[{"index":0,"delta":"#;
+
+    fn chunk(delta: &str, tail: &str) -> String {
+        format!(r#"{HEAD}{delta},"logprobs":null,"finish_reason":{tail}}}]}}"#)
+    }
+
+    #[test]
+    fn text_only_chunks_are_recognised_and_nothing_else() {
+        let c = chunk(r#"{"content":" wor\"ld\n"}"#, "null");
+        assert_eq!(fast_text(c.as_bytes()), Some(r#"" wor\"ld\n""#));
+        // Azure's shape (no service_tier, null fingerprint, obfuscation) and spacing.
+        let azure = r#"{ "choices": [ { "delta": { "content": "Hi" }, "finish_reason": null, "index": 0, "logprobs": null } ], "created": 1, "id": "chatcmpl-x", "model": "gpt-4o", "obfuscation": "aB3", "object": "chat.completion.chunk", "system_fingerprint": null }"#;
+        assert_eq!(fast_text(azure.as_bytes()), Some(r#""Hi""#));
+        for other in [
+            chunk(r#"{"content":"x"}"#, r#""stop""#),
+            chunk(r#"{"content":"\u00e9"}"#, "null"),
+            chunk(r#"{"role":"assistant","content":""}"#, "null"),
+            chunk(r#"{"content":null}"#, "null"),
+            chunk(r#"{"content":"x","refusal":null}"#, "null"),
+            chunk(r#"{"reasoning_content":"x"}"#, "null"),
+            chunk(
+                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}"#,
+                "null",
+            ),
+            chunk(r#"{"content":"x"}"#, "null").replace(r#""index":0"#, r#""index":1"#),
+            chunk(r#"{"content":"x"}"#, "null").replace(r#""index":0"#, r#""index":01"#),
+            chunk(r#"{"content":"x"}"#, "null").replace(r#""created":1741569952"#, r#""usage":{}"#),
+            chunk(r#"{"content":"x"}"#, "null") + "x",
+        ] {
+            assert_eq!(fast_text(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_writes_what_the_typed_parse_writes() {
+        let ctx = ResponseCtx {
+            client_model: "m",
+            created: 1,
+            fallback_id: "r",
+            front: FrontDoor::Chat,
+            include_usage: false,
+        };
+        let text = [" a", " \"b\"", "\tc\n", " é", ""];
+        let mut input = format!(
+            "data: {}\n\n",
+            chunk(r#"{"role":"assistant","content":""}"#, "null")
+        );
+        for t in text {
+            let lit = serde_json::to_string(t).unwrap();
+            input.push_str(&format!(
+                "data: {}\n\n",
+                chunk(&format!(r#"{{"content":{lit}}}"#), "null")
+            ));
+        }
+        input.push_str(&format!(
+            "data: {}\n\ndata: [DONE]\n\n",
+            chunk("{}", r#""stop""#)
+        ));
+        let mut t = stream(&ctx);
+        let mut out = Vec::new();
+        t.feed(input.as_bytes(), &mut out);
+        t.finish(&mut out);
+        let mut w = ChunkWriter::new(&ctx);
+        let mut want = Vec::new();
+        w.set_id(&ctx, Some("chatcmpl-B9"));
+        w.start(&mut want);
+        for t in text {
+            w.content(&mut want, t);
+        }
+        w.finish(&mut want, FinishReason::Stop);
+        w.done(&mut want);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
     }
 }

@@ -89,8 +89,29 @@ pub fn validate(p: &ParsedRequest, count_tokens: bool) -> Result<(), InvalidRequ
     Ok(())
 }
 
-fn bad(message: impl Into<String>, param: &str) -> InvalidRequest {
-    InvalidRequest::new(message, Some(param))
+fn bad(message: impl Into<String>, param: impl std::fmt::Display) -> InvalidRequest {
+    InvalidRequest::new(message, Some(&param.to_string()))
+}
+
+/// Where in the body a problem is, formatted only when a request is refused (no string is
+/// built per block on the way through).
+#[derive(Debug, Clone, Copy)]
+enum At<'a> {
+    System(usize),
+    Block(usize, usize),
+    Tool(usize),
+    Named(&'a str),
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::System(j) => write!(f, "system[{j}]"),
+            At::Block(i, j) => write!(f, "messages[{i}].content[{j}]"),
+            At::Tool(k) => write!(f, "tools[{k}]"),
+            At::Named(name) => f.write_str(name),
+        }
+    }
 }
 
 /// The Messages body as a neutral chat request.
@@ -108,7 +129,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         Some(Value::Array(blocks)) => {
             let mut parts = Vec::new();
             for (j, b) in blocks.iter().enumerate() {
-                let where_ = format!("system[{j}]");
+                let where_ = At::System(j);
                 if b.get("cache_control").is_some() {
                     drop("cache_control");
                 }
@@ -146,9 +167,13 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                 ))
             }
         };
-        let blocks: Vec<Value> = match m.get("content") {
-            Some(Value::String(s)) => vec![serde_json::json!({"type": "text", "text": s})],
-            Some(Value::Array(a)) => a.clone(),
+        let blocks: &[Value] = match m.get("content") {
+            Some(Value::String(s)) => {
+                // The common case, without building a text block to decode.
+                messages.push(plain(role, vec![Part::Text(s.clone())]));
+                continue;
+            }
+            Some(Value::Array(a)) => a,
             _ => {
                 return Err(bad(
                     format!("messages[{i}].content: Input should be a string or a list of blocks"),
@@ -160,7 +185,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         let mut calls = Vec::new();
         let mut results = Vec::new();
         for (j, b) in blocks.iter().enumerate() {
-            let where_ = format!("messages[{i}].content[{j}]");
+            let where_ = At::Block(i, j);
             if b.get("cache_control").is_some() {
                 drop("cache_control");
             }
@@ -258,7 +283,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             .as_array()
             .ok_or_else(|| bad("tools: Input should be a list", "tools"))?;
         for (k, t) in list.iter().enumerate() {
-            let where_ = format!("tools[{k}]");
+            let where_ = At::Tool(k);
             if t.get("cache_control").is_some() {
                 drop("cache_control");
             }
@@ -297,7 +322,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                 Some("any") => ToolChoice::Required,
                 Some("none") => ToolChoice::None,
                 Some("tool") => {
-                    let name = str_field(c, "name", "tool_choice")?;
+                    let name = str_field(c, "name", &At::Named("tool_choice"))?;
                     if !tools.iter().any(|t| t.name == name) {
                         return Err(bad(
                             format!("tool_choice: no tool named '{name}' in 'tools'"),
@@ -377,25 +402,25 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn block_type<'a>(b: &'a Value, where_: &str) -> Result<&'a str, InvalidRequest> {
+fn block_type<'a>(b: &'a Value, where_: &At) -> Result<&'a str, InvalidRequest> {
     b.get("type")
         .and_then(Value::as_str)
         .ok_or_else(|| bad(format!("{where_}.type: Field required"), where_))
 }
 
-fn str_field(b: &Value, key: &str, where_: &str) -> Result<String, InvalidRequest> {
+fn str_field(b: &Value, key: &str, where_: &At) -> Result<String, InvalidRequest> {
     b.get(key)
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| bad(format!("{where_}.{key}: Field required"), where_))
 }
 
-fn text_of(b: &Value, where_: &str) -> Result<String, InvalidRequest> {
+fn text_of(b: &Value, where_: &At) -> Result<String, InvalidRequest> {
     str_field(b, "text", where_)
 }
 
 /// An image block as the neutral image part: base64 sources as a data URL, URL sources as is.
-fn image(b: &Value, where_: &str) -> Result<Part, InvalidRequest> {
+fn image(b: &Value, where_: &At) -> Result<Part, InvalidRequest> {
     let source = b
         .get("source")
         .ok_or_else(|| bad(format!("{where_}.source: Field required"), where_))?;
@@ -427,7 +452,7 @@ fn image(b: &Value, where_: &str) -> Result<Part, InvalidRequest> {
 /// it also held images, which the neutral tool message cannot carry.
 fn tool_result_text(
     content: Option<&Value>,
-    where_: &str,
+    where_: &At,
 ) -> Result<(String, bool), InvalidRequest> {
     match content {
         None | Some(Value::Null) => Ok((String::new(), false)),
