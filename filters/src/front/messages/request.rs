@@ -138,7 +138,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                     other => {
                         return Err(bad(
                             format!("{where_}.type: system blocks are text, not `{other}`"),
-                            &where_,
+                            where_,
                         ))
                     }
                 }
@@ -163,7 +163,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             _ => {
                 return Err(bad(
                     format!("messages[{i}].role: Input should be 'user' or 'assistant'"),
-                    &format!("messages[{i}].role"),
+                    format!("messages[{i}].role"),
                 ))
             }
         };
@@ -177,7 +177,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             _ => {
                 return Err(bad(
                     format!("messages[{i}].content: Input should be a string or a list of blocks"),
-                    &format!("messages[{i}].content"),
+                    format!("messages[{i}].content"),
                 ))
             }
         };
@@ -219,13 +219,13 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                 (_, kind @ ("document" | "search_result" | "container_upload")) => {
                     return Err(bad(
                         format!("{where_}: `{kind}` blocks are forwarded only to Claude hosts (Anthropic, Bedrock, Vertex); this model's provider cannot take them"),
-                        &where_,
+                        where_,
                     ))
                 }
                 (_, kind) => {
                     return Err(bad(
                         format!("{where_}.type: `{kind}` blocks are not accepted in a {} message on this model's provider", role_name(role)),
-                        &where_,
+                        where_,
                     ))
                 }
             }
@@ -292,7 +292,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                 Some(kind) => {
                     return Err(bad(
                         format!("{where_}.type: the server tool `{kind}` runs only on Claude hosts; this model's provider cannot take it"),
-                        &where_,
+                        where_,
                     ))
                 }
             }
