@@ -12,9 +12,11 @@ async fn post(gw: &Gateway, path: &str, body: &str, headers: &[(&str, &str)]) ->
     let mut req = client()
         .post(format!("{}{path}", gw.base))
         .header("x-api-key", GATEWAY_KEY)
-        .header("anthropic-version", "2023-06-01")
         .header("content-type", "application/json")
         .body(body.to_owned());
+    if !headers.iter().any(|(k, _)| *k == "anthropic-version") {
+        req = req.header("anthropic-version", "2023-06-01");
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -242,7 +244,11 @@ async fn claude_hosts_get_the_callers_body_with_only_the_model_changed() {
     });
     let gw = anthropic_gateway(&up.url(), false);
     let beta = "interleaved-thinking-2025-05-14,prompt-caching-2024-07-31";
-    let resp = post(&gw, "/v1/messages", AGENT, &[("anthropic-beta", beta)]).await;
+    let headers = [
+        ("anthropic-beta", beta),
+        ("anthropic-version", "2023-01-01"),
+    ];
+    let resp = post(&gw, "/v1/messages", AGENT, &headers).await;
     assert_eq!(resp.status(), 200);
     assert!(!resp.headers().contains_key("x-switchyard-dropped-params"));
     let v: Value = resp.json().await.unwrap();
@@ -256,7 +262,11 @@ async fn claude_hosts_get_the_callers_body_with_only_the_model_changed() {
     assert_eq!(seen.path, "/v1/messages");
     assert_eq!(seen.header("x-api-key"), Some("sk-ant-upstream"));
     assert_eq!(seen.header("anthropic-beta"), Some(beta));
-    assert!(seen.header("anthropic-version").is_some());
+    assert_eq!(
+        seen.header("anthropic-version"),
+        Some("2023-01-01"),
+        "the caller's version is forwarded"
+    );
     seen.assert_no_gateway_key();
     let want = AGENT.replace("\"claude-agent\"", "\"claude-sonnet-4-20250514\"");
     assert_eq!(

@@ -31,6 +31,9 @@ pub(super) struct Run<'a> {
     pub(super) typed: &'a Typed,
     /// The client's `anthropic-beta` header (Messages front door).
     pub(super) beta: Option<&'a str>,
+    /// The client's `anthropic-version` header (Messages front door), forwarded to the
+    /// Anthropic API unless the provider or mapping sets `api_version`.
+    pub(super) anthropic_version: Option<&'a str>,
     pub(super) endpoint: Endpoint,
     pub(super) deadline: Instant,
 }

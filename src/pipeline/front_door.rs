@@ -103,12 +103,15 @@ impl Gateway {
             };
             front_door.with_label_values(&[&first.provider.name]).inc();
         }
-        let beta = session
-            .req_header()
-            .headers
-            .get("anthropic-beta")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name: &str| {
+            session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (beta, version) = (header("anthropic-beta"), header("anthropic-version"));
         let run = Run {
             gw: self,
             config,
@@ -116,6 +119,7 @@ impl Gateway {
             parsed: &parsed,
             typed: &typed,
             beta: beta.as_deref(),
+            anthropic_version: version.as_deref(),
             endpoint,
             deadline: Instant::now() + config.router.policy.total_timeout,
         };

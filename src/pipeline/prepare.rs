@@ -4,6 +4,7 @@
 
 use super::attempts::*;
 use super::front_door::Typed;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -197,6 +198,9 @@ impl Run<'_> {
             cand.options,
             shape,
         );
+        if dialect == Dialect::Anthropic && t.api_version.is_none() {
+            t.api_version = self.anthropic_version.map(Arc::from);
+        }
         let raw = self.parsed.raw();
         let up = if count {
             messages_native::prepare_count_tokens(&t.target(), raw, self.beta)?
