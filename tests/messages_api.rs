@@ -393,3 +393,43 @@ async fn anthropic_clients_list_models_in_anthropics_shape() {
         .unwrap();
     assert_eq!(v["object"], "list");
 }
+
+/// Messages clients on an OpenAI upstream (through the OpenAI dialect): the text arrives as
+/// Messages events, and a stream the provider cuts ends with an `error` event. Claude Code's
+/// `?beta=true` query routes like the bare path.
+#[tokio::test]
+async fn openai_upstreams_serve_messages_clients_and_cut_streams_end_in_an_error_event() {
+    let up = MockUpstream::start(|rec| {
+        let stream = chat_stream("gpt-4-0125-preview", &["Hel", "lo"], 9);
+        if rec.body.windows(4).any(|w| w == b"CUT!") {
+            let cut = stream[..stream.len() / 2].to_vec();
+            return Reply::StreamCut(vec![cut]);
+        }
+        Reply::Stream(vec![stream], std::time::Duration::ZERO)
+    });
+    let gw = gateway(&up.url(), "");
+    let body = r#"{"model":"gpt-4","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = post(&gw, "/v1/messages?beta=true", body, &[]).await;
+    assert_eq!(resp.status(), 200);
+    let evs = events(&resp.text().await.unwrap());
+    let text: String = evs
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, v)| v["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, "Hello");
+    assert_eq!(evs.last().unwrap().0, "message_stop");
+    let sent = up.last().json();
+    assert_eq!(sent["model"], "gpt-4-0125-preview");
+    assert_eq!(sent["max_completion_tokens"], 20);
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+
+    let body = body.replace("\"hi\"", "\"CUT!\"");
+    let resp = post(&gw, "/v1/messages", &body, &[]).await;
+    assert_eq!(resp.status(), 200);
+    let evs = events(&resp.text().await.unwrap());
+    let (name, last) = evs.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(last["type"], "error");
+    assert_eq!(last["error"]["type"], "api_error");
+}
