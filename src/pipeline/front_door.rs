@@ -17,7 +17,7 @@ use switchyard_filters::{Endpoint, InvalidRequest};
 use crate::config::Config;
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
-use crate::pipeline::translation::{self};
+use crate::pipeline::translation;
 use crate::pipeline::Gateway;
 use crate::providers::ProviderKind;
 use crate::route::Demand;
@@ -31,8 +31,9 @@ pub(super) enum Typed {
 }
 
 impl Gateway {
-    /// Serves `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings`.
-    pub(crate) async fn unified(
+    /// Serves a front door: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+    /// `/v1/messages` and `/v1/messages/count_tokens`.
+    pub(crate) async fn front_door(
         &self,
         config: &Arc<Config>,
         session: &mut Session,

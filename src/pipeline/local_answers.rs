@@ -19,7 +19,7 @@ use switchyard_filters::{mock, Endpoint};
 
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
-use crate::pipeline::translation::{self};
+use crate::pipeline::translation;
 use crate::respond;
 use crate::route::health::ProviderHealth;
 use crate::route::Candidate;

@@ -84,7 +84,7 @@ impl Gateway {
 
         if let Some(endpoint) = endpoint {
             require(method == http::Method::POST, "POST")?;
-            self.unified(&config, session, ctx, endpoint).await?;
+            self.front_door(&config, session, ctx, endpoint).await?;
             return Ok(Next::Responded);
         }
         if let Some((name, rest)) = passthrough_route {
