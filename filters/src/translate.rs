@@ -274,6 +274,14 @@ impl Dialect {
 /// Builds the provider request for a chat (or legacy completion) request.
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
     let mut up = t.dialect.translator().prepare_chat(t, req)?;
+    if req.front == crate::front::FrontDoor::Messages {
+        // Dropped names as the Messages client wrote them (`metadata.user_id`, not `user`).
+        for name in &mut up.dropped {
+            if let Some(theirs) = crate::front::messages::request::client_name(name) {
+                *name = theirs.to_owned();
+            }
+        }
+    }
     for name in &req.dropped {
         if !up.dropped.contains(name) {
             up.dropped.push(name.clone());

@@ -37,6 +37,18 @@ const CLAUDE_ONLY: &[&str] = &[
     "context_management",
 ];
 
+/// The Messages name of a neutral (OpenAI-named) parameter a provider dropped, where the two
+/// differ.
+pub fn client_name(neutral: &str) -> Option<&'static str> {
+    Some(match neutral {
+        "user" => "metadata.user_id",
+        "stop" => "stop_sequences",
+        "parallel_tool_calls" => "tool_choice.disable_parallel_tool_use",
+        "tools[].function.strict" => "tools[].strict",
+        _ => return None,
+    })
+}
+
 /// Checks what every provider needs before routing (Anthropic's own 400s): `max_tokens` a
 /// positive integer (not on count_tokens), `messages` a non-empty array, sampling in range.
 /// Reads single fields from the body's bytes; builds no tree.
@@ -538,6 +550,8 @@ mod tests {
         assert_eq!(r.user.as_deref(), Some("u-1"));
         assert_eq!(r.other_names().collect::<Vec<_>>(), ["top_k"]);
         assert_eq!(r.dropped, ["cache_control", "thinking", "service_tier"]);
+        assert_eq!(client_name("user"), Some("metadata.user_id"));
+        assert_eq!(client_name("seed"), None);
         assert!(r.stream && r.include_usage);
         assert_eq!(r.front, FrontDoor::Messages);
     }
@@ -575,6 +589,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tools[0]"));
+    }
+
+    #[test]
+    fn providers_name_dropped_fields_as_the_messages_client_wrote_them() {
+        let r = decode_str(
+            r#"{"model":"m","max_tokens":5,"metadata":{"user_id":"u-1"},"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        let t = crate::translate::Target {
+            dialect: crate::translate::Dialect::BedrockConverse,
+            upstream_model: "meta.llama3-1-70b-instruct-v1:0",
+            project: None,
+            location: None,
+            api_version: None,
+        };
+        let up = crate::translate::prepare_chat(&t, &r).unwrap();
+        assert_eq!(up.dropped, ["metadata.user_id"]);
     }
 
     #[test]
