@@ -208,6 +208,11 @@ pub(crate) fn not_for(dialect: Dialect, what: &str) -> InvalidRequest {
 ///
 /// Embeddings are optional: the default methods refuse them.
 pub trait Translator: Sync {
+    /// Whether `prepare_chat` sends `ChatRequest::top_k` (else it is named as dropped).
+    fn maps_top_k(&self) -> bool {
+        false
+    }
+
     /// Builds the provider request for a chat (or legacy completion) request. The request's
     /// own `dropped` names are merged in by [`prepare_chat`], not here.
     fn prepare_chat(
@@ -273,7 +278,11 @@ impl Dialect {
 
 /// Builds the provider request for a chat (or legacy completion) request.
 pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest, InvalidRequest> {
-    let mut up = t.dialect.translator().prepare_chat(t, req)?;
+    let translator = t.dialect.translator();
+    let mut up = translator.prepare_chat(t, req)?;
+    if req.top_k.is_some() && !translator.maps_top_k() {
+        up.dropped.push("top_k".to_owned());
+    }
     if req.front == crate::front::FrontDoor::Messages {
         // Dropped names as the Messages client wrote them (`metadata.user_id`, not `user`).
         for name in &mut up.dropped {

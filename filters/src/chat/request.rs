@@ -103,6 +103,8 @@ pub struct ChatRequest {
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    /// Sample from the `top_k` likeliest tokens (Anthropic, Gemini, OCI); OpenAI has none.
+    pub top_k: Option<u64>,
     pub stop: Vec<String>,
     pub seed: Option<i64>,
     pub user: Option<String>,
@@ -289,6 +291,7 @@ impl ChatRequest {
             max_tokens,
             temperature: opt_f64(body, "temperature")?,
             top_p: opt_f64(body, "top_p")?,
+            top_k: None,
             stop,
             seed: opt(body, "seed", "an integer", Value::as_i64)?,
             user: opt_str(body, "user")?,

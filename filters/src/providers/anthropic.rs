@@ -100,6 +100,8 @@ struct Body<'a> {
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -370,6 +372,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         messages,
         temperature: req.temperature.map(|x| x.clamp(0.0, 1.0)),
         top_p: req.top_p,
+        top_k: req.top_k,
         stop_sequences: &req.stop,
         metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
         tools,
@@ -1404,6 +1407,10 @@ impl Anthropic {
 }
 
 impl Translator for Anthropic {
+    fn maps_top_k(&self) -> bool {
+        true
+    }
+
     fn prepare_chat(
         &self,
         t: &Target<'_>,

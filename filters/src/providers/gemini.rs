@@ -271,6 +271,8 @@ struct GenerationConfig<'a> {
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,6 +294,7 @@ impl GenerationConfig<'_> {
         self.max_output_tokens.is_none()
             && self.temperature.is_none()
             && self.top_p.is_none()
+            && self.top_k.is_none()
             && self.stop_sequences.is_empty()
             && self.seed.is_none()
             && self.candidate_count.is_none()
@@ -572,6 +575,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         max_output_tokens: req.max_tokens,
         temperature: req.temperature,
         top_p: req.top_p,
+        top_k: req.top_k,
         stop_sequences: &req.stop,
         seed,
         candidate_count: req.n,
@@ -1703,6 +1707,10 @@ pub fn error(status: u16, body: &[u8]) -> ErrorReply {
 pub struct VertexGemini;
 
 impl Translator for VertexGemini {
+    fn maps_top_k(&self) -> bool {
+        true
+    }
+
     fn prepare_chat(
         &self,
         t: &Target<'_>,

@@ -246,6 +246,8 @@ struct GenericRequest<'a> {
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -453,6 +455,7 @@ fn generic_request(req: &ChatRequest) -> Result<GenericRequest<'_>, InvalidReque
         max_tokens: req.max_tokens,
         temperature: req.temperature.map(|x| x.clamp(0.0, 2.0)),
         top_p: req.top_p,
+        top_k: req.top_k,
         stop: &req.stop,
         seed: req.seed,
         num_generations: req.n,
@@ -519,6 +522,8 @@ struct CohereRequest<'a> {
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     frequency_penalty: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -869,6 +874,7 @@ fn cohere_request<'a>(
         max_tokens: req.max_tokens,
         temperature: req.temperature.map(|x| x.clamp(0.0, 1.0)),
         top_p: req.top_p,
+        top_k: req.top_k,
         frequency_penalty: req.frequency_penalty.map(|x| x.clamp(0.0, 1.0)),
         presence_penalty: req.presence_penalty.map(|x| x.clamp(0.0, 1.0)),
         stop_sequences: &req.stop,
@@ -1602,6 +1608,10 @@ fn looks_like_context_length(message: &str) -> bool {
 pub struct Oci;
 
 impl Translator for Oci {
+    fn maps_top_k(&self) -> bool {
+        true
+    }
+
     fn prepare_chat(
         &self,
         t: &Target<'_>,

@@ -22,6 +22,7 @@ const KNOWN: &[&str] = &[
     "max_tokens",
     "temperature",
     "top_p",
+    "top_k",
     "stop_sequences",
     "stream",
     "metadata",
@@ -379,6 +380,13 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         max_tokens,
         temperature: number("temperature")?,
         top_p: number("top_p")?,
+        top_k: match body.get("top_k") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| bad("top_k: Input should be a non-negative integer", "top_k"))?,
+            ),
+        },
         stop,
         seed: None,
         user,
@@ -548,7 +556,8 @@ mod tests {
         assert_eq!(r.parallel_tool_calls, Some(true));
         assert_eq!(r.stop, ["END"]);
         assert_eq!(r.user.as_deref(), Some("u-1"));
-        assert_eq!(r.other_names().collect::<Vec<_>>(), ["top_k"]);
+        assert_eq!(r.top_k, Some(5));
+        assert_eq!(r.other_names().count(), 0);
         assert_eq!(r.dropped, ["cache_control", "thinking", "service_tier"]);
         assert_eq!(client_name("user"), Some("metadata.user_id"));
         assert_eq!(client_name("seed"), None);
@@ -606,6 +615,39 @@ mod tests {
         };
         let up = crate::translate::prepare_chat(&t, &r).unwrap();
         assert_eq!(up.dropped, ["metadata.user_id"]);
+    }
+
+    #[test]
+    fn top_k_reaches_the_providers_that_have_it_and_is_named_elsewhere() {
+        use crate::translate::{prepare_chat, Dialect, Target};
+        let r = decode_str(
+            r#"{"model":"m","max_tokens":5,"top_k":7,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        let target = |dialect| Target {
+            dialect,
+            upstream_model: "model",
+            project: Some("p"),
+            location: Some("us-central1"),
+            api_version: None,
+        };
+        let body = |d| -> Value {
+            let up = prepare_chat(&target(d), &r).unwrap();
+            assert!(!up.dropped.contains(&"top_k".to_owned()), "{d:?}");
+            serde_json::from_slice(&up.body).unwrap()
+        };
+        assert_eq!(body(Dialect::VertexGemini)["generationConfig"]["topK"], 7);
+        assert_eq!(body(Dialect::OciGeneric)["chatRequest"]["topK"], 7);
+        assert_eq!(body(Dialect::OciCohere)["chatRequest"]["topK"], 7);
+        assert_eq!(body(Dialect::Anthropic)["top_k"], 7);
+        for d in [Dialect::OpenAi, Dialect::BedrockConverse, Dialect::Watsonx] {
+            let up = prepare_chat(&target(d), &r).unwrap();
+            assert!(
+                up.dropped.contains(&"top_k".to_owned()),
+                "{d:?}: {:?}",
+                up.dropped
+            );
+        }
     }
 
     #[test]
