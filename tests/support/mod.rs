@@ -27,12 +27,22 @@ pub const GATEWAY_KEY: &str = "sk-gw-alice-0123456789";
 pub const UPSTREAM_KEY: &str = "sk-upstream-secret-42";
 
 /// A free loopback port (bound and released).
+/// A port free now and not handed out before in this test process (the kernel may give the
+/// same ephemeral port to two binds in a row once the first listener is closed).
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One request as the mock upstream received it.
