@@ -95,6 +95,83 @@ pub enum ResponseFormat {
     },
 }
 
+/// How hard the model should think, as OpenAI names it (`reasoning_effort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl Effort {
+    /// Reads OpenAI's `reasoning_effort` value.
+    pub fn parse(s: &str) -> Option<Effort> {
+        Some(match s {
+            "minimal" => Effort::Minimal,
+            "low" => Effort::Low,
+            "medium" => Effort::Medium,
+            "high" => Effort::High,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effort::Minimal => "minimal",
+            Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+        }
+    }
+
+    /// The effort closest to a thinking budget in tokens: ≤ 2048 low, ≤ 8192 medium, else
+    /// high (the inverse of the Anthropic mapping in `providers::anthropic`, rounded up).
+    pub fn from_budget(tokens: u64) -> Effort {
+        match tokens {
+            0..=2048 => Effort::Low,
+            2049..=8192 => Effort::Medium,
+            _ => Effort::High,
+        }
+    }
+}
+
+/// The client asked the model to reason before answering: an effort level (OpenAI
+/// `reasoning_effort`), an explicit budget in tokens (Messages `thinking.budget_tokens`), or
+/// both. Each translator maps it to its provider's native control or names it as dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reasoning {
+    pub effort: Option<Effort>,
+    pub budget_tokens: Option<u64>,
+}
+
+impl Reasoning {
+    /// The name the client used, for `x-switchyard-dropped-params` (Messages clients see
+    /// `thinking` through `front::messages::request::client_name`).
+    pub const PARAM: &'static str = "reasoning_effort";
+
+    /// The thinking budget in tokens: the client's, else the effort's — minimal/low 1024,
+    /// medium 4096, high 16384 (four times per step from Anthropic's minimum of 1024, so
+    /// [`Effort::from_budget`] maps each back to its own effort). Providers clamp it to their
+    /// range.
+    pub fn budget(&self) -> u64 {
+        self.budget_tokens.unwrap_or(match self.effort() {
+            Effort::Minimal | Effort::Low => 1024,
+            Effort::Medium => 4096,
+            Effort::High => 16384,
+        })
+    }
+
+    /// The effort, or the one closest to the budget.
+    pub fn effort(&self) -> Effort {
+        match (self.effort, self.budget_tokens) {
+            (Some(e), _) => e,
+            (None, Some(b)) => Effort::from_budget(b),
+            (None, None) => Effort::Medium,
+        }
+    }
+}
+
 /// A validated chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
@@ -115,6 +192,8 @@ pub struct ChatRequest {
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
     pub parallel_tool_calls: Option<bool>,
+    /// `reasoning_effort` (chat) or `thinking` (Messages); None: the provider's default.
+    pub reasoning: Option<Reasoning>,
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
@@ -146,6 +225,7 @@ const KNOWN: &[&str] = &[
     "tools",
     "tool_choice",
     "parallel_tool_calls",
+    "reasoning_effort",
     "stream",
     "stream_options",
 ];
@@ -183,6 +263,7 @@ impl ChatRequest {
         req.tool_choice = tool_choice(body.get("tool_choice"))?;
         req.parallel_tool_calls = opt_bool(body, "parallel_tool_calls")?;
         req.response_format = response_format(body.get("response_format"))?;
+        req.reasoning = reasoning_effort(body.get("reasoning_effort"))?;
         if let Some(ToolChoice::Named(name)) = &req.tool_choice {
             if !req.tools.iter().any(|t| &t.name == name) {
                 return Err(InvalidRequest::new(
@@ -302,6 +383,7 @@ impl ChatRequest {
             tools: Vec::new(),
             tool_choice: None,
             parallel_tool_calls: None,
+            reasoning: None,
             stream,
             include_usage,
             front: FrontDoor::Chat,
@@ -738,6 +820,28 @@ fn response_format(v: Option<&Value>) -> Result<Option<ResponseFormat>, InvalidR
     }))
 }
 
+/// `reasoning_effort`: one of OpenAI's levels, else a 400 naming it. `none` (OpenAI's "do not
+/// reason", gpt-5.1 and later) asks for nothing, like leaving it out.
+fn reasoning_effort(v: Option<&Value>) -> Result<Option<Reasoning>, InvalidRequest> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "none" => Ok(None),
+        Some(v) => match v.as_str().and_then(Effort::parse) {
+            Some(effort) => Ok(Some(Reasoning {
+                effort: Some(effort),
+                budget_tokens: None,
+            })),
+            None => Err(InvalidRequest::new(
+                match v.as_str() {
+                    Some(s) => format!("Invalid value for 'reasoning_effort': '{}'. Supported values are: 'none', 'minimal', 'low', 'medium' and 'high'.", s.chars().take(64).collect::<String>()),
+                    None => "Invalid type for 'reasoning_effort': expected a string.".to_owned(),
+                },
+                Some("reasoning_effort"),
+            )),
+        },
+    }
+}
+
 /// Reads optional field `key` with `read`; null counts as absent, a wrong type is a 400
 /// naming the field and what was `expected`.
 fn opt<T>(
@@ -919,6 +1023,75 @@ mod tests {
                 Some(param),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn reasoning_effort_is_typed_and_validated() {
+        let with = |effort: &str| {
+            chat(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"reasoning_effort":{effort}}}"#
+            ))
+        };
+        for (v, e) in [
+            ("minimal", Effort::Minimal),
+            ("low", Effort::Low),
+            ("medium", Effort::Medium),
+            ("high", Effort::High),
+        ] {
+            let r = with(&format!("\"{v}\"")).unwrap();
+            assert_eq!(
+                r.reasoning,
+                Some(Reasoning {
+                    effort: Some(e),
+                    budget_tokens: None
+                })
+            );
+            assert_eq!(r.other_names().count(), 0, "not left in other");
+            assert_eq!(e.as_str(), v);
+        }
+        assert_eq!(with("\"none\"").unwrap().reasoning, None);
+        assert_eq!(with("null").unwrap().reasoning, None);
+        for bad in ["\"extreme\"", "3", "{}"] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("reasoning_effort"), "{bad}");
+        }
+        assert!(with("\"extreme\"")
+            .unwrap_err()
+            .message
+            .contains("'extreme'"));
+    }
+
+    #[test]
+    fn effort_and_budget_map_both_ways() {
+        let budget = |effort| {
+            Reasoning {
+                effort: Some(effort),
+                budget_tokens: None,
+            }
+            .budget()
+        };
+        assert_eq!(budget(Effort::Minimal), 1024);
+        assert_eq!(budget(Effort::Low), 1024);
+        assert_eq!(budget(Effort::Medium), 4096);
+        assert_eq!(budget(Effort::High), 16384);
+        for e in [Effort::Low, Effort::Medium, Effort::High] {
+            assert_eq!(Effort::from_budget(budget(e)), e, "{e:?} round-trips");
+        }
+        for (b, e) in [
+            (0, Effort::Low),
+            (2048, Effort::Low),
+            (2049, Effort::Medium),
+            (8192, Effort::Medium),
+            (8193, Effort::High),
+            (u64::MAX, Effort::High),
+        ] {
+            let r = Reasoning {
+                effort: None,
+                budget_tokens: Some(b),
+            };
+            assert_eq!(r.effort(), e, "{b}");
+            assert_eq!(r.budget(), b, "an explicit budget is kept");
         }
     }
 

@@ -93,11 +93,20 @@ pub(crate) struct UsageOut {
     total_tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_tokens_details: Option<CachedOut>,
+    /// Only when the provider reported reasoning tokens (OpenAI's
+    /// `completion_tokens_details.reasoning_tokens`, a subset of `completion_tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<ReasoningOut>,
 }
 
 #[derive(Serialize)]
 struct CachedOut {
     cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningOut {
+    reasoning_tokens: u64,
 }
 
 impl From<Usage> for UsageOut {
@@ -108,6 +117,9 @@ impl From<Usage> for UsageOut {
             total_tokens: u.total_tokens,
             prompt_tokens_details: (u.cached_tokens > 0).then_some(CachedOut {
                 cached_tokens: u.cached_tokens,
+            }),
+            completion_tokens_details: (u.reasoning_tokens > 0).then_some(ReasoningOut {
+                reasoning_tokens: u.reasoning_tokens,
             }),
         }
     }
@@ -239,6 +251,17 @@ mod tests {
         );
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        assert!(
+            v["usage"].get("completion_tokens_details").is_none(),
+            "no reasoning tokens reported"
+        );
+        let mut with_reasoning = c.clone();
+        with_reasoning.usage.as_mut().unwrap().reasoning_tokens = 1;
+        let r: Value = serde_json::from_slice(&render(&with_reasoning, &ctx(false))).unwrap();
+        assert_eq!(
+            r["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            1
+        );
         let v: Value = serde_json::from_slice(&render(&c, &ctx(true))).unwrap();
         assert_eq!(v["id"], "cmpl-msg_1");
         assert_eq!(v["object"], "text_completion");

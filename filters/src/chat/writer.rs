@@ -348,7 +348,9 @@ mod tests {
         w.tool_call_start(&mut out, 0, "call_1", "f");
         w.tool_call_arguments(&mut out, 0, "{\"a\"");
         w.finish(&mut out, FinishReason::ToolCalls);
-        w.usage(&mut out, Usage::new(1, 2));
+        let mut usage = Usage::new(1, 2);
+        usage.reasoning_tokens = 2;
+        w.usage(&mut out, usage);
         w.done(&mut out);
         assert!(out.ends_with(b"data: [DONE]\n\n"));
         let ev = events(&out);
@@ -367,6 +369,11 @@ mod tests {
         assert_eq!(ev[4]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(ev[5]["choices"], serde_json::json!([]));
         assert_eq!(ev[5]["usage"]["total_tokens"], 3);
+        assert_eq!(
+            ev[5]["usage"]["completion_tokens_details"],
+            serde_json::json!({"reasoning_tokens": 2})
+        );
+        assert!(ev[5]["usage"].get("prompt_tokens_details").is_none());
     }
 
     #[test]

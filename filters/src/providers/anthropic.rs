@@ -37,6 +37,18 @@
 //!   (no JSON mode through this API); `text` is accepted and ignored.
 //! - dropped: `seed`, `presence_penalty`, `frequency_penalty`, `image_url.detail`, message
 //!   `name`s, tool `strict`, and every unknown field (`ChatRequest::other`).
+//! - reasoning ([`ChatRequest::reasoning`]) → extended thinking, `thinking:{"type":"enabled",
+//!   "budget_tokens":B}` ([`thinking_budget`]). Effort → budget: `minimal`/`low` 1024 (the
+//!   minimum Anthropic accepts), `medium` 4096, `high` 16384 — four times per step, so the
+//!   inverse mapping the OpenAI translator uses (≤ 2048 low, ≤ 8192 medium, else high) puts
+//!   each budget back on its own effort; a client's explicit budget is kept, raised to 1024.
+//!   Anthropic's extended-thinking rules (docs.anthropic.com "Building with extended
+//!   thinking"; Bedrock user guide "Extended thinking"): `budget_tokens` ≥ 1024 and below
+//!   `max_tokens`, so `max_tokens` becomes budget + the client's `max_tokens` (or 4096) — the
+//!   client's limit stays the answer's; `temperature` (other than 1), `top_p` and `top_k` are
+//!   not allowed with thinking: dropped and named; a forced tool (`tool_choice` `required` or
+//!   named, i.e. `any` / `tool`) is not allowed either: 400 naming `tool_choice` (silently
+//!   letting the model skip a tool the client demanded would change the program's flow).
 //!
 //! Answers: text blocks → `content`, `tool_use` → `tool_calls` (`input` re-serialized as the
 //! arguments string), `thinking` → `reasoning` (`reasoning_content`); thinking signatures and
@@ -61,7 +73,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::chat::request::data_url;
+use crate::chat::request::{data_url, Reasoning};
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
     Role, ToolCall, ToolChoice,
@@ -110,8 +122,80 @@ struct Body<'a> {
     tools: Vec<ToolOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<ToolChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<ThinkingOut>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
+}
+
+/// Anthropic's `thinking` request object (extended thinking on).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ThinkingOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    pub(crate) budget_tokens: u64,
+}
+
+/// The smallest `budget_tokens` Anthropic accepts.
+pub const MIN_THINKING_BUDGET: u64 = 1024;
+
+/// The thinking budget for a reasoning request: the client's budget (at least
+/// [`MIN_THINKING_BUDGET`]), else the effort's ([`Reasoning::budget`]).
+pub fn thinking_budget(r: &Reasoning) -> u64 {
+    r.budget().max(MIN_THINKING_BUDGET)
+}
+
+/// What extended thinking does to a Claude request (shared with the Converse translator,
+/// which sends the same `thinking` object in `additionalModelRequestFields`).
+pub(crate) struct ClaudeThinking {
+    pub(crate) thinking: ThinkingOut,
+    /// `max_tokens` to send: the budget plus the client's limit.
+    pub(crate) max_tokens: u64,
+    /// `temperature` to send (only 1 survives thinking).
+    pub(crate) temperature: Option<f64>,
+}
+
+/// Applies Anthropic's extended-thinking rules to `req` (see the module doc): the thinking
+/// object, the raised `max_tokens`, the sampling parameters that must go (`temperature` other
+/// than 1 and `top_p`, named in `dropped`; `top_k` is left to the caller), and a 400 naming
+/// `tool_choice` for a forced tool. `temperature` is the value
+/// the caller would send without thinking (already clamped to 0–1).
+pub(crate) fn claude_thinking(
+    r: &Reasoning,
+    req: &ChatRequest,
+    temperature: Option<f64>,
+    dropped: &mut Vec<String>,
+) -> Result<ClaudeThinking, InvalidRequest> {
+    if !req.tools.is_empty()
+        && matches!(
+            req.tool_choice,
+            Some(ToolChoice::Required | ToolChoice::Named(_))
+        )
+    {
+        return Err(bad(
+            format!("Invalid 'tool_choice': Claude cannot be made to call a tool while thinking (reasoning_effort / thinking is set); use 'auto' or 'none', or leave {} out.", Reasoning::PARAM),
+            "tool_choice",
+        ));
+    }
+    let budget = thinking_budget(r);
+    let temperature = match temperature {
+        Some(t) if t != 1.0 => {
+            dropped.push("temperature".into());
+            None
+        }
+        t => t,
+    };
+    if req.top_p.is_some() {
+        dropped.push("top_p".into());
+    }
+    Ok(ClaudeThinking {
+        thinking: ThinkingOut {
+            kind: "enabled",
+            budget_tokens: budget,
+        },
+        max_tokens: budget.saturating_add(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+        temperature,
+    })
 }
 
 #[derive(Serialize)]
@@ -290,6 +374,17 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         }
     };
     dropped.extend(req.other_names().map(str::to_owned));
+    let mut max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut temperature = req.temperature.map(|x| x.clamp(0.0, 1.0));
+    let (mut top_p, mut top_k, mut thinking) = (req.top_p, req.top_k, None);
+    if let Some(r) = &req.reasoning {
+        let c = claude_thinking(r, req, temperature, &mut dropped)?;
+        if top_k.is_some() {
+            dropped.push("top_k".into());
+        }
+        (max_tokens, temperature, top_p, top_k) = (c.max_tokens, c.temperature, None, None);
+        thinking = Some(c.thinking);
+    }
 
     let stream = req.stream;
     let (path, answer, headers, model, version, stream_field) = match t.dialect {
@@ -367,16 +462,17 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     let body = Body {
         anthropic_version: version,
         model,
-        max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        max_tokens,
         system: req.system_text().filter(|s| !s.is_empty()),
         messages,
-        temperature: req.temperature.map(|x| x.clamp(0.0, 1.0)),
-        top_p: req.top_p,
-        top_k: req.top_k,
+        temperature,
+        top_p,
+        top_k,
         stop_sequences: &req.stop,
         metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
         tools,
         tool_choice,
+        thinking,
         stream: stream_field,
     };
     Ok(UpstreamRequest {
@@ -1805,6 +1901,95 @@ mod tests {
                     {"type": "text", "text": "(waiting)"}]}
             ])
         );
+    }
+
+    /// Issue 15.1: `reasoning_effort` turns extended thinking on, within Anthropic's rules.
+    #[test]
+    fn reasoning_effort_becomes_extended_thinking() {
+        let user = json!([{"role": "user", "content": "hi"}]);
+        for dialect in [
+            Dialect::Anthropic,
+            Dialect::BedrockAnthropic,
+            Dialect::VertexAnthropic,
+        ] {
+            let r = prepare(
+                dialect,
+                json!({"model": "c", "messages": user, "reasoning_effort": "medium",
+                    "max_tokens": 300, "temperature": 0.5, "top_p": 0.9, "seed": 1}),
+            )
+            .unwrap();
+            let b = body_of(&r);
+            assert_eq!(
+                b["thinking"],
+                json!({"type": "enabled", "budget_tokens": 4096}),
+                "{dialect:?}"
+            );
+            assert_eq!(b["max_tokens"], 4396, "budget + the client's limit");
+            for gone in ["temperature", "top_p", "top_k"] {
+                assert!(b.get(gone).is_none(), "{gone}");
+            }
+            assert_eq!(r.dropped, ["seed", "temperature", "top_p"]);
+        }
+        // Defaults: max_tokens 4096 + budget; temperature 1 is allowed; low → the minimum.
+        let mut req = chat(
+            json!({"model": "c", "messages": user, "reasoning_effort": "low",
+            "temperature": 1}),
+        );
+        req.top_k = Some(5);
+        let r = prepare_chat(&target(Dialect::Anthropic, "claude-x"), &req).unwrap();
+        let b = body_of(&r);
+        assert_eq!(b["thinking"]["budget_tokens"], 1024);
+        assert_eq!(b["max_tokens"], 4096 + 1024);
+        assert_eq!(b["temperature"], 1.0);
+        assert_eq!(r.dropped, ["top_k"]);
+        // An explicit budget below Anthropic's minimum is raised to it; high → 16384.
+        req.reasoning = Some(Reasoning {
+            effort: None,
+            budget_tokens: Some(100),
+        });
+        let b = body_of(&prepare_chat(&target(Dialect::Anthropic, "claude-x"), &req).unwrap());
+        assert_eq!(b["thinking"]["budget_tokens"], 1024);
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "c", "messages": user, "reasoning_effort": "high"}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(b["thinking"]["budget_tokens"], 16384);
+        // Without reasoning: no thinking, sampling untouched.
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "c", "messages": user, "temperature": 0.5}),
+            )
+            .unwrap(),
+        );
+        assert!(b.get("thinking").is_none());
+        assert_eq!(b["temperature"], 0.5);
+        // A forced tool is not allowed with thinking; auto and none are.
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        for choice in [
+            json!("required"),
+            json!({"type": "function", "function": {"name": "f"}}),
+        ] {
+            assert_eq!(
+                param(
+                    json!({"model": "c", "messages": user, "reasoning_effort": "low",
+                    "tools": tools, "tool_choice": choice})
+                )
+                .as_deref(),
+                Some("tool_choice")
+            );
+        }
+        for choice in ["auto", "none"] {
+            assert!(prepare(
+                Dialect::Anthropic,
+                json!({"model": "c", "messages": user, "reasoning_effort": "low",
+                    "tools": tools, "tool_choice": choice})
+            )
+            .is_ok());
+        }
     }
 
     #[test]

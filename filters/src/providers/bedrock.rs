@@ -36,6 +36,14 @@
 //!   `tools[i].function.strict: true` is dropped.
 //! - `response_format` `json_object` / `json_schema` → 400 naming `response_format` (Converse
 //!   has no JSON mode); `text` is the default and needs nothing. `n > 1` → 400 naming `n`.
+//! - Reasoning (`reasoning_effort`, a Messages client's `thinking`): for Claude models (ids
+//!   with `anthropic.` or `claude`, inference profiles and ARNs included) →
+//!   `additionalModelRequestFields: {"thinking": {"type":"enabled","budget_tokens":B}}`, as
+//!   the Bedrock user guide's "Extended thinking" page shows for Converse, with the same rules
+//!   as on InvokeModel (`super::anthropic`: effort → budget 1024 / 4096 / 16384, `maxTokens`
+//!   raised to budget + the client's limit or 4096, `temperature` other than 1 and `topP`
+//!   dropped, a forced `tool_choice` → 400). Other families: dropped and named
+//!   (`reasoning_effort`) — their controls differ per model and are not mapped yet.
 //! - Dropped (listed in `UpstreamRequest::dropped`): `seed`, `presence_penalty`,
 //!   `frequency_penalty`, `parallel_tool_calls`, `user`, `messages[i].name`, and every field in
 //!   [`ChatRequest::other`].
@@ -90,7 +98,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
-use crate::chat::request::data_url;
+use crate::chat::request::{data_url, Reasoning};
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
     Role, ToolCall, ToolChoice,
@@ -138,6 +146,22 @@ struct ConverseBody<'a> {
     inference_config: InferenceConfig<'a>,
     #[serde(rename = "toolConfig", skip_serializing_if = "Option::is_none")]
     tool_config: Option<ToolConfig<'a>>,
+    #[serde(
+        rename = "additionalModelRequestFields",
+        skip_serializing_if = "Option::is_none"
+    )]
+    additional: Option<Additional>,
+}
+
+/// `additionalModelRequestFields`: model-specific fields Converse passes to the model.
+#[derive(Serialize)]
+struct Additional {
+    thinking: super::anthropic::ThinkingOut,
+}
+
+/// Whether a Converse model id names a Claude model (foundation model, inference profile or ARN).
+fn is_claude(model: &str) -> bool {
+    model.contains("anthropic.") || model.contains("claude")
 }
 
 #[derive(Serialize)]
@@ -541,17 +565,38 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         }
     }
     dropped.extend(req.other_names().map(str::to_owned));
+    let mut inference_config = InferenceConfig {
+        max_tokens: req.max_tokens,
+        temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
+        top_p: req.top_p,
+        stop_sequences: &req.stop,
+    };
+    let mut additional = None;
+    if let Some(r) = &req.reasoning {
+        if is_claude(t.upstream_model) {
+            let c = super::anthropic::claude_thinking(
+                r,
+                req,
+                inference_config.temperature,
+                &mut dropped,
+            )?;
+            inference_config.max_tokens = Some(c.max_tokens);
+            inference_config.temperature = c.temperature;
+            inference_config.top_p = None;
+            additional = Some(Additional {
+                thinking: c.thinking,
+            });
+        } else {
+            dropped.push(Reasoning::PARAM.into());
+        }
+    }
 
     let body = ConverseBody {
         messages: turns,
         system,
-        inference_config: InferenceConfig {
-            max_tokens: req.max_tokens,
-            temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
-            top_p: req.top_p,
-            stop_sequences: &req.stop,
-        },
+        inference_config,
         tool_config,
+        additional,
     };
     let mut bytes = Vec::with_capacity(size_hint);
     serde_json::to_writer(&mut bytes, &body).expect("serializing to a Vec cannot fail");
@@ -1551,6 +1596,49 @@ mod tests {
     fn weather_tool() -> Value {
         json!({"type":"function","function":{"name":"get_weather","description":"Weather for a city",
             "parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}})
+    }
+
+    /// Issue 15.1: Claude on Converse thinks through `additionalModelRequestFields.thinking`
+    /// under Anthropic's rules; other families name `reasoning_effort` as dropped.
+    #[test]
+    fn reasoning_effort_on_converse() {
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "reasoning_effort": "high", "max_tokens": 100, "temperature": 0.2, "top_p": 0.5});
+        for model in [
+            MODEL,
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/claude-x",
+        ] {
+            let r = prepare_chat(&target(model), &chat(body.clone())).unwrap();
+            let v = native(&r);
+            assert_eq!(
+                v["additionalModelRequestFields"],
+                json!({"thinking": {"type": "enabled", "budget_tokens": 16384}}),
+                "{model}"
+            );
+            assert_eq!(v["inferenceConfig"], json!({"maxTokens": 16484}));
+            assert_eq!(r.dropped, ["temperature", "top_p"]);
+        }
+        let r = prepare_chat(
+            &target("meta.llama3-70b-instruct-v1:0"),
+            &chat(body.clone()),
+        )
+        .unwrap();
+        let v = native(&r);
+        assert!(v.get("additionalModelRequestFields").is_none());
+        assert_eq!(v["inferenceConfig"]["maxTokens"], 100);
+        assert_eq!(r.dropped, ["reasoning_effort"]);
+        let forced = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "reasoning_effort": "low", "tools": [weather_tool()], "tool_choice": "required"});
+        assert_eq!(
+            prep(forced).unwrap_err().param.as_deref(),
+            Some("tool_choice")
+        );
+        assert!(native(
+            &prep(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).unwrap()
+        )
+        .get("additionalModelRequestFields")
+        .is_none());
     }
 
     #[test]

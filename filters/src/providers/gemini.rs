@@ -41,6 +41,16 @@
 //! - tools → `tools[0].functionDeclarations`; tool_choice none/auto/required/named →
 //!   `toolConfig.functionCallingConfig.mode` NONE/AUTO/ANY/ANY + `allowedFunctionNames`
 //!   (`required` without tools → 400 `tool_choice`).
+//! - reasoning (`reasoning_effort`, or a Messages client's `thinking`) →
+//!   `generationConfig.thinkingConfig` (Gemini API "Gemini thinking" guide,
+//!   ai.google.dev/gemini-api/docs/thinking; Vertex AI "Thinking" docs): Gemini 3 models
+//!   (`gemini-3…`) get `thinkingLevel` — the effort upper-cased (`MINIMAL`/`LOW`/`MEDIUM`/
+//!   `HIGH`; Gemini 3 Pro has only `LOW` and `HIGH`, so minimal/low → `LOW`, medium/high →
+//!   `HIGH` there; a budget-only request takes the effort nearest its budget); other models
+//!   (2.5) get `thinkingBudget` — the client's budget, else minimal/low 1024, medium 4096,
+//!   high 16384 ([`crate::chat::request::Reasoning::budget`]), capped at 24576 (the largest
+//!   every 2.5 model accepts). The two must not be sent together (Google answers 400).
+//!   `includeThoughts: true` always, so the thought summaries come back as `reasoning_content`.
 //! - dropped (listed in `UpstreamRequest::dropped`): `user`, `parallel_tool_calls` (Gemini
 //!   decides on parallel calls itself), message `name`s, image `detail`, tools' `strict`, and
 //!   every unknown field in `ChatRequest::other`.
@@ -122,7 +132,7 @@ use serde_json::{Map, Value};
 
 use super::json_scan;
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
-use crate::chat::request::data_url;
+use crate::chat::request::{data_url, Effort, Reasoning};
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
     Role, ToolCall, ToolChoice,
@@ -287,6 +297,50 @@ struct GenerationConfig<'a> {
     response_mime_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<ThinkingConfig>,
+}
+
+/// `generationConfig.thinkingConfig`: a level (Gemini 3) or a budget (2.5), never both.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct ThinkingConfig {
+    include_thoughts: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_budget: Option<u64>,
+}
+
+/// The largest `thinkingBudget` every Gemini 2.5 model accepts (Flash and Flash-Lite: 24576;
+/// Pro: 32768).
+const MAX_THINKING_BUDGET: u64 = 24576;
+
+/// The thinking config for `model` (see the module doc).
+fn thinking_config(model: &str, r: &Reasoning) -> ThinkingConfig {
+    let model = model.rsplit('/').next().unwrap_or(model);
+    if model.starts_with("gemini-3") {
+        let pro = model.contains("-pro");
+        let level = match (r.effort(), pro) {
+            (Effort::Minimal | Effort::Low, true) => "LOW",
+            (Effort::Medium | Effort::High, true) => "HIGH",
+            (Effort::Minimal, false) => "MINIMAL",
+            (Effort::Low, false) => "LOW",
+            (Effort::Medium, false) => "MEDIUM",
+            (Effort::High, false) => "HIGH",
+        };
+        ThinkingConfig {
+            include_thoughts: true,
+            thinking_level: Some(level),
+            thinking_budget: None,
+        }
+    } else {
+        ThinkingConfig {
+            include_thoughts: true,
+            thinking_level: None,
+            thinking_budget: Some(r.budget().min(MAX_THINKING_BUDGET)),
+        }
+    }
 }
 
 impl GenerationConfig<'_> {
@@ -302,6 +356,7 @@ impl GenerationConfig<'_> {
             && self.frequency_penalty.is_none()
             && self.response_mime_type.is_none()
             && self.response_schema.is_none()
+            && self.thinking_config.is_none()
     }
 }
 
@@ -583,6 +638,10 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         frequency_penalty: req.frequency_penalty,
         response_mime_type,
         response_schema,
+        thinking_config: req
+            .reasoning
+            .as_ref()
+            .map(|r| thinking_config(t.upstream_model, r)),
     };
 
     let mut tools = Vec::new();
@@ -1147,6 +1206,7 @@ impl UsageMetadata {
             self.candidates_token_count.unwrap_or(0) + self.thoughts_token_count,
         );
         u.cached_tokens = self.cached_content_token_count;
+        u.reasoning_tokens = self.thoughts_token_count;
         Some(u)
     }
 }
@@ -2182,6 +2242,76 @@ pub(super) mod tests {
                 u.cached_tokens
             ),
             (12, 8, 20, 8)
+        );
+        assert_eq!(u.reasoning_tokens, 6, "thoughtsTokenCount");
+    }
+
+    /// Issue 15.1: reasoning → `thinkingConfig`: a level for Gemini 3 (Pro has LOW/HIGH
+    /// only), a budget for 2.5, thoughts always included.
+    #[test]
+    fn reasoning_becomes_thinking_config() {
+        let config = |model: &'static str, r: Option<Reasoning>| -> Value {
+            let mut req =
+                chat(json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}));
+            req.reasoning = r;
+            let t = Target {
+                dialect: Dialect::VertexGemini,
+                upstream_model: model,
+                project: Some("p"),
+                location: Some("us-central1"),
+                api_version: None,
+            };
+            let up = prepare_chat(&t, &req).unwrap();
+            assert!(up.dropped.is_empty(), "{:?}", up.dropped);
+            let v: Value = serde_json::from_slice(&up.body).unwrap();
+            v["generationConfig"]["thinkingConfig"].clone()
+        };
+        let effort = |e| {
+            Some(Reasoning {
+                effort: Some(e),
+                budget_tokens: None,
+            })
+        };
+        let budget = |b| {
+            Some(Reasoning {
+                effort: None,
+                budget_tokens: Some(b),
+            })
+        };
+        assert_eq!(config("gemini-2.5-flash", None), Value::Null);
+        for (e, b) in [
+            (Effort::Minimal, 1024),
+            (Effort::Low, 1024),
+            (Effort::Medium, 4096),
+            (Effort::High, 16384),
+        ] {
+            assert_eq!(
+                config("gemini-2.5-pro", effort(e)),
+                json!({"includeThoughts": true, "thinkingBudget": b})
+            );
+        }
+        assert_eq!(
+            config("gemini-2.5-flash", budget(100_000))["thinkingBudget"],
+            24576
+        );
+        for (e, flash, pro) in [
+            (Effort::Minimal, "MINIMAL", "LOW"),
+            (Effort::Low, "LOW", "LOW"),
+            (Effort::Medium, "MEDIUM", "HIGH"),
+            (Effort::High, "HIGH", "HIGH"),
+        ] {
+            assert_eq!(
+                config("gemini-3-flash-preview", effort(e)),
+                json!({"includeThoughts": true, "thinkingLevel": flash})
+            );
+            assert_eq!(
+                config("gemini-3-pro-preview", effort(e))["thinkingLevel"],
+                pro
+            );
+        }
+        assert_eq!(
+            config("gemini-3-flash-preview", budget(3000))["thinkingLevel"],
+            "MEDIUM"
         );
     }
 

@@ -23,6 +23,10 @@
 //!   `responseFormat` (`{type:TEXT}`, `{type:JSON_OBJECT}`,
 //!   `{type:JSON_SCHEMA,jsonSchema:{name,schema,isStrict}}`), `isStream` and
 //!   `streamOptions: {isIncludeUsage: true}` for streams (always: the gateway meters usage);
+//! - reasoning (`reasoning_effort`, or the effort nearest a Messages client's `thinking`
+//!   budget) → `reasoningEffort` `MINIMAL`/`LOW`/`MEDIUM`/`HIGH` (the OCI SDKs'
+//!   `GenericChatRequest.reasoning_effort` enum; for reasoning models such as OpenAI's and
+//!   xAI's — others answer 400 from OCI);
 //! - dropped: `user`, tool `strict` (`tools[].function.strict`), unknown client fields.
 //!
 //! COHERE (`apiFormat: COHERE`, `cohere.command-*`):
@@ -46,7 +50,8 @@
 //! - rejected: images (naming the `image_url` part), `n > 1`, a conversation ending with an
 //!   assistant message (no prefill); dropped: `tool_choice` other than `auto` (COHERE has no
 //!   tool choice), `parallel_tool_calls`, `user`, `response_format.json_schema.strict`,
-//!   tool `strict`, unknown client fields.
+//!   tool `strict`, unknown client fields, reasoning (`reasoning_effort`: COHERE's request has
+//!   no reasoning control).
 //!
 //! Both: tool-call `arguments` that are not a JSON object are rejected naming
 //! `messages[i].tool_calls[j].function.arguments`; a missing compartment is a 400 naming the
@@ -58,7 +63,8 @@
 //! `toolCalls` (no ids: `call_{n}`), `finishReason` `COMPLETE`/`USER_CANCEL` → `stop`
 //! (`tool_calls` with calls), `MAX_TOKENS`/`ERROR_LIMIT` → `length`, `ERROR_TOXIC` →
 //! `content_filter`, `ERROR` → unreadable answer with `errorMessage`. `usage`:
-//! `promptTokens`, `completionTokens`, `promptTokensDetails.cachedTokens`. OCI answers carry
+//! `promptTokens`, `completionTokens`, `promptTokensDetails.cachedTokens`,
+//! `completionTokensDetails.reasoningTokens` (the SDKs' `CompletionTokensDetails`). OCI answers carry
 //! no response id (the gateway's id is used).
 //!
 //! Streams (data-only SSE, no event names): GENERIC events are `ChatChoice`-like
@@ -91,6 +97,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use super::json_scan::{literal, members, plain, sse_line, token, ws};
+use crate::chat::request::{Effort, Reasoning};
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Message, Part, ResponseCtx,
     ResponseFormat, Role, ToolCall, ToolChoice,
@@ -203,6 +210,9 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     let compartment_id = compartment(t)?;
     let mut dropped = common_dropped(req);
     let body = if t.dialect == Dialect::OciCohere {
+        if req.reasoning.is_some() {
+            dropped.push(Reasoning::PARAM.to_owned());
+        }
         let chat_request = cohere_request(req, &mut dropped)?;
         serde_json::to_vec(&ChatDetails {
             compartment_id,
@@ -264,6 +274,8 @@ struct GenericRequest<'a> {
     tool_choice: Option<GToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     is_parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<GFormat<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -478,6 +490,12 @@ fn generic_request(req: &ChatRequest) -> Result<GenericRequest<'_>, InvalidReque
             ToolChoice::Named(name) => GToolChoice::Function { name },
         }),
         is_parallel_tool_calls: req.parallel_tool_calls,
+        reasoning_effort: req.reasoning.map(|r| match r.effort() {
+            Effort::Minimal => "MINIMAL",
+            Effort::Low => "LOW",
+            Effort::Medium => "MEDIUM",
+            Effort::High => "HIGH",
+        }),
         response_format: req.response_format.as_ref().map(|f| match f {
             ResponseFormat::Text => GFormat::Text,
             ResponseFormat::JsonObject => GFormat::JsonObject,
@@ -898,6 +916,14 @@ struct OciUsage {
     #[serde(default)]
     completion_tokens: u64,
     prompt_tokens_details: Option<CachedDetails>,
+    completion_tokens_details: Option<ReasoningDetails>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct ReasoningDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -911,6 +937,9 @@ impl From<OciUsage> for Usage {
     fn from(u: OciUsage) -> Usage {
         let mut out = Usage::new(u.prompt_tokens, u.completion_tokens);
         out.cached_tokens = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+        out.reasoning_tokens = u
+            .completion_tokens_details
+            .map_or(0, |d| d.reasoning_tokens);
         out
     }
 }
@@ -2011,7 +2040,8 @@ mod tests {
             "timeCreated":"2025-01-01T00:00:00.000Z","choices":[{"index":0,"message":{"role":"ASSISTANT",
             "content":[{"type":"TEXT","text":"Hello "},{"type":"TEXT","text":"there"}],"reasoningContent":"hmm"},
             "finishReason":"stop","logprobs":null}],
-            "usage":{"promptTokens":10,"completionTokens":5,"totalTokens":15,"promptTokensDetails":{"cachedTokens":4}}}}"#,
+            "usage":{"promptTokens":10,"completionTokens":5,"totalTokens":15,"promptTokensDetails":{"cachedTokens":4},
+              "completionTokensDetails":{"reasoningTokens":3}}}}"#,
         )
         .unwrap();
         assert_eq!(c.id, None);
@@ -2020,6 +2050,7 @@ mod tests {
         assert_eq!(c.choices[0].finish_reason, Some(FinishReason::Stop));
         let mut u = Usage::new(10, 5);
         u.cached_tokens = 4;
+        u.reasoning_tokens = 3;
         assert_eq!(c.usage, Some(u));
 
         let c = parse_chat(

@@ -20,7 +20,12 @@
 //! `stream_options.include_usage` (the gateway meters every stream). Fields in
 //! `ChatRequest::other` pass through unchanged when OpenAI's chat API knows them
 //! ([`PASSED`]); the rest (e.g. `thinking`, `top_k` from the Messages front door) are left out
-//! and listed in `dropped`.
+//! and listed in `dropped`. Reasoning ([`ChatRequest::reasoning`]) → `reasoning_effort`: the
+//! effort as is, or from a Messages client's `thinking.budget_tokens`: ≤ 2048 `low`, ≤ 8192
+//! `medium`, else `high` ([`crate::chat::request::Effort::from_budget`], the inverse of the
+//! budgets the Claude translator derives from an effort: 1024 / 4096 / 16384). OpenAI
+//! documents `reasoning_effort` on chat completions for reasoning models
+//! (platform.openai.com/docs/api-reference/chat/create); Azure OpenAI takes the same field.
 //!
 //! Answers (PROTOCOLS §1.2): each choice's `content`, `reasoning_content`, `tool_calls` (and a
 //! legacy `function_call`); a structured-outputs `refusal` becomes the content when there is
@@ -114,6 +119,8 @@ struct ChatBody<'a> {
     tool_choice: Option<ChoiceOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,6 +336,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         let passed = match name.as_str() {
             // The typed limit wins over a second copy.
             "max_completion_tokens" => req.max_tokens.is_none(),
+            "reasoning_effort" => req.reasoning.is_none(),
             // Legacy completions' `logprobs` is a count; chat's is a switch.
             "logprobs" => req.front != FrontDoor::Completions || value.is_boolean(),
             n => PASSED.contains(&n),
@@ -398,6 +406,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             .collect(),
         tool_choice,
         parallel_tool_calls: req.parallel_tool_calls,
+        reasoning_effort: req.reasoning.map(|r| r.effort().as_str()),
         stream: req.stream,
         stream_options: req.stream.then_some(StreamOptions {
             include_usage: true,

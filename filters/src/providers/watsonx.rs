@@ -23,7 +23,9 @@
 //!   `{type:json_schema, json_schema:{name, schema, strict}}` (the shape IBM's own Java SDK
 //!   sends to `/ml/v1/text/chat`: IBM/watsonx-ai-java-sdk `TextChatRequest.java`);
 //! - `n > 1` is rejected for streams (one choice per stream);
-//! - dropped (listed in `dropped`): `user`, `parallel_tool_calls`, every unknown client field.
+//! - dropped (listed in `dropped`): `user`, `parallel_tool_calls`, every unknown client field,
+//!   and reasoning (`reasoning_effort`, or a Messages client's `thinking`): the `/text/chat`
+//!   API documents no reasoning control (IBM watsonx.ai API reference, "Infer text chat").
 //!
 //! Tool-call `arguments` that are not a JSON object are rejected naming
 //! `messages[i].tool_calls[j].function.arguments`.
@@ -435,6 +437,9 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         dropped.push("parallel_tool_calls".to_owned());
     }
     dropped.extend(req.other_names().map(str::to_owned));
+    if req.reasoning.is_some() {
+        dropped.push(crate::chat::request::Reasoning::PARAM.to_owned());
+    }
     let (path, answer) = if req.stream {
         ("/ml/v1/text/chat_stream", AnswerFormat::Sse)
     } else {

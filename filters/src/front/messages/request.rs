@@ -3,13 +3,15 @@
 //! nearly unchanged instead: `crate::providers::messages_native`.)
 //!
 //! Every field is mapped to a typed slot, kept in [`ChatRequest::other`] for the provider's
-//! translator to map or name as dropped (`top_k`, `thinking`), named in
+//! translator to map or name as dropped (`top_k`; `thinking` becomes
+//! [`ChatRequest::reasoning`] with its budget, `{"type":"disabled"}` none), named in
 //! [`ChatRequest::dropped`] when the neutral model cannot carry it to a non-Claude host
 //! (`cache_control`, thinking blocks of earlier turns, `service_tier`), or refused with a 400
 //! that names it (documents, server tools).
 
 use serde_json::{Map, Value};
 
+use crate::chat::request::Reasoning;
 use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolCall, ToolChoice};
 use crate::front::FrontDoor;
 use crate::openai::{InvalidRequest, ParsedRequest};
@@ -28,6 +30,7 @@ const KNOWN: &[&str] = &[
     "metadata",
     "tools",
     "tool_choice",
+    "thinking",
 ];
 
 /// Top-level fields that only a Claude host understands: named as dropped elsewhere.
@@ -46,6 +49,7 @@ pub fn client_name(neutral: &str) -> Option<&'static str> {
         "stop" => "stop_sequences",
         "parallel_tool_calls" => "tool_choice.disable_parallel_tool_use",
         "tools[].function.strict" => "tools[].strict",
+        "reasoning_effort" => "thinking",
         _ => return None,
     })
 }
@@ -363,6 +367,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                 .ok_or_else(|| bad(format!("{key}: Input should be a number"), key)),
         }
     };
+    let reasoning = thinking(body.get("thinking"))?;
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut other = Vec::new();
     for (k, v) in body {
@@ -397,12 +402,39 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         tools,
         tool_choice,
         parallel_tool_calls,
+        reasoning,
         stream,
         include_usage: stream,
         front: FrontDoor::Messages,
         other,
         dropped,
     })
+}
+
+/// `thinking`: `{"type":"enabled","budget_tokens":N}` → a budget; `{"type":"disabled"}` →
+/// none. Anthropic's own checks (budget ≥ 1024, < `max_tokens`) are left to the Claude hosts'
+/// translator, which raises `max_tokens` instead of refusing.
+fn thinking(v: Option<&Value>) -> Result<Option<Reasoning>, InvalidRequest> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    match v.get("type").and_then(Value::as_str) {
+        Some("disabled") => Ok(None),
+        Some("enabled") => match v.get("budget_tokens").and_then(Value::as_u64) {
+            Some(b) => Ok(Some(Reasoning {
+                effort: None,
+                budget_tokens: Some(b),
+            })),
+            None => Err(bad(
+                "thinking.enabled.budget_tokens: Field required (a non-negative integer)",
+                "thinking.budget_tokens",
+            )),
+        },
+        _ => Err(bad(
+            "thinking.type: Input should be 'enabled' or 'disabled'",
+            "thinking.type",
+        )),
+    }
 }
 
 fn plain(role: Role, content: Vec<Part>) -> Message {
@@ -509,6 +541,7 @@ fn tool_result_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::request::Reasoning;
 
     fn decode_str(s: &str) -> Result<ChatRequest, InvalidRequest> {
         decode(
@@ -647,6 +680,94 @@ mod tests {
                 "{d:?}: {:?}",
                 up.dropped
             );
+        }
+    }
+
+    #[test]
+    fn thinking_becomes_a_reasoning_budget() {
+        let with = |thinking: &str| {
+            decode_str(&format!(
+                r#"{{"model":"m","max_tokens":5,"thinking":{thinking},"messages":[{{"role":"user","content":"x"}}]}}"#
+            ))
+        };
+        let r = with(r#"{"type":"enabled","budget_tokens":2000}"#).unwrap();
+        assert_eq!(
+            r.reasoning,
+            Some(Reasoning {
+                effort: None,
+                budget_tokens: Some(2000)
+            })
+        );
+        assert_eq!(r.other_names().count(), 0, "no longer in other");
+        assert!(r.dropped.is_empty());
+        assert_eq!(with(r#"{"type":"disabled"}"#).unwrap().reasoning, None);
+        assert_eq!(
+            with(r#"{"type":"sometimes"}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("thinking.type")
+        );
+        assert_eq!(
+            with(r#"{"type":"enabled"}"#).unwrap_err().param.as_deref(),
+            Some("thinking.budget_tokens")
+        );
+    }
+
+    /// Issue 15.1: a Messages client's `thinking` reaches each provider's own control, and is
+    /// named `thinking` (the client's name) where there is none.
+    #[test]
+    fn thinking_reaches_every_provider_or_is_named() {
+        use crate::translate::{prepare_chat, Dialect, Target};
+        let r = decode_str(
+            r#"{"model":"m","max_tokens":500,"thinking":{"type":"enabled","budget_tokens":10000},"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        let up = |dialect, model| {
+            prepare_chat(
+                &Target {
+                    dialect,
+                    upstream_model: model,
+                    project: Some("p"),
+                    location: Some("us-central1"),
+                    api_version: None,
+                },
+                &r,
+            )
+            .unwrap()
+        };
+        let body = |dialect, model| -> Value {
+            let up = up(dialect, model);
+            assert!(up.dropped.is_empty(), "{dialect:?}: {:?}", up.dropped);
+            serde_json::from_slice(&up.body).unwrap()
+        };
+        let gemini = body(Dialect::VertexGemini, "gemini-2.5-flash");
+        assert_eq!(
+            gemini["generationConfig"]["thinkingConfig"],
+            serde_json::json!({"includeThoughts": true, "thinkingBudget": 10000})
+        );
+        let gemini3 = body(Dialect::VertexGemini, "gemini-3-pro-preview");
+        assert_eq!(
+            gemini3["generationConfig"]["thinkingConfig"],
+            serde_json::json!({"includeThoughts": true, "thinkingLevel": "HIGH"})
+        );
+        assert_eq!(body(Dialect::OpenAi, "o3")["reasoning_effort"], "high");
+        assert_eq!(
+            body(Dialect::OciGeneric, "openai.gpt-oss-120b")["chatRequest"]["reasoningEffort"],
+            "HIGH"
+        );
+        let claude = body(Dialect::BedrockConverse, "anthropic.claude-sonnet-4-v1:0");
+        assert_eq!(
+            claude["additionalModelRequestFields"]["thinking"],
+            serde_json::json!({"type": "enabled", "budget_tokens": 10000})
+        );
+        assert_eq!(claude["inferenceConfig"]["maxTokens"], 10500);
+        for (dialect, model) in [
+            (Dialect::Watsonx, "ibm/granite-3-8b-instruct"),
+            (Dialect::OciCohere, "cohere.command-r-plus"),
+            (Dialect::BedrockConverse, "meta.llama3-70b-instruct-v1:0"),
+        ] {
+            assert_eq!(up(dialect, model).dropped, ["thinking"], "{dialect:?}");
         }
     }
 
