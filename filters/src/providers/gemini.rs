@@ -51,6 +51,8 @@
 //!   high 16384 ([`crate::chat::request::Reasoning::budget`]), capped at 24576 (the largest
 //!   every 2.5 model accepts). The two must not be sent together (Google answers 400).
 //!   `includeThoughts: true` always, so the thought summaries come back as `reasoning_content`.
+//!   Models before 2.5 (`gemini-1…`, `gemini-2.0…`) do not think: reasoning is dropped and
+//!   named (`reasoning_effort`) there.
 //! - dropped (listed in `UpstreamRequest::dropped`): `user`, `parallel_tool_calls` (Gemini
 //!   decides on parallel calls itself), message `name`s, image `detail`, tools' `strict`, and
 //!   every unknown field in `ChatRequest::other`.
@@ -316,10 +318,13 @@ struct ThinkingConfig {
 /// Pro: 32768).
 const MAX_THINKING_BUDGET: u64 = 24576;
 
-/// The thinking config for `model` (see the module doc).
-fn thinking_config(model: &str, r: &Reasoning) -> ThinkingConfig {
+/// The thinking config for `model` (see the module doc); None for models that do not think.
+fn thinking_config(model: &str, r: &Reasoning) -> Option<ThinkingConfig> {
     let model = model.rsplit('/').next().unwrap_or(model);
-    if model.starts_with("gemini-3") {
+    if model.starts_with("gemini-1") || model.starts_with("gemini-2.0") {
+        return None;
+    }
+    Some(if model.starts_with("gemini-3") {
         let pro = model.contains("-pro");
         let level = match (r.effort(), pro) {
             (Effort::Minimal | Effort::Low, true) => "LOW",
@@ -340,7 +345,7 @@ fn thinking_config(model: &str, r: &Reasoning) -> ThinkingConfig {
             thinking_level: None,
             thinking_budget: Some(r.budget().min(MAX_THINKING_BUDGET)),
         }
-    }
+    })
 }
 
 impl GenerationConfig<'_> {
@@ -626,6 +631,13 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             Some(clean_schema(schema, "response_format.json_schema.schema")?),
         ),
     };
+    let thinking_config = req
+        .reasoning
+        .as_ref()
+        .and_then(|r| thinking_config(t.upstream_model, r));
+    if req.reasoning.is_some() && thinking_config.is_none() {
+        push_dropped(&mut dropped, Reasoning::PARAM);
+    }
     let generation_config = GenerationConfig {
         max_output_tokens: req.max_tokens,
         temperature: req.temperature,
@@ -638,10 +650,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         frequency_penalty: req.frequency_penalty,
         response_mime_type,
         response_schema,
-        thinking_config: req
-            .reasoning
-            .as_ref()
-            .map(|r| thinking_config(t.upstream_model, r)),
+        thinking_config,
     };
 
     let mut tools = Vec::new();
@@ -2279,6 +2288,22 @@ pub(super) mod tests {
             })
         };
         assert_eq!(config("gemini-2.5-flash", None), Value::Null);
+        let mut req = chat(json!({"model": "g", "messages": [{"role": "user", "content": "hi"}],
+            "reasoning_effort": "low"}));
+        req.stream = false;
+        for old in ["gemini-2.0-flash-001", "gemini-1.5-pro"] {
+            let t = Target {
+                dialect: Dialect::VertexGemini,
+                upstream_model: old,
+                project: Some("p"),
+                location: Some("us-central1"),
+                api_version: None,
+            };
+            let up = prepare_chat(&t, &req).unwrap();
+            assert_eq!(up.dropped, ["reasoning_effort"], "{old}");
+            let v: Value = serde_json::from_slice(&up.body).unwrap();
+            assert!(v.get("generationConfig").is_none(), "{old}: {v}");
+        }
         for (e, b) in [
             (Effort::Minimal, 1024),
             (Effort::Low, 1024),
