@@ -2288,8 +2288,10 @@ pub(super) mod tests {
             })
         };
         assert_eq!(config("gemini-2.5-flash", None), Value::Null);
-        let mut req = chat(json!({"model": "g", "messages": [{"role": "user", "content": "hi"}],
-            "reasoning_effort": "low"}));
+        let mut req = chat(
+            json!({"model": "g", "messages": [{"role": "user", "content": "hi"}],
+            "reasoning_effort": "low"}),
+        );
         req.stream = false;
         for old in ["gemini-2.0-flash-001", "gemini-1.5-pro"] {
             let t = Target {

@@ -25,8 +25,8 @@
 //!   `streamOptions: {isIncludeUsage: true}` for streams (always: the gateway meters usage);
 //! - reasoning (`reasoning_effort`, or the effort nearest a Messages client's `thinking`
 //!   budget) → `reasoningEffort` `MINIMAL`/`LOW`/`MEDIUM`/`HIGH` (the OCI SDKs'
-//!   `GenericChatRequest.reasoning_effort` enum; for reasoning models such as OpenAI's and
-//!   xAI's — others answer 400 from OCI);
+//!   `GenericChatRequest.reasoning_effort` enum) for OpenAI's and xAI's models (`openai.…`,
+//!   `xai.…`) and dedicated endpoints; other models (Meta, …): dropped and named;
 //! - dropped: `user`, tool `strict` (`tools[].function.strict`), unknown client fields.
 //!
 //! COHERE (`apiFormat: COHERE`, `cohere.command-*`):
@@ -220,7 +220,11 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             chat_request,
         })
     } else {
-        let chat_request = generic_request(req)?;
+        let mut chat_request = generic_request(req)?;
+        if req.reasoning.is_some() && !reasons(t.upstream_model) {
+            chat_request.reasoning_effort = None;
+            dropped.push(Reasoning::PARAM.to_owned());
+        }
         serde_json::to_vec(&ChatDetails {
             compartment_id,
             serving_mode: serving_mode(t.upstream_model),
@@ -446,6 +450,14 @@ fn generic_message<'a>(i: usize, m: &'a Message) -> Result<GMessage<'a>, Invalid
         }
     }
     Ok(out)
+}
+
+/// Whether a GENERIC model takes `reasoningEffort`: OpenAI's and xAI's models on OCI (the
+/// reasoning models OCI lists), and dedicated endpoints (the operator chose the model).
+fn reasons(model: &str) -> bool {
+    model.starts_with("openai.")
+        || model.starts_with("xai.")
+        || model.starts_with("ocid1.generativeaiendpoint")
 }
 
 fn generic_request(req: &ChatRequest) -> Result<GenericRequest<'_>, InvalidRequest> {
@@ -1702,6 +1714,31 @@ mod tests {
             &parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap(),
         )
         .unwrap()
+    }
+
+    /// Issue 15.1: `reasoning_effort` → GENERIC `reasoningEffort` for reasoning models; named
+    /// as dropped for other GENERIC models and for COHERE.
+    #[test]
+    fn reasoning_effort_mapping() {
+        let req = chat(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"minimal"}"#,
+        );
+        for model in [
+            "openai.gpt-oss-120b",
+            "xai.grok-3-mini",
+            "ocid1.generativeaiendpoint.oc1..x",
+        ] {
+            let up = prepare_chat(&target(Dialect::OciGeneric, model), &req).unwrap();
+            let v: Value = serde_json::from_slice(&up.body).unwrap();
+            assert_eq!(v["chatRequest"]["reasoningEffort"], "MINIMAL", "{model}");
+            assert!(up.dropped.is_empty(), "{:?}", up.dropped);
+        }
+        for t in [generic(), cohere()] {
+            let up = prepare_chat(&t, &req).unwrap();
+            let v: Value = serde_json::from_slice(&up.body).unwrap();
+            assert!(v["chatRequest"].get("reasoningEffort").is_none());
+            assert_eq!(up.dropped, ["reasoning_effort"]);
+        }
     }
 
     fn prepared(t: &Target<'_>, body: &str) -> (UpstreamRequest, Value) {

@@ -153,16 +153,59 @@ def handle(req: NativeRequest) -> NativeResponse:
         if op == "invoke":
             return invoke(model_id, body)
         conv = parse_converse(body)
+        thinking = check_thinking(model_id, body)
     except BadRequest as e:
         return validation_error(str(e))
     d = decide(conv)
     if op == "converse":
-        return json_response(200, converse_body(d), {"x-amzn-requestid": REQUEST_ID})
+        return json_response(200, converse_body(d, thinking), {"x-amzn-requestid": REQUEST_ID})
     return NativeResponse(
         200,
         {"content-type": "application/vnd.amazon.eventstream", "x-amzn-requestid": REQUEST_ID},
-        chunks=converse_stream_frames(d),
+        chunks=converse_stream_frames(d, thinking),
     )
+
+
+# Reasoning text and signature the mock answers with when Claude's extended thinking is on.
+REASONING_TEXT = "Considering what the user asked."
+REASONING_SIGNATURE = "bW9jay1yZWFzb25pbmctc2lnbmF0dXJl"
+
+
+def _is_claude(model_id: str) -> bool:
+    return "anthropic." in model_id or "claude" in model_id
+
+
+def check_thinking(model_id: str, body: dict) -> bool:
+    """`additionalModelRequestFields.thinking` (Bedrock user guide, "Extended thinking"): Claude
+    models only, with Anthropic's rules — `{type: enabled, budget_tokens ≥ 1024}`,
+    `inferenceConfig.maxTokens` > budget, temperature only 1, no forced tool choice. Returns
+    whether thinking is on."""
+    extra = body.get("additionalModelRequestFields")
+    if extra is None:
+        return False
+    _require(isinstance(extra, dict), "additionalModelRequestFields must be an object.")
+    if "thinking" not in extra:
+        return False
+    _require(_is_claude(model_id),
+             "The model returned the following errors: Malformed input request: extraneous key [thinking] is not permitted, please reformat your input and try again.")
+    th = extra["thinking"]
+    _require(isinstance(th, dict) and th.get("type") in ("enabled", "disabled"),
+             "The model returned the following errors: thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled'")
+    if th["type"] == "disabled":
+        return False
+    _only_keys(th, {"type", "budget_tokens"}, "additionalModelRequestFields.thinking", {"budget_tokens"})
+    budget = th["budget_tokens"]
+    _require(_is_int(budget) and budget >= 1024,
+             "The model returned the following errors: thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+    ic = body.get("inferenceConfig", {})
+    _require("maxTokens" in ic and ic["maxTokens"] > budget,
+             "The model returned the following errors: `max_tokens` must be greater than `thinking.budget_tokens`.")
+    _require(ic.get("temperature", 1) == 1,
+             "The model returned the following errors: `temperature` may only be set to 1 when thinking is enabled.")
+    choice = body.get("toolConfig", {}).get("toolChoice", {})
+    _require(not ({"any", "tool"} & set(choice)),
+             "The model returned the following errors: Thinking may not be enabled when tool_choice forces tool use.")
+    return True
 
 
 def tool_use_id(k: int, name: str, args: dict) -> str:
@@ -183,8 +226,10 @@ def _usage(d: Decision) -> dict:
     }
 
 
-def converse_body(d: Decision) -> dict:
+def converse_body(d: Decision, thinking: bool = False) -> dict:
     content: list[dict] = []
+    if thinking:
+        content.append({"reasoningContent": {"reasoningText": {"text": REASONING_TEXT, "signature": REASONING_SIGNATURE}}})
     if d.text:
         content.append({"text": d.text})
     for k, (name, args) in enumerate(d.tool_calls):
@@ -201,13 +246,19 @@ def _pad(n: int) -> str:
     return PADDING[: (n * 7) % len(PADDING) + 1]
 
 
-def converse_stream_frames(d: Decision) -> list[bytes]:
+def converse_stream_frames(d: Decision, thinking: bool = False) -> list[bytes]:
     ev = eventstream.event
     frames = [ev("messageStart", {"role": "assistant", "p": _pad(0)})]
     block = 0
+    if thinking:
+        for delta in ({"text": REASONING_TEXT}, {"signature": REASONING_SIGNATURE}):
+            frames.append(ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": delta}}))
+        frames.append(ev("contentBlockStop", {"contentBlockIndex": 0}))
+        block = 1
     if d.text:
+        t = block
         for n, piece in enumerate(d.text_pieces()):
-            frames.append(ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}, "p": _pad(n + 1)}))
+            frames.append(ev("contentBlockDelta", {"contentBlockIndex": t, "delta": {"text": piece}, "p": _pad(n + 1)}))
             if d.explode and n == 0:
                 frames.append(
                     eventstream.exception(
@@ -216,8 +267,8 @@ def converse_stream_frames(d: Decision) -> list[bytes]:
                     )
                 )
                 return frames
-        frames.append(ev("contentBlockStop", {"contentBlockIndex": 0, "p": _pad(2)}))
-        block = 1
+        frames.append(ev("contentBlockStop", {"contentBlockIndex": t, "p": _pad(2)}))
+        block = t + 1
     for k, (name, args) in enumerate(d.tool_calls):
         b = block + k
         frames.append(

@@ -264,7 +264,7 @@ GENERATION_FIELDS = {
 }
 
 
-def check_generation_config(g) -> dict:
+def check_generation_config(g, model: str = "") -> dict:
     g = _fields(g, "generation_config", GENERATION_FIELDS)
     for name, lo, hi in (("temperature", 0, 2), ("topP", 0, 1)):
         if name in g:
@@ -296,7 +296,55 @@ def check_generation_config(g) -> dict:
         if mime not in ("application/json", "text/x.enum"):
             raise _bad("Unable to submit request because response_schema requires response_mime_type application/json.")
         check_schema(g["responseSchema"], "generation_config.response_schema")
+    if "thinkingConfig" in g:
+        check_thinking_config(g["thinkingConfig"], model)
     return g
+
+
+THINKING_LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
+# Thought summary the mock answers with when `includeThoughts` is on, and its token count.
+THOUGHT_TEXT = "Considering what the user asked."
+THOUGHT_TOKENS = 5
+
+
+def _model_name(model: str) -> str:
+    return model.rsplit("/", 1)[-1]
+
+
+def check_thinking_config(t, model: str) -> dict:
+    """`generationConfig.thinkingConfig` as the Gemini thinking guide documents it
+    (ai.google.dev/gemini-api/docs/thinking): `thinkingLevel` on Gemini 3 models (Pro: LOW and
+    HIGH only), `thinkingBudget` on 2.5 (Pro 128–32768, Flash 0–24576, Flash-Lite 512–24576,
+    -1 dynamic), never both; models before 2.5 do not think."""
+    t = _fields(t, "generation_config.thinking_config", {"includeThoughts", "thinkingBudget", "thinkingLevel"})
+    name = _model_name(model)
+    if name.startswith(("gemini-1", "gemini-2.0")):
+        raise _bad(f"Unable to submit request because thinking is not supported by this model ({name}).")
+    if "thinkingBudget" in t and "thinkingLevel" in t:
+        raise _bad("Unable to submit request because thinking_budget and thinking_level are both set. Set one of them.")
+    if "includeThoughts" in t and not isinstance(t["includeThoughts"], bool):
+        raise _bad(f"Invalid value at 'generation_config.thinking_config.include_thoughts' (TYPE_BOOL), {json.dumps(t['includeThoughts'])}")
+    if "thinkingLevel" in t:
+        level = t["thinkingLevel"]
+        if level not in THINKING_LEVELS:
+            raise _bad(f"Invalid value at 'generation_config.thinking_config.thinking_level' (type.googleapis.com/google.cloud.aiplatform.v1.GenerationConfig.ThinkingConfig.ThinkingLevel), {json.dumps(level)}")
+        if not name.startswith("gemini-3"):
+            raise _bad("Unable to submit request because thinking_level is not supported by this model. Use thinking_budget.")
+        if "-pro" in name and level not in ("LOW", "HIGH"):
+            raise _bad(f"Unable to submit request because thinking_level {level} is not supported by this model (LOW, HIGH).")
+    if "thinkingBudget" in t:
+        b = t["thinkingBudget"]
+        if not _is_int(b):
+            raise _bad(f"Invalid value at 'generation_config.thinking_config.thinking_budget' (TYPE_INT32), {json.dumps(b)}")
+        lo, hi = (128, 32768) if "-pro" in name else (512, 24576) if "-lite" in name else (0, 24576)
+        if b != -1 and not lo <= b <= hi:
+            raise _bad(f"Unable to submit request because the thinking budget {b} is invalid. The thinking budget must be between {lo} and {hi}.")
+    return t
+
+
+def thinks(gen: dict) -> bool:
+    """Whether the answer carries thought summaries (`includeThoughts: true`)."""
+    return bool(gen.get("thinkingConfig", {}).get("includeThoughts"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -374,7 +422,7 @@ def parse_generate(body, model: str = "") -> tuple[Conversation, dict]:
         if mode == "ANY":
             tool_choice = allowed[0] if allowed and len(allowed) == 1 else "required"
 
-    gen = check_generation_config(top["generationConfig"]) if "generationConfig" in top else {}
+    gen = check_generation_config(top["generationConfig"], model) if "generationConfig" in top else {}
     for i, s in enumerate(top.get("safetySettings") or []):
         _fields(s, f"safety_settings[{i}]", {"category", "threshold", "method"})
 
@@ -530,16 +578,20 @@ def _sign_last_text(parts: list[dict], model: str, text: str) -> list[dict]:
     return parts
 
 
-def _usage(d: Decision, n: int) -> dict:
+def _usage(d: Decision, n: int, thoughts: bool = False) -> dict:
     completion = d.completion_tokens * n
-    return {
+    thought_tokens = THOUGHT_TOKENS * n if thoughts else 0
+    u = {
         "promptTokenCount": d.prompt_tokens,
         "candidatesTokenCount": completion,
-        "totalTokenCount": d.prompt_tokens + completion,
+        "totalTokenCount": d.prompt_tokens + completion + thought_tokens,
         "trafficType": "ON_DEMAND",
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": d.prompt_tokens}],
         "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": completion}],
     }
+    if thoughts:
+        u["thoughtsTokenCount"] = thought_tokens
+    return u
 
 
 def _candidate(index: int, parts: list[dict], finish: str | None) -> dict:
@@ -551,8 +603,9 @@ def _candidate(index: int, parts: list[dict], finish: str | None) -> dict:
     return c
 
 
-def generate(d: Decision, model: str, n: int, rid: str) -> dict:
-    parts = ([{"text": d.text}] if d.text else []) + _call_parts(d, model)
+def generate(d: Decision, model: str, n: int, rid: str, thoughts: bool = False) -> dict:
+    parts = ([{"text": THOUGHT_TEXT, "thought": True}] if thoughts else []) + \
+        ([{"text": d.text}] if d.text else []) + _call_parts(d, model)
     _sign_last_text(parts, model, d.text)
     cands = []
     for i in range(n):
@@ -561,7 +614,7 @@ def generate(d: Decision, model: str, n: int, rid: str) -> dict:
         cands.append(c)
     return {
         "candidates": cands,
-        "usageMetadata": _usage(d, n),
+        "usageMetadata": _usage(d, n, thoughts),
         "modelVersion": model,
         "createTime": CREATE_TIME,
         "responseId": rid,
@@ -572,10 +625,13 @@ def _sse(obj: dict) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\r\n\r\n"
 
 
-def stream_events(d: Decision, model: str, rid: str) -> list[bytes]:
+def stream_events(d: Decision, model: str, rid: str, thoughts: bool = False) -> list[bytes]:
     meta = {"modelVersion": model, "createTime": CREATE_TIME, "responseId": rid}
     events: list[bytes] = []
     partial_usage = {"usageMetadata": {"trafficType": "ON_DEMAND"}}
+    if thoughts:
+        events.append(_sse({"candidates": [_candidate(0, [{"text": THOUGHT_TEXT, "thought": True}], None)],
+                            **partial_usage, **meta}))
     for k, piece in enumerate(d.text_pieces()):
         events.append(_sse({"candidates": [_candidate(0, [{"text": piece}], None)], **partial_usage, **meta}))
         if k == 0 and d.explode:
@@ -586,7 +642,7 @@ def stream_events(d: Decision, model: str, rid: str) -> list[bytes]:
     else:
         # Gemini 3 puts a text answer's signature on a last, empty text part when streaming.
         last = _candidate(0, _sign_last_text([{"text": ""}], model, d.text), _finish_reason(d))
-    events.append(_sse({"candidates": [last], "usageMetadata": _usage(d, 1), **meta}))
+    events.append(_sse({"candidates": [last], "usageMetadata": _usage(d, 1, thoughts), **meta}))
     return events
 
 
@@ -665,10 +721,10 @@ def handle(req: NativeRequest) -> NativeResponse:
         rid = _response_id(req.body)
         d = decide(conv)
         if method == "generateContent":
-            return json_response(200, generate(d, model, n, rid))
+            return json_response(200, generate(d, model, n, rid, thinks(gen)))
         if req.query.get("alt") != "sse":
             raise _bad("This mock serves streamGenerateContent only with alt=sse.")
-        chunks = stream_events(d, model, rid)
+        chunks = stream_events(d, model, rid, thinks(gen))
         return NativeResponse(200, {"content-type": "text/event-stream"}, b"".join(chunks), chunks)
     except BadRequest as e:
         msg = str(e)

@@ -278,6 +278,9 @@ def parse_generic(r: dict) -> tuple[Conversation, int, bool, bool]:
     _opt_num(r, "presencePenalty", -2, 2)
     _opt_bool(r, "isParallelToolCalls")
     _str_list(r, "stop")
+    if "reasoningEffort" in r:
+        _need(r["reasoningEffort"] in REASONING_EFFORTS,
+              f"chatRequest.reasoningEffort must be one of {', '.join(REASONING_EFFORTS)}")
     include_usage = _stream_options(r)
     _need(any(t.role == "user" for t in turns), "chatRequest.messages needs a USER message")
     conv = Conversation(
@@ -293,18 +296,37 @@ def parse_generic(r: dict) -> tuple[Conversation, int, bool, bool]:
     return conv, n, bool(r.get("isStream")), include_usage
 
 
-def _usage(d) -> dict:
-    return {"promptTokens": d.prompt_tokens, "completionTokens": d.completion_tokens,
-            "totalTokens": d.prompt_tokens + d.completion_tokens}
+# GenericChatRequest.reasoningEffort (the OCI SDKs' REASONING_EFFORT_* constants); reasoning
+# models (OpenAI's and xAI's on OCI) answer with `reasoningContent` and count the reasoning
+# tokens in `completionTokensDetails.reasoningTokens`; other models refuse the field.
+REASONING_EFFORTS = ("NONE", "MINIMAL", "LOW", "MEDIUM", "HIGH")
+REASONING_MODELS = ("openai.", "xai.")
+REASONING_TEXT = "Considering what the user asked."
+REASONING_TOKENS = 6
+
+
+def reasons(r: dict) -> bool:
+    return r.get("reasoningEffort", "NONE") != "NONE"
+
+
+def _usage(d, reasoning: bool = False) -> dict:
+    extra = REASONING_TOKENS if reasoning else 0
+    u = {"promptTokens": d.prompt_tokens, "completionTokens": d.completion_tokens + extra,
+         "totalTokens": d.prompt_tokens + d.completion_tokens + extra}
+    if reasoning:
+        u["completionTokensDetails"] = {"reasoningTokens": extra}
+    return u
 
 
 def _call_id(rid: str, k: int) -> str:
     return f"call_{hashlib.md5(f'{rid}:{k}'.encode()).hexdigest()[:24]}"
 
 
-def generic_response(model: str, conv: Conversation, n: int, rid: str) -> NativeResponse:
+def generic_response(model: str, conv: Conversation, n: int, rid: str, reasoning: bool = False) -> NativeResponse:
     d = decide(conv)
     message: dict = {"role": "ASSISTANT", "content": None if d.tool_calls else [{"type": "TEXT", "text": d.text}]}
+    if reasoning:
+        message["reasoningContent"] = REASONING_TEXT
     if d.tool_calls:
         message["toolCalls"] = [
             {"type": "FUNCTION", "id": _call_id(rid, k), "name": name,
@@ -318,7 +340,7 @@ def generic_response(model: str, conv: Conversation, n: int, rid: str) -> Native
             "apiFormat": "GENERIC",
             "timeCreated": TIME_CREATED,
             "choices": [{"index": i, "message": message, "finishReason": d.finish, "logprobs": {}} for i in range(n)],
-            "usage": _usage(d),
+            "usage": _usage(d, reasoning),
         },
     }
     return json_response(200, result, {"opc-request-id": rid})
@@ -328,12 +350,15 @@ def _data(obj: dict) -> bytes:
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
 
 
-def generic_stream(conv: Conversation, include_usage: bool, rid: str) -> NativeResponse:
+def generic_stream(conv: Conversation, include_usage: bool, rid: str, reasoning: bool = False) -> NativeResponse:
     d = decide(conv)
     events: list[bytes] = []
 
     def choice(message: dict, **extra) -> None:
         events.append(_data({"index": 0, "message": {"role": "ASSISTANT", **message}, **extra}))
+
+    if reasoning:
+        choice({"reasoningContent": REASONING_TEXT})
 
     for k, piece in enumerate(d.text_pieces() if not d.tool_calls else []):
         choice({"content": [{"type": "TEXT", "text": piece}]})
@@ -347,7 +372,7 @@ def generic_stream(conv: Conversation, include_usage: bool, rid: str) -> NativeR
             choice({"toolCalls": [{"arguments": piece}]})
     choice({}, finishReason=d.finish)
     if include_usage:
-        events.append(_data({"usage": _usage(d)}))
+        events.append(_data({"usage": _usage(d, reasoning)}))
     return NativeResponse(200, {"content-type": "text/event-stream", "opc-request-id": rid}, chunks=events)
 
 
@@ -563,9 +588,12 @@ def handle(req: NativeRequest) -> NativeResponse:
             return cohere_response(model, conv, rid)
         _need(not on_demand or not model.startswith("cohere."), f"Model {model} does not support apiFormat GENERIC")
         conv, n, stream, include_usage = parse_generic(r)
+        reasoning = reasons(r)
+        _need(not reasoning or not on_demand or model.startswith(REASONING_MODELS),
+              f"Model {model} does not support reasoningEffort")
         if stream:
-            return generic_stream(conv, include_usage, rid)
-        return generic_response(model, conv, n, rid)
+            return generic_stream(conv, include_usage, rid, reasoning)
+        return generic_response(model, conv, n, rid, reasoning)
     except BadRequest as e:
         return error_response(400, "InvalidParameter", str(e), rid)
 

@@ -89,12 +89,28 @@ def conversation(body: dict) -> Conversation:
     )
 
 
+# `reasoning_effort` values OpenAI's chat API accepts (platform.openai.com/docs/api-reference/chat/create),
+# and the reasoning tokens the mock reports when one other than `none` is set (OpenAI returns no
+# reasoning text in chat completions, only the count in `completion_tokens_details`).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+REASONING_TOKENS = 8
+
+
 def _chat(req: NativeRequest, body: dict, model: str, azure: bool) -> NativeResponse:
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        return json_response(400, {"error": {
+            "message": f"Invalid value: '{effort}'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', and 'xhigh'.",
+            "type": "invalid_request_error", "param": "reasoning_effort", "code": "invalid_value"}})
+    reasoning = REASONING_TOKENS if effort not in (None, "none") else 0
     d = decide(conversation(body))
     calls = [{"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a, separators=(",", ":"))}}
              for i, (n, a) in enumerate(d.tool_calls)]
-    usage = {"prompt_tokens": d.prompt_tokens, "completion_tokens": d.completion_tokens,
-             "total_tokens": d.prompt_tokens + d.completion_tokens}
+    usage = {"prompt_tokens": d.prompt_tokens, "completion_tokens": d.completion_tokens + reasoning,
+             "total_tokens": d.prompt_tokens + d.completion_tokens + reasoning}
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning, "audio_tokens": 0,
+                                              "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
     if not body.get("stream"):
         msg = {"role": "assistant", "content": d.text or None, "refusal": None}
         if calls:
