@@ -49,6 +49,11 @@
 //!   not allowed with thinking: dropped and named; a forced tool (`tool_choice` `required` or
 //!   named, i.e. `any` / `tool`) is not allowed either: 400 naming `tool_choice` (silently
 //!   letting the model skip a tool the client demanded would change the program's flow).
+//!   A request that answers the last assistant turn's tool calls with tool results is sent
+//!   without thinking and `reasoning_effort` is named as dropped: with thinking on, Anthropic
+//!   requires that assistant turn to start with its signed thinking block, which OpenAI
+//!   clients have no way to send back (the first request of a tool loop thinks, its
+//!   continuations do not).
 //!
 //! Answers: text blocks → `content`, `tool_use` → `tool_calls` (`input` re-serialized as the
 //! arguments string), `thinking` → `reasoning` (`reasoning_content`); thinking signatures and
@@ -165,7 +170,11 @@ pub(crate) fn claude_thinking(
     req: &ChatRequest,
     temperature: Option<f64>,
     dropped: &mut Vec<String>,
-) -> Result<ClaudeThinking, InvalidRequest> {
+) -> Result<Option<ClaudeThinking>, InvalidRequest> {
+    if answers_tool_calls(req) {
+        dropped.push(Reasoning::PARAM.into());
+        return Ok(None);
+    }
     if !req.tools.is_empty()
         && matches!(
             req.tool_choice,
@@ -188,14 +197,27 @@ pub(crate) fn claude_thinking(
     if req.top_p.is_some() {
         dropped.push("top_p".into());
     }
-    Ok(ClaudeThinking {
+    Ok(Some(ClaudeThinking {
         thinking: ThinkingOut {
             kind: "enabled",
             budget_tokens: budget,
         },
         max_tokens: budget.saturating_add(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
         temperature,
-    })
+    }))
+}
+
+/// Whether the request continues a tool-use loop: tool results answer the last assistant
+/// turn's tool calls. With thinking on, Anthropic wants that assistant turn to start with its
+/// signed thinking block, which an OpenAI client cannot send back.
+fn answers_tool_calls(req: &ChatRequest) -> bool {
+    let Some(last) = req.messages.iter().rposition(|m| m.role == Role::Assistant) else {
+        return false;
+    };
+    !req.messages[last].tool_calls.is_empty()
+        && req.messages[last + 1..]
+            .iter()
+            .any(|m| m.role == Role::Tool)
 }
 
 #[derive(Serialize)]
@@ -378,12 +400,13 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     let mut temperature = req.temperature.map(|x| x.clamp(0.0, 1.0));
     let (mut top_p, mut top_k, mut thinking) = (req.top_p, req.top_k, None);
     if let Some(r) = &req.reasoning {
-        let c = claude_thinking(r, req, temperature, &mut dropped)?;
-        if top_k.is_some() {
-            dropped.push("top_k".into());
+        if let Some(c) = claude_thinking(r, req, temperature, &mut dropped)? {
+            if top_k.is_some() {
+                dropped.push("top_k".into());
+            }
+            (max_tokens, temperature, top_p, top_k) = (c.max_tokens, c.temperature, None, None);
+            thinking = Some(c.thinking);
         }
-        (max_tokens, temperature, top_p, top_k) = (c.max_tokens, c.temperature, None, None);
-        thinking = Some(c.thinking);
     }
 
     let stream = req.stream;
@@ -1990,6 +2013,39 @@ mod tests {
             )
             .is_ok());
         }
+        // A tool loop's continuation cannot carry the signed thinking block back: no thinking
+        // there (named), even with a forced tool; a new user question thinks again.
+        let mut loop_ = json!([
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "18C"}
+        ]);
+        let r = prepare(
+            Dialect::Anthropic,
+            json!({"model": "c", "messages": loop_, "reasoning_effort": "low", "temperature": 0.2,
+                "tools": tools, "tool_choice": "required"}),
+        )
+        .unwrap();
+        let b = body_of(&r);
+        assert!(b.get("thinking").is_none());
+        assert_eq!(
+            (b["max_tokens"].as_u64(), b["temperature"].as_f64()),
+            (Some(4096), Some(0.2))
+        );
+        assert_eq!(r.dropped, ["reasoning_effort"]);
+        loop_.as_array_mut().unwrap().extend([
+            json!({"role": "assistant", "content": "18C in Paris."}),
+            json!({"role": "user", "content": "thanks"}),
+        ]);
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "c", "messages": loop_, "reasoning_effort": "low", "tools": tools}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(b["thinking"]["budget_tokens"], 1024);
     }
 
     #[test]

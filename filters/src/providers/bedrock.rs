@@ -42,7 +42,8 @@
 //!   the Bedrock user guide's "Extended thinking" page shows for Converse, with the same rules
 //!   as on InvokeModel (`super::anthropic`: effort → budget 1024 / 4096 / 16384, `maxTokens`
 //!   raised to budget + the client's limit or 4096, `temperature` other than 1 and `topP`
-//!   dropped, a forced `tool_choice` → 400). Other families: dropped and named
+//!   dropped, a forced `tool_choice` → 400, no thinking on a tool-loop continuation). Other
+//!   families: dropped and named
 //!   (`reasoning_effort`) — their controls differ per model and are not mapped yet.
 //! - Dropped (listed in `UpstreamRequest::dropped`): `seed`, `presence_penalty`,
 //!   `frequency_penalty`, `parallel_tool_calls`, `user`, `messages[i].name`, and every field in
@@ -574,18 +575,19 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     let mut additional = None;
     if let Some(r) = &req.reasoning {
         if is_claude(t.upstream_model) {
-            let c = super::anthropic::claude_thinking(
+            if let Some(c) = super::anthropic::claude_thinking(
                 r,
                 req,
                 inference_config.temperature,
                 &mut dropped,
-            )?;
-            inference_config.max_tokens = Some(c.max_tokens);
-            inference_config.temperature = c.temperature;
-            inference_config.top_p = None;
-            additional = Some(Additional {
-                thinking: c.thinking,
-            });
+            )? {
+                inference_config.max_tokens = Some(c.max_tokens);
+                inference_config.temperature = c.temperature;
+                inference_config.top_p = None;
+                additional = Some(Additional {
+                    thinking: c.thinking,
+                });
+            }
         } else {
             dropped.push(Reasoning::PARAM.into());
         }
