@@ -420,7 +420,14 @@ fn thinking(v: Option<&Value>) -> Result<Option<Reasoning>, InvalidRequest> {
     };
     match v.get("type").and_then(Value::as_str) {
         Some("disabled") => Ok(None),
-        Some("enabled") => match v.get("budget_tokens").and_then(Value::as_u64) {
+        // An integral float (`1.0e3`) is an integer to Anthropic's validation too.
+        Some("enabled") => match v.get("budget_tokens").and_then(|b| {
+            b.as_u64().or_else(|| {
+                b.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+                    .map(|f| f as u64)
+            })
+        }) {
             Some(b) => Ok(Some(Reasoning {
                 effort: None,
                 budget_tokens: Some(b),
@@ -701,6 +708,17 @@ mod tests {
         assert_eq!(r.other_names().count(), 0, "no longer in other");
         assert!(r.dropped.is_empty());
         assert_eq!(with(r#"{"type":"disabled"}"#).unwrap().reasoning, None);
+        assert_eq!(
+            with(r#"{"type":"enabled","budget_tokens":1.0e3}"#)
+                .unwrap()
+                .reasoning
+                .and_then(|r| r.budget_tokens),
+            Some(1000)
+        );
+        for bad in ["1.5", "-3", "\"many\"", "1e300"] {
+            let e = with(&format!(r#"{{"type":"enabled","budget_tokens":{bad}}}"#)).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("thinking.budget_tokens"), "{bad}");
+        }
         assert_eq!(
             with(r#"{"type":"sometimes"}"#)
                 .unwrap_err()
