@@ -33,8 +33,13 @@
 //! - `tools` → `{name, description, input_schema}`; `tool_choice` `auto`/`required`/named/
 //!   `none` → `auto`/`any`/`tool`/`none`; `parallel_tool_calls:false` →
 //!   `disable_parallel_tool_use:true`. `tool_choice:"required"` without tools → 400.
-//! - `n > 1` → 400 `n`; `response_format` `json_object`/`json_schema` → 400 `response_format`
-//!   (no JSON mode through this API); `text` is accepted and ignored.
+//! - `n > 1` → 400 `n`; `response_format` `json_object`/`json_schema` → a forced tool
+//!   ([`super::json_tool::JSON_TOOL`], `tool_choice` `{type:"tool"}`, or `any` without parallel
+//!   calls next to the caller's tools) whose `input_schema` is the caller's schema; its call
+//!   comes back as the `content` (streamed: its `input_json_delta`s as content deltas),
+//!   `finish_reason: stop` (rules and refusals in [`super::json_tool`]). Anthropic refuses a
+//!   forced `tool_choice` when extended thinking is on; this mapping sends no thinking, so a
+//!   request that adds it must use `any` instead. `text` is accepted and ignored.
 //! - dropped: `seed`, `presence_penalty`, `frequency_penalty`, `image_url.detail`, message
 //!   `name`s, tool `strict`, and every unknown field (`ChatRequest::other`).
 //!
@@ -56,6 +61,7 @@
 //! account), 408 → 504, 429 → `rate_limit_exceeded`, 529 → 503, other 5xx → 500.
 
 use crate::front::FrontDoor;
+use crate::providers::json_tool::{self, Force, JsonTool, JSON_TOOL};
 use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -63,8 +69,8 @@ use serde_json::{Map, Value};
 
 use crate::chat::request::data_url;
 use crate::chat::{
-    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
-    Role, ToolCall, ToolChoice,
+    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
+    ToolChoice,
 };
 use crate::eventstream::{chunk_bytes, Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
@@ -216,15 +222,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             "n",
         ));
     }
-    if matches!(
-        req.response_format,
-        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-    ) {
-        return Err(bad(
-            "Anthropic models have no JSON response mode through this API; 'response_format' must be 'text' or absent (ask for JSON in the prompt, or use a tool).",
-            "response_format",
-        ));
-    }
+    let json_tool = json_tool::plan(req)?;
     let mut dropped: Vec<String> = Vec::new();
     if req.seed.is_some() {
         dropped.push("seed".into());
@@ -289,6 +287,11 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             }),
         }
     };
+    let mut tools = tools;
+    let mut tool_choice = tool_choice;
+    if let Some(jt) = &json_tool {
+        add_json_tool(jt, &mut tools, &mut tool_choice);
+    }
     dropped.extend(req.other_names().map(str::to_owned));
 
     let stream = req.stream;
@@ -386,6 +389,32 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         answer,
         dropped,
     })
+}
+
+/// Adds the `response_format` tool and forces it (see [`json_tool`]). With caller tools and
+/// `any`, parallel calls are turned off so the model answers with exactly one tool call.
+fn add_json_tool<'a>(
+    jt: &'a JsonTool,
+    tools: &mut Vec<ToolOut<'a>>,
+    tool_choice: &mut Option<ToolChoiceOut<'a>>,
+) {
+    tools.push(ToolOut {
+        name: JSON_TOOL,
+        description: Some(&jt.description),
+        input_schema: &jt.schema,
+    });
+    *tool_choice = Some(match jt.force {
+        Force::Named => ToolChoiceOut {
+            kind: "tool",
+            name: Some(JSON_TOOL),
+            disable_parallel_tool_use: None,
+        },
+        Force::Any => ToolChoiceOut {
+            kind: "any",
+            name: None,
+            disable_parallel_tool_use: Some(true),
+        },
+    });
 }
 
 /// The conversation as Anthropic turns (system messages are left to `ChatRequest::system_text`).
@@ -702,12 +731,17 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
     let mut text: Option<String> = None;
     let mut reasoning: Option<String> = None;
     let mut tool_calls = Vec::new();
+    let mut json: Option<String> = None;
     for b in blocks {
         match b {
             AnswerBlock::Text { text: t } => text.get_or_insert_with(String::new).push_str(&t),
             AnswerBlock::Thinking { thinking } => reasoning
                 .get_or_insert_with(String::new)
                 .push_str(&thinking),
+            AnswerBlock::ToolUse { name, input, .. } if name == JSON_TOOL => {
+                json.get_or_insert_with(String::new)
+                    .push_str(&json_tool::answer_text(&input));
+            }
             AnswerBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
                 id: id.into_owned(),
                 name: name.into_owned(),
@@ -720,8 +754,19 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             AnswerBlock::Other => {}
         }
     }
+    if json.is_some() {
+        // The structured answer is the content (any text the model put around it is not JSON).
+        text = json;
+    }
     if text.is_none() && tool_calls.is_empty() {
         text = Some(String::new());
+    }
+    let mut finish = m
+        .stop_reason
+        .as_deref()
+        .map_or(FinishReason::Stop, finish_reason);
+    if finish == FinishReason::ToolCalls && tool_calls.is_empty() {
+        finish = FinishReason::Stop; // only the response_format tool was called
     }
     let mut tokens = Tokens::default();
     if let Some(u) = &m.usage {
@@ -733,11 +778,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             content: text,
             reasoning,
             tool_calls,
-            finish_reason: Some(
-                m.stop_reason
-                    .as_deref()
-                    .map_or(FinishReason::Stop, finish_reason),
-            ),
+            finish_reason: Some(finish),
         }],
         usage: tokens.usage(),
     })
@@ -894,6 +935,9 @@ struct Events {
     legacy: FrontDoor,
     include_usage: bool,
     tools: Vec<ToolBlock>,
+    /// The `response_format` tool's block (index, whether input was sent): its input
+    /// streams as content.
+    json_block: Option<(u64, bool)>,
     tokens: Tokens,
     finish: Option<FinishReason>,
     end: Option<StreamEnd>,
@@ -909,6 +953,7 @@ impl Events {
             legacy: ctx.front,
             include_usage: ctx.include_usage,
             tools: Vec::new(),
+            json_block: None,
             tokens: Tokens::default(),
             finish: None,
             end: None,
@@ -949,11 +994,26 @@ impl Events {
                 if piece.is_empty() {
                     return;
                 }
+                if self.json_piece(index, piece, out) {
+                    return;
+                }
                 if let Some((k, tool)) = self.tool(index) {
                     tool.has_args = true;
                     self.writer.tool_call_arguments(out, k, piece);
                 }
             }
+        }
+    }
+
+    /// Input of the `response_format` tool's block → content; false for any other block.
+    fn json_piece(&mut self, index: Option<u64>, piece: &str, out: &mut Vec<u8>) -> bool {
+        match &mut self.json_block {
+            Some((i, sent)) if Some(*i) == index => {
+                *sent = true;
+                self.writer.content(out, piece);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -981,6 +1041,15 @@ impl Events {
                 self.writer.start(out);
                 let Some(b) = ev.content_block else { return };
                 match b.kind.as_ref() {
+                    "tool_use" if b.name.as_deref() == Some(JSON_TOOL) => {
+                        self.json_block = Some((ev.index.unwrap_or(u64::MAX), false));
+                        if let Some(input) = b
+                            .input
+                            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+                        {
+                            self.json_piece(ev.index, &input.to_string(), out);
+                        }
+                    }
                     "tool_use" => {
                         let k = self.tools.len();
                         self.tools.push(ToolBlock {
@@ -1030,6 +1099,9 @@ impl Events {
                 }
             }
             "content_block_stop" => {
+                if matches!(self.json_block, Some((i, false)) if Some(i) == ev.index) {
+                    self.json_piece(ev.index, "{}", out);
+                }
                 // A tool called without arguments: OpenAI clients expect `{}`, not "".
                 if let Some((k, tool)) = self.tool(ev.index) {
                     if !tool.has_args {
@@ -1044,7 +1116,10 @@ impl Events {
                     self.tokens.absorb(u);
                 }
                 if let Some(stop) = ev.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
-                    let f = finish_reason(stop);
+                    let mut f = finish_reason(stop);
+                    if f == FinishReason::ToolCalls && self.tools.is_empty() {
+                        f = FinishReason::Stop; // only the response_format tool was called
+                    }
                     self.finish = Some(f);
                     self.writer.finish(out, f);
                 }

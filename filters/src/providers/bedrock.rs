@@ -34,8 +34,12 @@
 //!   listed as dropped, and when the client sent no tools at all, minimal tool specs
 //!   (`{"type":"object"}` schemas) are synthesized from the tool names in the history.
 //!   `tools[i].function.strict: true` is dropped.
-//! - `response_format` `json_object` / `json_schema` → 400 naming `response_format` (Converse
-//!   has no JSON mode); `text` is the default and needs nothing. `n > 1` → 400 naming `n`.
+//! - `response_format` `json_object` / `json_schema` → a forced tool
+//!   ([`super::json_tool::JSON_TOOL`], `toolChoice` `{tool:{name}}`, or `{any:{}}` next to the
+//!   caller's tools) whose `inputSchema` is the caller's schema; its call comes back as the
+//!   `content`, `finish_reason: stop` (see [`super::json_tool`] for the rules and refusals).
+//!   Converse accepts `any` / `tool` choices only on models that support them (Claude, Mistral
+//!   Large, Nova). `text` is the default and needs nothing. `n > 1` → 400 naming `n`.
 //! - Dropped (listed in `UpstreamRequest::dropped`): `seed`, `presence_penalty`,
 //!   `frequency_penalty`, `parallel_tool_calls`, `user`, `messages[i].name`, and every field in
 //!   [`ChatRequest::other`].
@@ -92,11 +96,12 @@ use serde_json::Value;
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::chat::request::data_url;
 use crate::chat::{
-    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
-    Role, ToolCall, ToolChoice,
+    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
+    ToolChoice,
 };
 use crate::eventstream::{Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
+use crate::providers::json_tool::{self, Force, JsonTool, JSON_TOOL};
 use crate::translate::{
     not_for, Answer, AnswerFormat, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamEnd,
     StreamTranslator, Target, Translator, UpstreamRequest,
@@ -332,15 +337,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             Some("n"),
         ));
     }
-    match &req.response_format {
-        Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { .. }) => {
-            return Err(InvalidRequest::new(
-                "Invalid 'response_format': Bedrock Converse has no JSON output mode; only 'text' is supported.",
-                Some("response_format"),
-            ))
-        }
-        Some(ResponseFormat::Text) | None => {}
-    }
+    let json_tool = json_tool::plan(req)?;
     if req.tool_choice == Some(ToolChoice::Required) && req.tools.is_empty() {
         return Err(InvalidRequest::new(
             "Invalid value for 'tool_choice': 'required' is only allowed when 'tools' are specified.",
@@ -529,6 +526,11 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         Some(ToolConfig { tools, tool_choice })
     };
 
+    let mut tool_config = tool_config;
+    if let Some(jt) = &json_tool {
+        add_json_tool(jt, &mut tool_config);
+    }
+
     for (name, present) in [
         ("seed", req.seed.is_some()),
         ("presence_penalty", req.presence_penalty.is_some()),
@@ -567,6 +569,35 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         answer,
         dropped,
     })
+}
+
+/// Adds the `response_format` tool to the tool config and forces it (see [`json_tool`]).
+fn add_json_tool<'a>(jt: &'a JsonTool, config: &mut Option<ToolConfig<'a>>) {
+    let entry = ToolEntry {
+        tool_spec: ToolSpec {
+            name: JSON_TOOL,
+            description: Some(&jt.description),
+            input_schema: InputSchema {
+                json: Cow::Borrowed(&jt.schema),
+            },
+        },
+    };
+    let choice = match jt.force {
+        Force::Named => ToolChoiceOut::Tool(NamedTool { name: JSON_TOOL }),
+        Force::Any => ToolChoiceOut::Any(Empty {}),
+    };
+    match config {
+        Some(c) => {
+            c.tools.push(entry);
+            c.tool_choice = Some(choice);
+        }
+        None => {
+            *config = Some(ToolConfig {
+                tools: vec![entry],
+                tool_choice: Some(choice),
+            })
+        }
+    }
 }
 
 /// Minimal tool specs for the tool names used in the history (when the client sent none).
@@ -732,11 +763,17 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
     let mut content: Option<String> = None;
     let mut reasoning: Option<String> = None;
     let mut tool_calls = Vec::new();
+    let mut json: Option<String> = None;
     for block in message.content {
         if let Some(t) = block.text {
             content.get_or_insert_with(String::new).push_str(t.as_str());
         }
         if let Some(tu) = block.tool_use {
+            if tu.name.as_str() == JSON_TOOL {
+                json.get_or_insert_with(String::new)
+                    .push_str(&json_tool::answer_text(&tu.input));
+                continue;
+            }
             let arguments = match tu.input {
                 Value::Null => "{}".to_owned(),
                 v => v.to_string(),
@@ -757,7 +794,14 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
                 .push_str(t.as_str());
         }
     }
-    let finish = a.stop_reason.as_ref().map(|s| finish_reason(s.as_str()));
+    let mut finish = a.stop_reason.as_ref().map(|s| finish_reason(s.as_str()));
+    if json.is_some() {
+        // The structured answer is the content (any text around it is not JSON).
+        content = json;
+        if finish == Some(FinishReason::ToolCalls) && tool_calls.is_empty() {
+            finish = Some(FinishReason::Stop); // only the response_format tool was called
+        }
+    }
     Ok(Completion {
         id: None,
         choices: vec![Choice {
@@ -828,6 +872,12 @@ struct ReasoningDelta<'a> {
 }
 
 #[derive(Deserialize)]
+struct BlockStopEvent {
+    #[serde(rename = "contentBlockIndex", default)]
+    index: u64,
+}
+
+#[derive(Deserialize)]
 struct MessageStopEvent<'a> {
     #[serde(rename = "stopReason", borrow)]
     stop_reason: Option<Str<'a>>,
@@ -851,6 +901,9 @@ struct StreamState {
     writer: ChunkWriter,
     /// (content block index, tool call index) of the tool-use blocks seen.
     tool_blocks: Vec<(u64, usize)>,
+    /// The `response_format` tool's block (index, whether input was sent): its input streams
+    /// as content.
+    json_block: Option<(u64, bool)>,
     stopped: bool,
     usage: Option<Usage>,
     end: Option<StreamEnd>,
@@ -868,6 +921,7 @@ pub fn converse_stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
         state: StreamState {
             writer: ChunkWriter::new(ctx),
             tool_blocks: Vec::new(),
+            json_block: None,
             stopped: false,
             usage: None,
             end: None,
@@ -926,7 +980,13 @@ impl StreamState {
                     self.writer.content(out, t.as_str());
                 }
                 if let Some(input) = delta.tool_use.and_then(|t| t.input) {
-                    if let Some(&(_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == ev.index)
+                    if let Some((_, sent)) =
+                        self.json_block.as_mut().filter(|(b, _)| *b == ev.index)
+                    {
+                        *sent |= !input.as_str().is_empty();
+                        self.writer.content(out, input.as_str());
+                    } else if let Some(&(_, call)) =
+                        self.tool_blocks.iter().find(|(b, _)| *b == ev.index)
                     {
                         self.writer.tool_call_arguments(out, call, input.as_str());
                     }
@@ -940,6 +1000,10 @@ impl StreamState {
                     return;
                 };
                 if let Some(tu) = ev.start.and_then(|s| s.tool_use) {
+                    if tu.name.as_str() == JSON_TOOL {
+                        self.json_block = Some((ev.index, false));
+                        return;
+                    }
                     let call = self.tool_blocks.len();
                     self.tool_blocks.push((ev.index, call));
                     self.writer
@@ -951,6 +1015,11 @@ impl StreamState {
                     .ok()
                     .and_then(|e| e.stop_reason)
                     .map_or(FinishReason::Stop, |s| finish_reason(s.as_str()));
+                let reason = if reason == FinishReason::ToolCalls && self.tool_blocks.is_empty() {
+                    FinishReason::Stop // only the response_format tool was called
+                } else {
+                    reason
+                };
                 self.writer.finish(out, reason);
                 self.stopped = true;
                 if let Some(u) = self.usage {
@@ -969,7 +1038,18 @@ impl StreamState {
                     }
                 }
             }
-            // messageStart (role chunk written above), contentBlockStop, unknown events.
+            "contentBlockStop" => {
+                // The response_format tool called with no input: its answer is `{}`.
+                if let Some((b, false)) = self.json_block {
+                    let index = serde_json::from_slice::<BlockStopEvent>(payload)
+                        .map_or(None, |e| Some(e.index));
+                    if index == Some(b) {
+                        self.json_block = Some((b, true));
+                        self.writer.content(out, "{}");
+                    }
+                }
+            }
+            // messageStart (role chunk written above), unknown events.
             _ => {}
         }
     }
