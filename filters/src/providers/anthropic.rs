@@ -754,7 +754,8 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             AnswerBlock::Other => {}
         }
     }
-    if json.is_some() {
+    let text_is_json = json.is_some();
+    if text_is_json {
         // The structured answer is the content (any text the model put around it is not JSON).
         text = json;
     }
@@ -765,7 +766,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
         .stop_reason
         .as_deref()
         .map_or(FinishReason::Stop, finish_reason);
-    if finish == FinishReason::ToolCalls && tool_calls.is_empty() {
+    if finish == FinishReason::ToolCalls && tool_calls.is_empty() && text_is_json {
         finish = FinishReason::Stop; // only the response_format tool was called
     }
     let mut tokens = Tokens::default();
@@ -1117,7 +1118,10 @@ impl Events {
                 }
                 if let Some(stop) = ev.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
                     let mut f = finish_reason(stop);
-                    if f == FinishReason::ToolCalls && self.tools.is_empty() {
+                    if f == FinishReason::ToolCalls
+                        && self.tools.is_empty()
+                        && self.json_block.is_some()
+                    {
                         f = FinishReason::Stop; // only the response_format tool was called
                     }
                     self.finish = Some(f);
@@ -1894,12 +1898,22 @@ mod tests {
         };
         assert_eq!(param(with(json!({"n": 2}))).as_deref(), Some("n"));
         assert_eq!(
-            param(with(json!({"response_format": {"type": "json_object"}}))).as_deref(),
+            param(with(json!({"response_format": {"type": "json_object"},
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "f"}}})))
+            .as_deref(),
             Some("response_format")
         );
         assert_eq!(
-            param(with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}))).as_deref(),
-            Some("response_format")
+            param(with(
+                json!({"tools": [{"type": "function", "function": {"name": JSON_TOOL}}]})
+            ))
+            .as_deref(),
+            Some("tools[0].function.name")
+        );
+        assert_eq!(
+            param(with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array"}}}}))).as_deref(),
+            Some("response_format.json_schema.schema")
         );
         for (messages, p) in [
             (
@@ -2666,5 +2680,180 @@ data: {\"type\": \"message_stop\"}\n\n";
             every_split(|| eventstream_stream(&ctx(false)), &input).1,
             StreamEnd::Complete
         );
+    }
+
+    // ---- response_format (forced tool) --------------------------------------------------------
+
+    fn person_schema() -> Value {
+        json!({"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"], "additionalProperties": false, "title": "Person"})
+    }
+
+    #[test]
+    fn response_format_becomes_a_forced_tool_on_every_host() {
+        let user = json!({"role": "user", "content": "Ann is 31."});
+        for dialect in [
+            Dialect::Anthropic,
+            Dialect::BedrockAnthropic,
+            Dialect::VertexAnthropic,
+        ] {
+            let r = prepare(
+                dialect,
+                json!({"model": "m", "messages": [user],
+                    "response_format": {"type": "json_schema", "json_schema": {"name": "Person", "strict": true, "schema": person_schema()}}}),
+            )
+            .unwrap();
+            let b = body_of(&r);
+            assert_eq!(b["tools"].as_array().unwrap().len(), 1, "{dialect:?}");
+            assert_eq!(b["tools"][0]["name"], JSON_TOOL);
+            assert_eq!(b["tools"][0]["input_schema"], person_schema());
+            assert!(b["tools"][0]["description"]
+                .as_str()
+                .unwrap()
+                .contains("Person"));
+            assert_eq!(b["tool_choice"], json!({"type": "tool", "name": JSON_TOOL}));
+            assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        }
+        // json_object: any object.
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "m", "messages": [user], "response_format": {"type": "json_object"}}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(b["tools"][0]["input_schema"], json!({"type": "object"}));
+        assert_eq!(b["tool_choice"]["type"], "tool");
+        // `text` changes nothing.
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "m", "messages": [user], "response_format": {"type": "text"}}),
+            )
+            .unwrap(),
+        );
+        assert!(b.get("tools").is_none() && b.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn response_format_next_to_caller_tools() {
+        let user = json!({"role": "user", "content": "x"});
+        let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
+        for (choice, want) in [
+            (
+                Value::Null,
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+            ),
+            (
+                json!("auto"),
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+            ),
+            (
+                json!("required"),
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+            ),
+            (json!("none"), json!({"type": "tool", "name": JSON_TOOL})),
+        ] {
+            let mut req = json!({"model": "m", "messages": [user], "tools": tools,
+                "response_format": {"type": "json_object"}});
+            if !choice.is_null() {
+                req["tool_choice"] = choice.clone();
+            }
+            let b = body_of(&prepare(Dialect::Anthropic, req).unwrap());
+            let names: Vec<&str> = b["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, ["lookup", JSON_TOOL], "{choice}");
+            assert_eq!(b["tool_choice"], want, "{choice}");
+        }
+    }
+
+    #[test]
+    fn json_tool_answer_becomes_the_content() {
+        let c = parse_chat(br#"{"id":"msg_1","type":"message","role":"assistant","content":[
+            {"type":"tool_use","id":"toolu_1","name":"switchyard_json_response","input":{"name":"Ann","age":31}}],
+            "stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":5}}"#)
+        .unwrap();
+        let ch = &c.choices[0];
+        // (serde_json re-serializes the input with its keys sorted.)
+        assert_eq!(ch.content.as_deref(), Some(r#"{"age":31,"name":"Ann"}"#));
+        assert!(ch.tool_calls.is_empty());
+        assert_eq!(ch.finish_reason, Some(FinishReason::Stop));
+        // Text around it is not JSON and is left out; max_tokens stays `length`.
+        let c = parse_chat(br#"{"id":"m","type":"message","content":[{"type":"text","text":"Sure:"},
+            {"type":"tool_use","id":"t","name":"switchyard_json_response","input":{}}],"stop_reason":"max_tokens"}"#)
+        .unwrap();
+        assert_eq!(c.choices[0].content.as_deref(), Some("{}"));
+        assert_eq!(c.choices[0].finish_reason, Some(FinishReason::Length));
+        // With a caller tool called instead: an ordinary tool call.
+        let c = parse_chat(br#"{"id":"m","type":"message","content":[
+            {"type":"tool_use","id":"t","name":"lookup","input":{"q":1}}],"stop_reason":"tool_use"}"#)
+        .unwrap();
+        assert_eq!(c.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(c.choices[0].tool_calls[0].name, "lookup");
+        assert_eq!(c.choices[0].content, None);
+    }
+
+    fn json_tool_events() -> [&'static str; 9] {
+        [
+            r#"{"type":"message_start","message":{"id":"msg_j","type":"message","role":"assistant","content":[],"usage":{"input_tokens":30,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_j","name":"switchyard_json_response","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"name\": \"Ann\""}}"#,
+            r#"{"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ", \"age\": 31}"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":12}}"#,
+            r#"{"type":"message_stop"}"#,
+            r#"{"type":"ping"}"#,
+        ]
+    }
+
+    #[test]
+    fn json_tool_stream_becomes_content_deltas() {
+        let input = sse(&json_tool_events());
+        let (out, end, usage) = every_split(|| sse_stream(&ctx(false)), &input);
+        assert_eq!(
+            (end, usage),
+            (StreamEnd::Complete, Some(Usage::new(30, 12)))
+        );
+        let (text, calls, finish) = reassemble(&out);
+        assert_eq!(text, r#"{"name": "Ann", "age": 31}"#);
+        assert!(calls.is_empty());
+        assert_eq!(finish.as_deref(), Some("stop"));
+        assert!(!String::from_utf8(out).unwrap().contains("tool_calls"));
+        // Bedrock InvokeModel framing, and a tool called with no input at all.
+        let ev = json_tool_events();
+        for (events, want) in [
+            (ev.to_vec(), r#"{"name": "Ann", "age": 31}"#),
+            (vec![ev[0], ev[1], ev[5], ev[6], ev[7]], "{}"),
+        ] {
+            let (out, end, _) = every_split(|| eventstream_stream(&ctx(false)), &bedrock(&events));
+            assert_eq!(end, StreamEnd::Complete);
+            let (text, calls, finish) = reassemble(&out);
+            assert_eq!(
+                (text.as_str(), calls.len(), finish.as_deref()),
+                (want, 0, Some("stop"))
+            );
+        }
+        // A caller tool next to it keeps `tool_calls`.
+        let mut mixed = ev.to_vec();
+        mixed.splice(
+            5..5,
+            [
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_2","name":"lookup","input":{}}}"#,
+                r#"{"type":"content_block_stop","index":1}"#,
+            ],
+        );
+        let (out, _, _) = every_split(|| sse_stream(&ctx(false)), &sse(&mixed));
+        let (text, calls, finish) = reassemble(&out);
+        assert_eq!(text, r#"{"name": "Ann", "age": 31}"#);
+        assert_eq!(
+            calls,
+            vec![("toolu_2".into(), "lookup".into(), "{}".into())]
+        );
+        assert_eq!(finish.as_deref(), Some("tool_calls"));
     }
 }

@@ -1015,7 +1015,10 @@ impl StreamState {
                     .ok()
                     .and_then(|e| e.stop_reason)
                     .map_or(FinishReason::Stop, |s| finish_reason(s.as_str()));
-                let reason = if reason == FinishReason::ToolCalls && self.tool_blocks.is_empty() {
+                let reason = if reason == FinishReason::ToolCalls
+                    && self.tool_blocks.is_empty()
+                    && self.json_block.is_some()
+                {
                     FinishReason::Stop // only the response_format tool was called
                 } else {
                     reason
