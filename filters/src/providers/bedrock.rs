@@ -1773,13 +1773,19 @@ mod tests {
         for (body, param) in [
             (json!({"model":"c","messages":[user],"n":2}), "n"),
             (
-                json!({"model":"c","messages":[user],"response_format":{"type":"json_object"}}),
+                json!({"model":"c","messages":[user],"response_format":{"type":"json_object"},
+                    "tools":[weather_tool()],"tool_choice":{"type":"function","function":{"name":"get_weather"}}}),
                 "response_format",
             ),
             (
                 json!({"model":"c","messages":[user],"response_format":{"type":"json_schema",
-                    "json_schema":{"name":"x","schema":{"type":"object"}}}}),
-                "response_format",
+                    "json_schema":{"name":"x","schema":{"type":"string"}}}}),
+                "response_format.json_schema.schema",
+            ),
+            (
+                json!({"model":"c","messages":[user],"tools":[weather_tool(),
+                    {"type":"function","function":{"name":JSON_TOOL}}]}),
+                "tools[1].function.name",
             ),
             (
                 json!({"model":"c","messages":[{"role":"user","content":[{"type":"text","text":"see"},
@@ -2744,5 +2750,145 @@ mod tests {
             v["messages"][2]["content"][0]["toolResult"]["toolUseId"],
             used
         );
+    }
+
+    // ---- response_format (forced tool) --------------------------------------------------------
+
+    fn person_schema() -> Value {
+        json!({"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},
+            "required":["name","age"],"additionalProperties":false})
+    }
+
+    #[test]
+    fn response_format_becomes_a_forced_tool() {
+        let user = json!({"role":"user","content":"Ann is 31."});
+        let r = prep(
+            json!({"model":"c","messages":[user],"response_format":{"type":"json_schema",
+            "json_schema":{"name":"Person","strict":true,"schema":person_schema()}}}),
+        )
+        .unwrap();
+        let tc = &native(&r)["toolConfig"];
+        assert_eq!(tc["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(tc["tools"][0]["toolSpec"]["name"], JSON_TOOL);
+        assert_eq!(
+            tc["tools"][0]["toolSpec"]["inputSchema"]["json"],
+            person_schema()
+        );
+        assert_eq!(tc["toolChoice"], json!({"tool":{"name":JSON_TOOL}}));
+        assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        let r =
+            prep(json!({"model":"c","messages":[user],"response_format":{"type":"json_object"}}))
+                .unwrap();
+        assert_eq!(
+            native(&r)["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"],
+            json!({"type":"object"})
+        );
+        // Next to the caller's tools: any tool; with `none`, only the JSON tool.
+        for (choice, want) in [
+            (json!("auto"), json!({"any":{}})),
+            (json!("required"), json!({"any":{}})),
+            (json!("none"), json!({"tool":{"name":JSON_TOOL}})),
+        ] {
+            let r = prep(
+                json!({"model":"c","messages":[user],"tools":[weather_tool()],
+                "tool_choice":choice,"response_format":{"type":"json_object"}}),
+            )
+            .unwrap();
+            let tc = &native(&r)["toolConfig"];
+            let names: Vec<&str> = tc["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["toolSpec"]["name"].as_str().unwrap())
+                .collect();
+            let want_names: &[&str] = if choice == "none" {
+                &[JSON_TOOL]
+            } else {
+                &["get_weather", JSON_TOOL]
+            };
+            assert_eq!(names, want_names, "{choice}");
+            assert_eq!(tc["toolChoice"], want, "{choice}");
+        }
+        // Tool history without client tools: synthesized specs plus the forced JSON tool.
+        let r = prep(json!({"model":"c","messages":[user,
+            {"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"ok"}],
+            "response_format":{"type":"json_object"}}))
+        .unwrap();
+        let tc = &native(&r)["toolConfig"];
+        assert_eq!(tc["tools"][0]["toolSpec"]["name"], "f");
+        assert_eq!(tc["tools"][1]["toolSpec"]["name"], JSON_TOOL);
+        assert_eq!(tc["toolChoice"], json!({"tool":{"name":JSON_TOOL}}));
+    }
+
+    #[test]
+    fn json_tool_answer_becomes_the_content() {
+        let c = parse_chat(br#"{"output":{"message":{"role":"assistant","content":[
+            {"toolUse":{"toolUseId":"tooluse_1","name":"switchyard_json_response","input":{"name":"Ann","age":31}}}]}},
+            "stopReason":"tool_use","usage":{"inputTokens":10,"outputTokens":5,"totalTokens":15}}"#)
+        .unwrap();
+        let ch = &c.choices[0];
+        assert_eq!(ch.content.as_deref(), Some(r#"{"age":31,"name":"Ann"}"#));
+        assert!(ch.tool_calls.is_empty());
+        assert_eq!(ch.finish_reason, Some(FinishReason::Stop));
+        let c = parse_chat(br#"{"output":{"message":{"role":"assistant","content":[{"text":"Here:"},
+            {"toolUse":{"toolUseId":"t","name":"switchyard_json_response","input":null}}]}},"stopReason":"max_tokens"}"#)
+        .unwrap();
+        assert_eq!(c.choices[0].content.as_deref(), Some("{}"));
+        assert_eq!(c.choices[0].finish_reason, Some(FinishReason::Length));
+    }
+
+    #[test]
+    fn json_tool_stream_becomes_content_deltas() {
+        let start = ev(
+            "contentBlockStart",
+            json!({"contentBlockIndex":0,"start":{"toolUse":{"toolUseId":"tooluse_j","name":JSON_TOOL}}}),
+        );
+        let stop = ev("contentBlockStop", json!({"contentBlockIndex":0}));
+        let tail = [
+            ev("messageStop", json!({"stopReason":"tool_use"})),
+            ev(
+                "metadata",
+                json!({"usage":{"inputTokens":30,"outputTokens":12,"totalTokens":42}}),
+            ),
+        ]
+        .concat();
+        let input = [
+            ev("messageStart", json!({"role":"assistant"})),
+            start.clone(),
+            ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex":0,"delta":{"toolUse":{"input":"{\"name\": \"A"}}}),
+            ),
+            ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex":0,"delta":{"toolUse":{"input":"nn\", \"age\": 31}"}}}),
+            ),
+            stop.clone(),
+            tail.clone(),
+        ]
+        .concat();
+        let (out, end, usage) = run(&input, false);
+        assert_eq!(
+            (end, usage),
+            (StreamEnd::Complete, Some(Usage::new(30, 12)))
+        );
+        let (text, calls, finish) = reassemble(&out);
+        assert_eq!(text, r#"{"name": "Ann", "age": 31}"#);
+        assert!(calls.is_empty());
+        assert_eq!(finish.as_deref(), Some("stop"));
+        assert!(!String::from_utf8(out).unwrap().contains("tool_calls"));
+        // Called with no input at all: `{}`.
+        let input = [
+            ev("messageStart", json!({"role":"assistant"})),
+            start,
+            stop,
+            tail,
+        ]
+        .concat();
+        let (out, end, _) = run(&input, false);
+        assert_eq!(end, StreamEnd::Complete);
+        assert_eq!(reassemble(&out).0, "{}");
+        assert_eq!(reassemble(&out).2.as_deref(), Some("stop"));
     }
 }

@@ -49,9 +49,10 @@ pub(crate) struct JsonTool {
 /// (None for `text` or no `response_format`).
 pub(crate) fn plan(req: &ChatRequest) -> Result<Option<JsonTool>, InvalidRequest> {
     if let Some(i) = req.tools.iter().position(|t| t.name == JSON_TOOL) {
+        let param = format!("tools[{i}].function.name");
         return Err(InvalidRequest::new(
-            format!("The tool name '{JSON_TOOL}' is reserved by the gateway (it carries 'response_format' answers); rename the tool."),
-            Some(&format!("tools[{i}].function.name")),
+            format!("Invalid '{param}': the tool name '{JSON_TOOL}' is reserved by the gateway (it carries 'response_format' answers); rename the tool."),
+            Some(&param),
         ));
     }
     let (schema, description) = match &req.response_format {
