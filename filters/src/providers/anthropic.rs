@@ -290,7 +290,8 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     let mut tools = tools;
     let mut tool_choice = tool_choice;
     if let Some(jt) = &json_tool {
-        add_json_tool(jt, &mut tools, &mut tool_choice);
+        // No thinking is sent yet; a request that enables it must pass `true` here.
+        add_json_tool(jt, false, &mut tools, &mut tool_choice);
     }
     dropped.extend(req.other_names().map(str::to_owned));
 
@@ -393,8 +394,12 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
 
 /// Adds the `response_format` tool and forces it (see [`json_tool`]). With caller tools and
 /// `any`, parallel calls are turned off so the model answers with exactly one tool call.
+/// With extended thinking Anthropic refuses `any` and `tool` choices ("Thinking may not be
+/// enabled when tool_choice forces tool use"): then the choice is `auto` and the tool's
+/// description is what steers the model to it.
 fn add_json_tool<'a>(
     jt: &'a JsonTool,
+    thinking: bool,
     tools: &mut Vec<ToolOut<'a>>,
     tool_choice: &mut Option<ToolChoiceOut<'a>>,
 ) {
@@ -404,6 +409,11 @@ fn add_json_tool<'a>(
         input_schema: &jt.schema,
     });
     *tool_choice = Some(match jt.force {
+        _ if thinking => ToolChoiceOut {
+            kind: "auto",
+            name: None,
+            disable_parallel_tool_use: None,
+        },
         Force::Named => ToolChoiceOut {
             kind: "tool",
             name: Some(JSON_TOOL),
@@ -2769,6 +2779,22 @@ data: {\"type\": \"message_stop\"}\n\n";
             assert_eq!(names, ["lookup", JSON_TOOL], "{choice}");
             assert_eq!(b["tool_choice"], want, "{choice}");
         }
+    }
+
+    #[test]
+    fn json_tool_with_thinking_is_not_forced() {
+        let jt = JsonTool {
+            description: "d".into(),
+            schema: json!({"type": "object"}),
+            force: Force::Named,
+        };
+        let (mut tools, mut choice) = (Vec::new(), None);
+        add_json_tool(&jt, true, &mut tools, &mut choice);
+        assert_eq!(
+            serde_json::to_value(choice).unwrap(),
+            json!({"type": "auto"})
+        );
+        assert_eq!(tools.len(), 1);
     }
 
     #[test]
