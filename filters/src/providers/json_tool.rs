@@ -12,7 +12,9 @@
 //!
 //! Answers are read without the request, so the tool is recognized by its name alone: a caller
 //! tool of that name is refused (400 naming `tools[i].function.name`) whether or not
-//! `response_format` is set.
+//! `response_format` is set. A complete answer's content is the tool input alone (any text
+//! block beside it is left out: it would not parse as JSON); a stream cannot take back text
+//! already sent, but a forced tool choice makes the model start with the tool call.
 //!
 //! With caller tools ([`Force`]): `tool_choice` `none` → only [`JSON_TOOL`] is forced (the
 //! caller's tools stay declared, so history tool calls stay valid); `auto` / `required` /
