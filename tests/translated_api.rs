@@ -219,7 +219,9 @@ async fn untranslatable_requests_are_refused_before_any_upstream_call() {
             "messages[0].content[0].type",
         ),
         (
-            json!({"model": "claude", "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "Hi"}]}),
+            // A forced JSON answer cannot also force the caller's tool.
+            json!({"model": "claude", "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "Hi"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "f"}}}),
             "response_format",
         ),
     ] {

@@ -33,8 +33,13 @@
 //! - `tools` → `{name, description, input_schema}`; `tool_choice` `auto`/`required`/named/
 //!   `none` → `auto`/`any`/`tool`/`none`; `parallel_tool_calls:false` →
 //!   `disable_parallel_tool_use:true`. `tool_choice:"required"` without tools → 400.
-//! - `n > 1` → 400 `n`; `response_format` `json_object`/`json_schema` → 400 `response_format`
-//!   (no JSON mode through this API); `text` is accepted and ignored.
+//! - `n > 1` → 400 `n`; `response_format` `json_object`/`json_schema` → a forced tool
+//!   ([`super::json_tool::JSON_TOOL`], `tool_choice` `{type:"tool"}`, or `any` without parallel
+//!   calls next to the caller's tools) whose `input_schema` is the caller's schema; its call
+//!   comes back as the `content` (streamed: its `input_json_delta`s as content deltas),
+//!   `finish_reason: stop` (rules and refusals in [`super::json_tool`]). Anthropic refuses a
+//!   forced `tool_choice` when extended thinking is on; this mapping sends no thinking, so a
+//!   request that adds it must use `any` instead. `text` is accepted and ignored.
 //! - dropped: `seed`, `presence_penalty`, `frequency_penalty`, `image_url.detail`, message
 //!   `name`s, tool `strict`, and every unknown field (`ChatRequest::other`).
 //! - reasoning ([`ChatRequest::reasoning`]) → extended thinking, `thinking:{"type":"enabled",
@@ -73,6 +78,7 @@
 //! account), 408 → 504, 429 → `rate_limit_exceeded`, 529 → 503, other 5xx → 500.
 
 use crate::front::FrontDoor;
+use crate::providers::json_tool::{self, Force, JsonTool, JSON_TOOL};
 use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -80,8 +86,8 @@ use serde_json::{Map, Value};
 
 use crate::chat::request::{data_url, Reasoning};
 use crate::chat::{
-    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
-    Role, ToolCall, ToolChoice,
+    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
+    ToolChoice,
 };
 use crate::eventstream::{chunk_bytes, Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
@@ -322,15 +328,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             "n",
         ));
     }
-    if matches!(
-        req.response_format,
-        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-    ) {
-        return Err(bad(
-            "Anthropic models have no JSON response mode through this API; 'response_format' must be 'text' or absent (ask for JSON in the prompt, or use a tool).",
-            "response_format",
-        ));
-    }
+    let json_tool = json_tool::plan(req)?;
     let mut dropped: Vec<String> = Vec::new();
     if req.seed.is_some() {
         dropped.push("seed".into());
@@ -395,6 +393,8 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             }),
         }
     };
+    let mut tools = tools;
+    let mut tool_choice = tool_choice;
     dropped.extend(req.other_names().map(str::to_owned));
     let mut max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     let mut temperature = req.temperature.map(|x| x.clamp(0.0, 1.0));
@@ -407,6 +407,10 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             (max_tokens, temperature, top_p, top_k) = (c.max_tokens, c.temperature, None, None);
             thinking = Some(c.thinking);
         }
+    }
+    if let Some(jt) = &json_tool {
+        // Anthropic refuses a forced tool while thinking: then the JSON tool is offered (auto).
+        add_json_tool(jt, thinking.is_some(), &mut tools, &mut tool_choice);
     }
 
     let stream = req.stream;
@@ -505,6 +509,41 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         answer,
         dropped,
     })
+}
+
+/// Adds the `response_format` tool and forces it (see [`json_tool`]). With caller tools and
+/// `any`, parallel calls are turned off so the model answers with exactly one tool call.
+/// With extended thinking Anthropic refuses `any` and `tool` choices ("Thinking may not be
+/// enabled when tool_choice forces tool use"): then the choice is `auto` and the tool's
+/// description is what steers the model to it.
+fn add_json_tool<'a>(
+    jt: &'a JsonTool,
+    thinking: bool,
+    tools: &mut Vec<ToolOut<'a>>,
+    tool_choice: &mut Option<ToolChoiceOut<'a>>,
+) {
+    tools.push(ToolOut {
+        name: JSON_TOOL,
+        description: Some(&jt.description),
+        input_schema: &jt.schema,
+    });
+    *tool_choice = Some(match jt.force {
+        _ if thinking => ToolChoiceOut {
+            kind: "auto",
+            name: None,
+            disable_parallel_tool_use: None,
+        },
+        Force::Named => ToolChoiceOut {
+            kind: "tool",
+            name: Some(JSON_TOOL),
+            disable_parallel_tool_use: None,
+        },
+        Force::Any => ToolChoiceOut {
+            kind: "any",
+            name: None,
+            disable_parallel_tool_use: Some(true),
+        },
+    });
 }
 
 /// The conversation as Anthropic turns (system messages are left to `ChatRequest::system_text`).
@@ -821,12 +860,17 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
     let mut text: Option<String> = None;
     let mut reasoning: Option<String> = None;
     let mut tool_calls = Vec::new();
+    let mut json: Option<String> = None;
     for b in blocks {
         match b {
             AnswerBlock::Text { text: t } => text.get_or_insert_with(String::new).push_str(&t),
             AnswerBlock::Thinking { thinking } => reasoning
                 .get_or_insert_with(String::new)
                 .push_str(&thinking),
+            AnswerBlock::ToolUse { name, input, .. } if name == JSON_TOOL => {
+                json.get_or_insert_with(String::new)
+                    .push_str(&json_tool::answer_text(&input));
+            }
             AnswerBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
                 id: id.into_owned(),
                 name: name.into_owned(),
@@ -839,8 +883,20 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             AnswerBlock::Other => {}
         }
     }
+    let text_is_json = json.is_some();
+    if text_is_json {
+        // The structured answer is the content (any text the model put around it is not JSON).
+        text = json;
+    }
     if text.is_none() && tool_calls.is_empty() {
         text = Some(String::new());
+    }
+    let mut finish = m
+        .stop_reason
+        .as_deref()
+        .map_or(FinishReason::Stop, finish_reason);
+    if finish == FinishReason::ToolCalls && tool_calls.is_empty() && text_is_json {
+        finish = FinishReason::Stop; // only the response_format tool was called
     }
     let mut tokens = Tokens::default();
     if let Some(u) = &m.usage {
@@ -852,11 +908,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             content: text,
             reasoning,
             tool_calls,
-            finish_reason: Some(
-                m.stop_reason
-                    .as_deref()
-                    .map_or(FinishReason::Stop, finish_reason),
-            ),
+            finish_reason: Some(finish),
         }],
         usage: tokens.usage(),
     })
@@ -1013,6 +1065,9 @@ struct Events {
     legacy: FrontDoor,
     include_usage: bool,
     tools: Vec<ToolBlock>,
+    /// The `response_format` tool's block (index, whether input was sent): its input
+    /// streams as content.
+    json_block: Option<(u64, bool)>,
     tokens: Tokens,
     finish: Option<FinishReason>,
     end: Option<StreamEnd>,
@@ -1028,6 +1083,7 @@ impl Events {
             legacy: ctx.front,
             include_usage: ctx.include_usage,
             tools: Vec::new(),
+            json_block: None,
             tokens: Tokens::default(),
             finish: None,
             end: None,
@@ -1068,11 +1124,26 @@ impl Events {
                 if piece.is_empty() {
                     return;
                 }
+                if self.json_piece(index, piece, out) {
+                    return;
+                }
                 if let Some((k, tool)) = self.tool(index) {
                     tool.has_args = true;
                     self.writer.tool_call_arguments(out, k, piece);
                 }
             }
+        }
+    }
+
+    /// Input of the `response_format` tool's block → content; false for any other block.
+    fn json_piece(&mut self, index: Option<u64>, piece: &str, out: &mut Vec<u8>) -> bool {
+        match &mut self.json_block {
+            Some((i, sent)) if Some(*i) == index => {
+                *sent = true;
+                self.writer.content(out, piece);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -1100,6 +1171,15 @@ impl Events {
                 self.writer.start(out);
                 let Some(b) = ev.content_block else { return };
                 match b.kind.as_ref() {
+                    "tool_use" if b.name.as_deref() == Some(JSON_TOOL) => {
+                        self.json_block = Some((ev.index.unwrap_or(u64::MAX), false));
+                        if let Some(input) = b
+                            .input
+                            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+                        {
+                            self.json_piece(ev.index, &input.to_string(), out);
+                        }
+                    }
                     "tool_use" => {
                         let k = self.tools.len();
                         self.tools.push(ToolBlock {
@@ -1149,6 +1229,9 @@ impl Events {
                 }
             }
             "content_block_stop" => {
+                if matches!(self.json_block, Some((i, false)) if Some(i) == ev.index) {
+                    self.json_piece(ev.index, "{}", out);
+                }
                 // A tool called without arguments: OpenAI clients expect `{}`, not "".
                 if let Some((k, tool)) = self.tool(ev.index) {
                     if !tool.has_args {
@@ -1163,7 +1246,13 @@ impl Events {
                     self.tokens.absorb(u);
                 }
                 if let Some(stop) = ev.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
-                    let f = finish_reason(stop);
+                    let mut f = finish_reason(stop);
+                    if f == FinishReason::ToolCalls
+                        && self.tools.is_empty()
+                        && self.json_block.is_some()
+                    {
+                        f = FinishReason::Stop; // only the response_format tool was called
+                    }
                     self.finish = Some(f);
                     self.writer.finish(out, f);
                 }
@@ -2060,12 +2149,22 @@ mod tests {
         };
         assert_eq!(param(with(json!({"n": 2}))).as_deref(), Some("n"));
         assert_eq!(
-            param(with(json!({"response_format": {"type": "json_object"}}))).as_deref(),
+            param(with(json!({"response_format": {"type": "json_object"},
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "f"}}})))
+            .as_deref(),
             Some("response_format")
         );
         assert_eq!(
-            param(with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}))).as_deref(),
-            Some("response_format")
+            param(with(
+                json!({"tools": [{"type": "function", "function": {"name": JSON_TOOL}}]})
+            ))
+            .as_deref(),
+            Some("tools[0].function.name")
+        );
+        assert_eq!(
+            param(with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array"}}}}))).as_deref(),
+            Some("response_format.json_schema.schema")
         );
         for (messages, p) in [
             (
@@ -2832,5 +2931,210 @@ data: {\"type\": \"message_stop\"}\n\n";
             every_split(|| eventstream_stream(&ctx(false)), &input).1,
             StreamEnd::Complete
         );
+    }
+
+    // ---- response_format (forced tool) --------------------------------------------------------
+
+    fn person_schema() -> Value {
+        json!({"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"], "additionalProperties": false, "title": "Person"})
+    }
+
+    #[test]
+    fn response_format_becomes_a_forced_tool_on_every_host() {
+        let user = json!({"role": "user", "content": "Ann is 31."});
+        for dialect in [
+            Dialect::Anthropic,
+            Dialect::BedrockAnthropic,
+            Dialect::VertexAnthropic,
+        ] {
+            let r = prepare(
+                dialect,
+                json!({"model": "m", "messages": [user],
+                    "response_format": {"type": "json_schema", "json_schema": {"name": "Person", "strict": true, "schema": person_schema()}}}),
+            )
+            .unwrap();
+            let b = body_of(&r);
+            assert_eq!(b["tools"].as_array().unwrap().len(), 1, "{dialect:?}");
+            assert_eq!(b["tools"][0]["name"], JSON_TOOL);
+            assert_eq!(b["tools"][0]["input_schema"], person_schema());
+            assert!(b["tools"][0]["description"]
+                .as_str()
+                .unwrap()
+                .contains("Person"));
+            assert_eq!(b["tool_choice"], json!({"type": "tool", "name": JSON_TOOL}));
+            assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        }
+        // json_object: any object.
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "m", "messages": [user], "response_format": {"type": "json_object"}}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(b["tools"][0]["input_schema"], json!({"type": "object"}));
+        assert_eq!(b["tool_choice"]["type"], "tool");
+        // `text` changes nothing.
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "m", "messages": [user], "response_format": {"type": "text"}}),
+            )
+            .unwrap(),
+        );
+        assert!(b.get("tools").is_none() && b.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn response_format_next_to_caller_tools() {
+        let user = json!({"role": "user", "content": "x"});
+        let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
+        for (choice, want) in [
+            (
+                Value::Null,
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+            ),
+            (
+                json!("auto"),
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+            ),
+            (
+                json!("required"),
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+            ),
+            (json!("none"), json!({"type": "tool", "name": JSON_TOOL})),
+        ] {
+            let mut req = json!({"model": "m", "messages": [user], "tools": tools,
+                "response_format": {"type": "json_object"}});
+            if !choice.is_null() {
+                req["tool_choice"] = choice.clone();
+            }
+            let b = body_of(&prepare(Dialect::Anthropic, req).unwrap());
+            let names: Vec<&str> = b["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, ["lookup", JSON_TOOL], "{choice}");
+            assert_eq!(b["tool_choice"], want, "{choice}");
+        }
+    }
+
+    #[test]
+    fn response_format_with_reasoning_offers_the_json_tool_unforced() {
+        let r = prepare(
+            Dialect::Anthropic,
+            json!({"model": "c", "messages": [{"role": "user", "content": "hi"}],
+                "reasoning_effort": "low", "response_format": {"type": "json_object"}}),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["thinking"]["type"], "enabled");
+        assert_eq!(v["tool_choice"], json!({"type": "auto"}));
+        assert_eq!(v["tools"][0]["name"], "switchyard_json_response");
+    }
+
+    #[test]
+    fn json_tool_with_thinking_is_not_forced() {
+        let jt = JsonTool {
+            description: "d".into(),
+            schema: json!({"type": "object"}),
+            force: Force::Named,
+        };
+        let (mut tools, mut choice) = (Vec::new(), None);
+        add_json_tool(&jt, true, &mut tools, &mut choice);
+        assert_eq!(
+            serde_json::to_value(choice).unwrap(),
+            json!({"type": "auto"})
+        );
+        assert_eq!(tools.len(), 1);
+    }
+
+    #[test]
+    fn json_tool_answer_becomes_the_content() {
+        let c = parse_chat(br#"{"id":"msg_1","type":"message","role":"assistant","content":[
+            {"type":"tool_use","id":"toolu_1","name":"switchyard_json_response","input":{"name":"Ann","age":31}}],
+            "stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":5}}"#)
+        .unwrap();
+        let ch = &c.choices[0];
+        // (serde_json re-serializes the input with its keys sorted.)
+        assert_eq!(ch.content.as_deref(), Some(r#"{"age":31,"name":"Ann"}"#));
+        assert!(ch.tool_calls.is_empty());
+        assert_eq!(ch.finish_reason, Some(FinishReason::Stop));
+        // Text around it is not JSON and is left out; max_tokens stays `length`.
+        let c = parse_chat(br#"{"id":"m","type":"message","content":[{"type":"text","text":"Sure:"},
+            {"type":"tool_use","id":"t","name":"switchyard_json_response","input":{}}],"stop_reason":"max_tokens"}"#)
+        .unwrap();
+        assert_eq!(c.choices[0].content.as_deref(), Some("{}"));
+        assert_eq!(c.choices[0].finish_reason, Some(FinishReason::Length));
+        // With a caller tool called instead: an ordinary tool call.
+        let c = parse_chat(br#"{"id":"m","type":"message","content":[
+            {"type":"tool_use","id":"t","name":"lookup","input":{"q":1}}],"stop_reason":"tool_use"}"#)
+        .unwrap();
+        assert_eq!(c.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(c.choices[0].tool_calls[0].name, "lookup");
+        assert_eq!(c.choices[0].content, None);
+    }
+
+    fn json_tool_events() -> [&'static str; 9] {
+        [
+            r#"{"type":"message_start","message":{"id":"msg_j","type":"message","role":"assistant","content":[],"usage":{"input_tokens":30,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_j","name":"switchyard_json_response","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"name\": \"Ann\""}}"#,
+            r#"{"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ", \"age\": 31}"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":12}}"#,
+            r#"{"type":"message_stop"}"#,
+            r#"{"type":"ping"}"#,
+        ]
+    }
+
+    #[test]
+    fn json_tool_stream_becomes_content_deltas() {
+        let input = sse(&json_tool_events());
+        let (out, end, usage) = every_split(|| sse_stream(&ctx(false)), &input);
+        assert_eq!(
+            (end, usage),
+            (StreamEnd::Complete, Some(Usage::new(30, 12)))
+        );
+        let (text, calls, finish) = reassemble(&out);
+        assert_eq!(text, r#"{"name": "Ann", "age": 31}"#);
+        assert!(calls.is_empty());
+        assert_eq!(finish.as_deref(), Some("stop"));
+        assert!(!String::from_utf8(out).unwrap().contains("tool_calls"));
+        // Bedrock InvokeModel framing, and a tool called with no input at all.
+        let ev = json_tool_events();
+        for (events, want) in [
+            (ev.to_vec(), r#"{"name": "Ann", "age": 31}"#),
+            (vec![ev[0], ev[1], ev[5], ev[6], ev[7]], "{}"),
+        ] {
+            let (out, end, _) = every_split(|| eventstream_stream(&ctx(false)), &bedrock(&events));
+            assert_eq!(end, StreamEnd::Complete);
+            let (text, calls, finish) = reassemble(&out);
+            assert_eq!(
+                (text.as_str(), calls.len(), finish.as_deref()),
+                (want, 0, Some("stop"))
+            );
+        }
+        // A caller tool next to it keeps `tool_calls`.
+        let mut mixed = ev.to_vec();
+        mixed.splice(
+            5..5,
+            [
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_2","name":"lookup","input":{}}}"#,
+                r#"{"type":"content_block_stop","index":1}"#,
+            ],
+        );
+        let (out, _, _) = every_split(|| sse_stream(&ctx(false)), &sse(&mixed));
+        let (text, calls, finish) = reassemble(&out);
+        assert_eq!(text, r#"{"name": "Ann", "age": 31}"#);
+        assert_eq!(
+            calls,
+            vec![("toolu_2".into(), "lookup".into(), "{}".into())]
+        );
+        assert_eq!(finish.as_deref(), Some("tool_calls"));
     }
 }

@@ -34,8 +34,12 @@
 //!   listed as dropped, and when the client sent no tools at all, minimal tool specs
 //!   (`{"type":"object"}` schemas) are synthesized from the tool names in the history.
 //!   `tools[i].function.strict: true` is dropped.
-//! - `response_format` `json_object` / `json_schema` → 400 naming `response_format` (Converse
-//!   has no JSON mode); `text` is the default and needs nothing. `n > 1` → 400 naming `n`.
+//! - `response_format` `json_object` / `json_schema` → a forced tool
+//!   ([`super::json_tool::JSON_TOOL`], `toolChoice` `{tool:{name}}`, or `{any:{}}` next to the
+//!   caller's tools) whose `inputSchema` is the caller's schema; its call comes back as the
+//!   `content`, `finish_reason: stop` (see [`super::json_tool`] for the rules and refusals).
+//!   Converse accepts `any` / `tool` choices only on models that support them (Claude, Mistral
+//!   Large, Nova). `text` is the default and needs nothing. `n > 1` → 400 naming `n`.
 //! - Reasoning (`reasoning_effort`, a Messages client's `thinking`): for Claude models (ids
 //!   with `anthropic.` or `claude`, inference profiles and ARNs included) →
 //!   `additionalModelRequestFields: {"thinking": {"type":"enabled","budget_tokens":B}}`, as
@@ -101,11 +105,12 @@ use serde_json::Value;
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::chat::request::{data_url, Reasoning};
 use crate::chat::{
-    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
-    Role, ToolCall, ToolChoice,
+    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
+    ToolChoice,
 };
 use crate::eventstream::{Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
+use crate::providers::json_tool::{self, Force, JsonTool, JSON_TOOL};
 use crate::translate::{
     not_for, Answer, AnswerFormat, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamEnd,
     StreamTranslator, Target, Translator, UpstreamRequest,
@@ -357,15 +362,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             Some("n"),
         ));
     }
-    match &req.response_format {
-        Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { .. }) => {
-            return Err(InvalidRequest::new(
-                "Invalid 'response_format': Bedrock Converse has no JSON output mode; only 'text' is supported.",
-                Some("response_format"),
-            ))
-        }
-        Some(ResponseFormat::Text) | None => {}
-    }
+    let json_tool = json_tool::plan(req)?;
     if req.tool_choice == Some(ToolChoice::Required) && req.tools.is_empty() {
         return Err(InvalidRequest::new(
             "Invalid value for 'tool_choice': 'required' is only allowed when 'tools' are specified.",
@@ -554,6 +551,8 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         Some(ToolConfig { tools, tool_choice })
     };
 
+    let mut tool_config = tool_config;
+
     for (name, present) in [
         ("seed", req.seed.is_some()),
         ("presence_penalty", req.presence_penalty.is_some()),
@@ -592,6 +591,10 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             dropped.push(Reasoning::PARAM.into());
         }
     }
+    if let Some(jt) = &json_tool {
+        // Claude refuses a forced tool while thinking: then the JSON tool is offered (auto).
+        add_json_tool(jt, additional.is_some(), &mut tool_config);
+    }
 
     let body = ConverseBody {
         messages: turns,
@@ -614,6 +617,36 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         answer,
         dropped,
     })
+}
+
+/// Adds the `response_format` tool to the tool config and forces it (see [`json_tool`]).
+fn add_json_tool<'a>(jt: &'a JsonTool, thinking: bool, config: &mut Option<ToolConfig<'a>>) {
+    let entry = ToolEntry {
+        tool_spec: ToolSpec {
+            name: JSON_TOOL,
+            description: Some(&jt.description),
+            input_schema: InputSchema {
+                json: Cow::Borrowed(&jt.schema),
+            },
+        },
+    };
+    let choice = match jt.force {
+        _ if thinking => ToolChoiceOut::Auto(Empty {}),
+        Force::Named => ToolChoiceOut::Tool(NamedTool { name: JSON_TOOL }),
+        Force::Any => ToolChoiceOut::Any(Empty {}),
+    };
+    match config {
+        Some(c) => {
+            c.tools.push(entry);
+            c.tool_choice = Some(choice);
+        }
+        None => {
+            *config = Some(ToolConfig {
+                tools: vec![entry],
+                tool_choice: Some(choice),
+            })
+        }
+    }
 }
 
 /// Minimal tool specs for the tool names used in the history (when the client sent none).
@@ -779,11 +812,17 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
     let mut content: Option<String> = None;
     let mut reasoning: Option<String> = None;
     let mut tool_calls = Vec::new();
+    let mut json: Option<String> = None;
     for block in message.content {
         if let Some(t) = block.text {
             content.get_or_insert_with(String::new).push_str(t.as_str());
         }
         if let Some(tu) = block.tool_use {
+            if tu.name.as_str() == JSON_TOOL {
+                json.get_or_insert_with(String::new)
+                    .push_str(&json_tool::answer_text(&tu.input));
+                continue;
+            }
             let arguments = match tu.input {
                 Value::Null => "{}".to_owned(),
                 v => v.to_string(),
@@ -804,7 +843,14 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
                 .push_str(t.as_str());
         }
     }
-    let finish = a.stop_reason.as_ref().map(|s| finish_reason(s.as_str()));
+    let mut finish = a.stop_reason.as_ref().map(|s| finish_reason(s.as_str()));
+    if json.is_some() {
+        // The structured answer is the content (any text around it is not JSON).
+        content = json;
+        if finish == Some(FinishReason::ToolCalls) && tool_calls.is_empty() {
+            finish = Some(FinishReason::Stop); // only the response_format tool was called
+        }
+    }
     Ok(Completion {
         id: None,
         choices: vec![Choice {
@@ -875,6 +921,12 @@ struct ReasoningDelta<'a> {
 }
 
 #[derive(Deserialize)]
+struct BlockStopEvent {
+    #[serde(rename = "contentBlockIndex", default)]
+    index: u64,
+}
+
+#[derive(Deserialize)]
 struct MessageStopEvent<'a> {
     #[serde(rename = "stopReason", borrow)]
     stop_reason: Option<Str<'a>>,
@@ -898,6 +950,9 @@ struct StreamState {
     writer: ChunkWriter,
     /// (content block index, tool call index) of the tool-use blocks seen.
     tool_blocks: Vec<(u64, usize)>,
+    /// The `response_format` tool's block (index, whether input was sent): its input streams
+    /// as content.
+    json_block: Option<(u64, bool)>,
     stopped: bool,
     usage: Option<Usage>,
     end: Option<StreamEnd>,
@@ -915,6 +970,7 @@ pub fn converse_stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
         state: StreamState {
             writer: ChunkWriter::new(ctx),
             tool_blocks: Vec::new(),
+            json_block: None,
             stopped: false,
             usage: None,
             end: None,
@@ -973,7 +1029,13 @@ impl StreamState {
                     self.writer.content(out, t.as_str());
                 }
                 if let Some(input) = delta.tool_use.and_then(|t| t.input) {
-                    if let Some(&(_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == ev.index)
+                    if let Some((_, sent)) =
+                        self.json_block.as_mut().filter(|(b, _)| *b == ev.index)
+                    {
+                        *sent |= !input.as_str().is_empty();
+                        self.writer.content(out, input.as_str());
+                    } else if let Some(&(_, call)) =
+                        self.tool_blocks.iter().find(|(b, _)| *b == ev.index)
                     {
                         self.writer.tool_call_arguments(out, call, input.as_str());
                     }
@@ -987,6 +1049,10 @@ impl StreamState {
                     return;
                 };
                 if let Some(tu) = ev.start.and_then(|s| s.tool_use) {
+                    if tu.name.as_str() == JSON_TOOL {
+                        self.json_block = Some((ev.index, false));
+                        return;
+                    }
                     let call = self.tool_blocks.len();
                     self.tool_blocks.push((ev.index, call));
                     self.writer
@@ -998,6 +1064,14 @@ impl StreamState {
                     .ok()
                     .and_then(|e| e.stop_reason)
                     .map_or(FinishReason::Stop, |s| finish_reason(s.as_str()));
+                let reason = if reason == FinishReason::ToolCalls
+                    && self.tool_blocks.is_empty()
+                    && self.json_block.is_some()
+                {
+                    FinishReason::Stop // only the response_format tool was called
+                } else {
+                    reason
+                };
                 self.writer.finish(out, reason);
                 self.stopped = true;
                 if let Some(u) = self.usage {
@@ -1016,7 +1090,18 @@ impl StreamState {
                     }
                 }
             }
-            // messageStart (role chunk written above), contentBlockStop, unknown events.
+            "contentBlockStop" => {
+                // The response_format tool called with no input: its answer is `{}`.
+                if let Some((b, false)) = self.json_block {
+                    let index = serde_json::from_slice::<BlockStopEvent>(payload)
+                        .map_or(None, |e| Some(e.index));
+                    if index == Some(b) {
+                        self.json_block = Some((b, true));
+                        self.writer.content(out, "{}");
+                    }
+                }
+            }
+            // messageStart (role chunk written above), unknown events.
             _ => {}
         }
     }
@@ -1780,13 +1865,19 @@ mod tests {
         for (body, param) in [
             (json!({"model":"c","messages":[user],"n":2}), "n"),
             (
-                json!({"model":"c","messages":[user],"response_format":{"type":"json_object"}}),
+                json!({"model":"c","messages":[user],"response_format":{"type":"json_object"},
+                    "tools":[weather_tool()],"tool_choice":{"type":"function","function":{"name":"get_weather"}}}),
                 "response_format",
             ),
             (
                 json!({"model":"c","messages":[user],"response_format":{"type":"json_schema",
-                    "json_schema":{"name":"x","schema":{"type":"object"}}}}),
-                "response_format",
+                    "json_schema":{"name":"x","schema":{"type":"string"}}}}),
+                "response_format.json_schema.schema",
+            ),
+            (
+                json!({"model":"c","messages":[user],"tools":[weather_tool(),
+                    {"type":"function","function":{"name":JSON_TOOL}}]}),
+                "tools[1].function.name",
             ),
             (
                 json!({"model":"c","messages":[{"role":"user","content":[{"type":"text","text":"see"},
@@ -2751,5 +2842,163 @@ mod tests {
             v["messages"][2]["content"][0]["toolResult"]["toolUseId"],
             used
         );
+    }
+
+    // ---- response_format (forced tool) --------------------------------------------------------
+
+    fn person_schema() -> Value {
+        json!({"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},
+            "required":["name","age"],"additionalProperties":false})
+    }
+
+    #[test]
+    fn response_format_with_thinking_offers_the_json_tool_unforced() {
+        // Claude refuses a forced tool while thinking (both features from one request).
+        let user = json!({"role":"user","content":"Ann is 31."});
+        let r = prep(
+            json!({"model":"c","messages":[user],"reasoning_effort":"low",
+            "response_format":{"type":"json_object"}}),
+        )
+        .unwrap();
+        let v = native(&r);
+        assert_eq!(v["toolConfig"]["toolChoice"], json!({"auto":{}}));
+        assert_eq!(v["toolConfig"]["tools"][0]["toolSpec"]["name"], JSON_TOOL);
+        assert_eq!(
+            v["additionalModelRequestFields"]["thinking"]["type"],
+            "enabled"
+        );
+    }
+
+    #[test]
+    fn response_format_becomes_a_forced_tool() {
+        let user = json!({"role":"user","content":"Ann is 31."});
+        let r = prep(
+            json!({"model":"c","messages":[user],"response_format":{"type":"json_schema",
+            "json_schema":{"name":"Person","strict":true,"schema":person_schema()}}}),
+        )
+        .unwrap();
+        let tc = &native(&r)["toolConfig"];
+        assert_eq!(tc["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(tc["tools"][0]["toolSpec"]["name"], JSON_TOOL);
+        assert_eq!(
+            tc["tools"][0]["toolSpec"]["inputSchema"]["json"],
+            person_schema()
+        );
+        assert_eq!(tc["toolChoice"], json!({"tool":{"name":JSON_TOOL}}));
+        assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        let r =
+            prep(json!({"model":"c","messages":[user],"response_format":{"type":"json_object"}}))
+                .unwrap();
+        assert_eq!(
+            native(&r)["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"],
+            json!({"type":"object"})
+        );
+        // Next to the caller's tools: any tool; with `none`, only the JSON tool.
+        for (choice, want) in [
+            (json!("auto"), json!({"any":{}})),
+            (json!("required"), json!({"any":{}})),
+            (json!("none"), json!({"tool":{"name":JSON_TOOL}})),
+        ] {
+            let r = prep(
+                json!({"model":"c","messages":[user],"tools":[weather_tool()],
+                "tool_choice":choice,"response_format":{"type":"json_object"}}),
+            )
+            .unwrap();
+            let tc = &native(&r)["toolConfig"];
+            let names: Vec<&str> = tc["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["toolSpec"]["name"].as_str().unwrap())
+                .collect();
+            let want_names: &[&str] = if choice == "none" {
+                &[JSON_TOOL]
+            } else {
+                &["get_weather", JSON_TOOL]
+            };
+            assert_eq!(names, want_names, "{choice}");
+            assert_eq!(tc["toolChoice"], want, "{choice}");
+        }
+        // Tool history without client tools: synthesized specs plus the forced JSON tool.
+        let r = prep(json!({"model":"c","messages":[user,
+            {"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"ok"}],
+            "response_format":{"type":"json_object"}}))
+        .unwrap();
+        let tc = &native(&r)["toolConfig"];
+        assert_eq!(tc["tools"][0]["toolSpec"]["name"], "f");
+        assert_eq!(tc["tools"][1]["toolSpec"]["name"], JSON_TOOL);
+        assert_eq!(tc["toolChoice"], json!({"tool":{"name":JSON_TOOL}}));
+    }
+
+    #[test]
+    fn json_tool_answer_becomes_the_content() {
+        let c = parse_chat(br#"{"output":{"message":{"role":"assistant","content":[
+            {"toolUse":{"toolUseId":"tooluse_1","name":"switchyard_json_response","input":{"name":"Ann","age":31}}}]}},
+            "stopReason":"tool_use","usage":{"inputTokens":10,"outputTokens":5,"totalTokens":15}}"#)
+        .unwrap();
+        let ch = &c.choices[0];
+        assert_eq!(ch.content.as_deref(), Some(r#"{"age":31,"name":"Ann"}"#));
+        assert!(ch.tool_calls.is_empty());
+        assert_eq!(ch.finish_reason, Some(FinishReason::Stop));
+        let c = parse_chat(br#"{"output":{"message":{"role":"assistant","content":[{"text":"Here:"},
+            {"toolUse":{"toolUseId":"t","name":"switchyard_json_response","input":null}}]}},"stopReason":"max_tokens"}"#)
+        .unwrap();
+        assert_eq!(c.choices[0].content.as_deref(), Some("{}"));
+        assert_eq!(c.choices[0].finish_reason, Some(FinishReason::Length));
+    }
+
+    #[test]
+    fn json_tool_stream_becomes_content_deltas() {
+        let start = ev(
+            "contentBlockStart",
+            json!({"contentBlockIndex":0,"start":{"toolUse":{"toolUseId":"tooluse_j","name":JSON_TOOL}}}),
+        );
+        let stop = ev("contentBlockStop", json!({"contentBlockIndex":0}));
+        let tail = [
+            ev("messageStop", json!({"stopReason":"tool_use"})),
+            ev(
+                "metadata",
+                json!({"usage":{"inputTokens":30,"outputTokens":12,"totalTokens":42}}),
+            ),
+        ]
+        .concat();
+        let input = [
+            ev("messageStart", json!({"role":"assistant"})),
+            start.clone(),
+            ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex":0,"delta":{"toolUse":{"input":"{\"name\": \"A"}}}),
+            ),
+            ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex":0,"delta":{"toolUse":{"input":"nn\", \"age\": 31}"}}}),
+            ),
+            stop.clone(),
+            tail.clone(),
+        ]
+        .concat();
+        let (out, end, usage) = run(&input, false);
+        assert_eq!(
+            (end, usage),
+            (StreamEnd::Complete, Some(Usage::new(30, 12)))
+        );
+        let (text, calls, finish) = reassemble(&out);
+        assert_eq!(text, r#"{"name": "Ann", "age": 31}"#);
+        assert!(calls.is_empty());
+        assert_eq!(finish.as_deref(), Some("stop"));
+        assert!(!String::from_utf8(out).unwrap().contains("tool_calls"));
+        // Called with no input at all: `{}`.
+        let input = [
+            ev("messageStart", json!({"role":"assistant"})),
+            start,
+            stop,
+            tail,
+        ]
+        .concat();
+        let (out, end, _) = run(&input, false);
+        assert_eq!(end, StreamEnd::Complete);
+        assert_eq!(reassemble(&out).0, "{}");
+        assert_eq!(reassemble(&out).2.as_deref(), Some("stop"));
     }
 }

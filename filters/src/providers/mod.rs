@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;
 pub mod json_scan;
+pub(crate) mod json_tool;
 pub mod messages_native;
 pub mod oci;
 pub mod openai;

@@ -317,6 +317,7 @@ def _parse(body, platform: str) -> tuple[Conversation, bool, bool]:
     if not isinstance(tools, list):
         raise BadRequest("tools: Input should be a valid list")
     names = []
+    schemas: dict[str, dict] = {}
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or set(t) - {"type", "name", "description", "input_schema", "cache_control"}:
             raise BadRequest(f"tools.{i}: a custom tool is {{name, description?, input_schema}}")
@@ -333,6 +334,7 @@ def _parse(body, platform: str) -> tuple[Conversation, bool, bool]:
             raise BadRequest(f"tools: Tool names must be unique. Found duplicate: {t['name']}")
         bp.check(t, f"tools.{i}")
         names.append(t["name"])
+        schemas[t["name"]] = schema
 
     choice = None
     if "tool_choice" in body:
@@ -482,7 +484,7 @@ def _parse(body, platform: str) -> tuple[Conversation, bool, bool]:
                     "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
                     "thinking blocks from previous turns.")
     conv = Conversation(system=system, turns=turns, tools=names, tool_choice=choice, max_tokens=mt,
-                        stop=stop_list(body.get("stop_sequences")))
+                        stop=stop_list(body.get("stop_sequences")), tool_schemas=schemas)
     return conv, stream and not count, thinking
 
 

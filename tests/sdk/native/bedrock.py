@@ -369,6 +369,7 @@ def parse_converse(body) -> Conversation:
             )
 
     tools: list[str] = []
+    schemas: dict[str, dict] = {}
     tool_choice = None
     if "toolConfig" in body:
         tc = _only_keys(body["toolConfig"], {"tools", "toolChoice"}, "toolConfig", {"tools"})
@@ -385,6 +386,7 @@ def parse_converse(body) -> Conversation:
             key, schema = _one_key(spec["inputSchema"], {"json"}, f"{where}.inputSchema")
             _require(isinstance(schema, dict), f"{where}.inputSchema.json must be a JSON object.")
             tools.append(name)
+            schemas[name] = schema
         if "toolChoice" in tc:
             key, v = _one_key(tc["toolChoice"], {"auto", "any", "tool"}, "toolConfig.toolChoice")
             if key == "tool":
@@ -477,7 +479,8 @@ def parse_converse(body) -> Conversation:
         "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
     )
     stop = stop_list(body.get("inferenceConfig", {}).get("stopSequences"))
-    return Conversation(system=system, turns=turns, tools=tools, tool_choice=tool_choice, max_tokens=max_tokens, stop=stop)
+    return Conversation(system=system, turns=turns, tools=tools, tool_choice=tool_choice, max_tokens=max_tokens, stop=stop,
+                        tool_schemas=schemas)
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ provider and the tests can compute the expected answer with `decide()` too.
 
 Rules (the "model"):
 * last turn holds tool results  -> text "Tool results: r1; r2" (finish stop)
+* a native JSON mode (`Conversation.json_schema`: the provider's response schema, `{}` for
+  JSON without one)             -> text: `sample(schema)` as JSON (finish stop, never cut)
+* the gateway's response_format tool (`JSON_TOOL`) offered and forced by name, or offered
+  with tool_choice any/required and the user text not asking for weather
+                                 -> one call to it with `sample(its input schema)` as args
 * tools offered and the last user text mentions "weather" (or tool_choice forces a tool)
                                  -> one tool call per city named in the text ("Paris", "London";
                                     Paris if none), to the named/first tool, args {"city": <city>}
@@ -35,6 +40,8 @@ import re
 from dataclasses import dataclass, field
 
 FAIL_RE = re.compile(r"fail-(\d{3})")
+# The tool the gateway adds for `response_format` where the provider has no JSON mode.
+JSON_TOOL = "switchyard_json_response"
 CITIES = ("Paris", "London")
 
 
@@ -56,6 +63,8 @@ class Conversation:
     tool_choice: str | None = None
     max_tokens: int | None = None
     stop: list[str] = field(default_factory=list)  # stop sequences
+    tool_schemas: dict[str, dict] = field(default_factory=dict)  # tool name -> input schema
+    json_schema: dict | None = None  # a native JSON mode's schema ({} for JSON without one)
 
 
 @dataclass
@@ -91,6 +100,13 @@ def decide(c: Conversation) -> Decision:
     if last.tool_results:
         text = "Tool results: " + "; ".join(r for _, r in last.tool_results)
         return _finish(text, [], prompt, c.max_tokens, c.stop)
+    if c.json_schema is not None:
+        text = json.dumps(sample(c.json_schema, user_text))
+        return Decision(text, [], "stop", prompt, words(text))
+    if JSON_TOOL in c.tools and (c.tool_choice == JSON_TOOL
+                                 or (c.tool_choice == "required" and "weather" not in user_text)):
+        args = sample(c.tool_schemas.get(JSON_TOOL, {}), user_text)
+        return Decision("", [(JSON_TOOL, args)], "tool_calls", prompt, 5)
     forced = c.tool_choice not in (None, "auto", "none")
     if c.tools and c.tool_choice != "none" and ("weather" in user_text or forced):
         name = c.tool_choice if c.tool_choice in c.tools else c.tools[0]
@@ -104,6 +120,43 @@ def decide(c: Conversation) -> Decision:
     d = _finish(text, [], prompt, c.max_tokens, c.stop)
     d.explode = "explode mid-stream" in user_text
     return d
+
+
+def sample(schema, text: str, root=None):
+    """A value valid against `schema` (JSON Schema, or Vertex's Schema with upper-case types):
+    strings are `text`, integers 7, numbers 1.5, booleans true, arrays one item, objects every
+    property (an object without properties: {"echo": text}); `$ref` into `$defs`/`definitions`,
+    the first of `anyOf`/`oneOf` that is not null, `enum`/`const` their first value."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict):
+        return {"echo": text}
+    if "$ref" in schema:
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        return sample(node, text, root)
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [o for o in schema[key] if not (isinstance(o, dict) and o.get("type") in ("null", "NULL"))]
+            return sample((options or schema[key])[0], text, root)
+    if "allOf" in schema:
+        return sample(schema["allOf"][0], text, root)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), "null")
+    t = (t or ("object" if "properties" in schema or not schema else "")).lower()
+    if t == "object":
+        props = schema.get("properties") or {}
+        if not props:
+            return {"echo": text}
+        return {k: sample(v, text, root) for k, v in props.items()}
+    if t == "array":
+        return [sample(schema.get("items", {}), text, root)]
+    return {"string": text, "integer": 7, "number": 1.5, "boolean": True}.get(t)
 
 
 def _finish(text: str, calls, prompt: int, max_tokens: int | None, stop: list[str] = ()) -> Decision:
@@ -126,6 +179,15 @@ def stop_list(value) -> list[str]:
     if isinstance(value, list):
         return [s for s in value if isinstance(s, str)]
     return []
+
+
+def openai_json_schema(rf) -> dict | None:
+    """An OpenAI-style `response_format` as `Conversation.json_schema`."""
+    if not isinstance(rf, dict):
+        return None
+    if rf.get("type") == "json_schema":
+        return (rf.get("json_schema") or {}).get("schema") or {}
+    return {} if rf.get("type") == "json_object" else None
 
 
 def fail_status(model_id: str) -> int | None:

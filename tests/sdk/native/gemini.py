@@ -548,7 +548,9 @@ def parse_generate(body, model: str = "") -> tuple[Conversation, dict]:
     max_tokens = gen.get("maxOutputTokens")
     return (
         Conversation(system=system, turns=turns, tools=tool_names, tool_choice=tool_choice, max_tokens=max_tokens,
-                     stop=stop_list(gen.get("stopSequences"))),
+                     stop=stop_list(gen.get("stopSequences")),
+                     json_schema=(gen.get("responseSchema") or gen.get("responseJsonSchema") or {})
+                     if gen.get("responseMimeType") == "application/json" else None),
         gen,
     )
 

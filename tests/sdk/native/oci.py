@@ -40,6 +40,16 @@ except ImportError:  # pragma: no cover
     )
 
 CHAT = "/20231130/actions/chat"
+
+
+def _json_schema(rf) -> dict | None:
+    """`responseFormat` (GENERIC `JSON_SCHEMA.jsonSchema.schema`, `JSON_OBJECT` with or without a
+    COHERE `schema`) as `Conversation.json_schema`."""
+    if not isinstance(rf, dict) or rf.get("type") == "TEXT":
+        return None
+    if rf.get("type") == "JSON_SCHEMA":
+        return (rf.get("jsonSchema") or {}).get("schema") or {}
+    return rf.get("schema") or {}
 TIME_CREATED = "2023-11-14T22:13:20.000Z"
 NOT_AUTHENTICATED = "The required information to complete authentication was not provided or was incorrect."
 
@@ -290,6 +300,7 @@ def parse_generic(r: dict) -> tuple[Conversation, int, bool, bool]:
         tool_choice=tool_choice,
         max_tokens=r.get("maxCompletionTokens", r.get("maxTokens")),
         stop=stop_list(r.get("stop")),
+        json_schema=_json_schema(r.get("responseFormat")),
     )
     n = r.get("numGenerations", 1)
     _need(not (r.get("isStream") and n > 1), "chatRequest.numGenerations must be 1 when streaming")
@@ -487,6 +498,7 @@ def parse_cohere(r: dict) -> tuple[Conversation, bool, bool]:
         tool_choice=None,
         max_tokens=r.get("maxTokens"),
         stop=stop_list(r.get("stopSequences")),
+        json_schema=_json_schema(r.get("responseFormat")),
     )
     return conv, bool(r.get("isStream")), include_usage
 

@@ -22,6 +22,7 @@ from common import (
     embed,
     fail_status,
     json_response,
+    openai_json_schema,
     stop_list,
     words,
 )
@@ -86,6 +87,7 @@ def conversation(body: dict) -> Conversation:
         tool_choice=tc,
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         stop=stop_list(body.get("stop")),
+        json_schema=openai_json_schema(body.get("response_format")),
     )
 
 

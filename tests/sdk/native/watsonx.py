@@ -25,12 +25,12 @@ import re
 try:  # imported as a package module or with tests/sdk/native on sys.path
     from .common import (
         BadRequest, Conversation, NativeRequest, NativeResponse, Turn, decide, embed, fail_status,
-        json_response, stop_list, words,
+        json_response, openai_json_schema, stop_list, words,
     )
 except ImportError:  # pragma: no cover
     from common import (  # type: ignore[no-redef]
         BadRequest, Conversation, NativeRequest, NativeResponse, Turn, decide, embed, fail_status,
-        json_response, stop_list, words,
+        json_response, openai_json_schema, stop_list, words,
     )
 
 CHAT = "/ml/v1/text/chat"
@@ -282,6 +282,7 @@ def parse_chat(body) -> tuple[Conversation, int]:
         tool_choice=tool_choice,
         max_tokens=max_tokens or None,  # 0 means the model's configured maximum
         stop=stop_list(body.get("stop")),
+        json_schema=openai_json_schema(body.get("response_format")),
     )
     return conv, body.get("n", 1)
 
