@@ -30,6 +30,8 @@
 //! - images: `data:` URLs → `base64` source (png, jpeg, gif, webp); `http(s)` URLs → `url`
 //!   source for Anthropic and Vertex, 400 for Bedrock InvokeModel (base64 only); anything else
 //!   → 400 naming `messages[i].content[j].image_url`. Images in assistant turns → 400.
+//! - `file` parts (PDF, user messages) → `document` blocks with a base64 source, `filename` as
+//!   `title`; another media type → 400 naming `messages[i].content[j].file`.
 //! - `tools` → `{name, description, input_schema}`; `tool_choice` `auto`/`required`/named/
 //!   `none` → `auto`/`any`/`tool`/`none`; `parallel_tool_calls:false` →
 //!   `disable_parallel_tool_use:true`. `tool_choice:"required"` without tools → 400.

@@ -14,7 +14,8 @@
 //!   a prefill); text → `text` parts (empty texts are left out: Vertex rejects them); images:
 //!   `data:` URLs → `inlineData{mimeType,data}`, `http(s)://` and `gs://` URLs →
 //!   `fileData{mimeType,fileUri}` with the MIME type taken from the file extension (unknown
-//!   extension or other scheme → 400 naming `messages[i].content[j].image_url`);
+//!   extension or other scheme → 400 naming `messages[i].content[j].image_url`); `file`
+//!   parts (PDFs, user messages) → `inlineData{mimeType,data}`;
 //! - assistant `tool_calls` → `functionCall{name,args}` parts (arguments must be a JSON object,
 //!   else 400 naming `messages[i].tool_calls[j].function.arguments`; an empty string counts as
 //!   `{}`);

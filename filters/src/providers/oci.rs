@@ -14,6 +14,7 @@
 //!   `TOOL`, each with `content: [{type:TEXT,text} | {type:IMAGE,imageUrl:{url,detail}}]`;
 //!   images only in user messages and only as `data:` URLs (OCI's `ImageUrl.url` is base64
 //!   data; links are rejected naming `messages[i].content[j].image_url`); `detail` upper-cased;
+//!   `file` (document) parts → 400 naming `messages[i].content[j]` (no documented input);
 //!   assistant `toolCalls: [{type:FUNCTION,id,name,arguments}]`; tool results `toolCallId`;
 //!   `name` kept; a final assistant message is sent as is;
 //! - `maxTokens`, `temperature` (clamped to 0–2), `topP`, `stop`, `seed`, `numGenerations`

@@ -12,7 +12,8 @@
 //!
 //! Request (PROTOCOLS §1.1): `model` = upstream model; messages in place with their roles
 //! (`system`, `developer`, `user`, `assistant`, `tool`); content is a string when it is one
-//! text part, else `text` / `image_url` parts (`https://` and `data:` URLs, `detail` kept);
+//! text part, else `text` / `image_url` / `file` parts (`https://` and `data:` URLs, `detail`
+//! kept; files as `file_data` data URLs with a `filename`, `document.pdf` when none was given);
 //! assistant `tool_calls` and tool `tool_call_id` as OpenAI carries them; message `name`s kept
 //! (not on tool messages, where OpenAI has none). `max_tokens` → `max_completion_tokens`;
 //! `temperature`, `top_p`, `stop`, `seed`, `user`, `n`, penalties, `response_format`, `tools`

@@ -12,7 +12,8 @@
 //!   is a string, or parts `text` / `image_url` (only `data:` URLs — the API takes base64
 //!   images or uploaded data assets, so `https://` images are rejected naming
 //!   `messages[i].content[j].image_url`); system, assistant and tool contents are strings
-//!   (images there are rejected the same way); assistant `tool_calls` and `tool` results with
+//!   (images there are rejected the same way); `file` (document) parts → 400 naming
+//!   `messages[i].content[j]` (the chat API documents no document input); assistant `tool_calls` and `tool` results with
 //!   `tool_call_id` as in OpenAI; `name` is kept; a final assistant message is sent as is;
 //! - `tools` (`strict` is not part of watsonx's function schema: dropped as
 //!   `tools[].function.strict`), `tool_choice_option` (`none`/`auto`/`required`) or
