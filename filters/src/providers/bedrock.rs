@@ -330,23 +330,27 @@ fn document_format(mime: &str) -> Option<&'static str> {
 
 /// A document name Converse accepts: it allows only alphanumerics, single whitespace,
 /// hyphens, parentheses and square brackets, 1–200 characters (API reference,
-/// `DocumentBlock.name`). Other characters (the `.` of `report.pdf`) become hyphens, runs of
-/// whitespace one space; an empty result is `document-{i}-{j}` (names should be distinct).
+/// `DocumentBlock.name`). ASCII letters and digits are kept; other characters (the `.` of
+/// `report.pdf`, accented letters) become hyphens, runs of whitespace one space; an empty
+/// result is `document-{i}-{j}`.
 pub(crate) fn document_name(name: Option<&str>, i: usize, j: usize) -> String {
-    let mut out = String::with_capacity(name.map_or(16, str::len));
+    let mut out = String::with_capacity(name.map_or(16, |n| n.len().min(800)));
+    let mut chars = 0;
     for c in name.unwrap_or_default().chars() {
-        if out.chars().count() >= 200 {
+        if chars >= 200 {
             break;
         }
-        if c.is_alphanumeric() || matches!(c, '-' | '(' | ')' | '[' | ']') {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '(' | ')' | '[' | ']') {
             out.push(c);
         } else if c.is_whitespace() {
-            if !out.is_empty() && !out.ends_with(' ') {
-                out.push(' ');
+            if out.is_empty() || out.ends_with(' ') {
+                continue;
             }
+            out.push(' ');
         } else {
             out.push('-');
         }
+        chars += 1;
     }
     let trimmed = out.trim_end().len();
     out.truncate(trimmed);
