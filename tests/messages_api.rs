@@ -134,7 +134,7 @@ async fn gateway_errors_use_anthropics_envelope() {
         "not_found_error",
     )
     .await;
-    // Missing max_tokens, bad JSON, a document block on a non-Claude host: invalid_request_error.
+    // Missing max_tokens, bad JSON, a URL-source document block on a non-Claude host: invalid_request_error.
     let body = HELLO.replace("\"max_tokens\":50,", "");
     let v = assert_anthropic_error(
         post(&gw, "/v1/messages", &body, &[]).await,
@@ -152,7 +152,7 @@ async fn gateway_errors_use_anthropics_envelope() {
         "invalid_request_error",
     )
     .await;
-    let body = r#"{"model":"mock-fast","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0="}}]}]}"#;
+    let body = r#"{"model":"mock-fast","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"url","url":"https://example.com/a.pdf"}}]}]}"#;
     let v = assert_anthropic_error(
         post(&gw, "/v1/messages", body, &[]).await,
         400,

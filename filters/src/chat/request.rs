@@ -29,6 +29,17 @@ pub enum Part {
         url: String,
         detail: Option<String>,
     },
+    /// A document (a PDF) sent inline: OpenAI's `file` part with `file_data`, or a Messages
+    /// `document` block with a base64 source. User messages only (the decoders refuse it
+    /// elsewhere; translators refuse it defensively too).
+    File {
+        /// The base64 payload, without the `data:` prefix.
+        data: String,
+        /// The media type, e.g. `application/pdf`.
+        mime: String,
+        /// The client's file name or document title, if any.
+        name: Option<String>,
+    },
 }
 
 /// A tool call the assistant made (history) or makes (response).
@@ -584,7 +595,19 @@ fn message(i: usize, m: &Value) -> Result<Message, InvalidRequest> {
         Some(Value::Array(parts)) => parts
             .iter()
             .enumerate()
-            .map(|(j, p)| part(&format!("messages[{i}].content[{j}]"), p))
+            .map(|(j, p)| {
+                let at = format!("messages[{i}].content[{j}]");
+                let p = part(&at, p)?;
+                if matches!(p, Part::File { .. }) && role != Role::User {
+                    return Err(InvalidRequest::new(
+                        format!(
+                            "Invalid '{at}.type': 'file' parts are accepted in user messages only."
+                        ),
+                        Some(&format!("{at}.type")),
+                    ));
+                }
+                Ok(p)
+            })
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => {
             return Err(InvalidRequest::new(
@@ -675,13 +698,48 @@ fn part(at: &str, p: &Value) -> Result<Part, InvalidRequest> {
                     .map(str::to_owned),
             })
         }
+        Some("file") => file_part(at, p),
         Some(other) => Err(InvalidRequest::new(
-            format!("Invalid '{at}.type': content parts of type '{other}' cannot be translated for this provider (supported: 'text', 'image_url')."),
+            format!("Invalid '{at}.type': content parts of type '{other}' cannot be translated for this provider (supported: 'text', 'image_url', 'file')."),
             Some(&format!("{at}.type")),
         )),
         None => Err(InvalidRequest::new(
             format!("Missing required parameter: '{at}.type'."),
             Some(&format!("{at}.type")),
+        )),
+    }
+}
+
+/// An OpenAI `file` part: `{"type":"file","file":{"file_data":"data:application/pdf;base64,…",
+/// "filename":"…"}}`. A `file_id` names a file uploaded to OpenAI, which no other provider can
+/// resolve: refused by name.
+fn file_part(at: &str, p: &Value) -> Result<Part, InvalidRequest> {
+    let f = p.get("file");
+    let name = f
+        .and_then(|f| f.get("filename"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match f.and_then(|f| f.get("file_data")).and_then(Value::as_str) {
+        Some(url) => {
+            let Some((mime, data)) = data_url(url) else {
+                return Err(InvalidRequest::new(
+                    format!("Invalid '{at}.file.file_data': expected a data:<type>;base64,<data> URL."),
+                    Some(&format!("{at}.file.file_data")),
+                ));
+            };
+            Ok(Part::File {
+                data: data.to_owned(),
+                mime: mime.to_owned(),
+                name,
+            })
+        }
+        None if f.and_then(|f| f.get("file_id")).is_some() => Err(InvalidRequest::new(
+            format!("Invalid '{at}.file.file_id': file ids refer to files uploaded to OpenAI, which this model's provider cannot read; send the file inline as 'file_data' (data:application/pdf;base64,...)."),
+            Some(&format!("{at}.file.file_id")),
+        )),
+        None => Err(InvalidRequest::new(
+            format!("Missing required parameter: '{at}.file.file_data'."),
+            Some(&format!("{at}.file.file_data")),
         )),
     }
 }
@@ -1112,5 +1170,46 @@ mod tests {
             ChatRequest::from_parsed(&p).unwrap_err().param.as_deref(),
             Some("prompt")
         );
+    }
+
+    /// Issue 15.5: an OpenAI `file` part with inline `file_data` decodes to `Part::File`; a
+    /// `file_id`, a non-data URL, and a file outside a user message are refused by name.
+    #[test]
+    fn file_parts_decode_and_file_ids_are_refused() {
+        let r = chat(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},
+            {"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0=","filename":"x.pdf"}}]}]}"#)
+        .unwrap();
+        assert_eq!(
+            r.messages[0].content[1],
+            Part::File {
+                data: "JVBERi0=".into(),
+                mime: "application/pdf".into(),
+                name: Some("x.pdf".into()),
+            }
+        );
+        for (body, param) in [
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-abc"}}]}]}"#,
+                "messages[0].content[0].file.file_id",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"file_data":"JVBERi0="}}]}]}"#,
+                "messages[0].content[0].file.file_data",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file"}]}]}"#,
+                "messages[0].content[0].file.file_data",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"system","content":[{"type":"file","file":{"file_data":"data:application/pdf;base64,AA"}}]},{"role":"user","content":"x"}]}"#,
+                "messages[0].content[0].type",
+            ),
+        ] {
+            assert_eq!(
+                chat(body).unwrap_err().param.as_deref(),
+                Some(param),
+                "{body}"
+            );
+        }
     }
 }

@@ -30,6 +30,8 @@
 //! - images: `data:` URLs → `base64` source (png, jpeg, gif, webp); `http(s)` URLs → `url`
 //!   source for Anthropic and Vertex, 400 for Bedrock InvokeModel (base64 only); anything else
 //!   → 400 naming `messages[i].content[j].image_url`. Images in assistant turns → 400.
+//! - `file` parts (PDF, user messages) → `document` blocks with a base64 source, `filename` as
+//!   `title`; another media type → 400 naming `messages[i].content[j].file`.
 //! - `tools` → `{name, description, input_schema}`; `tool_choice` `auto`/`required`/named/
 //!   `none` → `auto`/`any`/`tool`/`none`; `parallel_tool_calls:false` →
 //!   `disable_parallel_tool_use:true`. `tool_choice:"required"` without tools → 400.
@@ -276,6 +278,12 @@ enum Block<'a> {
     },
     Image {
         source: ImageSource<'a>,
+    },
+    /// A PDF as a base64 `document` block.
+    Document {
+        source: ImageSource<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<&'a str>,
     },
     ToolUse {
         id: &'a str,
@@ -561,13 +569,9 @@ fn turns<'a>(
         let mut blocks = Vec::with_capacity(m.content.len() + m.tool_calls.len());
         let role = match m.role {
             Role::System | Role::Developer => {
-                if let Some(j) = m
-                    .content
-                    .iter()
-                    .position(|p| matches!(p, Part::Image { .. }))
-                {
+                if let Some(j) = m.content.iter().position(|p| !matches!(p, Part::Text(_))) {
                     return Err(bad(
-                        "Anthropic's system prompt takes text only; move images to a user message.",
+                        "Anthropic's system prompt takes text only; move images and files to a user message.",
                         &format!("messages[{i}].content[{j}]"),
                     ));
                 }
@@ -581,6 +585,9 @@ fn turns<'a>(
                         Part::Image { url, detail } => {
                             details |= detail.is_some();
                             blocks.push(image(url, urls, i, j)?);
+                        }
+                        Part::File { data, mime, name } => {
+                            blocks.push(document(data, mime, name.as_deref(), i, j)?)
                         }
                     }
                 }
@@ -597,9 +604,9 @@ fn turns<'a>(
                                 blocks.push(Block::Text { text: t });
                             }
                         }
-                        Part::Image { .. } => {
+                        Part::Image { .. } | Part::File { .. } => {
                             return Err(bad(
-                                "Anthropic accepts images in user messages only.",
+                                "Anthropic accepts images and documents in user messages only.",
                                 &format!("messages[{i}].content[{j}]"),
                             ))
                         }
@@ -615,7 +622,7 @@ fn turns<'a>(
                 "assistant"
             }
             Role::Tool => {
-                let content = if m.content.iter().any(|p| matches!(p, Part::Image { .. })) {
+                let content = if m.content.iter().any(|p| !matches!(p, Part::Text(_))) {
                     let mut inner = Vec::with_capacity(m.content.len());
                     for (j, p) in m.content.iter().enumerate() {
                         match p {
@@ -624,6 +631,9 @@ fn turns<'a>(
                             Part::Image { url, detail } => {
                                 details |= detail.is_some();
                                 inner.push(image(url, urls, i, j)?);
+                            }
+                            Part::File { data, mime, name } => {
+                                inner.push(document(data, mime, name.as_deref(), i, j)?)
                             }
                         }
                     }
@@ -709,6 +719,29 @@ fn image<'a>(url: &'a str, urls: bool, i: usize, j: usize) -> Result<Block<'a>, 
         "Invalid image URL: expected an http(s) URL or a data:<type>;base64,<data> URL.",
         &param(),
     ))
+}
+
+/// A file part as Anthropic's `document` block: PDFs only (base64 source, `application/pdf`).
+fn document<'a>(
+    data: &'a str,
+    mime: &'a str,
+    title: Option<&'a str>,
+    i: usize,
+    j: usize,
+) -> Result<Block<'a>, InvalidRequest> {
+    if mime != "application/pdf" {
+        return Err(bad(
+            format!("Claude accepts application/pdf documents as base64 data, not '{mime}'."),
+            &format!("messages[{i}].content[{j}].file"),
+        ));
+    }
+    Ok(Block::Document {
+        source: ImageSource::Base64 {
+            media_type: mime,
+            data,
+        },
+        title,
+    })
 }
 
 /// A tool call's arguments string as the `input` object Anthropic wants.
@@ -3136,5 +3169,35 @@ data: {\"type\": \"message_stop\"}\n\n";
             vec![("toolu_2".into(), "lookup".into(), "{}".into())]
         );
         assert_eq!(finish.as_deref(), Some("tool_calls"));
+    }
+
+    /// Issue 15.5: an OpenAI `file` part becomes a base64 `document` block on every Claude
+    /// host; other media types and files outside user messages are refused by name.
+    #[test]
+    fn file_parts_become_document_blocks() {
+        let body = json!({"model":"c","max_tokens":5,"messages":[{"role":"user","content":[
+            {"type":"text","text":"sum up"},
+            {"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0=","filename":"q3.pdf"}}]}]});
+        for dialect in [
+            Dialect::Anthropic,
+            Dialect::BedrockAnthropic,
+            Dialect::VertexAnthropic,
+        ] {
+            let v = body_of(&prepare(dialect, body.clone()).unwrap());
+            assert_eq!(
+                v["messages"][0]["content"],
+                json!([{"type":"text","text":"sum up"},
+                    {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0="},"title":"q3.pdf"}]),
+                "{dialect:?}"
+            );
+        }
+        let e = prepare(
+            Dialect::Anthropic,
+            json!({"model":"c","max_tokens":5,"messages":[{"role":"user","content":[
+                {"type":"file","file":{"file_data":"data:text/csv;base64,YSxi"}}]}]}),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[0].file"));
     }
 }

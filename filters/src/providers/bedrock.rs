@@ -13,6 +13,9 @@
 //! - `user` → a `user` turn of `{text}` / `{image:{format,source:{bytes}}}` blocks; images must
 //!   be `data:` URLs of png/jpeg/gif/webp (Converse takes bytes only: an `http(s)` URL or another
 //!   type → 400 naming `messages[i].content[j].image_url`). `image_url.detail` is dropped.
+//!   A `file` part → `{document:{format,name,source:{bytes}}}` (pdf, csv, doc(x), xls(x),
+//!   html, txt, md; the name sanitized to Converse's character set); Converse wants a text
+//!   block in the same message, so a document without one → 400 naming the part.
 //! - `assistant` → an `assistant` turn: text blocks, then `{toolUse:{toolUseId,name,input}}` per
 //!   tool call (`arguments` must be a JSON object, else 400 naming
 //!   `messages[i].tool_calls[j].function.arguments`; an empty string counts as `{}`).
@@ -187,8 +190,17 @@ struct Turn<'a> {
 enum Block<'a> {
     Text(&'a str),
     Image(ImageBlock<'a>),
+    Document(DocumentBlock<'a>),
     ToolUse(ToolUseBlock<'a>),
     ToolResult(ToolResultBlock<'a>),
+}
+
+/// `{"document":{"format":"pdf","name":"…","source":{"bytes":"<base64>"}}}`.
+#[derive(Serialize)]
+struct DocumentBlock<'a> {
+    format: &'static str,
+    name: String,
+    source: BytesSource<'a>,
 }
 
 #[derive(Serialize)]
@@ -300,6 +312,76 @@ fn image_format(mime: &str) -> Option<&'static str> {
     })
 }
 
+/// Converse's document formats (`DocumentBlock.format`) by media type.
+fn document_format(mime: &str) -> Option<&'static str> {
+    Some(match mime.to_ascii_lowercase().as_str() {
+        "application/pdf" => "pdf",
+        "text/csv" => "csv",
+        "application/msword" => "doc",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => "docx",
+        "application/vnd.ms-excel" => "xls",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => "xlsx",
+        "text/html" => "html",
+        "text/plain" => "txt",
+        "text/markdown" => "md",
+        _ => return None,
+    })
+}
+
+/// A document name Converse accepts: it allows only alphanumerics, single whitespace,
+/// hyphens, parentheses and square brackets, 1–200 characters (API reference,
+/// `DocumentBlock.name`). ASCII letters and digits are kept; other characters (the `.` of
+/// `report.pdf`, accented letters) become hyphens, runs of whitespace one space; an empty
+/// result is `document-{i}-{j}`.
+pub(crate) fn document_name(name: Option<&str>, i: usize, j: usize) -> String {
+    let mut out = String::with_capacity(name.map_or(16, |n| n.len().min(800)));
+    let mut chars = 0;
+    for c in name.unwrap_or_default().chars() {
+        if chars >= 200 {
+            break;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '(' | ')' | '[' | ']') {
+            out.push(c);
+        } else if c.is_whitespace() {
+            if out.is_empty() || out.ends_with(' ') {
+                continue;
+            }
+            out.push(' ');
+        } else {
+            out.push('-');
+        }
+        chars += 1;
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    if out.is_empty() {
+        out = format!("document-{i}-{j}");
+    }
+    out
+}
+
+/// A file part as a Converse document block (bytes only).
+fn document_block<'a>(
+    data: &'a str,
+    mime: &str,
+    name: Option<&str>,
+    i: usize,
+    j: usize,
+) -> Result<DocumentBlock<'a>, InvalidRequest> {
+    let Some(format) = document_format(mime) else {
+        let param = format!("messages[{i}].content[{j}].file");
+        return Err(InvalidRequest::new(
+            format!("Invalid '{param}': document type '{mime}' is not supported by Bedrock Converse (pdf, csv, doc, docx, xls, xlsx, html, txt, md)."),
+            Some(&param),
+        ));
+    };
+    Ok(DocumentBlock {
+        format,
+        name: document_name(name, i, j),
+        source: BytesSource { bytes: data },
+    })
+}
+
 /// An OpenAI image part as a Converse image block (bytes only).
 fn image_block<'a>(url: &'a str, at: &str) -> Result<ImageBlock<'a>, InvalidRequest> {
     let param = format!("{at}.image_url");
@@ -393,8 +475,11 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         let role = match m.role {
             Role::System | Role::Developer => {
                 for (j, p) in m.content.iter().enumerate() {
-                    if let Part::Image { .. } = p {
-                        let param = format!("messages[{i}].content[{j}].image_url");
+                    if !matches!(p, Part::Text(_)) {
+                        let param = match p {
+                            Part::Image { .. } => format!("messages[{i}].content[{j}].image_url"),
+                            _ => format!("messages[{i}].content[{j}]"),
+                        };
                         return Err(InvalidRequest::new(
                             format!(
                                 "Invalid '{param}': system and developer messages carry text only."
@@ -430,6 +515,39 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                             size_hint += url.len() + 64;
                             blocks.push(Block::Image(image_block(url, &at)?));
                         }
+                        Part::File { data, mime, name } => {
+                            if m.role == Role::Assistant {
+                                let param = format!("messages[{i}].content[{j}]");
+                                return Err(InvalidRequest::new(
+                                    format!(
+                                        "Invalid '{param}': assistant messages cannot carry files."
+                                    ),
+                                    Some(&param),
+                                ));
+                            }
+                            size_hint += data.len() + 128;
+                            blocks.push(Block::Document(document_block(
+                                data,
+                                mime,
+                                name.as_deref(),
+                                i,
+                                j,
+                            )?));
+                        }
+                    }
+                }
+                // Converse wants a text block beside a document in the same message.
+                if let Some(j) = m
+                    .content
+                    .iter()
+                    .position(|p| matches!(p, Part::File { .. }))
+                {
+                    if !blocks.iter().any(|b| matches!(b, Block::Text(_))) {
+                        let param = format!("messages[{i}].content[{j}]");
+                        return Err(InvalidRequest::new(
+                            format!("Invalid '{param}': Bedrock Converse needs a text part in the same message as a document; add the question as a text part."),
+                            Some(&param),
+                        ));
                     }
                 }
                 for (j, c) in m.tool_calls.iter().enumerate() {
@@ -465,6 +583,13 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                                 url,
                                 &format!("messages[{i}].content[{j}]"),
                             )?));
+                        }
+                        Part::File { .. } => {
+                            let param = format!("messages[{i}].content[{j}]");
+                            return Err(InvalidRequest::new(
+                                format!("Invalid '{param}': tool messages cannot carry files."),
+                                Some(&param),
+                            ));
                         }
                     }
                 }
@@ -3000,5 +3125,46 @@ mod tests {
         assert_eq!(end, StreamEnd::Complete);
         assert_eq!(reassemble(&out).0, "{}");
         assert_eq!(reassemble(&out).2.as_deref(), Some("stop"));
+    }
+
+    /// Issue 15.5: a `file` part becomes a Converse `document` block (format from the media
+    /// type, the name sanitized to Converse's character set); a document with no text part
+    /// beside it, or of a type Converse cannot read, is refused by name.
+    #[test]
+    fn file_parts_become_converse_documents() {
+        let r = prep(json!({"model":"c","messages":[{"role":"user","content":[
+            {"type":"text","text":"sum up"},
+            {"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0=","filename":"Q3  report_v2.pdf"}},
+            {"type":"file","file":{"file_data":"data:text/plain;base64,aGk="}}]}]}))
+        .unwrap();
+        assert_eq!(
+            native(&r)["messages"][0]["content"],
+            json!([{"text":"sum up"},
+                {"document":{"format":"pdf","name":"Q3 report-v2-pdf","source":{"bytes":"JVBERi0="}}},
+                {"document":{"format":"txt","name":"document-0-2","source":{"bytes":"aGk="}}}])
+        );
+        for (body, param) in [
+            (
+                json!({"model":"c","messages":[{"role":"user","content":[
+                    {"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0="}}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"model":"c","messages":[{"role":"user","content":[{"type":"text","text":"x"},
+                    {"type":"file","file":{"file_data":"data:image/bmp;base64,Qk0="}}]}]}),
+                "messages[0].content[1].file",
+            ),
+        ] {
+            assert_eq!(prep(body).err().unwrap().param.as_deref(), Some(param));
+        }
+        assert_eq!(
+            document_name(Some("a/b\u{0}c  (1) [x].PDF"), 0, 0),
+            "a-b-c (1) [x]-PDF"
+        );
+        assert_eq!(document_name(Some("   "), 3, 4), "document-3-4");
+        assert_eq!(
+            document_name(Some(&"é".repeat(300)), 0, 0).chars().count(),
+            200
+        );
     }
 }

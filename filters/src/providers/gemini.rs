@@ -14,7 +14,8 @@
 //!   a prefill); text → `text` parts (empty texts are left out: Vertex rejects them); images:
 //!   `data:` URLs → `inlineData{mimeType,data}`, `http(s)://` and `gs://` URLs →
 //!   `fileData{mimeType,fileUri}` with the MIME type taken from the file extension (unknown
-//!   extension or other scheme → 400 naming `messages[i].content[j].image_url`);
+//!   extension or other scheme → 400 naming `messages[i].content[j].image_url`); `file`
+//!   parts (PDFs, user messages) → `inlineData{mimeType,data}`;
 //! - assistant `tool_calls` → `functionCall{name,args}` parts (arguments must be a JSON object,
 //!   else 400 naming `messages[i].tool_calls[j].function.arguments`; an empty string counts as
 //!   `{}`);
@@ -518,6 +519,22 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                             }
                             parts.push(image_part(i, j, url)?);
                         }
+                        // Gemini reads PDFs (and other documents) as inline data.
+                        Part::File { data, mime, .. } if m.role == Role::User => {
+                            parts.push(PartOut::InlineData {
+                                inline_data: Blob {
+                                    mime_type: mime,
+                                    data,
+                                },
+                            })
+                        }
+                        Part::File { .. } => {
+                            let param = format!("messages[{i}].content[{j}]");
+                            return Err(InvalidRequest::new(
+                                format!("Invalid '{param}': only user messages can carry files."),
+                                Some(&param),
+                            ));
+                        }
                     }
                 }
                 for (j, c) in m.tool_calls.iter().enumerate() {
@@ -561,11 +578,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                             Some(&param),
                         )
                     })?;
-                if let Some(j) = m
-                    .content
-                    .iter()
-                    .position(|p| matches!(p, Part::Image { .. }))
-                {
+                if let Some(j) = m.content.iter().position(|p| !matches!(p, Part::Text(_))) {
                     let param = format!("messages[{i}].content[{j}]");
                     return Err(InvalidRequest::new(
                         format!("Invalid '{param}': tool results can only carry text for this provider."),
@@ -3297,5 +3310,20 @@ pub(super) mod tests {
         let twins: Vec<String> = events.iter().map(|e| full_parse_twin(e)).collect();
         let twins: Vec<&str> = twins.iter().map(String::as_str).collect();
         assert_eq!(out, client_bytes(&twins, false, false));
+    }
+
+    /// Issue 15.5: a `file` part goes to Gemini as `inlineData` with its media type.
+    #[test]
+    fn file_parts_become_inline_data() {
+        let v = native(
+            &prepare(json!({"model":"gem","messages":[{"role":"user","content":[
+                {"type":"text","text":"sum up"},
+                {"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0=","filename":"q3.pdf"}}]}]}))
+            .unwrap(),
+        );
+        assert_eq!(
+            v["contents"][0]["parts"],
+            json!([{"text":"sum up"},{"inlineData":{"mimeType":"application/pdf","data":"JVBERi0="}}])
+        );
     }
 }

@@ -14,6 +14,7 @@
 //!   `TOOL`, each with `content: [{type:TEXT,text} | {type:IMAGE,imageUrl:{url,detail}}]`;
 //!   images only in user messages and only as `data:` URLs (OCI's `ImageUrl.url` is base64
 //!   data; links are rejected naming `messages[i].content[j].image_url`); `detail` upper-cased;
+//!   `file` (document) parts → 400 naming `messages[i].content[j]` (no documented input);
 //!   assistant `toolCalls: [{type:FUNCTION,id,name,arguments}]`; tool results `toolCallId`;
 //!   `name` kept; a final assistant message is sent as is;
 //! - `maxTokens`, `temperature` (clamped to 0–2), `topP`, `stop`, `seed`, `numGenerations`
@@ -154,6 +155,16 @@ fn compartment<'a>(t: &Target<'a>) -> Result<&'a str, InvalidRequest> {
     })
 }
 
+/// A `file` (document) part: the chat API documents no document input, so it is refused by
+/// name rather than dropped.
+fn file_rejected(i: usize, j: usize) -> InvalidRequest {
+    let param = format!("messages[{i}].content[{j}]");
+    InvalidRequest::new(
+        format!("Invalid '{param}': OCI Generative AI chat models do not accept file (document) parts; send the document's text instead, or use a model on a provider that reads PDFs."),
+        Some(&param),
+    )
+}
+
 fn image_rejected(i: usize, j: usize, why: &str) -> InvalidRequest {
     let param = format!("messages[{i}].content[{j}].image_url");
     InvalidRequest::new(format!("Invalid '{param}': {why}"), Some(&param))
@@ -166,6 +177,7 @@ fn text_only<'m>(m: &'m Message, i: usize, why: &str) -> Result<Cow<'m, str>, In
         match p {
             Part::Text(t) => texts.push(t.as_str()),
             Part::Image { .. } => return Err(image_rejected(i, j, why)),
+            Part::File { .. } => return Err(file_rejected(i, j)),
         }
     }
     Ok(match texts.as_slice() {
@@ -420,6 +432,7 @@ fn generic_message<'a>(i: usize, m: &'a Message) -> Result<GMessage<'a>, Invalid
                             },
                         })
                     }
+                    Part::File { .. } => Err(file_rejected(i, j)),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             out.content = Some(parts);
@@ -752,6 +765,13 @@ fn cohere_request<'a>(
             .position(|p| matches!(p, Part::Image { .. }))
         {
             return Err(image_rejected(i, j, COHERE_NO_IMAGES));
+        }
+        if let Some(j) = m
+            .content
+            .iter()
+            .position(|p| matches!(p, Part::File { .. }))
+        {
+            return Err(file_rejected(i, j));
         }
     }
     let lead = msgs
@@ -2793,6 +2813,21 @@ mod tests {
             let twins: Vec<String> = events.iter().map(|e| full_parse_twin(e)).collect();
             let twins: Vec<&str> = twins.iter().map(String::as_str).collect();
             assert_eq!(out, client_bytes(cohere, &twins, false, false));
+        }
+    }
+
+    /// Issue 15.5: OCI documents no document input for chat: a `file` part is refused by name
+    /// on both API formats.
+    #[test]
+    fn file_parts_are_refused_by_name() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0="}}]}]}"#;
+        for t in [generic(), cohere()] {
+            let req = ChatRequest::from_parsed(
+                &parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            let e = prepare_chat(&t, &req).err().unwrap();
+            assert_eq!(e.param.as_deref(), Some("messages[0].content[1]"));
         }
     }
 }

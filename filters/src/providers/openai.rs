@@ -12,7 +12,8 @@
 //!
 //! Request (PROTOCOLS §1.1): `model` = upstream model; messages in place with their roles
 //! (`system`, `developer`, `user`, `assistant`, `tool`); content is a string when it is one
-//! text part, else `text` / `image_url` parts (`https://` and `data:` URLs, `detail` kept);
+//! text part, else `text` / `image_url` / `file` parts (`https://` and `data:` URLs, `detail`
+//! kept; files as `file_data` data URLs with a `filename`, `document.pdf` when none was given);
 //! assistant `tool_calls` and tool `tool_call_id` as OpenAI carries them; message `name`s kept
 //! (not on tool messages, where OpenAI has none). `max_tokens` → `max_completion_tokens`;
 //! `temperature`, `top_p`, `stop`, `seed`, `user`, `n`, penalties, `response_format`, `tools`
@@ -174,6 +175,17 @@ enum PartOut<'a> {
     Text { text: &'a str },
     #[serde(rename = "image_url")]
     Image { image_url: ImageOut<'a> },
+    /// OpenAI's inline file (PDF) part.
+    #[serde(rename = "file")]
+    File { file: FileOut<'a> },
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    /// `data:<mime>;base64,<data>`.
+    file_data: String,
+    /// OpenAI wants a name beside inline `file_data`; a default when the client gave none.
+    filename: &'a str,
 }
 
 #[derive(Serialize)]
@@ -291,6 +303,12 @@ fn content(m: &Message) -> Option<Content<'_>> {
                         image_url: ImageOut {
                             url,
                             detail: detail.as_deref(),
+                        },
+                    },
+                    Part::File { data, mime, name } => PartOut::File {
+                        file: FileOut {
+                            file_data: format!("data:{mime};base64,{data}"),
+                            filename: name.as_deref().unwrap_or("document.pdf"),
                         },
                     },
                 })
@@ -1752,6 +1770,34 @@ mod tests {
                 harness(&m);
             }
         }
+    }
+
+    /// Issue 15.5: a `file` part (from a Messages `document` block) goes to OpenAI as its
+    /// inline `file` part, with a default filename when the client gave none.
+    #[test]
+    fn file_parts_are_sent_inline_with_a_filename() {
+        let mut req = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#);
+        req.messages[0].content = vec![
+            Part::Text("sum up".into()),
+            Part::File {
+                data: "JVBERi0=".into(),
+                mime: "application/pdf".into(),
+                name: Some("q3.pdf".into()),
+            },
+            Part::File {
+                data: "JVBERi0=".into(),
+                mime: "application/pdf".into(),
+                name: None,
+            },
+        ];
+        let up = prepare_chat(&openai(), &req).unwrap();
+        let v: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(
+            v["messages"][0]["content"],
+            json!([{"type":"text","text":"sum up"},
+                {"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0=","filename":"q3.pdf"}},
+                {"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0=","filename":"document.pdf"}}])
+        );
     }
 }
 

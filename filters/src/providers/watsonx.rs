@@ -12,7 +12,8 @@
 //!   is a string, or parts `text` / `image_url` (only `data:` URLs — the API takes base64
 //!   images or uploaded data assets, so `https://` images are rejected naming
 //!   `messages[i].content[j].image_url`); system, assistant and tool contents are strings
-//!   (images there are rejected the same way); assistant `tool_calls` and `tool` results with
+//!   (images there are rejected the same way); `file` (document) parts → 400 naming
+//!   `messages[i].content[j]` (the chat API documents no document input); assistant `tool_calls` and `tool` results with
 //!   `tool_call_id` as in OpenAI; `name` is kept; a final assistant message is sent as is;
 //! - `tools` (`strict` is not part of watsonx's function schema: dropped as
 //!   `tools[].function.strict`), `tool_choice_option` (`none`/`auto`/`required`) or
@@ -231,6 +232,16 @@ fn project<'a>(t: &Target<'a>) -> Result<&'a str, InvalidRequest> {
     })
 }
 
+/// A `file` (document) part: the chat API documents no document input, so it is refused by
+/// name rather than dropped.
+fn file_rejected(i: usize, j: usize) -> InvalidRequest {
+    let param = format!("messages[{i}].content[{j}]");
+    InvalidRequest::new(
+        format!("Invalid '{param}': watsonx.ai chat models do not accept file (document) parts; send the document's text instead, or use a model on a provider that reads PDFs."),
+        Some(&param),
+    )
+}
+
 fn image_rejected(i: usize, j: usize, why: &str) -> InvalidRequest {
     let param = format!("messages[{i}].content[{j}].image_url");
     InvalidRequest::new(format!("Invalid '{param}': {why}"), Some(&param))
@@ -249,6 +260,7 @@ fn string_content(m: &Message, i: usize) -> Result<Cow<'_, str>, InvalidRequest>
                     "watsonx.ai accepts images only in user messages.",
                 ))
             }
+            Part::File { .. } => return Err(file_rejected(i, j)),
         }
     }
     Ok(match texts.as_slice() {
@@ -309,6 +321,7 @@ fn message<'a>(i: usize, m: &'a Message) -> Result<Msg<'a>, InvalidRequest> {
                                     },
                                 })
                             }
+                            Part::File { .. } => Err(file_rejected(i, j)),
                         })
                         .collect::<Result<_, _>>()?,
                 ),
@@ -1736,5 +1749,16 @@ data: {"errors":[{"code":"internal_server_error","message":"Model inference fail
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["error"]["message"], "Provider returned HTTP 502.");
         assert_eq!(error(401, b"").status, 502);
+    }
+
+    /// Issue 15.5: watsonx documents no document input for chat: a `file` part is refused
+    /// by name.
+    #[test]
+    fn file_parts_are_refused_by_name() {
+        let body = r#"{"model":"g","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0="}}]}]}"#;
+        let e = prepare_chat(&target(Some("p"), None), &chat(body))
+            .err()
+            .unwrap();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[1]"));
     }
 }

@@ -229,6 +229,23 @@ def _check_image(b: dict, where: str, platform: str) -> None:
         raise BadRequest(f"{where}.source.type: Input tag '{kind}' is not supported here")
 
 
+def _check_document(b: dict, where: str) -> int:
+    """A `document` block with a base64 PDF source (Anthropic's PDF support): its decoded size."""
+    src = b.get("source")
+    if set(b) - {"type", "source", "title", "context", "citations", "cache_control"} or not isinstance(src, dict):
+        raise BadRequest(f"{where}: a document block is {{type, source, title?, context?, citations?}}")
+    if src.get("type") != "base64" or set(src) != {"type", "media_type", "data"}:
+        raise BadRequest(f"{where}.source: this mock takes base64 sources of exactly type, media_type, data")
+    if src["media_type"] != "application/pdf":
+        raise BadRequest(f"{where}.source.media_type: Input should be 'application/pdf'")
+    if "title" in b and not isinstance(b["title"], str):
+        raise BadRequest(f"{where}.title: Input should be a valid string")
+    try:
+        return len(base64.b64decode(src["data"], validate=True))
+    except Exception:
+        raise BadRequest(f"{where}.source.data: invalid base64 data") from None
+
+
 def _parse(body, platform: str) -> tuple[Conversation, bool, bool]:
     """Validates a Messages body for `platform` ("anthropic" | "vertex" | "bedrock", or
     "anthropic-count" | "vertex-count" for a token count) and returns the conversation, whether
@@ -399,6 +416,11 @@ def _parse(body, platform: str) -> tuple[Conversation, bool, bool]:
                 _check_image(b, bw, platform)
                 turn.images += 1
                 seen_other = True
+            elif kind == "document":
+                if role != "user":
+                    raise BadRequest(f"{bw}: document blocks are only allowed in user messages")
+                turn.documents.append(_check_document(b, bw))
+                seen_other = True
             elif kind == "tool_use":
                 if role != "assistant":
                     raise BadRequest(f"{bw}: tool_use blocks are only allowed in assistant messages")
@@ -464,8 +486,8 @@ def _parse(body, platform: str) -> tuple[Conversation, bool, bool]:
         if results:
             # The OpenAI-side view: tool results, then (if any) the user's own words.
             turns.append(Turn("tool", tool_results=results))
-            if turn.text or turn.images:
-                turns.append(Turn("user", text=turn.text, images=turn.images))
+            if turn.text or turn.images or turn.documents:
+                turns.append(Turn("user", text=turn.text, images=turn.images, documents=turn.documents))
         else:
             turns.append(turn)
     if thinking and len(messages) >= 2:

@@ -337,6 +337,26 @@ def _image(v, where: str) -> None:
         raise BadRequest(f"{where}.source.bytes is not valid base64.") from None
 
 
+DOCUMENT_FORMATS = {"pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md"}
+DOCUMENT_NAME_RE = re.compile(r"^(?:[A-Za-z0-9\-()\[\]]|[ ](?! ))+$")
+
+
+def _document(v, where: str) -> int:
+    """A Converse DocumentBlock (API reference: format, name of alphanumerics, single spaces,
+    hyphens, parentheses and square brackets, 1-200 characters, source.bytes): decoded size."""
+    _only_keys(v, {"format", "name", "source", "context", "citations"}, where, {"name", "source"})
+    _require(v.get("format", "txt") in DOCUMENT_FORMATS, f"{where}.format must be one of {sorted(DOCUMENT_FORMATS)}.")
+    name = v["name"]
+    _require(isinstance(name, str) and 1 <= len(name) <= 200 and DOCUMENT_NAME_RE.match(name) is not None,
+             f"{where}.name {name!r} may contain only alphanumerics, single spaces, hyphens, parentheses and square brackets.")
+    key, data = _one_key(v["source"], {"bytes", "text", "s3Location", "content"}, f"{where}.source")
+    _require(key == "bytes" and isinstance(data, str) and data != "", f"{where}.source.bytes must be a non-empty base64 string.")
+    try:
+        return len(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{where}.source.bytes is not valid base64.") from None
+
+
 def parse_converse(body) -> Conversation:
     """Validates a Converse request body and returns the conversation it carries."""
     _only_keys(body, CONVERSE_KEYS, "the request body", {"messages"})
@@ -419,16 +439,20 @@ def parse_converse(body) -> Conversation:
         _require(isinstance(content, list) and content, f"{where}.content must be a non-empty list.")
         texts: list[str] = []
         images = 0
+        documents: list[int] = []
         calls: list[tuple[str, str, dict]] = []
         results: list[tuple[str, str]] = []
         for j, block in enumerate(content):
             bw = f"{where}.content.{j}"
-            key, v = _one_key(block, {"text", "image", "toolUse", "toolResult"}, bw)
+            key, v = _one_key(block, {"text", "image", "document", "toolUse", "toolResult"}, bw)
             if key == "text":
                 texts.append(_text(v, bw))
             elif key == "image":
                 _image(v, f"{bw}.image")
                 images += 1
+            elif key == "document":
+                _require(role == "user", f"{bw}: document blocks are only allowed in user messages.")
+                documents.append(_document(v, f"{bw}.document"))
             elif key == "toolUse":
                 _require(role == "assistant", f"{bw}: toolUse blocks are only allowed in assistant messages.")
                 _only_keys(v, {"toolUseId", "name", "input"}, f"{bw}.toolUse", {"toolUseId", "name", "input"})
@@ -466,6 +490,7 @@ def parse_converse(body) -> Conversation:
             )
         pending_ids = [c[0] for c in calls] if role == "assistant" else []
         text = "\n".join(texts)
+        _require(not documents or texts, f"{where}.content: a message with a document must also contain a text block.")
         if role == "assistant":
             turns.append(Turn("assistant", text=text, images=images, tool_calls=calls))
         else:
@@ -473,7 +498,7 @@ def parse_converse(body) -> Conversation:
             if results:
                 turns.append(Turn("tool", tool_results=results))
             if texts or images or not results:
-                turns.append(Turn("user", text=text, images=images))
+                turns.append(Turn("user", text=text, images=images, documents=documents))
     _require(
         not uses_tools or "toolConfig" in body,
         "The toolConfig field must be defined when using toolUse and toolResult content blocks.",

@@ -18,7 +18,8 @@ Rules (the "model"):
                                     Paris if none), to the named/first tool, args {"city": <city>}
                                     (finish tool_calls)
 * otherwise                      -> "Echo: <last user text>" plus " [system: <system>]" when a
-                                    system prompt is present and " [image]" per image received
+                                    system prompt is present, " [image]" per image and
+                                    " [document: <n> bytes]" per document (PDF) received
 * a stop sequence (the request's `stop`/`stop_sequences`/`stopSequences`) found in the answer
   text cuts the text just before its first occurrence (finish stop, `Decision.stop_sequence`
   names the one matched, for the providers that report it)
@@ -52,6 +53,8 @@ class Turn:
     images: int = 0
     tool_calls: list[tuple[str, str, dict]] = field(default_factory=list)  # (id, name, args)
     tool_results: list[tuple[str, str]] = field(default_factory=list)  # (call id, result text)
+    # Decoded byte length of each document (PDF) received in this turn.
+    documents: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +120,7 @@ def decide(c: Conversation) -> Decision:
     if c.system:
         text += f" [system: {c.system}]"
     text += " [image]" * sum(t.images for t in c.turns)
+    text += "".join(f" [document: {n} bytes]" for t in c.turns for n in t.documents)
     d = _finish(text, [], prompt, c.max_tokens, c.stop)
     d.explode = "explode mid-stream" in user_text
     return d

@@ -493,7 +493,10 @@ def parse_generate(body, model: str = "") -> tuple[Conversation, dict]:
                         raise _bad(f"Unable to submit request because {where}.file_data.mime_type is missing. Add a value to the parameter and try again.")
                     if not isinstance(fd.get("fileUri"), str) or not re.match(r"^(gs|https?)://", fd["fileUri"]):
                         raise _bad(f"Unable to submit request because {where}.file_data.file_uri is not a gs:// or http(s):// URI.")
-                turn("user").images += 1
+                if kind == "inlineData" and p[kind]["mimeType"] == "application/pdf":
+                    turn("user").documents.append(len(base64.b64decode(p[kind].get("data", ""))))
+                else:
+                    turn("user").images += 1
             elif kind == "functionCall":
                 if role != "model":
                     raise _bad(f"Invalid value at '{where}': function_call parts are only allowed in model turns.")

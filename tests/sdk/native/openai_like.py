@@ -9,6 +9,7 @@ stream chunk with empty `choices`, empty id/model and no usage (the prompt filte
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -36,22 +37,40 @@ def _error(status: int, message: str, type_: str, code=None) -> NativeResponse:
     return json_response(status, {"error": {"message": message, "type": type_, "param": None, "code": code}}, headers)
 
 
-def _text(content) -> tuple[str, int]:
+def _text(content) -> tuple[str, int, list[int]]:
     if content is None:
-        return "", 0
+        return "", 0, []
     if isinstance(content, str):
-        return content, 0
+        return content, 0, []
     if not isinstance(content, list):
         raise BadRequest("content must be a string or an array of parts")
-    texts, images = [], 0
+    texts, images, docs = [], 0, []
     for p in content:
         if p.get("type") == "text" and isinstance(p.get("text"), str):
             texts.append(p["text"])
         elif p.get("type") == "image_url" and isinstance(p.get("image_url", {}).get("url"), str):
             images += 1
+        elif p.get("type") == "file":
+            docs.append(_file(p.get("file")))
         else:
             raise BadRequest(f"invalid content part {p!r}")
-    return "\n".join(texts), images
+    return "\n".join(texts), images, docs
+
+
+def _file(f) -> int:
+    """A `file` part's inline PDF (OpenAI: `file_data` as a data URL beside a `filename`):
+    its decoded byte length."""
+    if not isinstance(f, dict) or set(f) - {"file_data", "filename", "file_id"}:
+        raise BadRequest(f"invalid file part {f!r}")
+    data = f.get("file_data")
+    if not isinstance(data, str) or not data.startswith("data:application/pdf;base64,"):
+        raise BadRequest("file.file_data must be a data:application/pdf;base64 URL")
+    if not isinstance(f.get("filename"), str) or not f["filename"]:
+        raise BadRequest("Missing required parameter: 'file.filename'.")
+    try:
+        return len(base64.b64decode(data.split(",", 1)[1], validate=True))
+    except Exception:
+        raise BadRequest("file.file_data: invalid base64") from None
 
 
 def conversation(body: dict) -> Conversation:
@@ -61,20 +80,20 @@ def conversation(body: dict) -> Conversation:
     system, turns = [], []
     for m in msgs:
         role = m.get("role")
-        text, images = _text(m.get("content"))
+        text, images, docs = _text(m.get("content"))
         if role in ("system", "developer"):
             system.append(text)
         elif role == "user":
-            turns.append(Turn("user", text, images))
+            turns.append(Turn("user", text, images, documents=docs))
         elif role == "assistant":
             calls = [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"] or "{}"))
                      for c in m.get("tool_calls") or []]
-            turns.append(Turn("assistant", text, 0, calls))
+            turns.append(Turn("assistant", text, 0, tool_calls=calls))
         elif role == "tool":
             if turns and turns[-1].role == "tool":
                 turns[-1].tool_results.append((m["tool_call_id"], text))
             else:
-                turns.append(Turn("tool", "", 0, [], [(m["tool_call_id"], text)]))
+                turns.append(Turn("tool", "", 0, tool_results=[(m["tool_call_id"], text)]))
         else:
             raise BadRequest(f"invalid role {role!r}")
     tc = body.get("tool_choice")

@@ -7,7 +7,8 @@
 //! [`ChatRequest::reasoning`] with its budget, `{"type":"disabled"}` none), named in
 //! [`ChatRequest::dropped`] when the neutral model cannot carry it to a non-Claude host
 //! (`cache_control`, thinking blocks of earlier turns, `service_tier`), or refused with a 400
-//! that names it (documents, server tools).
+//! that names it (URL documents, server tools).
+//! Base64 `document` blocks become [`Part::File`]; text-source documents become text.
 
 use serde_json::{Map, Value};
 
@@ -209,6 +210,15 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             match (role, block_type(b, &where_)?) {
                 (_, "text") => parts.push(Part::Text(text_of(b, &where_)?)),
                 (Role::User, "image") => parts.push(image(b, &where_)?),
+                (Role::User, "document") => {
+                    if b.get("citations").is_some() {
+                        drop("document.citations");
+                    }
+                    if b.get("context").is_some() {
+                        drop("document.context");
+                    }
+                    parts.push(document(b, &where_)?)
+                }
                 (Role::User, "tool_result") => {
                     let id = str_field(b, "tool_use_id", &where_)?;
                     let (text, images) = tool_result_text(b.get("content"), &where_)?;
@@ -233,7 +243,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                         .unwrap_or_else(|_| "{}".into()),
                 }),
                 (Role::Assistant, "thinking" | "redacted_thinking") => drop("thinking"),
-                (_, kind @ ("document" | "search_result" | "container_upload")) => {
+                (_, kind @ ("search_result" | "container_upload")) => {
                     return Err(bad(
                         format!("{where_}: `{kind}` blocks are forwarded only to Claude hosts (Anthropic, Bedrock, Vertex); this model's provider cannot take them"),
                         where_,
@@ -507,6 +517,38 @@ fn image(b: &Value, where_: &At) -> Result<Part, InvalidRequest> {
     Ok(Part::Image { url, detail: None })
 }
 
+/// A document block as the neutral file part (base64 source) or as its text (text source).
+/// URL and file-id sources would need the gateway to fetch or resolve them: refused by name.
+fn document(b: &Value, where_: &At) -> Result<Part, InvalidRequest> {
+    let source = b
+        .get("source")
+        .ok_or_else(|| bad(format!("{where_}.source: Field required"), where_))?;
+    match source.get("type").and_then(Value::as_str) {
+        Some("base64") => {
+            let mime = str_field(source, "media_type", where_)?;
+            let data = source.get("data").and_then(Value::as_str).ok_or_else(|| {
+                bad(format!("{where_}.source.data: Field required"), where_)
+            })?;
+            Ok(Part::File {
+                data: data.to_owned(),
+                mime,
+                name: b.get("title").and_then(Value::as_str).map(str::to_owned),
+            })
+        }
+        Some("text") => {
+            let data = source.get("data").and_then(Value::as_str).ok_or_else(|| {
+                bad(format!("{where_}.source.data: Field required"), where_)
+            })?;
+            Ok(Part::Text(data.to_owned()))
+        }
+        Some(kind) => Err(bad(
+            format!("{where_}.source.type: `{kind}` document sources are forwarded only to Claude hosts (Anthropic, Bedrock, Vertex); on this model's provider send the document as a base64 or text source"),
+            where_,
+        )),
+        None => Err(bad(format!("{where_}.source.type: Field required"), where_)),
+    }
+}
+
 /// A tool result's content as text (a string, or text blocks joined by newlines); whether
 /// it also held images, which the neutral tool message cannot carry.
 fn tool_result_text(
@@ -606,7 +648,7 @@ mod tests {
     }
 
     #[test]
-    fn images_become_data_urls_and_documents_are_refused_by_name() {
+    fn images_become_data_urls_and_documents_file_parts() {
         let r = decode_str(
             r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[
               {"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}},
@@ -626,12 +668,39 @@ mod tests {
                 },
             ]
         );
-        let e = decode_str(
+        // Issue 15.5: base64 documents become file parts, text documents text; URL and
+        // file-id sources and documents outside user messages are refused by name.
+        let r = decode_str(
             r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[
-              {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"AAAA"}}]}]}"#,
+              {"type":"document","title":"Q3","source":{"type":"base64","media_type":"application/pdf","data":"AAAA"}},
+              {"type":"document","source":{"type":"text","media_type":"text/plain","data":"hello"}}]}]}"#,
         )
-        .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+        .unwrap();
+        assert_eq!(
+            r.messages[0].content,
+            [
+                Part::File {
+                    data: "AAAA".into(),
+                    mime: "application/pdf".into(),
+                    name: Some("Q3".into()),
+                },
+                Part::Text("hello".into()),
+            ]
+        );
+        for body in [
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[
+              {"type":"document","source":{"type":"url","url":"https://x/y.pdf"}}]}]}"#,
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[
+              {"type":"document","source":{"type":"file","file_id":"file_1"}}]}]}"#,
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":[
+              {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"AAAA"}}]}]}"#,
+        ] {
+            let e = decode_str(body).unwrap_err();
+            assert!(
+                e.param.as_deref().unwrap().contains(".content[0]"),
+                "{body}"
+            );
+        }
         let e = decode_str(
             r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],
                "tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
