@@ -4,14 +4,15 @@
 //!
 //! Every field is mapped to a typed slot, kept in [`ChatRequest::other`] for the provider's
 //! translator to map or name as dropped (`top_k`; `thinking` becomes
-//! [`ChatRequest::reasoning`] with its budget, `{"type":"disabled"}` none), named in
-//! [`ChatRequest::dropped`] when the neutral model cannot carry it to a non-Claude host
-//! (`cache_control`, thinking blocks of earlier turns, `service_tier`), or refused with a 400
+//! [`ChatRequest::reasoning`] with its budget, `{"type":"disabled"}` none; `cache_control`
+//! becomes [`ChatRequest::cache`]), named in [`ChatRequest::dropped`] when the neutral model
+//! cannot carry it to a non-Claude host (thinking blocks of earlier turns, `service_tier`), or
+//! refused with a 400
 //! that names it (documents, server tools).
 
 use serde_json::{Map, Value};
 
-use crate::chat::request::Reasoning;
+use crate::chat::request::{CacheAt, CachePoint, Reasoning};
 use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolCall, ToolChoice};
 use crate::front::FrontDoor;
 use crate::openai::{InvalidRequest, ParsedRequest};
@@ -140,6 +141,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         }
     };
     let mut messages = Vec::new();
+    let mut cache = Vec::new();
     match body.get("system") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => messages.push(plain(Role::System, vec![Part::Text(s.clone())])),
@@ -147,8 +149,10 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             let mut parts = Vec::new();
             for (j, b) in blocks.iter().enumerate() {
                 let where_ = At::System(j);
-                if b.get("cache_control").is_some() {
-                    drop("cache_control");
+                if let Some(c) = b.get("cache_control").filter(|c| !c.is_null()) {
+                    // The system message is the first neutral message.
+                    let at = CacheAt::Part { message: 0, part: j };
+                    cache.push(cache_point(at, c, &where_)?);
                 }
                 match block_type(b, &where_)? {
                     "text" => parts.push(Part::Text(text_of(b, &where_)?)),
@@ -201,15 +205,22 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         let mut parts = Vec::new();
         let mut calls = Vec::new();
         let mut results = Vec::new();
+        // Markers on this message's parts (`Some(part)`) or tool calls (`None`), placed once
+        // the message's index is known (after its tool results).
+        let mut pending: Vec<(Option<usize>, CachePoint)> = Vec::new();
         for (j, b) in blocks.iter().enumerate() {
             let where_ = At::Block(i, j);
-            if b.get("cache_control").is_some() {
-                drop("cache_control");
-            }
+            let mut marker = b.get("cache_control").filter(|c| !c.is_null());
             match (role, block_type(b, &where_)?) {
                 (_, "text") => parts.push(Part::Text(text_of(b, &where_)?)),
                 (Role::User, "image") => parts.push(image(b, &where_)?),
                 (Role::User, "tool_result") => {
+                    if let Some(c) = marker.take() {
+                        // Tool results become messages of their own, before this one.
+                        let message = messages.len() + results.len();
+                        let at = CacheAt::Message(message);
+                        cache.push(cache_point(at, c, &where_)?);
+                    }
                     let id = str_field(b, "tool_use_id", &where_)?;
                     let (text, images) = tool_result_text(b.get("content"), &where_)?;
                     if images {
@@ -226,12 +237,19 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                         name: None,
                     });
                 }
-                (Role::Assistant, "tool_use") => calls.push(ToolCall {
-                    id: str_field(b, "id", &where_)?,
-                    name: str_field(b, "name", &where_)?,
-                    arguments: serde_json::to_string(b.get("input").unwrap_or(&Value::Null))
-                        .unwrap_or_else(|_| "{}".into()),
-                }),
+                (Role::Assistant, "tool_use") => {
+                    if let Some(c) = marker {
+                        // Tool calls follow the text parts: the marker covers the message.
+                        pending.push((None, cache_point(CacheAt::Message(0), c, &where_)?));
+                    }
+                    calls.push(ToolCall {
+                        id: str_field(b, "id", &where_)?,
+                        name: str_field(b, "name", &where_)?,
+                        arguments: serde_json::to_string(b.get("input").unwrap_or(&Value::Null))
+                            .unwrap_or_else(|_| "{}".into()),
+                    });
+                    marker = None;
+                }
                 (Role::Assistant, "thinking" | "redacted_thinking") => drop("thinking"),
                 (_, kind @ ("document" | "search_result" | "container_upload")) => {
                     return Err(bad(
@@ -246,9 +264,20 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                     ))
                 }
             }
+            if let (Some(c), Some(part)) = (marker, parts.len().checked_sub(1)) {
+                pending.push((Some(part), cache_point(CacheAt::Message(0), c, &where_)?));
+            }
         }
         // Tool results answer the previous assistant turn: they come first, as tool messages.
         messages.extend(results);
+        let message = messages.len();
+        cache.extend(pending.into_iter().map(|(part, mut point)| {
+            point.at = match part {
+                Some(part) => CacheAt::Part { message, part },
+                None => CacheAt::Message(message),
+            };
+            point
+        }));
         if !parts.is_empty() || !calls.is_empty() {
             messages.push(Message {
                 role,
@@ -301,8 +330,8 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             .ok_or_else(|| bad("tools: Input should be a list", "tools"))?;
         for (k, t) in list.iter().enumerate() {
             let where_ = At::Tool(k);
-            if t.get("cache_control").is_some() {
-                drop("cache_control");
+            if let Some(c) = t.get("cache_control").filter(|c| !c.is_null()) {
+                cache.push(cache_point(CacheAt::Tool(k), c, &where_)?);
             }
             match t.get("type").and_then(Value::as_str) {
                 None | Some("custom") => {}
@@ -408,7 +437,13 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         front: FrontDoor::Messages,
         other,
         dropped,
+        cache,
     })
+}
+
+/// A block's or tool's `cache_control` as a breakpoint, refused in Anthropic's words.
+fn cache_point(at: CacheAt, c: &Value, where_: &At) -> Result<CachePoint, InvalidRequest> {
+    CachePoint::parse(at, c, &format!("{where_}.cache_control"))
 }
 
 /// `thinking`: `{"type":"enabled","budget_tokens":N}` → a budget; `{"type":"disabled"}` →
@@ -548,7 +583,7 @@ fn tool_result_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::request::Reasoning;
+    use crate::chat::request::{CacheAt, CachePoint, Reasoning};
 
     fn decode_str(s: &str) -> Result<ChatRequest, InvalidRequest> {
         decode(
