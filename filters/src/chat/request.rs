@@ -212,12 +212,8 @@ impl CachePoint {
     /// Reads a `cache_control` value: `{"type":"ephemeral"}` with an optional `ttl` of `5m`
     /// or `1h`. Anything else is refused with `param` named.
     pub fn parse(at: CacheAt, v: &Value, param: &str) -> Result<CachePoint, InvalidRequest> {
-        let bad = |what: &str| {
-            InvalidRequest::new(
-                format!("Invalid '{param}': {what}."),
-                Some(param),
-            )
-        };
+        let bad =
+            |what: &str| InvalidRequest::new(format!("Invalid '{param}': {what}."), Some(param));
         if v.get("type").and_then(Value::as_str) != Some("ephemeral") {
             return Err(bad("expected {\"type\": \"ephemeral\"}"));
         }
@@ -635,7 +631,10 @@ fn chat_cache(msgs: &[Value], tools: Option<&Value>) -> Result<Vec<CachePoint>, 
         if let Some(Value::Array(parts)) = m.get("content") {
             for (j, p) in parts.iter().enumerate() {
                 if let Some(c) = present(p.get("cache_control")) {
-                    let at = CacheAt::Part { message: i, part: j };
+                    let at = CacheAt::Part {
+                        message: i,
+                        part: j,
+                    };
                     out.push(CachePoint::parse(
                         at,
                         c,
@@ -646,7 +645,11 @@ fn chat_cache(msgs: &[Value], tools: Option<&Value>) -> Result<Vec<CachePoint>, 
         }
         if let Some(c) = present(m.get("cache_control")) {
             let at = CacheAt::Message(i);
-            out.push(CachePoint::parse(at, c, &format!("messages[{i}].cache_control"))?);
+            out.push(CachePoint::parse(
+                at,
+                c,
+                &format!("messages[{i}].cache_control"),
+            )?);
         }
     }
     if let Some(Value::Array(list)) = tools {

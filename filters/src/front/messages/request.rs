@@ -151,7 +151,10 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                 let where_ = At::System(j);
                 if let Some(c) = b.get("cache_control").filter(|c| !c.is_null()) {
                     // The system message is the first neutral message.
-                    let at = CacheAt::Part { message: 0, part: j };
+                    let at = CacheAt::Part {
+                        message: 0,
+                        part: j,
+                    };
                     cache.push(cache_point(at, c, &where_)?);
                 }
                 match block_type(b, &where_)? {
@@ -583,7 +586,7 @@ fn tool_result_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::request::{CacheAt, CachePoint, Reasoning};
+    use crate::chat::request::Reasoning;
 
     fn decode_str(s: &str) -> Result<ChatRequest, InvalidRequest> {
         decode(
@@ -633,7 +636,9 @@ mod tests {
         assert_eq!(r.user.as_deref(), Some("u-1"));
         assert_eq!(r.top_k, Some(5));
         assert_eq!(r.other_names().count(), 0);
-        assert_eq!(r.dropped, ["cache_control", "thinking", "service_tier"]);
+        // `cache_control` is carried as a breakpoint now, not dropped.
+        assert_eq!(r.dropped, ["thinking", "service_tier"]);
+        assert_eq!(r.cache.len(), 1);
         assert_eq!(client_name("user"), Some("metadata.user_id"));
         assert_eq!(client_name("seed"), None);
         assert!(r.stream && r.include_usage);
