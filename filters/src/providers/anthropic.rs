@@ -60,6 +60,10 @@
 //!   clients have no way to send back (the first request of a tool loop thinks, its
 //!   continuations do not).
 //!
+//! - Prompt caching: each [`ChatRequest::cache`] breakpoint becomes `cache_control` (with its
+//!   `ttl`) on the block or tool it follows; `system` is sent as text blocks when one sits in
+//!   it. At most 4 (Anthropic's limit): the last 4 in prompt order are kept, the rest named.
+//!
 //! Answers: text blocks → `content`, `tool_use` → `tool_calls` (`input` re-serialized as the
 //! arguments string), `thinking` → `reasoning` (`reasoning_content`); thinking signatures and
 //! `redacted_thinking` blocks are dropped (OpenAI has no slot for them). `stop_reason` per

@@ -53,6 +53,10 @@
 //!   `frequency_penalty`, `parallel_tool_calls`, `user`, `messages[i].name`, and every field in
 //!   [`ChatRequest::other`].
 //!
+//! Prompt caching: each [`ChatRequest::cache`] breakpoint becomes a `cachePoint` block after
+//! the system text, content block or tool it follows, on Claude and Nova (not in Nova's
+//! tools); elsewhere `cache_control` is named as dropped. At most 4, the last kept.
+//!
 //! Answer mapping: `output.message.content[]` `text` → content (concatenated), `toolUse` →
 //! tool calls (`input` re-serialized as the `arguments` string), `reasoningContent.reasoningText.text`
 //! → `Choice::reasoning` (its `signature` and `redactedContent` blocks are dropped: OpenAI has
