@@ -65,7 +65,7 @@ impl Metrics {
         let tokens = IntCounterVec::new(
             Opts::new(
                 "ai_proxy_tokens_total",
-                "Tokens by provider, model and type (input|output).",
+                "Tokens by provider, model and type (input|output; cache_read|cache_write: the parts of input read from or written to a prompt cache).",
             ),
             &["provider", "model", "type"],
         )
@@ -210,6 +210,18 @@ impl Metrics {
         self.tokens
             .with_label_values(&[provider, model, "output"])
             .inc_by(usage.completion_tokens);
+        // Parts of `input` (prompt-cache reads and writes), as their own series only when
+        // non-zero so uncached models get no empty series.
+        if usage.cached_tokens > 0 {
+            self.tokens
+                .with_label_values(&[provider, model, "cache_read"])
+                .inc_by(usage.cached_tokens);
+        }
+        if usage.cache_write_tokens > 0 {
+            self.tokens
+                .with_label_values(&[provider, model, "cache_write"])
+                .inc_by(usage.cache_write_tokens);
+        }
         if cost > 0.0 {
             self.cost.with_label_values(&[provider, model]).inc_by(cost);
         }
@@ -250,5 +262,29 @@ impl ServeHttp for MetricsApp {
             .header("content-length", body.len())
             .body(body)
             .expect("static response parts are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_reads_and_writes_get_their_own_token_series() {
+        let m = Metrics::new();
+        let mut u = Usage::new(100, 7);
+        u.cached_tokens = 80;
+        u.cache_write_tokens = 15;
+        m.record_usage("anthropic", "claude-x", &u, 0.0);
+        m.record_usage("openai", "gpt-4o", &Usage::new(5, 1), 0.0);
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            r#"ai_proxy_tokens_total{model="claude-x",provider="anthropic",type="input"} 100"#,
+            r#"ai_proxy_tokens_total{model="claude-x",provider="anthropic",type="cache_read"} 80"#,
+            r#"ai_proxy_tokens_total{model="claude-x",provider="anthropic",type="cache_write"} 15"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains(r#"model="gpt-4o",provider="openai",type="cache_read""#));
     }
 }

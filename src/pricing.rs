@@ -195,6 +195,73 @@ mod tests {
         assert!(t.cost(&["gpt-4o"], &u) >= 0.0);
     }
 
+    /// A cached request: 10k prompt tokens of which 8k read from the cache and 1k written to
+    /// it, 500 output tokens; the expected cost from the provider's published multipliers.
+    fn cached_request() -> Usage {
+        let mut u = Usage::new(10_000, 500);
+        u.cached_tokens = 8_000;
+        u.cache_write_tokens = 1_000;
+        u
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn anthropic_cached_request_costs_its_published_multipliers() {
+        // Anthropic: 5-minute cache writes cost 1.25x the input price, reads 0.1x.
+        let t = PriceTable::with_overrides(&BTreeMap::new(), &mut Vec::new());
+        let input = 3.00 / 1e6;
+        let expected =
+            1_000.0 * input + 8_000.0 * 0.1 * input + 1_000.0 * 1.25 * input + 500.0 * 15.00 / 1e6;
+        let cost = t.cost(&["claude-sonnet-4-20250514"], &cached_request());
+        assert!(close(cost, expected), "{cost} vs {expected}");
+    }
+
+    #[test]
+    fn bedrock_claude_cached_request_costs_as_on_anthropic() {
+        let t = PriceTable::with_overrides(&BTreeMap::new(), &mut Vec::new());
+        for (bedrock, anthropic) in [
+            (
+                "anthropic.claude-3-7-sonnet-20250219-v1:0",
+                "claude-3-7-sonnet-20250219",
+            ),
+            (
+                "anthropic.claude-3-5-haiku-20241022-v1:0",
+                "claude-3-5-haiku-20241022",
+            ),
+        ] {
+            let p = t.price(&[bedrock]).unwrap();
+            assert!(close(p.cache_write_per_million, 1.25 * p.input_per_million));
+            assert!(close(p.cache_read_per_million, 0.1 * p.input_per_million));
+            let (b, a) = (
+                t.cost(&[bedrock], &cached_request()),
+                t.cost(&[anthropic], &cached_request()),
+            );
+            assert!(close(b, a), "{bedrock}: {b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn openai_cached_request_costs_its_published_discount() {
+        // OpenAI: cached input at 50 % (gpt-4o, gpt-4o-mini, o1) or 25 % (gpt-4.1 family) of
+        // the input price; no cache-write charge (writes cost the input price).
+        let t = PriceTable::with_overrides(&BTreeMap::new(), &mut Vec::new());
+        let mut u = Usage::new(10_000, 500);
+        u.cached_tokens = 8_000;
+        for (model, input, output, share) in [
+            ("gpt-4o", 2.50, 10.00, 0.5),
+            ("gpt-4o-mini", 0.15, 0.60, 0.5),
+            ("gpt-4.1", 2.00, 8.00, 0.25),
+            ("gpt-4.1-mini", 0.40, 1.60, 0.25),
+        ] {
+            let expected = (2_000.0 * input + 8_000.0 * share * input + 500.0 * output) / 1e6;
+            let cost = t.cost(&[model], &u);
+            assert!(close(cost, expected), "{model}: {cost} vs {expected}");
+        }
+    }
+
     #[test]
     fn snapshots_and_families_take_their_base_price() {
         let mut overrides = BTreeMap::new();

@@ -32,6 +32,9 @@ pub fn prepare_request(parsed: &ParsedRequest, upstream_model: &str) -> Vec<u8> 
                 write_stream_options(&mut out, Some(value));
                 wrote_options = true;
             }
+            "messages" | "tools" if memmem::find(value, b"\"cache_control\"").is_some() => {
+                write_without_cache_control(&mut out, value)
+            }
             _ => out.extend_from_slice(value),
         }
     }
@@ -41,6 +44,32 @@ pub fn prepare_request(parsed: &ParsedRequest, upstream_model: &str) -> Vec<u8> 
     }
     out.push(b'}');
     out
+}
+
+/// `messages` or `tools` without the Anthropic-style `cache_control` markers some clients add
+/// (on a message, a content part, a tool or its `function`): OpenAI caches prompt prefixes by
+/// itself and has no such field, and its APIs refuse unknown fields on content parts. Only
+/// bodies that contain the name pay for the JSON tree; an unreadable value goes up unchanged.
+fn write_without_cache_control(out: &mut Vec<u8>, value: &[u8]) {
+    let Ok(mut v) = serde_json::from_slice::<Value>(value) else {
+        out.extend_from_slice(value);
+        return;
+    };
+    let strip = |o: &mut Value| {
+        if let Some(o) = o.as_object_mut() {
+            o.remove("cache_control");
+        }
+    };
+    for item in v.as_array_mut().into_iter().flatten() {
+        strip(item);
+        if let Some(f) = item.get_mut("function") {
+            strip(f);
+        }
+        if let Some(Value::Array(parts)) = item.get_mut("content") {
+            parts.iter_mut().for_each(strip);
+        }
+    }
+    serde_json::to_writer(out, &v).expect("a JSON value always serializes");
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
@@ -305,6 +334,29 @@ data: [DONE]\n\n";
         let v: Value = serde_json::from_slice(&prepare_request(&p, "gpt-4-0125-preview")).unwrap();
         assert_eq!(v["model"], "gpt-4-0125-preview");
         assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn prepare_strips_cache_control_markers() {
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"system","content":[{"type":"text","text":"Rules","cache_control":{"type":"ephemeral"}}]},{"role":"user","content":"Hi","cache_control":{"type":"ephemeral"}}],"tools":[{"type":"function","cache_control":{"type":"ephemeral"},"function":{"name":"f","parameters":{},"cache_control":{"type":"ephemeral"}}}]}"#;
+        let p = parse_request(Endpoint::ChatCompletions, body).unwrap();
+        let out = prepare_request(&p, "gpt-4o");
+        assert!(memmem::find(&out, b"cache_control").is_none());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["messages"][0]["content"][0],
+            serde_json::json!({"type":"text","text":"Rules"})
+        );
+        assert_eq!(
+            v["messages"][1],
+            serde_json::json!({"role":"user","content":"Hi"})
+        );
+        assert_eq!(v["tools"][0]["function"]["name"], "f");
+        // Without markers the client's bytes go up as they are.
+        let plain = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}"#;
+        let p = parse_request(Endpoint::ChatCompletions, plain).unwrap();
+        let out = prepare_request(&p, "gpt-4o");
+        assert!(memmem::find(&out, br#""messages":[{"role":"user","content":"x"}]"#).is_some());
     }
 
     #[test]

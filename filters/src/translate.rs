@@ -291,6 +291,18 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             }
         }
     }
+    // Prompt-cache markers: Claude hosts and Converse place them; OpenAI, Azure and Gemini
+    // cache prompt prefixes on their own (nothing to send, nothing lost); watsonx and OCI have
+    // no prompt cache to ask for, so the markers are named.
+    if !req.cache.is_empty()
+        && matches!(
+            t.dialect,
+            Dialect::Watsonx | Dialect::OciGeneric | Dialect::OciCohere
+        )
+        && !up.dropped.iter().any(|d| d == "cache_control")
+    {
+        up.dropped.push("cache_control".to_owned());
+    }
     for name in &req.dropped {
         if !up.dropped.contains(name) {
             up.dropped.push(name.clone());

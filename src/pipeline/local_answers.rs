@@ -39,7 +39,12 @@ impl Run<'_> {
             // The mock speaks OpenAI: the Messages request goes in through the OpenAI dialect
             // and its answer comes back the same way, like any OpenAI-shaped provider's.
             let req = self.chat_request()?;
-            let up = translate::prepare_chat(&openai_target(cand.upstream_model), req)?;
+            let mut up = translate::prepare_chat(&openai_target(cand.upstream_model), req)?;
+            // OpenAI caches prompts by itself, so its dialect names no `cache_control`; the
+            // mock has no prompt cache: the markers are named.
+            if !req.cache.is_empty() && !up.dropped.iter().any(|d| d == "cache_control") {
+                up.dropped.push("cache_control".to_owned());
+            }
             let parsed = parse_request_bytes(Endpoint::ChatCompletions, Bytes::from(up.body))?;
             (
                 mock::respond(&parsed, cand.upstream_model, unix_now()),

@@ -7,6 +7,9 @@ pub mod request;
 pub mod response;
 pub mod writer;
 
-pub use request::{ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice};
+pub use request::{
+    CacheAt, CachePoint, CacheTtl, ChatRequest, Message, Part, ResponseFormat, Role, Tool,
+    ToolCall, ToolChoice,
+};
 pub use response::{Choice, Completion, FinishReason, ResponseCtx};
 pub use writer::ChunkWriter;

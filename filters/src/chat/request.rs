@@ -183,6 +183,61 @@ impl Reasoning {
     }
 }
 
+/// How long a prompt-cache entry should live (Anthropic's `ttl`: `5m`, the default, or `1h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheTtl {
+    FiveMinutes,
+    OneHour,
+}
+
+impl CacheTtl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheTtl::FiveMinutes => "5m",
+            CacheTtl::OneHour => "1h",
+        }
+    }
+}
+
+/// Where a prompt-cache breakpoint sits: the prompt up to and including this element is
+/// cached. System and developer messages are messages like the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheAt {
+    /// After content part `part` of message `message`.
+    Part { message: usize, part: usize },
+    /// After the whole of message `message` (its last part, or its last tool call).
+    Message(usize),
+    /// After tool `k` of [`ChatRequest::tools`].
+    Tool(usize),
+}
+
+/// A client's prompt-cache marker (`cache_control: {"type":"ephemeral","ttl"?}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePoint {
+    pub at: CacheAt,
+    /// None: the provider's default (5 minutes on Anthropic).
+    pub ttl: Option<CacheTtl>,
+}
+
+impl CachePoint {
+    /// Reads a `cache_control` value: `{"type":"ephemeral"}` with an optional `ttl` of `5m`
+    /// or `1h`. Anything else is refused with `param` named.
+    pub fn parse(at: CacheAt, v: &Value, param: &str) -> Result<CachePoint, InvalidRequest> {
+        let bad =
+            |what: &str| InvalidRequest::new(format!("Invalid '{param}': {what}."), Some(param));
+        if v.get("type").and_then(Value::as_str) != Some("ephemeral") {
+            return Err(bad("expected {\"type\": \"ephemeral\"}"));
+        }
+        let ttl = match v.get("ttl") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s == "5m" => Some(CacheTtl::FiveMinutes),
+            Some(Value::String(s)) if s == "1h" => Some(CacheTtl::OneHour),
+            Some(_) => return Err(bad("'ttl' must be '5m' or '1h'")),
+        };
+        Ok(CachePoint { at, ttl })
+    }
+}
+
 /// A validated chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
@@ -216,6 +271,9 @@ pub struct ChatRequest {
     /// Messages `cache_control` on the way to a non-Claude host): every provider names them in
     /// `x-switchyard-dropped-params`.
     pub dropped: Vec<String>,
+    /// Prompt-cache breakpoints the client marked (`cache_control`), in the order read:
+    /// tools' markers are not necessarily first. Empty on most requests.
+    pub cache: Vec<CachePoint>,
 }
 
 /// Fields consumed by the typed slots (or by routing) and never reported as dropped.
@@ -275,6 +333,7 @@ impl ChatRequest {
         req.parallel_tool_calls = opt_bool(body, "parallel_tool_calls")?;
         req.response_format = response_format(body.get("response_format"))?;
         req.reasoning = reasoning_effort(body.get("reasoning_effort"))?;
+        req.cache = chat_cache(msgs, body.get("tools"))?;
         if let Some(ToolChoice::Named(name)) = &req.tool_choice {
             if !req.tools.iter().any(|t| &t.name == name) {
                 return Err(InvalidRequest::new(
@@ -404,7 +463,14 @@ impl ChatRequest {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             dropped: Vec::new(),
+            cache: Vec::new(),
         })
+    }
+
+    /// The ttl of the breakpoint at `at`, if the client marked one there (`Some(None)`: the
+    /// provider's default ttl).
+    pub fn cache_at(&self, at: CacheAt) -> Option<Option<CacheTtl>> {
+        self.cache.iter().find(|c| c.at == at).map(|c| c.ttl)
     }
 
     /// Names of the fields in [`Self::other`].
@@ -566,6 +632,55 @@ fn integer_in(value: Option<Value>, key: &str, min: u64, max: u64) -> Result<(),
             Some(key),
         )),
     }
+}
+
+/// The `cache_control` markers of a chat body, the extension LiteLLM and others accept: on a
+/// content part, on a message (its last part), on a tool (top level or inside `function`).
+fn chat_cache(msgs: &[Value], tools: Option<&Value>) -> Result<Vec<CachePoint>, InvalidRequest> {
+    let mut out = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        if let Some(Value::Array(parts)) = m.get("content") {
+            for (j, p) in parts.iter().enumerate() {
+                if let Some(c) = present(p.get("cache_control")) {
+                    let at = CacheAt::Part {
+                        message: i,
+                        part: j,
+                    };
+                    out.push(CachePoint::parse(
+                        at,
+                        c,
+                        &format!("messages[{i}].content[{j}].cache_control"),
+                    )?);
+                }
+            }
+        }
+        if let Some(c) = present(m.get("cache_control")) {
+            let at = CacheAt::Message(i);
+            out.push(CachePoint::parse(
+                at,
+                c,
+                &format!("messages[{i}].cache_control"),
+            )?);
+        }
+    }
+    if let Some(Value::Array(list)) = tools {
+        for (k, t) in list.iter().enumerate() {
+            let c = present(t.get("cache_control"))
+                .map(|c| (c, format!("tools[{k}].cache_control")))
+                .or_else(|| {
+                    present(t.get("function").and_then(|f| f.get("cache_control")))
+                        .map(|c| (c, format!("tools[{k}].function.cache_control")))
+                });
+            if let Some((c, param)) = c {
+                out.push(CachePoint::parse(CacheAt::Tool(k), c, &param)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn present(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|c| !c.is_null())
 }
 
 fn message(i: usize, m: &Value) -> Result<Message, InvalidRequest> {

@@ -62,6 +62,10 @@
 //!   clients have no way to send back (the first request of a tool loop thinks, its
 //!   continuations do not).
 //!
+//! - Prompt caching: each [`ChatRequest::cache`] breakpoint becomes `cache_control` (with its
+//!   `ttl`) on the block or tool it follows; `system` is sent as text blocks when one sits in
+//!   it. At most 4 (Anthropic's limit): the last 4 in prompt order are kept, the rest named.
+//!
 //! Answers: text blocks → `content`, `tool_use` → `tool_calls` (`input` re-serialized as the
 //! arguments string), `thinking` → `reasoning` (`reasoning_content`); thinking signatures and
 //! `redacted_thinking` blocks are dropped (OpenAI has no slot for them). `stop_reason` per
@@ -86,7 +90,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::chat::request::{data_url, Reasoning};
+use crate::chat::request::{data_url, CacheAt, CacheTtl, Reasoning};
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
     ToolChoice,
@@ -119,7 +123,7 @@ struct Body<'a> {
     model: Option<&'a str>,
     max_tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
+    system: Option<SystemOut<'a>>,
     messages: Vec<Turn<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
@@ -239,6 +243,46 @@ struct ToolOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     input_schema: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<CacheControl>,
+}
+
+/// A prompt-cache breakpoint: `{"type":"ephemeral","ttl"?}` on a block or tool.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+struct CacheControl {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<&'static str>,
+}
+
+impl CacheControl {
+    fn new(ttl: Option<CacheTtl>) -> Self {
+        CacheControl {
+            kind: "ephemeral",
+            ttl: ttl.map(CacheTtl::as_str),
+        }
+    }
+}
+
+/// Anthropic caches at most this many breakpoints per request (more is a 400).
+const MAX_BREAKPOINTS: usize = 4;
+
+/// `system`: a string, or text blocks when a breakpoint sits in it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SystemOut<'a> {
+    Text(String),
+    Blocks(Vec<SystemBlock<'a>>),
+}
+
+#[derive(Serialize)]
+struct SystemBlock<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<CacheControl>,
 }
 
 #[derive(Serialize)]
@@ -255,6 +299,8 @@ struct ToolChoiceOut<'a> {
 struct Turn<'a> {
     role: &'static str,
     blocks: Vec<Block<'a>>,
+    /// Prompt-cache breakpoints: (index in `blocks`, marker). Empty on most requests.
+    cache: Vec<(usize, CacheControl)>,
 }
 
 impl Serialize for Turn<'_> {
@@ -263,10 +309,38 @@ impl Serialize for Turn<'_> {
         let mut st = s.serialize_struct("Turn", 2)?;
         st.serialize_field("role", self.role)?;
         match self.blocks.as_slice() {
+            _ if !self.cache.is_empty() => st.serialize_field("content", &MarkedBlocks(self))?,
             [Block::Text { text }] => st.serialize_field("content", text)?,
             blocks => st.serialize_field("content", blocks)?,
         }
         st.end()
+    }
+}
+
+/// A turn's blocks with `cache_control` added to the marked ones (only built for turns that
+/// carry a breakpoint).
+struct MarkedBlocks<'t, 'a>(&'t Turn<'a>);
+
+impl Serialize for MarkedBlocks<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.0.blocks.len()))?;
+        for (b, block) in self.0.blocks.iter().enumerate() {
+            match self.0.cache.iter().find(|(at, _)| *at == b) {
+                None => seq.serialize_element(block)?,
+                Some((_, c)) => {
+                    let mut v = serde_json::to_value(block).map_err(S::Error::custom)?;
+                    if let Value::Object(o) = &mut v {
+                        o.insert(
+                            "cache_control".into(),
+                            serde_json::to_value(c).map_err(S::Error::custom)?,
+                        );
+                    }
+                    seq.serialize_element(&v)?;
+                }
+            }
+        }
+        seq.end()
     }
 }
 
@@ -357,6 +431,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             name: &tool.name,
             description: tool.description.as_deref(),
             input_schema: &tool.parameters,
+            cache_control: None,
         })
         .collect();
     if req.tools.iter().any(|tool| tool.strict == Some(true)) {
@@ -420,6 +495,9 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         // Anthropic refuses a forced tool while thinking: then the JSON tool is offered (auto).
         add_json_tool(jt, thinking.is_some(), &mut tools, &mut tool_choice);
     }
+
+    let mut messages = messages;
+    let system = cache_breakpoints(req, &mut tools, &mut messages, &mut dropped);
 
     let stream = req.stream;
     let (path, answer, headers, model, version, stream_field) = match t.dialect {
@@ -498,7 +576,7 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         anthropic_version: version,
         model,
         max_tokens,
-        system: req.system_text().filter(|s| !s.is_empty()),
+        system,
         messages,
         temperature,
         top_p,
@@ -519,6 +597,169 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     })
 }
 
+/// Places the client's prompt-cache breakpoints ([`ChatRequest::cache`]) on the tools and the
+/// system blocks (the turns' own were placed by [`turns`]) and returns `system`: text blocks
+/// when a breakpoint sits in it, else the usual string. Anthropic takes at most
+/// [`MAX_BREAKPOINTS`] and refuses more; beyond that the last four in prompt order (tools,
+/// system, messages) are kept, since the longest cached prefixes save the most, and
+/// `cache_control` is named as dropped.
+fn cache_breakpoints<'a>(
+    req: &'a ChatRequest,
+    tools: &mut [ToolOut<'a>],
+    turns: &mut [Turn<'a>],
+    dropped: &mut Vec<String>,
+) -> Option<SystemOut<'a>> {
+    let system_cached = req.cache.iter().any(|c| match c.at {
+        CacheAt::Part { message, .. } | CacheAt::Message(message) => req
+            .messages
+            .get(message)
+            .is_some_and(|m| matches!(m.role, Role::System | Role::Developer)),
+        CacheAt::Tool(_) => false,
+    });
+    if req.cache.is_empty() {
+        return req
+            .system_text()
+            .filter(|s| !s.is_empty())
+            .map(SystemOut::Text);
+    }
+    for (k, tool) in tools.iter_mut().enumerate().take(req.tools.len()) {
+        tool.cache_control = req.cache_at(CacheAt::Tool(k)).map(CacheControl::new);
+    }
+    let mut system = None;
+    if system_cached {
+        let mut blocks: Vec<SystemBlock<'a>> = Vec::new();
+        for (i, m) in req.messages.iter().enumerate() {
+            if !matches!(m.role, Role::System | Role::Developer) {
+                continue;
+            }
+            let last = m.content.len().saturating_sub(1);
+            for (j, p) in m.content.iter().enumerate() {
+                let Part::Text(text) = p else { continue };
+                let mut ttl = req.cache_at(CacheAt::Part {
+                    message: i,
+                    part: j,
+                });
+                if j == last {
+                    ttl = ttl.or(req.cache_at(CacheAt::Message(i)));
+                }
+                if text.is_empty() {
+                    // Anthropic refuses empty text blocks: the marker moves to the block before.
+                    if let (Some(t), Some(prev)) = (ttl, blocks.last_mut()) {
+                        prev.cache_control = Some(CacheControl::new(t));
+                    }
+                    continue;
+                }
+                blocks.push(SystemBlock {
+                    kind: "text",
+                    text,
+                    cache_control: ttl.map(CacheControl::new),
+                });
+            }
+        }
+        if !blocks.is_empty() {
+            system = Some(SystemOut::Blocks(blocks));
+        }
+    } else {
+        system = req
+            .system_text()
+            .filter(|s| !s.is_empty())
+            .map(SystemOut::Text);
+    }
+    // Over the limit: drop the earliest breakpoints.
+    let system_marks = match &system {
+        Some(SystemOut::Blocks(b)) => b.iter().filter(|b| b.cache_control.is_some()).count(),
+        _ => 0,
+    };
+    let tool_marks = tools.iter().filter(|t| t.cache_control.is_some()).count();
+    let turn_marks: usize = turns.iter().map(|t| t.cache.len()).sum();
+    let mut excess = (tool_marks + system_marks + turn_marks).saturating_sub(MAX_BREAKPOINTS);
+    if excess > 0 {
+        dropped.push("cache_control".into());
+    }
+    for t in tools.iter_mut().filter(|t| t.cache_control.is_some()) {
+        if excess == 0 {
+            break;
+        }
+        t.cache_control = None;
+        excess -= 1;
+    }
+    if let Some(SystemOut::Blocks(blocks)) = &mut system {
+        for b in blocks.iter_mut().filter(|b| b.cache_control.is_some()) {
+            if excess == 0 {
+                break;
+            }
+            b.cache_control = None;
+            excess -= 1;
+        }
+    }
+    for t in turns.iter_mut() {
+        let n = excess.min(t.cache.len());
+        // A turn's marks are in block order once sorted by index.
+        t.cache.sort_by_key(|(b, _)| *b);
+        t.cache.drain(..n);
+        excess -= n;
+    }
+    system
+}
+
+/// Whether part `p` of a message becomes a block of its own (empty text does not; a final
+/// assistant message's text is trimmed first).
+fn emits_block(p: &Part, trim: bool) -> bool {
+    match p {
+        Part::Text(t) if trim => !t.trim_end().is_empty(),
+        Part::Text(t) => !t.is_empty(),
+        _ => true,
+    }
+}
+
+/// The breakpoints of message `i` as (block index within its `blocks`, marker): after part
+/// `j` → the last block emitted for parts up to `j`; after the message → its last block.
+/// A marker with no block at or before it is named dropped.
+fn message_marks(
+    req: &ChatRequest,
+    i: usize,
+    blocks: usize,
+    dropped: &mut Vec<String>,
+) -> Vec<(usize, CacheControl)> {
+    let mut out = Vec::new();
+    if req.cache.is_empty() {
+        return out;
+    }
+    let m = &req.messages[i];
+    let trim = m.role == Role::Assistant && i + 1 == req.messages.len();
+    for c in &req.cache {
+        let block = match c.at {
+            CacheAt::Message(k) if k == i => blocks.checked_sub(1),
+            CacheAt::Part { message, part } if message == i => {
+                if m.role == Role::Tool {
+                    blocks.checked_sub(1)
+                } else {
+                    let n = m
+                        .content
+                        .iter()
+                        .take(part.saturating_add(1))
+                        .filter(|p| emits_block(p, trim))
+                        .count();
+                    n.checked_sub(1)
+                }
+            }
+            _ => continue,
+        };
+        match block {
+            Some(b) if !out.iter().any(|(at, _)| *at == b) => {
+                out.push((b, CacheControl::new(c.ttl)))
+            }
+            Some(_) => {}
+            None => {
+                if !dropped.iter().any(|d| d == "cache_control") {
+                    dropped.push("cache_control".into());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Adds the `response_format` tool and forces it (see [`json_tool`]). With caller tools and
 /// `any`, parallel calls are turned off so the model answers with exactly one tool call.
 /// With extended thinking Anthropic refuses `any` and `tool` choices ("Thinking may not be
@@ -534,6 +775,7 @@ fn add_json_tool<'a>(
         name: JSON_TOOL,
         description: Some(&jt.description),
         input_schema: &jt.schema,
+        cache_control: None,
     });
     *tool_choice = Some(match jt.force {
         _ if thinking => ToolChoiceOut {
@@ -654,19 +896,40 @@ fn turns<'a>(
                 "user"
             }
         };
+        let cache = message_marks(req, i, blocks.len(), dropped);
         if blocks.is_empty() {
             continue;
         }
         match turns.last_mut() {
-            Some(prev) if prev.role == role => prev.blocks.extend(blocks),
-            _ => turns.push(Turn { role, blocks }),
+            Some(prev) if prev.role == role => {
+                let offset = prev.blocks.len();
+                prev.cache
+                    .extend(cache.into_iter().map(|(b, c)| (b + offset, c)));
+                prev.blocks.extend(blocks)
+            }
+            _ => turns.push(Turn {
+                role,
+                blocks,
+                cache,
+            }),
         }
     }
     // Anthropic wants a user turn's tool results before anything else in it.
     for t in &mut turns {
         if t.role == "user" && t.blocks.len() > 1 {
-            t.blocks
-                .sort_by_key(|b| !matches!(b, Block::ToolResult { .. }));
+            if t.cache.is_empty() {
+                t.blocks
+                    .sort_by_key(|b| !matches!(b, Block::ToolResult { .. }));
+            } else {
+                // Move the markers with their blocks.
+                let mut order: Vec<usize> = (0..t.blocks.len()).collect();
+                order.sort_by_key(|&b| !matches!(t.blocks[b], Block::ToolResult { .. }));
+                for (b, _) in &mut t.cache {
+                    *b = order.iter().position(|&o| o == *b).unwrap_or(*b);
+                }
+                t.blocks
+                    .sort_by_key(|b| !matches!(b, Block::ToolResult { .. }));
+            }
         }
     }
     match turns.first() {

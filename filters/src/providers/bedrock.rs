@@ -56,6 +56,10 @@
 //!   `frequency_penalty`, `parallel_tool_calls`, `user`, `messages[i].name`, and every field in
 //!   [`ChatRequest::other`].
 //!
+//! Prompt caching: each [`ChatRequest::cache`] breakpoint becomes a `cachePoint` block after
+//! the system text, content block or tool it follows, on Claude and Nova (not in Nova's
+//! tools); elsewhere `cache_control` is named as dropped. At most 4, the last kept.
+//!
 //! Answer mapping: `output.message.content[]` `text` → content (concatenated), `toolUse` →
 //! tool calls (`input` re-serialized as the `arguments` string), `reasoningContent.reasoningText.text`
 //! → `Choice::reasoning` (its `signature` and `redactedContent` blocks are dropped: OpenAI has
@@ -106,7 +110,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
-use crate::chat::request::{data_url, Reasoning};
+use crate::chat::request::{data_url, CacheAt, CacheTtl, Reasoning};
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
     ToolChoice,
@@ -173,9 +177,32 @@ fn is_claude(model: &str) -> bool {
     model.contains("anthropic.") || model.contains("claude")
 }
 
+/// A `system` entry: text, or a prompt-cache checkpoint after the text before it.
 #[derive(Serialize)]
-struct SystemBlock {
-    text: String,
+#[serde(rename_all = "camelCase")]
+enum SystemBlock {
+    Text(String),
+    CachePoint(CachePoint),
+}
+
+/// `{"type":"default"}`: the `cachePoint` block Converse takes in `system`, `messages` and
+/// `toolConfig.tools` (the prompt up to it is cached).
+#[derive(Serialize, Clone, Copy)]
+struct CachePoint {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+const CACHE_POINT: CachePoint = CachePoint { kind: "default" };
+
+/// Bedrock caches at most this many checkpoints per request (as Anthropic does).
+const MAX_CACHE_POINTS: usize = 4;
+
+/// Whether Converse takes cache checkpoints for this model (Claude and Nova, per the Bedrock
+/// prompt-caching documentation), and whether in `toolConfig.tools` too (Claude only).
+fn caching(model: &str) -> (bool, bool) {
+    let claude = is_claude(model);
+    (claude || model.contains("nova"), claude)
 }
 
 #[derive(Serialize)]
@@ -193,6 +220,7 @@ enum Block<'a> {
     Document(DocumentBlock<'a>),
     ToolUse(ToolUseBlock<'a>),
     ToolResult(ToolResultBlock<'a>),
+    CachePoint(CachePoint),
 }
 
 /// `{"document":{"format":"pdf","name":"…","source":{"bytes":"<base64>"}}}`.
@@ -268,8 +296,9 @@ struct ToolConfig<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ToolEntry<'a> {
-    tool_spec: ToolSpec<'a>,
+enum ToolEntry<'a> {
+    ToolSpec(ToolSpec<'a>),
+    CachePoint(CachePoint),
 }
 
 #[derive(Serialize)]
@@ -453,6 +482,15 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     }
 
     let mut dropped: Vec<String> = Vec::new();
+    let (cache_model, cache_tools) = caching(t.upstream_model);
+    let cache = cache_model && !req.cache.is_empty();
+    if !req.cache.is_empty()
+        && (!cache_model
+            || (!cache_tools && req.cache.iter().any(|c| matches!(c.at, CacheAt::Tool(_)))))
+    {
+        // No checkpoints on this model (or none in its tools): named rather than lost.
+        dropped.push("cache_control".into());
+    }
     let mut system: Vec<SystemBlock> = Vec::new();
     let mut turns: Vec<Turn<'_>> = Vec::with_capacity(req.messages.len());
     let mut first_turn_message = None;
@@ -491,7 +529,21 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                 let text = m.text();
                 size_hint += text.len() + 16;
                 if !text.is_empty() {
-                    system.push(SystemBlock { text });
+                    system.push(SystemBlock::Text(text));
+                    // Markers on a system message's parts: after its text (Converse gets
+                    // one text block per message).
+                    if cache {
+                        let mut ttls = req.cache.iter().filter(|c| match c.at {
+                            CacheAt::Part { message, .. } | CacheAt::Message(message) => {
+                                message == i
+                            }
+                            CacheAt::Tool(_) => false,
+                        });
+                        if let Some(c) = ttls.next_back() {
+                            cache_ttl(c.ttl, &mut dropped);
+                            system.push(SystemBlock::CachePoint(CACHE_POINT));
+                        }
+                    }
                 }
                 continue;
             }
@@ -603,6 +655,9 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
                 "user"
             }
         };
+        if cache {
+            cache_points(req, i, &mut blocks, &mut dropped);
+        }
         if blocks.is_empty() {
             let param = format!("messages[{i}].content");
             return Err(InvalidRequest::new(
@@ -638,15 +693,17 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
             dropped.push(format!("tools[{i}].function.strict"));
         }
         size_hint += tool.name.len() + tool.description.as_ref().map_or(0, String::len) + 128;
-        tools.push(ToolEntry {
-            tool_spec: ToolSpec {
-                name: &tool.name,
-                description: tool.description.as_deref(),
-                input_schema: InputSchema {
-                    json: Cow::Borrowed(&tool.parameters),
-                },
+        tools.push(ToolEntry::ToolSpec(ToolSpec {
+            name: &tool.name,
+            description: tool.description.as_deref(),
+            input_schema: InputSchema {
+                json: Cow::Borrowed(&tool.parameters),
             },
-        });
+        }));
+        if let (true, Some(ttl)) = (cache && cache_tools, req.cache_at(CacheAt::Tool(i))) {
+            cache_ttl(ttl, &mut dropped);
+            tools.push(ToolEntry::CachePoint(CACHE_POINT));
+        }
     }
     let tool_choice = match &req.tool_choice {
         Some(ToolChoice::Auto) => Some(ToolChoiceOut::Auto(Empty {})),
@@ -721,6 +778,9 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         add_json_tool(jt, additional.is_some(), &mut tool_config);
     }
 
+    if cache {
+        limit_cache_points(&mut tool_config, &mut system, &mut turns, &mut dropped);
+    }
     let body = ConverseBody {
         messages: turns,
         system,
@@ -744,17 +804,112 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     })
 }
 
+/// A 1-hour ttl cannot be asked for through Converse's `cachePoint` (`type: default` only):
+/// the checkpoint is kept with Bedrock's default ttl and `cache_control.ttl` named as dropped.
+fn cache_ttl(ttl: Option<CacheTtl>, dropped: &mut Vec<String>) {
+    if ttl == Some(CacheTtl::OneHour) && !dropped.iter().any(|d| d == "cache_control.ttl") {
+        dropped.push("cache_control.ttl".into());
+    }
+}
+
+/// Inserts message `i`'s checkpoints into its `blocks`: after part `j` → after the last
+/// block emitted for parts up to `j` (empty text emits none); after the message → at its end.
+/// A tool result is one block: any marker on it goes after it.
+fn cache_points(
+    req: &ChatRequest,
+    i: usize,
+    blocks: &mut Vec<Block<'_>>,
+    dropped: &mut Vec<String>,
+) {
+    let m = &req.messages[i];
+    let mut at: Vec<usize> = Vec::new();
+    for c in &req.cache {
+        let pos = match c.at {
+            CacheAt::Message(k) if k == i => blocks.len(),
+            CacheAt::Part { message, .. } if message == i && m.role == Role::Tool => blocks.len(),
+            CacheAt::Part { message, part } if message == i => m
+                .content
+                .iter()
+                .take(part.saturating_add(1))
+                .filter(|p| !matches!(p, Part::Text(t) if t.is_empty()))
+                .count(),
+            _ => continue,
+        };
+        cache_ttl(c.ttl, dropped);
+        if pos > 0 && !at.contains(&pos) {
+            at.push(pos);
+        }
+    }
+    at.sort_unstable();
+    for pos in at.into_iter().rev() {
+        blocks.insert(pos.min(blocks.len()), Block::CachePoint(CACHE_POINT));
+    }
+}
+
+/// Keeps the last [`MAX_CACHE_POINTS`] checkpoints in prompt order (tools, system, messages):
+/// the longest cached prefixes save the most. Any removed → `cache_control` named dropped.
+fn limit_cache_points(
+    tool_config: &mut Option<ToolConfig<'_>>,
+    system: &mut Vec<SystemBlock>,
+    turns: &mut [Turn<'_>],
+    dropped: &mut Vec<String>,
+) {
+    let in_tools = tool_config.as_ref().map_or(0, |c| {
+        c.tools
+            .iter()
+            .filter(|t| matches!(t, ToolEntry::CachePoint(_)))
+            .count()
+    });
+    let in_system = system
+        .iter()
+        .filter(|b| matches!(b, SystemBlock::CachePoint(_)))
+        .count();
+    let in_turns: usize = turns
+        .iter()
+        .map(|t| {
+            t.content
+                .iter()
+                .filter(|b| matches!(b, Block::CachePoint(_)))
+                .count()
+        })
+        .sum();
+    let mut excess = (in_tools + in_system + in_turns).saturating_sub(MAX_CACHE_POINTS);
+    if excess == 0 {
+        return;
+    }
+    if !dropped.iter().any(|d| d == "cache_control") {
+        dropped.push("cache_control".into());
+    }
+    if let Some(c) = tool_config {
+        c.tools.retain(|t| {
+            let drop = excess > 0 && matches!(t, ToolEntry::CachePoint(_));
+            excess -= usize::from(drop);
+            !drop
+        });
+    }
+    system.retain(|b| {
+        let drop = excess > 0 && matches!(b, SystemBlock::CachePoint(_));
+        excess -= usize::from(drop);
+        !drop
+    });
+    for t in turns {
+        t.content.retain(|b| {
+            let drop = excess > 0 && matches!(b, Block::CachePoint(_));
+            excess -= usize::from(drop);
+            !drop
+        });
+    }
+}
+
 /// Adds the `response_format` tool to the tool config and forces it (see [`json_tool`]).
 fn add_json_tool<'a>(jt: &'a JsonTool, thinking: bool, config: &mut Option<ToolConfig<'a>>) {
-    let entry = ToolEntry {
-        tool_spec: ToolSpec {
-            name: JSON_TOOL,
-            description: Some(&jt.description),
-            input_schema: InputSchema {
-                json: Cow::Borrowed(&jt.schema),
-            },
+    let entry = ToolEntry::ToolSpec(ToolSpec {
+        name: JSON_TOOL,
+        description: Some(&jt.description),
+        input_schema: InputSchema {
+            json: Cow::Borrowed(&jt.schema),
         },
-    };
+    });
     let choice = match jt.force {
         _ if thinking => ToolChoiceOut::Auto(Empty {}),
         Force::Named => ToolChoiceOut::Tool(NamedTool { name: JSON_TOOL }),
@@ -788,14 +943,14 @@ fn synthesized_tools(req: &ChatRequest) -> Vec<ToolEntry<'_>> {
     }
     names
         .into_iter()
-        .map(|name| ToolEntry {
-            tool_spec: ToolSpec {
+        .map(|name| {
+            ToolEntry::ToolSpec(ToolSpec {
                 name,
                 description: None,
                 input_schema: InputSchema {
                     json: Cow::Borrowed(schema),
                 },
-            },
+            })
         })
         .collect()
 }

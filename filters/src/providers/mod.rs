@@ -10,3 +10,6 @@ pub mod messages_native;
 pub mod oci;
 pub mod openai;
 pub mod watsonx;
+
+#[cfg(test)]
+mod prompt_cache_tests;

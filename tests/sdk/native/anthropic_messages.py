@@ -76,6 +76,7 @@ try:  # imported as a package module or with tests/sdk/native on sys.path
         decide,
         fail_status,
         json_response,
+        prompt_cache,
         stop_list,
     )
 except ImportError:  # pragma: no cover - flat import
@@ -90,6 +91,7 @@ except ImportError:  # pragma: no cover - flat import
         decide,
         fail_status,
         json_response,
+        prompt_cache,
         stop_list,
     )
 
@@ -523,7 +525,26 @@ def _stop_reason(d: Decision) -> str:
     return "stop_sequence" if d.stop_sequence else STOP_REASONS[d.finish]
 
 
-def _message(d: Decision, model: str, seed: str, thinking: str | None = None) -> dict:
+def _cache_usage(body: dict, prompt_tokens: int) -> tuple[int, int]:
+    """(cache writes, cache reads) for the body's `cache_control` breakpoints, in Anthropic's
+    prompt order: tools, system, messages."""
+    def strip(b):
+        return {k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b
+    elements, marked = [], []
+    pieces = list(body.get("tools") or [])
+    system = body.get("system")
+    pieces += system if isinstance(system, list) else ([{"type": "text", "text": system}] if system else [])
+    for m in body.get("messages") or []:
+        c = m.get("content") if isinstance(m, dict) else None
+        pieces += c if isinstance(c, list) else [{"type": "text", "text": c}]
+    for p in pieces:
+        elements.append(strip(p))
+        marked.append(isinstance(p, dict) and "cache_control" in p)
+    return prompt_cache(elements, marked, prompt_tokens)
+
+
+def _message(d: Decision, model: str, seed: str, thinking: str | None = None,
+             cache: tuple[int, int] = (0, 0)) -> dict:
     content: list[dict] = []
     if thinking:
         content.append({"type": "thinking", "thinking": thinking, "signature": thinking_signature(thinking)})
@@ -534,14 +555,15 @@ def _message(d: Decision, model: str, seed: str, thinking: str | None = None) ->
     return {
         "id": f"msg_{seed}", "type": "message", "role": "assistant", "model": model, "content": content,
         "stop_reason": _stop_reason(d), "stop_sequence": d.stop_sequence,
-        "usage": {"input_tokens": d.prompt_tokens, "cache_creation_input_tokens": 0,
-                  "cache_read_input_tokens": 0, "output_tokens": d.completion_tokens},
+        "usage": {"input_tokens": d.prompt_tokens - cache[0] - cache[1], "cache_creation_input_tokens": cache[0],
+                  "cache_read_input_tokens": cache[1], "output_tokens": d.completion_tokens},
     }
 
 
-def _events(d: Decision, model: str, seed: str, thinking: str | None = None) -> tuple[list[dict], bool]:
+def _events(d: Decision, model: str, seed: str, thinking: str | None = None,
+            cache: tuple[int, int] = (0, 0)) -> tuple[list[dict], bool]:
     """The documented stream event sequence; (events, whether it ends with an error instead)."""
-    start = _message(d, model, seed)
+    start = _message(d, model, seed, cache=cache)
     start.update(content=[], stop_reason=None, stop_sequence=None)
     start["usage"] = dict(start["usage"], output_tokens=1)
     evs: list[dict] = [{"type": "message_start", "message": start}, {"type": "ping"}]
@@ -583,8 +605,9 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def _sse(d: Decision, model: str, seed: str, thinking: str | None = None) -> NativeResponse:
-    evs, exploded = _events(d, model, seed, thinking)
+def _sse(d: Decision, model: str, seed: str, thinking: str | None = None,
+         cache: tuple[int, int] = (0, 0)) -> NativeResponse:
+    evs, exploded = _events(d, model, seed, thinking, cache)
     chunks = [f"event: {e['type']}\ndata: {_dumps(e)}\n\n".encode() for e in evs]
     if exploded:
         err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
@@ -672,9 +695,10 @@ def handle_messages(req: NativeRequest) -> NativeResponse:
     if count:
         return json_response(200, {"input_tokens": d.prompt_tokens}, {"request-id": f"req_{seed}"})
     think = _thinking_text(conv) if thinking else None
+    cache = _cache_usage(body, d.prompt_tokens)
     if stream:
-        return _sse(d, model, seed, think)
-    return json_response(200, _message(d, model, seed, think), {"request-id": f"req_{seed}"})
+        return _sse(d, model, seed, think, cache)
+    return json_response(200, _message(d, model, seed, think, cache), {"request-id": f"req_{seed}"})
 
 
 def handle_vertex(req: NativeRequest) -> NativeResponse:
@@ -718,9 +742,10 @@ def handle_vertex(req: NativeRequest) -> NativeResponse:
         return _anthropic_error(status, _fail_message(status, model), seed=seed)
     d = decide(conv)
     think = _thinking_text(conv) if thinking else None
+    cache = _cache_usage(body, d.prompt_tokens)
     if stream:
-        return _sse(d, model, seed, think)
-    return json_response(200, _message(d, model, seed, think))
+        return _sse(d, model, seed, think, cache)
+    return json_response(200, _message(d, model, seed, think, cache))
 
 
 def handle_bedrock_invoke(req: NativeRequest) -> NativeResponse:
@@ -735,7 +760,8 @@ def handle_bedrock_invoke(req: NativeRequest) -> NativeResponse:
         return _bedrock_error(400, f"Model id not percent-encoded in the path: {segment} (expected ':' as %3A)")
     model = urllib.parse.unquote(segment)
     try:
-        conv, _, thinking = _parse(_body(req), "bedrock")
+        body = _body(req)
+        conv, _, thinking = _parse(body, "bedrock")
     except BadRequest as e:
         return _bedrock_error(400, str(e))
     think = _thinking_text(conv) if thinking else None
@@ -748,9 +774,10 @@ def handle_bedrock_invoke(req: NativeRequest) -> NativeResponse:
     usage_headers = {"x-amzn-bedrock-input-token-count": str(d.prompt_tokens),
                      "x-amzn-bedrock-output-token-count": str(d.completion_tokens),
                      "x-amzn-bedrock-invocation-latency": "42"}
+    cache = _cache_usage(body, d.prompt_tokens)
     if op == "invoke":
-        return json_response(200, _message(d, model, seed, think), usage_headers)
-    evs, exploded = _events(d, model, seed, think)
+        return json_response(200, _message(d, model, seed, think, cache), usage_headers)
+    evs, exploded = _events(d, model, seed, think, cache)
     evs = [e for e in evs if e["type"] != "ping"]  # Bedrock does not forward pings
     if not exploded:
         evs[-1]["amazon-bedrock-invocationMetrics"] = {

@@ -48,6 +48,7 @@ try:  # imported as part of a package
         embed,
         fail_status,
         json_response,
+        prompt_cache,
         stop_list,
         words,
     )
@@ -64,6 +65,7 @@ except ImportError:  # imported with tests/sdk/native on sys.path
         embed,
         fail_status,
         json_response,
+        prompt_cache,
         stop_list,
         words,
     )
@@ -154,16 +156,65 @@ def handle(req: NativeRequest) -> NativeResponse:
             return invoke(model_id, body)
         conv = parse_converse(body)
         thinking = check_thinking(model_id, body)
+        points = check_cache_points(model_id, body)
     except BadRequest as e:
         return validation_error(str(e))
     d = decide(conv)
+    cache = converse_cache(body, d.prompt_tokens) if points else (0, 0)
     if op == "converse":
-        return json_response(200, converse_body(d, thinking), {"x-amzn-requestid": REQUEST_ID})
+        return json_response(200, converse_body(d, thinking, cache), {"x-amzn-requestid": REQUEST_ID})
     return NativeResponse(
         200,
         {"content-type": "application/vnd.amazon.eventstream", "x-amzn-requestid": REQUEST_ID},
-        chunks=converse_stream_frames(d, thinking),
+        chunks=converse_stream_frames(d, thinking, cache),
     )
+
+
+CACHE_POINT = {"cachePoint": {"type": "default"}}
+
+
+def _cache_pieces(body: dict) -> list:
+    """The prompt's pieces in prompt order (tools, system, message blocks), cache points
+    included."""
+    pieces = list(body.get("toolConfig", {}).get("tools", []))
+    pieces += body.get("system", [])
+    for m in body.get("messages", []):
+        pieces += m.get("content", [])
+    return pieces
+
+
+def check_cache_points(model_id: str, body: dict) -> int:
+    """`cachePoint` blocks (Bedrock prompt caching): exactly {"type": "default"}, after some
+    content, at most 4, only on the models with prompt caching (Claude everywhere, Nova in
+    system and messages, not in tools). Returns how many."""
+    n = 0
+    tools = body.get("toolConfig", {}).get("tools", [])
+    for where, blocks in [("toolConfig.tools", tools), ("system", body.get("system", []))] + [
+        (f"messages.{i}.content", m.get("content", [])) for i, m in enumerate(body.get("messages", []))
+    ]:
+        for j, b in enumerate(blocks):
+            if not (isinstance(b, dict) and "cachePoint" in b):
+                continue
+            _require(b == CACHE_POINT, f"{where}.{j}.cachePoint must be {{\"type\": \"default\"}}.")
+            _require(j > 0, f"{where}.{j}: a cachePoint must follow the content it caches.")
+            cached = _is_claude(model_id) or ("nova" in model_id and where != "toolConfig.tools")
+            _require(cached, f"The model {model_id} does not support prompt caching at {where}.")
+            n += 1
+    _require(n <= 4, f"A maximum of 4 cache points may be provided. Found {n}.")
+    return n
+
+
+def converse_cache(body: dict, prompt_tokens: int) -> tuple[int, int]:
+    """(cacheWriteInputTokens, cacheReadInputTokens) for the request's cache points."""
+    elements, marked = [], []
+    for p in _cache_pieces(body):
+        if isinstance(p, dict) and "cachePoint" in p:
+            if marked:
+                marked[-1] = True
+        else:
+            elements.append(p)
+            marked.append(False)
+    return prompt_cache(elements, marked, prompt_tokens)
 
 
 # Reasoning text and signature the mock answers with when Claude's extended thinking is on.
@@ -218,15 +269,18 @@ def stop_reason(d: Decision) -> str:
     return "stop_sequence" if d.stop_sequence else STOP_REASONS[d.finish]
 
 
-def _usage(d: Decision) -> dict:
-    return {
-        "inputTokens": d.prompt_tokens,
+def _usage(d: Decision, cache: tuple[int, int] = (0, 0)) -> dict:
+    u = {
+        "inputTokens": d.prompt_tokens - cache[0] - cache[1],
         "outputTokens": d.completion_tokens,
         "totalTokens": d.prompt_tokens + d.completion_tokens,
     }
+    if cache != (0, 0):
+        u["cacheWriteInputTokens"], u["cacheReadInputTokens"] = cache
+    return u
 
 
-def converse_body(d: Decision, thinking: bool = False) -> dict:
+def converse_body(d: Decision, thinking: bool = False, cache: tuple[int, int] = (0, 0)) -> dict:
     content: list[dict] = []
     if thinking:
         content.append({"reasoningContent": {"reasoningText": {"text": REASONING_TEXT, "signature": REASONING_SIGNATURE}}})
@@ -237,7 +291,7 @@ def converse_body(d: Decision, thinking: bool = False) -> dict:
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop_reason(d),
-        "usage": _usage(d),
+        "usage": _usage(d, cache),
         "metrics": {"latencyMs": 42},
     }
 
@@ -246,7 +300,7 @@ def _pad(n: int) -> str:
     return PADDING[: (n * 7) % len(PADDING) + 1]
 
 
-def converse_stream_frames(d: Decision, thinking: bool = False) -> list[bytes]:
+def converse_stream_frames(d: Decision, thinking: bool = False, cache: tuple[int, int] = (0, 0)) -> list[bytes]:
     ev = eventstream.event
     frames = [ev("messageStart", {"role": "assistant", "p": _pad(0)})]
     block = 0
@@ -281,7 +335,7 @@ def converse_stream_frames(d: Decision, thinking: bool = False) -> list[bytes]:
             frames.append(ev("contentBlockDelta", {"contentBlockIndex": b, "delta": {"toolUse": {"input": piece}}}))
         frames.append(ev("contentBlockStop", {"contentBlockIndex": b}))
     frames.append(ev("messageStop", {"stopReason": stop_reason(d), "p": _pad(3)}))
-    frames.append(ev("metadata", {"usage": _usage(d), "metrics": {"latencyMs": 42}, "p": _pad(4)}))
+    frames.append(ev("metadata", {"usage": _usage(d, cache), "metrics": {"latencyMs": 42}, "p": _pad(4)}))
     return frames
 
 
@@ -368,8 +422,9 @@ def parse_converse(body) -> Conversation:
         _require(isinstance(body["system"], list), "system must be a list.")
         texts = []
         for i, b in enumerate(body["system"]):
-            key, v = _one_key(b, {"text"}, f"system.{i}")
-            texts.append(_text(v, f"system.{i}"))
+            key, v = _one_key(b, {"text", "cachePoint"}, f"system.{i}")
+            if key == "text":
+                texts.append(_text(v, f"system.{i}"))
         system = "\n\n".join(texts) if texts else None
 
     max_tokens = None
@@ -395,7 +450,9 @@ def parse_converse(body) -> Conversation:
         tc = _only_keys(body["toolConfig"], {"tools", "toolChoice"}, "toolConfig", {"tools"})
         _require(isinstance(tc["tools"], list) and tc["tools"], "toolConfig.tools must be a non-empty list.")
         for i, t in enumerate(tc["tools"]):
-            key, spec = _one_key(t, {"toolSpec"}, f"toolConfig.tools.{i}")
+            key, spec = _one_key(t, {"toolSpec", "cachePoint"}, f"toolConfig.tools.{i}")
+            if key == "cachePoint":
+                continue
             where = f"toolConfig.tools.{i}.toolSpec"
             _only_keys(spec, {"name", "description", "inputSchema"}, where, {"name", "inputSchema"})
             name = spec["name"]
@@ -444,7 +501,9 @@ def parse_converse(body) -> Conversation:
         results: list[tuple[str, str]] = []
         for j, block in enumerate(content):
             bw = f"{where}.content.{j}"
-            key, v = _one_key(block, {"text", "image", "document", "toolUse", "toolResult"}, bw)
+            key, v = _one_key(block, {"text", "image", "document", "toolUse", "toolResult", "cachePoint"}, bw)
+            if key == "cachePoint":
+                continue
             if key == "text":
                 texts.append(_text(v, bw))
             elif key == "image":

@@ -235,3 +235,39 @@ def json_response(status: int, obj, headers: dict[str, str] | None = None) -> Na
 class BadRequest(Exception):
     """Raised by a provider parser when the request breaks the provider's documented format;
     the provider module turns it into its own 400 error body."""
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt caching
+# --------------------------------------------------------------------------------------------
+
+_SEEN_PREFIXES: set[str] = set()
+
+
+def _strings_words(v) -> int:
+    if isinstance(v, str):
+        return words(v)
+    if isinstance(v, dict):
+        return sum(_strings_words(x) for k, x in v.items() if k not in ("cache_control", "cachePoint"))
+    if isinstance(v, list):
+        return sum(_strings_words(x) for x in v)
+    return 0
+
+
+def prompt_cache(elements: list, marked: list[bool], prompt_tokens: int) -> tuple[int, int]:
+    """A provider-side prompt cache, for the mocks that take explicit breakpoints.
+
+    `elements` are the prompt's pieces in prompt order (tools, system, message blocks) and
+    `marked[i]` says a breakpoint follows piece i. The prefix up to the last breakpoint is
+    cached: written the first time it is seen, read afterwards. Its size is the words in its
+    strings, kept below `prompt_tokens`. Returns (cache_write_tokens, cache_read_tokens)."""
+    last = max((i for i, m in enumerate(marked) if m), default=None)
+    if last is None or prompt_tokens < 2:
+        return 0, 0
+    prefix = elements[: last + 1]
+    size = min(max(_strings_words(prefix), 1), prompt_tokens - 1)
+    key = json.dumps(prefix, sort_keys=True)
+    if key in _SEEN_PREFIXES:
+        return 0, size
+    _SEEN_PREFIXES.add(key)
+    return size, 0

@@ -118,6 +118,15 @@ REASONING_TOKENS = 8
 
 
 def _chat(req: NativeRequest, body: dict, model: str, azure: bool) -> NativeResponse:
+    # Anthropic-style cache markers are no OpenAI field (OpenAI caches prefixes by itself):
+    # refused like any unknown parameter, so the gateway must strip them.
+    for i, m in enumerate(body.get("messages") or []):
+        parts = m.get("content") if isinstance(m.get("content"), list) else []
+        if "cache_control" in m or any(isinstance(p, dict) and "cache_control" in p for p in parts):
+            raise BadRequest(f"Unrecognized request argument supplied: messages[{i}].cache_control")
+    for i, t in enumerate(body.get("tools") or []):
+        if "cache_control" in t or "cache_control" in (t.get("function") or {}):
+            raise BadRequest(f"Unrecognized request argument supplied: tools[{i}].cache_control")
     effort = body.get("reasoning_effort")
     if effort is not None and effort not in REASONING_EFFORTS:
         return json_response(400, {"error": {

@@ -4,15 +4,15 @@
 //!
 //! Every field is mapped to a typed slot, kept in [`ChatRequest::other`] for the provider's
 //! translator to map or name as dropped (`top_k`; `thinking` becomes
-//! [`ChatRequest::reasoning`] with its budget, `{"type":"disabled"}` none), named in
-//! [`ChatRequest::dropped`] when the neutral model cannot carry it to a non-Claude host
-//! (`cache_control`, thinking blocks of earlier turns, `service_tier`), or refused with a 400
-//! that names it (URL documents, server tools).
+//! [`ChatRequest::reasoning`] with its budget, `{"type":"disabled"}` none; `cache_control`
+//! becomes [`ChatRequest::cache`]), named in [`ChatRequest::dropped`] when the neutral model
+//! cannot carry it to a non-Claude host (thinking blocks of earlier turns, `service_tier`), or
+//! refused with a 400 that names it (URL documents, server tools).
 //! Base64 `document` blocks become [`Part::File`]; text-source documents become text.
 
 use serde_json::{Map, Value};
 
-use crate::chat::request::Reasoning;
+use crate::chat::request::{CacheAt, CachePoint, Reasoning};
 use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolCall, ToolChoice};
 use crate::front::FrontDoor;
 use crate::openai::{InvalidRequest, ParsedRequest};
@@ -141,6 +141,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         }
     };
     let mut messages = Vec::new();
+    let mut cache = Vec::new();
     match body.get("system") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => messages.push(plain(Role::System, vec![Part::Text(s.clone())])),
@@ -148,8 +149,13 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             let mut parts = Vec::new();
             for (j, b) in blocks.iter().enumerate() {
                 let where_ = At::System(j);
-                if b.get("cache_control").is_some() {
-                    drop("cache_control");
+                if let Some(c) = b.get("cache_control").filter(|c| !c.is_null()) {
+                    // The system message is the first neutral message.
+                    let at = CacheAt::Part {
+                        message: 0,
+                        part: j,
+                    };
+                    cache.push(cache_point(at, c, &where_)?);
                 }
                 match block_type(b, &where_)? {
                     "text" => parts.push(Part::Text(text_of(b, &where_)?)),
@@ -202,11 +208,12 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         let mut parts = Vec::new();
         let mut calls = Vec::new();
         let mut results = Vec::new();
+        // Markers on this message's parts (`Some(part)`) or tool calls (`None`), placed once
+        // the message's index is known (after its tool results).
+        let mut pending: Vec<(Option<usize>, CachePoint)> = Vec::new();
         for (j, b) in blocks.iter().enumerate() {
             let where_ = At::Block(i, j);
-            if b.get("cache_control").is_some() {
-                drop("cache_control");
-            }
+            let mut marker = b.get("cache_control").filter(|c| !c.is_null());
             match (role, block_type(b, &where_)?) {
                 (_, "text") => parts.push(Part::Text(text_of(b, &where_)?)),
                 (Role::User, "image") => parts.push(image(b, &where_)?),
@@ -220,6 +227,12 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                     parts.push(document(b, &where_)?)
                 }
                 (Role::User, "tool_result") => {
+                    if let Some(c) = marker.take() {
+                        // Tool results become messages of their own, before this one.
+                        let message = messages.len() + results.len();
+                        let at = CacheAt::Message(message);
+                        cache.push(cache_point(at, c, &where_)?);
+                    }
                     let id = str_field(b, "tool_use_id", &where_)?;
                     let (text, images) = tool_result_text(b.get("content"), &where_)?;
                     if images {
@@ -236,12 +249,19 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                         name: None,
                     });
                 }
-                (Role::Assistant, "tool_use") => calls.push(ToolCall {
-                    id: str_field(b, "id", &where_)?,
-                    name: str_field(b, "name", &where_)?,
-                    arguments: serde_json::to_string(b.get("input").unwrap_or(&Value::Null))
-                        .unwrap_or_else(|_| "{}".into()),
-                }),
+                (Role::Assistant, "tool_use") => {
+                    if let Some(c) = marker {
+                        // Tool calls follow the text parts: the marker covers the message.
+                        pending.push((None, cache_point(CacheAt::Message(0), c, &where_)?));
+                    }
+                    calls.push(ToolCall {
+                        id: str_field(b, "id", &where_)?,
+                        name: str_field(b, "name", &where_)?,
+                        arguments: serde_json::to_string(b.get("input").unwrap_or(&Value::Null))
+                            .unwrap_or_else(|_| "{}".into()),
+                    });
+                    marker = None;
+                }
                 (Role::Assistant, "thinking" | "redacted_thinking") => drop("thinking"),
                 (_, kind @ ("search_result" | "container_upload")) => {
                     return Err(bad(
@@ -256,9 +276,20 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                     ))
                 }
             }
+            if let (Some(c), Some(part)) = (marker, parts.len().checked_sub(1)) {
+                pending.push((Some(part), cache_point(CacheAt::Message(0), c, &where_)?));
+            }
         }
         // Tool results answer the previous assistant turn: they come first, as tool messages.
         messages.extend(results);
+        let message = messages.len();
+        cache.extend(pending.into_iter().map(|(part, mut point)| {
+            point.at = match part {
+                Some(part) => CacheAt::Part { message, part },
+                None => CacheAt::Message(message),
+            };
+            point
+        }));
         if !parts.is_empty() || !calls.is_empty() {
             messages.push(Message {
                 role,
@@ -311,8 +342,8 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
             .ok_or_else(|| bad("tools: Input should be a list", "tools"))?;
         for (k, t) in list.iter().enumerate() {
             let where_ = At::Tool(k);
-            if t.get("cache_control").is_some() {
-                drop("cache_control");
+            if let Some(c) = t.get("cache_control").filter(|c| !c.is_null()) {
+                cache.push(cache_point(CacheAt::Tool(k), c, &where_)?);
             }
             match t.get("type").and_then(Value::as_str) {
                 None | Some("custom") => {}
@@ -418,7 +449,13 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         front: FrontDoor::Messages,
         other,
         dropped,
+        cache,
     })
+}
+
+/// A block's or tool's `cache_control` as a breakpoint, refused in Anthropic's words.
+fn cache_point(at: CacheAt, c: &Value, where_: &At) -> Result<CachePoint, InvalidRequest> {
+    CachePoint::parse(at, c, &format!("{where_}.cache_control"))
 }
 
 /// `thinking`: `{"type":"enabled","budget_tokens":N}` → a budget; `{"type":"disabled"}` →
@@ -640,7 +677,9 @@ mod tests {
         assert_eq!(r.user.as_deref(), Some("u-1"));
         assert_eq!(r.top_k, Some(5));
         assert_eq!(r.other_names().count(), 0);
-        assert_eq!(r.dropped, ["cache_control", "thinking", "service_tier"]);
+        // `cache_control` is carried as a breakpoint now, not dropped.
+        assert_eq!(r.dropped, ["thinking", "service_tier"]);
+        assert_eq!(r.cache.len(), 1);
         assert_eq!(client_name("user"), Some("metadata.user_id"));
         assert_eq!(client_name("seed"), None);
         assert!(r.stream && r.include_usage);
