@@ -149,6 +149,21 @@ fn spec(user: &str) -> KeySpec {
     }
 }
 
+/// The first of `key`'s requests for `model` that is refused, within 3 s: spend and tokens are
+/// recorded after an answer (in the logging phase), so on a loaded machine the next request
+/// may come before them. (A later 200 would fail the caller's status assertion.)
+async fn refused_soon(env: &Env, key: &str, model: &str) -> reqwest::Response {
+    let mut r = env.chat(key, model).await;
+    for _ in 0..30 {
+        if r.status() == 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = env.chat(key, model).await;
+    }
+    r
+}
+
 async fn error_of(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
@@ -264,8 +279,7 @@ async fn budgets(env: &Env) {
         })
         .await;
     assert_eq!(env.chat(&key, "mock-priced").await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(100)).await; // settled after the answer
-    let (status, body) = error_of(env.chat(&key, "mock-priced").await).await;
+    let (status, body) = error_of(refused_soon(env, &key, "mock-priced").await).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_quota");
     assert_eq!(body["error"]["type"], "insufficient_quota");
@@ -286,8 +300,7 @@ async fn budgets(env: &Env) {
     let (_, k1) = env.key(spec("frank")).await;
     let (_, k2) = env.key(spec("frank")).await;
     assert_eq!(env.chat(&k1, "mock-priced").await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, body) = error_of(env.chat(&k2, "mock-priced").await).await;
+    let (status, body) = error_of(refused_soon(env, &k2, "mock-priced").await).await;
     assert_eq!(status, 429, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("frank"));
     // A model without a price would cost nothing and never exhaust a budget: refused to a
@@ -329,7 +342,10 @@ async fn budgets(env: &Env) {
         })
         .await;
     assert_eq!(env.chat(&k4, "gpt-4o-2024-11-20").await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        refused_soon(env, &k4, "gpt-4o-2024-11-20").await.status(),
+        429
+    );
     for _ in 0..4 {
         let (status, body) = error_of(env.chat(&k4, "gpt-4o-2024-11-20").await).await;
         assert_eq!(status, 429, "{body}");
@@ -381,15 +397,8 @@ async fn rate_limits(env: &Env) {
         .await;
     assert_eq!(env.chat(&key, "mock-a").await.status(), 200);
     // Tokens are counted after the answer (and a Redis call over its 50 ms budget on a loaded
-    // machine falls back to the local window): the next requests are refused soon, not at once.
-    let mut r = env.chat(&key, "mock-a").await;
-    for _ in 0..30 {
-        if r.status() == 429 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        r = env.chat(&key, "mock-a").await;
-    }
+    // machine falls back to the local window): the next requests are refused soon.
+    let r = refused_soon(env, &key, "mock-a").await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "0");
     let body: Value = r.json().await.unwrap();
