@@ -433,3 +433,21 @@ async fn openai_upstreams_serve_messages_clients_and_cut_streams_end_in_an_error
     assert_eq!(last["type"], "error");
     assert_eq!(last["error"]["type"], "api_error");
 }
+
+/// count_tokens on a hedged mapping whose hosts cannot count: the estimate, no upstream call
+/// (hedging does not apply to token counts).
+#[tokio::test]
+async fn count_tokens_on_a_hedged_mapping_is_estimated_without_a_call() {
+    let up = MockUpstream::start(|_| Reply::Full(500, vec![], b"{}".to_vec()));
+    let providers = format!(
+        "  primary:\n    type: openai\n    endpoint: \"{0}\"\n    auth: {{method: api_key, config: {{api_key: k}}}}\n  secondary:\n    type: openai\n    endpoint: \"{0}\"\n    auth: {{method: api_key, config: {{api_key: k}}}}\n",
+        up.url()
+    );
+    let routes = "model_mappings:\n  m: {default_provider: primary, hedge_after_ms: 1, providers: {primary: {}, secondary: {}}}\n";
+    let gw = gateway_with("", &providers, routes);
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"Count these words."}]}"#;
+    let resp = post(&gw, "/v1/messages/count_tokens", body, &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-token-count"], "estimated");
+    assert!(up.recorded().is_empty(), "no provider was called");
+}

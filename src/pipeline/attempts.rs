@@ -88,7 +88,11 @@ impl Run<'_> {
         let mut best: Option<Failure> = None;
         let mut start_at = 0;
 
-        if let Some(after) = plan.hedge_after.filter(|_| n >= 2) {
+        // A token count is cheap and answered locally by hosts that cannot count: not hedged.
+        let hedge = plan
+            .hedge_after
+            .filter(|_| n >= 2 && self.endpoint != Endpoint::CountTokens);
+        if let Some(after) = hedge {
             match self
                 .hedged(
                     session,

@@ -119,10 +119,17 @@ impl Run<'_> {
             ),
             param: Some("model".into()),
         })?;
-        if speaks_messages(dialect) && self.endpoint == Endpoint::Messages
-            || self.endpoint == Endpoint::CountTokens
+        // Messages (and count_tokens, which only reaches hosts that count) to a Claude host:
+        // the caller's body. Other hosts' token counts are estimated before this (attempts.rs).
+        if speaks_messages(dialect)
+            && matches!(self.endpoint, Endpoint::Messages | Endpoint::CountTokens)
         {
             return self.prepare_native(dialect, cand, upstream);
+        }
+        if self.endpoint == Endpoint::CountTokens {
+            // Hosts that cannot count are answered with an estimate before any call
+            // (attempts.rs): never send them a chat request instead.
+            return Err(GatewayError::Internal);
         }
         match self.typed {
             Typed::Chat(typed) => {
