@@ -11,5 +11,5 @@ pub use request::{
     CacheAt, CachePoint, CacheTtl, ChatRequest, Message, Part, ResponseFormat, Role, Tool,
     ToolCall, ToolChoice,
 };
-pub use response::{Choice, Completion, FinishReason, ResponseCtx};
+pub use response::{Choice, Completion, FinishReason, OwnedResponseCtx, ResponseCtx};
 pub use writer::ChunkWriter;

@@ -67,6 +67,38 @@ pub struct ResponseCtx<'a> {
     pub include_usage: bool,
 }
 
+/// A [`ResponseCtx`] owned by a stream translator that outlives the request's borrows.
+#[derive(Debug, Clone)]
+pub struct OwnedResponseCtx {
+    client_model: String,
+    created: u64,
+    fallback_id: String,
+    front: FrontDoor,
+    include_usage: bool,
+}
+
+impl OwnedResponseCtx {
+    pub fn new(ctx: &ResponseCtx<'_>) -> Self {
+        OwnedResponseCtx {
+            client_model: ctx.client_model.to_owned(),
+            created: ctx.created,
+            fallback_id: ctx.fallback_id.to_owned(),
+            front: ctx.front,
+            include_usage: ctx.include_usage,
+        }
+    }
+
+    pub fn get(&self) -> ResponseCtx<'_> {
+        ResponseCtx {
+            client_model: &self.client_model,
+            created: self.created,
+            fallback_id: &self.fallback_id,
+            front: self.front,
+            include_usage: self.include_usage,
+        }
+    }
+}
+
 impl ResponseCtx<'_> {
     /// `chatcmpl-…` / `cmpl-…` from the provider's id or the fallback.
     pub fn response_id(&self, provider_id: Option<&str>) -> String {

@@ -127,7 +127,6 @@
 //! so several calls may be made. Vectors from `predictions[].embeddings.values`, tokens =
 //! sum of `statistics.token_count`. `user` and unknown fields are dropped.
 
-use crate::front::FrontDoor;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
@@ -136,6 +135,7 @@ use serde_json::{Map, Value};
 use super::json_scan;
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::chat::request::{data_url, Effort, Reasoning};
+use crate::chat::OwnedResponseCtx;
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, ResponseFormat,
     Role, ToolCall, ToolChoice,
@@ -1368,31 +1368,10 @@ fn fast_text(data: &[u8]) -> Option<&str> {
 // ---------------------------------------------------------------------------------------------
 // Stream
 
-/// What the stream translator needs from the `ResponseCtx` (which it cannot borrow).
-struct OwnedCtx {
-    client_model: String,
-    created: u64,
-    fallback_id: String,
-    front: FrontDoor,
-    include_usage: bool,
-}
-
-impl OwnedCtx {
-    fn ctx(&self) -> ResponseCtx<'_> {
-        ResponseCtx {
-            client_model: &self.client_model,
-            created: self.created,
-            fallback_id: &self.fallback_id,
-            front: self.front,
-            include_usage: self.include_usage,
-        }
-    }
-}
-
 struct GeminiStream {
     framer: SseFramer,
     writer: ChunkWriter,
-    ctx: OwnedCtx,
+    ctx: OwnedResponseCtx,
     /// Tool calls emitted so far (the next call's index).
     calls: usize,
     /// A finish reason (or a prompt block) was seen.
@@ -1407,13 +1386,7 @@ pub fn stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
     Box::new(GeminiStream {
         framer: SseFramer::new(),
         writer: ChunkWriter::new(ctx),
-        ctx: OwnedCtx {
-            client_model: ctx.client_model.to_owned(),
-            created: ctx.created,
-            fallback_id: ctx.fallback_id.to_owned(),
-            front: ctx.front,
-            include_usage: ctx.include_usage,
-        },
+        ctx: OwnedResponseCtx::new(ctx),
         calls: 0,
         finished: false,
         usage: None,
@@ -1479,7 +1452,7 @@ impl GeminiStream {
         }
         if !self.writer.started() {
             if let Some(id) = r.response_id.as_deref() {
-                let ctx = self.ctx.ctx();
+                let ctx = self.ctx.get();
                 self.writer.set_id(&ctx, Some(id));
             }
             self.writer.start(out);

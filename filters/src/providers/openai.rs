@@ -55,6 +55,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::chat::OwnedResponseCtx;
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Message, Part, ResponseCtx,
     ResponseFormat, Role, ToolCall, ToolChoice,
@@ -718,27 +719,6 @@ where
     d.deserialize_any(First(std::marker::PhantomData))
 }
 
-/// The parts of a [`ResponseCtx`] the stream needs after construction.
-struct OwnedCtx {
-    client_model: String,
-    created: u64,
-    fallback_id: String,
-    front: FrontDoor,
-    include_usage: bool,
-}
-
-impl OwnedCtx {
-    fn get(&self) -> ResponseCtx<'_> {
-        ResponseCtx {
-            client_model: &self.client_model,
-            created: self.created,
-            fallback_id: &self.fallback_id,
-            front: self.front,
-            include_usage: self.include_usage,
-        }
-    }
-}
-
 /// One provider tool call (by its `index`) in the client's numbering.
 struct CallState {
     key: u64,
@@ -752,7 +732,7 @@ struct CallState {
 struct OaStream {
     framer: SseFramer,
     writer: ChunkWriter,
-    ctx: OwnedCtx,
+    ctx: OwnedResponseCtx,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     calls: Vec<CallState>,
@@ -825,13 +805,7 @@ pub fn stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
     Box::new(OaStream {
         framer: SseFramer::new(),
         writer: ChunkWriter::new(ctx),
-        ctx: OwnedCtx {
-            client_model: ctx.client_model.to_owned(),
-            created: ctx.created,
-            fallback_id: ctx.fallback_id.to_owned(),
-            front: ctx.front,
-            include_usage: ctx.include_usage,
-        },
+        ctx: OwnedResponseCtx::new(ctx),
         finish: None,
         usage: None,
         calls: Vec::new(),

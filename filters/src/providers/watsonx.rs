@@ -57,13 +57,13 @@
 //! `model_not_supported` → 404 `model_not_found`, `token_quota_reached` / 429 → 429
 //! `rate_limit_exceeded`; other statuses per the shared mapping.
 
-use crate::front::FrontDoor;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
+use crate::chat::OwnedResponseCtx;
 use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Message, Part, ResponseCtx,
     ResponseFormat, Role, ToolCall, ToolChoice,
@@ -669,37 +669,6 @@ where
     d.deserialize_any(First(std::marker::PhantomData))
 }
 
-/// The parts of a [`ResponseCtx`] the stream needs after construction.
-struct OwnedCtx {
-    client_model: String,
-    created: u64,
-    fallback_id: String,
-    front: FrontDoor,
-    include_usage: bool,
-}
-
-impl OwnedCtx {
-    fn new(ctx: &ResponseCtx<'_>) -> Self {
-        OwnedCtx {
-            client_model: ctx.client_model.to_owned(),
-            created: ctx.created,
-            fallback_id: ctx.fallback_id.to_owned(),
-            front: ctx.front,
-            include_usage: ctx.include_usage,
-        }
-    }
-
-    fn get(&self) -> ResponseCtx<'_> {
-        ResponseCtx {
-            client_model: &self.client_model,
-            created: self.created,
-            fallback_id: &self.fallback_id,
-            front: self.front,
-            include_usage: self.include_usage,
-        }
-    }
-}
-
 /// One provider tool call (by the provider's `index`) in the client's numbering.
 struct CallState {
     key: u32,
@@ -713,7 +682,7 @@ struct CallState {
 struct WxStream {
     framer: SseFramer,
     writer: ChunkWriter,
-    ctx: OwnedCtx,
+    ctx: OwnedResponseCtx,
     id_set: bool,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
@@ -728,7 +697,7 @@ pub fn stream(ctx: &ResponseCtx<'_>) -> Box<dyn StreamTranslator> {
     Box::new(WxStream {
         framer: SseFramer::new(),
         writer: ChunkWriter::new(ctx),
-        ctx: OwnedCtx::new(ctx),
+        ctx: OwnedResponseCtx::new(ctx),
         id_set: false,
         finish: None,
         usage: None,
