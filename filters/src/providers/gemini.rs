@@ -1811,6 +1811,7 @@ impl Translator for VertexGemini {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::front::FrontDoor;
     use crate::openai::{parse_request, Endpoint};
     use crate::translate::{testing, Dialect};
     use serde_json::json;

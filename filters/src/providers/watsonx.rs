@@ -1108,6 +1108,7 @@ impl Translator for Watsonx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::FrontDoor;
     use crate::openai::{parse_request, Endpoint};
     use crate::translate::testing::{events, every_split, reassemble};
     use crate::translate::Dialect;
