@@ -387,6 +387,25 @@ pub fn meter_bedrock_event(meter: &mut UsageMeter, message: &Message<'_>) {
     }
 }
 
+/// The decoded `bytes` of a `chunk` payload into `scratch` (reused from event to event) when
+/// it has the plain `{"bytes":"<base64>"}` layout, else through [`chunk_bytes`]; None when it
+/// cannot be read.
+pub fn decode_chunk<'a>(payload: &[u8], scratch: &'a mut Vec<u8>) -> Option<Cow<'a, [u8]>> {
+    use base64::Engine as _;
+    scratch.clear();
+    let b64 = payload
+        .strip_prefix(br#"{"bytes":""#)
+        .and_then(|p| p.strip_suffix(br#""}"#));
+    if b64.is_some_and(|b| {
+        base64::engine::general_purpose::STANDARD
+            .decode_vec(b, scratch)
+            .is_ok()
+    }) {
+        return Some(Cow::Borrowed(&scratch[..]));
+    }
+    chunk_bytes(payload).map(Cow::Owned)
+}
+
 /// The decoded `bytes` of an InvokeModelWithResponseStream `chunk` payload.
 pub fn chunk_bytes(payload: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine as _;

@@ -95,7 +95,7 @@ use crate::chat::{
     ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
     ToolChoice,
 };
-use crate::eventstream::{chunk_bytes, Decoder, Message as Frame};
+use crate::eventstream::{decode_chunk, Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
@@ -1681,24 +1681,7 @@ impl EventStream {
                 if frame.event_type() != Some("chunk") {
                     return;
                 }
-                // `{"bytes":"<base64>"}`: decoded into the reused buffer; any other layout
-                // goes through `chunk_bytes`.
-                use base64::Engine as _;
-                let b64 = frame
-                    .payload
-                    .strip_prefix(br#"{"bytes":""#)
-                    .and_then(|p| p.strip_suffix(br#""}"#));
-                scratch.clear();
-                let fast = b64.is_some_and(|b| {
-                    base64::engine::general_purpose::STANDARD
-                        .decode_vec(b, scratch)
-                        .is_ok()
-                });
-                if fast {
-                    events.on_json(scratch, out);
-                    return;
-                }
-                match chunk_bytes(frame.payload) {
+                match decode_chunk(frame.payload, scratch) {
                     Some(json) => events.on_json(&json, out),
                     None => events.truncate(out),
                 }

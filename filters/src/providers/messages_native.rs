@@ -32,7 +32,7 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use crate::eventstream::{chunk_bytes, Decoder, Message as Frame};
+use crate::eventstream::{decode_chunk, Decoder, Message as Frame};
 use crate::openai::{InvalidRequest, Usage};
 use crate::providers::anthropic::{
     bedrock_exception_status, encode_segment, opt_cow, Tokens, UsageIn, ANTHROPIC_VERSION,
@@ -907,29 +907,10 @@ impl BedrockRelay {
                 if frame.event_type() != Some("chunk") {
                     return;
                 }
-                use base64::Engine as _;
-                let b64 = frame
-                    .payload
-                    .strip_prefix(br#"{"bytes":""#)
-                    .and_then(|p| p.strip_suffix(br#""}"#));
-                scratch.clear();
-                let fast = b64.is_some_and(|b| {
-                    base64::engine::general_purpose::STANDARD
-                        .decode_vec(b, scratch)
-                        .is_ok()
-                });
-                let owned;
-                let json: &[u8] = if fast {
-                    scratch
-                } else {
-                    match chunk_bytes(frame.payload) {
-                        Some(j) => {
-                            owned = j;
-                            &owned
-                        }
-                        None => return relay.unreadable(out),
-                    }
+                let Some(json) = decode_chunk(frame.payload, scratch) else {
+                    return relay.unreadable(out);
                 };
+                let json: &[u8] = &json;
                 match event_type(json) {
                     Some(kind) => relay.on_event(&kind, json, true, out),
                     None => relay.unreadable(out),
