@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod pricing;
 pub mod providers;
 pub mod respond;
+pub mod response_store;
 pub mod route;
 pub mod server;
 pub mod store;

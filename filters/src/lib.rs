@@ -24,6 +24,7 @@ pub mod json_shape;
 pub mod mock;
 pub mod model_name;
 pub mod openai;
+pub mod openai_responses;
 pub mod openai_upstream;
 pub mod providers;
 pub mod sse;

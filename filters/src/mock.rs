@@ -86,9 +86,9 @@ pub fn respond(req: &ParsedRequest, upstream_model: &str, created: u64) -> MockR
     match req.endpoint {
         Endpoint::Embeddings => embeddings(req),
         Endpoint::ChatCompletions | Endpoint::Completions => text_reply(req, created),
-        // Messages requests reach the mock in their OpenAI form (the gateway encodes them
-        // with the OpenAI dialect and decodes the mock's answer the same way).
-        Endpoint::Messages | Endpoint::CountTokens => error_reply(400),
+        // Messages and Responses requests reach the mock in their OpenAI form (the gateway
+        // encodes them with the OpenAI dialect and decodes the mock's answer the same way).
+        Endpoint::Messages | Endpoint::CountTokens | Endpoint::Responses => error_reply(400),
     }
 }
 

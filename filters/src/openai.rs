@@ -19,6 +19,8 @@ pub enum Endpoint {
     Messages,
     /// Anthropic Messages `/v1/messages/count_tokens`.
     CountTokens,
+    /// OpenAI Responses `/v1/responses`.
+    Responses,
 }
 
 impl Endpoint {
@@ -30,6 +32,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
             Endpoint::CountTokens => "/messages/count_tokens",
+            Endpoint::Responses => "/responses",
         }
     }
 
@@ -40,6 +43,7 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "count_tokens",
+            Endpoint::Responses => "responses",
         }
     }
 
@@ -50,6 +54,7 @@ impl Endpoint {
             Endpoint::Completions => "prompt",
             Endpoint::Embeddings => "input",
             Endpoint::Messages | Endpoint::CountTokens => "messages",
+            Endpoint::Responses => "input",
         }
     }
 }

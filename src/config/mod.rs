@@ -132,6 +132,9 @@ pub struct Config {
     /// Store, refresh interval, Redis, audit file (take effect at start, not on reload).
     pub governance: crate::governance::GovernanceSettings,
     pub admin: Option<AdminSettings>,
+    /// `responses:`: how long stored Responses-API answers are kept, and the memory bound
+    /// when there is no store.
+    pub responses: crate::response_store::ResponseSettings,
 }
 
 /// `admin:`: the admin API's listener and credentials.
@@ -214,6 +217,11 @@ impl Config {
             prices,
             governance,
             admin,
+            responses: crate::response_store::ResponseSettings {
+                retention_secs: raw.responses.retention_days.min(36_500) as i64 * 86_400,
+                memory_max_bytes: usize::try_from(raw.responses.memory_max_bytes)
+                    .unwrap_or(usize::MAX),
+            },
         })
     }
 }

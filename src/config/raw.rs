@@ -30,6 +30,37 @@ pub struct RawConfig {
     /// Where audit events are written as JSON lines (besides the store).
     #[serde(default)]
     pub audit: RawAudit,
+    /// Stored answers of the Responses API.
+    #[serde(default)]
+    pub responses: RawResponses,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponses {
+    /// Days a stored response is kept (0: `store: true` keeps nothing).
+    #[serde(default = "default_responses_retention_days", deserialize_with = "number")]
+    pub retention_days: u64,
+    /// Without `auth.store`: the most bytes of stored responses held in memory.
+    #[serde(default = "default_responses_memory", deserialize_with = "number")]
+    pub memory_max_bytes: u64,
+}
+
+fn default_responses_retention_days() -> u64 {
+    30
+}
+
+fn default_responses_memory() -> u64 {
+    64 << 20
+}
+
+impl Default for RawResponses {
+    fn default() -> Self {
+        RawResponses {
+            retention_days: default_responses_retention_days(),
+            memory_max_bytes: default_responses_memory(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,8 @@ pub struct Gateway {
     pub(crate) key_slots: Arc<crate::limits::KeySlots>,
     /// Request body bytes held now (`server.max_inflight_body_bytes`).
     pub(crate) body_budget: Arc<crate::body_budget::BodyBudget>,
+    /// Stored Responses-API answers (`previous_response_id`, `GET /v1/responses/{id}`).
+    pub(crate) responses: Arc<crate::response_store::ResponseStore>,
 }
 
 /// What `request_filter` decided.
@@ -61,6 +63,7 @@ impl Gateway {
             governance,
             key_slots: Arc::default(),
             body_budget: Arc::default(),
+            responses: Arc::default(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! snapshots that a background task refreshes, and writes usage in batches
 //! (see [`crate::governance`]).
 
+pub mod responses;
 pub mod secret_key;
 mod sqlite_batch;
 pub mod usage_block;
@@ -43,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "key_concurrency",
         include_str!("../../migrations/0003_key_concurrency.sql"),
+    ),
+    (
+        4,
+        "responses",
+        include_str!("../../migrations/0004_responses.sql"),
     ),
 ];
 

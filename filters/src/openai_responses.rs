@@ -1,0 +1,244 @@
+//! The Responses API to OpenAI-dialect hosts (OpenAI, Azure OpenAI) natively: the caller's
+//! request with the provider's model name, and the provider's answer (a `response` object, or
+//! its stream of events) with the client's model name restored and the final `response`
+//! object kept for the gateway's store (`previous_response_id`).
+//!
+//! On the way down only the lifecycle events that carry the `response` object
+//! (`response.created`, `.in_progress`, `.completed`, `.incomplete`, `.failed`, `.queued`)
+//! are re-encoded; every other event is relayed as the bytes the provider sent.
+
+use serde_json::{Map, Value};
+
+use crate::openai::{ParsedRequest, Usage};
+use crate::sse::{parse_event, SseFramer};
+
+/// The upstream body: the caller's fields as written, with `model` replaced. (No
+/// `stream_options.include_usage`: Responses streams always end with usage.)
+pub fn prepare_request(parsed: &ParsedRequest, upstream_model: &str) -> Vec<u8> {
+    let raw = parsed.raw();
+    let mut out = Vec::with_capacity(raw.len() + upstream_model.len() + 16);
+    out.push(b'{');
+    for (name, value) in parsed.fields().iter(raw) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        json_str(&mut out, name);
+        out.push(b':');
+        if name == "model" {
+            json_str(&mut out, upstream_model);
+        } else {
+            out.extend_from_slice(value);
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// Makes conversation history from the gateway's store acceptable to OpenAI: item ids are
+/// removed (OpenAI looks ids up among the responses it stored itself, and these may come from
+/// another provider) and `reasoning` items without `encrypted_content` are left out (they
+/// can only be referenced by such an id).
+pub fn history_for_openai(items: &mut Vec<Value>) {
+    items.retain(|item| {
+        item.get("type").and_then(Value::as_str) != Some("reasoning")
+            || item.get("encrypted_content").is_some_and(Value::is_string)
+    });
+    for item in items.iter_mut() {
+        if let Some(obj) = item.as_object_mut() {
+            obj.remove("id");
+            if obj.get("type").and_then(Value::as_str) == Some("reasoning") {
+                obj.remove("status");
+            }
+        }
+    }
+}
+
+/// Usage as a `response` object reports it (`input_tokens`, `output_tokens`, details).
+pub fn usage_of(response: &Value) -> Option<Usage> {
+    let u = response.get("usage")?;
+    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    let mut usage = Usage::new(n(u.get("input_tokens")), n(u.get("output_tokens")));
+    if let Some(total) = u.get("total_tokens").and_then(Value::as_u64) {
+        usage.total_tokens = total;
+    }
+    usage.cached_tokens = n(u.pointer("/input_tokens_details/cached_tokens"));
+    usage.reasoning_tokens = n(u.pointer("/output_tokens_details/reasoning_tokens"));
+    Some(usage)
+}
+
+/// A complete (non-stream) answer: the body with the client's model name, its usage, and the
+/// `response` object itself (for the store). None when the body is not a JSON object.
+pub fn translate_response(body: &[u8], client_model: &str) -> Option<(Vec<u8>, Value)> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object_mut()?;
+    if obj.contains_key("model") {
+        obj.insert("model".into(), Value::String(client_model.to_owned()));
+    }
+    let out = serde_json::to_vec(&v).ok()?;
+    Some((out, v))
+}
+
+/// Relays a provider's Responses stream (see the module doc).
+#[derive(Debug)]
+pub struct ResponsesRelay {
+    client_model: String,
+    framer: SseFramer,
+    /// The `response` object of `response.completed` / `.incomplete` / `.failed`.
+    last: Option<Value>,
+    /// Whether the stream reached a terminal event.
+    ended: bool,
+}
+
+const LIFECYCLE: &[&[u8]] = &[
+    b"response.created",
+    b"response.in_progress",
+    b"response.queued",
+    b"response.completed",
+    b"response.incomplete",
+    b"response.failed",
+];
+
+const TERMINAL: &[&[u8]] = &[
+    b"response.completed",
+    b"response.incomplete",
+    b"response.failed",
+];
+
+impl ResponsesRelay {
+    pub fn new(client_model: &str) -> Self {
+        ResponsesRelay {
+            client_model: client_model.to_owned(),
+            framer: SseFramer::new(),
+            last: None,
+            ended: false,
+        }
+    }
+
+    /// Feeds a chunk of the provider's stream; writes what the client gets to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let (model, last, ended) = (&self.client_model, &mut self.last, &mut self.ended);
+        self.framer.feed(chunk, |raw| {
+            let ev = parse_event(raw);
+            let kind = ev.event.unwrap_or_default();
+            if !LIFECYCLE.contains(&kind) {
+                if kind == b"error" {
+                    *ended = true;
+                }
+                out.extend_from_slice(raw);
+                return;
+            }
+            let Ok(mut data) = serde_json::from_slice::<Map<String, Value>>(&ev.data) else {
+                out.extend_from_slice(raw);
+                return;
+            };
+            if let Some(Value::Object(r)) = data.get_mut("response") {
+                if r.contains_key("model") {
+                    r.insert("model".into(), Value::String(model.clone()));
+                }
+            }
+            if TERMINAL.contains(&kind) {
+                *ended = true;
+                *last = data.get("response").cloned();
+            }
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(kind);
+            out.extend_from_slice(b"\ndata: ");
+            serde_json::to_writer(&mut *out, &data).expect("writing to a Vec cannot fail");
+            out.extend_from_slice(b"\n\n");
+        });
+    }
+
+    /// Whether a terminal event (`response.completed`, `.incomplete`, `.failed`, `error`)
+    /// has been relayed.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The final `response` object, once the stream has ended with one.
+    pub fn final_response(&self) -> Option<&Value> {
+        self.last.as_ref()
+    }
+
+    /// Usage of the final `response` object.
+    pub fn usage(&self) -> Option<Usage> {
+        self.last.as_ref().and_then(usage_of)
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::{parse_request_bytes, Endpoint};
+
+    #[test]
+    fn the_model_is_replaced_and_nothing_else() {
+        let body = br#"{"model":"fast","input":"hi","stream_options":{"include_obfuscation":false},"tools":[{"type":"web_search"}]}"#;
+        let p = parse_request_bytes(Endpoint::Responses, bytes::Bytes::from_static(body)).unwrap();
+        let out: Value = serde_json::from_slice(&prepare_request(&p, "gpt-5")).unwrap();
+        let want: Value = serde_json::from_str(
+            r#"{"model":"gpt-5","input":"hi","stream_options":{"include_obfuscation":false},"tools":[{"type":"web_search"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn history_loses_ids_and_unreferencable_reasoning() {
+        let mut items: Vec<Value> = serde_json::from_str(
+            r#"[{"type":"message","id":"msg_1","role":"user","content":"hi"},
+                {"type":"reasoning","id":"rs_1","summary":[]},
+                {"type":"reasoning","id":"rs_2","summary":[],"encrypted_content":"abc","status":"completed"},
+                {"type":"function_call","id":"fc_1","call_id":"call_1","name":"f","arguments":"{}"}]"#,
+        )
+        .unwrap();
+        history_for_openai(&mut items);
+        assert_eq!(items.len(), 3);
+        assert!(items.iter().all(|i| i.get("id").is_none()));
+        assert_eq!(items[1]["encrypted_content"], "abc");
+        assert_eq!(items[2]["call_id"], "call_1");
+    }
+
+    const STREAM: &str = concat!(
+        "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"model\":\"gpt-5-2025\",\"status\":\"in_progress\",\"output\":[]}}\n\n",
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n",
+        "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"model\":\"gpt-5-2025\",\"status\":\"completed\",\"output\":[{\"type\":\"message\",\"id\":\"msg_1\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"Hi\",\"annotations\":[]}]}],\"usage\":{\"input_tokens\":5,\"input_tokens_details\":{\"cached_tokens\":2},\"output_tokens\":1,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":6}}}\n\n",
+    );
+
+    #[test]
+    fn a_stream_split_anywhere_comes_out_the_same() {
+        let mut whole = Vec::new();
+        let mut r = ResponsesRelay::new("fast");
+        r.feed(STREAM.as_bytes(), &mut whole);
+        assert!(r.ended());
+        let text = String::from_utf8(whole.clone()).unwrap();
+        assert!(!text.contains("gpt-5-2025"), "{text}");
+        assert_eq!(text.matches("\"model\":\"fast\"").count(), 2);
+        assert!(text.contains("\"delta\":\"Hi\""));
+        let usage = r.usage().unwrap();
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+            (5, 1, 2)
+        );
+        assert_eq!(r.final_response().unwrap()["output"][0]["id"], "msg_1");
+        for split in 1..STREAM.len() {
+            let mut out = Vec::new();
+            let mut r = ResponsesRelay::new("fast");
+            r.feed(&STREAM.as_bytes()[..split], &mut out);
+            r.feed(&STREAM.as_bytes()[split..], &mut out);
+            assert_eq!(out, whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn a_cut_stream_has_no_final_response() {
+        let mut out = Vec::new();
+        let mut r = ResponsesRelay::new("fast");
+        r.feed(&STREAM.as_bytes()[..STREAM.len() - 10], &mut out);
+        assert!(!r.ended());
+        assert!(r.final_response().is_none());
+    }
+}
