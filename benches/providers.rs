@@ -247,6 +247,7 @@ fn ctx() -> ResponseCtx<'static> {
         fallback_id: "req-bench",
         front: FrontDoor::Chat,
         include_usage: true,
+        echo: "",
     }
 }
 

@@ -205,7 +205,7 @@ impl GatewayError {
     pub fn body_for(&self, front: FrontDoor) -> Vec<u8> {
         match front {
             FrontDoor::Messages => messages_errors::error_body(self.status(), &self.to_string()),
-            FrontDoor::Chat | FrontDoor::Completions => self.body(),
+            FrontDoor::Chat | FrontDoor::Completions | FrontDoor::Responses => self.body(),
         }
     }
 }

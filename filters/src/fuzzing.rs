@@ -248,6 +248,7 @@ pub fn stream(dialect: Dialect, data: &[u8]) {
         fallback_id: "req-1",
         front: FrontDoor::legacy(flags & 1 != 0),
         include_usage: flags & 2 != 0,
+        echo: "",
     };
     let run = |pieces: &[&[u8]]| {
         let mut tr = translate::chat_stream(&t, &ctx);
@@ -547,6 +548,7 @@ pub fn answers(data: &[u8]) {
                     fallback_id: "req-1",
                     front: FrontDoor::legacy(flags & 1 != 0),
                     include_usage: false,
+                    echo: "",
                 };
                 let out = response::render(&c, &ctx);
                 let v: Value = serde_json::from_slice(&out).expect("a rendered answer is JSON");

@@ -500,6 +500,7 @@ mod tests {
             fallback_id: "req_1",
             front: FrontDoor::Chat,
             include_usage: false,
+            echo: "",
         }
     }
 

@@ -207,6 +207,7 @@ pub(super) async fn send_mock_as_messages(
         fallback_id: &request_id,
         front: FrontDoor::Messages,
         include_usage: true,
+        echo: "",
     };
     if reply.status >= 400 {
         let body = messages_errors::from_openai(reply.status, &reply.body.into_bytes());

@@ -150,6 +150,7 @@ impl Translation {
             fallback_id: request_id,
             front,
             include_usage,
+            echo: "",
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct ResponseCtx<'a> {
     pub front: FrontDoor,
     /// `stream_options.include_usage` (streams only).
     pub include_usage: bool,
+    /// The Responses front door's request echo: the JSON members its `response` object
+    /// repeats from the request (`front::responses::request::echo`), without braces. Empty for
+    /// the other front doors.
+    pub echo: &'a str,
 }
 
 /// A [`ResponseCtx`] owned by a stream translator that outlives the request's borrows.
@@ -75,6 +79,7 @@ pub struct OwnedResponseCtx {
     fallback_id: String,
     front: FrontDoor,
     include_usage: bool,
+    echo: String,
 }
 
 impl OwnedResponseCtx {
@@ -85,6 +90,7 @@ impl OwnedResponseCtx {
             fallback_id: ctx.fallback_id.to_owned(),
             front: ctx.front,
             include_usage: ctx.include_usage,
+            echo: ctx.echo.to_owned(),
         }
     }
 
@@ -95,20 +101,24 @@ impl OwnedResponseCtx {
             fallback_id: &self.fallback_id,
             front: self.front,
             include_usage: self.include_usage,
+            echo: &self.echo,
         }
     }
 }
 
 impl ResponseCtx<'_> {
-    /// `chatcmpl-…` / `cmpl-…` from the provider's id or the fallback.
+    /// `chatcmpl-…` / `cmpl-…` / `msg_…` from the provider's id or the fallback; `resp_…`
+    /// always from the fallback (the gateway stores Responses answers under its own id, which
+    /// `previous_response_id` and `GET /v1/responses/{id}` then name).
     pub fn response_id(&self, provider_id: Option<&str>) -> String {
         let prefix = match self.front {
             FrontDoor::Chat => "chatcmpl-",
             FrontDoor::Completions => "cmpl-",
             FrontDoor::Messages => "msg_",
+            FrontDoor::Responses => "resp_",
         };
         let id = provider_id
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.is_empty() && self.front != FrontDoor::Responses)
             .unwrap_or(self.fallback_id);
         if id.starts_with(prefix) {
             id.to_owned()
@@ -173,8 +183,10 @@ struct FunctionOut<'a> {
 
 /// Renders the client's JSON body for a complete answer.
 pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
-    if ctx.front == FrontDoor::Messages {
-        return crate::front::messages::answer::render(c, ctx);
+    match ctx.front {
+        FrontDoor::Messages => return crate::front::messages::answer::render(c, ctx),
+        FrontDoor::Responses => return crate::front::responses::answer::render(c, ctx),
+        FrontDoor::Chat | FrontDoor::Completions => {}
     }
     let id = ctx.response_id(c.id.as_deref());
     let usage = c.usage.map(UsageOut::from);
@@ -252,6 +264,7 @@ mod tests {
             fallback_id: "req1",
             front: FrontDoor::legacy(legacy),
             include_usage: false,
+            echo: "",
         }
     }
 

@@ -7,12 +7,13 @@
 //! within a stream, is rendered once.
 //!
 //! These calls are the neutral stream events of the translation seam: when the client called
-//! the Messages front door, the writer hands each one to
-//! [`crate::front::messages::MessagesEvents`] instead, so provider translators never know
-//! which front door they write for.
+//! the Messages or Responses front door, the writer hands each one to
+//! [`crate::front::messages::MessagesEvents`] or [`crate::front::responses::ResponsesEvents`]
+//! instead, so provider translators never know which front door they write for.
 
 use super::response::{FinishReason, ResponseCtx, UsageOut};
 use crate::front::messages::MessagesEvents;
+use crate::front::responses::ResponsesEvents;
 use crate::front::FrontDoor;
 use crate::openai::{error_body, Usage};
 
@@ -25,8 +26,18 @@ pub struct ChunkWriter {
     started: bool,
     finished: bool,
     done: bool,
-    /// Set when the client called `/v1/messages`: every event is written by it instead.
-    messages: Option<Box<MessagesEvents>>,
+    /// Who writes the events when the client did not call an OpenAI chat/completions door.
+    door: Door,
+}
+
+/// The event writer of a front door that has its own stream grammar: every call is handed to
+/// it.
+#[derive(Debug)]
+enum Door {
+    /// `/v1/chat/completions` or `/v1/completions`: written here.
+    OpenAi,
+    Messages(Box<MessagesEvents>),
+    Responses(Box<ResponsesEvents>),
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
@@ -42,8 +53,11 @@ impl ChunkWriter {
             started: false,
             finished: false,
             done: false,
-            messages: (ctx.front == FrontDoor::Messages)
-                .then(|| Box::new(MessagesEvents::new(ctx))),
+            door: match ctx.front {
+                FrontDoor::Messages => Door::Messages(Box::new(MessagesEvents::new(ctx))),
+                FrontDoor::Responses => Door::Responses(Box::new(ResponsesEvents::new(ctx))),
+                FrontDoor::Chat | FrontDoor::Completions => Door::OpenAi,
+            },
         };
         w.set_id(ctx, None);
         w
@@ -51,8 +65,10 @@ impl ChunkWriter {
 
     /// Uses the provider's response id (call before the first chunk).
     pub fn set_id(&mut self, ctx: &ResponseCtx<'_>, provider_id: Option<&str>) {
-        if let Some(m) = &mut self.messages {
-            return m.set_id(ctx, provider_id);
+        match &mut self.door {
+            Door::Messages(m) => return m.set_id(ctx, provider_id),
+            Door::Responses(r) => return r.set_id(ctx, provider_id),
+            Door::OpenAi => {}
         }
         let id = ctx.response_id(provider_id);
         let mut h = Vec::with_capacity(128);
@@ -72,24 +88,30 @@ impl ChunkWriter {
 
     /// Whether the first (role) chunk has been written.
     pub fn started(&self) -> bool {
-        if let Some(m) = &self.messages {
-            return m.started();
+        match &self.door {
+            Door::Messages(m) => return m.started(),
+            Door::Responses(r) => return r.started(),
+            Door::OpenAi => {}
         }
         self.started
     }
 
     /// Whether a finish reason has been written.
     pub fn finished(&self) -> bool {
-        if let Some(m) = &self.messages {
-            return m.finished();
+        match &self.door {
+            Door::Messages(m) => return m.finished(),
+            Door::Responses(r) => return r.finished(),
+            Door::OpenAi => {}
         }
         self.finished
     }
 
     /// Whether `[DONE]` (or an error event) ended the stream.
     pub fn is_done(&self) -> bool {
-        if let Some(m) = &self.messages {
-            return m.is_done();
+        match &self.door {
+            Door::Messages(m) => return m.is_done(),
+            Door::Responses(r) => return r.is_done(),
+            Door::OpenAi => {}
         }
         self.done
     }
@@ -119,8 +141,10 @@ impl ChunkWriter {
     /// The first chunk: `delta:{"role":"assistant","content":""}`. Idempotent; the other
     /// methods call it when needed.
     pub fn start(&mut self, out: &mut Vec<u8>) {
-        if let Some(m) = &mut self.messages {
-            return m.start(out);
+        match &mut self.door {
+            Door::Messages(m) => return m.start(out),
+            Door::Responses(r) => return r.start(out),
+            Door::OpenAi => {}
         }
         if self.started {
             return;
@@ -136,8 +160,10 @@ impl ChunkWriter {
 
     /// A piece of answer text.
     pub fn content(&mut self, out: &mut Vec<u8>, text: &str) {
-        if let Some(m) = &mut self.messages {
-            return m.text(out, text);
+        match &mut self.door {
+            Door::Messages(m) => return m.text(out, text),
+            Door::Responses(r) => return r.text(out, text),
+            Door::OpenAi => {}
         }
         if text.is_empty() {
             return;
@@ -171,8 +197,10 @@ impl ChunkWriter {
                 && serde_json::from_str::<String>(literal).is_ok(),
             "not one JSON string literal: {literal}"
         );
-        if let Some(m) = &mut self.messages {
-            return m.text_json(out, literal);
+        match &mut self.door {
+            Door::Messages(m) => return m.text_json(out, literal),
+            Door::Responses(r) => return r.text_json(out, literal),
+            Door::OpenAi => {}
         }
         if literal.len() <= 2 {
             return;
@@ -191,8 +219,10 @@ impl ChunkWriter {
 
     /// A piece of reasoning text (`reasoning_content`; not sent for legacy completions).
     pub fn reasoning(&mut self, out: &mut Vec<u8>, text: &str) {
-        if let Some(m) = &mut self.messages {
-            return m.thinking(out, text);
+        match &mut self.door {
+            Door::Messages(m) => return m.thinking(out, text),
+            Door::Responses(r) => return r.thinking(out, text),
+            Door::OpenAi => {}
         }
         if text.is_empty() || self.legacy {
             return;
@@ -209,15 +239,19 @@ impl ChunkWriter {
     /// reasoningContent): a `signature_delta` for Messages clients, which must send it back;
     /// OpenAI chunks have no place for it.
     pub fn reasoning_signature(&mut self, out: &mut Vec<u8>, signature: &str) {
-        if let Some(m) = &mut self.messages {
-            m.signature(out, signature);
+        match &mut self.door {
+            Door::Messages(m) => m.signature(out, signature),
+            Door::Responses(r) => r.signature(out, signature),
+            Door::OpenAi => {}
         }
     }
 
     /// The first fragment of tool call number `index` (0, 1, … in the order calls appear).
     pub fn tool_call_start(&mut self, out: &mut Vec<u8>, index: usize, id: &str, name: &str) {
-        if let Some(m) = &mut self.messages {
-            return m.tool_start(out, index, id, name);
+        match &mut self.door {
+            Door::Messages(m) => return m.tool_start(out, index, id, name),
+            Door::Responses(r) => return r.tool_start(out, index, id, name),
+            Door::OpenAi => {}
         }
         if self.legacy {
             return;
@@ -236,8 +270,10 @@ impl ChunkWriter {
 
     /// A piece of tool call `index`'s JSON arguments.
     pub fn tool_call_arguments(&mut self, out: &mut Vec<u8>, index: usize, fragment: &str) {
-        if let Some(m) = &mut self.messages {
-            return m.tool_arguments(out, index, fragment);
+        match &mut self.door {
+            Door::Messages(m) => return m.tool_arguments(out, index, fragment),
+            Door::Responses(r) => return r.tool_arguments(out, index, fragment),
+            Door::OpenAi => {}
         }
         if self.legacy || fragment.is_empty() {
             return;
@@ -254,8 +290,10 @@ impl ChunkWriter {
 
     /// The last choice chunk: empty delta and the finish reason. Written once.
     pub fn finish(&mut self, out: &mut Vec<u8>, reason: FinishReason) {
-        if let Some(m) = &mut self.messages {
-            return m.finish(out, reason);
+        match &mut self.door {
+            Door::Messages(m) => return m.finish(out, reason),
+            Door::Responses(r) => return r.finish(out, reason),
+            Door::OpenAi => {}
         }
         if self.finished {
             return;
@@ -269,8 +307,10 @@ impl ChunkWriter {
 
     /// The usage chunk (`"choices":[]`), only when the client asked for it.
     pub fn usage(&mut self, out: &mut Vec<u8>, usage: Usage) {
-        if let Some(m) = &mut self.messages {
-            return m.usage(usage);
+        match &mut self.door {
+            Door::Messages(m) => return m.usage(usage),
+            Door::Responses(r) => return r.usage(usage),
+            Door::OpenAi => {}
         }
         if !self.include_usage {
             return;
@@ -281,10 +321,22 @@ impl ChunkWriter {
         out.extend_from_slice(b"}\n\n");
     }
 
+    /// The final `response` object of a Responses stream once it completed (the same JSON
+    /// [`crate::chat::response::render`] gives for the whole answer): what the gateway stores
+    /// for `previous_response_id`. None for the other front doors and before the end.
+    pub fn final_response(&self) -> Option<&[u8]> {
+        match &self.door {
+            Door::Responses(r) => r.final_response(),
+            Door::OpenAi | Door::Messages(_) => None,
+        }
+    }
+
     /// `data: [DONE]`. Written once.
     pub fn done(&mut self, out: &mut Vec<u8>) {
-        if let Some(m) = &mut self.messages {
-            return m.done(out);
+        match &mut self.door {
+            Door::Messages(m) => return m.done(out),
+            Door::Responses(r) => return r.done(out),
+            Door::OpenAi => {}
         }
         if self.done {
             return;
@@ -295,8 +347,10 @@ impl ChunkWriter {
 
     /// Ends the stream with an OpenAI error event (what openai-python raises as `APIError`).
     pub fn error(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: Option<&str>) {
-        if let Some(m) = &mut self.messages {
-            return m.error(out, message, kind);
+        match &mut self.door {
+            Door::Messages(m) => return m.error(out, message, kind),
+            Door::Responses(r) => return r.error(out, message, kind, code),
+            Door::OpenAi => {}
         }
         if self.done {
             return;
@@ -341,6 +395,7 @@ mod tests {
             fallback_id: "r",
             front: FrontDoor::Chat,
             include_usage: true,
+            echo: "",
         };
         let mut w = ChunkWriter::new(&ctx);
         let mut out = Vec::new();
@@ -384,6 +439,7 @@ mod tests {
             fallback_id: "r",
             front: FrontDoor::Completions,
             include_usage: false,
+            echo: "",
         };
         let mut w = ChunkWriter::new(&ctx);
         let mut out = Vec::new();

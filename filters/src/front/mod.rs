@@ -13,9 +13,12 @@ pub enum FrontDoor {
     Completions,
     /// Anthropic `/v1/messages`: `message` objects and Messages stream events.
     Messages,
+    /// OpenAI `/v1/responses`: `response` objects and Responses stream events.
+    Responses,
 }
 
 pub mod messages;
+pub mod responses;
 
 impl FrontDoor {
     /// `Completions` when `legacy`, else `Chat`.

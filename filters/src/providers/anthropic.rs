@@ -1454,6 +1454,7 @@ impl Events {
                             fallback_id: &self.fallback_id,
                             front: self.legacy,
                             include_usage: self.include_usage,
+                            echo: "",
                         };
                         self.writer.set_id(&ctx, m.id.as_deref());
                     }
@@ -2589,6 +2590,7 @@ mod tests {
             fallback_id: "req_1",
             front: FrontDoor::Chat,
             include_usage,
+            echo: "",
         }
     }
 

@@ -2375,6 +2375,7 @@ mod tests {
                 fallback_id: "r",
                 front: FrontDoor::Chat,
                 include_usage: false,
+                echo: "",
             },
         );
         let v: Value = serde_json::from_slice(&rendered).unwrap();
@@ -2445,6 +2446,7 @@ mod tests {
             fallback_id: "req-1",
             front: FrontDoor::legacy(legacy),
             include_usage,
+            echo: "",
         }
     }
 

@@ -1846,6 +1846,7 @@ pub(super) mod tests {
             fallback_id: "req1",
             front: FrontDoor::Chat,
             include_usage,
+            echo: "",
         }
     }
 

@@ -2214,6 +2214,7 @@ mod tests {
             fallback_id: "req-9",
             front: FrontDoor::Chat,
             include_usage,
+            echo: "",
         }
     }
 

@@ -1432,6 +1432,7 @@ mod tests {
             fallback_id: "req-1",
             front: FrontDoor::Chat,
             include_usage,
+            echo: "",
         }
     }
 
@@ -1820,6 +1821,7 @@ mod fast_path_tests {
             fallback_id: "r",
             front: FrontDoor::Chat,
             include_usage: false,
+            echo: "",
         };
         let text = [" a", " \"b\"", "\tc\n", " é", ""];
         let mut input = format!(

@@ -1340,6 +1340,7 @@ mod tests {
             fallback_id: "req-1",
             front: FrontDoor::Chat,
             include_usage,
+            echo: "",
         }
     }
 

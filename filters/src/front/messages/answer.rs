@@ -128,6 +128,7 @@ mod tests {
             fallback_id: "req",
             front: FrontDoor::Messages,
             include_usage: true,
+            echo: "",
         };
         let v: Value = serde_json::from_slice(&render(&c, &ctx)).unwrap();
         assert_eq!(v["id"], "msg_abc");

@@ -383,6 +383,7 @@ pub(crate) mod tests {
             fallback_id: "req-1",
             front: FrontDoor::Messages,
             include_usage: true,
+            echo: "",
         }
     }
 
