@@ -24,6 +24,8 @@ pub enum RouteKind {
     Models,
     Unified(switchyard_filters::Endpoint),
     Passthrough,
+    /// `GET`/`DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`.
+    StoredResponse,
     NotFound,
 }
 
@@ -32,6 +34,7 @@ impl RouteKind {
     pub fn front(self) -> FrontDoor {
         match self {
             RouteKind::Unified(Endpoint::Messages | Endpoint::CountTokens) => FrontDoor::Messages,
+            RouteKind::Unified(Endpoint::Responses) => FrontDoor::Responses,
             _ => FrontDoor::Chat,
         }
     }
@@ -45,6 +48,7 @@ impl RouteKind {
             RouteKind::Models => "models",
             RouteKind::Unified(e) => e.as_str(),
             RouteKind::Passthrough => "passthrough",
+            RouteKind::StoredResponse => "stored_response",
             RouteKind::NotFound => "not_found",
         }
     }
@@ -111,6 +115,8 @@ pub struct RequestCtx {
     pub cors: Option<crate::cors::CorsDecision>,
     /// The bytes of `server.max_inflight_body_bytes` this request's body holds.
     pub body_permit: Option<crate::body_budget::BodyPermit>,
+    /// A Responses-API request's id, echo and storage (`/v1/responses` only).
+    pub responses: Option<Box<crate::pipeline::responses::ResponsesTurn>>,
     _in_flight: InFlight,
 }
 
@@ -141,6 +147,7 @@ impl RequestCtx {
             request_slot: None,
             stream_slot: None,
             body_permit: None,
+            responses: None,
             cors: None,
             _in_flight: InFlight::new(metrics),
         }

@@ -87,6 +87,11 @@ pub enum GatewayError {
         retry_after: u64,
         info: crate::governance::limits::RateInfo,
     },
+    /// 400 `previous_response_not_found`: the Responses API's `previous_response_id` names
+    /// no response this key stored (or it expired).
+    PreviousResponseNotFound(String),
+    /// 503: the store of Responses-API answers could not be read or written.
+    StoreUnavailable,
     /// 500: a gateway bug; details go to the log, not the client.
     Internal,
 }
@@ -94,7 +99,10 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidRequest { .. } | Self::BadPath(_) | Self::BadFraming(_) => 400,
+            Self::InvalidRequest { .. }
+            | Self::BadPath(_)
+            | Self::BadFraming(_)
+            | Self::PreviousResponseNotFound(_) => 400,
             Self::RequestTimeout => 408,
             Self::HeadersTooLarge { .. } => 431,
             Self::TooManyStreams { .. } | Self::TooManyRequestsInFlight { .. } => 429,
@@ -107,7 +115,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => 405,
             Self::PayloadTooLarge { .. } => 413,
             Self::UpstreamUnreachable { .. } | Self::UpstreamCredentialRejected { .. } => 502,
-            Self::ProviderUnavailable { .. } => 503,
+            Self::ProviderUnavailable { .. } | Self::StoreUnavailable => 503,
             Self::UpstreamStatus { status, .. } => *status,
             Self::UpstreamTimeout { .. } => 504,
             Self::Internal => 500,
@@ -126,14 +134,17 @@ impl GatewayError {
             | Self::PayloadTooLarge { .. }
             | Self::BadFraming(_)
             | Self::RequestTimeout
-            | Self::HeadersTooLarge { .. } => "invalid_request_error",
+            | Self::HeadersTooLarge { .. }
+            | Self::PreviousResponseNotFound(_) => "invalid_request_error",
             Self::TooManyStreams { .. } | Self::TooManyRequestsInFlight { .. } => "requests",
             Self::ClientClosed => "client_closed_request",
             Self::TooManyConnections { .. } | Self::BodyBudgetExhausted => "server_error",
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamCredentialRejected { .. }
             | Self::UpstreamTimeout { .. } => "api_error",
-            Self::ProviderUnavailable { .. } | Self::Internal => "server_error",
+            Self::ProviderUnavailable { .. } | Self::StoreUnavailable | Self::Internal => {
+                "server_error"
+            }
             Self::Forbidden(_) => "permission_error",
             Self::QuotaExceeded(_) => "insufficient_quota",
             Self::RateLimited { class, .. } => class,
@@ -164,6 +175,8 @@ impl GatewayError {
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             Self::UpstreamCredentialRejected { .. } => Some("upstream_credentials_rejected"),
             Self::ProviderUnavailable { .. } => Some("provider_unavailable"),
+            Self::PreviousResponseNotFound(_) => Some("previous_response_not_found"),
+            Self::StoreUnavailable => Some("store_unavailable"),
             Self::UpstreamStatus { status: 429, .. } => Some("rate_limit_exceeded"),
             Self::Forbidden(_) => Some("permission_denied"),
             Self::QuotaExceeded(_) => Some("insufficient_quota"),
@@ -177,6 +190,7 @@ impl GatewayError {
         match self {
             Self::InvalidRequest { param, .. } => param.as_deref(),
             Self::ModelNotFound { .. } => Some("model"),
+            Self::PreviousResponseNotFound(_) => Some("previous_response_id"),
             _ => None,
         }
     }
@@ -229,6 +243,12 @@ impl fmt::Display for GatewayError {
                 Ok(())
             }
             Self::NotFound(what) => f.write_str(what),
+            Self::PreviousResponseNotFound(id) => {
+                write!(f, "Previous response with id '{id}' not found.")
+            }
+            Self::StoreUnavailable => f.write_str(
+                "The gateway's response store is unavailable right now; retry shortly.",
+            ),
             Self::MethodNotAllowed { allow } => {
                 write!(f, "Method not allowed for this route; use {allow}.")
             }

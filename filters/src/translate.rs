@@ -283,12 +283,15 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     if req.top_k.is_some() && !translator.maps_top_k() {
         up.dropped.push("top_k".to_owned());
     }
-    if req.front == crate::front::FrontDoor::Messages {
-        // Dropped names as the Messages client wrote them (`metadata.user_id`, not `user`).
-        for name in &mut up.dropped {
-            if let Some(theirs) = crate::front::messages::request::client_name(name) {
-                *name = theirs.to_owned();
-            }
+    // Dropped names as the client wrote them (`metadata.user_id`, `max_output_tokens`).
+    let client_name = match req.front {
+        crate::front::FrontDoor::Messages => crate::front::messages::request::client_name,
+        crate::front::FrontDoor::Responses => crate::front::responses::request::client_name,
+        _ => |_: &str| None,
+    };
+    for name in &mut up.dropped {
+        if let Some(theirs) = client_name(name) {
+            *name = theirs.to_owned();
         }
     }
     // Prompt-cache markers: Claude hosts and Converse place them; OpenAI, Azure and Gemini

@@ -49,6 +49,9 @@ pub enum Mode<'a> {
         /// open with a content-filter chunk that has no choices.
         azure: bool,
     },
+    /// The Responses API on OpenAI / Azure OpenAI: the model name restored, the final
+    /// `response` object stored.
+    OpenAiResponses { stream: bool, client_model: &'a str },
     /// Unified API on a provider with its own API: answers, streams and errors translated.
     Translated {
         client_model: &'a str,

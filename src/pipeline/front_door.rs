@@ -11,6 +11,7 @@ use pingora::proxy::Session;
 use switchyard_filters::chat::embeddings::EmbeddingsRequest;
 use switchyard_filters::chat::{request as chat_request, ChatRequest};
 use switchyard_filters::front::messages::request as messages_request;
+use switchyard_filters::front::responses::request as responses_request;
 use switchyard_filters::openai::parse_request_bytes;
 use switchyard_filters::{Endpoint, InvalidRequest};
 
@@ -32,7 +33,7 @@ pub(super) enum Typed {
 
 impl Gateway {
     /// Serves a front door: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
-    /// `/v1/messages` and `/v1/messages/count_tokens`.
+    /// `/v1/messages`, `/v1/messages/count_tokens` and `/v1/responses`.
     pub(crate) async fn front_door(
         &self,
         config: &Arc<Config>,
@@ -41,10 +42,14 @@ impl Gateway {
         endpoint: Endpoint,
     ) -> Result<(), GatewayError> {
         let raw = self.read_body(session, ctx, config).await?;
-        let parsed = parse_request_bytes(endpoint, raw)?;
+        let mut parsed = parse_request_bytes(endpoint, raw)?;
         // Every provider (the mock and OpenAI included) refuses out-of-range values alike.
         match endpoint {
             Endpoint::Embeddings => {}
+            Endpoint::Responses => {
+                responses_request::validate(&parsed)?;
+                parsed = self.responses_turn(config, ctx, parsed).await?;
+            }
             Endpoint::Messages | Endpoint::CountTokens => {
                 messages_request::validate(&parsed, endpoint == Endpoint::CountTokens)?
             }
@@ -61,7 +66,7 @@ impl Gateway {
             .map(str::to_owned);
         let max_tokens = match endpoint {
             Endpoint::Embeddings | Endpoint::CountTokens => Some(0),
-            _ => ["max_completion_tokens", "max_tokens"]
+            _ => ["max_completion_tokens", "max_tokens", "max_output_tokens"]
                 .iter()
                 .find_map(|k| parsed.field(k).and_then(|v| v.parse::<u64>().ok())),
         };
@@ -84,6 +89,11 @@ impl Gateway {
             Endpoint::Messages | Endpoint::CountTokens => {
                 !translation::dialect(c.provider.kind, endpoint, c.upstream_model, c.options)
                     .is_some_and(translation::speaks_messages)
+            }
+            // Responses: every host but OpenAI and Azure (the mock answers through the neutral
+            // model).
+            Endpoint::Responses => {
+                !matches!(c.provider.kind, ProviderKind::OpenAi | ProviderKind::Azure)
             }
             _ => !matches!(
                 c.provider.kind,

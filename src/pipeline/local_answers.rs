@@ -19,6 +19,7 @@ use switchyard_filters::{mock, Endpoint};
 
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
+use crate::pipeline::responses::{answer_ids, save_final_response};
 use crate::pipeline::translation;
 use crate::respond;
 use crate::route::health::ProviderHealth;
@@ -34,10 +35,15 @@ impl Run<'_> {
         may_retry: bool,
         best: Option<u8>,
     ) -> Result<Outcome, GatewayError> {
-        let messages = self.endpoint == Endpoint::Messages;
-        let (reply, dropped) = if messages {
-            // The mock speaks OpenAI: the Messages request goes in through the OpenAI dialect
-            // and its answer comes back the same way, like any OpenAI-shaped provider's.
+        let front = match self.endpoint {
+            Endpoint::Messages => Some(FrontDoor::Messages),
+            Endpoint::Responses => Some(FrontDoor::Responses),
+            _ => None,
+        };
+        let (reply, dropped) = if front.is_some() {
+            // The mock speaks OpenAI chat: Messages and Responses requests go in through the
+            // OpenAI dialect and their answers come back the same way, like any OpenAI-shaped
+            // provider's.
             let req = self.chat_request()?;
             let mut up = translate::prepare_chat(&openai_target(cand.upstream_model), req)?;
             // OpenAI caches prompts by itself, so its dialect names no `cache_control`; the
@@ -75,9 +81,9 @@ impl Run<'_> {
                 tried: true,
             }));
         }
-        if messages {
+        if let Some(front) = front {
             ctx.dropped_params = dropped;
-            send_mock_as_messages(session, ctx, reply, &self.parsed.summary.model).await?;
+            send_mock_through(session, ctx, reply, &self.parsed.summary.model, front).await?;
         } else {
             send_mock(session, ctx, reply).await?;
         }
@@ -190,27 +196,34 @@ pub(super) fn openai_target(model: &str) -> Target<'_> {
     }
 }
 
-/// Sends a mock reply to a Messages client: the mock's OpenAI answer, stream or error read
-/// by the OpenAI dialect and written as Messages.
-pub(super) async fn send_mock_as_messages(
+/// Sends a mock reply to a Messages or Responses client: the mock's OpenAI answer, stream or
+/// error read by the OpenAI dialect and written for `front`.
+pub(super) async fn send_mock_through(
     session: &mut Session,
     ctx: &mut RequestCtx,
     reply: mock::MockReply,
     client_model: &str,
+    front: FrontDoor,
 ) -> Result<(), GatewayError> {
     let io = |_| GatewayError::Internal;
     let target = openai_target(client_model);
-    let request_id = ctx.request_id.clone();
+    let (fallback_id, echo) = answer_ids(&ctx.request_id, ctx.responses.as_deref());
+    let (fallback_id, echo) = (fallback_id.to_owned(), echo.to_owned());
     let rctx = ResponseCtx {
         client_model,
         created: unix_now(),
-        fallback_id: &request_id,
-        front: FrontDoor::Messages,
+        fallback_id: &fallback_id,
+        front,
         include_usage: true,
-        echo: "",
+        echo: &echo,
     };
     if reply.status >= 400 {
-        let body = messages_errors::from_openai(reply.status, &reply.body.into_bytes());
+        let body = reply.body.into_bytes();
+        let body = if front == FrontDoor::Messages {
+            messages_errors::from_openai(reply.status, &body)
+        } else {
+            body
+        };
         let h = respond::header(reply.status, "application/json", ctx).map_err(io)?;
         return respond::full(session, ctx, h, Bytes::from(body))
             .await
@@ -226,6 +239,9 @@ pub(super) async fn send_mock_as_messages(
                 translate::parse_chat(&target, &answer).map_err(|_| GatewayError::Internal)?;
             ctx.usage = completion.usage;
             let out = render(&completion, &rctx);
+            if let Some(turn) = ctx.responses.as_deref() {
+                turn.save(&out).await;
+            }
             let h = respond::header(200, "application/json", ctx).map_err(io)?;
             respond::full(session, ctx, h, Bytes::from(out))
                 .await
@@ -240,6 +256,7 @@ pub(super) async fn send_mock_as_messages(
             for (i, event) in events.enumerate() {
                 out.clear();
                 translator.feed(event.as_ref(), &mut out);
+                save_final_response(ctx, &out).await;
                 if !out.is_empty() {
                     respond::body(session, ctx, Bytes::copy_from_slice(&out), false)
                         .await
@@ -252,6 +269,7 @@ pub(super) async fn send_mock_as_messages(
             out.clear();
             translator.finish(&mut out);
             ctx.usage = translator.usage();
+            save_final_response(ctx, &out).await;
             respond::body(session, ctx, Bytes::from(out), true)
                 .await
                 .map_err(io)

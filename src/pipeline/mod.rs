@@ -23,6 +23,7 @@ pub mod passthrough;
 pub mod prepare;
 pub mod relay;
 pub mod relay_raw;
+pub mod responses;
 pub mod route;
 pub mod translation;
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use pingora::http::RequestHeader;
 use switchyard_filters::providers::messages_native;
 use switchyard_filters::translate::{self, AnswerFormat, Dialect};
-use switchyard_filters::{openai_upstream, Endpoint};
+use switchyard_filters::{openai_responses, openai_upstream, Endpoint};
 
 use crate::errors::GatewayError;
 use crate::pipeline::forward::{Mode, UpstreamCall};
@@ -33,6 +33,9 @@ pub(super) struct Prepared {
 pub(super) enum How {
     /// OpenAI-shaped upstream (OpenAI, Azure OpenAI): model restored, usage chunk handled.
     OpenAi { azure: bool },
+    /// A Responses request to OpenAI or Azure OpenAI, natively: model restored, the final
+    /// `response` object kept for the store.
+    OpenAiResponses,
     /// A provider with its own API.
     Translated(Box<Translation>),
 }
@@ -49,7 +52,28 @@ impl Run<'_> {
             self.endpoint,
             Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings
         );
+        let front_label = match self.endpoint {
+            Endpoint::Messages | Endpoint::CountTokens => "messages",
+            Endpoint::Responses => "responses",
+            _ => "openai",
+        };
         let prepared = match kind {
+            // The Responses API natively (Azure: its OpenAI-compatible `/openai/v1` surface,
+            // the deployment in `model`).
+            ProviderKind::OpenAi | ProviderKind::Azure if self.endpoint == Endpoint::Responses => {
+                let body = openai_responses::prepare_request(self.parsed, cand.upstream_model);
+                let path = upstream.endpoint.path(if kind == ProviderKind::Azure {
+                    "/openai/v1/responses"
+                } else {
+                    "/v1/responses"
+                });
+                Prepared {
+                    request: self.json_request(&path, upstream, body.len(), &[])?,
+                    body: Bytes::from(body),
+                    how: How::OpenAiResponses,
+                    dropped: None,
+                }
+            }
             // Same dialect on both sides: the caller's body with the model replaced.
             ProviderKind::OpenAi if openai_front => {
                 let body = openai_upstream::prepare_request(self.parsed, cand.upstream_model);
@@ -90,7 +114,7 @@ impl Run<'_> {
             .metrics
             .translation
             .with_label_values(&[
-                if openai_front { "openai" } else { "messages" },
+                front_label,
                 kind.as_str(),
             ])
             .observe(started.elapsed().as_secs_f64());
@@ -278,6 +302,10 @@ impl Run<'_> {
                 upstream_model: cand.upstream_model,
                 client_wants_usage: self.parsed.summary.client_wants_usage,
                 azure,
+            },
+            How::OpenAiResponses => Mode::OpenAiResponses {
+                stream: self.parsed.summary.stream,
+                client_model,
             },
             How::Translated(translation) => Mode::Translated {
                 client_model,

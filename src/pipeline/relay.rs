@@ -20,6 +20,7 @@ use switchyard_filters::translate::{self, Answer, ErrorHints, StreamEnd, Target}
 use super::forward::*;
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
+use crate::pipeline::responses::{answer_ids, save_final_response};
 use crate::pipeline::translation::{speaks_messages, Shape, Translation};
 use crate::respond;
 use switchyard_filters::front::messages::errors as messages_errors;
@@ -57,6 +58,10 @@ impl Forwarder<'_> {
                 stream,
                 client_model,
                 ..
+            } => (*stream, *client_model),
+            Mode::OpenAiResponses {
+                stream,
+                client_model,
             } => (*stream, *client_model),
             Mode::Translated {
                 client_model,
@@ -105,6 +110,11 @@ impl Forwarder<'_> {
             .headers
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if let Mode::OpenAiResponses { .. } = call.mode {
+            return self
+                .responses_native(session, ctx, provider, client_model, stream && is_sse, up, &resp, &peer)
+                .await;
+        }
         if stream && is_sse {
             return self.stream(session, ctx, call, up, &resp, &peer).await;
         }
@@ -268,7 +278,9 @@ impl Forwarder<'_> {
                 .await;
         }
         let created = unix_now();
-        let rctx = tr.response_ctx(client_model, &ctx.request_id, created);
+        let (fallback_id, echo) = answer_ids(&ctx.request_id, ctx.responses.as_deref());
+        let rctx = tr.response_ctx(client_model, fallback_id, echo, created);
+        let saves = ctx.responses.as_ref().is_some_and(|t| t.saves());
         let io = |_| GatewayError::Internal;
         match tr.shape {
             Shape::Chat { stream: true, .. } | Shape::Native { stream: true } => {
@@ -314,6 +326,9 @@ impl Forwarder<'_> {
                         continue;
                     }
                     ctx.mark_first_byte();
+                    if saves {
+                        save_final_response(ctx, &out).await;
+                    }
                     let send = Bytes::copy_from_slice(&out);
                     if respond::body(session, ctx, send, false).await.is_err() {
                         ctx.usage = translator.usage();
@@ -325,6 +340,9 @@ impl Forwarder<'_> {
                 let end = translator.finish(&mut out);
                 let complete = matches!(end, StreamEnd::Complete);
                 ctx.usage = translator.usage();
+                if saves {
+                    save_final_response(ctx, &out).await;
+                }
                 if !out.is_empty() {
                     ctx.mark_first_byte();
                     let _ = session
@@ -415,6 +433,9 @@ impl Forwarder<'_> {
                 })?;
                 ctx.usage = completion.usage;
                 let out = render(&completion, &rctx);
+                if let Some(turn) = ctx.responses.as_deref() {
+                    turn.save(&out).await;
+                }
                 let mut h = respond::header(200, "application/json", ctx).map_err(io)?;
                 copy_headers(&resp, &mut h);
                 respond::full(session, ctx, h, Bytes::from(out))

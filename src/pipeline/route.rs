@@ -65,6 +65,7 @@ impl Gateway {
             (Some(e), _) => RouteKind::Unified(*e),
             (None, Some(_)) => RouteKind::Passthrough,
             _ if path == "/v1/models" || path.starts_with("/v1/models/") => RouteKind::Models,
+            _ if path.starts_with("/v1/responses/") => RouteKind::StoredResponse,
             _ => RouteKind::NotFound,
         };
         let caller = match self
@@ -95,6 +96,9 @@ impl Gateway {
         if path == "/v1/models" {
             require(is_get, "GET")?;
             return self.list_models(&config, session, ctx).await;
+        }
+        if let Some(rest) = path.strip_prefix("/v1/responses/") {
+            return self.stored_response(session, ctx, rest).await;
         }
         if let Some(id) = path.strip_prefix("/v1/models/") {
             require(is_get, "GET")?;
@@ -358,6 +362,7 @@ fn unified_endpoint(path: &str) -> Option<Endpoint> {
         "/v1/embeddings" | "/embeddings" => Some(Endpoint::Embeddings),
         "/v1/messages" => Some(Endpoint::Messages),
         "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
+        "/v1/responses" | "/responses" => Some(Endpoint::Responses),
         _ => None,
     }
 }

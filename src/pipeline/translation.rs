@@ -132,7 +132,8 @@ impl Translation {
     pub fn response_ctx<'a>(
         &self,
         client_model: &'a str,
-        request_id: &'a str,
+        fallback_id: &'a str,
+        echo: &'a str,
         created: u64,
     ) -> ResponseCtx<'a> {
         let (front, include_usage) = match self.shape {
@@ -147,10 +148,10 @@ impl Translation {
         ResponseCtx {
             client_model,
             created,
-            fallback_id: request_id,
+            fallback_id,
             front,
             include_usage,
-            echo: "",
+            echo,
         }
     }
 }

@@ -308,11 +308,7 @@ impl ChatRequest {
             Endpoint::Messages | Endpoint::CountTokens => {
                 crate::front::messages::request::decode(p.body()?)
             }
-            // Decoded by the Responses front door (front::responses), once it lands.
-            Endpoint::Responses => Err(InvalidRequest::new(
-                "The Responses API is not available yet.",
-                None,
-            )),
+            Endpoint::Responses => crate::front::responses::request::decode(p.body()?),
             Endpoint::Embeddings => Err(InvalidRequest::new(
                 "Embeddings requests are not chat requests.",
                 None,
