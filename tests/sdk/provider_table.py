@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from helpers import ALICE_KEY, Gateway, free_port, gateway_bin
+from helpers import ALICE_KEY, BOB_KEY, Gateway, free_port, gateway_bin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "native"))
 from server import NativeServer  # noqa: E402
@@ -92,6 +92,7 @@ server: {{listen: "{listen}", metrics_listen: "{metrics}", threads: 2, grace_per
 auth:
   keys:
     - {{user: alice, key: "{ALICE_KEY}"}}
+    - {{user: bob, key: "{BOB_KEY}"}}
 providers:
   openai:
     endpoint: "{url}/openai"

@@ -13,6 +13,8 @@ import base64
 import json
 import re
 
+import openai_responses
+
 from common import (
     BadRequest,
     Conversation,
@@ -244,6 +246,8 @@ def _dispatch(req: NativeRequest, op: str, model: str, azure: bool) -> NativeRes
             return _completions(body, model)
         if op == "embeddings":
             return _embeddings(body, model)
+        if op == "responses":
+            return openai_responses.respond(body, model)
     except (BadRequest, KeyError, TypeError, ValueError) as e:
         return _error(400, f"Invalid request: {e}", "invalid_request_error")
     return _error(404, f"Unknown operation {op}", "invalid_request_error")
@@ -265,6 +269,14 @@ def handle_azure(req: NativeRequest) -> NativeResponse:
     """`/openai/deployments/{deployment}/{op}?api-version=` with an `api-key` header."""
     if not req.headers.get("api-key"):
         return json_response(401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key."}})
+    if req.path == "/openai/v1/responses":
+        # The v1 (OpenAI-compatible) surface: the deployment is the body's `model`, no
+        # api-version needed.
+        deployment = req.json().get("model", "")
+        status = fail_status(deployment)
+        if status:
+            return json_response(status, {"error": {"code": str(status), "message": f"Mock failure {status}."}})
+        return _dispatch(req, "responses", "gpt-4o-2024-08-06", azure=True)
     m = AZURE_PATH.match(req.path)
     if not m:
         return json_response(404, {"error": {"code": "404", "message": "Resource not found"}})
