@@ -283,10 +283,16 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     if req.top_k.is_some() && !translator.maps_top_k() {
         up.dropped.push("top_k".to_owned());
     }
-    if req.front == crate::front::FrontDoor::Messages {
-        // Dropped names as the Messages client wrote them (`metadata.user_id`, not `user`).
+    // Dropped names as the client wrote them (Messages `metadata.user_id`, not `user`;
+    // Responses `max_output_tokens`, not `max_tokens`).
+    let client_name: Option<fn(&str) -> Option<&'static str>> = match req.front {
+        crate::front::FrontDoor::Messages => Some(crate::front::messages::request::client_name),
+        crate::front::FrontDoor::Responses => Some(crate::front::responses::request::client_name),
+        crate::front::FrontDoor::Chat | crate::front::FrontDoor::Completions => None,
+    };
+    if let Some(client_name) = client_name {
         for name in &mut up.dropped {
-            if let Some(theirs) = crate::front::messages::request::client_name(name) {
+            if let Some(theirs) = client_name(name) {
                 *name = theirs.to_owned();
             }
         }

@@ -1,17 +1,237 @@
-//! A neutral answer ([`Completion`]) as the `response` object the Responses API returns.
+//! A neutral answer ([`Completion`]) as the `response` object the Responses API returns, and
+//! the pieces the stream writer ([`super::events`]) shares with it: output items, usage, the
+//! status vocabulary and the object itself, so a streamed answer's final `response` is the
+//! same JSON a non-stream answer would be.
+//!
+//! Output items, in order: a `reasoning` item (the provider's reasoning text as its summary),
+//! a `message` item with one `output_text` part, then one `function_call` item per tool call.
+//! Item ids are derived from the gateway's request id and the item's index (`rs_…`, `msg_…`,
+//! `fc_…`), never from the provider: the gateway stores and serves them.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::chat::{Completion, ResponseCtx};
+use crate::chat::{Completion, FinishReason, ResponseCtx};
+use crate::openai::Usage;
 
-/// Renders the client's `response` body.
-pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
-    let _ = (c, ctx);
-    b"{}".to_vec()
+/// One output item's content, as both the answer and the stream writer build them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Item {
+    Reasoning(String),
+    Message(String),
+    Call {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
 }
 
-/// The output items of a rendered `response` object (for storage), ids as rendered.
+impl Item {
+    /// `rs_` / `msg_` / `fc_` + the gateway's id + `_` + the item's output index.
+    pub(crate) fn id(&self, base: &str, index: usize) -> String {
+        let prefix = match self {
+            Item::Reasoning(_) => "rs_",
+            Item::Message(_) => "msg_",
+            Item::Call { .. } => "fc_",
+        };
+        format!("{prefix}{base}_{index}")
+    }
+
+    /// The item as it stands in `output`; `status` applies to messages and calls (reasoning
+    /// items carry none).
+    pub(crate) fn json(&self, id: &str, status: &str) -> Value {
+        match self {
+            Item::Reasoning(text) => json!({
+                "id": id,
+                "type": "reasoning",
+                "summary": [summary_part(text)],
+            }),
+            Item::Message(text) => json!({
+                "id": id,
+                "type": "message",
+                "status": status,
+                "role": "assistant",
+                "content": [text_part(text)],
+            }),
+            Item::Call {
+                call_id,
+                name,
+                arguments,
+            } => json!({
+                "id": id,
+                "type": "function_call",
+                "status": status,
+                "arguments": arguments,
+                "call_id": call_id,
+                "name": name,
+            }),
+        }
+    }
+}
+
+/// A `summary_text` part.
+pub(crate) fn summary_part(text: &str) -> Value {
+    json!({"type": "summary_text", "text": text})
+}
+
+/// An `output_text` content part.
+pub(crate) fn text_part(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+}
+
+/// The `incomplete_details.reason` of a finish reason that cut the answer short.
+pub(crate) fn incomplete_reason(f: Option<FinishReason>) -> Option<&'static str> {
+    match f {
+        Some(FinishReason::Length) => Some("max_output_tokens"),
+        Some(FinishReason::ContentFilter) => Some("content_filter"),
+        _ => None,
+    }
+}
+
+/// Responses `usage`: input tokens include cached ones (as the neutral prompt tokens do).
+pub(crate) fn usage_json(u: Usage) -> Value {
+    json!({
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.total_tokens,
+    })
+}
+
+/// What every rendering of one response shares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub id: &'a str,
+    pub created: u64,
+    pub model: &'a str,
+    /// The request echo (`request::echo`); empty: OpenAI's defaults.
+    pub echo: &'a str,
+}
+
+/// How a response ended (or that it has not yet).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Status<'a> {
+    InProgress,
+    Completed,
+    Incomplete(&'static str),
+    /// `code`, `message`.
+    Failed(&'a str, &'a str),
+}
+
+/// The `response` object.
+pub(crate) fn response_json(
+    head: &Head<'_>,
+    status: Status<'_>,
+    output: &[Value],
+    usage: Option<Usage>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"{\"id\":");
+    json_to(&mut out, head.id);
+    out.extend_from_slice(b",\"object\":\"response\",\"created_at\":");
+    out.extend_from_slice(head.created.to_string().as_bytes());
+    out.extend_from_slice(b",\"status\":\"");
+    out.extend_from_slice(match status {
+        Status::InProgress => b"in_progress".as_slice(),
+        Status::Completed => b"completed",
+        Status::Incomplete(_) => b"incomplete",
+        Status::Failed(..) => b"failed",
+    });
+    out.extend_from_slice(b"\",\"error\":");
+    match status {
+        Status::Failed(code, message) => {
+            json_to(&mut out, &json!({"code": code, "message": message}));
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"incomplete_details\":");
+    match status {
+        Status::Incomplete(reason) => {
+            out.extend_from_slice(b"{\"reason\":\"");
+            out.extend_from_slice(reason.as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+    out.push(b',');
+    if head.echo.is_empty() {
+        out.extend_from_slice(super::request::echo(&Default::default(), None).as_bytes());
+    } else {
+        out.extend_from_slice(head.echo.as_bytes());
+    }
+    out.extend_from_slice(b",\"model\":");
+    json_to(&mut out, head.model);
+    out.extend_from_slice(b",\"output\":");
+    json_to(&mut out, output);
+    out.extend_from_slice(b",\"usage\":");
+    match usage {
+        Some(u) => json_to(&mut out, &usage_json(u)),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    out
+}
+
+fn json_to<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(&mut *out, v).expect("writing JSON to a Vec cannot fail");
+}
+
+/// Renders the client's `response` body (the first choice: Responses answers have one).
+pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
+    let choice = c.choices.first();
+    let mut items = Vec::new();
+    if let Some(ch) = choice {
+        if let Some(r) = ch.reasoning.as_deref().filter(|r| !r.is_empty()) {
+            items.push(Item::Reasoning(r.to_owned()));
+        }
+        if let Some(t) = ch.content.as_deref().filter(|t| !t.is_empty()) {
+            items.push(Item::Message(t.to_owned()));
+        }
+        for call in &ch.tool_calls {
+            items.push(Item::Call {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            });
+        }
+    }
+    let incomplete = incomplete_reason(choice.and_then(|ch| ch.finish_reason));
+    let last = items.len().saturating_sub(1);
+    let output: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let status = if incomplete.is_some() && i == last {
+                "incomplete"
+            } else {
+                "completed"
+            };
+            item.json(&item.id(ctx.fallback_id, i), status)
+        })
+        .collect();
+    let id = ctx.response_id(None);
+    let head = Head {
+        id: &id,
+        created: ctx.created,
+        model: ctx.client_model,
+        echo: ctx.echo,
+    };
+    let status = match incomplete {
+        Some(reason) => Status::Incomplete(reason),
+        None => Status::Completed,
+    };
+    response_json(&head, status, &output, c.usage)
+}
+
+/// The output items of a rendered `response` object (for storage), ids as rendered; none
+/// when the bytes are not one.
 pub fn output_items(response_json: &[u8]) -> Vec<Value> {
-    let _ = response_json;
-    Vec::new()
+    #[derive(serde::Deserialize)]
+    struct OutputOnly {
+        #[serde(default)]
+        output: Vec<Value>,
+    }
+    serde_json::from_slice::<OutputOnly>(response_json)
+        .map(|r| r.output)
+        .unwrap_or_default()
 }
