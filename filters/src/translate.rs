@@ -190,6 +190,12 @@ pub trait StreamTranslator: Send {
     /// The client's stream has already been ended (finished, or an error event written,
     /// e.g. for an unreadable event): the rest of the provider's bytes would be ignored.
     fn ended(&self) -> bool;
+    /// The final `response` object of a Responses stream once it completed (what
+    /// [`crate::chat::ChunkWriter::final_response`] gives), for the gateway to store; None for
+    /// the other front doors and relays.
+    fn final_response(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// The refusal for an operation a dialect does not offer.
