@@ -850,3 +850,487 @@ pub fn echo(body: &Map<String, Value>, previous_response_id: Option<&str>) -> St
     }
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::{parse_request, Endpoint};
+
+    fn body(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn dec(v: Value) -> Result<ChatRequest, InvalidRequest> {
+        decode(&body(v))
+    }
+
+    /// The refusal of `v`, checking its `param` and that its message contains `words`.
+    fn refused(v: Value, param: &str, words: &str) {
+        let e = dec(v).expect_err("refused");
+        assert_eq!(e.param.as_deref(), Some(param), "{}", e.message);
+        assert!(e.message.contains(words), "{}", e.message);
+    }
+
+    #[test]
+    fn decodes_a_string_input_and_every_parameter() {
+        let r = dec(json!({
+            "model": "m", "instructions": "Be brief.", "input": "Hi",
+            "max_output_tokens": 100, "temperature": 0.5, "top_p": 0.9, "user": "u1",
+            "reasoning": {"effort": "high", "summary": "auto"},
+            "text": {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": true}, "verbosity": "low"},
+            "tools": [{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}, "strict": true}],
+            "tool_choice": {"type": "function", "name": "f"}, "parallel_tool_calls": false,
+            "metadata": {"k": "v"}, "store": true, "include": ["reasoning.encrypted_content"],
+            "truncation": "auto", "stream": true, "prompt_cache_key": "pk", "safety_identifier": "s",
+            "service_tier": "flex", "top_logprobs": 2, "max_tool_calls": 3, "background": false,
+        }))
+        .unwrap();
+        assert_eq!(r.front, FrontDoor::Responses);
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(r.messages[0].role, Role::System);
+        assert_eq!(r.messages[0].text(), "Be brief.");
+        assert_eq!(r.messages[1].role, Role::User);
+        assert_eq!(r.messages[1].content, vec![Part::Text("Hi".into())]);
+        assert_eq!(r.max_tokens, Some(100));
+        assert_eq!((r.temperature, r.top_p), (Some(0.5), Some(0.9)));
+        assert_eq!(r.user.as_deref(), Some("u1"));
+        assert_eq!(r.reasoning.and_then(|x| x.effort), Some(Effort::High));
+        assert_eq!(
+            r.response_format,
+            Some(ResponseFormat::JsonSchema {
+                name: "out".into(),
+                schema: json!({"type": "object"}),
+                strict: Some(true)
+            })
+        );
+        assert_eq!(r.tools.len(), 1);
+        assert_eq!(r.tools[0].name, "f");
+        assert_eq!(r.tools[0].description.as_deref(), Some("d"));
+        assert_eq!(r.tools[0].parameters["properties"]["a"]["type"], "string");
+        assert_eq!(r.tools[0].strict, Some(true));
+        assert_eq!(r.tool_choice, Some(ToolChoice::Named("f".into())));
+        assert_eq!(r.parallel_tool_calls, Some(false));
+        assert!(r.stream && r.include_usage);
+        // Consumed by the gateway (echo, storage): not passed on. The rest is named by the
+        // provider translators like any unknown chat field.
+        let other: Vec<&str> = r.other_names().collect();
+        assert_eq!(
+            other,
+            vec![
+                "verbosity",
+                "max_tool_calls",
+                "prompt_cache_key",
+                "safety_identifier",
+                "service_tier",
+                "top_logprobs"
+            ]
+        );
+        assert!(r.dropped.is_empty());
+    }
+
+    #[test]
+    fn decodes_every_item_and_part_kind() {
+        let r = dec(json!({"model": "m", "input": [
+            {"role": "developer", "content": "Rules."},
+            {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Sys."}]},
+            {"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "Look:"},
+                {"type": "input_image", "image_url": "https://x/y.png", "detail": "high"},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "auto"},
+                {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBER"},
+                {"type": "input_file", "file_data": "JVBERi0"},
+            ]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "secret"}]},
+            {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed", "content": [
+                {"type": "output_text", "text": "Calling.", "annotations": []},
+                {"type": "refusal", "refusal": "no"},
+            ]},
+            {"type": "function_call", "id": "fc_1", "call_id": "call_a", "name": "f", "arguments": "{\"x\":1}"},
+            {"type": "function_call", "call_id": "call_b", "name": "g", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_a", "output": "42"},
+            {"type": "function_call_output", "call_id": "call_b", "output": [
+                {"type": "input_text", "text": "a"}, {"type": "input_image", "image_url": "https://i"}, {"type": "input_text", "text": "b"},
+            ]},
+            {"type": "function_call", "call_id": "call_c", "name": "f", "arguments": "{}"},
+        ]}))
+        .unwrap();
+        let m = &r.messages;
+        assert_eq!(m.len(), 7, "{m:#?}");
+        assert_eq!((m[0].role, m[0].text()), (Role::Developer, "Rules.".into()));
+        assert_eq!((m[1].role, m[1].text()), (Role::System, "Sys.".into()));
+        assert_eq!(m[2].role, Role::User);
+        assert_eq!(
+            m[2].content,
+            vec![
+                Part::Text("Look:".into()),
+                Part::Image {
+                    url: "https://x/y.png".into(),
+                    detail: Some("high".into())
+                },
+                Part::Image {
+                    url: "data:image/png;base64,iVBO".into(),
+                    detail: None
+                },
+                Part::File {
+                    data: "JVBER".into(),
+                    mime: "application/pdf".into(),
+                    name: Some("a.pdf".into())
+                },
+                Part::File {
+                    data: "JVBERi0".into(),
+                    mime: "application/pdf".into(),
+                    name: None
+                },
+            ]
+        );
+        // The reasoning item is gone; the assistant's text and both calls are one message.
+        assert_eq!(m[3].role, Role::Assistant);
+        assert_eq!(m[3].text(), "Calling.\nno");
+        let calls: Vec<(&str, &str, &str)> = m[3]
+            .tool_calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![("call_a", "f", "{\"x\":1}"), ("call_b", "g", "{}")]
+        );
+        assert_eq!(
+            (m[4].role, m[4].tool_call_id.as_deref(), m[4].text()),
+            (Role::Tool, Some("call_a"), "42".into())
+        );
+        assert_eq!(m[5].text(), "a\nb");
+        // A call after tool output starts a new assistant message.
+        assert_eq!((m[6].role, m[6].tool_calls.len()), (Role::Assistant, 1));
+        assert!(m[6].content.is_empty());
+        assert_eq!(
+            r.dropped,
+            vec![
+                "input[].reasoning".to_owned(),
+                "function_call_output.output[].input_image".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_what_needs_openai_by_name() {
+        let input = |part: Value| json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": "x"}, part]}]});
+        refused(
+            input(json!({"type": "input_image", "file_id": "file-1"})),
+            "input[0].content[1].file_id",
+            "file ids",
+        );
+        refused(
+            input(json!({"type": "input_image"})),
+            "input[0].content[1].image_url",
+            "Missing",
+        );
+        refused(
+            input(json!({"type": "input_file", "file_id": "file-1"})),
+            "input[0].content[1].file_id",
+            "file_data",
+        );
+        refused(
+            input(json!({"type": "input_file", "file_url": "https://x/a.pdf"})),
+            "input[0].content[1].file_url",
+            "file URLs",
+        );
+        refused(
+            input(json!({"type": "input_file", "file_data": "data:application/pdf,JVBER"})),
+            "input[0].content[1].file_data",
+            "base64",
+        );
+        refused(
+            input(json!({"type": "output_text", "text": "x"})),
+            "input[0].content[1].type",
+            "'output_text'",
+        );
+        refused(
+            json!({"model": "m", "input": [{"role": "assistant", "content": [{"type": "input_image", "image_url": "https://i"}]}]}),
+            "input[0].content[0].type",
+            "assistant",
+        );
+        refused(
+            json!({"model": "m", "input": [{"role": "tool", "content": "x"}]}),
+            "input[0].role",
+            "'tool'",
+        );
+        for tool in [
+            "web_search_preview",
+            "file_search",
+            "code_interpreter",
+            "computer_use_preview",
+            "image_generation",
+            "mcp",
+        ] {
+            refused(
+                json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {"type": tool}]}),
+                "tools[1].type",
+                &format!("the '{tool}' tool is not supported by this provider"),
+            );
+        }
+        refused(
+            json!({"model": "m", "input": "x", "tools": [{"type": "function"}]}),
+            "tools[0].name",
+            "Missing",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "tool_choice": {"type": "function", "name": "nope"}}),
+            "tool_choice",
+            "'nope'",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "tool_choice": {"type": "web_search_preview"}}),
+            "tool_choice.type",
+            "web_search_preview",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "tool_choice": "sometimes"}),
+            "tool_choice",
+            "'sometimes'",
+        );
+        refused(
+            json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}),
+            "input[0]",
+            "item references",
+        );
+        refused(
+            json!({"model": "m", "input": [{"type": "computer_call_output", "call_id": "c"}]}),
+            "input[0].type",
+            "'computer_call_output' items are not supported",
+        );
+        refused(
+            json!({"model": "m", "input": [{"type": "function_call", "name": "f"}]}),
+            "input[0].call_id",
+            "Missing",
+        );
+        refused(
+            json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c"}]}),
+            "input[0].output",
+            "Missing",
+        );
+        refused(json!({"model": "m", "input": [7]}), "input[0]", "object");
+        refused(
+            json!({"model": "m", "input": "x", "background": true}),
+            "background",
+            "Background mode",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "conversation": "conv_1"}),
+            "conversation",
+            "stored at OpenAI",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "prompt": {"id": "pmpt_1"}}),
+            "prompt",
+            "stored at OpenAI",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "text": {"format": {"type": "xml"}}}),
+            "text.format.type",
+            "'xml'",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "s"}}}),
+            "text.format.schema",
+            "Missing",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "reasoning": {"effort": "max"}}),
+            "reasoning.effort",
+            "'max'",
+        );
+        refused(
+            json!({"model": "m", "input": "x", "max_output_tokens": "many"}),
+            "max_output_tokens",
+            "integer",
+        );
+        refused(
+            json!({"model": "m", "instructions": "only"}),
+            "input",
+            "Missing",
+        );
+        refused(
+            json!({"model": "m", "input": {"a": 1}}),
+            "input",
+            "Invalid type",
+        );
+    }
+
+    #[test]
+    fn text_formats_and_reasoning_none() {
+        let r = dec(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "none"}, "tool_choice": "required"})).unwrap();
+        assert_eq!(r.response_format, Some(ResponseFormat::JsonObject));
+        assert_eq!(r.reasoning, None);
+        assert_eq!(r.tool_choice, Some(ToolChoice::Required));
+        let r =
+            dec(json!({"model": "m", "input": "x", "text": {"format": {"type": "text"}}})).unwrap();
+        assert_eq!(r.response_format, Some(ResponseFormat::Text));
+        assert!(!r.stream && !r.include_usage);
+    }
+
+    #[test]
+    fn validate_checks_fields_in_openai_words() {
+        let check = |b: &str| {
+            // `input` is the field the embeddings endpoint requires too.
+            validate(&parse_request(Endpoint::Embeddings, b.as_bytes()).unwrap())
+        };
+        assert!(check(r#"{"model":"m","input":"x","temperature":2,"top_p":1,"max_output_tokens":16,"top_logprobs":20}"#).is_ok());
+        for (b, param, words) in [
+            (
+                r#"{"model":"m","input":"x","temperature":2.5}"#,
+                "temperature",
+                "out of range",
+            ),
+            (
+                r#"{"model":"m","input":"x","top_p":"a"}"#,
+                "top_p",
+                "expected a number",
+            ),
+            (
+                r#"{"model":"m","input":"x","max_output_tokens":10}"#,
+                "max_output_tokens",
+                "Expected a value >= 16, but got 10 instead",
+            ),
+            (
+                r#"{"model":"m","input":"x","max_output_tokens":1.5}"#,
+                "max_output_tokens",
+                "integer",
+            ),
+            (
+                r#"{"model":"m","input":"x","top_logprobs":21}"#,
+                "top_logprobs",
+                "from 0 to 20",
+            ),
+            (
+                r#"{"model":"m","input":"x","background":true}"#,
+                "background",
+                "not supported",
+            ),
+        ] {
+            let e = check(b).expect_err(b);
+            assert_eq!(e.param.as_deref(), Some(param), "{b}");
+            assert!(e.message.contains(words), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn input_items_are_stored_in_responses_form_with_ids() {
+        let items = input_items(&body(json!({"input": "Hi"})), "req7").unwrap();
+        assert_eq!(
+            items,
+            vec![
+                json!({"type": "message", "role": "user", "id": "msg_req7_0",
+                "content": [{"type": "input_text", "text": "Hi"}]})
+            ]
+        );
+        let items = input_items(
+            &body(json!({"input": [
+                {"role": "assistant", "content": "Before."},
+                {"type": "function_call_output", "call_id": "c", "output": "1"},
+                {"type": "function_call", "id": "fc_keep", "call_id": "c", "name": "f", "arguments": "{}"},
+            ]})),
+            "s",
+        )
+        .unwrap();
+        assert_eq!(items[0]["type"], "message");
+        assert_eq!(items[0]["id"], "msg_s_0");
+        assert_eq!(
+            items[0]["content"],
+            json!([{"type": "output_text", "text": "Before.", "annotations": []}])
+        );
+        assert_eq!(items[1]["id"], "fco_s_1");
+        assert_eq!(items[2]["id"], "fc_keep");
+        assert!(input_items(&body(json!({})), "s").unwrap().is_empty());
+        assert_eq!(
+            input_items(&body(json!({"input": 3})), "s")
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("input")
+        );
+        assert!(input_items(&body(json!({"input": [{"content": "x"}]})), "s").is_err());
+        // Stored items decode again (the next turn's history).
+        let again = dec(json!({"model": "m", "input": items})).unwrap();
+        assert_eq!(again.messages.len(), 3);
+    }
+
+    #[test]
+    fn history_comes_before_the_request_own_items() {
+        let history = vec![
+            json!({"type": "message", "role": "user", "id": "msg_a_0", "content": [{"type": "input_text", "text": "Q1"}]}),
+            json!({"type": "reasoning", "id": "rs_b_0", "summary": [{"type": "summary_text", "text": "hm"}]}),
+            json!({"type": "message", "role": "assistant", "id": "msg_b_1", "status": "completed", "content": [{"type": "output_text", "text": "A1", "annotations": [], "logprobs": []}]}),
+        ];
+        let mut b = body(json!({"model": "m", "input": "Q2", "previous_response_id": "resp_b"}));
+        prepend_history(&mut b, history.clone()).unwrap();
+        assert!(b.get("previous_response_id").is_none());
+        let input = b["input"].as_array().unwrap();
+        assert_eq!(input.len(), 4);
+        assert_eq!(&input[..3], &history[..]);
+        assert_eq!(input[3]["content"][0]["text"], "Q2");
+        let r = decode(&b).unwrap();
+        let texts: Vec<String> = r.messages.iter().map(Message::text).collect();
+        assert_eq!(texts, vec!["Q1", "A1", "Q2"]);
+        let mut b = body(json!({"input": [{"role": "user", "content": "x"}]}));
+        prepend_history(&mut b, Vec::new()).unwrap();
+        assert_eq!(b["input"].as_array().unwrap().len(), 1);
+        let mut b = body(json!({"input": 1}));
+        assert!(prepend_history(&mut b, Vec::new()).is_err());
+        assert_eq!(b["input"], 1, "left as it was");
+    }
+
+    #[test]
+    fn echo_gives_openai_defaults_and_the_request_values() {
+        let v: Value = serde_json::from_str(&format!("{{{}}}", echo(&Map::new(), None))).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "background": false, "instructions": null, "max_output_tokens": null,
+                "max_tool_calls": null, "metadata": {}, "parallel_tool_calls": true,
+                "previous_response_id": null, "prompt_cache_key": null,
+                "reasoning": {"effort": null, "summary": null}, "safety_identifier": null,
+                "service_tier": "default", "store": true, "temperature": 1.0,
+                "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+                "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled", "user": null,
+            })
+        );
+        let tools = json!([{"type": "function", "name": "f", "parameters": {}}]);
+        let b = body(json!({
+            "instructions": "I", "max_output_tokens": 50, "metadata": {"a": "b"},
+            "parallel_tool_calls": false, "reasoning": {"effort": "low"}, "store": false,
+            "temperature": 0.2, "text": {"format": {"type": "json_object"}, "verbosity": "high"},
+            "tool_choice": "required", "tools": tools, "top_p": 0.5, "truncation": "auto",
+            "user": "u", "input": "not echoed",
+        }));
+        let v: Value = serde_json::from_str(&format!("{{{}}}", echo(&b, Some("resp_x")))).unwrap();
+        assert_eq!(v["instructions"], "I");
+        assert_eq!(v["max_output_tokens"], 50);
+        assert_eq!(v["metadata"], json!({"a": "b"}));
+        assert_eq!(v["parallel_tool_calls"], false);
+        assert_eq!(v["previous_response_id"], "resp_x");
+        assert_eq!(v["reasoning"], json!({"effort": "low", "summary": null}));
+        assert_eq!(v["store"], false);
+        assert_eq!(v["temperature"], 0.2);
+        assert_eq!(
+            v["text"],
+            json!({"format": {"type": "json_object"}, "verbosity": "high"})
+        );
+        assert_eq!(v["tool_choice"], "required");
+        assert_eq!(v["tools"], tools);
+        assert_eq!(v["truncation"], "auto");
+        assert_eq!(v["user"], "u");
+        assert!(v.get("input").is_none());
+    }
+
+    #[test]
+    fn client_names() {
+        assert_eq!(client_name("max_tokens"), Some("max_output_tokens"));
+        assert_eq!(client_name("reasoning_effort"), Some("reasoning.effort"));
+        assert_eq!(client_name("response_format"), Some("text.format"));
+        assert_eq!(client_name("temperature"), None);
+    }
+}
