@@ -235,3 +235,174 @@ pub fn output_items(response_json: &[u8]) -> Vec<Value> {
         .map(|r| r.output)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::chat::{Choice, ToolCall};
+    use crate::front::FrontDoor;
+
+    pub(crate) const ECHO: &str = r#""background":false,"instructions":null,"max_output_tokens":null,"max_tool_calls":null,"metadata":{},"parallel_tool_calls":true,"previous_response_id":null,"prompt_cache_key":null,"reasoning":{"effort":null,"summary":null},"safety_identifier":null,"service_tier":"default","store":true,"temperature":1.0,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_logprobs":0,"top_p":1.0,"truncation":"disabled","user":null"#;
+
+    pub(crate) fn ctx() -> ResponseCtx<'static> {
+        ResponseCtx {
+            client_model: "gpt-via-claude",
+            created: 1_700_000_000,
+            fallback_id: "req9",
+            front: FrontDoor::Responses,
+            include_usage: true,
+            echo: ECHO,
+        }
+    }
+
+    /// Checks the members openai-python's models require (not Optional in
+    /// `types/responses/*.py`) are present with the right JSON types.
+    pub(crate) fn check_sdk_shape(v: &Value) {
+        assert!(v["id"].as_str().unwrap().starts_with("resp_"));
+        assert_eq!(v["object"], "response");
+        assert!(v["created_at"].is_u64());
+        assert!(v["model"].is_string());
+        assert!(v["parallel_tool_calls"].is_boolean());
+        assert!(v["tools"].is_array());
+        assert!(v["tool_choice"].is_string() || v["tool_choice"].is_object());
+        assert!(["completed", "incomplete", "in_progress", "failed"]
+            .contains(&v["status"].as_str().unwrap()));
+        for item in v["output"].as_array().unwrap() {
+            assert!(item["id"].is_string(), "{item}");
+            match item["type"].as_str().unwrap() {
+                "message" => {
+                    assert_eq!(item["role"], "assistant");
+                    assert!(item["status"].is_string());
+                    for part in item["content"].as_array().unwrap() {
+                        assert_eq!(part["type"], "output_text");
+                        assert!(part["text"].is_string());
+                        assert!(part["annotations"].is_array());
+                    }
+                }
+                "reasoning" => {
+                    for s in item["summary"].as_array().unwrap() {
+                        assert_eq!(s["type"], "summary_text");
+                        assert!(s["text"].is_string());
+                    }
+                }
+                "function_call" => {
+                    assert!(item["call_id"].is_string());
+                    assert!(item["name"].is_string());
+                    assert!(item["arguments"].is_string());
+                }
+                other => panic!("unexpected item type {other}"),
+            }
+        }
+        if !v["usage"].is_null() {
+            let u = &v["usage"];
+            for k in ["input_tokens", "output_tokens", "total_tokens"] {
+                assert!(u[k].is_u64(), "usage.{k}");
+            }
+            assert!(u["input_tokens_details"]["cached_tokens"].is_u64());
+            assert!(u["output_tokens_details"]["reasoning_tokens"].is_u64());
+        }
+    }
+
+    #[test]
+    fn renders_reasoning_text_and_calls_as_output_items() {
+        let mut u = Usage::new(120, 30);
+        u.cached_tokens = 100;
+        u.reasoning_tokens = 12;
+        let c = Completion {
+            id: Some("provider-id".into()),
+            choices: vec![Choice {
+                content: Some("Checking.".into()),
+                reasoning: Some("Think".into()),
+                tool_calls: vec![
+                    ToolCall {
+                        id: "call_a".into(),
+                        name: "f".into(),
+                        arguments: r#"{"x":1}"#.into(),
+                    },
+                    ToolCall {
+                        id: "call_b".into(),
+                        name: "g".into(),
+                        arguments: "{}".into(),
+                    },
+                ],
+                finish_reason: Some(FinishReason::ToolCalls),
+                ..Default::default()
+            }],
+            usage: Some(u),
+        };
+        let bytes = crate::chat::response::render(&c, &ctx());
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        check_sdk_shape(&v);
+        assert_eq!(
+            v["id"], "resp_req9",
+            "the gateway's id, never the provider's"
+        );
+        assert_eq!(v["status"], "completed");
+        assert_eq!(v["error"], Value::Null);
+        assert_eq!(v["incomplete_details"], Value::Null);
+        assert_eq!(v["model"], "gpt-via-claude");
+        assert_eq!(v["created_at"], 1_700_000_000);
+        assert_eq!(v["tool_choice"], "auto");
+        assert_eq!(v["temperature"], 1.0);
+        assert_eq!(
+            v["output"],
+            json!([
+                {"id": "rs_req9_0", "type": "reasoning", "summary": [{"type": "summary_text", "text": "Think"}]},
+                {"id": "msg_req9_1", "type": "message", "status": "completed", "role": "assistant",
+                 "content": [{"type": "output_text", "text": "Checking.", "annotations": [], "logprobs": []}]},
+                {"id": "fc_req9_2", "type": "function_call", "status": "completed", "arguments": "{\"x\":1}", "call_id": "call_a", "name": "f"},
+                {"id": "fc_req9_3", "type": "function_call", "status": "completed", "arguments": "{}", "call_id": "call_b", "name": "g"},
+            ])
+        );
+        assert_eq!(
+            v["usage"],
+            json!({"input_tokens": 120, "input_tokens_details": {"cached_tokens": 100},
+                   "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 12},
+                   "total_tokens": 150})
+        );
+        assert_eq!(
+            output_items(&bytes),
+            v["output"].as_array().unwrap().clone()
+        );
+        assert!(output_items(b"not json").is_empty());
+    }
+
+    #[test]
+    fn cut_short_answers_are_incomplete() {
+        for (reason, why) in [
+            (FinishReason::Length, "max_output_tokens"),
+            (FinishReason::ContentFilter, "content_filter"),
+        ] {
+            let c = Completion {
+                id: None,
+                choices: vec![Choice {
+                    content: Some("Partial".into()),
+                    finish_reason: Some(reason),
+                    ..Default::default()
+                }],
+                usage: None,
+            };
+            let v: Value = serde_json::from_slice(&render(&c, &ctx())).unwrap();
+            check_sdk_shape(&v);
+            assert_eq!(v["status"], "incomplete");
+            assert_eq!(v["incomplete_details"], json!({"reason": why}));
+            assert_eq!(v["output"][0]["status"], "incomplete");
+            assert_eq!(v["usage"], Value::Null);
+        }
+    }
+
+    #[test]
+    fn an_empty_echo_takes_the_defaults() {
+        let c = Completion {
+            id: None,
+            choices: vec![],
+            usage: None,
+        };
+        let a: Value = serde_json::from_slice(&render(&c, &ctx())).unwrap();
+        let b: Value =
+            serde_json::from_slice(&render(&c, &ResponseCtx { echo: "", ..ctx() })).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a["output"], json!([]));
+        check_sdk_shape(&a);
+    }
+}

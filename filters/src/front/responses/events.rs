@@ -473,3 +473,407 @@ impl ResponsesEvents {
         });
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::answer::render;
+    use super::super::answer::tests::{check_sdk_shape, ctx};
+    use super::*;
+    use crate::chat::{Choice, ChunkWriter, Completion, ToolCall};
+    use crate::translate::testing::every_split;
+    use crate::translate::StreamEnd;
+    use serde_json::json;
+
+    /// Rebuilds the response from a Responses stream the way openai-python's
+    /// `ResponseStreamState` does (snapshot from `response.created`, items added by
+    /// `output_item.added`, parts by `…part.added`, deltas appended), checking the grammar on
+    /// the way: each `event:` line names its data's `type`, `sequence_number` counts from 0,
+    /// every delta and `.done` names an added item by `item_id` and `output_index`, each
+    /// `.done` repeats the accumulated text, and the terminal event comes last. Returns the
+    /// terminal event's response (its output checked against the accumulated items) and the
+    /// event types in order.
+    pub(crate) fn accumulate(out: &[u8]) -> (Value, Vec<String>) {
+        let text = std::str::from_utf8(out).expect("UTF-8");
+        let events: Vec<(String, Value)> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (ev, data) = e.split_once('\n').expect("event and data lines");
+                let name = ev.strip_prefix("event: ").expect("event line").to_owned();
+                let v: Value =
+                    serde_json::from_str(data.strip_prefix("data: ").expect("data line")).unwrap();
+                assert_eq!(v["type"], name.as_str(), "event name matches its type");
+                (name, v)
+            })
+            .collect();
+        assert!(!text.contains("[DONE]"));
+        let kinds: Vec<String> = events.iter().map(|e| e.0.clone()).collect();
+        assert_eq!(kinds.first().map(String::as_str), Some("response.created"));
+        let mut snapshot = Value::Null;
+        let mut done = Vec::new();
+        let mut terminal = Value::Null;
+        for (n, (name, v)) in events.iter().enumerate() {
+            assert_eq!(v["sequence_number"], n as u64, "{name}");
+            assert!(
+                terminal.is_null(),
+                "nothing after the terminal event: {name}"
+            );
+            let idx = v["output_index"].as_u64().map(|i| i as usize);
+            match name.as_str() {
+                "response.created" => {
+                    snapshot = v["response"].clone();
+                    assert_eq!(snapshot["status"], "in_progress");
+                    assert_eq!(snapshot["output"], json!([]));
+                    check_sdk_shape(&snapshot);
+                }
+                "response.in_progress" => assert_eq!(v["response"], snapshot),
+                "response.output_item.added" => {
+                    let out = snapshot["output"].as_array_mut().unwrap();
+                    assert_eq!(idx, Some(out.len()), "items added in order");
+                    out.push(v["item"].clone());
+                    done.push(false);
+                }
+                "response.content_part.added" => {
+                    let it = item(&mut snapshot, v, name);
+                    let parts = it["content"].as_array_mut().unwrap();
+                    assert_eq!(v["content_index"], parts.len() as u64);
+                    parts.push(v["part"].clone());
+                }
+                "response.reasoning_summary_part.added" => {
+                    let it = item(&mut snapshot, v, name);
+                    let parts = it["summary"].as_array_mut().unwrap();
+                    assert_eq!(v["summary_index"], parts.len() as u64);
+                    parts.push(v["part"].clone());
+                }
+                "response.output_text.delta" | "response.reasoning_summary_text.delta" => {
+                    let it = item(&mut snapshot, v, name);
+                    let part = if name == "response.output_text.delta" {
+                        &mut it["content"][v["content_index"].as_u64().unwrap() as usize]
+                    } else {
+                        &mut it["summary"][v["summary_index"].as_u64().unwrap() as usize]
+                    };
+                    let t =
+                        part["text"].as_str().unwrap().to_owned() + v["delta"].as_str().unwrap();
+                    part["text"] = t.into();
+                }
+                "response.function_call_arguments.delta" => {
+                    let it = item(&mut snapshot, v, name);
+                    assert_eq!(it["type"], "function_call");
+                    let a =
+                        it["arguments"].as_str().unwrap().to_owned() + v["delta"].as_str().unwrap();
+                    it["arguments"] = a.into();
+                }
+                "response.output_text.done" | "response.content_part.done" => {
+                    let it = item(&mut snapshot, v, name);
+                    let part = &it["content"][v["content_index"].as_u64().unwrap() as usize];
+                    if name == "response.output_text.done" {
+                        assert_eq!(v["text"], part["text"]);
+                    } else {
+                        assert_eq!(&v["part"], part);
+                    }
+                }
+                "response.reasoning_summary_text.done" | "response.reasoning_summary_part.done" => {
+                    let it = item(&mut snapshot, v, name);
+                    let part = &it["summary"][v["summary_index"].as_u64().unwrap() as usize];
+                    if name == "response.reasoning_summary_text.done" {
+                        assert_eq!(v["text"], part["text"]);
+                    } else {
+                        assert_eq!(&v["part"], part);
+                    }
+                }
+                "response.function_call_arguments.done" => {
+                    let it = item(&mut snapshot, v, name);
+                    assert_eq!(v["arguments"], it["arguments"]);
+                }
+                "response.output_item.done" => {
+                    let it = item(&mut snapshot, v, name);
+                    let mut accumulated = it.clone();
+                    if accumulated.get("status").is_some() {
+                        accumulated["status"] = v["item"]["status"].clone();
+                    }
+                    assert_eq!(accumulated, v["item"], "the done item is what was streamed");
+                    *it = v["item"].clone();
+                    done[idx.unwrap()] = true;
+                }
+                "response.completed" | "response.incomplete" => {
+                    terminal = v["response"].clone();
+                    assert!(done.iter().all(|d| *d), "every item done before the end");
+                    assert_eq!(terminal["output"], snapshot["output"]);
+                    check_sdk_shape(&terminal);
+                }
+                "error" => {
+                    assert!(v["message"].is_string());
+                    assert_eq!(v["param"], Value::Null);
+                }
+                "response.failed" => {
+                    terminal = v["response"].clone();
+                    assert_eq!(terminal["status"], "failed");
+                    assert!(terminal["error"]["code"].is_string());
+                    assert!(terminal["error"]["message"].is_string());
+                    check_sdk_shape(&terminal);
+                }
+                other => panic!("unexpected event {other}"),
+            }
+        }
+        assert!(!terminal.is_null(), "the stream has a terminal event");
+        (terminal, kinds)
+    }
+
+    /// The snapshot's item that event `v` names by `output_index` (and `item_id`, if any).
+    fn item<'a>(snapshot: &'a mut Value, v: &Value, name: &str) -> &'a mut Value {
+        let i = v["output_index"].as_u64().expect("output_index") as usize;
+        let item = &mut snapshot["output"][i];
+        assert!(item.is_object(), "{name}: output {i} was added");
+        if let Some(id) = v.get("item_id") {
+            assert_eq!(&item["id"], id, "{name}: item_id");
+        }
+        item
+    }
+
+    fn final_of(w: &ChunkWriter) -> Value {
+        serde_json::from_slice(w.final_response().expect("complete")).unwrap()
+    }
+
+    #[test]
+    fn a_text_answer_streams_and_ends_as_render_would_give() {
+        let mut w = ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.content(&mut out, "Hel");
+        assert!(w.final_response().is_none());
+        w.content_json(&mut out, r#""lo \"w\"\n""#);
+        w.finish(&mut out, FinishReason::Stop);
+        w.usage(&mut out, Usage::new(5, 3));
+        w.done(&mut out);
+        assert!(w.is_done());
+        let (terminal, kinds) = accumulate(&out);
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        assert_eq!(terminal, final_of(&w));
+        assert_eq!(terminal["output"][0]["content"][0]["text"], "Hello \"w\"\n");
+        assert_eq!(terminal["usage"]["total_tokens"], 8);
+        let c = Completion {
+            id: Some("ignored".into()),
+            choices: vec![Choice {
+                content: Some("Hello \"w\"\n".into()),
+                finish_reason: Some(FinishReason::Stop),
+                ..Default::default()
+            }],
+            usage: Some(Usage::new(5, 3)),
+        };
+        assert_eq!(
+            std::str::from_utf8(w.final_response().unwrap()).unwrap(),
+            std::str::from_utf8(&render(&c, &ctx())).unwrap(),
+            "a streamed answer is stored as the same JSON as a non-stream one"
+        );
+    }
+
+    #[test]
+    fn reasoning_then_text() {
+        let mut w = ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.reasoning(&mut out, "Let me ");
+        w.reasoning(&mut out, "think");
+        w.reasoning_signature(&mut out, "sig==");
+        w.content(&mut out, "Answer");
+        w.finish(&mut out, FinishReason::Stop);
+        let mut u = Usage::new(3, 9);
+        u.reasoning_tokens = 4;
+        w.usage(&mut out, u);
+        w.done(&mut out);
+        let (terminal, kinds) = accumulate(&out);
+        assert_eq!(
+            kinds[2..9],
+            [
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+            ]
+        );
+        assert_eq!(terminal, final_of(&w));
+        assert_eq!(terminal["output"][0]["summary"][0]["text"], "Let me think");
+        assert_eq!(terminal["output"][1]["content"][0]["text"], "Answer");
+        assert_eq!(
+            terminal["usage"]["output_tokens_details"]["reasoning_tokens"],
+            4
+        );
+        let c = Completion {
+            id: None,
+            choices: vec![Choice {
+                content: Some("Answer".into()),
+                reasoning: Some("Let me think".into()),
+                finish_reason: Some(FinishReason::Stop),
+                ..Default::default()
+            }],
+            usage: Some(u),
+        };
+        assert_eq!(w.final_response().unwrap(), &render(&c, &ctx())[..]);
+    }
+
+    #[test]
+    fn two_tool_calls_from_a_provider_stream_at_every_split() {
+        // watsonx chat_stream: text, then two parallel tool calls, then usage.
+        let chunk = |delta: &str, finish: &str| {
+            format!("id: 1\nevent: message\ndata: {{\"id\":\"chatcmpl-5d8c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"finish_reason\":{finish},\"delta\":{delta}}}],\"created\":1}}\n\n")
+        };
+        let input = [
+            chunk(r#"{"role":"assistant","content":""}"#, "null"),
+            chunk(r#"{"content":"Checking "}"#, "null"),
+            chunk(r#"{"content":"both."}"#, "null"),
+            chunk(r#"{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":"{\"city\": "}}]}"#, "null"),
+            chunk(r#"{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Rome\"}"}}]}"#, "null"),
+            chunk(r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}"#, "\"tool_calls\""),
+            "id: 2\nevent: message\ndata: {\"id\":\"chatcmpl-5d8c\",\"choices\":[],\"usage\":{\"completion_tokens\":30,\"prompt_tokens\":40,\"total_tokens\":70}}\n\n".to_owned(),
+        ]
+        .concat();
+        let (out, end, _) = every_split(
+            || crate::providers::watsonx::stream(&ctx()),
+            input.as_bytes(),
+        );
+        assert_eq!(end, StreamEnd::Complete);
+        let (terminal, _) = accumulate(&out);
+        let mut t = crate::providers::watsonx::stream(&ctx());
+        let mut again = Vec::new();
+        t.feed(input.as_bytes(), &mut again);
+        t.finish(&mut again);
+        let stored: Value = serde_json::from_slice(t.final_response().unwrap()).unwrap();
+        assert_eq!(terminal, stored);
+        let c = Completion {
+            id: None,
+            choices: vec![Choice {
+                content: Some("Checking both.".into()),
+                tool_calls: vec![
+                    ToolCall {
+                        id: "call_a".into(),
+                        name: "get_weather".into(),
+                        arguments: r#"{"city": "Paris"}"#.into(),
+                    },
+                    ToolCall {
+                        id: "call_b".into(),
+                        name: "get_weather".into(),
+                        arguments: r#"{"city": "Rome"}"#.into(),
+                    },
+                ],
+                finish_reason: Some(FinishReason::ToolCalls),
+                ..Default::default()
+            }],
+            usage: Some(Usage::new(40, 30)),
+        };
+        assert_eq!(t.final_response().unwrap(), &render(&c, &ctx())[..]);
+        assert_eq!(terminal["output"][1]["call_id"], "call_a");
+        assert_eq!(terminal["output"][1]["arguments"], r#"{"city": "Paris"}"#);
+        assert_eq!(terminal["output"][2]["id"], "fc_req9_2");
+        assert_eq!(
+            terminal["id"], "resp_req9",
+            "not the provider's chatcmpl id"
+        );
+    }
+
+    #[test]
+    fn text_after_a_tool_call_is_a_new_message() {
+        let mut w = ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.tool_call_start(&mut out, 0, "c0", "f");
+        w.content(&mut out, "between");
+        w.tool_call_arguments(&mut out, 0, "{}");
+        w.tool_call_arguments(&mut out, 7, "ignored");
+        w.reasoning(&mut out, "hm");
+        w.finish(&mut out, FinishReason::ToolCalls);
+        w.done(&mut out);
+        let (terminal, _) = accumulate(&out);
+        let types: Vec<&str> = terminal["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["function_call", "message", "reasoning"]);
+        assert_eq!(terminal["output"][0]["arguments"], "{}");
+        assert_eq!(terminal["usage"], Value::Null);
+    }
+
+    #[test]
+    fn a_length_stop_is_incomplete() {
+        let mut w = ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.content(&mut out, "Partial");
+        w.finish(&mut out, FinishReason::Length);
+        w.finish(&mut out, FinishReason::Stop);
+        w.usage(&mut out, Usage::new(1, 16));
+        w.done(&mut out);
+        w.done(&mut out);
+        let (terminal, kinds) = accumulate(&out);
+        assert_eq!(kinds.last().unwrap(), "response.incomplete");
+        assert_eq!(terminal["status"], "incomplete");
+        assert_eq!(
+            terminal["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
+        assert_eq!(terminal["output"][0]["status"], "incomplete");
+        let c = Completion {
+            id: None,
+            choices: vec![Choice {
+                content: Some("Partial".into()),
+                finish_reason: Some(FinishReason::Length),
+                ..Default::default()
+            }],
+            usage: Some(Usage::new(1, 16)),
+        };
+        assert_eq!(w.final_response().unwrap(), &render(&c, &ctx())[..]);
+    }
+
+    #[test]
+    fn an_error_mid_stream_is_an_error_event_then_response_failed() {
+        let mut w = ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.content(&mut out, "partial");
+        w.truncated(&mut out);
+        w.content(&mut out, "after the end");
+        w.done(&mut out);
+        assert!(w.is_done());
+        assert!(
+            w.final_response().is_none(),
+            "a failed stream is not stored"
+        );
+        let (terminal, kinds) = accumulate(&out);
+        assert_eq!(kinds[kinds.len() - 2..], ["error", "response.failed"]);
+        assert_eq!(terminal["error"]["code"], "server_error");
+        let s = std::str::from_utf8(&out).unwrap();
+        assert!(s.contains("\"code\":\"stream_truncated\""), "{s}");
+        assert!(!s.contains("after the end"));
+    }
+
+    #[test]
+    fn an_empty_answer_still_completes() {
+        let mut w = ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.done(&mut out);
+        let (terminal, kinds) = accumulate(&out);
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.completed"
+            ]
+        );
+        assert_eq!(terminal["output"], json!([]));
+        assert!(w.started() && !w.finished() && w.is_done());
+    }
+}
