@@ -190,6 +190,12 @@ pub trait StreamTranslator: Send {
     /// The client's stream has already been ended (finished, or an error event written,
     /// e.g. for an unreadable event): the rest of the provider's bytes would be ignored.
     fn ended(&self) -> bool;
+    /// The final `response` object of a Responses stream once it completed (what
+    /// [`crate::chat::ChunkWriter::final_response`] gives), for the gateway to store; None for
+    /// the other front doors and relays.
+    fn final_response(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// The refusal for an operation a dialect does not offer.
@@ -283,15 +289,18 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     if req.top_k.is_some() && !translator.maps_top_k() {
         up.dropped.push("top_k".to_owned());
     }
-    // Dropped names as the client wrote them (`metadata.user_id`, `max_output_tokens`).
-    let client_name = match req.front {
-        crate::front::FrontDoor::Messages => crate::front::messages::request::client_name,
-        crate::front::FrontDoor::Responses => crate::front::responses::request::client_name,
-        _ => |_: &str| None,
+    // Dropped names as the client wrote them (Messages `metadata.user_id`, not `user`;
+    // Responses `max_output_tokens`, not `max_tokens`).
+    let client_name: Option<fn(&str) -> Option<&'static str>> = match req.front {
+        crate::front::FrontDoor::Messages => Some(crate::front::messages::request::client_name),
+        crate::front::FrontDoor::Responses => Some(crate::front::responses::request::client_name),
+        crate::front::FrontDoor::Chat | crate::front::FrontDoor::Completions => None,
     };
-    for name in &mut up.dropped {
-        if let Some(theirs) = client_name(name) {
-            *name = theirs.to_owned();
+    if let Some(client_name) = client_name {
+        for name in &mut up.dropped {
+            if let Some(theirs) = client_name(name) {
+                *name = theirs.to_owned();
+            }
         }
     }
     // Prompt-cache markers: Claude hosts and Converse place them; OpenAI, Azure and Gemini

@@ -1641,6 +1641,10 @@ impl StreamTranslator for SseStream {
         self.events.end.is_some()
     }
 
+    fn final_response(&self) -> Option<&[u8]> {
+        self.events.writer.final_response()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.events.end.is_some() {
             return;
@@ -1727,6 +1731,10 @@ impl EventStream {
 impl StreamTranslator for EventStream {
     fn ended(&self) -> bool {
         self.events.end.is_some()
+    }
+
+    fn final_response(&self) -> Option<&[u8]> {
+        self.events.writer.final_response()
     }
 
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {

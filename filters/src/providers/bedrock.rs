@@ -1398,6 +1398,10 @@ impl StreamTranslator for ConverseStream {
         self.state.end.is_some()
     }
 
+    fn final_response(&self) -> Option<&[u8]> {
+        self.state.writer.final_response()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.state.end.is_some() {
             return;

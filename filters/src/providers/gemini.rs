@@ -1500,6 +1500,10 @@ impl StreamTranslator for GeminiStream {
         self.ended.is_some()
     }
 
+    fn final_response(&self) -> Option<&[u8]> {
+        self.writer.final_response()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.ended.is_some() {
             return;

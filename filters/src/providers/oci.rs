@@ -1579,6 +1579,10 @@ impl StreamTranslator for OciStream {
         self.end.is_some()
     }
 
+    fn final_response(&self) -> Option<&[u8]> {
+        self.writer.final_response()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.end.is_some() {
             return;

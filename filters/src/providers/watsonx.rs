@@ -882,6 +882,10 @@ impl StreamTranslator for WxStream {
         self.end.is_some()
     }
 
+    fn final_response(&self) -> Option<&[u8]> {
+        self.writer.final_response()
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.end.is_some() {
             return;
