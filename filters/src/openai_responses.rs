@@ -66,14 +66,30 @@ pub fn usage_of(response: &Value) -> Option<Usage> {
     Some(usage)
 }
 
-/// A complete (non-stream) answer: the body with the client's model name, its usage, and the
-/// `response` object itself (for the store). None when the body is not a JSON object.
-pub fn translate_response(body: &[u8], client_model: &str) -> Option<(Vec<u8>, Value)> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    let obj = v.as_object_mut()?;
-    if obj.contains_key("model") {
-        obj.insert("model".into(), Value::String(client_model.to_owned()));
+/// What the client's view of a native `response` object restores: its model name, and the
+/// `previous_response_id` the gateway resolved itself (the provider never saw it).
+#[derive(Debug, Clone, Copy)]
+pub struct Restore<'a> {
+    pub client_model: &'a str,
+    pub previous_response_id: Option<&'a str>,
+}
+
+impl Restore<'_> {
+    fn apply(&self, obj: &mut Map<String, Value>) {
+        if obj.contains_key("model") {
+            obj.insert("model".into(), Value::String(self.client_model.to_owned()));
+        }
+        if let Some(prev) = self.previous_response_id {
+            obj.insert("previous_response_id".into(), Value::String(prev.to_owned()));
+        }
     }
+}
+
+/// A complete (non-stream) answer: the body as the client sees it ([`Restore`]) and the
+/// `response` object itself (for the store). None when the body is not a JSON object.
+pub fn translate_response(body: &[u8], restore: Restore<'_>) -> Option<(Vec<u8>, Value)> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    restore.apply(v.as_object_mut()?);
     let out = serde_json::to_vec(&v).ok()?;
     Some((out, v))
 }
@@ -82,6 +98,7 @@ pub fn translate_response(body: &[u8], client_model: &str) -> Option<(Vec<u8>, V
 #[derive(Debug)]
 pub struct ResponsesRelay {
     client_model: String,
+    previous_response_id: Option<String>,
     framer: SseFramer,
     /// The `response` object of `response.completed` / `.incomplete` / `.failed`.
     last: Option<Value>,
@@ -105,9 +122,10 @@ const TERMINAL: &[&[u8]] = &[
 ];
 
 impl ResponsesRelay {
-    pub fn new(client_model: &str) -> Self {
+    pub fn new(restore: Restore<'_>) -> Self {
         ResponsesRelay {
-            client_model: client_model.to_owned(),
+            client_model: restore.client_model.to_owned(),
+            previous_response_id: restore.previous_response_id.map(str::to_owned),
             framer: SseFramer::new(),
             last: None,
             ended: false,
@@ -116,7 +134,11 @@ impl ResponsesRelay {
 
     /// Feeds a chunk of the provider's stream; writes what the client gets to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let (model, last, ended) = (&self.client_model, &mut self.last, &mut self.ended);
+        let restore = Restore {
+            client_model: &self.client_model,
+            previous_response_id: self.previous_response_id.as_deref(),
+        };
+        let (last, ended) = (&mut self.last, &mut self.ended);
         self.framer.feed(chunk, |raw| {
             let ev = parse_event(raw);
             let kind = ev.event.unwrap_or_default();
@@ -132,9 +154,7 @@ impl ResponsesRelay {
                 return;
             };
             if let Some(Value::Object(r)) = data.get_mut("response") {
-                if r.contains_key("model") {
-                    r.insert("model".into(), Value::String(model.clone()));
-                }
+                restore.apply(r);
             }
             if TERMINAL.contains(&kind) {
                 *ended = true;
@@ -222,6 +242,11 @@ mod tests {
         assert_eq!(items[2]["call_id"], "call_1");
     }
 
+    const FAST: Restore<'static> = Restore {
+        client_model: "fast",
+        previous_response_id: Some("resp_0"),
+    };
+
     const STREAM: &str = concat!(
         "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"model\":\"gpt-5-2025\",\"status\":\"in_progress\",\"output\":[]}}\n\n",
         "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n",
@@ -231,12 +256,13 @@ mod tests {
     #[test]
     fn a_stream_split_anywhere_comes_out_the_same() {
         let mut whole = Vec::new();
-        let mut r = ResponsesRelay::new("fast");
+        let mut r = ResponsesRelay::new(FAST);
         r.feed(STREAM.as_bytes(), &mut whole);
         assert!(r.ended());
         let text = String::from_utf8(whole.clone()).unwrap();
         assert!(!text.contains("gpt-5-2025"), "{text}");
         assert_eq!(text.matches("\"model\":\"fast\"").count(), 2);
+        assert_eq!(text.matches("\"previous_response_id\":\"resp_0\"").count(), 2);
         assert!(text.contains("\"delta\":\"Hi\""));
         let usage = r.usage().unwrap();
         assert_eq!(
@@ -246,7 +272,7 @@ mod tests {
         assert_eq!(r.final_response().unwrap()["output"][0]["id"], "msg_1");
         for split in 1..STREAM.len() {
             let mut out = Vec::new();
-            let mut r = ResponsesRelay::new("fast");
+            let mut r = ResponsesRelay::new(FAST);
             r.feed(&STREAM.as_bytes()[..split], &mut out);
             r.feed(&STREAM.as_bytes()[split..], &mut out);
             assert_eq!(out, whole, "split at {split}");
@@ -264,7 +290,7 @@ mod tests {
     #[test]
     fn a_cut_stream_has_no_final_response() {
         let mut out = Vec::new();
-        let mut r = ResponsesRelay::new("fast");
+        let mut r = ResponsesRelay::new(FAST);
         r.feed(&STREAM.as_bytes()[..STREAM.len() - 10], &mut out);
         assert!(!r.ended());
         assert!(r.final_response().is_none());

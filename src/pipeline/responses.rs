@@ -38,6 +38,8 @@ pub struct ResponsesTurn {
     pub id: String,
     /// The members the `response` object repeats from the request.
     pub echo: String,
+    /// The `previous_response_id` the gateway resolved (providers never see it).
+    pub previous: Option<String>,
     /// Set when the answer is to be stored (`store` not false, retention not 0).
     saving: Option<Saving>,
 }
@@ -133,10 +135,15 @@ impl Forwarder<'_> {
         peer: &HttpPeer,
     ) -> Result<(), GatewayError> {
         let io = |_| GatewayError::Internal;
+        let previous = ctx.responses.as_ref().and_then(|t| t.previous.clone());
+        let restore = openai_responses::Restore {
+            client_model,
+            previous_response_id: previous.as_deref(),
+        };
         if !stream {
             let body = self.read_answer(&mut up, provider).await?;
             self.done(up, peer).await;
-            let Some((out, response)) = openai_responses::translate_response(&body, client_model)
+            let Some((out, response)) = openai_responses::translate_response(&body, restore)
             else {
                 ctx.log_detail = Some("unreadable answer: not a JSON object".into());
                 return Err(GatewayError::UpstreamUnreachable {
@@ -154,7 +161,7 @@ impl Forwarder<'_> {
                 .await
                 .map_err(io);
         }
-        let mut relay = openai_responses::ResponsesRelay::new(client_model);
+        let mut relay = openai_responses::ResponsesRelay::new(restore);
         let mut h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
         copy_headers(resp, &mut h);
         respond::start_stream(session, ctx, h).await.map_err(io)?;
@@ -297,7 +304,12 @@ impl Gateway {
         } else {
             None
         };
-        ctx.responses = Some(Box::new(ResponsesTurn { id, echo, saving }));
+        ctx.responses = Some(Box::new(ResponsesTurn {
+            id,
+            echo,
+            previous,
+            saving,
+        }));
         Ok(parsed)
     }
 

@@ -20,6 +20,7 @@ gateway resolves those itself), and chat-only fields (`messages`, `stream_option
 from __future__ import annotations
 
 import json
+import uuid
 
 from common import BadRequest, Conversation, NativeResponse, Turn, decide, json_response
 
@@ -129,9 +130,9 @@ def _usage(d) -> dict:
             "total_tokens": d.prompt_tokens + d.completion_tokens}
 
 
-def _response(body: dict, model: str, output: list, status: str, usage) -> dict:
+def _response(body: dict, model: str, output: list, status: str, usage, rid: str) -> dict:
     return {
-        "id": "resp_mock1", "object": "response", "created_at": CREATED, "status": status,
+        "id": rid, "object": "response", "created_at": CREATED, "status": status,
         "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
@@ -154,7 +155,8 @@ def respond(body: dict, model: str) -> NativeResponse:
         output.append({"type": "function_call", "id": f"mock_fc_{i}", "call_id": f"call_{i}", "name": name,
                        "arguments": json.dumps(args, separators=(",", ":")), "status": "completed"})
     status = "incomplete" if d.finish == "length" else "completed"
-    final = _response(body, model, output, status, _usage(d))
+    rid = f"resp_{uuid.uuid4().hex}"
+    final = _response(body, model, output, status, _usage(d), rid)
     if not body.get("stream"):
         return json_response(200, final)
     seq = 0
@@ -166,7 +168,7 @@ def respond(body: dict, model: str) -> NativeResponse:
         seq += 1
         chunks.append(f"event: {kind}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode())
 
-    start = _response(body, model, [], "in_progress", None)
+    start = _response(body, model, [], "in_progress", None, rid)
     emit("response.created", response=start)
     emit("response.in_progress", response=start)
     for index, item in enumerate(output):
