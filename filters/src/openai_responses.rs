@@ -80,7 +80,10 @@ impl Restore<'_> {
             obj.insert("model".into(), Value::String(self.client_model.to_owned()));
         }
         if let Some(prev) = self.previous_response_id {
-            obj.insert("previous_response_id".into(), Value::String(prev.to_owned()));
+            obj.insert(
+                "previous_response_id".into(),
+                Value::String(prev.to_owned()),
+            );
         }
     }
 }
@@ -262,11 +265,18 @@ mod tests {
         let text = String::from_utf8(whole.clone()).unwrap();
         assert!(!text.contains("gpt-5-2025"), "{text}");
         assert_eq!(text.matches("\"model\":\"fast\"").count(), 2);
-        assert_eq!(text.matches("\"previous_response_id\":\"resp_0\"").count(), 2);
+        assert_eq!(
+            text.matches("\"previous_response_id\":\"resp_0\"").count(),
+            2
+        );
         assert!(text.contains("\"delta\":\"Hi\""));
         let usage = r.usage().unwrap();
         assert_eq!(
-            (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens
+            ),
             (5, 1, 2)
         );
         assert_eq!(r.final_response().unwrap()["output"][0]["id"], "msg_1");

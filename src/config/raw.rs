@@ -39,7 +39,10 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawResponses {
     /// Days a stored response is kept (0: `store: true` keeps nothing).
-    #[serde(default = "default_responses_retention_days", deserialize_with = "number")]
+    #[serde(
+        default = "default_responses_retention_days",
+        deserialize_with = "number"
+    )]
     pub retention_days: u64,
     /// Without `auth.store`: the most bytes of stored responses held in memory.
     #[serde(default = "default_responses_memory", deserialize_with = "number")]

@@ -113,10 +113,7 @@ impl Run<'_> {
         self.gw
             .metrics
             .translation
-            .with_label_values(&[
-                front_label,
-                kind.as_str(),
-            ])
+            .with_label_values(&[front_label, kind.as_str()])
             .observe(started.elapsed().as_secs_f64());
         Ok(prepared)
     }

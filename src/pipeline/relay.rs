@@ -112,7 +112,16 @@ impl Forwarder<'_> {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if let Mode::OpenAiResponses { .. } = call.mode {
             return self
-                .responses_native(session, ctx, provider, client_model, stream && is_sse, up, &resp, &peer)
+                .responses_native(
+                    session,
+                    ctx,
+                    provider,
+                    client_model,
+                    stream && is_sse,
+                    up,
+                    &resp,
+                    &peer,
+                )
                 .await;
         }
         if stream && is_sse {

@@ -15,21 +15,19 @@ use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
 pub use switchyard_filters::openai_responses::final_response_in;
 use switchyard_filters::Endpoint;
 
-use super::forward::{
-    copy_headers, drain, end_with_error, Forwarder, Progress, DRAIN_WAIT,
-};
+use super::forward::{copy_headers, drain, end_with_error, Forwarder, Progress, DRAIN_WAIT};
 use super::gateway::Next;
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
-use switchyard_filters::openai_responses;
 use super::Gateway;
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
 use crate::governance::Governance;
-use crate::response_store::{now, ResponseSettings, ResponseStore};
 use crate::respond;
+use crate::response_store::{now, ResponseSettings, ResponseStore};
 use crate::store::responses::ResponseRow;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use switchyard_filters::openai_responses;
 
 /// One Responses request's identity and what is stored of it.
 pub struct ResponsesTurn {
@@ -143,8 +141,7 @@ impl Forwarder<'_> {
         if !stream {
             let body = self.read_answer(&mut up, provider).await?;
             self.done(up, peer).await;
-            let Some((out, response)) = openai_responses::translate_response(&body, restore)
-            else {
+            let Some((out, response)) = openai_responses::translate_response(&body, restore) else {
                 ctx.log_detail = Some("unreadable answer: not a JSON object".into());
                 return Err(GatewayError::UpstreamUnreachable {
                     provider: provider.to_owned(),
@@ -180,7 +177,14 @@ impl Forwarder<'_> {
             out.clear();
             relay.feed(&chunk, &mut out);
             if progress
-                .fed(chunk.len(), !out.is_empty(), &mut up, session, ctx, provider)
+                .fed(
+                    chunk.len(),
+                    !out.is_empty(),
+                    &mut up,
+                    session,
+                    ctx,
+                    provider,
+                )
                 .await
                 .is_err()
             {
@@ -468,7 +472,10 @@ mod tests {
         assert_eq!(page["has_more"], false);
         let page = input_items_page(items.clone(), "order=asc&limit=2").unwrap();
         assert_eq!(page["data"].as_array().unwrap().len(), 2);
-        assert_eq!((page["first_id"].clone(), page["has_more"].clone()), (json!("msg_0"), json!(true)));
+        assert_eq!(
+            (page["first_id"].clone(), page["has_more"].clone()),
+            (json!("msg_0"), json!(true))
+        );
         let page = input_items_page(items.clone(), "order=asc&limit=2&after=msg_3").unwrap();
         assert_eq!(page["first_id"], "msg_4");
         assert_eq!(page["has_more"], false);

@@ -40,7 +40,12 @@ impl Store {
     }
 
     /// The response `id` if `owner` stored it and it has not expired at `now`.
-    pub async fn get_response(&self, id: &str, owner: &str, now: i64) -> Result<Option<ResponseRow>> {
+    pub async fn get_response(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+    ) -> Result<Option<ResponseRow>> {
         let row = sqlx::query(
             "SELECT id, owner, created_at, expires_at, input_items, response FROM sy_responses \
              WHERE id = $1 AND owner = $2 AND expires_at > $3",
