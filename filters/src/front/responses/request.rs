@@ -1327,6 +1327,48 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_harness_holds_on_varied_bodies() {
+        let harness = crate::fuzzing::by_name("responses").unwrap();
+        let full = json!({
+            "model": "m", "instructions": "I", "previous_response_id": "resp_0",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "a\"b"}, {"type": "input_image", "image_url": "https://i"}]},
+                {"type": "reasoning", "summary": []},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "r"}]},
+                {"role": "assistant", "content": "done"},
+            ],
+            "tools": [{"type": "function", "name": "f"}], "tool_choice": "auto",
+            "text": {"format": {"type": "json_object"}}, "metadata": {"k": "\u{0}"},
+        })
+        .to_string();
+        let bodies: Vec<&[u8]> = vec![
+            full.as_bytes(),
+            br#"{"model":"m","input":"x"}"#,
+            br#"{"model":"m","input":[1,"a",null,{"type":7}]}"#,
+            br#"{"model":"m","input":{"role":"user"}}"#,
+            br#"{"input":[{"content":"no role"}],"tools":7,"text":[],"reasoning":"high"}"#,
+            br#"{"model":"m","input":"x","tools":[{"type":"mcp"}]}"#,
+            b"[]",
+            b"{",
+            b"",
+        ];
+        for body in bodies {
+            for sel in 0u8..4 {
+                let mut data = vec![sel];
+                data.extend_from_slice(body);
+                harness(&data);
+            }
+        }
+        // Every prefix of a full body (most are not JSON; some are).
+        for end in 0..=full.len() {
+            let mut data = vec![3u8];
+            data.extend_from_slice(&full.as_bytes()[..end]);
+            harness(&data);
+        }
+    }
+
+    #[test]
     fn client_names() {
         assert_eq!(client_name("max_tokens"), Some("max_output_tokens"));
         assert_eq!(client_name("reasoning_effort"), Some("reasoning.effort"));
