@@ -44,6 +44,7 @@ const KNOWN: &[&str] = &[
     "background",
     "conversation",
     "prompt",
+    "top_logprobs",
 ];
 
 /// The Responses name of a neutral (chat-named) parameter a provider dropped, where the two
@@ -196,6 +197,24 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
     for (k, v) in body {
         if !KNOWN.contains(&k.as_str()) && !v.is_null() {
             other.push((k.clone(), v.clone()));
+        }
+    }
+    // What the translated answer cannot give back: log probabilities (its `output_text`
+    // parts carry none) and encrypted reasoning.
+    if body
+        .get("top_logprobs")
+        .is_some_and(|v| !v.is_null() && v.as_u64() != Some(0))
+    {
+        name_dropped(&mut dropped, "top_logprobs");
+    }
+    if let Some(Value::Array(include)) = body.get("include") {
+        if include.iter().any(|i| {
+            matches!(
+                i.as_str(),
+                Some("reasoning.encrypted_content" | "message.output_text.logprobs")
+            )
+        }) {
+            name_dropped(&mut dropped, "include");
         }
     }
     let stream = opt(body, "stream", "a boolean", Value::as_bool)?.unwrap_or(false);
@@ -925,10 +944,12 @@ mod tests {
                 "prompt_cache_key",
                 "safety_identifier",
                 "service_tier",
-                "top_logprobs"
             ]
         );
-        assert!(r.dropped.is_empty());
+        assert_eq!(
+            r.dropped,
+            vec!["top_logprobs".to_owned(), "include".to_owned()]
+        );
     }
 
     #[test]
@@ -1162,7 +1183,7 @@ mod tests {
 
     #[test]
     fn text_formats_and_reasoning_none() {
-        let r = dec(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "none"}, "tool_choice": "required"})).unwrap();
+        let r = dec(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "none"}, "tool_choice": "required", "top_logprobs": 0, "include": ["file_search_call.results"]})).unwrap();
         assert_eq!(r.response_format, Some(ResponseFormat::JsonObject));
         assert_eq!(r.reasoning, None);
         assert_eq!(r.tool_choice, Some(ToolChoice::Required));
