@@ -22,7 +22,11 @@
 //!   JSON, and every mapped error is a 4xx/5xx OpenAI error envelope (OpenAI-shaped
 //!   upstreams' own envelopes pass through as they are);
 //! - [`request`]: every request the gateway accepts can be prepared for every dialect (or
-//!   is refused with an [`crate::InvalidRequest`]), and prepared bodies are JSON.
+//!   is refused with an [`crate::InvalidRequest`]), and prepared bodies are JSON;
+//! - [`responses`]: the `/v1/responses` request side (checks, decoding, stored input items,
+//!   history splicing, the echo) never panics; the echo always splices into a JSON object,
+//!   stored items all have ids and decode like the input they came from, and what decodes
+//!   prepares for every dialect (or is refused) with a JSON body.
 //!
 //! Input layout shared by the stream harnesses: byte 0 holds flags, byte 1 (low 3 bits) the
 //! number `n` of split points, the next `n` bytes the sizes of the first `n` pieces; the rest
@@ -663,6 +667,77 @@ pub fn request(data: &[u8]) {
     }
 }
 
+/// The Responses front door's request side: bit 0 of byte 0 gives a `previous_response_id`
+/// to echo, bit 1 splices the body's own items in again as history; the rest is the body.
+pub fn responses(data: &[u8]) {
+    use crate::front::responses::{answer, request as rq};
+    let Some((&sel, raw)) = data.split_first() else {
+        return;
+    };
+    // The embeddings endpoint requires `input` too: a stand-in for the Responses route.
+    if let Ok(parsed) = parse_request(Endpoint::Embeddings, raw) {
+        let _ = rq::validate(&parsed);
+    }
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(raw) else {
+        return;
+    };
+    let echo = rq::echo(&body, (sel & 1 != 0).then_some("resp_prev"));
+    let _: Value = serde_json::from_str(&format!("{{{echo}}}")).expect("echo is object members");
+    let decoded = rq::decode(&body);
+    if let Ok(items) = rq::input_items(&body, "seed") {
+        assert!(
+            items.iter().all(|i| i["id"].is_string()),
+            "every item has an id"
+        );
+        // Stored items read back as the same conversation.
+        let mut stored = body.clone();
+        stored.insert("input".into(), Value::Array(items.clone()));
+        if let (Ok(a), Ok(b)) = (&decoded, rq::decode(&stored)) {
+            assert_eq!(
+                a.messages, b.messages,
+                "stored items decode as the input did"
+            );
+        }
+        if sel & 2 != 0 {
+            rq::prepend_history(&mut body, items).expect("input was a string or a list");
+            assert!(body.get("previous_response_id").is_none());
+            let _ = rq::decode(&body);
+        }
+    }
+    let Ok(req) = decoded else {
+        return;
+    };
+    assert_eq!(req.front, FrontDoor::Responses);
+    for d in DIALECTS {
+        if let Ok(up) = translate::prepare_chat(&target(d), &req) {
+            let _: Value = serde_json::from_slice(&up.body).expect("chat bodies are JSON");
+        }
+    }
+    let ctx = ResponseCtx {
+        client_model: "client-model",
+        created: 1,
+        fallback_id: "fz",
+        front: FrontDoor::Responses,
+        include_usage: true,
+        echo: &echo,
+    };
+    let c = crate::chat::Completion {
+        id: None,
+        choices: vec![crate::chat::Choice {
+            content: req.messages.last().map(crate::chat::Message::text),
+            ..Default::default()
+        }],
+        usage: None,
+    };
+    let rendered = response::render(&c, &ctx);
+    let v: Value = serde_json::from_slice(&rendered).expect("a response object is JSON");
+    assert_eq!(v["object"], "response");
+    assert_eq!(
+        answer::output_items(&rendered).len(),
+        v["output"].as_array().map_or(0, Vec::len)
+    );
+}
+
 /// The harness of a stream target by name (`stream_<dialect>`), for the regression test.
 pub fn by_name(name: &str) -> Option<fn(&[u8])> {
     Some(match name {
@@ -684,6 +759,7 @@ pub fn by_name(name: &str) -> Option<fn(&[u8])> {
         "messages" => messages,
         "answers" => answers,
         "request" => request,
+        "responses" => responses,
         _ => return None,
     })
 }

@@ -183,6 +183,19 @@ put("request", b"\x01" + json.dumps({"model": "m", "prompt": ["a", "b"], "stream
 put("request", b"\x02" + json.dumps({"model": "m", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 8}).encode())
 put("request", b"\x02" + json.dumps({"model": "m", "input": "x", "input_type": "search_query"}).encode())
 
+# --- responses: flags (1 echo previous_response_id, 2 splice the items as history), then the body
+responses = [
+    {"model": "m", "input": "Hi"},
+    {"model": "m", "instructions": "Be brief", "input": [{"role": "user", "content": [{"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}, {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}]}],
+     "max_output_tokens": 64, "temperature": 0.2, "top_p": 0.9, "stream": True, "reasoning": {"effort": "low", "summary": "auto"}, "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}}},
+    {"model": "m", "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}], "tool_choice": {"type": "function", "name": "weather"},
+     "input": [{"role": "user", "content": "Weather?"}, {"type": "reasoning", "id": "rs_1", "summary": []}, {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{\"city\":\"Paris\"}"},
+               {"type": "function_call_output", "call_id": "c1", "output": "sunny"}, {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]}]},
+    {"model": "m", "input": "x", "tools": [{"type": "web_search_preview"}], "background": True, "previous_response_id": "resp_1", "metadata": {"a": "b"}},
+]
+for i, r in enumerate(responses):
+    put("responses", bytes([i % 4]) + json.dumps(r).encode())
+
 # --- config: the shipped examples plus a small one with every section -----------------------
 for path in sorted(glob.glob(os.path.join(root, "conf", "*.yaml"))):
     with open(path, "rb") as f:

@@ -304,6 +304,8 @@ pub(crate) mod tests {
     }
 
     #[test]
+    // `..Default::default()` keeps the test building when `Choice` gains fields.
+    #[allow(clippy::needless_update)]
     fn renders_reasoning_text_and_calls_as_output_items() {
         let mut u = Usage::new(120, 30);
         u.cached_tokens = 100;

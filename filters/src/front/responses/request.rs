@@ -44,6 +44,7 @@ const KNOWN: &[&str] = &[
     "background",
     "conversation",
     "prompt",
+    "top_logprobs",
 ];
 
 /// The Responses name of a neutral (chat-named) parameter a provider dropped, where the two
@@ -196,6 +197,24 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
     for (k, v) in body {
         if !KNOWN.contains(&k.as_str()) && !v.is_null() {
             other.push((k.clone(), v.clone()));
+        }
+    }
+    // What the translated answer cannot give back: log probabilities (its `output_text`
+    // parts carry none) and encrypted reasoning.
+    if body
+        .get("top_logprobs")
+        .is_some_and(|v| !v.is_null() && v.as_u64() != Some(0))
+    {
+        name_dropped(&mut dropped, "top_logprobs");
+    }
+    if let Some(Value::Array(include)) = body.get("include") {
+        if include.iter().any(|i| {
+            matches!(
+                i.as_str(),
+                Some("reasoning.encrypted_content" | "message.output_text.logprobs")
+            )
+        }) {
+            name_dropped(&mut dropped, "include");
         }
     }
     let stream = opt(body, "stream", "a boolean", Value::as_bool)?.unwrap_or(false);
@@ -925,10 +944,12 @@ mod tests {
                 "prompt_cache_key",
                 "safety_identifier",
                 "service_tier",
-                "top_logprobs"
             ]
         );
-        assert!(r.dropped.is_empty());
+        assert_eq!(
+            r.dropped,
+            vec!["top_logprobs".to_owned(), "include".to_owned()]
+        );
     }
 
     #[test]
@@ -1162,7 +1183,7 @@ mod tests {
 
     #[test]
     fn text_formats_and_reasoning_none() {
-        let r = dec(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "none"}, "tool_choice": "required"})).unwrap();
+        let r = dec(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "none"}, "tool_choice": "required", "top_logprobs": 0, "include": ["file_search_call.results"]})).unwrap();
         assert_eq!(r.response_format, Some(ResponseFormat::JsonObject));
         assert_eq!(r.reasoning, None);
         assert_eq!(r.tool_choice, Some(ToolChoice::Required));
@@ -1324,6 +1345,48 @@ mod tests {
         assert_eq!(v["truncation"], "auto");
         assert_eq!(v["user"], "u");
         assert!(v.get("input").is_none());
+    }
+
+    #[test]
+    fn the_fuzz_harness_holds_on_varied_bodies() {
+        let harness = crate::fuzzing::by_name("responses").unwrap();
+        let full = json!({
+            "model": "m", "instructions": "I", "previous_response_id": "resp_0",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "a\"b"}, {"type": "input_image", "image_url": "https://i"}]},
+                {"type": "reasoning", "summary": []},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "r"}]},
+                {"role": "assistant", "content": "done"},
+            ],
+            "tools": [{"type": "function", "name": "f"}], "tool_choice": "auto",
+            "text": {"format": {"type": "json_object"}}, "metadata": {"k": "\u{0}"},
+        })
+        .to_string();
+        let bodies: Vec<&[u8]> = vec![
+            full.as_bytes(),
+            br#"{"model":"m","input":"x"}"#,
+            br#"{"model":"m","input":[1,"a",null,{"type":7}]}"#,
+            br#"{"model":"m","input":{"role":"user"}}"#,
+            br#"{"input":[{"content":"no role"}],"tools":7,"text":[],"reasoning":"high"}"#,
+            br#"{"model":"m","input":"x","tools":[{"type":"mcp"}]}"#,
+            b"[]",
+            b"{",
+            b"",
+        ];
+        for body in bodies {
+            for sel in 0u8..4 {
+                let mut data = vec![sel];
+                data.extend_from_slice(body);
+                harness(&data);
+            }
+        }
+        // Every prefix of a full body (most are not JSON; some are).
+        for end in 0..=full.len() {
+            let mut data = vec![3u8];
+            data.extend_from_slice(&full.as_bytes()[..end]);
+            harness(&data);
+        }
     }
 
     #[test]
