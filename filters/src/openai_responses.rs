@@ -188,26 +188,6 @@ impl ResponsesRelay {
     }
 }
 
-/// The `response` object of the terminal event (`response.completed` / `.incomplete` /
-/// `.failed`) among complete stream events the gateway wrote, if `out` holds one.
-pub fn final_response_in(out: &[u8]) -> Option<Vec<u8>> {
-    use memchr::memmem;
-    for kind in [
-        &b"event: response.completed\ndata: "[..],
-        b"event: response.incomplete\ndata: ",
-        b"event: response.failed\ndata: ",
-    ] {
-        let Some(at) = memmem::find(out, kind) else {
-            continue;
-        };
-        let data = &out[at + kind.len()..];
-        let line = &data[..memchr::memchr(b'\n', data).unwrap_or(data.len())];
-        let mut event: Map<String, Value> = serde_json::from_slice(line).ok()?;
-        return serde_json::to_vec(&event.remove("response")?).ok();
-    }
-    None
-}
-
 fn json_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
 }
@@ -287,14 +267,6 @@ mod tests {
             r.feed(&STREAM.as_bytes()[split..], &mut out);
             assert_eq!(out, whole, "split at {split}");
         }
-    }
-
-    #[test]
-    fn the_final_response_is_found_in_the_written_events() {
-        let out = b"event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"hi\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":9,\"response\":{\"id\":\"resp_1\",\"output\":[]}}\n\n";
-        let r = final_response_in(out).unwrap();
-        assert_eq!(r, br#"{"id":"resp_1","output":[]}"#);
-        assert!(final_response_in(b"event: response.created\ndata: {}\n\n").is_none());
     }
 
     #[test]

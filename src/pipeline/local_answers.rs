@@ -248,6 +248,7 @@ pub(super) async fn send_mock_through(
                 .map_err(io)
         }
         mock::MockBody::Stream(events) => {
+            let mut saved = false;
             let mut translator = translate::chat_stream(&target, &rctx);
             let h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
             respond::start_stream(session, ctx, h).await.map_err(io)?;
@@ -256,7 +257,9 @@ pub(super) async fn send_mock_through(
             for (i, event) in events.enumerate() {
                 out.clear();
                 translator.feed(event.as_ref(), &mut out);
-                save_final_response(ctx, &out).await;
+                if !saved {
+                    saved = save_final_response(ctx, translator.final_response()).await;
+                }
                 if !out.is_empty() {
                     respond::body(session, ctx, Bytes::copy_from_slice(&out), false)
                         .await
@@ -269,7 +272,9 @@ pub(super) async fn send_mock_through(
             out.clear();
             translator.finish(&mut out);
             ctx.usage = translator.usage();
-            save_final_response(ctx, &out).await;
+            if !saved {
+                save_final_response(ctx, translator.final_response()).await;
+            }
             respond::body(session, ctx, Bytes::from(out), true)
                 .await
                 .map_err(io)

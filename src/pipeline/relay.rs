@@ -289,7 +289,7 @@ impl Forwarder<'_> {
         let created = unix_now();
         let (fallback_id, echo) = answer_ids(&ctx.request_id, ctx.responses.as_deref());
         let rctx = tr.response_ctx(client_model, fallback_id, echo, created);
-        let saves = ctx.responses.as_ref().is_some_and(|t| t.saves());
+        let mut saves = ctx.responses.as_ref().is_some_and(|t| t.saves());
         let io = |_| GatewayError::Internal;
         match tr.shape {
             Shape::Chat { stream: true, .. } | Shape::Native { stream: true } => {
@@ -336,7 +336,7 @@ impl Forwarder<'_> {
                     }
                     ctx.mark_first_byte();
                     if saves {
-                        save_final_response(ctx, &out).await;
+                        saves = !save_final_response(ctx, translator.final_response()).await;
                     }
                     let send = Bytes::copy_from_slice(&out);
                     if respond::body(session, ctx, send, false).await.is_err() {
@@ -350,7 +350,7 @@ impl Forwarder<'_> {
                 let complete = matches!(end, StreamEnd::Complete);
                 ctx.usage = translator.usage();
                 if saves {
-                    save_final_response(ctx, &out).await;
+                    save_final_response(ctx, translator.final_response()).await;
                 }
                 if !out.is_empty() {
                     ctx.mark_first_byte();

@@ -12,7 +12,6 @@ use pingora::proxy::Session;
 use serde_json::{json, Value};
 use switchyard_filters::front::responses::request as responses_request;
 use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
-pub use switchyard_filters::openai_responses::final_response_in;
 use switchyard_filters::Endpoint;
 
 use super::forward::{copy_headers, drain, end_with_error, Forwarder, Progress, DRAIN_WAIT};
@@ -108,12 +107,16 @@ pub fn answer_ids<'a>(request_id: &'a str, turn: Option<&'a ResponsesTurn>) -> (
     }
 }
 
-/// Stores the final `response` object if these written stream events hold it.
-pub async fn save_final_response(ctx: &RequestCtx, out: &[u8]) {
-    if let Some(turn) = ctx.responses.as_deref() {
-        if let Some(response) = final_response_in(out) {
-            turn.save(&response).await;
+/// Stores a stream's final `response` object once the stream translator has it; true when
+/// it was stored (or there is nothing to store it for).
+pub async fn save_final_response(ctx: &RequestCtx, response: Option<&[u8]>) -> bool {
+    match (ctx.responses.as_deref(), response) {
+        (Some(turn), Some(response)) => {
+            turn.save(response).await;
+            true
         }
+        (None, _) => true,
+        (Some(_), None) => false,
     }
 }
 
