@@ -105,3 +105,31 @@ def test_n_choices(client, marker):
                 finishes[c.index] = c.finish_reason
     assert texts == {0: mock_reply(user), 1: mock_reply(user)}
     assert finishes == {0: "stop", 1: "stop"}
+
+
+# The demo's mock through the Responses front door (what a new user of the Agents SDK or
+# `client.responses` meets first).
+
+
+def test_responses_on_the_mock(client, marker):
+    r = client.responses.create(model="mock-fast", input=f"hello {marker}")
+    assert r.output_text == mock_reply(f"hello {marker}")
+    assert r.status == "completed" and r.model == "mock-fast"
+    with client.responses.stream(model="mock-fast", input=f"stream {marker}") as s:
+        final = s.get_final_response()
+    assert final.output_text == mock_reply(f"stream {marker}")
+    again = client.responses.create(model="mock-fast", input="and again", previous_response_id=final.id)
+    assert again.previous_response_id == final.id
+    assert client.responses.retrieve(again.id).output_text == again.output_text
+
+
+def test_responses_parse_and_tools_on_the_mock(client, marker):
+    r = client.responses.parse(model="mock-fast", input=f"a team {marker}", text_format=Team)
+    assert r.output_parsed == Team(members=[Person(name="mock", age=0)], lead=Person(name="mock", age=0), founded=1900)
+    tool = {"type": "function", **WEATHER["function"]}
+    first = client.responses.create(model="mock-fast", input=f"weather {marker}", tools=[tool])
+    call = next(o for o in first.output if o.type == "function_call")
+    assert call.name == "get_weather" and set(json.loads(call.arguments)) == {"city", "unit"}
+    second = client.responses.create(model="mock-fast", tools=[tool], previous_response_id=first.id,
+                                     input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    assert second.status == "completed" and second.output_text
