@@ -31,6 +31,9 @@ pub struct Price {
     pub cache_read_per_million: f64,
     /// Prompt-cache writes (`usage.cache_write_tokens`); the input price when none is published.
     pub cache_write_per_million: f64,
+    /// One-hour prompt-cache writes (`usage.cache_write_1h_tokens`, part of the writes); the
+    /// write price when none is published.
+    pub cache_write_1h_per_million: f64,
 }
 
 impl Price {
@@ -39,10 +42,12 @@ impl Price {
     pub fn cost(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
         let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let written_1h = usage.cache_write_1h_tokens.min(written);
         let plain = usage.prompt_tokens - cached - written;
         (plain as f64 * self.input_per_million
             + cached as f64 * self.cache_read_per_million
-            + written as f64 * self.cache_write_per_million
+            + (written - written_1h) as f64 * self.cache_write_per_million
+            + written_1h as f64 * self.cache_write_1h_per_million
             + usage.completion_tokens as f64 * self.output_per_million)
             / 1_000_000.0
     }
@@ -70,6 +75,7 @@ impl PriceTable {
                 output_per_million: p.output,
                 cache_read_per_million: p.cache_read.unwrap_or(p.input),
                 cache_write_per_million: p.cache_write.unwrap_or(p.input),
+                cache_write_1h_per_million: p.cache_write_1h.or(p.cache_write).unwrap_or(p.input),
             };
             match model.strip_suffix('*') {
                 Some(prefix) if !prefix.contains('*') => families.push((prefix.to_owned(), price)),
@@ -88,7 +94,8 @@ impl PriceTable {
             if !(ok(p.input)
                 && ok(p.output)
                 && p.cache_read.is_none_or(ok)
-                && p.cache_write.is_none_or(ok))
+                && p.cache_write.is_none_or(ok)
+                && p.cache_write_1h.is_none_or(ok))
             {
                 problems.push(Problem::new(
                     format!("pricing.{model}"),
@@ -161,6 +168,7 @@ mod tests {
                 output: 2.0,
                 cache_read: None,
                 cache_write: None,
+                cache_write_1h: None,
             },
         );
         let mut problems = Vec::new();
@@ -220,6 +228,31 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_one_hour_cache_writes_cost_twice_the_input_price() {
+        // Anthropic: a one-hour write costs 2x the input price, a five-minute one 1.25x; a
+        // request may write both (usage.cache_creation.ephemeral_1h_input_tokens).
+        let t = PriceTable::with_overrides(&BTreeMap::new(), &mut Vec::new());
+        let input = 3.00 / 1e6;
+        let mut u = cached_request();
+        u.cache_write_1h_tokens = 400;
+        let expected = 1_000.0 * input
+            + 8_000.0 * 0.1 * input
+            + 600.0 * 1.25 * input
+            + 400.0 * 2.0 * input
+            + 500.0 * 15.00 / 1e6;
+        let cost = t.cost(&["claude-sonnet-4-20250514"], &u);
+        assert!(close(cost, expected), "{cost} vs {expected}");
+        // Without a published one-hour price, one-hour writes cost the write price.
+        let p = t
+            .price(&["anthropic.claude-sonnet-4-20250514-v1:0"])
+            .unwrap();
+        assert!(close(
+            p.cache_write_1h_per_million,
+            p.cache_write_per_million
+        ));
+    }
+
+    #[test]
     fn bedrock_claude_cached_request_costs_as_on_anthropic() {
         let t = PriceTable::with_overrides(&BTreeMap::new(), &mut Vec::new());
         for (bedrock, anthropic) in [
@@ -270,6 +303,7 @@ mod tests {
             output: 0.0,
             cache_read: None,
             cache_write: None,
+            cache_write_1h: None,
         };
         overrides.insert("claude-3-7-sonnet".to_string(), price(3.0));
         overrides.insert("gpt-*".to_string(), price(50.0));

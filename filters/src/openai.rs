@@ -322,6 +322,10 @@ pub struct Usage {
     /// `cache_creation_input_tokens`), priced at the cache-write rate where one is published.
     #[serde(skip)]
     pub cache_write_tokens: u64,
+    /// Of `cache_write_tokens`, those written with a one-hour lifetime (Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`), priced at the one-hour write rate.
+    #[serde(skip)]
+    pub cache_write_1h_tokens: u64,
     /// Completion tokens spent on reasoning (a subset of `completion_tokens`), when reported.
     #[serde(skip)]
     pub reasoning_tokens: u64,
@@ -335,6 +339,7 @@ impl Usage {
             total_tokens: prompt_tokens + completion_tokens,
             cached_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0,
         }
     }

@@ -690,6 +690,10 @@ pub struct RawPrice {
     /// USD per 1M input tokens written to the provider's prompt cache (default: `input`).
     #[serde(default)]
     pub cache_write: Option<f64>,
+    /// USD per 1M input tokens written with a one-hour cache lifetime (Anthropic's `ttl: 1h`;
+    /// default: `cache_write`).
+    #[serde(default)]
+    pub cache_write_1h: Option<f64>,
 }
 
 fn optional_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -1042,6 +1042,15 @@ pub(crate) struct UsageIn {
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
+    /// The writes by cache lifetime (`ephemeral_5m_input_tokens`, `ephemeral_1h_input_tokens`).
+    #[serde(default)]
+    cache_creation: Option<CacheCreationIn>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+pub(crate) struct CacheCreationIn {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 /// Token counts as Anthropic reports them (the latest value of each wins: stream counts are
@@ -1052,6 +1061,7 @@ pub(crate) struct Tokens {
     pub(crate) output: Option<u64>,
     cache_read: u64,
     cache_write: u64,
+    cache_write_1h: u64,
 }
 
 impl Tokens {
@@ -1068,6 +1078,9 @@ impl Tokens {
         if let Some(w) = u.cache_creation_input_tokens {
             self.cache_write = w;
         }
+        if let Some(w) = u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens) {
+            self.cache_write_1h = w;
+        }
     }
 
     pub(crate) fn usage(&self) -> Option<Usage> {
@@ -1078,6 +1091,7 @@ impl Tokens {
         let mut u = Usage::new(prompt, self.output.unwrap_or(0));
         u.cached_tokens = self.cache_read;
         u.cache_write_tokens = self.cache_write;
+        u.cache_write_1h_tokens = self.cache_write_1h.min(self.cache_write);
         Some(u)
     }
 }
@@ -2524,6 +2538,14 @@ mod tests {
             ),
             (3195, 503, 3698, 1000)
         );
+        assert_eq!((u.cache_write_tokens, u.cache_write_1h_tokens), (100, 0));
+        // One-hour writes are told apart (priced at their own rate).
+        let c = parse_chat(br#"{"id":"m","type":"message","role":"assistant","model":"claude-sonnet-4-5",
+            "content":[{"type":"text","text":"x"}],"stop_reason":"end_turn","stop_sequence":null,
+            "usage":{"input_tokens":10,"output_tokens":1,"cache_creation_input_tokens":300,"cache_read_input_tokens":0,
+                     "cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200}}}"#).unwrap();
+        let u = c.usage.unwrap();
+        assert_eq!((u.cache_write_tokens, u.cache_write_1h_tokens), (300, 200));
     }
 
     #[test]
