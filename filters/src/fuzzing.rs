@@ -237,7 +237,8 @@ fn reencode(m: &eventstream::Message<'_>) -> Vec<u8> {
 }
 
 /// One translated stream ([`translate::chat_stream`]) for `dialect`. Flags: bit 0 legacy
-/// completion, bit 1 the client asked for usage, bit 7 repair event stream checksums (Bedrock).
+/// completion, bit 1 the client asked for usage, bit 2 the client called `/v1/responses`
+/// (Responses events instead of chunks), bit 7 repair event stream checksums (Bedrock).
 pub fn stream(dialect: Dialect, data: &[u8]) {
     let (flags, pieces, stream) = split_input(data);
     let mut repaired = Vec::new();
@@ -250,7 +251,11 @@ pub fn stream(dialect: Dialect, data: &[u8]) {
         client_model: "client-model",
         created: 1_700_000_000,
         fallback_id: "req-1",
-        front: FrontDoor::legacy(flags & 1 != 0),
+        front: if flags & 4 != 0 {
+            FrontDoor::Responses
+        } else {
+            FrontDoor::legacy(flags & 1 != 0)
+        },
         include_usage: flags & 2 != 0,
         echo: "",
     };
@@ -261,15 +266,73 @@ pub fn stream(dialect: Dialect, data: &[u8]) {
             tr.feed(p, &mut out);
         }
         let end = tr.finish(&mut out);
-        (out, end, tr.usage())
+        let stored = tr.final_response().map(<[u8]>::to_vec);
+        (out, end, tr.usage(), stored)
     };
-    let (out, end, usage) = run(&pieces);
+    let (out, end, usage, stored) = run(&pieces);
     assert_eq!(
         run(&[stream]),
-        (out.clone(), end.clone(), usage),
+        (out.clone(), end.clone(), usage, stored.clone()),
         "split changes the client stream"
     );
-    check_client_stream(&out, &end);
+    if ctx.front == FrontDoor::Responses {
+        check_responses_stream(&out, &end, stored.as_deref());
+    } else {
+        assert!(stored.is_none(), "only Responses streams keep a response");
+        check_client_stream(&out, &end);
+    }
+}
+
+/// A Responses stream: `event:` + `data:` pairs whose data names the event's type, numbered
+/// from 0, starting with `response.created` and ending with exactly one terminal event —
+/// `response.completed` / `response.incomplete` on a complete stream (whose response is the
+/// one kept for storage), `response.failed` otherwise.
+pub fn check_responses_stream(out: &[u8], end: &StreamEnd, stored: Option<&[u8]>) {
+    let text = std::str::from_utf8(out).expect("the client stream is UTF-8");
+    assert!(text.ends_with("\n\n"), "the stream ends with a whole event");
+    let events: Vec<&str> = text
+        .strip_suffix("\n\n")
+        .unwrap_or("")
+        .split("\n\n")
+        .collect();
+    let last = events.len() - 1;
+    for (i, e) in events.iter().enumerate() {
+        let (name, data) = e
+            .strip_prefix("event: ")
+            .and_then(|e| e.split_once("\ndata: "))
+            .unwrap_or_else(|| panic!("event {i} is not an event and a data line: {e:?}"));
+        assert!(!data.contains('\n'), "event {i} is one data line: {e:?}");
+        let v: Value = serde_json::from_str(data)
+            .unwrap_or_else(|err| panic!("event {i} is not JSON ({err}): {data:?}"));
+        assert_eq!(v["type"], name, "event {i} names its type");
+        assert_eq!(v["sequence_number"], i as u64, "event {i} is numbered");
+        if i == 0 {
+            assert_eq!(name, "response.created");
+        }
+        let terminal = matches!(
+            name,
+            "response.completed" | "response.incomplete" | "response.failed"
+        );
+        assert_eq!(
+            terminal,
+            i == last,
+            "exactly one terminal event, last: {text:?}"
+        );
+        if terminal {
+            assert_eq!(
+                name != "response.failed",
+                *end == StreamEnd::Complete,
+                "failed exactly when incomplete"
+            );
+            match stored {
+                Some(stored) => {
+                    let stored: Value = serde_json::from_slice(stored).expect("stored JSON");
+                    assert_eq!(stored, v["response"], "the stored response is the last one");
+                }
+                None => assert_eq!(name, "response.failed", "a completed stream is kept"),
+            }
+        }
+    }
 }
 
 /// The client stream is SSE of JSON objects ending in exactly one `[DONE]` or error event.

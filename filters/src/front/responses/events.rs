@@ -726,13 +726,12 @@ pub(crate) mod tests {
         assert_eq!(w.final_response().unwrap(), &render(&c, &ctx())[..]);
     }
 
-    #[test]
-    fn two_tool_calls_from_a_provider_stream_at_every_split() {
-        // watsonx chat_stream: text, then two parallel tool calls, then usage.
+    /// watsonx chat_stream: text, then two parallel tool calls, then usage.
+    fn watsonx_tool_stream() -> String {
         let chunk = |delta: &str, finish: &str| {
             format!("id: 1\nevent: message\ndata: {{\"id\":\"chatcmpl-5d8c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"finish_reason\":{finish},\"delta\":{delta}}}],\"created\":1}}\n\n")
         };
-        let input = [
+        [
             chunk(r#"{"role":"assistant","content":""}"#, "null"),
             chunk(r#"{"content":"Checking "}"#, "null"),
             chunk(r#"{"content":"both."}"#, "null"),
@@ -741,7 +740,12 @@ pub(crate) mod tests {
             chunk(r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}"#, "\"tool_calls\""),
             "id: 2\nevent: message\ndata: {\"id\":\"chatcmpl-5d8c\",\"choices\":[],\"usage\":{\"completion_tokens\":30,\"prompt_tokens\":40,\"total_tokens\":70}}\n\n".to_owned(),
         ]
-        .concat();
+        .concat()
+    }
+
+    #[test]
+    fn two_tool_calls_from_a_provider_stream_at_every_split() {
+        let input = watsonx_tool_stream();
         let (out, end, _) = every_split(
             || crate::providers::watsonx::stream(&ctx()),
             input.as_bytes(),
@@ -875,5 +879,34 @@ pub(crate) mod tests {
         );
         assert_eq!(terminal["output"], json!([]));
         assert!(w.started() && !w.finished() && w.is_done());
+    }
+
+    #[test]
+    fn the_stream_fuzz_harness_checks_responses_streams() {
+        let harness = crate::fuzzing::by_name("stream_watsonx").unwrap();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut data = vec![4u8, 0u8];
+        data.extend_from_slice(watsonx_tool_stream().as_bytes());
+        harness(&data);
+        const BYTES: &[u8] = b"{}[]\\\",:0n\n\r ";
+        for _ in 0..300 {
+            let mut m = data.clone();
+            m[0] = (next() & 3) as u8 | 4;
+            m[1] = (next() & 7) as u8;
+            for _ in 0..(next() % 4) {
+                let at = 2 + (next() as usize) % (m.len() - 2);
+                m[at] = BYTES[(next() as usize) % BYTES.len()];
+            }
+            if next() % 3 == 0 {
+                m.truncate(2 + (next() as usize) % (m.len() - 2));
+            }
+            harness(&m);
+        }
     }
 }
