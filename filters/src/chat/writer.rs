@@ -25,6 +25,9 @@ pub struct ChunkWriter {
     started: bool,
     finished: bool,
     done: bool,
+    /// The reasoning text of the thinking block in progress (chat chunks only): written again
+    /// whole, with its signature, in the `thinking_blocks` delta that ends the block.
+    thinking: String,
     /// Set when the client called `/v1/messages`: every event is written by it instead.
     messages: Option<Box<MessagesEvents>>,
 }
@@ -42,6 +45,7 @@ impl ChunkWriter {
             started: false,
             finished: false,
             done: false,
+            thinking: String::new(),
             messages: (ctx.front == FrontDoor::Messages)
                 .then(|| Box::new(MessagesEvents::new(ctx))),
         };
@@ -198,6 +202,7 @@ impl ChunkWriter {
             return;
         }
         self.start(out);
+        self.thinking.push_str(text);
         self.open_choice(out);
         out.extend_from_slice(b"{\"reasoning_content\":");
         json_str(out, text);
@@ -206,12 +211,45 @@ impl ChunkWriter {
     }
 
     /// The signature of the reasoning just written (Anthropic thinking, Bedrock
-    /// reasoningContent): a `signature_delta` for Messages clients, which must send it back;
-    /// OpenAI chunks have no place for it.
+    /// reasoningContent), which ends its thinking block: a `signature_delta` for Messages
+    /// clients; for chat clients a delta
+    /// `{"thinking_blocks":[{"type":"thinking","thinking":<the block's whole text>,"signature"}]}`
+    /// (the text again, so that a client that keeps only this delta, or one that concatenates
+    /// `thinking_blocks` deltas as LiteLLM's do, has the complete signed block).
     pub fn reasoning_signature(&mut self, out: &mut Vec<u8>, signature: &str) {
         if let Some(m) = &mut self.messages {
-            m.signature(out, signature);
+            return m.signature(out, signature);
         }
+        if signature.is_empty() || self.legacy {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        out.extend_from_slice(b"{\"thinking_blocks\":[{\"type\":\"thinking\",\"thinking\":");
+        json_str(out, &self.thinking);
+        out.extend_from_slice(b",\"signature\":");
+        json_str(out, signature);
+        out.extend_from_slice(b"}]}");
+        Self::close_choice(out, None);
+        self.thinking.clear();
+    }
+
+    /// A redacted (encrypted) thinking block: for chat clients a delta
+    /// `{"thinking_blocks":[{"type":"redacted_thinking","data"}]}`; Messages clients get a
+    /// `redacted_thinking` content block.
+    pub fn redacted_thinking(&mut self, out: &mut Vec<u8>, data: &str) {
+        if let Some(m) = &mut self.messages {
+            return m.redacted_thinking(out, data);
+        }
+        if data.is_empty() || self.legacy {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        out.extend_from_slice(b"{\"thinking_blocks\":[{\"type\":\"redacted_thinking\",\"data\":");
+        json_str(out, data);
+        out.extend_from_slice(b"}]}");
+        Self::close_choice(out, None);
     }
 
     /// The first fragment of tool call number `index` (0, 1, … in the order calls appear).

@@ -1203,6 +1203,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
         choices: vec![Choice {
             content: text,
             reasoning,
+            thinking_blocks: Vec::new(),
             tool_calls,
             finish_reason: Some(finish),
         }],

@@ -1136,6 +1136,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
         choices: vec![Choice {
             content,
             reasoning,
+            thinking_blocks: Vec::new(),
             tool_calls,
             finish_reason: Some(finish.unwrap_or(FinishReason::Stop)),
         }],

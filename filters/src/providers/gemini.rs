@@ -1310,6 +1310,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             Choice {
                 content: (saw_text || tool_calls.is_empty()).then_some(text),
                 reasoning: (!reasoning.is_empty()).then_some(reasoning),
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             }

@@ -1098,6 +1098,7 @@ pub fn parse_chat(t: &Target<'_>, body: &[u8]) -> Result<Completion, BadAnswer> 
             choices: vec![Choice {
                 content,
                 reasoning: None,
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             }],
@@ -1155,6 +1156,7 @@ pub fn parse_chat(t: &Target<'_>, body: &[u8]) -> Result<Completion, BadAnswer> 
             Ok(Choice {
                 content,
                 reasoning: reasoning.filter(|r| !r.is_empty()),
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             })

@@ -587,6 +587,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             Choice {
                 content,
                 reasoning: m.reasoning_content.filter(|r| !r.is_empty()),
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             }

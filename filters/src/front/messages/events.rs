@@ -19,6 +19,8 @@ enum Open {
     None,
     Text,
     Thinking,
+    /// A `redacted_thinking` block (complete when opened).
+    Redacted,
     /// A tool_use block, for tool call number `.0` of the stream.
     Tool(usize),
 }
@@ -188,6 +190,22 @@ impl MessagesEvents {
         out.extend_from_slice(b"{\"type\":\"signature_delta\",\"signature\":");
         json_str(out, signature);
         out.extend_from_slice(b"}}\n\n");
+        // The signature ends its block (Anthropic sends it just before content_block_stop).
+        self.close(out);
+    }
+
+    /// A `redacted_thinking` block, whole.
+    pub fn redacted_thinking(&mut self, out: &mut Vec<u8>, data: &str) {
+        if data.is_empty() {
+            return;
+        }
+        self.close(out);
+        let mut block = Vec::with_capacity(48 + data.len());
+        block.extend_from_slice(b"{\"type\":\"redacted_thinking\",\"data\":");
+        json_str(&mut block, data);
+        block.push(b'}');
+        self.open(out, Open::Redacted, &block);
+        self.close(out);
     }
 
     pub fn tool_start(&mut self, out: &mut Vec<u8>, tool: usize, id: &str, name: &str) {
