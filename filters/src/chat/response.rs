@@ -307,6 +307,35 @@ mod tests {
             r["usage"]["completion_tokens_details"]["reasoning_tokens"],
             1
         );
+        assert!(v["choices"][0]["message"].get("thinking_blocks").is_none());
+        let mut signed = c.clone();
+        signed.choices[0].thinking_blocks = vec![
+            ThinkingBlock::Thinking {
+                thinking: "t".into(),
+                signature: "s".into(),
+            },
+            ThinkingBlock::Redacted { data: "d".into() },
+        ];
+        let v: Value = serde_json::from_slice(&render(&signed, &ctx(false))).unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["thinking_blocks"],
+            serde_json::json!([{"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "redacted_thinking", "data": "d"}])
+        );
+        // Messages clients get the blocks as content blocks, signatures intact.
+        let m: Value = serde_json::from_slice(&render(
+            &signed,
+            &ResponseCtx {
+                front: FrontDoor::Messages,
+                ..ctx(false)
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            m["content"][0],
+            serde_json::json!({"type": "thinking", "thinking": "t", "signature": "s"})
+        );
+        assert_eq!(m["content"][1]["type"], "redacted_thinking");
         let v: Value = serde_json::from_slice(&render(&c, &ctx(true))).unwrap();
         assert_eq!(v["id"], "cmpl-msg_1");
         assert_eq!(v["object"], "text_completion");

@@ -415,6 +415,47 @@ mod tests {
     }
 
     #[test]
+    fn signed_thinking_blocks_close_with_their_whole_text() {
+        let ctx = ResponseCtx {
+            client_model: "m",
+            created: 5,
+            fallback_id: "r",
+            front: FrontDoor::Chat,
+            include_usage: false,
+        };
+        let mut w = ChunkWriter::new(&ctx);
+        let mut out = Vec::new();
+        w.reasoning(&mut out, "a\"");
+        w.reasoning(&mut out, "b");
+        w.reasoning_signature(&mut out, "s1");
+        w.redacted_thinking(&mut out, "r1");
+        w.reasoning(&mut out, "c");
+        w.reasoning_signature(&mut out, "s2");
+        w.reasoning_signature(&mut out, "");
+        let blocks: Vec<Value> = events(&out)
+            .into_iter()
+            .filter_map(|e| e["choices"][0]["delta"].get("thinking_blocks").cloned())
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                serde_json::json!([{"type": "thinking", "thinking": "a\"b", "signature": "s1"}]),
+                serde_json::json!([{"type": "redacted_thinking", "data": "r1"}]),
+                serde_json::json!([{"type": "thinking", "thinking": "c", "signature": "s2"}]),
+            ]
+        );
+        // Legacy completions carry no reasoning at all.
+        let mut w = ChunkWriter::new(&ResponseCtx {
+            front: FrontDoor::Completions,
+            ..ctx
+        });
+        let mut out = Vec::new();
+        w.reasoning_signature(&mut out, "s");
+        w.redacted_thinking(&mut out, "r");
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn legacy_chunks_carry_text() {
         let ctx = ResponseCtx {
             client_model: "m",
