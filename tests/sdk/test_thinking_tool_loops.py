@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import openai
 import pytest
 
@@ -44,6 +45,10 @@ EXTRA_MAPPINGS = [f'  {r.client_model}: {{providers: {{{r.provider}: {{model: "{
     '  conf-claude-then-openai: {default_provider: anthropic, providers: {anthropic: '
     '{model: "claude-3-5-haiku-20241022-fail-503"}, openai: {model: "gpt-4o-mini"}}}',
 ]
+# A Claude application inference profile (no `anthropic.` in the id): Messages requests go
+# through Converse, translated.
+PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/claude-sonnet-x"
+EXTRA_MAPPINGS.append(f'  conf-claude-profile: {{providers: {{bedrock: {{model: "{PROFILE}"}}}}}}')
 ROUTING = "routing:\n  fallback: {enabled: true}\n"
 
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -69,6 +74,13 @@ def gw(native, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(gw):
     c = openai.OpenAI(api_key=ALICE_KEY, base_url=gw.url + "/v1", max_retries=0, timeout=20)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def messages_client(gw):
+    c = anthropic.Anthropic(api_key=ALICE_KEY, base_url=gw.url, max_retries=0, timeout=20)
     yield c
     c.close()
 
@@ -273,3 +285,36 @@ def test_claude_signed_history_falls_back_to_openai(client, native):
     body = sent(native, "openai")
     assert all("thinking_blocks" not in m for m in body["messages"]), body["messages"]
     assert body["messages"][1].get("reasoning_content"), "the client's own field goes up as sent"
+
+
+# ------------------------------------------------------------------- Messages front door, Converse
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_messages_client_tool_loop_through_converse(messages_client, native, stream):
+    # A Messages client on a Claude profile that Bedrock serves through Converse: the signed
+    # thinking block comes back as a Messages block (signature included) and, sent back, reaches
+    # Converse as reasoningContent; the continuation keeps thinking.
+    kw = dict(model="conf-claude-profile", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024},
+              tools=[{"name": "get_weather", "description": "Current weather in a city",
+                      "input_schema": TOOL["function"]["parameters"]}])
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    if stream:
+        with messages_client.messages.stream(messages=ask, **kw) as s:
+            m = s.get_final_message()
+    else:
+        m = messages_client.messages.create(messages=ask, **kw)
+    assert [b.type for b in m.content][:1] == ["thinking"], m.content
+    think = m.content[0]
+    assert think.signature == bedrock_mock.reasoning_signature(think.thinking)
+    results = [{"type": "tool_result", "tool_use_id": b.id, "content": "18C"} for b in m.content if b.type == "tool_use"]
+    assert results
+    history = ask + [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in m.content]},
+                     {"role": "user", "content": results}]
+    r = messages_client.messages.with_raw_response.create(messages=history, **kw)
+    assert r.parse().content[-1].type == "text"
+    assert "thinking" not in dropped(r.headers), dict(r.headers)
+    body = sent(native, "bedrock")
+    assert body["additionalModelRequestFields"]["thinking"]["type"] == "enabled"
+    assert body["messages"][1]["content"][0] == {"reasoningContent": {"reasoningText": {
+        "text": think.thinking, "signature": think.signature}}}

@@ -173,7 +173,8 @@ struct Additional {
 }
 
 /// Whether a Converse model id names a Claude model (foundation model, inference profile or ARN).
-fn is_claude(model: &str) -> bool {
+/// Claude models (ids with `anthropic.` or `claude`: inference profiles and ARNs included).
+pub(crate) fn is_claude(model: &str) -> bool {
     model.contains("anthropic.") || model.contains("claude")
 }
 

@@ -10,8 +10,9 @@
 //! refused with a 400 that names it (URL documents, server tools).
 //! Base64 `document` blocks become [`Part::File`]; text-source documents become text.
 //! Signed `thinking` and `redacted_thinking` blocks of assistant turns become
-//! [`Message::thinking`] (Claude on Converse gets them back; other hosts ignore them, as
-//! Anthropic itself ignores earlier turns' thinking); unsigned ones are left out.
+//! [`Message::thinking`] (Claude on Converse gets them back; for other hosts
+//! `translate::prepare_chat` names `thinking` as dropped); unsigned ones are left out and
+//! named.
 
 use serde_json::{Map, Value};
 
@@ -271,7 +272,9 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                 // the gateway wrote for another provider's reasoning) verify nowhere.
                 (Role::Assistant, "thinking") => {
                     let signature = b.get("signature").and_then(Value::as_str).unwrap_or("");
-                    if !signature.is_empty() {
+                    if signature.is_empty() {
+                        drop("thinking");
+                    } else {
                         thinking.push(ThinkingBlock::Thinking {
                             thinking: b
                                 .get("thinking")
