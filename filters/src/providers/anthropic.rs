@@ -84,6 +84,7 @@
 //! account), 408 → 504, 429 → `rate_limit_exceeded`, 529 → 503, other 5xx → 500.
 
 use crate::front::FrontDoor;
+use crate::providers::gemini::host_tool_id;
 use crate::providers::json_tool::{self, Force, JsonTool, JSON_TOOL};
 use std::borrow::Cow;
 
@@ -382,12 +383,12 @@ enum Block<'a> {
         data: &'a str,
     },
     ToolUse {
-        id: &'a str,
+        id: Cow<'a, str>,
         name: &'a str,
         input: Value,
     },
     ToolResult {
-        tool_use_id: &'a str,
+        tool_use_id: Cow<'a, str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<ResultContent<'a>>,
     },
@@ -899,7 +900,7 @@ fn turns<'a>(
                 }
                 for (j, c) in m.tool_calls.iter().enumerate() {
                     blocks.push(Block::ToolUse {
-                        id: &c.id,
+                        id: host_tool_id(&c.id),
                         name: &c.name,
                         input: arguments(&c.arguments, i, j)?,
                     });
@@ -933,7 +934,7 @@ fn turns<'a>(
                     }
                 };
                 blocks.push(Block::ToolResult {
-                    tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
+                    tool_use_id: host_tool_id(m.tool_call_id.as_deref().unwrap_or_default()),
                     content,
                 });
                 "user"

@@ -1873,6 +1873,11 @@ pub fn error(status: u16, body: &[u8], hints: &ErrorHints<'_>) -> ErrorReply {
 /// `_` + the id's first allowed characters, the same for the call and its result, so the pair
 /// still matches and stays recognisable.
 fn tool_use_id(id: &str) -> Cow<'_, str> {
+    // A Gemini thought signature is no use here (and makes the id long): gone first.
+    let id = match super::gemini::host_tool_id(id) {
+        Cow::Borrowed(id) => id,
+        Cow::Owned(short) => return Cow::Owned(short),
+    };
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if !id.is_empty() && id.len() <= 64 && id.chars().all(allowed) {
         return Cow::Borrowed(id);
