@@ -56,19 +56,31 @@
 //!   not allowed with thinking: dropped and named; a forced tool (`tool_choice` `required` or
 //!   named, i.e. `any` / `tool`) is not allowed either: 400 naming `tool_choice` (silently
 //!   letting the model skip a tool the client demanded would change the program's flow).
-//!   A request that answers the last assistant turn's tool calls with tool results is sent
-//!   without thinking and `reasoning_effort` is named as dropped: with thinking on, Anthropic
-//!   requires that assistant turn to start with its signed thinking block, which OpenAI
-//!   clients have no way to send back (the first request of a tool loop thinks, its
-//!   continuations do not).
+//! - Thinking in tool loops: with thinking on, Anthropic requires the assistant turn whose
+//!   tool calls the final tool results answer to start with the thinking block it produced,
+//!   unmodified ("Expected `thinking` or `redacted_thinking`, but found `tool_use`"; docs
+//!   "Building with extended thinking", preserving thinking blocks; the signature is verified,
+//!   and signatures are compatible across the Anthropic API, Bedrock and Vertex). Answers hand
+//!   the signed blocks to OpenAI clients as `thinking_blocks` (below), and an assistant
+//!   message's `thinking_blocks` ([`crate::chat::Message::thinking`]) go back first in its
+//!   turn as `thinking` / `redacted_thinking` blocks — only while thinking is on (with thinking
+//!   off Anthropic refuses thinking in a final assistant turn: "When thinking is disabled, an
+//!   `assistant` message in the final position cannot contain `thinking`"). A tool-loop
+//!   continuation whose last assistant message has no signed block (only
+//!   `reasoning_content`, nothing verifiable) is sent without thinking and `reasoning_effort`
+//!   is named as dropped (`keeps_thinking`).
+//! - Tool call ids carrying a Gemini thought signature (after a fallback from Gemini) are
+//!   sent as [`super::gemini::host_tool_id`], without it.
 //!
 //! - Prompt caching: each [`ChatRequest::cache`] breakpoint becomes `cache_control` (with its
 //!   `ttl`) on the block or tool it follows; `system` is sent as text blocks when one sits in
 //!   it. At most 4 (Anthropic's limit): the last 4 in prompt order are kept, the rest named.
 //!
 //! Answers: text blocks → `content`, `tool_use` → `tool_calls` (`input` re-serialized as the
-//! arguments string), `thinking` → `reasoning` (`reasoning_content`); thinking signatures and
-//! `redacted_thinking` blocks are dropped (OpenAI has no slot for them). `stop_reason` per
+//! arguments string), `thinking` → `reasoning` (`reasoning_content`); signed `thinking` and
+//! `redacted_thinking` blocks → [`Choice::thinking_blocks`], which OpenAI clients see as
+//! `thinking_blocks` (LiteLLM's field; streams: one delta per block when its `signature_delta`
+//! arrives, or when a `redacted_thinking` block starts). `stop_reason` per
 //! PROTOCOLS §8.1. Usage: `prompt_tokens` = `input_tokens` + cache reads + cache writes,
 //! `cached_tokens` = cache reads.
 //!

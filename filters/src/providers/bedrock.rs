@@ -49,7 +49,11 @@
 //!   the Bedrock user guide's "Extended thinking" page shows for Converse, with the same rules
 //!   as on InvokeModel (`super::anthropic`: effort → budget 1024 / 4096 / 16384, `maxTokens`
 //!   raised to budget + the client's limit or 4096, `temperature` other than 1 and `topP`
-//!   dropped, a forced `tool_choice` → 400, no thinking on a tool-loop continuation). Other
+//!   dropped, a forced `tool_choice` → 400, no thinking on a tool-loop continuation unless its
+//!   assistant message brought back `thinking_blocks`). An assistant message's signed blocks
+//!   ([`crate::chat::Message::thinking`]) go first in its turn as `reasoningContent`
+//!   (`reasoningText {text, signature}` / `redactedContent`), Claude only and only while
+//!   thinking is on (Bedrock: "include the text and its signature unmodified"). Other
 //!   families: dropped and named
 //!   (`reasoning_effort`) — their controls differ per model and are not mapped yet.
 //! - Dropped (listed in `UpstreamRequest::dropped`): `seed`, `presence_penalty`,
@@ -62,8 +66,8 @@
 //!
 //! Answer mapping: `output.message.content[]` `text` → content (concatenated), `toolUse` →
 //! tool calls (`input` re-serialized as the `arguments` string), `reasoningContent.reasoningText.text`
-//! → `Choice::reasoning` (its `signature` and `redactedContent` blocks are dropped: OpenAI has
-//! no slot for them). `stopReason` per PROTOCOLS 8.1: `end_turn`/`stop_sequence` → stop,
+//! → `Choice::reasoning`; a signed `reasoningText` and `redactedContent` →
+//! `Choice::thinking_blocks` (OpenAI clients: `thinking_blocks`). `stopReason` per PROTOCOLS 8.1: `end_turn`/`stop_sequence` → stop,
 //! `max_tokens`/`model_context_window_exceeded` → length, `tool_use` → tool_calls,
 //! `guardrail_intervened`/`content_filtered` → content_filter, `malformed_model_output`/
 //! `malformed_tool_use` and anything unknown → stop. Usage: `prompt_tokens` = `inputTokens` +
@@ -73,7 +77,8 @@
 //! Stream ([`converse_stream`], §3.5): frames are decoded with [`crate::eventstream::Decoder`].
 //! `messageStart` → role chunk; `contentBlockStart` with `toolUse` → first tool-call fragment
 //! (index counts tool calls only); `contentBlockDelta` `text` / `toolUse.input` /
-//! `reasoningContent.text` → content / arguments / `reasoning_content`; `messageStop` →
+//! `reasoningContent.text` → content / arguments / `reasoning_content` (`reasoningContent`
+//! `signature` / `redactedContent` → a `thinking_blocks` delta); `messageStop` →
 //! finish chunk; `metadata` (after `messageStop`) → usage chunk and `[DONE]`. EOF after
 //! `messageStop` without `metadata` still completes (usage unknown); EOF before it, a frame
 //! cut short, or a bad CRC → truncated. `exception` frames (`:exception-type`

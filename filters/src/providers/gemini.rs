@@ -815,7 +815,7 @@ fn split_call_id(id: &str) -> (&str, Option<String>) {
     (&id[..at], Some(STANDARD.encode(&bytes)))
 }
 
-/// A tool call id for any host but Gemini: an id made by [`call_id`] (a thought signature
+/// A tool call id for any host but Gemini: an id made by `call_id` (a thought signature
 /// inside, which only Gemini can use) becomes `{plain}_{h}` with `h` 16 hex digits of a 64-bit
 /// FNV-1a hash of the whole id — short (OpenAI refuses ids over 40 characters), within
 /// `[A-Za-z0-9_-]` (Anthropic, Converse), the same for a call and its result, and distinct for
