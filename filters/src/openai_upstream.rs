@@ -32,8 +32,13 @@ pub fn prepare_request(parsed: &ParsedRequest, upstream_model: &str) -> Vec<u8> 
                 write_stream_options(&mut out, Some(value));
                 wrote_options = true;
             }
-            "messages" | "tools" if memmem::find(value, b"\"cache_control\"").is_some() => {
-                write_without_cache_control(&mut out, value)
+            "messages" | "tools"
+                if memmem::find(value, b"\"cache_control\"").is_some()
+                    || (name == "messages"
+                        && (memmem::find(value, b"\"thinking_blocks\"").is_some()
+                            || memmem::find(value, b"__ts_").is_some())) =>
+            {
+                write_without_extensions(&mut out, value)
             }
             _ => out.extend_from_slice(value),
         }
@@ -48,9 +53,13 @@ pub fn prepare_request(parsed: &ParsedRequest, upstream_model: &str) -> Vec<u8> 
 
 /// `messages` or `tools` without the Anthropic-style `cache_control` markers some clients add
 /// (on a message, a content part, a tool or its `function`): OpenAI caches prompt prefixes by
-/// itself and has no such field, and its APIs refuse unknown fields on content parts. Only
-/// bodies that contain the name pay for the JSON tree; an unreadable value goes up unchanged.
-fn write_without_cache_control(out: &mut Vec<u8>, value: &[u8]) {
+/// itself and has no such field, and its APIs refuse unknown fields on content parts. Also
+/// without the `thinking_blocks` of assistant messages (Claude's signed reasoning, which the
+/// gateway hands out for Claude hosts only: after a fallback it means nothing here), and with
+/// Gemini's thought signatures taken out of tool call ids
+/// ([`crate::providers::gemini::host_tool_id`]: OpenAI refuses ids over 40 characters). Only
+/// bodies that contain the names pay for the JSON tree; an unreadable value goes up unchanged.
+fn write_without_extensions(out: &mut Vec<u8>, value: &[u8]) {
     let Ok(mut v) = serde_json::from_slice::<Value>(value) else {
         out.extend_from_slice(value);
         return;
@@ -62,6 +71,18 @@ fn write_without_cache_control(out: &mut Vec<u8>, value: &[u8]) {
     };
     for item in v.as_array_mut().into_iter().flatten() {
         strip(item);
+        if let Some(o) = item.as_object_mut() {
+            o.remove("thinking_blocks");
+            short_id(o.get_mut("tool_call_id"));
+            for call in o
+                .get_mut("tool_calls")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                short_id(call.get_mut("id"));
+            }
+        }
         if let Some(f) = item.get_mut("function") {
             strip(f);
         }
@@ -70,6 +91,15 @@ fn write_without_cache_control(out: &mut Vec<u8>, value: &[u8]) {
         }
     }
     serde_json::to_writer(out, &v).expect("a JSON value always serializes");
+}
+
+/// A tool call id without a Gemini thought signature in it.
+fn short_id(id: Option<&mut Value>) {
+    if let Some(Value::String(s)) = id {
+        if let std::borrow::Cow::Owned(short) = crate::providers::gemini::host_tool_id(s) {
+            *s = short;
+        }
+    }
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
@@ -357,6 +387,27 @@ data: [DONE]\n\n";
         let p = parse_request(Endpoint::ChatCompletions, plain).unwrap();
         let out = prepare_request(&p, "gpt-4o");
         assert!(memmem::find(&out, br#""messages":[{"role":"user","content":"x"}]"#).is_some());
+    }
+
+    /// Claude's signed reasoning blocks never reach an OpenAI host (a fallback from Claude).
+    #[test]
+    fn prepare_strips_thinking_blocks() {
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"thinking_blocks":[{"type":"thinking","thinking":"t","signature":"s"}],"tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"toolu_1","content":"ok"}]}"#;
+        let p = parse_request(Endpoint::ChatCompletions, body).unwrap();
+        let out = prepare_request(&p, "gpt-4o");
+        assert!(memmem::find(&out, b"thinking_blocks").is_none());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["messages"][1]["tool_calls"][0]["id"], "toolu_1");
+        assert_eq!(v["messages"].as_array().unwrap().len(), 3);
+        // A Gemini thought signature in a tool call id (fallback from Gemini): a short id, the
+        // call and its result alike; an id that only looks signed stays.
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_0__ts_CiQB-_-_ypeBEsobvcr6wjGzmiPcTaeG7_gUfE5yuYB3hXmRIWY","type":"function","function":{"name":"f","arguments":"{}"}},{"id":"x__ts_","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"call_0__ts_CiQB-_-_ypeBEsobvcr6wjGzmiPcTaeG7_gUfE5yuYB3hXmRIWY","content":"ok"},{"role":"tool","tool_call_id":"x__ts_","content":"ok"}]}"#;
+        let p = parse_request(Endpoint::ChatCompletions, body).unwrap();
+        let v: Value = serde_json::from_slice(&prepare_request(&p, "gpt-4o")).unwrap();
+        let id = v["messages"][1]["tool_calls"][0]["id"].as_str().unwrap();
+        assert!(id.starts_with("call_0_") && id.len() <= 40, "{id}");
+        assert_eq!(v["messages"][2]["tool_call_id"], id);
+        assert_eq!(v["messages"][1]["tool_calls"][1]["id"], "x__ts_");
     }
 
     #[test]

@@ -315,6 +315,17 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     {
         up.dropped.push("cache_control".to_owned());
     }
+    // A Messages client's signed thinking blocks of earlier turns: Claude on Converse takes
+    // them; any other host cannot, which the client is told (OpenAI clients' `thinking_blocks`
+    // are the gateway's own carrier, dropped silently).
+    if req.front == crate::front::FrontDoor::Messages
+        && req.messages.iter().any(|m| !m.thinking.is_empty())
+        && !(t.dialect == Dialect::BedrockConverse
+            && crate::providers::bedrock::is_claude(t.upstream_model))
+        && !up.dropped.iter().any(|d| d == "thinking")
+    {
+        up.dropped.push("thinking".to_owned());
+    }
     for name in &req.dropped {
         if !up.dropped.contains(name) {
             up.dropped.push(name.clone());

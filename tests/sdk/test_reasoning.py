@@ -158,16 +158,17 @@ def test_claude_thinking_rules(client, native, row):
 
 @pytest.mark.parametrize("row", CLAUDE_ROWS, ids=ids(CLAUDE_ROWS))
 def test_claude_tool_loop_with_reasoning(client, native, row):
-    # The first request thinks and calls the tool; its continuation (tool results) cannot carry
-    # Claude's signed thinking block back, so it goes without thinking and names the parameter
-    # (the Claude mocks refuse a thinking request whose tool-use turn lacks its thinking block).
+    # The first request thinks and calls the tool; a continuation that brings back only
+    # `reasoning_content` (not the signed `thinking_blocks`: test_thinking_tool_loops.py) cannot
+    # give Claude its thinking block, so it goes without thinking and names the parameter (the
+    # Claude mocks refuse a thinking request whose tool-use turn lacks its thinking block).
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
     tool = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
     c = client.chat.completions.create(model=row.client_model, messages=ask, tools=[tool], reasoning_effort="low")
     msg = c.choices[0].message
     assert msg.tool_calls and reasoning_content(msg)
-    history = ask + [msg.model_dump(exclude_none=True, exclude={"reasoning_content"})] + [
+    history = ask + [msg.model_dump(exclude_none=True, exclude={"reasoning_content", "thinking_blocks"})] + [
         {"role": "tool", "tool_call_id": call.id, "content": "18C"} for call in msg.tool_calls]
     r = client.chat.completions.with_raw_response.create(model=row.client_model, messages=history, tools=[tool],
                                                          reasoning_effort="low")

@@ -8,8 +8,8 @@ pub mod response;
 pub mod writer;
 
 pub use request::{
-    CacheAt, CachePoint, CacheTtl, ChatRequest, Message, Part, ResponseFormat, Role, Tool,
-    ToolCall, ToolChoice,
+    CacheAt, CachePoint, CacheTtl, ChatRequest, Message, Part, ResponseFormat, Role, ThinkingBlock,
+    Tool, ToolCall, ToolChoice,
 };
 pub use response::{Choice, Completion, FinishReason, OwnedResponseCtx, ResponseCtx};
 pub use writer::ChunkWriter;

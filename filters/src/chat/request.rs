@@ -51,6 +51,37 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+/// A signed reasoning block of a Claude answer (Anthropic, Bedrock, Vertex — their signatures
+/// are interchangeable), kept so that it can be sent back: with extended thinking and tools,
+/// Claude refuses a tool-loop continuation whose last assistant turn does not start with the
+/// thinking block it produced, unmodified. OpenAI-dialect clients carry these in
+/// `thinking_blocks` (LiteLLM's field: `{"type":"thinking","thinking","signature"}` /
+/// `{"type":"redacted_thinking","data"}`); Messages clients in their own content blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThinkingBlock {
+    /// `thinking` (Converse `reasoningText`): the text and the signature that covers it.
+    Thinking { thinking: String, signature: String },
+    /// `redacted_thinking` (Converse `redactedContent`): encrypted reasoning, opaque.
+    Redacted { data: String },
+}
+
+impl ThinkingBlock {
+    /// The block as LiteLLM's `thinking_blocks` entry (also Anthropic's content block shape).
+    pub fn to_json(&self) -> Value {
+        match self {
+            ThinkingBlock::Thinking {
+                thinking,
+                signature,
+            } => {
+                serde_json::json!({"type": "thinking", "thinking": thinking, "signature": signature})
+            }
+            ThinkingBlock::Redacted { data } => {
+                serde_json::json!({"type": "redacted_thinking", "data": data})
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub role: Role,
@@ -60,6 +91,10 @@ pub struct Message {
     /// On `tool` messages: the call this result answers.
     pub tool_call_id: Option<String>,
     pub name: Option<String>,
+    /// On assistant messages: the signed Claude reasoning blocks the answer carried
+    /// (`thinking_blocks`), in order. Only Claude translators send them (first in the turn);
+    /// every other translator ignores them — they are the gateway's carrier, not a parameter.
+    pub thinking: Vec<ThinkingBlock>,
 }
 
 impl Message {
@@ -388,6 +423,7 @@ impl ChatRequest {
             tool_calls: Vec::new(),
             tool_call_id: None,
             name: None,
+            thinking: Vec::new(),
         }];
         let mut req = Self::common(body, messages, LEGACY_KNOWN)?;
         req.front = FrontDoor::Completions;
@@ -777,13 +813,61 @@ fn message(i: usize, m: &Value) -> Result<Message, InvalidRequest> {
             Some(&at("tool_call_id")),
         ));
     }
+    let thinking = match m.get("thinking_blocks") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(blocks)) if role == Role::Assistant => blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(j, b)| {
+                thinking_block(&format!("messages[{i}].thinking_blocks[{j}]"), b).transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(InvalidRequest::new(
+                format!(
+                    "Invalid '{}': only assistant messages carry an array of thinking blocks.",
+                    at("thinking_blocks")
+                ),
+                Some(&at("thinking_blocks")),
+            ))
+        }
+    };
     Ok(Message {
         role,
         content,
         tool_calls,
         tool_call_id,
         name: m.get("name").and_then(Value::as_str).map(str::to_owned),
+        thinking,
     })
+}
+
+/// One `thinking_blocks` entry. A `thinking` block without a signature (what a client that
+/// assembled a stream's `reasoning_content` may send) cannot be verified by anyone: it is
+/// left out (None), as the plain `reasoning_content` is.
+fn thinking_block(at: &str, b: &Value) -> Result<Option<ThinkingBlock>, InvalidRequest> {
+    let field = |k: &str| b.get(k).and_then(Value::as_str);
+    let bad = |what: &str| InvalidRequest::new(format!("Invalid '{at}': {what}."), Some(at));
+    match field("type") {
+        Some("thinking") => {
+            let Some(signature) = field("signature").filter(|s| !s.is_empty()) else {
+                return Ok(None);
+            };
+            Ok(Some(ThinkingBlock::Thinking {
+                thinking: field("thinking").unwrap_or_default().to_owned(),
+                signature: signature.to_owned(),
+            }))
+        }
+        Some("redacted_thinking") => match field("data") {
+            Some(data) if !data.is_empty() => Ok(Some(ThinkingBlock::Redacted {
+                data: data.to_owned(),
+            })),
+            _ => Err(bad("a redacted_thinking block needs its 'data' string")),
+        },
+        _ => Err(bad(
+            "expected {\"type\": \"thinking\", \"thinking\": ..., \"signature\": ...} or {\"type\": \"redacted_thinking\", \"data\": ...}",
+        )),
+    }
 }
 
 fn part(at: &str, p: &Value) -> Result<Part, InvalidRequest> {

@@ -5,7 +5,7 @@ use crate::front::FrontDoor;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::request::ToolCall;
+use super::request::{ThinkingBlock, ToolCall};
 use crate::openai::Usage;
 
 /// OpenAI's `finish_reason` values.
@@ -39,6 +39,10 @@ pub struct Choice {
     /// Reasoning text the provider returned (Anthropic thinking, Gemini thoughts, Bedrock
     /// reasoningContent), rendered as the non-standard `reasoning_content` field.
     pub reasoning: Option<String>,
+    /// Claude's signed reasoning blocks (thinking + signature, redacted thinking), rendered as
+    /// `thinking_blocks` for the client to send back on its next turn (see
+    /// [`ThinkingBlock`]). Empty for providers that sign nothing.
+    pub thinking_blocks: Vec<ThinkingBlock>,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: Option<FinishReason>,
 }
@@ -237,6 +241,14 @@ pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
                 if let Some(r) = &ch.reasoning {
                     message["reasoning_content"] = Value::String(r.clone());
                 }
+                if !ch.thinking_blocks.is_empty() {
+                    message["thinking_blocks"] = Value::Array(
+                        ch.thinking_blocks
+                            .iter()
+                            .map(ThinkingBlock::to_json)
+                            .collect(),
+                    );
+                }
                 serde_json::json!({
                     "index": i,
                     "message": message,
@@ -277,6 +289,7 @@ mod tests {
             choices: vec![Choice {
                 content: Some("hi".into()),
                 reasoning: None,
+                thinking_blocks: Vec::new(),
                 tool_calls: vec![ToolCall {
                     id: "t1".into(),
                     name: "f".into(),
@@ -307,6 +320,35 @@ mod tests {
             r["usage"]["completion_tokens_details"]["reasoning_tokens"],
             1
         );
+        assert!(v["choices"][0]["message"].get("thinking_blocks").is_none());
+        let mut signed = c.clone();
+        signed.choices[0].thinking_blocks = vec![
+            ThinkingBlock::Thinking {
+                thinking: "t".into(),
+                signature: "s".into(),
+            },
+            ThinkingBlock::Redacted { data: "d".into() },
+        ];
+        let v: Value = serde_json::from_slice(&render(&signed, &ctx(false))).unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["thinking_blocks"],
+            serde_json::json!([{"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "redacted_thinking", "data": "d"}])
+        );
+        // Messages clients get the blocks as content blocks, signatures intact.
+        let m: Value = serde_json::from_slice(&render(
+            &signed,
+            &ResponseCtx {
+                front: FrontDoor::Messages,
+                ..ctx(false)
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            m["content"][0],
+            serde_json::json!({"type": "thinking", "thinking": "t", "signature": "s"})
+        );
+        assert_eq!(m["content"][1]["type"], "redacted_thinking");
         let v: Value = serde_json::from_slice(&render(&c, &ctx(true))).unwrap();
         assert_eq!(v["id"], "cmpl-msg_1");
         assert_eq!(v["object"], "text_completion");

@@ -26,6 +26,9 @@ pub struct ChunkWriter {
     started: bool,
     finished: bool,
     done: bool,
+    /// The reasoning text of the thinking block in progress (chat chunks only): written again
+    /// whole, with its signature, in the `thinking_blocks` delta that ends the block.
+    thinking: String,
     /// Who writes the events when the client did not call an OpenAI chat/completions door.
     door: Door,
 }
@@ -53,6 +56,7 @@ impl ChunkWriter {
             started: false,
             finished: false,
             done: false,
+            thinking: String::new(),
             door: match ctx.front {
                 FrontDoor::Messages => Door::Messages(Box::new(MessagesEvents::new(ctx))),
                 FrontDoor::Responses => Door::Responses(Box::new(ResponsesEvents::new(ctx))),
@@ -228,6 +232,7 @@ impl ChunkWriter {
             return;
         }
         self.start(out);
+        self.thinking.push_str(text);
         self.open_choice(out);
         out.extend_from_slice(b"{\"reasoning_content\":");
         json_str(out, text);
@@ -236,14 +241,50 @@ impl ChunkWriter {
     }
 
     /// The signature of the reasoning just written (Anthropic thinking, Bedrock
-    /// reasoningContent): a `signature_delta` for Messages clients, which must send it back;
-    /// OpenAI chunks have no place for it.
+    /// reasoningContent), which ends its thinking block: a `signature_delta` for Messages
+    /// clients; for chat clients a delta
+    /// `{"thinking_blocks":[{"type":"thinking","thinking":<the block's whole text>,"signature"}]}`
+    /// (the text again, so that a client that keeps only this delta, or one that concatenates
+    /// `thinking_blocks` deltas as LiteLLM's do, has the complete signed block).
     pub fn reasoning_signature(&mut self, out: &mut Vec<u8>, signature: &str) {
         match &mut self.door {
-            Door::Messages(m) => m.signature(out, signature),
-            Door::Responses(r) => r.signature(out, signature),
+            Door::Messages(m) => return m.signature(out, signature),
+            Door::Responses(r) => return r.signature(out, signature),
             Door::OpenAi => {}
         }
+        if signature.is_empty() || self.legacy {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        out.extend_from_slice(b"{\"thinking_blocks\":[{\"type\":\"thinking\",\"thinking\":");
+        json_str(out, &self.thinking);
+        out.extend_from_slice(b",\"signature\":");
+        json_str(out, signature);
+        out.extend_from_slice(b"}]}");
+        Self::close_choice(out, None);
+        self.thinking.clear();
+    }
+
+    /// A redacted (encrypted) thinking block: for chat clients a delta
+    /// `{"thinking_blocks":[{"type":"redacted_thinking","data"}]}`; Messages clients get a
+    /// `redacted_thinking` content block.
+    pub fn redacted_thinking(&mut self, out: &mut Vec<u8>, data: &str) {
+        match &mut self.door {
+            Door::Messages(m) => return m.redacted_thinking(out, data),
+            // Responses output has no item for it (encrypted reasoning is not produced).
+            Door::Responses(_) => return,
+            Door::OpenAi => {}
+        }
+        if data.is_empty() || self.legacy {
+            return;
+        }
+        self.start(out);
+        self.open_choice(out);
+        out.extend_from_slice(b"{\"thinking_blocks\":[{\"type\":\"redacted_thinking\",\"data\":");
+        json_str(out, data);
+        out.extend_from_slice(b"}]}");
+        Self::close_choice(out, None);
     }
 
     /// The first fragment of tool call number `index` (0, 1, … in the order calls appear).
@@ -429,6 +470,47 @@ mod tests {
             serde_json::json!({"reasoning_tokens": 2})
         );
         assert!(ev[5]["usage"].get("prompt_tokens_details").is_none());
+    }
+
+    #[test]
+    fn signed_thinking_blocks_close_with_their_whole_text() {
+        let ctx = ResponseCtx {
+            client_model: "m",
+            created: 5,
+            fallback_id: "r",
+            front: FrontDoor::Chat,
+            include_usage: false,
+        };
+        let mut w = ChunkWriter::new(&ctx);
+        let mut out = Vec::new();
+        w.reasoning(&mut out, "a\"");
+        w.reasoning(&mut out, "b");
+        w.reasoning_signature(&mut out, "s1");
+        w.redacted_thinking(&mut out, "r1");
+        w.reasoning(&mut out, "c");
+        w.reasoning_signature(&mut out, "s2");
+        w.reasoning_signature(&mut out, "");
+        let blocks: Vec<Value> = events(&out)
+            .into_iter()
+            .filter_map(|e| e["choices"][0]["delta"].get("thinking_blocks").cloned())
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                serde_json::json!([{"type": "thinking", "thinking": "a\"b", "signature": "s1"}]),
+                serde_json::json!([{"type": "redacted_thinking", "data": "r1"}]),
+                serde_json::json!([{"type": "thinking", "thinking": "c", "signature": "s2"}]),
+            ]
+        );
+        // Legacy completions carry no reasoning at all.
+        let mut w = ChunkWriter::new(&ResponseCtx {
+            front: FrontDoor::Completions,
+            ..ctx
+        });
+        let mut out = Vec::new();
+        w.reasoning_signature(&mut out, "s");
+        w.redacted_thinking(&mut out, "r");
+        assert!(out.is_empty());
     }
 
     #[test]

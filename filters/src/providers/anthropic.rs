@@ -56,19 +56,31 @@
 //!   not allowed with thinking: dropped and named; a forced tool (`tool_choice` `required` or
 //!   named, i.e. `any` / `tool`) is not allowed either: 400 naming `tool_choice` (silently
 //!   letting the model skip a tool the client demanded would change the program's flow).
-//!   A request that answers the last assistant turn's tool calls with tool results is sent
-//!   without thinking and `reasoning_effort` is named as dropped: with thinking on, Anthropic
-//!   requires that assistant turn to start with its signed thinking block, which OpenAI
-//!   clients have no way to send back (the first request of a tool loop thinks, its
-//!   continuations do not).
+//! - Thinking in tool loops: with thinking on, Anthropic requires the assistant turn whose
+//!   tool calls the final tool results answer to start with the thinking block it produced,
+//!   unmodified ("Expected `thinking` or `redacted_thinking`, but found `tool_use`"; docs
+//!   "Building with extended thinking", preserving thinking blocks; the signature is verified,
+//!   and signatures are compatible across the Anthropic API, Bedrock and Vertex). Answers hand
+//!   the signed blocks to OpenAI clients as `thinking_blocks` (below), and an assistant
+//!   message's `thinking_blocks` ([`crate::chat::Message::thinking`]) go back first in its
+//!   turn as `thinking` / `redacted_thinking` blocks — only while thinking is on (with thinking
+//!   off Anthropic refuses thinking in a final assistant turn: "When thinking is disabled, an
+//!   `assistant` message in the final position cannot contain `thinking`"). A tool-loop
+//!   continuation whose last assistant message has no signed block (only
+//!   `reasoning_content`, nothing verifiable) is sent without thinking and `reasoning_effort`
+//!   is named as dropped (`keeps_thinking`).
+//! - Tool call ids carrying a Gemini thought signature (after a fallback from Gemini) are
+//!   sent as [`super::gemini::host_tool_id`], without it.
 //!
 //! - Prompt caching: each [`ChatRequest::cache`] breakpoint becomes `cache_control` (with its
 //!   `ttl`) on the block or tool it follows; `system` is sent as text blocks when one sits in
 //!   it. At most 4 (Anthropic's limit): the last 4 in prompt order are kept, the rest named.
 //!
 //! Answers: text blocks → `content`, `tool_use` → `tool_calls` (`input` re-serialized as the
-//! arguments string), `thinking` → `reasoning` (`reasoning_content`); thinking signatures and
-//! `redacted_thinking` blocks are dropped (OpenAI has no slot for them). `stop_reason` per
+//! arguments string), `thinking` → `reasoning` (`reasoning_content`); signed `thinking` and
+//! `redacted_thinking` blocks → [`Choice::thinking_blocks`], which OpenAI clients see as
+//! `thinking_blocks` (LiteLLM's field; streams: one delta per block when its `signature_delta`
+//! arrives, or when a `redacted_thinking` block starts). `stop_reason` per
 //! PROTOCOLS §8.1. Usage: `prompt_tokens` = `input_tokens` + cache reads + cache writes,
 //! `cached_tokens` = cache reads.
 //!
@@ -84,6 +96,7 @@
 //! account), 408 → 504, 429 → `rate_limit_exceeded`, 529 → 503, other 5xx → 500.
 
 use crate::front::FrontDoor;
+use crate::providers::gemini::host_tool_id;
 use crate::providers::json_tool::{self, Force, JsonTool, JSON_TOOL};
 use std::borrow::Cow;
 
@@ -92,8 +105,8 @@ use serde_json::{Map, Value};
 
 use crate::chat::request::{data_url, CacheAt, CacheTtl, Reasoning};
 use crate::chat::{
-    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
-    ToolChoice,
+    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role,
+    ThinkingBlock, ToolCall, ToolChoice,
 };
 use crate::eventstream::{decode_chunk, Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
@@ -183,7 +196,7 @@ pub(crate) fn claude_thinking(
     temperature: Option<f64>,
     dropped: &mut Vec<String>,
 ) -> Result<Option<ClaudeThinking>, InvalidRequest> {
-    if answers_tool_calls(req) {
+    if !keeps_thinking(req) {
         dropped.push(Reasoning::PARAM.into());
         return Ok(None);
     }
@@ -219,9 +232,23 @@ pub(crate) fn claude_thinking(
     }))
 }
 
+/// Whether thinking can stay on: not a tool-loop continuation, or one whose last assistant
+/// turn (the one with the tool calls) brought back its signed thinking blocks
+/// ([`crate::chat::Message::thinking`]). Anthropic refuses a continuation with thinking on
+/// whose final assistant turn does not start with a thinking block ("Expected `thinking` or
+/// `redacted_thinking`, but found `tool_use`").
+pub(crate) fn keeps_thinking(req: &ChatRequest) -> bool {
+    !answers_tool_calls(req)
+        || req
+            .messages
+            .iter()
+            .rfind(|m| m.role == Role::Assistant)
+            .is_some_and(|m| !m.thinking.is_empty())
+}
+
 /// Whether the request continues a tool-use loop: tool results answer the last assistant
 /// turn's tool calls. With thinking on, Anthropic wants that assistant turn to start with its
-/// signed thinking block, which an OpenAI client cannot send back.
+/// signed thinking block.
 fn answers_tool_calls(req: &ChatRequest) -> bool {
     let Some(last) = req.messages.iter().rposition(|m| m.role == Role::Assistant) else {
         return false;
@@ -359,13 +386,21 @@ enum Block<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         title: Option<&'a str>,
     },
+    /// A signed thinking block sent back (first in its assistant turn).
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    RedactedThinking {
+        data: &'a str,
+    },
     ToolUse {
-        id: &'a str,
+        id: Cow<'a, str>,
         name: &'a str,
         input: Value,
     },
     ToolResult {
-        tool_use_id: &'a str,
+        tool_use_id: Cow<'a, str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<ResultContent<'a>>,
     },
@@ -422,7 +457,10 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         dropped.push("frequency_penalty".into());
     }
     let bedrock = t.dialect == Dialect::BedrockAnthropic;
-    let messages = turns(req, !bedrock, &mut dropped)?;
+    // Thinking blocks go back only with thinking on (Anthropic refuses them in a final
+    // assistant turn otherwise; earlier turns' are ignored either way).
+    let thinking_on = req.reasoning.is_some() && keeps_thinking(req);
+    let messages = turns(req, !bedrock, thinking_on, &mut dropped)?;
 
     let tools: Vec<ToolOut<'_>> = req
         .tools
@@ -713,12 +751,14 @@ fn emits_block(p: &Part, trim: bool) -> bool {
 }
 
 /// The breakpoints of message `i` as (block index within its `blocks`, marker): after part
-/// `j` → the last block emitted for parts up to `j`; after the message → its last block.
+/// `j` → the last block emitted for parts up to `j` (after the `lead` thinking blocks);
+/// after the message → its last block.
 /// A marker with no block at or before it is named dropped.
 fn message_marks(
     req: &ChatRequest,
     i: usize,
     blocks: usize,
+    lead: usize,
     dropped: &mut Vec<String>,
 ) -> Vec<(usize, CacheControl)> {
     let mut out = Vec::new();
@@ -740,7 +780,8 @@ fn message_marks(
                         .take(part.saturating_add(1))
                         .filter(|p| emits_block(p, trim))
                         .count();
-                    n.checked_sub(1)
+                    // Thinking blocks come first and take no marker.
+                    n.checked_sub(1).map(|b| b + lead)
                 }
             }
             _ => continue,
@@ -800,6 +841,7 @@ fn add_json_tool<'a>(
 fn turns<'a>(
     req: &'a ChatRequest,
     urls: bool,
+    thinking: bool,
     dropped: &mut Vec<String>,
 ) -> Result<Vec<Turn<'a>>, InvalidRequest> {
     let mut turns: Vec<Turn<'a>> = Vec::with_capacity(req.messages.len());
@@ -836,6 +878,20 @@ fn turns<'a>(
                 "user"
             }
             Role::Assistant => {
+                if thinking {
+                    for b in &m.thinking {
+                        blocks.push(match b {
+                            ThinkingBlock::Thinking {
+                                thinking,
+                                signature,
+                            } => Block::Thinking {
+                                thinking,
+                                signature,
+                            },
+                            ThinkingBlock::Redacted { data } => Block::RedactedThinking { data },
+                        });
+                    }
+                }
                 for (j, p) in m.content.iter().enumerate() {
                     match p {
                         Part::Text(t) => {
@@ -856,7 +912,7 @@ fn turns<'a>(
                 }
                 for (j, c) in m.tool_calls.iter().enumerate() {
                     blocks.push(Block::ToolUse {
-                        id: &c.id,
+                        id: host_tool_id(&c.id),
                         name: &c.name,
                         input: arguments(&c.arguments, i, j)?,
                     });
@@ -890,13 +946,17 @@ fn turns<'a>(
                     }
                 };
                 blocks.push(Block::ToolResult {
-                    tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
+                    tool_use_id: host_tool_id(m.tool_call_id.as_deref().unwrap_or_default()),
                     content,
                 });
                 "user"
             }
         };
-        let cache = message_marks(req, i, blocks.len(), dropped);
+        let lead = blocks
+            .iter()
+            .take_while(|b| matches!(b, Block::Thinking { .. } | Block::RedactedThinking { .. }))
+            .count();
+        let cache = message_marks(req, i, blocks.len(), lead, dropped);
         if blocks.is_empty() {
             continue;
         }
@@ -1138,8 +1198,14 @@ enum AnswerBlock<'a> {
     Thinking {
         #[serde(borrow, default)]
         thinking: Cow<'a, str>,
+        #[serde(borrow, default)]
+        signature: Cow<'a, str>,
     },
-    /// `redacted_thinking`, server tool blocks and anything newer.
+    RedactedThinking {
+        #[serde(borrow, default)]
+        data: Cow<'a, str>,
+    },
+    /// Server tool blocks and anything newer.
     #[serde(other)]
     Other,
 }
@@ -1169,14 +1235,31 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
         .ok_or_else(|| BadAnswer("Anthropic message without `content`".into()))?;
     let mut text: Option<String> = None;
     let mut reasoning: Option<String> = None;
+    let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
     let mut json: Option<String> = None;
     for b in blocks {
         match b {
             AnswerBlock::Text { text: t } => text.get_or_insert_with(String::new).push_str(&t),
-            AnswerBlock::Thinking { thinking } => reasoning
-                .get_or_insert_with(String::new)
-                .push_str(&thinking),
+            AnswerBlock::Thinking {
+                thinking,
+                signature,
+            } => {
+                reasoning
+                    .get_or_insert_with(String::new)
+                    .push_str(&thinking);
+                if !signature.is_empty() {
+                    thinking_blocks.push(ThinkingBlock::Thinking {
+                        thinking: thinking.into_owned(),
+                        signature: signature.into_owned(),
+                    });
+                }
+            }
+            AnswerBlock::RedactedThinking { data } if !data.is_empty() => {
+                thinking_blocks.push(ThinkingBlock::Redacted {
+                    data: data.into_owned(),
+                })
+            }
             AnswerBlock::ToolUse { name, input, .. } if name == JSON_TOOL => {
                 json.get_or_insert_with(String::new)
                     .push_str(&json_tool::answer_text(&input));
@@ -1190,7 +1273,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
                     input.to_string()
                 },
             }),
-            AnswerBlock::Other => {}
+            AnswerBlock::RedactedThinking { .. } | AnswerBlock::Other => {}
         }
     }
     let text_is_json = json.is_some();
@@ -1217,6 +1300,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
         choices: vec![Choice {
             content: text,
             reasoning,
+            thinking_blocks,
             tool_calls,
             finish_reason: Some(finish),
         }],
@@ -1271,6 +1355,9 @@ struct StartBlock<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     thinking: Option<Cow<'a, str>>,
+    /// `redacted_thinking` blocks arrive whole, `data` included.
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    data: Option<Cow<'a, str>>,
     #[serde(default)]
     input: Option<Value>,
 }
@@ -1285,6 +1372,8 @@ struct Delta<'a> {
     partial_json: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    signature: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     stop_reason: Option<Cow<'a, str>>,
 }
@@ -1523,7 +1612,12 @@ impl Events {
                             self.writer.reasoning(out, t);
                         }
                     }
-                    _ => {} // redacted_thinking, server tools: nothing for the client
+                    "redacted_thinking" => {
+                        if let Some(d) = &b.data {
+                            self.writer.redacted_thinking(out, d);
+                        }
+                    }
+                    _ => {} // server tools: nothing for the client
                 }
             }
             "content_block_delta" => {
@@ -1533,7 +1627,13 @@ impl Events {
                     Some("text_delta") => (DeltaKind::Text, d.text),
                     Some("input_json_delta") => (DeltaKind::InputJson, d.partial_json),
                     Some("thinking_delta") => (DeltaKind::Thinking, d.thinking),
-                    _ => return, // signature_delta, citations_delta, …
+                    Some("signature_delta") => {
+                        if let Some(sig) = &d.signature {
+                            self.writer.reasoning_signature(out, sig);
+                        }
+                        return;
+                    }
+                    _ => return, // citations_delta, …
                 };
                 if let Some(piece) = piece {
                     self.on_delta(ev.index, kind, &piece, out);
@@ -2439,6 +2539,105 @@ mod tests {
         assert_eq!(b["thinking"]["budget_tokens"], 1024);
     }
 
+    /// Issue 15.2: the assistant turn's `thinking_blocks` (as the answer rendered them) go
+    /// back first in that turn, and the continuation keeps thinking on; without a signed block
+    /// the rule stays (no thinking, named); with thinking off nothing is sent back.
+    #[test]
+    fn signed_thinking_blocks_keep_thinking_on_in_tool_loops() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let history = |blocks: Value| {
+            json!([
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": "Checking.", "thinking_blocks": blocks,
+                 "tool_calls": [{"id": "toolu_1", "type": "function",
+                                 "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"}
+            ])
+        };
+        let signed = json!([
+            {"type": "thinking", "thinking": "Need the tool.", "signature": "c2ln"},
+            {"type": "redacted_thinking", "data": "cmVk"}
+        ]);
+        for dialect in [
+            Dialect::Anthropic,
+            Dialect::BedrockAnthropic,
+            Dialect::VertexAnthropic,
+        ] {
+            let r = prepare(
+                dialect,
+                json!({"model": "c", "messages": history(signed.clone()),
+                    "reasoning_effort": "low", "tools": tools}),
+            )
+            .unwrap();
+            let b = body_of(&r);
+            assert_eq!(
+                b["thinking"],
+                json!({"type": "enabled", "budget_tokens": 1024})
+            );
+            assert_eq!(
+                b["messages"][1]["content"],
+                json!([
+                    {"type": "thinking", "thinking": "Need the tool.", "signature": "c2ln"},
+                    {"type": "redacted_thinking", "data": "cmVk"},
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}
+                ]),
+                "{dialect:?}"
+            );
+            assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        }
+        // Unsigned (a stream's reassembled reasoning): nothing verifiable, today's rule.
+        let r = prepare(
+            Dialect::Anthropic,
+            json!({"model": "c", "messages": history(json!([{"type": "thinking", "thinking": "x"}])),
+                "reasoning_effort": "low", "tools": tools}),
+        )
+        .unwrap();
+        let b = body_of(&r);
+        assert!(b.get("thinking").is_none());
+        assert_eq!(b["messages"][1]["content"][0]["type"], "text");
+        assert_eq!(r.dropped, ["reasoning_effort"]);
+        // Thinking off: the blocks stay home (Claude refuses them in a final assistant turn).
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "c", "messages": history(signed.clone()), "tools": tools}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(b["messages"][1]["content"][0]["type"], "text");
+        // A breakpoint on the assistant text still lands on the text block.
+        let mut msgs = history(signed);
+        msgs[1]["content"] = json!([{"type": "text", "text": "Checking.",
+            "cache_control": {"type": "ephemeral"}}]);
+        let b = body_of(
+            &prepare(
+                Dialect::Anthropic,
+                json!({"model": "c", "messages": msgs, "reasoning_effort": "low", "tools": tools}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            b["messages"][1]["content"][2]["cache_control"]["type"],
+            "ephemeral"
+        );
+        assert!(b["messages"][1]["content"][0]
+            .get("cache_control")
+            .is_none());
+        // Malformed entries are refused by name.
+        let bad = chat_err(json!({"model": "c", "messages": history(json!([{"type": "x"}]))}));
+        assert_eq!(bad.as_deref(), Some("messages[1].thinking_blocks[0]"));
+        let bad = chat_err(json!({"model": "c", "messages": history(json!("x"))}));
+        assert_eq!(bad.as_deref(), Some("messages[1].thinking_blocks"));
+    }
+
+    fn chat_err(body: Value) -> Option<String> {
+        let raw = serde_json::to_vec(&body).unwrap();
+        ChatRequest::from_parsed(&parse_request(Endpoint::ChatCompletions, &raw).unwrap())
+            .unwrap_err()
+            .param
+    }
+
     #[test]
     fn rejections_name_the_parameter() {
         let user = json!({"role": "user", "content": "x"});
@@ -2575,6 +2774,18 @@ mod tests {
                     name: "get_weather".into(),
                     arguments: r#"{"location":"London, UK"}"#.into()
                 },
+            ]
+        );
+        assert_eq!(
+            ch.thinking_blocks,
+            [
+                ThinkingBlock::Thinking {
+                    thinking: "The user wants weather.".into(),
+                    signature: "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds".into()
+                },
+                ThinkingBlock::Redacted {
+                    data: "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP".into()
+                }
             ]
         );
         assert_eq!(c.usage, Some(Usage::new(472, 91)));
@@ -2794,9 +3005,23 @@ data: {\"type\": \"message_stop\"}\n\n";
             })
             .collect();
         assert_eq!(reasoning, "Let me solve this step by step:\n\n1. First break down 27 * 453\n2. 453 = 400 + 50 + 3");
-        assert!(
-            !String::from_utf8_lossy(&out).contains("EqQB"),
-            "signatures are dropped"
+        // Each signed block reaches the client whole, in the delta that ends it.
+        let blocks: Vec<Value> = ev
+            .iter()
+            .filter_map(|e| {
+                e["choices"].get(0)?["delta"]
+                    .get("thinking_blocks")
+                    .cloned()
+            })
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                json!([{"type": "thinking",
+                    "thinking": "Let me solve this step by step:\n\n1. First break down 27 * 453\n2. 453 = 400 + 50 + 3",
+                    "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds..."}]),
+                json!([{"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}]),
+            ]
         );
         let (text, _, finish) = reassemble(&out);
         assert_eq!(text, "27 * 453 = 12,231");

@@ -49,7 +49,11 @@
 //!   the Bedrock user guide's "Extended thinking" page shows for Converse, with the same rules
 //!   as on InvokeModel (`super::anthropic`: effort → budget 1024 / 4096 / 16384, `maxTokens`
 //!   raised to budget + the client's limit or 4096, `temperature` other than 1 and `topP`
-//!   dropped, a forced `tool_choice` → 400, no thinking on a tool-loop continuation). Other
+//!   dropped, a forced `tool_choice` → 400, no thinking on a tool-loop continuation unless its
+//!   assistant message brought back `thinking_blocks`). An assistant message's signed blocks
+//!   ([`crate::chat::Message::thinking`]) go first in its turn as `reasoningContent`
+//!   (`reasoningText {text, signature}` / `redactedContent`), Claude only and only while
+//!   thinking is on (Bedrock: "include the text and its signature unmodified"). Other
 //!   families: dropped and named
 //!   (`reasoning_effort`) — their controls differ per model and are not mapped yet.
 //! - Dropped (listed in `UpstreamRequest::dropped`): `seed`, `presence_penalty`,
@@ -62,8 +66,8 @@
 //!
 //! Answer mapping: `output.message.content[]` `text` → content (concatenated), `toolUse` →
 //! tool calls (`input` re-serialized as the `arguments` string), `reasoningContent.reasoningText.text`
-//! → `Choice::reasoning` (its `signature` and `redactedContent` blocks are dropped: OpenAI has
-//! no slot for them). `stopReason` per PROTOCOLS 8.1: `end_turn`/`stop_sequence` → stop,
+//! → `Choice::reasoning`; a signed `reasoningText` and `redactedContent` →
+//! `Choice::thinking_blocks` (OpenAI clients: `thinking_blocks`). `stopReason` per PROTOCOLS 8.1: `end_turn`/`stop_sequence` → stop,
 //! `max_tokens`/`model_context_window_exceeded` → length, `tool_use` → tool_calls,
 //! `guardrail_intervened`/`content_filtered` → content_filter, `malformed_model_output`/
 //! `malformed_tool_use` and anything unknown → stop. Usage: `prompt_tokens` = `inputTokens` +
@@ -73,7 +77,8 @@
 //! Stream ([`converse_stream`], §3.5): frames are decoded with [`crate::eventstream::Decoder`].
 //! `messageStart` → role chunk; `contentBlockStart` with `toolUse` → first tool-call fragment
 //! (index counts tool calls only); `contentBlockDelta` `text` / `toolUse.input` /
-//! `reasoningContent.text` → content / arguments / `reasoning_content`; `messageStop` →
+//! `reasoningContent.text` → content / arguments / `reasoning_content` (`reasoningContent`
+//! `signature` / `redactedContent` → a `thinking_blocks` delta); `messageStop` →
 //! finish chunk; `metadata` (after `messageStop`) → usage chunk and `[DONE]`. EOF after
 //! `messageStop` without `metadata` still completes (usage unknown); EOF before it, a frame
 //! cut short, or a bad CRC → truncated. `exception` frames (`:exception-type`
@@ -112,8 +117,8 @@ use serde_json::Value;
 use crate::chat::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::chat::request::{data_url, CacheAt, CacheTtl, Reasoning};
 use crate::chat::{
-    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role, ToolCall,
-    ToolChoice,
+    ChatRequest, Choice, ChunkWriter, Completion, FinishReason, Part, ResponseCtx, Role,
+    ThinkingBlock, ToolCall, ToolChoice,
 };
 use crate::eventstream::{Decoder, Message as Frame};
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
@@ -173,7 +178,8 @@ struct Additional {
 }
 
 /// Whether a Converse model id names a Claude model (foundation model, inference profile or ARN).
-fn is_claude(model: &str) -> bool {
+/// Claude models (ids with `anthropic.` or `claude`: inference profiles and ARNs included).
+pub(crate) fn is_claude(model: &str) -> bool {
     model.contains("anthropic.") || model.contains("claude")
 }
 
@@ -221,6 +227,16 @@ enum Block<'a> {
     ToolUse(ToolUseBlock<'a>),
     ToolResult(ToolResultBlock<'a>),
     CachePoint(CachePoint),
+    /// Claude's signed reasoning sent back, first in its assistant turn.
+    ReasoningContent(ReasoningOut<'a>),
+}
+
+/// `{"reasoningText":{"text","signature"}}` | `{"redactedContent":"<base64>"}` (a union).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum ReasoningOut<'a> {
+    ReasoningText { text: &'a str, signature: &'a str },
+    RedactedContent(&'a str),
 }
 
 /// `{"document":{"format":"pdf","name":"…","source":{"bytes":"<base64>"}}}`.
@@ -495,6 +511,10 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     let mut turns: Vec<Turn<'_>> = Vec::with_capacity(req.messages.len());
     let mut first_turn_message = None;
     let mut tool_history = false;
+    // Claude's thinking blocks go back only with thinking on (see `super::anthropic`).
+    let thinking_on = req.reasoning.is_some()
+        && is_claude(t.upstream_model)
+        && super::anthropic::keeps_thinking(req);
     let mut size_hint = 256;
 
     for (i, m) in req.messages.iter().enumerate() {
@@ -657,6 +677,21 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
         };
         if cache {
             cache_points(req, i, &mut blocks, &mut dropped);
+        }
+        if thinking_on && m.role == Role::Assistant && !m.thinking.is_empty() {
+            let reasoning = m.thinking.iter().map(|b| {
+                Block::ReasoningContent(match b {
+                    ThinkingBlock::Thinking {
+                        thinking,
+                        signature,
+                    } => ReasoningOut::ReasoningText {
+                        text: thinking,
+                        signature,
+                    },
+                    ThinkingBlock::Redacted { data } => ReasoningOut::RedactedContent(data),
+                })
+            });
+            blocks.splice(0..0, reasoning);
         }
         if blocks.is_empty() {
             let param = format!("messages[{i}].content");
@@ -1060,12 +1095,16 @@ struct AnswerToolUse<'a> {
 struct AnswerReasoning<'a> {
     #[serde(rename = "reasoningText", borrow)]
     reasoning_text: Option<ReasoningText<'a>>,
+    #[serde(rename = "redactedContent", borrow)]
+    redacted: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 struct ReasoningText<'a> {
     #[serde(borrow)]
     text: Option<Str<'a>>,
+    #[serde(borrow)]
+    signature: Option<Str<'a>>,
 }
 
 /// `stopReason` → OpenAI `finish_reason` (PROTOCOLS 8.1).
@@ -1091,6 +1130,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
     };
     let mut content: Option<String> = None;
     let mut reasoning: Option<String> = None;
+    let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
     let mut json: Option<String> = None;
     for block in message.content {
@@ -1113,14 +1153,23 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
                 arguments,
             });
         }
-        if let Some(t) = block
-            .reasoning
-            .and_then(|r| r.reasoning_text)
-            .and_then(|r| r.text)
-        {
-            reasoning
-                .get_or_insert_with(String::new)
-                .push_str(t.as_str());
+        let Some(r) = block.reasoning else { continue };
+        if let Some(rt) = r.reasoning_text {
+            let text = rt.text.as_ref().map_or("", Str::as_str);
+            if rt.text.is_some() {
+                reasoning.get_or_insert_with(String::new).push_str(text);
+            }
+            if let Some(sig) = rt.signature.filter(|s| !s.as_str().is_empty()) {
+                thinking_blocks.push(ThinkingBlock::Thinking {
+                    thinking: text.to_owned(),
+                    signature: sig.0.into_owned(),
+                });
+            }
+        }
+        if let Some(data) = r.redacted.filter(|d| !d.as_str().is_empty()) {
+            thinking_blocks.push(ThinkingBlock::Redacted {
+                data: data.0.into_owned(),
+            });
         }
     }
     let mut finish = a.stop_reason.as_ref().map(|s| finish_reason(s.as_str()));
@@ -1136,6 +1185,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
         choices: vec![Choice {
             content,
             reasoning,
+            thinking_blocks,
             tool_calls,
             finish_reason: Some(finish.unwrap_or(FinishReason::Stop)),
         }],
@@ -1193,11 +1243,15 @@ struct ToolUseDelta<'a> {
     input: Option<Str<'a>>,
 }
 
-/// `{"text"}` | `{"signature"}` | `{"redactedContent"}`: only the text is kept.
+/// `{"text"}` | `{"signature"}` | `{"redactedContent"}` (a union).
 #[derive(Deserialize)]
 struct ReasoningDelta<'a> {
     #[serde(borrow)]
     text: Option<Str<'a>>,
+    #[serde(borrow)]
+    signature: Option<Str<'a>>,
+    #[serde(rename = "redactedContent", borrow)]
+    redacted: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -1320,8 +1374,16 @@ impl StreamState {
                         self.writer.tool_call_arguments(out, call, input.as_str());
                     }
                 }
-                if let Some(t) = delta.reasoning.and_then(|r| r.text) {
-                    self.writer.reasoning(out, t.as_str());
+                if let Some(r) = delta.reasoning {
+                    if let Some(t) = r.text {
+                        self.writer.reasoning(out, t.as_str());
+                    }
+                    if let Some(sig) = r.signature {
+                        self.writer.reasoning_signature(out, sig.as_str());
+                    }
+                    if let Some(data) = r.redacted {
+                        self.writer.redacted_thinking(out, data.as_str());
+                    }
                 }
             }
             "contentBlockStart" => {
@@ -1820,6 +1882,11 @@ pub fn error(status: u16, body: &[u8], hints: &ErrorHints<'_>) -> ErrorReply {
 /// `_` + the id's first allowed characters, the same for the call and its result, so the pair
 /// still matches and stays recognisable.
 fn tool_use_id(id: &str) -> Cow<'_, str> {
+    // A Gemini thought signature is no use here (and makes the id long): gone first.
+    let id = match super::gemini::host_tool_id(id) {
+        Cow::Borrowed(id) => id,
+        Cow::Owned(short) => return Cow::Owned(short),
+    };
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if !id.is_empty() && id.len() <= 64 && id.chars().all(allowed) {
         return Cow::Borrowed(id);
@@ -2010,6 +2077,50 @@ mod tests {
         )
         .get("additionalModelRequestFields")
         .is_none());
+    }
+
+    /// Issue 15.2: Claude's signed reasoning goes back as `reasoningContent` blocks first in
+    /// the assistant turn and the tool-loop continuation keeps thinking; other models never
+    /// get them.
+    #[test]
+    fn signed_reasoning_returns_in_converse_tool_loops() {
+        let body = json!({"model": "m", "reasoning_effort": "low", "tools": [weather_tool()],
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": null, "thinking_blocks": [
+                    {"type": "thinking", "thinking": "Use the tool.", "signature": "c2ln"},
+                    {"type": "redacted_thinking", "data": "cmVk"}],
+                 "tool_calls": [{"id": "tooluse_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "tooluse_1", "content": "18C"}]});
+        let r = prep(body.clone()).unwrap();
+        let v = native(&r);
+        assert_eq!(
+            v["messages"][1]["content"],
+            json!([
+                {"reasoningContent": {"reasoningText": {"text": "Use the tool.", "signature": "c2ln"}}},
+                {"reasoningContent": {"redactedContent": "cmVk"}},
+                {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Paris"}}}
+            ])
+        );
+        assert_eq!(
+            v["additionalModelRequestFields"]["thinking"]["budget_tokens"],
+            1024
+        );
+        assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        // A non-Claude model: no reasoning blocks (and its own reasoning_effort rule).
+        let v =
+            native(&prepare_chat(&target("amazon.nova-pro-v1:0"), &chat(body.clone())).unwrap());
+        assert_eq!(v["messages"][1]["content"].as_array().unwrap().len(), 1);
+        // Without the blocks: no thinking on the continuation, named.
+        let mut unsigned = body;
+        unsigned["messages"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("thinking_blocks");
+        let r = prep(unsigned).unwrap();
+        assert!(native(&r).get("additionalModelRequestFields").is_none());
+        assert_eq!(r.dropped, ["reasoning_effort"]);
     }
 
     #[test]
@@ -2387,7 +2498,13 @@ mod tests {
             v["choices"][0]["message"]["reasoning_content"],
             "The user greets me."
         );
-        assert!(!String::from_utf8_lossy(&rendered).contains("EqoBCkgIARAB"));
+        assert_eq!(
+            v["choices"][0]["message"]["thinking_blocks"],
+            json!([
+                {"type": "thinking", "thinking": "The user greets me.", "signature": "EqoBCkgIARAB"},
+                {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"}
+            ])
+        );
     }
 
     #[test]
@@ -2562,7 +2679,7 @@ mod tests {
     }
 
     #[test]
-    fn reasoning_stream_drops_signatures() {
+    fn reasoning_stream_carries_signed_blocks() {
         let input = [
             ev("messageStart", json!({"role":"assistant"})),
             ev("contentBlockDelta", json!({"contentBlockIndex":0,"delta":{"reasoningContent":{"text":"Let me think"}}})),
@@ -2590,8 +2707,21 @@ mod tests {
             reassemble(&out),
             ("Answer".into(), vec![], Some("length".into()))
         );
-        let s = String::from_utf8(out).unwrap();
-        assert!(!s.contains("c2lnbmF0dXJl") && !s.contains("cmVkYWN0ZWQ="));
+        let blocks: Vec<Value> = events(&out)
+            .iter()
+            .filter_map(|e| {
+                e["choices"].get(0)?["delta"]
+                    .get("thinking_blocks")
+                    .cloned()
+            })
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                json!([{"type": "thinking", "thinking": "Let me think more.", "signature": "c2lnbmF0dXJl"}]),
+                json!([{"type": "redacted_thinking", "data": "cmVkYWN0ZWQ="}]),
+            ]
+        );
     }
 
     #[test]

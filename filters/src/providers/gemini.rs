@@ -93,8 +93,9 @@
 //! the tool call id:
 //! - id = `{plain}__ts_{s}` where `plain` is the usual id (`call_{n}` or Gemini's own) and `s`
 //!   is unpadded URL-safe base64 of the signature bytes followed by their CRC-32 (4 bytes,
-//!   big-endian). Only `[A-Za-z0-9_-]` is used, so the id also suits providers that restrict
-//!   ids (Anthropic `tool_use.id`) during fallback. The split is at the first `__ts_`; a plain
+//!   big-endian). Only `[A-Za-z0-9_-]` is used. Every other host (after a fallback) gets
+//!   [`host_tool_id`] instead: `{plain}_{hash}`, short and without the signature, which only
+//!   Gemini can use. The split is at the first `__ts_`; a plain
 //!   id that would make it ambiguous, or a signature that is not canonical base64, leaves the
 //!   id plain. Size: `len(plain) + 5 + ⌈4(n+4)/3⌉` for an n-byte signature, i.e. the
 //!   signature's own base64 length + about 11 (observed Gemini 3 signatures: tens of bytes to
@@ -814,6 +815,27 @@ fn split_call_id(id: &str) -> (&str, Option<String>) {
     (&id[..at], Some(STANDARD.encode(&bytes)))
 }
 
+/// A tool call id for any host but Gemini: an id made by `call_id` (a thought signature
+/// inside, which only Gemini can use) becomes `{plain}_{h}` with `h` 16 hex digits of a 64-bit
+/// FNV-1a hash of the whole id — short (OpenAI refuses ids over 40 characters), within
+/// `[A-Za-z0-9_-]` (Anthropic, Converse), the same for a call and its result, and distinct for
+/// calls of different steps that share the plain part (Gemini numbers each answer's calls from
+/// `call_0`). Every other id is returned as it is.
+pub fn host_tool_id(id: &str) -> Cow<'_, str> {
+    if !id.contains(SIGNATURE_SEPARATOR) {
+        return Cow::Borrowed(id);
+    }
+    let (plain, Some(_)) = split_call_id(id) else {
+        return Cow::Borrowed(id);
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    Cow::Owned(format!("{plain}_{hash:016x}"))
+}
+
 /// Gemini 3 and later (`gemini-N…` with N ≥ 3) refuse a current-turn step whose first
 /// function call lacks its signature; 2.5 and older do not check.
 fn validates_signatures(model: &str) -> bool {
@@ -1310,6 +1332,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             Choice {
                 content: (saw_text || tool_calls.is_empty()).then_some(text),
                 reasoning: (!reasoning.is_empty()).then_some(reasoning),
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             }
@@ -2644,6 +2667,48 @@ pub(super) mod tests {
         assert!(!validates_signatures("gemini-2.5-flash"));
         assert!(!validates_signatures("gemini-flash-latest"));
         assert!(!validates_signatures("text-embedding-005"));
+    }
+
+    /// Issue 15.2: after a fallback from Gemini, no other host gets the thought signature in a
+    /// tool call id: a short id, the same for the call and its result, distinct per step.
+    #[test]
+    fn other_hosts_get_ids_without_thought_signatures() {
+        let a = call_id("call_0".into(), Some(SIG_A));
+        let b = call_id("call_0".into(), Some(SIG_B));
+        let (ha, hb) = (host_tool_id(&a), host_tool_id(&b));
+        assert!(
+            ha.starts_with("call_0_") && ha.len() == "call_0_".len() + 16,
+            "{ha}"
+        );
+        assert_ne!(ha, hb, "steps that share the plain id stay apart");
+        assert_eq!(host_tool_id(&a), ha, "deterministic");
+        for plain in ["call_0", "toolu_01A", "call_0__ts_AAAAAA"] {
+            assert_eq!(host_tool_id(plain), plain);
+        }
+        let req = chat(replay(&[(&a, "Paris")], Some((&b, "London"))));
+        let dialects = [
+            (Dialect::Anthropic, "claude-x"),
+            (Dialect::BedrockAnthropic, "anthropic.claude-x"),
+            (Dialect::VertexAnthropic, "claude-x"),
+            (Dialect::BedrockConverse, "anthropic.claude-x"),
+            (Dialect::OpenAi, "gpt-4o"),
+            (Dialect::Watsonx, "ibm/granite"),
+            (Dialect::OciGeneric, "meta.llama"),
+        ];
+        for (dialect, model) in dialects {
+            let t = Target {
+                dialect,
+                upstream_model: model,
+                project: Some("p"),
+                location: Some("l"),
+                api_version: None,
+            };
+            let up = crate::translate::prepare_chat(&t, &req).unwrap();
+            let body = String::from_utf8(up.body).unwrap();
+            assert!(!body.contains("__ts_"), "{dialect:?}: {body}");
+            assert_eq!(body.matches(ha.as_ref()).count(), 2, "{dialect:?}: {body}");
+            assert_eq!(body.matches(hb.as_ref()).count(), 2, "{dialect:?}: {body}");
+        }
     }
 
     #[test]

@@ -97,6 +97,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
+use super::gemini::host_tool_id;
 use super::json_scan::{literal, members, plain, sse_line, token, ws};
 use crate::chat::request::{Effort, Reasoning};
 use crate::chat::{
@@ -311,7 +312,7 @@ struct GMessage<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<GCall<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool_call_id: Option<&'a str>,
+    tool_call_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -334,7 +335,7 @@ struct GImage<'a> {
 struct GCall<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    id: &'a str,
+    id: Cow<'a, str>,
     name: &'a str,
     arguments: &'a str,
 }
@@ -448,7 +449,7 @@ fn generic_message<'a>(i: usize, m: &'a Message) -> Result<GMessage<'a>, Invalid
                     check_arguments(&c.arguments, i, j)?;
                     Ok(GCall {
                         kind: "FUNCTION",
-                        id: &c.id,
+                        id: host_tool_id(&c.id),
                         name: &c.name,
                         arguments: &c.arguments,
                     })
@@ -459,7 +460,7 @@ fn generic_message<'a>(i: usize, m: &'a Message) -> Result<GMessage<'a>, Invalid
             out.role = "TOOL";
             out.name = None;
             out.content = Some(text_parts(m)?.unwrap_or_default());
-            out.tool_call_id = m.tool_call_id.as_deref();
+            out.tool_call_id = m.tool_call_id.as_deref().map(host_tool_id);
         }
     }
     Ok(out)
@@ -1098,6 +1099,7 @@ pub fn parse_chat(t: &Target<'_>, body: &[u8]) -> Result<Completion, BadAnswer> 
             choices: vec![Choice {
                 content,
                 reasoning: None,
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             }],
@@ -1155,6 +1157,7 @@ pub fn parse_chat(t: &Target<'_>, body: &[u8]) -> Result<Completion, BadAnswer> 
             Ok(Choice {
                 content,
                 reasoning: reasoning.filter(|r| !r.is_empty()),
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             })

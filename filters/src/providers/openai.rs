@@ -61,6 +61,7 @@ use crate::chat::{
     ResponseFormat, Role, ToolCall, ToolChoice,
 };
 use crate::openai::{InvalidRequest, Usage};
+use crate::providers::gemini::host_tool_id;
 use crate::providers::json_scan;
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
@@ -159,7 +160,7 @@ struct Msg<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<CallOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool_call_id: Option<&'a str>,
+    tool_call_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -198,7 +199,7 @@ struct ImageOut<'a> {
 
 #[derive(Serialize)]
 struct CallOut<'a> {
-    id: &'a str,
+    id: Cow<'a, str>,
     #[serde(rename = "type")]
     kind: &'static str,
     function: FnOut<'a>,
@@ -334,7 +335,7 @@ fn message(m: &Message) -> Msg<'_> {
             .tool_calls
             .iter()
             .map(|c| CallOut {
-                id: &c.id,
+                id: host_tool_id(&c.id),
                 kind: "function",
                 function: FnOut {
                     name: &c.name,
@@ -342,7 +343,11 @@ fn message(m: &Message) -> Msg<'_> {
                 },
             })
             .collect(),
-        tool_call_id: m.tool_call_id.as_deref().filter(|_| m.role == Role::Tool),
+        tool_call_id: m
+            .tool_call_id
+            .as_deref()
+            .filter(|_| m.role == Role::Tool)
+            .map(host_tool_id),
     }
 }
 
@@ -587,6 +592,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             Choice {
                 content,
                 reasoning: m.reasoning_content.filter(|r| !r.is_empty()),
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             }

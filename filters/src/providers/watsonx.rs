@@ -69,6 +69,7 @@ use crate::chat::{
     ResponseFormat, Role, ToolCall, ToolChoice,
 };
 use crate::openai::{error_type_for_status, InvalidRequest, Usage};
+use crate::providers::gemini::host_tool_id;
 use crate::sse::{parse_event, SseFramer};
 use crate::translate::{
     Answer, AnswerFormat, BadAnswer, EmbeddingsCall, ErrorHints, ErrorReply, StreamEnd,
@@ -122,7 +123,7 @@ struct Msg<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<CallOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool_call_id: Option<&'a str>,
+    tool_call_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -150,7 +151,7 @@ struct ImageOut<'a> {
 
 #[derive(Serialize)]
 struct CallOut<'a> {
-    id: &'a str,
+    id: Cow<'a, str>,
     #[serde(rename = "type")]
     kind: &'static str,
     function: FnOut<'a>,
@@ -340,7 +341,7 @@ fn message<'a>(i: usize, m: &'a Message) -> Result<Msg<'a>, InvalidRequest> {
                 .map(|(j, c)| {
                     check_arguments(&c.arguments, i, j)?;
                     Ok(CallOut {
-                        id: &c.id,
+                        id: host_tool_id(&c.id),
                         kind: "function",
                         function: FnOut {
                             name: &c.name,
@@ -354,7 +355,7 @@ fn message<'a>(i: usize, m: &'a Message) -> Result<Msg<'a>, InvalidRequest> {
             out.role = "tool";
             out.name = None;
             out.content = Some(Content::Text(string_content(m, i)?));
-            out.tool_call_id = m.tool_call_id.as_deref();
+            out.tool_call_id = m.tool_call_id.as_deref().map(host_tool_id);
         }
     }
     Ok(out)
@@ -573,6 +574,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
             Ok(Choice {
                 content,
                 reasoning: m.reasoning_content.filter(|r| !r.is_empty()),
+                thinking_blocks: Vec::new(),
                 tool_calls,
                 finish_reason: Some(finish),
             })

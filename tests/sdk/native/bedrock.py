@@ -217,13 +217,56 @@ def converse_cache(body: dict, prompt_tokens: int) -> tuple[int, int]:
     return prompt_cache(elements, marked, prompt_tokens)
 
 
-# Reasoning text and signature the mock answers with when Claude's extended thinking is on.
+# Reasoning text the mock answers with when Claude's extended thinking is on; its signature is
+# `reasoning_signature(REASONING_TEXT)` (a reasoningText block sent back must carry it).
 REASONING_TEXT = "Considering what the user asked."
-REASONING_SIGNATURE = "bW9jay1yZWFzb25pbmctc2lnbmF0dXJl"
 
 
 def _is_claude(model_id: str) -> bool:
     return "anthropic." in model_id or "claude" in model_id
+
+
+def _reasoning_block(v, where: str) -> None:
+    """A `reasoningContent` block sent back (ReasoningContentBlock, a union): `reasoningText`
+    {text, signature} must be this mock's, unmodified ("include the text and its signature
+    unmodified"), as Claude verifies them; `redactedContent` must be base64."""
+    key, inner = _one_key(v, {"reasoningText", "redactedContent"}, where)
+    if key == "redactedContent":
+        _require(isinstance(inner, str) and inner, f"{where}.redactedContent must be base64 bytes.")
+        try:
+            base64.b64decode(inner, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"{where}.redactedContent must be base64 bytes.")
+        return
+    _only_keys(inner, {"text", "signature"}, f"{where}.reasoningText", {"text"})
+    _require(inner.get("signature") == reasoning_signature(inner["text"]),
+             f"The model returned the following errors: {where.rsplit('.', 1)[0]}: Invalid `signature` in `thinking` block")
+
+
+def reasoning_signature(text: str) -> str:
+    """The signature this mock issues with (and expects back with) a reasoning text."""
+    return base64.b64encode(hashlib.sha256(b"converse-mock-reasoning:" + text.encode()).digest()).decode()
+
+
+def check_final_thinking(body: dict) -> None:
+    """With thinking on, Claude wants the assistant turn answered by the final tool results to
+    start with its reasoning (Bedrock relays Anthropic's error)."""
+    messages = body.get("messages", [])
+    if len(messages) < 2 or messages[-1].get("role") != "user":
+        return
+    last = messages[-1].get("content", [])
+    if not any(isinstance(b, dict) and "toolResult" in b for b in last):
+        return
+    i = len(messages) - 2
+    first = messages[i].get("content", [{}])[0]
+    if isinstance(first, dict) and "reasoningContent" not in first:
+        kind = "tool_use" if "toolUse" in first else "text"
+        raise BadRequest(
+            f"The model returned the following errors: messages.{i}.content.0.type: Expected `thinking` or "
+            f"`redacted_thinking`, but found `{kind}`. When `thinking` is enabled, a final `assistant` message must "
+            "start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We "
+            "recommend you include thinking blocks from previous turns. To avoid this requirement, disable `thinking`. "
+            "Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking")
 
 
 def check_thinking(model_id: str, body: dict) -> bool:
@@ -256,6 +299,7 @@ def check_thinking(model_id: str, body: dict) -> bool:
     choice = body.get("toolConfig", {}).get("toolChoice", {})
     _require(not ({"any", "tool"} & set(choice)),
              "The model returned the following errors: Thinking may not be enabled when tool_choice forces tool use.")
+    check_final_thinking(body)
     return True
 
 
@@ -283,7 +327,8 @@ def _usage(d: Decision, cache: tuple[int, int] = (0, 0)) -> dict:
 def converse_body(d: Decision, thinking: bool = False, cache: tuple[int, int] = (0, 0)) -> dict:
     content: list[dict] = []
     if thinking:
-        content.append({"reasoningContent": {"reasoningText": {"text": REASONING_TEXT, "signature": REASONING_SIGNATURE}}})
+        content.append({"reasoningContent": {"reasoningText": {"text": REASONING_TEXT,
+                                                               "signature": reasoning_signature(REASONING_TEXT)}}})
     if d.text:
         content.append({"text": d.text})
     for k, (name, args) in enumerate(d.tool_calls):
@@ -305,7 +350,7 @@ def converse_stream_frames(d: Decision, thinking: bool = False, cache: tuple[int
     frames = [ev("messageStart", {"role": "assistant", "p": _pad(0)})]
     block = 0
     if thinking:
-        for delta in ({"text": REASONING_TEXT}, {"signature": REASONING_SIGNATURE}):
+        for delta in ({"text": REASONING_TEXT}, {"signature": reasoning_signature(REASONING_TEXT)}):
             frames.append(ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": delta}}))
         frames.append(ev("contentBlockStop", {"contentBlockIndex": 0}))
         block = 1
@@ -501,8 +546,13 @@ def parse_converse(body) -> Conversation:
         results: list[tuple[str, str]] = []
         for j, block in enumerate(content):
             bw = f"{where}.content.{j}"
-            key, v = _one_key(block, {"text", "image", "document", "toolUse", "toolResult", "cachePoint"}, bw)
+            key, v = _one_key(block, {"text", "image", "document", "toolUse", "toolResult", "cachePoint",
+                                      "reasoningContent"}, bw)
             if key == "cachePoint":
+                continue
+            if key == "reasoningContent":
+                _require(role == "assistant", f"{bw}: reasoningContent blocks are only allowed in assistant messages.")
+                _reasoning_block(v, f"{bw}.reasoningContent")
                 continue
             if key == "text":
                 texts.append(_text(v, bw))

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::chat::{Completion, FinishReason, ResponseCtx};
+use crate::chat::{Completion, FinishReason, ResponseCtx, ThinkingBlock};
 use crate::openai::Usage;
 
 /// Anthropic's `stop_reason` for a neutral finish reason.
@@ -55,7 +55,10 @@ pub fn tool_input(arguments: &str) -> Value {
 pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
     let choice = c.choices.first().cloned().unwrap_or_default();
     let mut content = Vec::new();
-    if let Some(r) = choice.reasoning.as_deref().filter(|r| !r.is_empty()) {
+    if !choice.thinking_blocks.is_empty() {
+        // Claude's signed blocks (Converse): the client sends them back as they are.
+        content.extend(choice.thinking_blocks.iter().map(ThinkingBlock::to_json));
+    } else if let Some(r) = choice.reasoning.as_deref().filter(|r| !r.is_empty()) {
         // The provider's reasoning has no Anthropic signature: a later turn that sends it back
         // goes to the same non-Claude provider, which ignores thinking blocks.
         content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
@@ -113,6 +116,7 @@ mod tests {
             choices: vec![Choice {
                 content: Some("Hi".into()),
                 reasoning: None,
+                thinking_blocks: Vec::new(),
                 tool_calls: vec![ToolCall {
                     id: "call_1".into(),
                     name: "f".into(),

@@ -19,6 +19,8 @@ enum Open {
     None,
     Text,
     Thinking,
+    /// A `redacted_thinking` block (complete when opened).
+    Redacted,
     /// A tool_use block, for tool call number `.0` of the stream.
     Tool(usize),
 }
@@ -188,6 +190,22 @@ impl MessagesEvents {
         out.extend_from_slice(b"{\"type\":\"signature_delta\",\"signature\":");
         json_str(out, signature);
         out.extend_from_slice(b"}}\n\n");
+        // The signature ends its block (Anthropic sends it just before content_block_stop).
+        self.close(out);
+    }
+
+    /// A `redacted_thinking` block, whole.
+    pub fn redacted_thinking(&mut self, out: &mut Vec<u8>, data: &str) {
+        if data.is_empty() {
+            return;
+        }
+        self.close(out);
+        let mut block = Vec::with_capacity(48 + data.len());
+        block.extend_from_slice(b"{\"type\":\"redacted_thinking\",\"data\":");
+        json_str(&mut block, data);
+        block.push(b'}');
+        self.open(out, Open::Redacted, &block);
+        self.close(out);
     }
 
     pub fn tool_start(&mut self, out: &mut Vec<u8>, tool: usize, id: &str, name: &str) {
@@ -461,6 +479,54 @@ pub(crate) mod tests {
         assert!(calls.is_empty());
         assert_eq!(stop, "max_tokens");
         assert_eq!(usage["output_tokens"], 4);
+    }
+
+    /// Two signed blocks and a redacted one become three blocks, each closed after its
+    /// signature (a Converse stream's reasoning, for a Messages client).
+    #[test]
+    fn signed_and_redacted_thinking_blocks() {
+        let mut w = crate::chat::ChunkWriter::new(&ctx());
+        let mut out = Vec::new();
+        w.reasoning(&mut out, "a");
+        w.reasoning_signature(&mut out, "s1");
+        w.redacted_thinking(&mut out, "r1");
+        w.reasoning(&mut out, "b");
+        w.reasoning_signature(&mut out, "s2");
+        w.content(&mut out, "ok");
+        w.finish(&mut out, FinishReason::Stop);
+        w.done(&mut out);
+        let events: Vec<Value> = std::str::from_utf8(&out)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let starts: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "content_block_start")
+            .map(|e| &e["content_block"])
+            .collect();
+        assert_eq!(starts.len(), 4);
+        assert_eq!(
+            starts[1],
+            &serde_json::json!({"type": "redacted_thinking", "data": "r1"})
+        );
+        let sigs: Vec<(u64, &str)> = events
+            .iter()
+            .filter(|e| e["delta"]["type"] == "signature_delta")
+            .map(|e| {
+                (
+                    e["index"].as_u64().unwrap(),
+                    e["delta"]["signature"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(sigs, [(0, "s1"), (2, "s2")]);
+        let stops = events
+            .iter()
+            .filter(|e| e["type"] == "content_block_stop")
+            .count();
+        assert_eq!(stops, 4);
     }
 
     #[test]

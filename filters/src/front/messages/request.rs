@@ -6,14 +6,18 @@
 //! translator to map or name as dropped (`top_k`; `thinking` becomes
 //! [`ChatRequest::reasoning`] with its budget, `{"type":"disabled"}` none; `cache_control`
 //! becomes [`ChatRequest::cache`]), named in [`ChatRequest::dropped`] when the neutral model
-//! cannot carry it to a non-Claude host (thinking blocks of earlier turns, `service_tier`), or
+//! cannot carry it to a non-Claude host (`service_tier`), or
 //! refused with a 400 that names it (URL documents, server tools).
 //! Base64 `document` blocks become [`Part::File`]; text-source documents become text.
+//! Signed `thinking` and `redacted_thinking` blocks of assistant turns become
+//! [`Message::thinking`] (Claude on Converse gets them back; for other hosts
+//! `translate::prepare_chat` names `thinking` as dropped); unsigned ones are left out and
+//! named.
 
 use serde_json::{Map, Value};
 
 use crate::chat::request::{CacheAt, CachePoint, Reasoning};
-use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolCall, ToolChoice};
+use crate::chat::{ChatRequest, Message, Part, Role, ThinkingBlock, Tool, ToolCall, ToolChoice};
 use crate::front::FrontDoor;
 use crate::openai::{InvalidRequest, ParsedRequest};
 
@@ -208,6 +212,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
         let mut parts = Vec::new();
         let mut calls = Vec::new();
         let mut results = Vec::new();
+        let mut thinking = Vec::new();
         // Markers on this message's parts (`Some(part)`) or tool calls (`None`), placed once
         // the message's index is known (after its tool results).
         let mut pending: Vec<(Option<usize>, CachePoint)> = Vec::new();
@@ -247,6 +252,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                         tool_calls: Vec::new(),
                         tool_call_id: Some(id),
                         name: None,
+                        thinking: Vec::new(),
                     });
                 }
                 (Role::Assistant, "tool_use") => {
@@ -262,7 +268,30 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                     });
                     marker = None;
                 }
-                (Role::Assistant, "thinking" | "redacted_thinking") => drop("thinking"),
+                // Claude's signed blocks go on to Claude hosts (Converse); unsigned ones (what
+                // the gateway wrote for another provider's reasoning) verify nowhere.
+                (Role::Assistant, "thinking") => {
+                    let signature = b.get("signature").and_then(Value::as_str).unwrap_or("");
+                    if signature.is_empty() {
+                        drop("thinking");
+                    } else {
+                        thinking.push(ThinkingBlock::Thinking {
+                            thinking: b
+                                .get("thinking")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned(),
+                            signature: signature.to_owned(),
+                        });
+                    }
+                }
+                (Role::Assistant, "redacted_thinking") => {
+                    if let Some(data) = b.get("data").and_then(Value::as_str) {
+                        thinking.push(ThinkingBlock::Redacted {
+                            data: data.to_owned(),
+                        });
+                    }
+                }
                 (_, kind @ ("search_result" | "container_upload")) => {
                     return Err(bad(
                         format!("{where_}: `{kind}` blocks are forwarded only to Claude hosts (Anthropic, Bedrock, Vertex); this model's provider cannot take them"),
@@ -297,6 +326,7 @@ pub fn decode(body: &Map<String, Value>) -> Result<ChatRequest, InvalidRequest> 
                 tool_calls: calls,
                 tool_call_id: None,
                 name: None,
+                thinking,
             });
         }
     }
@@ -498,6 +528,7 @@ fn plain(role: Role, content: Vec<Part>) -> Message {
         tool_calls: Vec::new(),
         tool_call_id: None,
         name: None,
+        thinking: Vec::new(),
     }
 }
 
@@ -678,7 +709,14 @@ mod tests {
         assert_eq!(r.top_k, Some(5));
         assert_eq!(r.other_names().count(), 0);
         // `cache_control` is carried as a breakpoint now, not dropped.
-        assert_eq!(r.dropped, ["thinking", "service_tier"]);
+        assert_eq!(r.dropped, ["service_tier"]);
+        assert_eq!(
+            r.messages[2].thinking,
+            [ThinkingBlock::Thinking {
+                thinking: "t".into(),
+                signature: "s".into()
+            }]
+        );
         assert_eq!(r.cache.len(), 1);
         assert_eq!(client_name("user"), Some("metadata.user_id"));
         assert_eq!(client_name("seed"), None);

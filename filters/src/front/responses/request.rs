@@ -270,6 +270,7 @@ fn plain(role: Role, content: Vec<Part>) -> Message {
         tool_calls: Vec::new(),
         tool_call_id: None,
         name: None,
+        thinking: Vec::new(),
     }
 }
 
@@ -328,6 +329,7 @@ fn input_item(
                     tool_calls: vec![call],
                     tool_call_id: None,
                     name: None,
+                    thinking: Vec::new(),
                 }),
             }
         }
@@ -364,6 +366,7 @@ fn input_item(
                 tool_calls: Vec::new(),
                 tool_call_id: Some(id),
                 name: None,
+                thinking: Vec::new(),
             });
         }
         Some("reasoning") => name_dropped(dropped, "input[].reasoning"),
