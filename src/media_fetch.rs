@@ -907,6 +907,25 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn a_full_fetcher_answers_busy_within_the_timeout() {
+        let f = ImageFetcher::new(MediaSettings {
+            max_concurrent: 1,
+            timeout: Duration::from_millis(100),
+            ..MediaSettings::default()
+        })
+        .unwrap();
+        let held = f.slots.acquire().await.unwrap();
+        let started = std::time::Instant::now();
+        let got = f.fetch("https://example.com/a.png").await;
+        assert_eq!(got, Err(FetchError::Busy));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(held);
+        let e = FetchError::Busy.into_gateway_error("messages[0].content[0].image_url".into());
+        assert_eq!(e.status(), 503);
+        assert_eq!(FetchError::Busy.result(), "failed");
+    }
+
     #[test]
     fn data_url_is_base64_of_the_bytes() {
         let f = Fetched {
