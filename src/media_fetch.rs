@@ -1,6 +1,7 @@
 //! The SSRF-safe image URL fetcher: for providers that take image bytes only (Bedrock, Claude
 //! on Vertex, watsonx, OCI), the gateway downloads a request's `http(s)` image URLs itself and
-//! hands the translators `data:` URLs instead.
+//! hands those providers' translators `data:` URLs instead (`pipeline/images.rs` fetches before
+//! the first attempt at such a provider, [`FetchedOnce`] keeps the result for later ones).
 //!
 //! The rules (`media:` in the configuration, docs/RELIABILITY.md § Security):
 //! - `https://` only unless `allow_http`; no credentials in the URL;
@@ -633,6 +634,32 @@ pub fn has_image_urls(req: &ChatRequest) -> bool {
             .iter()
             .any(|p| matches!(p, Part::Image { url, .. } if is_fetchable(url)))
     })
+}
+
+/// The client's chat request with its image URLs fetched, made on the first attempt at a
+/// provider that needs bytes and reused by every later attempt (retries, fallbacks, the
+/// hedged race): one fetch per image per request, and none when no such provider is tried.
+#[derive(Default)]
+pub struct FetchedOnce(tokio::sync::OnceCell<Result<Box<ChatRequest>, GatewayError>>);
+
+impl FetchedOnce {
+    /// Fetches `req`'s image URLs unless done already (concurrent callers wait for the one
+    /// fetch).
+    pub async fn fetch(&self, fetcher: &ImageFetcher, metrics: &Metrics, req: &ChatRequest) {
+        self.0
+            .get_or_init(|| async {
+                let mut fetched = Box::new(req.clone());
+                inline_image_urls(fetcher, metrics, &mut fetched)
+                    .await
+                    .map(|()| fetched)
+            })
+            .await;
+    }
+
+    /// The fetched request (or why it could not be), once [`Self::fetch`] has run.
+    pub fn get(&self) -> Option<&Result<Box<ChatRequest>, GatewayError>> {
+        self.0.get()
+    }
 }
 
 /// Replaces every `http(s)` image URL of `req` by the image's `data:` URL, fetching each

@@ -468,3 +468,59 @@ fn switchyard_check_names_bad_media_keys() {
         .to_string();
     assert!(unknown.contains("media"), "{unknown}");
 }
+
+/// Anthropic first (it takes URLs), Bedrock as fallback: the image is fetched only when the
+/// fallback is tried, once however many attempts follow.
+fn anthropic_then_bedrock(anthropic: &MockUpstream, bedrock: &MockBedrock) -> Gateway {
+    use support::anthropic::ANTHROPIC_KEY;
+    gateway_with(
+        "",
+        &format!(
+            "  anthropic:\n    endpoint: \"{}\"\n    auth: {{method: api_key, config: {{api_key: \"{ANTHROPIC_KEY}\"}}}}\n{}",
+            anthropic.url(),
+            bedrock_providers(&bedrock.url())
+        ),
+        &format!(
+            "model_mappings:\n  haiku:\n    default_provider: anthropic\n    providers:\n      anthropic: {{model: claude-3-5-haiku-20241022}}\n      bedrock: {{model: \"{MODEL_ID}\"}}\nrouting:\n  fallback: {{enabled: true, providers: []}}\n  retries: {{max_attempts: 2, backoff_initial_ms: 1, backoff_max_ms: 2}}\n{TEST_MEDIA}"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_fetch_waits_for_a_provider_that_needs_bytes() {
+    use support::anthropic::{error_body, message};
+    let images = Images::start();
+    let bedrock = MockBedrock::start(AwsKey::session());
+    let cat = images.url("/cat.png");
+
+    // The primary answers: nothing fetched, the URL goes to Anthropic as it is.
+    let ok = MockUpstream::start(|_| Reply::Full(200, vec![], message("a cat", 5, 2)));
+    let gw = anthropic_then_bedrock(&ok, &bedrock);
+    let (status, v) = post(&gw, &with_images(&[&cat])).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        ok.last().json()["messages"][0]["content"][1]["source"]["url"],
+        cat
+    );
+    assert_eq!(images.hits(), 0);
+
+    // The primary is overloaded (twice): Bedrock gets the bytes, fetched once.
+    let down = MockUpstream::start(|_| {
+        Reply::Full(529, vec![], error_body("overloaded_error", "Overloaded"))
+    });
+    let gw = anthropic_then_bedrock(&down, &bedrock);
+    let (status, v) = post(&gw, &with_images(&[&cat])).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(down.recorded().len(), 2);
+    assert_eq!(images.hits(), 1);
+    let body: Value = serde_json::from_slice(&bedrock.last().body).unwrap();
+    assert_eq!(
+        body["messages"][0]["content"][1]["image"]["source"]["bytes"],
+        b64(PNG)
+    );
+
+    // The fallback's refusal does not hide the primary's failure.
+    let (status, v) = post(&gw, &with_images(&[&images.url("/page.html")])).await;
+    assert_eq!(status, 529, "{v}");
+    assert_eq!(images.hits(), 2);
+}

@@ -17,7 +17,6 @@ use switchyard_filters::{Endpoint, InvalidRequest};
 use crate::config::Config;
 use crate::ctx::RequestCtx;
 use crate::errors::GatewayError;
-use crate::media_fetch;
 use crate::pipeline::translation;
 use crate::pipeline::Gateway;
 use crate::providers::ProviderKind;
@@ -91,32 +90,13 @@ impl Gateway {
                 ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::Mock
             ),
         });
-        let mut typed = match endpoint {
+        let typed = match endpoint {
             _ if !needs_typed => Typed::None,
             Endpoint::Embeddings => {
                 Typed::Embeddings(parsed.body().and_then(EmbeddingsRequest::from_body))
             }
             _ => Typed::Chat(ChatRequest::from_parsed(&parsed).map(Box::new)),
         };
-        // Image URLs for providers that take bytes only: fetched once, before any attempt,
-        // so every retry and fallback sends the same bytes.
-        if let (Typed::Chat(Ok(req)), Some(fetcher)) = (&mut typed, &config.media) {
-            if media_fetch::has_image_urls(req)
-                && plan.candidates.iter().any(|c| {
-                    translation::dialect(c.provider.kind, endpoint, c.upstream_model, c.options)
-                        .is_some_and(|d| {
-                            media_fetch::needs_image_bytes(d)
-                                && !(translation::speaks_messages(d)
-                                    && matches!(
-                                        endpoint,
-                                        Endpoint::Messages | Endpoint::CountTokens
-                                    ))
-                        })
-                })
-            {
-                media_fetch::inline_image_urls(fetcher, &self.metrics, req).await?;
-            }
-        }
         if let Some(first) = plan.candidates.first() {
             let front_door = match endpoint {
                 Endpoint::Messages | Endpoint::CountTokens => &self.metrics.messages_requests,
@@ -133,12 +113,14 @@ impl Gateway {
                 .map(str::to_owned)
         };
         let (beta, version) = (header("anthropic-beta"), header("anthropic-version"));
+        let images = crate::media_fetch::FetchedOnce::default();
         let run = Run {
             gw: self,
             config,
             policy: &config.router.policy,
             parsed: &parsed,
             typed: &typed,
+            images: &images,
             beta: beta.as_deref(),
             anthropic_version: version.as_deref(),
             endpoint,
