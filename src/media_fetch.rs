@@ -47,6 +47,8 @@ pub struct MediaSettings {
     pub timeout: Duration,
     pub max_redirects: u32,
     pub max_concurrent: u32,
+    /// Distinct image URLs fetched for one request (more: refused).
+    pub max_images_per_request: u32,
     /// Lower-case host names (no trailing dot); empty: every host.
     pub allow_hosts: Vec<String>,
     pub deny_hosts: Vec<String>,
@@ -61,6 +63,7 @@ impl Default for MediaSettings {
             timeout: Duration::from_secs(10),
             max_redirects: 3,
             max_concurrent: 32,
+            max_images_per_request: 20,
             allow_hosts: Vec::new(),
             deny_hosts: Vec::new(),
         }
@@ -219,6 +222,8 @@ pub enum FetchError {
         ip: IpAddr,
     },
     TooManyRedirects(u32),
+    /// More distinct image URLs in one request than `max_images_per_request`.
+    TooManyImages(u32),
     TooLarge(u64),
     NotImage,
     /// The total timeout ran out (the wait for a fetch slot included).
@@ -240,6 +245,7 @@ impl FetchError {
             | FetchError::HostNotAllowed(_)
             | FetchError::Address { .. }
             | FetchError::TooManyRedirects(_)
+            | FetchError::TooManyImages(_)
             | FetchError::TooLarge(_)
             | FetchError::NotImage => "refused",
             FetchError::Timeout(_)
@@ -259,6 +265,7 @@ impl FetchError {
             FetchError::HostNotAllowed(_) => "host_not_allowed",
             FetchError::Address { class, .. } => class.as_str(),
             FetchError::TooManyRedirects(_) => "redirects",
+            FetchError::TooManyImages(_) => "too_many_images",
             FetchError::TooLarge(_) => "too_large",
             FetchError::NotImage => "not_image",
             FetchError::Timeout(_) => "timeout",
@@ -309,6 +316,10 @@ impl fmt::Display for FetchError {
             FetchError::TooManyRedirects(n) => {
                 write!(f, "the image URL redirects more than {n} times.")
             }
+            FetchError::TooManyImages(n) => write!(
+                f,
+                "the request has more than {n} image URLs, the most the gateway fetches for one request; send the others as data: URLs."
+            ),
             FetchError::TooLarge(limit) => {
                 write!(
                     f,
@@ -598,9 +609,6 @@ fn send_error(e: &reqwest::Error) -> FetchError {
         }
         src = err.source();
     }
-    if e.is_timeout() {
-        return FetchError::Connect;
-    }
     FetchError::Connect
 }
 
@@ -673,12 +681,23 @@ pub async fn inline_image_urls(
     // (message, part) of each URL image, and the distinct URLs.
     let mut at: Vec<(usize, usize, usize)> = Vec::new();
     let mut urls: Vec<&str> = Vec::new();
+    let cap = fetcher.settings.max_images_per_request as usize;
     for (i, m) in req.messages.iter().enumerate() {
         for (j, p) in m.content.iter().enumerate() {
             if let Part::Image { url, .. } = p {
                 if is_fetchable(url) {
                     let k = match urls.iter().position(|u| u == url) {
                         Some(k) => k,
+                        None if urls.len() >= cap => {
+                            let e = FetchError::TooManyImages(cap as u32);
+                            metrics
+                                .media_fetches
+                                .with_label_values(&[e.result(), e.reason()])
+                                .inc();
+                            return Err(e.into_gateway_error(format!(
+                                "messages[{i}].content[{j}].image_url"
+                            )));
+                        }
                         None => {
                             urls.push(url);
                             urls.len() - 1

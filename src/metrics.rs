@@ -168,7 +168,7 @@ impl Metrics {
         let media_fetches = IntCounterVec::new(
             Opts::new(
                 "ai_proxy_media_fetches_total",
-                "Image URLs fetched by the gateway for providers that take image bytes only, by result (ok, refused by a rule, failed) and reason (ok; scheme, bad_url, host_denied, host_not_allowed, redirects, too_large, not_image, or the refused address class: loopback, private, link_local, cgnat, metadata, unspecified, multicast, documentation, reserved, unique_local; timeout, busy, dns, connect, status).",
+                "Image URLs fetched by the gateway for providers that take image bytes only, by result (ok, refused by a rule, failed) and reason (ok; scheme, bad_url, host_denied, host_not_allowed, redirects, too_many_images, too_large, not_image, or the refused address class: loopback, private, link_local, cgnat, metadata, unspecified, multicast, documentation, reserved, unique_local; timeout, busy, dns, connect, status).",
             ),
             &["result", "reason"],
         )

@@ -367,6 +367,39 @@ async fn host_lists_are_applied_to_every_hop() {
 }
 
 #[tokio::test]
+async fn one_request_fetches_a_bounded_number_of_images() {
+    let images = Images::start();
+    let mock = MockBedrock::start(AwsKey::session());
+    let gw = bedrock_gateway(
+        &mock,
+        &format!("{TEST_MEDIA}  max_images_per_request: 2\n"),
+        "",
+    );
+    // Duplicates count once.
+    let (a, b) = (images.url("/cat.png"), images.url("/untyped"));
+    let (status, v) = post(&gw, &with_images(&[&a, &b, &a])).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(images.hits(), 2);
+    let (status, v) = post(&gw, &with_images(&[&a, &b, &images.url("/to-cat")])).await;
+    assert_refused(
+        status,
+        &v,
+        "messages[0].content[3].image_url",
+        "more than 2 image URLs",
+    );
+    assert_eq!(
+        images.hits(),
+        2,
+        "nothing fetched for a request over the limit"
+    );
+    metrics_containing(
+        &gw.metrics_url,
+        &["reason=\"too_many_images\",result=\"refused\"} 1"],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn watsonx_gets_a_data_url() {
     use support::watsonx::*;
     let images = Images::start();
@@ -445,7 +478,7 @@ async fn the_anthropic_api_keeps_the_url() {
 
 #[test]
 fn switchyard_check_names_bad_media_keys() {
-    let yaml = "media:\n  max_image_bytes: 0\n  fetch_timeout_seconds: 0\n  max_redirects: 11\n  max_concurrent_fetches: 0\n  allow_hosts: [\"https://x.test/\"]\n  deny_hosts: [\"\"]\n";
+    let yaml = "media:\n  max_images_per_request: 0\n  max_image_bytes: 0\n  fetch_timeout_seconds: 0\n  max_redirects: 11\n  max_concurrent_fetches: 0\n  allow_hosts: [\"https://x.test/\"]\n  deny_hosts: [\"\"]\n";
     let err = switchyard::config::Config::parse(yaml, &|_| None)
         .err()
         .expect("invalid")
@@ -455,6 +488,7 @@ fn switchyard_check_names_bad_media_keys() {
         "media.fetch_timeout_seconds: must be between 1 and 600",
         "media.max_redirects: must be between 0 and 10",
         "media.max_concurrent_fetches: must be between 1 and",
+        "media.max_images_per_request: must be between 1 and 1000",
         "media.allow_hosts[0]: must be a host name",
         "media.deny_hosts[0]: must be a host name",
     ] {

@@ -249,6 +249,12 @@ fn validate_media(
         10_000,
         problems,
     );
+    positive(
+        "max_images_per_request",
+        raw.max_images_per_request,
+        1_000,
+        problems,
+    );
     if raw.max_redirects > 10 {
         problems.push(Problem::new(
             "media.max_redirects",
@@ -290,6 +296,7 @@ fn validate_media(
         timeout: Duration::from_secs(raw.fetch_timeout_seconds),
         max_redirects: raw.max_redirects as u32,
         max_concurrent: raw.max_concurrent_fetches as u32,
+        max_images_per_request: raw.max_images_per_request as u32,
         allow_hosts,
         deny_hosts,
     };

@@ -65,6 +65,12 @@ pub struct RawMedia {
         deserialize_with = "number"
     )]
     pub max_concurrent_fetches: u64,
+    /// Distinct image URLs fetched for one request (a request with more is refused).
+    #[serde(
+        default = "default_max_images_per_request",
+        deserialize_with = "number"
+    )]
+    pub max_images_per_request: u64,
     /// Fetch only from these hosts (and their subdomains); empty: any host.
     #[serde(default)]
     pub allow_hosts: Vec<String>,
@@ -89,6 +95,10 @@ fn default_max_concurrent_fetches() -> u64 {
     32
 }
 
+fn default_max_images_per_request() -> u64 {
+    20
+}
+
 impl Default for RawMedia {
     fn default() -> Self {
         RawMedia {
@@ -99,6 +109,7 @@ impl Default for RawMedia {
             fetch_timeout_seconds: default_fetch_timeout(),
             max_redirects: default_max_redirects(),
             max_concurrent_fetches: default_max_concurrent_fetches(),
+            max_images_per_request: default_max_images_per_request(),
             allow_hosts: Vec::new(),
             deny_hosts: Vec::new(),
         }
