@@ -220,6 +220,9 @@ pub enum FetchError {
     Address {
         class: AddrClass,
         ip: IpAddr,
+        /// The URL gave the address itself (an IP literal): named in the message. An
+        /// address a name resolved to is not (the gateway is no oracle for internal DNS).
+        literal: bool,
     },
     TooManyRedirects(u32),
     /// More distinct image URLs in one request than `max_images_per_request`.
@@ -308,9 +311,18 @@ impl fmt::Display for FetchError {
                 f,
                 "the gateway does not fetch images from `{h}` (not an allowed host)."
             ),
-            FetchError::Address { class, ip } => write!(
+            FetchError::Address {
+                class,
+                ip,
+                literal: true,
+            } => write!(
                 f,
                 "the image URL resolves to {} ({ip}), which the gateway does not fetch.",
+                class.described()
+            ),
+            FetchError::Address { class, .. } => write!(
+                f,
+                "the image URL's host resolves to {}, which the gateway does not fetch.",
                 class.described()
             ),
             FetchError::TooManyRedirects(n) => {
@@ -331,7 +343,7 @@ impl fmt::Display for FetchError {
             }
             FetchError::Timeout(t) => write!(
                 f,
-                "the image could not be fetched within {} seconds.",
+                "the image could not be fetched in time (the gateway allows {} s per image).",
                 t.as_secs_f64()
             ),
             FetchError::Busy => f.write_str("the gateway is fetching too many images; retry."),
@@ -400,7 +412,7 @@ impl Resolve for GuardedResolver {
             // One bad address refuses the name: a host may not mix public and internal
             // addresses to get the second tried.
             for a in &addrs {
-                check_ip(a.ip(), allow_private)?;
+                check_ip(a.ip(), allow_private, false)?;
             }
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -408,10 +420,10 @@ impl Resolve for GuardedResolver {
     }
 }
 
-fn check_ip(ip: IpAddr, allow_private: bool) -> Result<(), FetchError> {
+fn check_ip(ip: IpAddr, allow_private: bool, literal: bool) -> Result<(), FetchError> {
     match classify(ip) {
         Some(class) if !(allow_private && class.allowable()) => {
-            Err(FetchError::Address { class, ip })
+            Err(FetchError::Address { class, ip, literal })
         }
         _ => Ok(()),
     }
@@ -533,7 +545,7 @@ impl ImageFetcher {
         let literal = raw.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
         let host = match literal.unwrap_or(raw).parse::<IpAddr>() {
             Ok(ip) => {
-                check_ip(ip, s.allow_private_addresses)?;
+                check_ip(ip, s.allow_private_addresses, true)?;
                 ip.to_string()
             }
             Err(_) => raw.trim_end_matches('.').to_ascii_lowercase(),
@@ -844,13 +856,13 @@ mod tests {
 
     #[test]
     fn allow_private_never_opens_metadata_or_reserved() {
-        let ok = |s: &str| check_ip(s.parse().unwrap(), true).is_ok();
+        let ok = |s: &str| check_ip(s.parse().unwrap(), true, true).is_ok();
         assert!(ok("127.0.0.1") && ok("10.0.0.1") && ok("100.64.0.1") && ok("fd00::1"));
         assert!(ok("169.254.1.1"));
         assert!(!ok("169.254.169.254") && !ok("0.0.0.0") && !ok("224.0.0.1"));
         assert!(!ok("192.0.2.1") && !ok("fd00:ec2::254") && !ok("::"));
-        assert!(check_ip("127.0.0.1".parse().unwrap(), false).is_err());
-        assert!(check_ip("8.8.8.8".parse().unwrap(), false).is_ok());
+        assert!(check_ip("127.0.0.1".parse().unwrap(), false, true).is_err());
+        assert!(check_ip("8.8.8.8".parse().unwrap(), false, true).is_ok());
     }
 
     #[test]
@@ -858,7 +870,17 @@ mod tests {
         let e = FetchError::Address {
             class: AddrClass::Loopback,
             ip: "127.0.0.1".parse().unwrap(),
+            literal: true,
         };
+        let by_name = FetchError::Address {
+            class: AddrClass::Private,
+            ip: "10.1.2.3".parse().unwrap(),
+            literal: false,
+        };
+        assert_eq!(
+            by_name.to_string(),
+            "the image URL's host resolves to a private address, which the gateway does not fetch."
+        );
         let g = e.into_gateway_error("messages[0].content[1].image_url".into());
         assert_eq!(g.status(), 400);
         assert_eq!(g.param(), Some("messages[0].content[1].image_url"));
