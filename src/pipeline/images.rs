@@ -13,24 +13,23 @@ use crate::route::Candidate;
 
 impl Run<'_> {
     /// Fetches the request's image URLs if `cand` needs bytes and they are not fetched yet.
-    /// A request without image URLs (or a gateway with `media.fetch_image_urls: false`) pays
-    /// a scan of its parts only.
+    /// A request without image URLs pays a scan of its parts, and only on an attempt at such
+    /// a provider; with `media.fetch_image_urls: false`, nothing.
     pub(super) async fn fetch_images_for(&self, cand: &Candidate<'_>) {
         let (Some(fetcher), Typed::Chat(Ok(req))) = (&self.config.media, self.typed) else {
             return;
         };
-        if self.images.get().is_some() || !media_fetch::has_image_urls(req) {
+        if self.images.get().is_some() || cand.provider.upstream.is_none() {
             return;
         }
-        let needs = cand.provider.upstream.is_some()
-            && translation::dialect(
-                cand.provider.kind,
-                self.endpoint,
-                cand.upstream_model,
-                cand.options,
-            )
-            .is_some_and(|d| self.needs_image_bytes(d));
-        if needs {
+        let needs = translation::dialect(
+            cand.provider.kind,
+            self.endpoint,
+            cand.upstream_model,
+            cand.options,
+        )
+        .is_some_and(|d| self.needs_image_bytes(d));
+        if needs && media_fetch::has_image_urls(req) {
             self.images.fetch(fetcher, &self.gw.metrics, req).await;
         }
     }
