@@ -48,6 +48,9 @@ pub enum GatewayError {
     /// 503 `request_bodies_over_budget`: the request bodies being held already take
     /// `server.max_inflight_body_bytes`; `Retry-After: 1` goes with it.
     BodyBudgetExhausted,
+    /// 503 `media_fetch_busy`: every image-fetch slot (`media.max_concurrent_fetches`) stayed
+    /// busy for the whole fetch timeout; `Retry-After: 1` goes with it.
+    MediaFetchBusy,
     /// 429 `too_many_requests_in_flight`: the key already has its most requests running
     /// (`server.max_requests_in_flight_per_key` or the key's own `max_requests_in_flight`).
     TooManyRequestsInFlight { limit: u32 },
@@ -107,7 +110,9 @@ impl GatewayError {
             Self::HeadersTooLarge { .. } => 431,
             Self::TooManyStreams { .. } | Self::TooManyRequestsInFlight { .. } => 429,
             Self::ClientClosed => 499,
-            Self::TooManyConnections { .. } | Self::BodyBudgetExhausted => 503,
+            Self::TooManyConnections { .. } | Self::BodyBudgetExhausted | Self::MediaFetchBusy => {
+                503
+            }
             Self::Unauthenticated { .. } => 401,
             Self::Forbidden(_) => 403,
             Self::QuotaExceeded(_) | Self::RateLimited { .. } => 429,
@@ -138,7 +143,9 @@ impl GatewayError {
             | Self::PreviousResponseNotFound(_) => "invalid_request_error",
             Self::TooManyStreams { .. } | Self::TooManyRequestsInFlight { .. } => "requests",
             Self::ClientClosed => "client_closed_request",
-            Self::TooManyConnections { .. } | Self::BodyBudgetExhausted => "server_error",
+            Self::TooManyConnections { .. } | Self::BodyBudgetExhausted | Self::MediaFetchBusy => {
+                "server_error"
+            }
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamCredentialRejected { .. }
             | Self::UpstreamTimeout { .. } => "api_error",
@@ -171,6 +178,7 @@ impl GatewayError {
             Self::ClientClosed => Some("client_closed_request"),
             Self::TooManyConnections { .. } => Some("too_many_connections"),
             Self::BodyBudgetExhausted => Some("request_bodies_over_budget"),
+            Self::MediaFetchBusy => Some("media_fetch_busy"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             Self::UpstreamCredentialRejected { .. } => Some("upstream_credentials_rejected"),
@@ -280,6 +288,9 @@ impl fmt::Display for GatewayError {
             Self::BodyBudgetExhausted => f.write_str(
                 "The gateway is holding as many request bytes as it allows; retry shortly.",
             ),
+            Self::MediaFetchBusy => f.write_str(
+                "The gateway is fetching as many image URLs as it allows at once; retry shortly.",
+            ),
             Self::UpstreamUnreachable { provider, detail } => {
                 write!(f, "Provider `{provider}` could not be reached: {detail}.")
             }
@@ -357,6 +368,7 @@ mod tests {
             GatewayError::ClientClosed,
             GatewayError::TooManyConnections { limit: 1 },
             GatewayError::BodyBudgetExhausted,
+            GatewayError::MediaFetchBusy,
             GatewayError::UpstreamUnreachable {
                 provider: "p".into(),
                 detail: "refused",

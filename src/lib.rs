@@ -18,6 +18,7 @@ pub mod ctx;
 pub mod errors;
 pub mod governance;
 pub mod limits;
+pub mod media_fetch;
 pub mod metrics;
 pub mod pipeline;
 pub mod pricing;

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub limit_refusals: IntCounterVec,
     /// Answers with usage but no price for their model (cost 0), by provider.
     pub unpriced: IntCounterVec,
+    /// Image URLs the gateway fetched for providers that take bytes only
+    /// ([`crate::media_fetch`]), by `result` (ok, refused, failed) and `reason`.
+    pub media_fetches: IntCounterVec,
 }
 
 impl Metrics {
@@ -162,8 +165,17 @@ impl Metrics {
             &["provider"],
         )
         .expect("valid metric");
+        let media_fetches = IntCounterVec::new(
+            Opts::new(
+                "ai_proxy_media_fetches_total",
+                "Image URLs fetched by the gateway for providers that take image bytes only, by result (ok, refused by a rule, failed) and reason (ok; scheme, bad_url, host_denied, host_not_allowed, redirects, too_many_images, too_large, not_image, or the refused address class: loopback, private, link_local, cgnat, metadata, unspecified, multicast, documentation, reserved, unique_local; timeout, busy, dns, connect, status).",
+            ),
+            &["result", "reason"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(media_fetches.clone()),
             Box::new(unpriced.clone()),
             Box::new(open_connections.clone()),
             Box::new(limit_refusals.clone()),
@@ -200,6 +212,7 @@ impl Metrics {
             open_connections,
             limit_refusals,
             unpriced,
+            media_fetches,
         })
     }
 

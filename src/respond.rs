@@ -186,6 +186,7 @@ pub async fn error(
         GatewayError::TooManyStreams { .. }
             | GatewayError::TooManyRequestsInFlight { .. }
             | GatewayError::BodyBudgetExhausted
+            | GatewayError::MediaFetchBusy
     ) {
         // A slot frees when one of the key's requests ends: worth retrying soon. SDKs (OpenAI,
         // Agents) back off by this header rather than by their short exponential default.

@@ -135,6 +135,8 @@ pub struct Config {
     /// `responses:`: how long stored Responses-API answers are kept, and the memory bound
     /// when there is no store.
     pub responses: crate::response_store::ResponseSettings,
+    /// `media:`: the image URL fetcher; None when `fetch_image_urls` is off.
+    pub media: Option<std::sync::Arc<crate::media_fetch::ImageFetcher>>,
 }
 
 /// `admin:`: the admin API's listener and credentials.
@@ -206,6 +208,7 @@ impl Config {
         );
         let governance = validate_governance(&raw, &mut problems);
         let admin = validate_admin(&raw, &server, &governance, &mut problems);
+        let media = validate_media(&raw.media, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -222,7 +225,95 @@ impl Config {
                 memory_max_bytes: usize::try_from(raw.responses.memory_max_bytes)
                     .unwrap_or(usize::MAX),
             },
+            media,
         })
+    }
+}
+
+/// `media:`: the image fetcher's limits and host lists.
+fn validate_media(
+    raw: &raw::RawMedia,
+    problems: &mut Vec<Problem>,
+) -> Option<std::sync::Arc<crate::media_fetch::ImageFetcher>> {
+    let before = problems.len();
+    let positive = |key: &str, v: u64, max: u64, problems: &mut Vec<Problem>| {
+        if v == 0 || v > max {
+            problems.push(Problem::new(
+                format!("media.{key}"),
+                format!("must be between 1 and {max}"),
+            ));
+        }
+    };
+    positive("max_image_bytes", raw.max_image_bytes, 1 << 30, problems);
+    positive(
+        "fetch_timeout_seconds",
+        raw.fetch_timeout_seconds,
+        600,
+        problems,
+    );
+    positive(
+        "max_concurrent_fetches",
+        raw.max_concurrent_fetches,
+        10_000,
+        problems,
+    );
+    positive(
+        "max_images_per_request",
+        raw.max_images_per_request,
+        1_000,
+        problems,
+    );
+    if raw.max_redirects > 10 {
+        problems.push(Problem::new(
+            "media.max_redirects",
+            "must be between 0 and 10",
+        ));
+    }
+    let hosts = |key: &str, list: &[String], problems: &mut Vec<Problem>| -> Vec<String> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, h) in list.iter().enumerate() {
+            let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            let h = h.strip_prefix("*.").unwrap_or(&h).to_owned();
+            let h = h
+                .strip_prefix('[')
+                .and_then(|x| x.strip_suffix(']'))
+                .unwrap_or(&h)
+                .to_owned();
+            if h.is_empty()
+                || (h.contains(['/', ':', '@', ' ', '*'])
+                    && h.parse::<std::net::Ipv6Addr>().is_err())
+            {
+                problems.push(Problem::new(
+                    format!("media.{key}[{i}]"),
+                    "must be a host name or IP address (no scheme, port or path)",
+                ));
+            }
+            out.push(h);
+        }
+        out
+    };
+    let allow_hosts = hosts("allow_hosts", &raw.allow_hosts, problems);
+    let deny_hosts = hosts("deny_hosts", &raw.deny_hosts, problems);
+    if problems.len() > before || !raw.fetch_image_urls {
+        return None;
+    }
+    let settings = crate::media_fetch::MediaSettings {
+        allow_http: raw.allow_http,
+        allow_private_addresses: raw.allow_private_addresses,
+        max_image_bytes: raw.max_image_bytes,
+        timeout: Duration::from_secs(raw.fetch_timeout_seconds),
+        max_redirects: raw.max_redirects as u32,
+        max_concurrent: raw.max_concurrent_fetches as u32,
+        max_images_per_request: raw.max_images_per_request as u32,
+        allow_hosts,
+        deny_hosts,
+    };
+    match crate::media_fetch::ImageFetcher::new(settings) {
+        Ok(f) => Some(std::sync::Arc::new(f)),
+        Err(why) => {
+            problems.push(Problem::new("media", why));
+            None
+        }
     }
 }
 

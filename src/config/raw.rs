@@ -33,6 +33,9 @@ pub struct RawConfig {
     /// Stored answers of the Responses API.
     #[serde(default)]
     pub responses: RawResponses,
+    /// Fetching image URLs for providers that take image bytes only.
+    #[serde(default)]
+    pub media: RawMedia,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +65,87 @@ impl Default for RawResponses {
         RawResponses {
             retention_days: default_responses_retention_days(),
             memory_max_bytes: default_responses_memory(),
+        }
+    }
+}
+
+/// `media:`: the image URL fetcher's rules (see `crate::media_fetch`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMedia {
+    /// Fetch `http(s)` image URLs for Bedrock, Claude on Vertex, watsonx and OCI (which take
+    /// bytes only). Off: such URLs are refused with a 400, as those providers would.
+    #[serde(default = "yes")]
+    pub fetch_image_urls: bool,
+    /// Also fetch plain `http://` URLs (default: `https://` only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Also fetch from loopback, private, link-local, CGNAT and IPv6 unique local addresses
+    /// (never from metadata, multicast, unspecified or reserved ones).
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+    /// Largest image fetched.
+    #[serde(default = "default_max_image_bytes", deserialize_with = "number")]
+    pub max_image_bytes: u64,
+    /// One image's whole fetch (the wait for a slot and every redirect included).
+    #[serde(default = "default_fetch_timeout", deserialize_with = "number")]
+    pub fetch_timeout_seconds: u64,
+    /// Redirects followed per image, each checked like the first URL.
+    #[serde(default = "default_max_redirects", deserialize_with = "number")]
+    pub max_redirects: u64,
+    /// Image fetches at once, all requests together.
+    #[serde(
+        default = "default_max_concurrent_fetches",
+        deserialize_with = "number"
+    )]
+    pub max_concurrent_fetches: u64,
+    /// Distinct image URLs fetched for one request (a request with more is refused).
+    #[serde(
+        default = "default_max_images_per_request",
+        deserialize_with = "number"
+    )]
+    pub max_images_per_request: u64,
+    /// Fetch only from these hosts (and their subdomains); empty: any host.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// Never fetch from these hosts (and their subdomains); wins over `allow_hosts`.
+    #[serde(default)]
+    pub deny_hosts: Vec<String>,
+}
+
+fn default_max_image_bytes() -> u64 {
+    20 * 1024 * 1024
+}
+
+fn default_fetch_timeout() -> u64 {
+    10
+}
+
+fn default_max_redirects() -> u64 {
+    3
+}
+
+fn default_max_concurrent_fetches() -> u64 {
+    32
+}
+
+fn default_max_images_per_request() -> u64 {
+    20
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        RawMedia {
+            fetch_image_urls: true,
+            allow_http: false,
+            allow_private_addresses: false,
+            max_image_bytes: default_max_image_bytes(),
+            fetch_timeout_seconds: default_fetch_timeout(),
+            max_redirects: default_max_redirects(),
+            max_concurrent_fetches: default_max_concurrent_fetches(),
+            max_images_per_request: default_max_images_per_request(),
+            allow_hosts: Vec::new(),
+            deny_hosts: Vec::new(),
         }
     }
 }

@@ -29,6 +29,9 @@ pub(super) struct Run<'a> {
     pub(super) policy: &'a Policy,
     pub(super) parsed: &'a ParsedRequest,
     pub(super) typed: &'a Typed,
+    /// The typed request with its image URLs fetched, for providers that take image bytes
+    /// only ([`Run::fetch_images_for`]).
+    pub(super) images: &'a crate::media_fetch::FetchedOnce,
     /// The client's `anthropic-beta` header (Messages front door).
     pub(super) beta: Option<&'a str>,
     /// The client's `anthropic-version` header (Messages front door), forwarded to the
@@ -235,6 +238,7 @@ impl Run<'_> {
         let Some(upstream) = cand.provider.upstream.as_ref() else {
             return self.mock(session, ctx, cand, health, may_retry, best).await;
         };
+        self.fetch_images_for(cand).await;
         let prepared = match self.prepare(cand, upstream) {
             Ok(p) => p,
             // This provider cannot take the request (e.g. not this endpoint): a fallback's
@@ -376,6 +380,8 @@ impl Run<'_> {
         }
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let fw = self.forwarder(remaining);
+        self.fetch_images_for(first).await;
+        self.fetch_images_for(second).await;
         let call0 = self.call(first, up0, self.prepare(first, up0)?);
         let call1 = self.call(second, up1, self.prepare(second, up1)?);
         let second_started = AtomicBool::new(false);

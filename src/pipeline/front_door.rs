@@ -123,12 +123,14 @@ impl Gateway {
                 .map(str::to_owned)
         };
         let (beta, version) = (header("anthropic-beta"), header("anthropic-version"));
+        let images = crate::media_fetch::FetchedOnce::default();
         let run = Run {
             gw: self,
             config,
             policy: &config.router.policy,
             parsed: &parsed,
             typed: &typed,
+            images: &images,
             beta: beta.as_deref(),
             anthropic_version: version.as_deref(),
             endpoint,

@@ -18,6 +18,7 @@ pub mod forward;
 pub mod front_door;
 pub mod gateway;
 pub mod hooks;
+pub mod images;
 pub mod local_answers;
 pub mod passthrough;
 pub mod prepare;

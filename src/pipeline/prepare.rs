@@ -155,6 +155,14 @@ impl Run<'_> {
         match self.typed {
             Typed::Chat(typed) => {
                 let req = typed.as_ref().map_err(|e| GatewayError::from(e.clone()))?;
+                // A provider that takes image bytes only gets the request with its image URLs
+                // fetched (attempts.rs fetched them before this attempt), or why they were not.
+                let req = match self.images.get() {
+                    Some(fetched) if self.needs_image_bytes(dialect) => {
+                        fetched.as_ref().map_err(Clone::clone)?
+                    }
+                    _ => req,
+                };
                 let shape = Shape::Chat {
                     stream: req.stream,
                     front: req.front,

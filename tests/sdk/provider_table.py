@@ -33,7 +33,11 @@ class Row:
     model: str  # the provider's model id (Azure: deployment)
     extra: str = ""  # extra mapping fields
     images: bool = True
+    # An https image URL works: the provider fetches it, or (Bedrock, Claude on Vertex, watsonx,
+    # OCI: bytes only) the gateway does (tests/sdk/test_image_urls.py, tests/image_urls.rs).
     image_urls: bool = True
+    # The provider takes image bytes only, so the gateway fetches image URLs for it.
+    fetched_by_gateway: bool = False
 
     @property
     def client_model(self) -> str:
@@ -44,14 +48,15 @@ ROWS = [
     Row("openai", "openai", "openai", "gpt-4o-mini"),
     Row("azure", "azure", "azure", "gpt4o-deploy"),
     Row("anthropic", "anthropic", "anthropic", "claude-3-5-haiku-20241022"),
-    Row("bedrock", "bedrock", "bedrock", "anthropic.claude-3-haiku-20240307-v1:0", image_urls=False),
-    Row("bedrock-llama", "bedrock", "bedrock", "meta.llama3-1-70b-instruct-v1:0", image_urls=False),
-    Row("bedrock-invoke", "bedrock", "bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", "api: invoke", image_urls=False),
+    Row("bedrock", "bedrock", "bedrock", "anthropic.claude-3-haiku-20240307-v1:0", fetched_by_gateway=True),
+    Row("bedrock-llama", "bedrock", "bedrock", "meta.llama3-1-70b-instruct-v1:0", fetched_by_gateway=True),
+    Row("bedrock-invoke", "bedrock", "bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", "api: invoke",
+        fetched_by_gateway=True),
     Row("vertex-gemini", "vertex", "vertex", "gemini-2.0-flash-001"),
-    Row("vertex-claude", "vertex", "vertex", "claude-3-5-sonnet-v2@20241022"),
-    Row("watsonx", "watsonx", "watsonx", "ibm/granite-3-8b-instruct"),
-    Row("oci", "oci", "oci", "meta.llama-3.3-70b-instruct"),
-    Row("oci-cohere", "oci", "oci", "cohere.command-r-plus-08-2024", images=False),
+    Row("vertex-claude", "vertex", "vertex", "claude-3-5-sonnet-v2@20241022", fetched_by_gateway=True),
+    Row("watsonx", "watsonx", "watsonx", "ibm/granite-3-8b-instruct", fetched_by_gateway=True),
+    Row("oci", "oci", "oci", "meta.llama-3.3-70b-instruct", fetched_by_gateway=True),
+    Row("oci-cohere", "oci", "oci", "cohere.command-r-plus-08-2024", images=False, image_urls=False),
 ]
 
 EMBEDDING_ROWS = [
