@@ -480,6 +480,7 @@ mod tests {
             fallback_id: "r",
             front: FrontDoor::Chat,
             include_usage: false,
+            echo: "",
         };
         let mut w = ChunkWriter::new(&ctx);
         let mut out = Vec::new();

@@ -456,11 +456,17 @@ pub fn prepare_chat(t: &Target<'_>, req: &ChatRequest) -> Result<UpstreamRequest
     if req.frequency_penalty.is_some() {
         dropped.push("frequency_penalty".into());
     }
-    let bedrock = t.dialect == Dialect::BedrockAnthropic;
     // Thinking blocks go back only with thinking on (Anthropic refuses them in a final
     // assistant turn otherwise; earlier turns' are ignored either way).
     let thinking_on = req.reasoning.is_some() && keeps_thinking(req);
-    let messages = turns(req, !bedrock, thinking_on, &mut dropped)?;
+    // Only Anthropic's own API fetches image URLs; Bedrock and Claude on Vertex take base64
+    // (the gateway fetches URLs for them first: src/media_fetch.rs).
+    let messages = turns(
+        req,
+        t.dialect == Dialect::Anthropic,
+        thinking_on,
+        &mut dropped,
+    )?;
 
     let tools: Vec<ToolOut<'_>> = req
         .tools
@@ -1030,7 +1036,7 @@ fn image<'a>(url: &'a str, urls: bool, i: usize, j: usize) -> Result<Block<'a>, 
     if lower.starts_with("https://") || lower.starts_with("http://") {
         if !urls {
             return Err(bad(
-                "Claude on Bedrock takes images as base64 data only; send a data: URL (data:image/png;base64,...).",
+                "Claude on Bedrock and on Vertex takes images as base64 data only; send a data: URL (data:image/png;base64,...).",
                 &param(),
             ));
         }
@@ -2236,7 +2242,17 @@ mod tests {
     #[test]
     fn vertex_raw_predict_body_and_path() {
         let t = target(Dialect::VertexAnthropic, "claude-3-5-sonnet-v2@20241022");
-        let r = prepare_chat(&t, &chat(rich())).unwrap();
+        // Claude on Vertex takes images as base64 only (the gateway fetches URLs first).
+        let err = prepare_chat(&t, &chat(rich())).unwrap_err();
+        assert_eq!(
+            err.param.as_deref(),
+            Some("messages[2].content[2].image_url")
+        );
+        let inlined = rich().to_string().replace(
+            "https://example.com/cat.jpg",
+            "data:image/jpeg;base64,/9j/4AAQ",
+        );
+        let r = prepare_chat(&t, &chat(serde_json::from_str(&inlined).unwrap())).unwrap();
         assert_eq!(
             r.path,
             "/v1/projects/proj-1/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet-v2@20241022:streamRawPredict"
@@ -2246,7 +2262,7 @@ mod tests {
         assert_eq!(b["anthropic_version"], "vertex-2023-10-16");
         assert_eq!(b["stream"], true);
         assert!(b.get("model").is_none());
-        assert_eq!(b["messages"][0]["content"][2]["source"]["type"], "url");
+        assert_eq!(b["messages"][0]["content"][2]["source"]["type"], "base64");
 
         let r = prepare_chat(
             &t,
@@ -2262,7 +2278,11 @@ mod tests {
         assert!(body_of(&r).get("stream").is_none());
 
         let no_project = Target { project: None, ..t };
-        let err = prepare_chat(&no_project, &chat(rich())).unwrap_err();
+        let err = prepare_chat(
+            &no_project,
+            &chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .unwrap_err();
         assert_eq!(err.param, None);
         assert!(
             err.message.contains("project") && err.message.contains("configuration"),
