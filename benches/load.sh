@@ -4,6 +4,8 @@
 # One run, loopback only, about 2.5 minutes. Measures the same ~1 KB chat request against:
 #   1. origin       nginx `return 200 <chat.completion JSON>` hit directly
 #   2. nginx proxy  nginx proxy_pass to the origin (HTTP/1.1 upstream keepalive 64)
+#   2b. bare Pingora the framework's floor: examples/bare_proxy.rs (one ProxyHttp whose
+#                   upstream_peer returns the origin; same Pingora, allocator, profile, threads)
 #   3. passthrough  switchyard POST /providers/openai/v1/chat/completions -> origin
 #   4. /v1 openai   switchyard POST /v1/chat/completions, model gpt-4 mapped to openai -> origin
 #   5. /v1 mock     switchyard POST /v1/chat/completions, model mock-bench on the built-in mock
@@ -29,7 +31,7 @@
 #   DURATION=4 (s per throughput round)  ROUNDS=3  LAT_DURATION=5  WARMUP=2  CONNS=16
 #   FIXED_CONNS=4  FIXED_RATE=1000  PACED_DELAY_MS=4  OHA=<path|none>  INSTALL_OHA=0  PIN=1
 #   NICE=-20  ONLY_NGINX=0 (nginx rows only)  NO_BUILD=0 (no cargo build)
-#   ONLY_TARGETS="origin proxy pass v1openai v1mock v1gov" (a subset)  GOV_KEYS=10000
+#   ONLY_TARGETS="origin proxy bare pass v1openai v1mock v1gov" (a subset)  GOV_KEYS=10000
 #   SWITCHYARD_BIN=target/release/switchyard  OUT=target/bench/load-results.md
 #   KEEP_TMP=0 (keep the run dir target/bench/run.* with configs and logs)
 #   RUN_BASE=target/bench (where the run dir goes; /dev/shm keeps the servers' log and store
@@ -177,6 +179,7 @@ free_port() { # VAR: set VAR to the next port nobody listens on
 }
 free_port ORIGIN_PORT
 free_port PROXY_PORT
+free_port BARE_PORT
 free_port GW_PORT
 free_port GW_METRICS_PORT
 free_port GOV_PORT
@@ -329,6 +332,11 @@ if [ "$ONLY_NGINX" != 1 ]; then
     cargo build --release --bin switchyard >&2 || die "cargo build --release failed (run with ONLY_NGINX=1 for the nginx rows only)"
   fi
   [ -x "$SWITCHYARD_BIN" ] || die "$SWITCHYARD_BIN missing (run with ONLY_NGINX=1 for the nginx rows only)"
+  BARE_BIN="$(dirname "$SWITCHYARD_BIN")/examples/bare_proxy"
+  if [ "$NO_BUILD" != 1 ] && [ "$SWITCHYARD_BIN" = "$ROOT/target/release/switchyard" ]; then
+    log "cargo build --release --example bare_proxy"
+    cargo build --release --example bare_proxy >&2 || die "cargo build --release --example bare_proxy failed"
+  fi
   GW_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
   if [ -n "$(git -C "$ROOT" status --porcelain -- src filters Cargo.toml Cargo.lock 2>/dev/null)" ]; then
     GW_REV="$GW_REV+dirty"
@@ -372,6 +380,18 @@ EOF
   alive "$PID_GW" || die "switchyard exited: $(tail -5 "$TMP/logs/switchyard.log")"
   log "switchyard on 127.0.0.1:$GW_PORT (threads $GW_THREADS)"
 
+  # The framework's floor: a bare Pingora proxy with the same threads and pinning.
+  if [ -x "$BARE_BIN" ]; then
+    "${PIN_SRV[@]}" "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$ORIGIN_PORT" "$GW_THREADS" \
+      </dev/null >"$TMP/logs/bare.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http "http://127.0.0.1:$BARE_PORT/health" 200 30 \
+      || die "bare Pingora proxy did not answer: $(tail -5 "$TMP/logs/bare.log")"
+    log "bare Pingora proxy on 127.0.0.1:$BARE_PORT"
+  else
+    log "no $BARE_BIN: the bare Pingora row is left out"
+  fi
+
   # The governed gateway: same config plus a store holding $GOV_KEYS keys with rate limits.
   GOV_STORE="sqlite:$TMP/governance.db"
   GOV_KEY="$("$SWITCHYARD_BIN" keys create --store "$GOV_STORE" --user bench-gov \
@@ -411,13 +431,14 @@ PROXY_URL="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"
 PASS_URL="http://127.0.0.1:$GW_PORT/providers/openai/v1/chat/completions"
 V1_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
 TARGETS=(origin proxy)
-[ "$ONLY_NGINX" = 1 ] || TARGETS+=(pass v1openai v1mock v1gov)
+[ "$ONLY_NGINX" = 1 ] || { [ ! -x "${BARE_BIN:-}" ] || TARGETS+=(bare); TARGETS+=(pass v1openai v1mock v1gov); }
 if [ -n "${ONLY_TARGETS:-}" ]; then  # e.g. ONLY_TARGETS="proxy v1openai" to re-measure a few rows
   read -r -a TARGETS <<<"$ONLY_TARGETS"
 fi
 declare -A T_URL T_MODEL T_LABEL T_NOTE T_KEY
 T_URL[origin]="$ORIGIN_URL";  T_MODEL[origin]=gpt-4;        T_LABEL[origin]="1. nginx origin (direct)"
 T_URL[proxy]="$PROXY_URL";    T_MODEL[proxy]=gpt-4;         T_LABEL[proxy]="2. nginx proxy_pass → origin"
+T_URL[bare]="http://127.0.0.1:$BARE_PORT/v1/chat/completions"; T_MODEL[bare]=gpt-4; T_LABEL[bare]="2b. bare Pingora proxy → origin (the framework's floor)"
 T_URL[pass]="$PASS_URL";      T_MODEL[pass]=gpt-4;          T_LABEL[pass]="3. switchyard passthrough → origin"
 T_URL[v1openai]="$V1_URL";    T_MODEL[v1openai]=gpt-4;      T_LABEL[v1openai]="4. switchyard /v1 gpt-4 → openai → origin"
 T_URL[v1mock]="$V1_URL";      T_MODEL[v1mock]=mock-bench;   T_LABEL[v1mock]="5. switchyard /v1 mock-bench → mock"
@@ -440,7 +461,7 @@ check_target() { # target
     return
   fi
   case "$t" in
-    origin | proxy | pass)
+    origin | proxy | bare | pass)
       if [ "$(cat "$TMP/resp.json")" != "$ORIGIN_RESP" ]; then
         deviation "${T_LABEL[$t]}: body is not the origin's body byte for byte: $(head -c 300 "$TMP/resp.json")"
         T_NOTE[$t]="⚠ body differs"
@@ -696,12 +717,13 @@ fi
   echo
   echo "### Throughput (wrk -t1 -c$CONNS; $ROUNDS rounds of ${DURATION} s, targets interleaved; the median round)"
   echo
-  echo "| target | req/s | rounds min–max | p50 | p99 | req/s vs nginx proxy | p99 vs nginx proxy | errors |"
-  echo "|---|--:|--:|--:|--:|--:|--:|---|"
+  echo "| target | req/s | rounds min–max | p50 | p99 | req/s vs nginx proxy | req/s vs bare Pingora | p99 vs nginx proxy | errors |"
+  echo "|---|--:|--:|--:|--:|--:|--:|--:|---|"
   for t in "${TARGETS[@]}"; do
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${T_LABEL[$t]}${T_NOTE[$t]:+ ${T_NOTE[$t]}}" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${T_LABEL[$t]}${T_NOTE[$t]:+ ${T_NOTE[$t]}}" \
       "$(val "$t" tput rps)" "$(val "$t" tput min)–$(val "$t" tput max)" "$(us "$(val "$t" tput p50_us)")" "$(us "$(val "$t" tput p99_us)")" \
       "$(ratio "$(val "$t" tput rps)" "$(val proxy tput rps)" "${t/#proxy/base}")" \
+      "$(ratio "$(val "$t" tput rps)" "$(val bare tput rps)" "${t/#bare/base}")" \
       "$(diff_us "$(val "$t" tput p99_us)" "$(val proxy tput p99_us)" "${t/#proxy/base}")" "$(errcell "$t" tput)"
   done
   if [ -n "$(val v1gov tput rps)" ] && [ -n "$(val v1mock tput rps)" ]; then
