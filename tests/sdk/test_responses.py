@@ -215,7 +215,7 @@ class City(BaseModel):
     population: int
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if r.name != "oci-cohere"], ids=ids([r for r in ROWS if r.name != "oci-cohere"]))
+@pytest.mark.parametrize("row", ROWS, ids=ids(ROWS))
 def test_parse_with_a_json_schema(client, row):
     r = client.responses.parse(model=row.client_model, input="Describe Paris", text_format=City)
     assert isinstance(r.output_parsed, City), r
