@@ -96,15 +96,16 @@ impl Run<'_> {
             .hedge_after
             .filter(|_| n >= 2 && self.endpoint != Endpoint::CountTokens);
         if let Some(after) = hedge {
-            match self
-                .hedged(
-                    session,
-                    ctx,
-                    &plan.candidates[0],
-                    &plan.candidates[1],
-                    after,
-                )
-                .await?
+            // Boxed: two attempts side by side make the biggest future of all, and only
+            // hedged mappings need it.
+            match Box::pin(self.hedged(
+                session,
+                ctx,
+                &plan.candidates[0],
+                &plan.candidates[1],
+                after,
+            ))
+            .await?
             {
                 Outcome::Answered => return Ok(()),
                 Outcome::Failed(f) => {

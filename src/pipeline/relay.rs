@@ -69,18 +69,18 @@ impl Forwarder<'_> {
                 dropped,
             } => {
                 ctx.dropped_params = dropped.clone();
-                return self
-                    .translated(
-                        session,
-                        ctx,
-                        call,
-                        client_model,
-                        translation,
-                        up,
-                        resp,
-                        peer,
-                    )
-                    .await;
+                // Boxed: the OpenAI-shaped relay below does not carry the translated one.
+                return Box::pin(self.translated(
+                    session,
+                    ctx,
+                    call,
+                    client_model,
+                    translation,
+                    up,
+                    resp,
+                    peer,
+                ))
+                .await;
             }
             Mode::Raw => return self.raw(session, ctx, up, &resp, &peer).await,
         };

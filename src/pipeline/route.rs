@@ -83,15 +83,16 @@ impl Gateway {
             self.take_key_slot(&config, ctx, SlotKind::Request)?;
         }
 
+        // The front doors' and the passthrough's futures are boxed: every request's own future
+        // (boxed and moved into place by Pingora's `request_filter`) then holds neither, so no
+        // request pays for copying the biggest one (see `future_sizes` below).
         if let Some(endpoint) = endpoint {
             require(method == http::Method::POST, "POST")?;
-            self.front_door(&config, session, ctx, endpoint).await?;
+            Box::pin(self.front_door(&config, session, ctx, endpoint)).await?;
             return Ok(Next::Responded);
         }
         if let Some((name, rest)) = passthrough_route {
-            return self
-                .start_passthrough(&config, session, ctx, name, rest)
-                .await;
+            return Box::pin(self.start_passthrough(&config, session, ctx, name, rest)).await;
         }
         if path == "/v1/models" {
             require(is_get, "GET")?;
@@ -342,7 +343,9 @@ impl Gateway {
             body,
             mode: Mode::Raw,
         };
-        self.forwarder(config).call(session, ctx, call).await?;
+        // Signed bodies only (SigV4, OCI): boxed, so that the common passthrough, which returns
+        // to Pingora's proxy loop above, does not carry this forward's future.
+        Box::pin(self.forwarder(config).call(session, ctx, call)).await?;
         Ok(Next::Responded)
     }
 }
@@ -364,5 +367,47 @@ fn unified_endpoint(path: &str) -> Option<Endpoint> {
         "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
         "/v1/responses" | "/responses" => Some(Endpoint::Responses),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod future_sizes {
+    //! Every request's future is moved into place whole (Pingora boxes `request_filter`'s),
+    //! so its size is a per-request cost: the big, branch-specific futures are boxed where
+    //! they branch off (issue 17; callgrind figures in docs/BENCHMARKS.md). These bounds keep
+    //! a new `.await` from quietly pulling one back in.
+    use super::*;
+    use std::sync::Arc;
+
+    fn route_future<'a, F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(&'a Gateway, &'a mut Session, &'a mut RequestCtx) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn front_door_future<'a, F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(
+            &'a Gateway,
+            &'a Arc<Config>,
+            &'a mut Session,
+            &'a mut RequestCtx,
+            Endpoint,
+        ) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn the_request_future_stays_small() {
+        let route = route_future(Gateway::route);
+        let front_door = front_door_future(Gateway::front_door);
+        eprintln!("futures: Gateway::route {route} bytes, Gateway::front_door {front_door} bytes");
+        assert!(route <= 4096, "Gateway::route's future is {route} bytes");
+        assert!(
+            front_door <= 16 * 1024,
+            "Gateway::front_door's future is {front_door} bytes"
+        );
     }
 }
