@@ -12,7 +12,8 @@
 #
 # Knobs: WARMUP=300 N=2000 TARGETS="bare pass v1openai v1anthropic v1mock"
 #   SWITCHYARD_BIN=target/release/switchyard BARE_BIN=target/release/examples/bare_proxy
-#   NO_BUILD=0 OUT=target/bench/instructions.md
+#   NO_BUILD=0 OUT=target/bench/instructions.md KEEP_DUMPS=<dir> (keep each target's callgrind
+#   dump there, for callgrind_annotate)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -147,6 +148,7 @@ measure() { # target
   dump="$(ls "$TMP"/cg.out.*.1 2>/dev/null | head -1)"
   [ -n "$dump" ] || die "$t: no callgrind dump"
   total="$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")"
+  if [ -n "${KEEP_DUMPS:-}" ]; then mkdir -p "$KEEP_DUMPS" && cp "$dump" "$KEEP_DUMPS/callgrind.$t"; fi
   IR[$t]=$(( total / N ))
   log "$t: ${IR[$t]} instructions per request"
 }
