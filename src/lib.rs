@@ -27,4 +27,5 @@ pub mod response_store;
 pub mod route;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

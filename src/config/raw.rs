@@ -33,6 +33,9 @@ pub struct RawConfig {
     /// Stored answers of the Responses API.
     #[serde(default)]
     pub responses: RawResponses,
+    /// OpenTelemetry tracing (`crate::telemetry`).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::RawTelemetry,
 }
 
 #[derive(Debug, Deserialize)]
