@@ -38,6 +38,8 @@ pub struct Metrics {
     pub limit_refusals: IntCounterVec,
     /// Answers with usage but no price for their model (cost 0), by provider.
     pub unpriced: IntCounterVec,
+    /// Trace ids of sampled requests for the latency histograms (OpenMetrics scrapes).
+    pub exemplars: crate::telemetry::exemplars::Exemplars,
 }
 
 impl Metrics {
@@ -200,6 +202,7 @@ impl Metrics {
             open_connections,
             limit_refusals,
             unpriced,
+            exemplars: Default::default(),
         })
     }
 
@@ -244,14 +247,29 @@ impl Metrics {
     }
 }
 
-/// The `/metrics` HTTP app on `server.metrics_listen`.
+use crate::telemetry::exemplars;
+
+/// The `/metrics` HTTP app on `server.metrics_listen` (OpenMetrics with exemplars when the
+/// scraper asks for it).
 pub struct MetricsApp(pub Arc<Metrics>);
 
 #[async_trait]
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path();
-        let (status, ctype, body) = if path == "/metrics" {
+        let accept = session
+            .req_header()
+            .headers
+            .get("accept")
+            .map(|v| v.as_bytes());
+        let (status, ctype, body) = if path == "/metrics" && exemplars::wants_openmetrics(accept) {
+            let text = String::from_utf8_lossy(&self.0.render()).into_owned();
+            (
+                200,
+                exemplars::OPENMETRICS,
+                self.0.exemplars.openmetrics(&text).into_bytes(),
+            )
+        } else if path == "/metrics" {
             (200, "text/plain; version=0.0.4", self.0.render())
         } else {
             (404, "text/plain", b"not found; try /metrics\n".to_vec())

@@ -514,3 +514,135 @@ async fn spans_go_over_grpc_too() {
             && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()),
                         Some(AnyValue::StringValue(s)) if s == "switchyard.mock")));
 }
+
+#[tokio::test]
+async fn a_hedged_request_shows_the_hedge_that_won_and_the_attempt_it_beat() {
+    let otlp = Receiver::start();
+    let primary = MockUpstream::start(|_| {
+        Reply::Delay(
+            Duration::from_secs(2),
+            Box::new(Reply::Full(
+                200,
+                vec![],
+                chat_completion("m-up", "slow", 1, 1),
+            )),
+        )
+    });
+    let secondary =
+        MockUpstream::start(|_| Reply::Full(200, vec![], chat_completion("m-up", "fast", 2, 2)));
+    let providers = openai_provider("primary", &primary.url())
+        + &openai_provider("secondary", &secondary.url());
+    let routes = format!(
+        "model_mappings:\n  m: {{default_provider: primary, hedge_after_ms: 200, providers: {{primary: {{}}, secondary: {{}}}}}}\n\
+         telemetry: {{otlp_endpoint: \"{}\"}}\n",
+        otlp.url
+    );
+    let gw = gateway_with("", &providers, &routes);
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .bearer_auth(GATEWAY_KEY)
+        .json(&json!({"model": "m", "top_p": 0.9, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-provider"], "secondary");
+    let spans = otlp.wait_for(3).await;
+    let server = spans.iter().find(|s| s.span.kind == 2).unwrap();
+    let attempt = |provider: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.span.kind == 3 && s.attr("switchyard.provider").as_deref() == Some(provider)
+            })
+            .unwrap_or_else(|| panic!("no attempt span for {provider}: {spans:#?}"))
+    };
+    let (first, hedge) = (attempt("primary"), attempt("secondary"));
+    assert_eq!(first.parent(), server.span_id());
+    assert_eq!(hedge.parent(), server.span_id());
+    assert_eq!(
+        first.attr("switchyard.attempt.reason").as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        first.attr("switchyard.attempt.outcome").as_deref(),
+        Some("lost_hedge")
+    );
+    assert_eq!(
+        hedge.attr("switchyard.attempt.reason").as_deref(),
+        Some("hedge")
+    );
+    assert_eq!(
+        hedge.attr("switchyard.attempt.outcome").as_deref(),
+        Some("won")
+    );
+    assert_eq!(hedge.attr("gen_ai.request.top_p").as_deref(), Some("0.9"));
+    assert_eq!(
+        hedge.attr("gen_ai.usage.output_tokens").as_deref(),
+        Some("2")
+    );
+    // The hedge started after its delay, while the first was still waiting.
+    let delay = hedge.span.start_time_unix_nano - first.span.start_time_unix_nano;
+    assert!((150_000_000..1_500_000_000).contains(&delay), "{delay} ns");
+    // Each call carried its own span.
+    let tp = |up: &MockUpstream| up.last().header("traceparent").unwrap().to_owned();
+    assert!(tp(&primary).contains(&first.span_id()));
+    assert!(tp(&secondary).contains(&hedge.span_id()));
+}
+
+#[tokio::test]
+async fn an_openmetrics_scrape_carries_trace_ids_as_exemplars() {
+    let otlp = Receiver::start();
+    let routes = format!(
+        "model_mappings:\n  m: {{providers: {{mock: {{}}}}}}\n\
+         telemetry: {{otlp_endpoint: \"{}\", response_header: x-trace-id}}\n",
+        otlp.url
+    );
+    let gw = gateway_with("", "", &routes);
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .bearer_auth(GATEWAY_KEY)
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let trace = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    r.bytes().await.unwrap();
+    otlp.wait_for(2).await;
+    // The plain text format is unchanged.
+    let plain = metrics_containing(
+        &gw.metrics_url,
+        &["ai_proxy_request_duration_seconds_count"],
+    )
+    .await;
+    assert!(!plain.contains("trace_id") && !plain.contains("# EOF"));
+    let r = client()
+        .get(&gw.metrics_url)
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let om = r.text().await.unwrap();
+    let exemplar = format!("# {{trace_id=\"{trace}\"}}");
+    for metric in [
+        "ai_proxy_request_duration_seconds_bucket{",
+        "ai_proxy_time_to_first_token_seconds_bucket{",
+    ] {
+        let with: Vec<_> = om
+            .lines()
+            .filter(|l| l.starts_with(metric) && l.contains(&exemplar))
+            .collect();
+        assert_eq!(with.len(), 1, "{metric} exemplar in:\n{om}");
+    }
+    assert!(om.contains("# TYPE ai_proxy_requests counter\n"));
+    assert!(om.ends_with("# EOF\n"));
+}

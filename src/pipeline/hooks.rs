@@ -397,6 +397,7 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[provider, model])
                 .observe(ttfb.as_secs_f64());
         }
+        crate::telemetry::exemplar(ctx, &self.metrics, provider, model, latency);
         if ctx
             .provider
             .as_ref()

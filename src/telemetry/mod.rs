@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod context;
+pub mod exemplars;
 mod export;
 
 use std::borrow::Cow;
@@ -380,6 +381,28 @@ pub fn response_header(ctx: &RequestCtx) -> Option<(http::HeaderName, http::Head
     Some((name, value))
 }
 
+/// Notes a sampled request's trace id as an exemplar of its latency (and time to first
+/// token) under the metric labels it was observed with.
+pub fn exemplar(
+    ctx: &RequestCtx,
+    metrics: &crate::metrics::Metrics,
+    provider: &str,
+    model: &str,
+    latency: std::time::Duration,
+) {
+    let Some(t) = ctx.trace.as_deref().filter(|t| t.sampled) else {
+        return;
+    };
+    metrics
+        .exemplars
+        .observe(exemplars::DURATION, provider, model, latency, t.trace_id);
+    if let Some(ttfb) = ctx.first_byte {
+        metrics
+            .exemplars
+            .observe(exemplars::TTFT, provider, model, ttfb, t.trace_id);
+    }
+}
+
 /// The OpenTelemetry `gen_ai.provider.name` of a provider kind.
 fn genai_provider(kind: ProviderKind) -> &'static str {
     match kind {
@@ -414,6 +437,20 @@ pub fn finish(
     session: &pingora::proxy::Session,
     status: u16,
 ) -> Option<String> {
+    ctx.trace.as_ref()?;
+    let req = session.req_header();
+    let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+    finish_with(ctx, status, req.method.as_str(), req.uri.path(), client)
+}
+
+/// [`finish`] from the request's parts (method, path, client address).
+pub fn finish_with(
+    ctx: &mut RequestCtx,
+    status: u16,
+    method: &str,
+    path: &str,
+    client: Option<std::net::SocketAddr>,
+) -> Option<String> {
     let t = ctx.trace.take()?;
     let id = context::trace_id_hex(t.trace_id);
     if !t.sampled {
@@ -435,9 +472,8 @@ pub fn finish(
             state.clone(),
         )
     };
-    let req = session.req_header();
-    let method = req.method.as_str().to_owned();
-    let route = route_template(ctx.route, req.uri.path());
+    let method = method.to_owned();
+    let route = route_template(ctx.route, path);
     let name = if route.is_empty() {
         method.clone()
     } else {
@@ -453,7 +489,7 @@ pub fn finish(
     if !route.is_empty() {
         attrs.push(KeyValue::new("http.route", route.into_owned()));
     }
-    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+    if let Some(addr) = client {
         attrs.push(KeyValue::new("client.address", addr.ip().to_string()));
         attrs.push(KeyValue::new("client.port", i64::from(addr.port())));
     }
