@@ -415,7 +415,11 @@ impl BackgroundService for ProviderMaintenance {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = generation.changed() => continue,
-                _ = self.maintain(&config, &for_tasks) => return,
+                // Under the gateway's tracing: credential refreshes are spans of their own.
+                _ = crate::telemetry::BACKGROUND.scope(
+                    self.live.tracing.clone(),
+                    self.maintain(&config, &for_tasks),
+                ) => return,
             }
         }
     }

@@ -646,3 +646,44 @@ async fn an_openmetrics_scrape_carries_trace_ids_as_exemplars() {
     assert!(om.contains("# TYPE ai_proxy_requests counter\n"));
     assert!(om.ends_with("# EOF\n"));
 }
+
+#[tokio::test]
+async fn credential_refreshes_are_spans_of_their_own() {
+    use support::watsonx::{watsonx_upstream, IamEndpoint, IBM_API_KEY, WX_PROJECT};
+    for (key, failed) in [(IBM_API_KEY, false), ("ibm-apikey-wrong", true)] {
+        let otlp = Receiver::start();
+        let iam = IamEndpoint::start(IBM_API_KEY, Duration::from_secs(3600));
+        let wx = watsonx_upstream(iam.book.clone());
+        let providers = format!(
+            "  watsonx:\n    endpoint: \"{}\"\n    project_id: {WX_PROJECT}\n    auth:\n      method: ibm_iam\n      config: {{api_key: \"{key}\", iam_endpoint: \"{}\"}}\n",
+            wx.url(),
+            iam.mock.url()
+        );
+        let _gw = gateway_with(
+            "",
+            &providers,
+            &format!("telemetry: {{otlp_endpoint: \"{}\"}}\n", otlp.url),
+        );
+        // The maintenance service fetches the first token at start.
+        let spans = otlp.wait_for(1).await;
+        let s = &spans[0];
+        assert_eq!(s.span.name, "credential refresh");
+        assert_eq!(s.span.kind, 1, "internal");
+        assert!(s.span.parent_span_id.is_empty());
+        assert_eq!(
+            s.attr("switchyard.credential.kind").as_deref(),
+            Some("token")
+        );
+        assert!(s.span.end_time_unix_nano >= s.span.start_time_unix_nano);
+        if failed {
+            assert_eq!(s.attr("error.type").as_deref(), Some("refresh_failed"));
+            assert_eq!(s.span.status.as_ref().map(|s| s.code), Some(2));
+        } else {
+            assert_eq!(s.attr("error.type"), None);
+        }
+        assert!(
+            !format!("{spans:?}").contains(key),
+            "the API key is in a span"
+        );
+    }
+}

@@ -101,6 +101,57 @@ impl Tracing {
     }
 }
 
+tokio::task_local! {
+    /// The gateway's tracing, for its background work (credential refreshes run under it by
+    /// the provider maintenance service).
+    pub static BACKGROUND: Arc<Tracing>;
+}
+
+/// Records a credential refresh or token exchange (`what`: the kind of credential) that
+/// started at `started` and ended now as a root span of its own, when the gateway running it
+/// traces and the new trace is sampled by `sample_ratio`. `error`: why it failed (safe to
+/// log: the fetchers' errors carry no secrets).
+pub fn credential_span(what: &str, started: Instant, error: Option<&str>) {
+    let Ok(Some(p)) = BACKGROUND.try_with(|t| t.pipeline()) else {
+        return;
+    };
+    let trace_id = context::new_trace_id();
+    if !context::ratio_sampled(trace_id, p.settings.sample_ratio) {
+        return;
+    }
+    let end_wall = SystemTime::now();
+    let start_wall = end_wall.checked_sub(started.elapsed()).unwrap_or(end_wall);
+    let mut attrs = vec![KeyValue::new("switchyard.credential.kind", what.to_owned())];
+    let status = match error {
+        Some(e) => {
+            attrs.push(KeyValue::new("error.type", "refresh_failed"));
+            Status::error(e.chars().take(512).collect::<String>())
+        }
+        None => Status::Unset,
+    };
+    p.exporter.submit(vec![SpanData {
+        span_context: SpanContext::new(
+            TraceId::from(trace_id),
+            SpanId::from(context::new_span_id()),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: SpanId::INVALID,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Borrowed("credential refresh"),
+        start_time: start_wall,
+        end_time: end_wall,
+        attributes: attrs,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: p.scope.clone(),
+    }]);
+}
+
 /// Why an attempt was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -205,7 +256,10 @@ impl RequestTrace {
             parent: parent.map(|p| p.span_id),
             sampled,
             tracestate,
-            wall_start: SystemTime::now() - started.elapsed(),
+            wall_start: {
+                let now = SystemTime::now();
+                now.checked_sub(started.elapsed()).unwrap_or(now)
+            },
             started,
             attempts: Vec::new(),
             next_reason: Reason::First,
