@@ -294,7 +294,15 @@ async fn sampling_follows_the_ratio_and_the_callers_flag() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let spans = otlp.wait_for(2).await;
-    // Give a stray export of the first two requests time to show up.
+    // A probe, even with a sampled parent, sends no span.
+    let probe = client()
+        .get(format!("{}/health", gw.base))
+        .header("traceparent", format!("00-{sampled}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+    // Give a stray export of the first two requests (or the probe) time to show up.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let spans_later = otlp.spans.lock().unwrap().clone();
     assert_eq!(spans_later.len(), 2, "{spans_later:#?}");

@@ -507,7 +507,14 @@ pub fn finish_with(
 ) -> Option<String> {
     let t = ctx.trace.take()?;
     let id = context::trace_id_hex(t.trace_id);
-    if !t.sampled {
+    // Load-balancer probes and CORS preflights would swamp the traces (as they would the
+    // request metrics): their trace id is logged, no span is sent.
+    if !t.sampled
+        || matches!(
+            ctx.route,
+            RouteKind::Health | RouteKind::Ready | RouteKind::Preflight
+        )
+    {
         return Some(id);
     }
     let end = Instant::now();
