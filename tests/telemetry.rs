@@ -229,6 +229,17 @@ async fn a_retried_then_fallen_back_request_is_one_server_span_and_three_attempt
     assert_eq!(won.attr("error.type"), None);
     assert_eq!(won.attr("gen_ai.usage.input_tokens").as_deref(), Some("11"));
     assert_eq!(won.attr("gen_ai.usage.output_tokens").as_deref(), Some("3"));
+    assert_eq!(won.attr("gen_ai.response.model").as_deref(), Some("m-up"));
+    assert_eq!(
+        won.attr("gen_ai.response.id").as_deref(),
+        Some("chatcmpl-upstream1")
+    );
+    assert!(
+        won.attr("gen_ai.response.finish_reasons")
+            .is_some_and(|r| r.contains("\"stop\"")),
+        "{:?}",
+        won.attr("gen_ai.response.finish_reasons")
+    );
     assert!(won.span.events.iter().any(|e| e.name == "response_headers"));
     // Attempts follow one another.
     assert!(attempts[0].span.end_time_unix_nano <= attempts[1].span.start_time_unix_nano);

@@ -20,7 +20,7 @@ use arc_swap::ArcSwapOption;
 use opentelemetry::trace::{
     Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use pingora::http::RequestHeader;
 use prometheus::IntCounter;
@@ -196,6 +196,15 @@ pub struct AttemptSpan {
     end: Option<(Instant, AttemptEnd)>,
     status: Option<u16>,
     headers_at: Option<Instant>,
+    response: Option<Box<ResponseInfo>>,
+}
+
+/// What a non-stream answer said about itself (GenAI `gen_ai.response.*`).
+#[derive(Debug, Default)]
+struct ResponseInfo {
+    id: Option<String>,
+    model: Option<String>,
+    finish_reasons: Vec<String>,
 }
 
 /// Sampling parameters sent by the caller (GenAI `gen_ai.request.*`).
@@ -332,6 +341,7 @@ pub fn begin_attempt(ctx: &mut RequestCtx, provider: &Provider, model: &str) {
         end: None,
         status: None,
         headers_at: None,
+        response: None,
     });
     t.current = Some(t.attempts.len() - 1);
     t.next_reason = Reason::Retry;
@@ -385,6 +395,65 @@ pub fn note_status(ctx: &mut RequestCtx, status: u16) {
 pub fn current_status(ctx: &RequestCtx) -> Option<u16> {
     let t = ctx.trace.as_deref()?;
     t.attempts.get(t.current?)?.status
+}
+
+/// The id, model and finish reasons of an OpenAI-format answer body (the same-dialect path),
+/// read only for a sampled trace.
+pub fn note_openai_answer(ctx: &mut RequestCtx, body: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct Choice {
+        #[serde(default)]
+        finish_reason: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        choices: Vec<Choice>,
+    }
+    if ctx.trace.as_ref().is_none_or(|t| !t.sampled) {
+        return;
+    }
+    let Ok(a) = serde_json::from_slice::<Answer>(body) else {
+        return;
+    };
+    let reasons = a
+        .choices
+        .into_iter()
+        .filter_map(|c| c.finish_reason)
+        .collect();
+    note_response(ctx, a.id, a.model, reasons);
+}
+
+/// The id and finish reasons of a translated answer.
+pub fn note_completion(ctx: &mut RequestCtx, c: &switchyard_filters::chat::Completion) {
+    if ctx.trace.as_ref().is_none_or(|t| !t.sampled) {
+        return;
+    }
+    let reasons = c
+        .choices
+        .iter()
+        .filter_map(|ch| ch.finish_reason.map(|r| r.as_str().to_owned()))
+        .collect();
+    note_response(ctx, c.id.clone(), None, reasons);
+}
+
+fn note_response(
+    ctx: &mut RequestCtx,
+    id: Option<String>,
+    model: Option<String>,
+    finish_reasons: Vec<String>,
+) {
+    if let Some(a) = current_attempt(ctx) {
+        a.response = Some(Box::new(ResponseInfo {
+            id: id.map(|s| s.chars().take(256).collect()),
+            model: model.map(|s| s.chars().take(256).collect()),
+            finish_reasons: finish_reasons.into_iter().take(16).collect(),
+        }));
+    }
 }
 
 /// Closes the current attempt's span (once: later calls keep the first end).
@@ -636,6 +705,25 @@ pub fn finish_with(
             events
                 .events
                 .push(Event::new("response_headers", t.wall(h), Vec::new(), 0));
+        }
+        if let Some(r) = &a.response {
+            if let Some(id) = &r.id {
+                attrs.push(KeyValue::new("gen_ai.response.id", id.clone()));
+            }
+            if let Some(m) = &r.model {
+                attrs.push(KeyValue::new("gen_ai.response.model", m.clone()));
+            }
+            if !r.finish_reasons.is_empty() {
+                attrs.push(KeyValue::new(
+                    "gen_ai.response.finish_reasons",
+                    Value::Array(Array::String(
+                        r.finish_reasons
+                            .iter()
+                            .map(|s| StringValue::from(s.clone()))
+                            .collect(),
+                    )),
+                ));
+            }
         }
         if won {
             if let Some(u) = ctx.usage {
