@@ -36,6 +36,9 @@
 #   KEEP_TMP=0 (keep the run dir target/bench/run.* with configs and logs)
 #   RUN_BASE=target/bench (where the run dir goes; /dev/shm keeps the servers' log and store
 #   writes off the disk, and the kernel's writeback off the measurement)
+#   TRACE=off (OpenTelemetry tracing on the switchyard targets: off, or a sample ratio such as
+#   1.0 or 0.01; spans go over OTLP/HTTP to the nginx origin's /v1/traces, which answers 200.
+#   Compare runs with TRACE=off, TRACE=0.01 and TRACE=1.0 for the tracing overhead)
 set -euo pipefail
 
 ORIG_PWD="$PWD"
@@ -60,6 +63,8 @@ case "$SWITCHYARD_BIN" in /*) ;; *) SWITCHYARD_BIN="$ORIG_PWD/$SWITCHYARD_BIN" ;
 OUT="${OUT:-$ROOT/target/bench/load-results.md}"
 case "$OUT" in /*) ;; *) OUT="$ORIG_PWD/$OUT" ;; esac
 KEEP_TMP="${KEEP_TMP:-0}"
+TRACE="${TRACE:-off}"
+case "$TRACE" in off) ;; *[!0-9.]*|"") echo "TRACE must be off or a ratio from 0 to 1" >&2; exit 2 ;; esac
 
 GW_KEY="sk-switchyard-bench"
 PROVIDER_KEY="sk-origin-bench-provider-key"
@@ -269,6 +274,7 @@ $(nginx_temp_paths origin)
   server {
     listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
     location = /v1/chat/completions { return 200 '$ORIGIN_RESP'; }
+    location = /v1/traces { default_type application/x-protobuf; return 200 ''; }
     location = /echo-auth {
       return 200 '{"authorization":"\$http_authorization","organization":"\$http_openai_organization","x_api_key":"\$http_x_api_key"}';
     }
@@ -368,6 +374,13 @@ routing:
   fallback: {enabled: false, providers: [openai]}
   load_balancing: {enabled: false, strategy: round_robin}
 EOF
+  if [ "$TRACE" != off ]; then
+    cat >>"$TMP/switchyard.yaml" <<EOF
+telemetry:
+  otlp_endpoint: "http://127.0.0.1:$ORIGIN_PORT"
+  sample_ratio: $TRACE
+EOF
+  fi
   "$SWITCHYARD_BIN" check -c "$TMP/switchyard.yaml" >&2 \
     || die "switchyard check rejected the bench config $TMP/switchyard.yaml"
   # Access log (JSON lines on stdout) goes to a file, as it would in production.
@@ -710,7 +723,7 @@ fi
   echo "## Switchyard load benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- Machine: $NCPU CPU ($CPU_MODEL), $(uname -sr), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); CPU ${IDLE_BUSY}% busy in the second before the run; during the run, processes other than the benchmark's used ${OTHER_PCT}% of one CPU$([ "$STEAL_PCT" -gt 0 ] && echo " and the hypervisor stole ${STEAL_PCT}%")$( { [ "$IDLE_BUSY" -gt 10 ] || [ "$OTHER_PCT" -gt 5 ]; } && echo ' (**machine not idle: figures may be noisy**)'); load average before $START_LOAD, after $END_LOAD."
-  echo "- Tools: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), fixed-rate runs: $FIXED_TOOL; switchyard $([ "$ONLY_NGINX" = 1 ] && echo 'not measured (ONLY_NGINX=1)' || echo "\`$SWITCHYARD_BIN\` ($(date -u -r "$SWITCHYARD_BIN" '+built %Y-%m-%d %H:%M UTC'), work tree at \`$GW_REV\`)")."
+  echo "- Tools: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), fixed-rate runs: $FIXED_TOOL; switchyard $([ "$ONLY_NGINX" = 1 ] && echo 'not measured (ONLY_NGINX=1)' || echo "\`$SWITCHYARD_BIN\` ($(date -u -r "$SWITCHYARD_BIN" '+built %Y-%m-%d %H:%M UTC'), work tree at \`$GW_REV\`)"); tracing: $([ "$TRACE" = off ] && echo off || echo "on, sample ratio $TRACE (OTLP/HTTP to the origin nginx)")."
   echo "- Pinning: $PIN_TEXT"
   echo "- Request: \`POST\` of a ${REQ_BYTES}-byte chat request (4 messages); the origin answers a ${RESP_BYTES}-byte \`chat.completion\` with nginx \`return 200\`. HTTP/1.1 keep-alive everywhere, loopback only."
   echo "- Measuring time: ${ELAPSED} s."

@@ -15,6 +15,9 @@ use serde::Serialize;
 pub struct AccessRecord {
     pub ts: String,
     pub request_id: String,
+    /// The OpenTelemetry trace id, when tracing is on (`telemetry:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     pub user: Option<Arc<str>>,
     /// The id of the key used (store keys: `key_...`; config keys: `cfg:` + digest prefix).
     pub key_id: Option<Arc<str>>,

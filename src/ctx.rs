@@ -117,6 +117,8 @@ pub struct RequestCtx {
     pub body_permit: Option<crate::body_budget::BodyPermit>,
     /// A Responses-API request's id, echo and storage (`/v1/responses` only).
     pub responses: Option<Box<crate::pipeline::responses::ResponsesTurn>>,
+    /// This request's trace when tracing is on (`telemetry:`).
+    pub trace: Option<Box<crate::telemetry::RequestTrace>>,
     _in_flight: InFlight,
 }
 
@@ -149,6 +151,7 @@ impl RequestCtx {
             body_permit: None,
             responses: None,
             cors: None,
+            trace: None,
             _in_flight: InFlight::new(metrics),
         }
     }

@@ -28,4 +28,5 @@ pub mod response_store;
 pub mod route;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

@@ -41,6 +41,8 @@ pub struct Metrics {
     /// Image URLs the gateway fetched for providers that take bytes only
     /// ([`crate::media_fetch`]), by `result` (ok, refused, failed) and `reason`.
     pub media_fetches: IntCounterVec,
+    /// Trace ids of sampled requests for the latency histograms (OpenMetrics scrapes).
+    pub exemplars: crate::telemetry::exemplars::Exemplars,
 }
 
 impl Metrics {
@@ -213,6 +215,7 @@ impl Metrics {
             limit_refusals,
             unpriced,
             media_fetches,
+            exemplars: Default::default(),
         })
     }
 
@@ -257,14 +260,29 @@ impl Metrics {
     }
 }
 
-/// The `/metrics` HTTP app on `server.metrics_listen`.
+use crate::telemetry::exemplars;
+
+/// The `/metrics` HTTP app on `server.metrics_listen` (OpenMetrics with exemplars when the
+/// scraper asks for it).
 pub struct MetricsApp(pub Arc<Metrics>);
 
 #[async_trait]
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path();
-        let (status, ctype, body) = if path == "/metrics" {
+        let accept = session
+            .req_header()
+            .headers
+            .get("accept")
+            .map(|v| v.as_bytes());
+        let (status, ctype, body) = if path == "/metrics" && exemplars::wants_openmetrics(accept) {
+            let text = String::from_utf8_lossy(&self.0.render()).into_owned();
+            (
+                200,
+                exemplars::OPENMETRICS,
+                self.0.exemplars.openmetrics(&text).into_bytes(),
+            )
+        } else if path == "/metrics" {
             (200, "text/plain; version=0.0.4", self.0.render())
         } else {
             (404, "text/plain", b"not found; try /metrics\n".to_vec())

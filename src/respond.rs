@@ -77,6 +77,9 @@ pub fn header(
     if let Some(cors) = &ctx.cors {
         cors.apply_to_map(map);
     }
+    if let Some((name, value)) = crate::telemetry::response_header(ctx) {
+        map.insert(name, value);
+    }
     Ok(ResponseHeader::from(parts))
 }
 

@@ -49,6 +49,8 @@ pub struct Built {
 pub struct LiveConfig {
     pub current: Arc<ArcSwap<Config>>,
     generation: tokio::sync::watch::Sender<u64>,
+    /// Tracing follows the `telemetry:` section of each reload.
+    tracing: Arc<crate::telemetry::Tracing>,
 }
 
 impl LiveConfig {
@@ -74,6 +76,7 @@ impl LiveConfig {
             log::warn!("reload: auth.store, refresh_seconds, limits, admin and audit settings take effect after a restart");
         }
         resolve_endpoints(&next);
+        self.tracing.configure(next.telemetry.as_ref());
         self.current.store(Arc::new(next));
         self.generation.send_modify(|g| *g += 1);
         log::info!("configuration reloaded");
@@ -130,18 +133,23 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
     metrics.register(Box::new(governance.totp_throttle.failures.clone()));
     metrics.register(Box::new(governance.totp_throttle.lockouts.clone()));
     let access_log = AccessLog::start(s.access_log);
+    let tracing = crate::telemetry::Tracing::new();
+    metrics.register(Box::new(tracing.dropped.clone()));
+    tracing.configure(config.telemetry.as_ref());
     let live = Arc::new(LiveConfig {
         current: Arc::new(ArcSwap::new(config.clone())),
         generation: tokio::sync::watch::channel(0).0,
+        tracing: tracing.clone(),
     });
     let health = Arc::new(HealthRegistry::default());
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         live.current.clone(),
         metrics.clone(),
         access_log.clone(),
         health.clone(),
         governance.clone(),
     );
+    gateway.tracing = tracing;
     // The connection gate in front of the proxy enforces `server.max_connections` and the
     // client timeouts (see `crate::limits`).
     let mut http = pingora::proxy::http_proxy(&server.configuration, gateway);
@@ -407,7 +415,11 @@ impl BackgroundService for ProviderMaintenance {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = generation.changed() => continue,
-                _ = self.maintain(&config, &for_tasks) => return,
+                // Under the gateway's tracing: credential refreshes are spans of their own.
+                _ = crate::telemetry::BACKGROUND.scope(
+                    self.live.tracing.clone(),
+                    self.maintain(&config, &for_tasks),
+                ) => return,
             }
         }
     }

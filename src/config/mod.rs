@@ -137,6 +137,8 @@ pub struct Config {
     pub responses: crate::response_store::ResponseSettings,
     /// `media:`: the image URL fetcher; None when `fetch_image_urls` is off.
     pub media: Option<std::sync::Arc<crate::media_fetch::ImageFetcher>>,
+    /// `telemetry:` with an endpoint: OpenTelemetry tracing on (reloadable).
+    pub telemetry: Option<crate::telemetry::TelemetrySettings>,
 }
 
 /// `admin:`: the admin API's listener and credentials.
@@ -209,6 +211,7 @@ impl Config {
         let governance = validate_governance(&raw, &mut problems);
         let admin = validate_admin(&raw, &server, &governance, &mut problems);
         let media = validate_media(&raw.media, &mut problems);
+        let telemetry = crate::telemetry::config::validate(&raw.telemetry, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -226,6 +229,7 @@ impl Config {
                     .unwrap_or(usize::MAX),
             },
             media,
+            telemetry,
         })
     }
 }

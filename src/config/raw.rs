@@ -36,6 +36,9 @@ pub struct RawConfig {
     /// Fetching image URLs for providers that take image bytes only.
     #[serde(default)]
     pub media: RawMedia,
+    /// OpenTelemetry tracing (`crate::telemetry`).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::RawTelemetry,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,7 @@ use crate::providers::Provider;
 use crate::respond;
 use crate::route::health::{Admission, ProviderHealth};
 use crate::route::{Candidate, Plan, Policy};
+use crate::telemetry::{self, AttemptEnd, Reason};
 
 /// One request's journey through its plan.
 pub(super) struct Run<'a> {
@@ -90,6 +91,7 @@ impl Run<'_> {
         let n = plan.candidates.len();
         let mut best: Option<Failure> = None;
         let mut start_at = 0;
+        telemetry::note_request(ctx, self.endpoint, self.parsed);
 
         // A token count is cheap and answered locally by hosts that cannot count: not hedged.
         let hedge = plan
@@ -98,15 +100,16 @@ impl Run<'_> {
         if let Some(after) = hedge {
             // Boxed: two attempts side by side make the biggest future of all, and only
             // hedged mappings need it.
-            match Box::pin(self.hedged(
+            let r = Box::pin(self.hedged(
                 session,
                 ctx,
                 &plan.candidates[0],
                 &plan.candidates[1],
                 after,
             ))
-            .await?
-            {
+            .await;
+            traced_end(ctx, &r);
+            match r? {
                 Outcome::Answered => return Ok(()),
                 Outcome::Failed(f) => {
                     self.count_failure(&f);
@@ -144,10 +147,19 @@ impl Run<'_> {
                     .any(|c| !self.gw.health.get(&c.provider.name).is_open());
                 let may_retry = more_same || more_next;
                 let best_rank = best.as_ref().map(|f| rank(&f.error));
-                match self
+                let reason = if retry > 0 {
+                    Reason::Retry
+                } else if ctx.attempts == 0 {
+                    Reason::First
+                } else {
+                    Reason::Fallback
+                };
+                telemetry::next_reason(ctx, reason);
+                let r = self
                     .attempt(session, ctx, cand, &health, remaining, may_retry, best_rank)
-                    .await?
-                {
+                    .await;
+                traced_end(ctx, &r);
+                match r? {
                     Outcome::Answered => return Ok(()),
                     Outcome::Failed(f) => {
                         self.count_failure(&f);
@@ -221,6 +233,7 @@ impl Run<'_> {
         ctx.attempts += 1;
         ctx.provider = Some(cand.provider.clone());
         ctx.upstream_model = Some(cand.upstream_model.to_owned());
+        telemetry::begin_attempt(ctx, cand.provider, cand.upstream_model);
         let _in_flight = health.start();
         let failed = |error: GatewayError| {
             Ok(Outcome::Failed(Failure {
@@ -253,7 +266,8 @@ impl Run<'_> {
                 return Err(e);
             }
         };
-        let call = self.call(cand, upstream, prepared);
+        let mut call = self.call(cand, upstream, prepared);
+        telemetry::inject(ctx, telemetry::current(ctx), &mut call.request);
         let fw = self.forwarder(remaining);
         // A client that leaves while the provider thinks cancels the call at once.
         let opened = tokio::select! {
@@ -311,6 +325,7 @@ impl Run<'_> {
         best: Option<u8>,
     ) -> Result<Outcome, GatewayError> {
         let status = opened.status();
+        telemetry::note_status(ctx, status);
         if status >= 500 {
             health.record_failure(&self.policy.breaker);
         } else {
@@ -383,8 +398,20 @@ impl Run<'_> {
         let fw = self.forwarder(remaining);
         self.fetch_images_for(first).await;
         self.fetch_images_for(second).await;
-        let call0 = self.call(first, up0, self.prepare(first, up0)?);
-        let call1 = self.call(second, up1, self.prepare(second, up1)?);
+        let mut call0 = self.call(first, up0, self.prepare(first, up0)?);
+        let mut call1 = self.call(second, up1, self.prepare(second, up1)?);
+        // Both attempts' spans open now (the hedge's start moves to its delay), so that each
+        // call carries its own span as `traceparent`.
+        let race_start = Instant::now();
+        telemetry::next_reason(ctx, Reason::First);
+        telemetry::begin_attempt(ctx, first.provider, first.upstream_model);
+        let span0 = telemetry::current(ctx);
+        telemetry::next_reason(ctx, Reason::Hedge);
+        telemetry::begin_attempt(ctx, second.provider, second.upstream_model);
+        let span1 = telemetry::current(ctx);
+        telemetry::restart_attempt(ctx, span1, race_start + after);
+        telemetry::inject(ctx, span0, &mut call0.request);
+        telemetry::inject(ctx, span1, &mut call1.request);
         let second_started = AtomicBool::new(false);
         let mut f0 = std::pin::pin!(async {
             let _g = h0.start();
@@ -418,6 +445,12 @@ impl Run<'_> {
                 }
                 Err(e) => e,
             };
+            telemetry::end_attempt_at(
+                ctx,
+                if winner == 0 { span0 } else { span1 },
+                AttemptEnd::Failed(failure_class(&status)),
+                Instant::now(),
+            );
             self.count_failure(&Failure {
                 error: status,
                 retry_after: None,
@@ -430,11 +463,20 @@ impl Run<'_> {
                 (0, f0.await)
             }
         };
-        ctx.attempts += if second_started.load(Ordering::Relaxed) {
-            2
+        let both = second_started.load(Ordering::Relaxed);
+        ctx.attempts += if both { 2 } else { 1 };
+        let (won, lost) = if winner == 0 {
+            (span0, span1)
         } else {
-            1
+            (span1, span0)
         };
+        if both {
+            // The other one, when still running, was cancelled by this answer.
+            telemetry::end_attempt_at(ctx, lost, AttemptEnd::LostHedge, Instant::now());
+        } else {
+            telemetry::drop_attempt(ctx, span1);
+        }
+        telemetry::set_current(ctx, won);
         let (cand, call, health) = if winner == 0 {
             (first, &call0, &h0)
         } else {
@@ -488,6 +530,29 @@ impl Run<'_> {
             deadline: Some(self.deadline),
         }
     }
+}
+
+/// Closes the current attempt's span with what the attempt came to.
+fn traced_end(ctx: &mut RequestCtx, r: &Result<Outcome, GatewayError>) {
+    if ctx.trace.as_ref().is_none_or(|t| !t.sampled) {
+        return;
+    }
+    let end = match r {
+        Ok(Outcome::Answered) => match telemetry::current_status(ctx).filter(|s| *s >= 400) {
+            Some(429) => AttemptEnd::Failed("rate_limit"),
+            Some(s) if s >= 500 => AttemptEnd::Failed("server_error"),
+            Some(_) => AttemptEnd::Failed("client_error"),
+            None => AttemptEnd::Won,
+        },
+        Ok(Outcome::Failed(f)) => AttemptEnd::Failed(failure_class(&f.error)),
+        Err(e) => AttemptEnd::Failed(failure_class(e)),
+    };
+    telemetry::end_attempt(ctx, end);
+}
+
+/// `error.type` of a failed attempt: the provider error class, else the gateway's kind.
+fn failure_class(e: &GatewayError) -> &'static str {
+    e.provider_error_type().unwrap_or_else(|| e.kind())
 }
 
 /// Keeps `f` as the client's answer if it tells more than the best failure so far (on a tie

@@ -36,6 +36,8 @@ pub struct Gateway {
     pub(crate) body_budget: Arc<crate::body_budget::BodyBudget>,
     /// Stored Responses-API answers (`previous_response_id`, `GET /v1/responses/{id}`).
     pub(crate) responses: Arc<crate::response_store::ResponseStore>,
+    /// OpenTelemetry tracing (off until `telemetry:` configures it).
+    pub tracing: Arc<crate::telemetry::Tracing>,
 }
 
 /// What `request_filter` decided.
@@ -64,6 +66,7 @@ impl Gateway {
             key_slots: Arc::default(),
             body_budget: Arc::default(),
             responses: Arc::default(),
+            tracing: crate::telemetry::Tracing::new(),
         }
     }
 }

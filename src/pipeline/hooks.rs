@@ -48,6 +48,13 @@ impl ProxyHttp for Gateway {
                 .get("x-request-id")
                 .map(|v| v.as_bytes()),
         );
+        if let Some(p) = self.tracing.pipeline() {
+            ctx.trace = Some(crate::telemetry::RequestTrace::start(
+                p,
+                &session.req_header().headers,
+                ctx.started,
+            ));
+        }
         let (limits, cors) = {
             let config = self.config.load();
             (config.server.limits, config.server.cors.clone())
@@ -176,6 +183,9 @@ impl ProxyHttp for Gateway {
         if let Some(pt) = ctx.passthrough.as_mut() {
             pt.observe_response(resp);
             resp.insert_header("x-switchyard-request-id", ctx.request_id.as_str())?;
+            if let Some((name, value)) = crate::telemetry::response_header(ctx) {
+                resp.insert_header(name, value)?;
+            }
             if let Some(cors) = &ctx.cors {
                 cors.apply_to_upstream(resp)?;
             }
@@ -387,6 +397,7 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[provider, model])
                 .observe(ttfb.as_secs_f64());
         }
+        crate::telemetry::exemplar(ctx, &self.metrics, provider, model, latency);
         if ctx
             .provider
             .as_ref()
@@ -436,8 +447,10 @@ impl ProxyHttp for Gateway {
             };
             self.governance.settle(caller, record).await;
         }
+        let trace_id = crate::telemetry::finish(ctx, session, status);
         self.access_log.log(AccessRecord {
             ts: now_rfc3339(),
+            trace_id,
             request_id: std::mem::take(&mut ctx.request_id),
             user: ctx.caller.as_ref().map(|c| c.user.clone()),
             key_id: ctx.caller.as_ref().map(|c| c.key_id.clone()),

@@ -150,6 +150,7 @@ impl Forwarder<'_> {
             });
         };
         ctx.usage = usage;
+        crate::telemetry::note_openai_answer(ctx, &body);
         let mut h =
             respond::header(status, "application/json", ctx).map_err(|_| GatewayError::Internal)?;
         copy_headers(&resp, &mut h);
@@ -442,6 +443,7 @@ impl Forwarder<'_> {
                 })?;
                 ctx.usage = completion.usage;
                 let out = render(&completion, &rctx);
+                crate::telemetry::note_completion(ctx, &completion);
                 if let Some(turn) = ctx.responses.as_deref() {
                     turn.save(&out).await;
                 }

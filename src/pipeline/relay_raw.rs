@@ -29,6 +29,9 @@ impl Forwarder<'_> {
         }
         h.insert_header("x-switchyard-request-id", ctx.request_id.as_str())
             .map_err(io)?;
+        if let Some((name, value)) = crate::telemetry::response_header(ctx) {
+            h.insert_header(name, value).map_err(io)?;
+        }
         if let Some(cors) = &ctx.cors {
             cors.apply_to_upstream(&mut h).map_err(io)?;
         }

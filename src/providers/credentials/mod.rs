@@ -130,7 +130,10 @@ async fn refresh_until_shutdown<T, Fut>(
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(until_refresh()) => {}
         }
-        match refresh().await {
+        let started = std::time::Instant::now();
+        let result = refresh().await;
+        crate::telemetry::credential_span(what, started, result.as_ref().err().map(String::as_str));
+        match result {
             Ok(_) => backoff = Duration::from_secs(1),
             Err(e) => {
                 log::warn!("{what} refresh failed (retrying in {backoff:?}): {e}");
