@@ -53,12 +53,70 @@ impl UsageMeter {
 
     /// Looks for usage and a model name in one JSON document (a body or a stream event).
     pub fn observe_json(&mut self, bytes: &[u8]) {
+        if self.observe_top_level(bytes) {
+            return;
+        }
         match serde_json::from_slice::<Value>(bytes) {
             // Gemini `streamGenerateContent` without `alt=sse`: one JSON array of responses.
             Ok(Value::Array(items)) => items.iter().for_each(|v| self.observe_value(v, 0)),
             Ok(v) => self.observe_value(&v, 0),
             Err(_) => {}
         }
+    }
+
+    /// The common case without building the document's tree: an object with its usage at the
+    /// top level (every provider's complete answer but OCI's, and most final stream events).
+    /// Only the top-level fields that can carry usage or the model are read into values; the
+    /// rest (the generated text) is only scanned. False when the document has no usage at the
+    /// top (the caller then reads it whole: nested usage, the text-size estimate).
+    fn observe_top_level(&mut self, bytes: &[u8]) -> bool {
+        const WANTED: [&str; 10] = [
+            "usage",
+            "usageMetadata",
+            "amazon-bedrock-invocationMetrics",
+            "model",
+            "modelId",
+            "modelVersion",
+            "model_id",
+            "results",
+            "input_token_count",
+            "predictions",
+        ];
+        // Borrowed keys: a key with escapes fails here and takes the full path.
+        let Ok(TopFields(top)) = serde_json::from_slice::<TopFields<'_>>(bytes) else {
+            return false;
+        };
+        // `"usage": null` (OpenAI's stream chunks before the last) is no usage.
+        if !top
+            .iter()
+            .any(|(k, raw)| raw.get().starts_with('{') && SHAPES.iter().any(|(key, _, _)| key == k))
+        {
+            return false;
+        }
+        let mut obj = serde_json::Map::new();
+        for (k, raw) in top {
+            if WANTED.contains(&k) {
+                if let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
+                    obj.insert(k.to_owned(), v);
+                }
+            }
+        }
+        let before = (self.input, self.output);
+        self.observe_object(&obj);
+        if (self.input, self.output) == before && !self.reports_usage(&obj) {
+            return false;
+        }
+        true
+    }
+
+    /// Whether `obj` has a usage object of a known shape with a count in it.
+    fn reports_usage(&self, obj: &serde_json::Map<String, Value>) -> bool {
+        SHAPES.iter().any(|(key, input, output)| {
+            obj.get(*key).and_then(Value::as_object).is_some_and(|u| {
+                u.get(*input).is_some_and(Value::is_u64)
+                    || u.get(*output).is_some_and(Value::is_u64)
+            })
+        })
     }
 
     /// Records token counts reported outside the body (e.g. Bedrock's
@@ -77,6 +135,20 @@ impl UsageMeter {
             self.text_bytes += text_bytes(v, 0);
         }
         let Value::Object(obj) = v else { return };
+        self.observe_object(obj);
+        // Usage can sit one or two levels down: Anthropic `message_start.message.usage`,
+        // OCI `chatResponse.usage`, Gemini stream wrappers.
+        if depth < 2 {
+            for key in ["message", "chatResponse", "response", "metadata"] {
+                if let Some(inner) = obj.get(key) {
+                    self.observe_value(inner, depth + 1);
+                }
+            }
+        }
+    }
+
+    /// The model name and the usage an object's own fields report.
+    fn observe_object(&mut self, obj: &serde_json::Map<String, Value>) {
         if self.model.is_none() {
             // `modelId` (OCI) before `modelVersion`, which is OCI's version number but Gemini's name.
             if let Some(m) = obj
@@ -101,15 +173,6 @@ impl UsageMeter {
             }
         }
         self.observe_count_fields(obj);
-        // Usage can sit one or two levels down: Anthropic `message_start.message.usage`,
-        // OCI `chatResponse.usage`, Gemini stream wrappers.
-        if depth < 2 {
-            for key in ["message", "chatResponse", "response", "metadata"] {
-                if let Some(inner) = obj.get(key) {
-                    self.observe_value(inner, depth + 1);
-                }
-            }
-        }
     }
 
     /// Counts that are not a usage object: watsonx `/text/generation[_stream]`
@@ -165,6 +228,34 @@ impl UsageMeter {
     }
 }
 
+/// A JSON object's top-level fields, their values left as unparsed text.
+struct TopFields<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for TopFields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = TopFields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::new();
+                while let Some((k, v)) =
+                    m.next_entry::<&'de str, &'de serde_json::value::RawValue>()?
+                {
+                    fields.push((k, v));
+                }
+                Ok(TopFields(fields))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
 /// Bytes of the strings under [`TEXT_FIELDS`] anywhere in `v` (depth-bounded).
 fn text_bytes(v: &Value, depth: usize) -> u64 {
     if depth > 8 {
@@ -193,6 +284,40 @@ mod tests {
             m.observe_json(d.as_bytes());
         }
         m
+    }
+
+    #[test]
+    fn top_level_usage_is_read_without_the_tree_and_the_rest_still_works() {
+        // Top-level usage: the quick path; the model too.
+        let mut m = UsageMeter::new();
+        assert!(m.observe_top_level(br#"{"id":"x","model":"gpt-4o","choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#));
+        assert_eq!(
+            (
+                m.usage().unwrap().prompt_tokens,
+                m.usage().unwrap().completion_tokens
+            ),
+            (3, 5)
+        );
+        assert_eq!(m.model(), Some("gpt-4o"));
+        // No usage, null usage, nested usage, escaped keys, not an object: the full path.
+        for doc in [
+            &br#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#[..],
+            br#"{"type":"message_start","message":{"usage":{"input_tokens":4}}}"#,
+            br#"{"us\u0061ge":{"prompt_tokens":1}}"#,
+            br#"[{"usageMetadata":{"promptTokenCount":1}}]"#,
+            br#"{"usage":{"prompt_tokens":"x"}}"#,
+            b"not json",
+        ] {
+            assert!(
+                !UsageMeter::new().observe_top_level(doc),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+        let m = meter(&[r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#]);
+        assert_eq!(m.text_bytes(), 2);
+        let m = meter(&[r#"{"us\u0061ge":{"prompt_tokens":1,"completion_tokens":2}}"#]);
+        assert_eq!(m.usage().unwrap().completion_tokens, 2);
     }
 
     #[test]
