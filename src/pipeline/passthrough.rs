@@ -283,8 +283,16 @@ pub fn prepare_upstream_request(
     })?;
     req.set_uri(uri);
     req.insert_header("host", upstream.endpoint.authority.clone())?;
-    for name in HOP_BY_HOP.iter().chain(&["expect"]) {
-        req.remove_header(*name);
+    // One pass over the request's own headers (usually none of these is there) rather than
+    // a lookup per name.
+    let hop: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(&k.as_str()) || k.as_str() == "expect")
+        .cloned()
+        .collect();
+    for name in hop {
+        req.remove_header(&name);
     }
     // Only codings the usage meter can decode (the answer is relayed as it comes).
     if let Some(accept) = req.headers.get(http::header::ACCEPT_ENCODING) {
