@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::openai::{ParsedRequest, Usage};
 use crate::sse::{parse_event, SseFramer};
+use crate::translate::{StreamEnd, StreamTranslator};
 
 /// The upstream body: the caller's fields as written, with `model` replaced. (No
 /// `stream_options.include_usage`: Responses streams always end with usage.)
@@ -103,10 +104,13 @@ pub struct ResponsesRelay {
     client_model: String,
     previous_response_id: Option<String>,
     framer: SseFramer,
-    /// The `response` object of `response.completed` / `.incomplete` / `.failed`.
-    last: Option<Value>,
-    /// Whether the stream reached a terminal event.
+    /// The `response` object of `response.completed` / `.incomplete` / `.failed`, as sent.
+    last: Option<Vec<u8>>,
+    usage: Option<Usage>,
+    /// Whether the stream reached a terminal event (`error` included).
     ended: bool,
+    /// The provider's message when the stream ended with `error` or `response.failed`.
+    failed: Option<String>,
 }
 
 const LIFECYCLE: &[&[u8]] = &[
@@ -131,7 +135,9 @@ impl ResponsesRelay {
             previous_response_id: restore.previous_response_id.map(str::to_owned),
             framer: SseFramer::new(),
             last: None,
+            usage: None,
             ended: false,
+            failed: None,
         }
     }
 
@@ -141,13 +147,19 @@ impl ResponsesRelay {
             client_model: &self.client_model,
             previous_response_id: self.previous_response_id.as_deref(),
         };
-        let (last, ended) = (&mut self.last, &mut self.ended);
+        let (last, usage, ended, failed) = (
+            &mut self.last,
+            &mut self.usage,
+            &mut self.ended,
+            &mut self.failed,
+        );
         self.framer.feed(chunk, |raw| {
             let ev = parse_event(raw);
             let kind = ev.event.unwrap_or_default();
             if !LIFECYCLE.contains(&kind) {
                 if kind == b"error" {
                     *ended = true;
+                    *failed = Some(error_message(&ev.data));
                 }
                 out.extend_from_slice(raw);
                 return;
@@ -161,7 +173,13 @@ impl ResponsesRelay {
             }
             if TERMINAL.contains(&kind) {
                 *ended = true;
-                *last = data.get("response").cloned();
+                if let Some(r) = data.get("response") {
+                    *usage = usage_of(r);
+                    *last = serde_json::to_vec(r).ok();
+                    if kind == b"response.failed" {
+                        *failed = Some(error_message(&serde_json::to_vec(r).unwrap_or_default()));
+                    }
+                }
             }
             out.extend_from_slice(b"event: ");
             out.extend_from_slice(kind);
@@ -170,21 +188,47 @@ impl ResponsesRelay {
             out.extend_from_slice(b"\n\n");
         });
     }
+}
 
-    /// Whether a terminal event (`response.completed`, `.incomplete`, `.failed`, `error`)
-    /// has been relayed.
-    pub fn ended(&self) -> bool {
+/// The `message` of a Responses `error` event or a failed `response` (its `error.message`).
+fn error_message(data: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
+    v.get("message")
+        .or_else(|| v.pointer("/error/message"))
+        .and_then(Value::as_str)
+        .unwrap_or("the provider reported an error")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+impl StreamTranslator for ResponsesRelay {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        ResponsesRelay::feed(self, chunk, out)
+    }
+
+    /// Nothing is owed: OpenAI's own events are the client's. A stream that stopped before a
+    /// terminal event is `Truncated` (the gateway then ends it with an error).
+    fn finish(&mut self, _out: &mut Vec<u8>) -> StreamEnd {
+        match (&self.failed, self.ended) {
+            (Some(msg), _) => StreamEnd::ProviderError(msg.clone()),
+            (None, true) => StreamEnd::Complete,
+            (None, false) => StreamEnd::Truncated,
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// A terminal event (`response.completed`, `.incomplete`, `.failed`, `error`) has been
+    /// relayed.
+    fn ended(&self) -> bool {
         self.ended
     }
 
-    /// The final `response` object, once the stream has ended with one.
-    pub fn final_response(&self) -> Option<&Value> {
-        self.last.as_ref()
-    }
-
-    /// Usage of the final `response` object.
-    pub fn usage(&self) -> Option<Usage> {
-        self.last.as_ref().and_then(usage_of)
+    fn final_response(&self) -> Option<&[u8]> {
+        self.last.as_deref()
     }
 }
 
@@ -259,7 +303,9 @@ mod tests {
             ),
             (5, 1, 2)
         );
-        assert_eq!(r.final_response().unwrap()["output"][0]["id"], "msg_1");
+        let last: Value = serde_json::from_slice(r.final_response().unwrap()).unwrap();
+        assert_eq!(last["output"][0]["id"], "msg_1");
+        assert_eq!(r.finish(&mut Vec::new()), StreamEnd::Complete);
         for split in 1..STREAM.len() {
             let mut out = Vec::new();
             let mut r = ResponsesRelay::new(FAST);
@@ -276,5 +322,15 @@ mod tests {
         r.feed(&STREAM.as_bytes()[..STREAM.len() - 10], &mut out);
         assert!(!r.ended());
         assert!(r.final_response().is_none());
+        assert_eq!(r.finish(&mut out), StreamEnd::Truncated);
+    }
+
+    #[test]
+    fn an_error_event_ends_the_stream_as_a_provider_error() {
+        let mut out = Vec::new();
+        let mut r = ResponsesRelay::new(FAST);
+        r.feed(b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"boom\",\"sequence_number\":3}\n\n", &mut out);
+        assert!(r.ended());
+        assert_eq!(r.finish(&mut out), StreamEnd::ProviderError("boom".into()));
     }
 }

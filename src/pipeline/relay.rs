@@ -15,7 +15,9 @@ use switchyard_filters::chat::response::render;
 use switchyard_filters::front::FrontDoor;
 use switchyard_filters::openai::upstream_error_body;
 use switchyard_filters::openai_upstream::{translate_response, StreamFilter};
-use switchyard_filters::translate::{self, Answer, ErrorHints, StreamEnd, Target};
+use switchyard_filters::translate::{
+    self, Answer, ErrorHints, StreamEnd, StreamTranslator, Target,
+};
 
 use super::forward::*;
 use crate::ctx::RequestCtx;
@@ -290,103 +292,16 @@ impl Forwarder<'_> {
         let created = unix_now();
         let (fallback_id, echo) = answer_ids(&ctx.request_id, ctx.responses.as_deref());
         let rctx = tr.response_ctx(client_model, fallback_id, echo, created);
-        let mut saves = ctx.responses.as_ref().is_some_and(|t| t.saves());
         let io = |_| GatewayError::Internal;
         match tr.shape {
             Shape::Chat { stream: true, .. } | Shape::Native { stream: true } => {
-                let mut translator = if let Shape::Native { .. } = tr.shape {
+                let translator = if let Shape::Native { .. } = tr.shape {
                     messages_native::stream(&target, client_model)
                 } else {
                     translate::chat_stream(&target, &rctx)
                 };
-                let mut h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
-                copy_headers(&resp, &mut h);
-                respond::start_stream(session, ctx, h).await.map_err(io)?;
-                let mut out = Vec::with_capacity(4096);
-                let mut progress = Progress::new(self);
-                // Until the translator has ended the client's stream itself (an unreadable
-                // event, a provider error event): the rest of the provider's bytes are moot.
-                while !translator.ended() {
-                    let chunk = match progress.next(&mut up, session, ctx, provider).await {
-                        Ok(Some(chunk)) => chunk,
-                        Ok(None) => break,
-                        Err(()) => {
-                            ctx.usage = translator.usage();
-                            return Ok(());
-                        }
-                    };
-                    out.clear();
-                    translator.feed(&chunk, &mut out);
-                    if progress
-                        .fed(
-                            chunk.len(),
-                            !out.is_empty(),
-                            &mut up,
-                            session,
-                            ctx,
-                            provider,
-                        )
-                        .await
-                        .is_err()
-                    {
-                        ctx.usage = translator.usage();
-                        return Ok(());
-                    }
-                    if out.is_empty() {
-                        continue;
-                    }
-                    ctx.mark_first_byte();
-                    if saves {
-                        saves = !save_final_response(ctx, translator.final_response()).await;
-                    }
-                    let send = Bytes::copy_from_slice(&out);
-                    if respond::body(session, ctx, send, false).await.is_err() {
-                        ctx.usage = translator.usage();
-                        up.shutdown().await;
-                        return Ok(());
-                    }
-                }
-                out.clear();
-                let end = translator.finish(&mut out);
-                let complete = matches!(end, StreamEnd::Complete);
-                ctx.usage = translator.usage();
-                if saves {
-                    save_final_response(ctx, translator.final_response()).await;
-                }
-                if !out.is_empty() {
-                    ctx.mark_first_byte();
-                    let _ = session
-                        .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
-                        .await;
-                }
-                match end {
-                    StreamEnd::Complete => {}
-                    StreamEnd::ProviderError(msg) => {
-                        ctx.log_detail = Some(format!("provider error mid-stream: {msg}"));
-                        ctx.error = Some(GatewayError::UpstreamStatus {
-                            provider: provider.to_owned(),
-                            status: 502,
-                            retry_after: None,
-                        });
-                    }
-                    StreamEnd::Truncated => {
-                        ctx.log_detail =
-                            Some("upstream stream ended before it was complete".into());
-                        ctx.error = Some(GatewayError::UpstreamUnreachable {
-                            provider: provider.to_owned(),
-                            detail: "the stream ended before it was complete",
-                        });
-                    }
-                }
-                let _ = session.write_response_body(None, true).await;
-                if complete && !up.response_done() {
-                    // The translator saw the answer end before the provider's body did (its
-                    // last chunk may still be in flight): read that briefly, so the
-                    // connection can be reused.
-                    drain(&mut up, self.timeouts.idle.min(DRAIN_WAIT)).await;
-                }
-                self.done(up, &peer).await;
-                Ok(())
+                self.relay_stream(session, ctx, provider, up, &resp, &peer, translator)
+                    .await
             }
             Shape::Native { .. } => {
                 let body = self.read_answer(&mut up, provider).await?;
@@ -510,6 +425,110 @@ impl Forwarder<'_> {
                     .map_err(io)
             }
         }
+    }
+
+    /// Relays a provider's stream through `translator` to the client, chunk by chunk, until
+    /// the provider's body ends or the translator has ended the client's stream itself (an
+    /// unreadable event, a provider error event: the rest of the provider's bytes are moot).
+    /// A Responses stream's final `response` object is stored before it is sent.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn relay_stream(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        provider: &str,
+        mut up: HttpSession,
+        resp: &ResponseHeader,
+        peer: &HttpPeer,
+        mut translator: Box<dyn StreamTranslator>,
+    ) -> Result<(), GatewayError> {
+        let io = |_| GatewayError::Internal;
+        let mut saves = ctx.responses.as_ref().is_some_and(|t| t.saves());
+        let mut h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
+        copy_headers(resp, &mut h);
+        respond::start_stream(session, ctx, h).await.map_err(io)?;
+        let mut out = Vec::with_capacity(4096);
+        let mut progress = Progress::new(self);
+        while !translator.ended() {
+            let chunk = match progress.next(&mut up, session, ctx, provider).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(()) => {
+                    ctx.usage = translator.usage();
+                    return Ok(());
+                }
+            };
+            out.clear();
+            translator.feed(&chunk, &mut out);
+            if progress
+                .fed(
+                    chunk.len(),
+                    !out.is_empty(),
+                    &mut up,
+                    session,
+                    ctx,
+                    provider,
+                )
+                .await
+                .is_err()
+            {
+                ctx.usage = translator.usage();
+                return Ok(());
+            }
+            if out.is_empty() {
+                continue;
+            }
+            ctx.mark_first_byte();
+            if saves {
+                saves = !save_final_response(ctx, translator.final_response()).await;
+            }
+            let send = Bytes::copy_from_slice(&out);
+            if respond::body(session, ctx, send, false).await.is_err() {
+                ctx.usage = translator.usage();
+                up.shutdown().await;
+                return Ok(());
+            }
+        }
+        out.clear();
+        let end = translator.finish(&mut out);
+        let complete = matches!(end, StreamEnd::Complete);
+        ctx.usage = translator.usage();
+        if saves {
+            save_final_response(ctx, translator.final_response()).await;
+        }
+        if !out.is_empty() {
+            ctx.mark_first_byte();
+            let _ = session
+                .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
+                .await;
+        }
+        match end {
+            StreamEnd::Complete => {}
+            StreamEnd::ProviderError(msg) => {
+                ctx.log_detail = Some(format!("provider error mid-stream: {msg}"));
+                ctx.error = Some(GatewayError::UpstreamStatus {
+                    provider: provider.to_owned(),
+                    status: 502,
+                    retry_after: None,
+                });
+            }
+            StreamEnd::Truncated => {
+                ctx.log_detail = Some("upstream stream ended before it was complete".into());
+                ctx.error = Some(GatewayError::UpstreamUnreachable {
+                    provider: provider.to_owned(),
+                    detail: "the stream ended before it was complete",
+                });
+            }
+        }
+        let _ = session.write_response_body(None, true).await;
+        if complete && !up.response_done() {
+            // The translator saw the answer end before the provider's body did (its last
+            // chunk may still be in flight): read that briefly, so the connection can be
+            // reused.
+            drain(&mut up, self.timeouts.idle.min(DRAIN_WAIT)).await;
+        }
+        self.done(up, peer).await;
+        Ok(())
     }
 
     /// A provider error status, as the client's OpenAI error.

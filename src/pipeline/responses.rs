@@ -14,7 +14,7 @@ use switchyard_filters::front::responses::request as responses_request;
 use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
 use switchyard_filters::Endpoint;
 
-use super::forward::{copy_headers, drain, end_with_error, Forwarder, Progress, DRAIN_WAIT};
+use super::forward::{copy_headers, Forwarder};
 use super::gateway::Next;
 use super::Gateway;
 use crate::ctx::RequestCtx;
@@ -161,76 +161,9 @@ impl Forwarder<'_> {
                 .await
                 .map_err(io);
         }
-        let mut relay = openai_responses::ResponsesRelay::new(restore);
-        let mut h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
-        copy_headers(resp, &mut h);
-        respond::start_stream(session, ctx, h).await.map_err(io)?;
-        let mut out = Vec::with_capacity(4096);
-        let mut progress = Progress::new(self);
-        let mut saved = false;
-        while !relay.ended() {
-            let chunk = match progress.next(&mut up, session, ctx, provider).await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(()) => {
-                    ctx.usage = relay.usage();
-                    return Ok(());
-                }
-            };
-            out.clear();
-            relay.feed(&chunk, &mut out);
-            if progress
-                .fed(
-                    chunk.len(),
-                    !out.is_empty(),
-                    &mut up,
-                    session,
-                    ctx,
-                    provider,
-                )
-                .await
-                .is_err()
-            {
-                ctx.usage = relay.usage();
-                return Ok(());
-            }
-            if out.is_empty() {
-                continue;
-            }
-            if !saved {
-                if let (Some(turn), Some(r)) = (ctx.responses.as_deref(), relay.final_response()) {
-                    saved = true;
-                    turn.save(r.to_string().as_bytes()).await;
-                }
-            }
-            ctx.mark_first_byte();
-            if respond::body(session, ctx, Bytes::copy_from_slice(&out), false)
-                .await
-                .is_err()
-            {
-                ctx.usage = relay.usage();
-                up.shutdown().await;
-                return Ok(());
-            }
-        }
-        ctx.usage = relay.usage();
-        if !relay.ended() {
-            let e = GatewayError::UpstreamUnreachable {
-                provider: provider.to_owned(),
-                detail: "the stream ended before it was complete",
-            };
-            ctx.log_detail = Some("upstream Responses stream ended without a final event".into());
-            ctx.error = Some(e.clone());
-            up.shutdown().await;
-            end_with_error(session, ctx, &e).await;
-            return Ok(());
-        }
-        let _ = session.write_response_body(None, true).await;
-        if !up.response_done() {
-            drain(&mut up, self.timeouts.idle.min(DRAIN_WAIT)).await;
-        }
-        self.done(up, peer).await;
-        Ok(())
+        let relay = Box::new(openai_responses::ResponsesRelay::new(restore));
+        self.relay_stream(session, ctx, provider, up, resp, peer, relay)
+            .await
     }
 }
 
