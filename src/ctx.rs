@@ -117,6 +117,8 @@ pub struct RequestCtx {
     pub body_permit: Option<crate::body_budget::BodyPermit>,
     /// A Responses-API request's id, echo and storage (`/v1/responses` only).
     pub responses: Option<Box<crate::pipeline::responses::ResponsesTurn>>,
+    /// A cacheable request's cache state (`cache:` on its mapping or key).
+    pub cache: Option<Box<crate::pipeline::cache::CacheCtx>>,
     _in_flight: InFlight,
 }
 
@@ -148,6 +150,7 @@ impl RequestCtx {
             stream_slot: None,
             body_permit: None,
             responses: None,
+            cache: None,
             cors: None,
             _in_flight: InFlight::new(metrics),
         }

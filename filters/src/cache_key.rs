@@ -249,8 +249,14 @@ mod tests {
                 "store": true }"#,
         );
         assert_eq!(a, b);
-        assert_eq!(a, r#"{"messages":[{"content":"hi","role":"user"}],"model":"m"}"#);
-        assert_ne!(a, canon(r#"{"model":"m","messages":[{"role":"user","content":"ho"}]}"#));
+        assert_eq!(
+            a,
+            r#"{"messages":[{"content":"hi","role":"user"}],"model":"m"}"#
+        );
+        assert_ne!(
+            a,
+            canon(r#"{"model":"m","messages":[{"role":"user","content":"ho"}]}"#)
+        );
         // Nested fields named like ignored ones still count.
         assert_ne!(
             canon(r#"{"model":"m","tools":[{"user":1}]}"#),

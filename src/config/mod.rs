@@ -135,6 +135,8 @@ pub struct Config {
     /// `responses:`: how long stored Responses-API answers are kept, and the memory bound
     /// when there is no store.
     pub responses: crate::response_store::ResponseSettings,
+    /// `cache:`: the response cache's backend (takes effect at start, not on reload).
+    pub cache: crate::cache::CacheSettings,
 }
 
 /// `admin:`: the admin API's listener and credentials.
@@ -206,6 +208,7 @@ impl Config {
         );
         let governance = validate_governance(&raw, &mut problems);
         let admin = validate_admin(&raw, &server, &governance, &mut problems);
+        let cache = crate::cache::CacheSettings::from_raw(&raw.cache, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -222,6 +225,7 @@ impl Config {
                 memory_max_bytes: usize::try_from(raw.responses.memory_max_bytes)
                     .unwrap_or(usize::MAX),
             },
+            cache,
         })
     }
 }

@@ -36,6 +36,8 @@ pub struct Gateway {
     pub(crate) body_budget: Arc<crate::body_budget::BodyBudget>,
     /// Stored Responses-API answers (`previous_response_id`, `GET /v1/responses/{id}`).
     pub(crate) responses: Arc<crate::response_store::ResponseStore>,
+    /// The response cache and the calls in flight (`cache:`).
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 /// What `request_filter` decided.
@@ -54,7 +56,12 @@ impl Gateway {
         health: Arc<HealthRegistry>,
         governance: Arc<crate::governance::Governance>,
     ) -> Self {
+        let cache = crate::cache::ResponseCache::new(
+            config.load().cache.clone(),
+            crate::cache::CacheMetrics::new(&metrics),
+        );
         Gateway {
+            cache,
             config,
             metrics,
             access_log,

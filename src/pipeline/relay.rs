@@ -239,9 +239,7 @@ impl Forwarder<'_> {
         filter.finish(&mut out);
         ctx.usage = filter.usage();
         if !out.is_empty() {
-            let _ = session
-                .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
-                .await;
+            respond::tail(session, ctx, Some(Bytes::copy_from_slice(&out)), false).await;
         }
         if !filter.saw_done() {
             let e = GatewayError::UpstreamUnreachable {
@@ -254,7 +252,7 @@ impl Forwarder<'_> {
             end_with_error(session, ctx, &e).await;
             return Ok(());
         }
-        let _ = session.write_response_body(None, true).await;
+        respond::tail(session, ctx, None, true).await;
         self.done(up, peer).await;
         Ok(())
     }
@@ -354,9 +352,7 @@ impl Forwarder<'_> {
                 }
                 if !out.is_empty() {
                     ctx.mark_first_byte();
-                    let _ = session
-                        .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
-                        .await;
+                    respond::tail(session, ctx, Some(Bytes::copy_from_slice(&out)), false).await;
                 }
                 match end {
                     StreamEnd::Complete => {}
@@ -377,7 +373,7 @@ impl Forwarder<'_> {
                         });
                     }
                 }
-                let _ = session.write_response_body(None, true).await;
+                respond::tail(session, ctx, None, true).await;
                 if complete && !up.response_done() {
                     // The translator saw the answer end before the provider's body did (its
                     // last chunk may still be in flight): read that briefly, so the

@@ -225,7 +225,7 @@ impl Forwarder<'_> {
             end_with_error(session, ctx, &e).await;
             return Ok(());
         }
-        let _ = session.write_response_body(None, true).await;
+        respond::tail(session, ctx, None, true).await;
         if !up.response_done() {
             drain(&mut up, self.timeouts.idle.min(DRAIN_WAIT)).await;
         }
