@@ -227,9 +227,7 @@ async fn send(gw: &Gw, key: &str, path: &str, body: &str, headers: &[(&str, &str
 
 /// Ids and times blanked, for comparing a replay with the original.
 fn without_identity(s: &str) -> String {
-    let id = regex_lite(s, &["\"id\":\""]);
-    let created = regex_created(&id);
-    created
+    regex_created(&regex_lite(s, &["\"id\":\""]))
 }
 
 /// Blanks the first id's value everywhere it occurs (the answer's own id).
