@@ -303,6 +303,18 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_harness_holds_on_its_seeds() {
+        for seed in [
+            &br#"{"model":"m","user":"u","messages":[{"role":"user","content":"hi"}],"n":1.5,"z":{"b":1,"a":[1e3,-0.25,"\u00e9"]}}"#[..],
+            br#"{"id": "chatcmpl-1", "created": 1700000000, "x": "chatcmpl-1"}"#,
+            b"data: {\"id\":\"c-1\",\"created\":5}\n\ndata: [DONE]\n\n",
+            b"\xff\"id\":\"\xfe\"",
+        ] {
+            crate::fuzzing::cache_key(seed);
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic() {
         for s in [
             &b"\"id\""[..],
