@@ -128,7 +128,12 @@ pub async fn body(
 ) -> pingora::Result<()> {
     crate::pipeline::cache::record(ctx, &data, end);
     let written = session.write_response_body(Some(data), end).await;
-    gone_on_error(ctx, written)
+    let written = gone_on_error(ctx, written);
+    if written.is_err() && crate::pipeline::cache::serving_followers(ctx) {
+        // Requests that coalesced onto this one still read the answer: keep relaying it.
+        return Ok(());
+    }
+    written
 }
 
 /// Writes the last pieces of a started response whose outcome is already settled (a failed

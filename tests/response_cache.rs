@@ -97,6 +97,14 @@ fn upstream(slow: Duration) -> (MockUpstream, Arc<AtomicUsize>) {
             } else {
                 Reply::Full(200, vec![], resp.to_string().into_bytes())
             }
+        } else if text.contains("slow stream") {
+            let all = chat_stream("gpt-4o", &["Hello", " there", "!"], 9);
+            let events: Vec<Vec<u8>> = all
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| [l, b"\n\n"].concat())
+                .collect();
+            Reply::Stream(events, Duration::from_millis(150))
         } else if text.contains("cut") {
             let all = chat_stream("gpt-4o", &["a", "b"], 3);
             Reply::StreamCut(vec![all[..120].to_vec()])
@@ -820,4 +828,55 @@ async fn a_redis_outage_degrades_to_misses() {
     server.kill().unwrap();
     let _ = server.wait();
     assert!(hit, "hits again once Redis is back");
+}
+
+/// A leader whose client leaves mid-stream keeps relaying for the requests that joined it:
+/// they get the whole stream, and the one upstream call suffices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_leaving_mid_stream_still_feeds_its_followers() {
+    let (up, calls) = upstream(Duration::ZERO);
+    let gw = Arc::new(gateway(&up.url(), ""));
+    let body =
+        r#"{"model":"cached","stream":true,"messages":[{"role":"user","content":"slow stream"}]}"#;
+    let leader = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let resp = client()
+                .post(format!("{}/v1/chat/completions", gw.base))
+                .bearer_auth(ALICE)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let mut resp = resp;
+            // Read the first piece, wait for the followers to join, then go away.
+            let first = resp.chunk().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            drop(resp);
+            first
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let followers: Vec<_> = (0..3)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { send(&gw, ALICE, "/v1/chat/completions", body, &[]).await })
+        })
+        .collect();
+    assert!(leader.await.unwrap().is_some());
+    for f in followers {
+        let a = f.await.unwrap();
+        assert_eq!(a.status, 200);
+        assert!(a.text().ends_with("data: [DONE]\n\n"), "{}", a.text());
+        assert!(a.text().contains(" there"), "{}", a.text());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one upstream call for all");
+    // The answer was complete: it was stored.
+    assert_eq!(
+        send(&gw, ALICE, "/v1/chat/completions", body, &[])
+            .await
+            .cache
+            .as_deref(),
+        Some("hit")
+    );
 }

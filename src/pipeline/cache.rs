@@ -88,6 +88,15 @@ pub(crate) fn record(ctx: &RequestCtx, data: &Bytes, end: bool) {
     }
 }
 
+/// Whether this request leads a call that other requests follow: its upstream call then
+/// outlives its own client (the followers still need the answer).
+pub(crate) fn serving_followers(ctx: &RequestCtx) -> bool {
+    ctx.cache
+        .as_ref()
+        .and_then(|c| c.recording.as_ref())
+        .is_some_and(|r| r.flight().followers() > 0)
+}
+
 /// What [`Gateway::cache_lookup`] decided.
 pub(super) enum Lookup {
     /// The client has its answer (a hit, or a coalesced call's).
