@@ -31,7 +31,7 @@
 #   DURATION=4 (s per throughput round)  ROUNDS=3  LAT_DURATION=5  WARMUP=2  CONNS=16
 #   FIXED_CONNS=4  FIXED_RATE=1000  PACED_DELAY_MS=4  OHA=<path|none>  INSTALL_OHA=0  PIN=1
 #   NICE=-20  ONLY_NGINX=0 (nginx rows only)  NO_BUILD=0 (no cargo build)
-#   ONLY_TARGETS="origin proxy bare pass v1openai v1mock v1gov" (a subset)  GOV_KEYS=10000
+#   ONLY_TARGETS="origin proxy bare pass v1openai v1mock v1cache v1gov" (a subset)  GOV_KEYS=10000
 #   SWITCHYARD_BIN=target/release/switchyard  OUT=target/bench/load-results.md
 #   KEEP_TMP=0 (keep the run dir target/bench/run.* with configs and logs)
 #   RUN_BASE=target/bench (where the run dir goes; /dev/shm keeps the servers' log and store
@@ -211,6 +211,7 @@ ORIGIN_RESP='{"id":"chatcmpl-9QbEnchSwitchyard0000000001","object":"chat.complet
 req_body() { printf '%s' "${REQ_TEMPLATE//__MODEL__/$1}"; }
 req_body gpt-4 >"$TMP/req-gpt-4.json"
 req_body mock-bench >"$TMP/req-mock-bench.json"
+req_body gpt-4-cached >"$TMP/req-gpt-4-cached.json"
 REQ_BYTES="$(wc -c <"$TMP/req-gpt-4.json")"
 RESP_BYTES="$(printf '%s' "$ORIGIN_RESP" | wc -c)"
 
@@ -368,6 +369,11 @@ model_mappings:
     default_provider: openai
     providers:
       openai: {model: gpt-4-0125-preview}
+  gpt-4-cached:  # row 7: the same answer from the response cache (a hit after the first call)
+    default_provider: openai
+    providers:
+      openai: {model: gpt-4-0125-preview}
+    cache: {ttl_seconds: 86400, scope: shared}
 routing:
   patterns:
     - {pattern: "^mock-", default_provider: mock}
@@ -444,7 +450,7 @@ PROXY_URL="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"
 PASS_URL="http://127.0.0.1:$GW_PORT/providers/openai/v1/chat/completions"
 V1_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
 TARGETS=(origin proxy)
-[ "$ONLY_NGINX" = 1 ] || { [ ! -x "${BARE_BIN:-}" ] || TARGETS+=(bare); TARGETS+=(pass v1openai v1mock v1gov); }
+[ "$ONLY_NGINX" = 1 ] || { [ ! -x "${BARE_BIN:-}" ] || TARGETS+=(bare); TARGETS+=(pass v1openai v1mock v1gov v1cache); }
 if [ -n "${ONLY_TARGETS:-}" ]; then  # e.g. ONLY_TARGETS="proxy v1openai" to re-measure a few rows
   read -r -a TARGETS <<<"$ONLY_TARGETS"
 fi
@@ -457,6 +463,7 @@ T_URL[v1openai]="$V1_URL";    T_MODEL[v1openai]=gpt-4;      T_LABEL[v1openai]="4
 T_URL[v1mock]="$V1_URL";      T_MODEL[v1mock]=mock-bench;   T_LABEL[v1mock]="5. switchyard /v1 mock-bench → mock"
 T_URL[v1gov]="http://127.0.0.1:$GOV_PORT/v1/chat/completions"; T_MODEL[v1gov]=mock-bench
 T_LABEL[v1gov]="6. switchyard /v1 mock-bench, $GOV_KEYS store keys + rate limits"; T_KEY[v1gov]="${GOV_KEY:-}"
+T_URL[v1cache]="$V1_URL";     T_MODEL[v1cache]=gpt-4-cached; T_LABEL[v1cache]="7. switchyard /v1 gpt-4-cached → response cache hit"
 for t in "${TARGETS[@]}"; do T_NOTE[$t]=""; T_KEY[$t]="${T_KEY[$t]:-$GW_KEY}"; done
 
 # ---------------------------------------------------------------- correctness checks
@@ -484,6 +491,17 @@ check_target() { # target
       if [ "$got" != "$(printf 'chat.completion\tgpt-4\t%s\t283' "$ORIGIN_CONTENT")" ]; then
         deviation "${T_LABEL[$t]}: want object chat.completion, model gpt-4 (the name sent), the origin's content and usage; got: $(head -c 300 "$TMP/resp.json")"
         T_NOTE[$t]="⚠ response differs"
+      fi ;;
+    v1cache)
+      # The check's request stored the answer: from now on every request is a hit.
+      code="$(curl -s -o "$TMP/resp.json" -D "$TMP/resp.head" -w '%{http_code}' --max-time 5 -X POST "${T_URL[$t]}" \
+        -H 'Content-Type: application/json' -H "Authorization: Bearer ${T_KEY[$t]}" \
+        --data-binary "@$TMP/req-gpt-4-cached.json" || echo 000)"
+      got="$(jq -r '[.object, .model, .choices[0].message.content, .usage.total_tokens] | @tsv' "$TMP/resp.json" 2>/dev/null || echo unparsable)"
+      if [ "$code" != 200 ] || ! grep -qi '^x-switchyard-cache: hit' "$TMP/resp.head" \
+        || [ "$got" != "$(printf 'chat.completion\tgpt-4-cached\t%s\t283' "$ORIGIN_CONTENT")" ]; then
+        deviation "${T_LABEL[$t]}: want a 200 hit (x-switchyard-cache: hit) with the origin's content under model gpt-4-cached; got $code: $(head -c 300 "$TMP/resp.json")"
+        T_NOTE[$t]="⚠ not a hit"
       fi ;;
     v1mock | v1gov)
       got="$(jq -r '[.object, .model, .choices[0].message.content] | @tsv' "$TMP/resp.json" 2>/dev/null || echo unparsable)"

@@ -35,6 +35,10 @@ pub struct AccessRecord {
     /// (written only when true).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub usage_estimated: bool,
+    /// What the response cache did (`hit`, `miss`, `bypass`; written only for cacheable
+    /// requests). A hit's `cost_usd` is 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
     pub cost_usd: Option<f64>,
     pub error: Option<String>,
 }

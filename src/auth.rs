@@ -33,6 +33,8 @@ pub struct Caller {
     pub policy: Option<Arc<crate::governance::keys::KeyPolicy>>,
     /// The key's own caps on open streams and requests in flight (None: the server's).
     pub concurrency: Concurrency,
+    /// A config key's `cache:` (store keys have none).
+    pub cache: Option<crate::cache::CachePolicy>,
 }
 
 /// The gateway keys, by SHA-256 digest.
@@ -47,6 +49,7 @@ struct ConfigKey {
     user: Arc<str>,
     key_id: Arc<str>,
     concurrency: Concurrency,
+    cache: Option<crate::cache::CachePolicy>,
 }
 
 impl KeyTable {
@@ -109,6 +112,9 @@ impl KeyTable {
                     streams: k.max_streams.map(crate::limits::cap),
                     requests: k.max_requests_in_flight.map(crate::limits::cap),
                 },
+                cache: k.cache.as_ref().and_then(|c| {
+                    crate::cache::CachePolicy::from_raw(c, &format!("{path}.cache"), problems)
+                }),
             };
             if by_digest.insert(digest, entry).is_some() {
                 problems.push(Problem::new(&path, "the same key is configured twice"));
@@ -141,6 +147,7 @@ impl KeyTable {
                 key_id: k.key_id.clone(),
                 policy: None,
                 concurrency: k.concurrency,
+                cache: k.cache,
             }),
             _ => None,
         }
@@ -184,6 +191,7 @@ mod tests {
                 key_sha256: None,
                 max_streams: None,
                 max_requests_in_flight: None,
+                cache: None,
             },
             RawKey {
                 user: "bob".into(),
@@ -191,6 +199,7 @@ mod tests {
                 key_sha256: Some(hex::encode(sha256(b"sk-bob-4567"))),
                 max_streams: Some(2),
                 max_requests_in_flight: None,
+                cache: None,
             },
         ];
         let mut problems = Vec::new();
@@ -238,6 +247,7 @@ mod tests {
             key_sha256: None,
             max_streams: Some(0),
             max_requests_in_flight: Some(2_000_000),
+            cache: None,
         }];
         let mut problems = Vec::new();
         KeyTable::from_raw(&keys, &mut problems);

@@ -119,6 +119,8 @@ pub struct RequestCtx {
     pub responses: Option<Box<crate::pipeline::responses::ResponsesTurn>>,
     /// This request's trace when tracing is on (`telemetry:`).
     pub trace: Option<Box<crate::telemetry::RequestTrace>>,
+    /// A cacheable request's cache state (`cache:` on its mapping or key).
+    pub cache: Option<Box<crate::pipeline::cache::CacheCtx>>,
     _in_flight: InFlight,
 }
 
@@ -150,6 +152,7 @@ impl RequestCtx {
             stream_slot: None,
             body_permit: None,
             responses: None,
+            cache: None,
             cors: None,
             trace: None,
             _in_flight: InFlight::new(metrics),

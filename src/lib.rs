@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod body_budget;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod content_coding;

@@ -30,6 +30,7 @@ const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
 const DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-switchyard-dropped-params");
+const CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
 
 /// A response header with the gateway's standard headers.
 ///
@@ -74,6 +75,9 @@ pub fn header(
     if let Some(v) = ctx.dropped_params.as_deref().and_then(value) {
         map.insert(DROPPED_PARAMS, v);
     }
+    if let Some(c) = &ctx.cache {
+        map.insert(CACHE, HeaderValue::from_static(c.result.as_str()));
+    }
     if let Some(cors) = &ctx.cors {
         cors.apply_to_map(map);
     }
@@ -99,6 +103,10 @@ pub async fn full(
 ) -> pingora::Result<()> {
     h.set_content_length(body.len())?;
     ctx.status = Some(h.status.as_u16());
+    if ctx.cache.is_some() {
+        crate::pipeline::cache::record_head(ctx, &h);
+        crate::pipeline::cache::record(ctx, &body, true);
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     let written = async {
         session
@@ -121,8 +129,21 @@ pub async fn body(
     data: Bytes,
     end: bool,
 ) -> pingora::Result<()> {
+    crate::pipeline::cache::record(ctx, &data, end);
     let written = session.write_response_body(Some(data), end).await;
-    gone_on_error(ctx, written)
+    let written = gone_on_error(ctx, written);
+    if written.is_err() && crate::pipeline::cache::serving_followers(ctx) {
+        // Requests that coalesced onto this one still read the answer: keep relaying it.
+        return Ok(());
+    }
+    written
+}
+
+/// Writes the last pieces of a started response whose outcome is already settled (a failed
+/// write is not recorded: the answer is complete as far as the gateway is concerned).
+pub async fn tail(session: &mut Session, ctx: &mut RequestCtx, data: Option<Bytes>, end: bool) {
+    crate::pipeline::cache::record(ctx, data.as_ref().unwrap_or(&Bytes::new()), end);
+    let _ = session.write_response_body(data, end).await;
 }
 
 /// Records a failed downstream write as the client having gone (logged as 499, not as the
@@ -248,6 +269,7 @@ pub async fn start_stream(
     }
     h.insert_header("x-accel-buffering", "no")?;
     ctx.status = Some(h.status.as_u16());
+    crate::pipeline::cache::record_head(ctx, &h);
     let written = session.write_response_header(Box::new(h), false).await;
     gone_on_error(ctx, written)
 }

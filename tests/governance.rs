@@ -560,6 +560,7 @@ async fn store_batches(env: &Env) {
             input_tokens: 2,
             output_tokens: 3,
             cost_usd: 0.01,
+            cached: false,
         })
         .collect();
     let before = env.store.count_usage().await.unwrap();

@@ -28,6 +28,10 @@
 //!   stored items all have ids and decode like the input they came from, and what decodes
 //!   prepares for every dialect (or is refused) with a JSON body.
 //!
+//! - [`cache_key`]: the response cache's canonical form is idempotent (the canonical form of
+//!   its own output is itself) and blind to key order; finding and refreshing an answer's
+//!   identity never panics, and refreshing it to itself changes nothing.
+//!
 //! Input layout shared by the stream harnesses: byte 0 holds flags, byte 1 (low 3 bits) the
 //! number `n` of split points, the next `n` bytes the sizes of the first `n` pieces; the rest
 //! is the provider's stream (the last piece is whatever remains).
@@ -823,6 +827,43 @@ pub fn by_name(name: &str) -> Option<fn(&[u8])> {
         "answers" => answers,
         "request" => request,
         "responses" => responses,
+        "cache_key" => cache_key,
         _ => return None,
     })
+}
+
+/// Fuzz target `cache_key`: see the module docs.
+pub fn cache_key(data: &[u8]) {
+    use crate::cache_key::{canonical, refresh, Identity};
+    let ident = Identity::find(data);
+    let mut out = Vec::new();
+    let same_id = ident.id.clone().unwrap_or_default();
+    refresh(data, &ident, &same_id, ident.created.unwrap_or(0), &mut out);
+    if ident.id.is_some() && ident.created.is_some() {
+        assert_eq!(
+            out, data,
+            "refreshing an identity to itself changed the bytes"
+        );
+    }
+    out.clear();
+    refresh(data, &ident, "x", 1, &mut out);
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let mut first = Vec::new();
+    canonical(&body, &mut first);
+    let Ok(Value::Object(again)) = serde_json::from_slice::<Value>(&first) else {
+        panic!("the canonical form is not a JSON object: {first:?}");
+    };
+    let mut second = Vec::new();
+    canonical(&again, &mut second);
+    assert_eq!(first, second, "the canonical form is not idempotent");
+    let reversed: serde_json::Map<String, Value> = body
+        .iter()
+        .rev()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut third = Vec::new();
+    canonical(&reversed, &mut third);
+    assert_eq!(first, third, "key order changed the canonical form");
 }

@@ -12,9 +12,11 @@
 //! - [`openai_upstream`]: preparing requests for, and filtering responses from, OpenAI-shaped upstreams,
 //! - [`usage`]: usage metering of native answers (passthrough),
 //! - [`mock`]: the built-in deterministic `mock` provider,
+//! - [`cache_key`]: the response cache's canonical request form and answer identity,
 //! - [`model_name`]: what a model name may be (bounded, printable ASCII),
 //! - `fuzzing`: the fuzz harnesses (for `tests/fuzz/` and the fuzz regression test only).
 
+pub mod cache_key;
 pub mod chat;
 pub mod eventstream;
 pub mod front;

@@ -139,6 +139,8 @@ pub struct Config {
     pub media: Option<std::sync::Arc<crate::media_fetch::ImageFetcher>>,
     /// `telemetry:` with an endpoint: OpenTelemetry tracing on (reloadable).
     pub telemetry: Option<crate::telemetry::TelemetrySettings>,
+    /// `cache:`: the response cache's backend (takes effect at start, not on reload).
+    pub cache: crate::cache::CacheSettings,
 }
 
 /// `admin:`: the admin API's listener and credentials.
@@ -212,6 +214,7 @@ impl Config {
         let admin = validate_admin(&raw, &server, &governance, &mut problems);
         let media = validate_media(&raw.media, &mut problems);
         let telemetry = crate::telemetry::config::validate(&raw.telemetry, &mut problems);
+        let cache = crate::cache::CacheSettings::from_raw(&raw.cache, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -230,6 +233,7 @@ impl Config {
             },
             media,
             telemetry,
+            cache,
         })
     }
 }

@@ -39,6 +39,70 @@ pub struct RawConfig {
     /// OpenTelemetry tracing (`crate::telemetry`).
     #[serde(default)]
     pub telemetry: crate::telemetry::RawTelemetry,
+    /// The response cache's backend (`cache:`); what is cached is opted in per mapping or key.
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `cache:`: where cached answers live.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// `memory` (default, per process) or `redis` (shared by replicas).
+    #[serde(default = "default_cache_backend")]
+    pub backend: String,
+    /// Memory backend: the most bytes of entries held (compressed size plus overhead).
+    #[serde(default = "default_cache_max_bytes", deserialize_with = "number")]
+    pub max_bytes: u64,
+    /// Redis backend: `redis://host:port/db`.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Answers at least this long are stored zstd-compressed (when that makes them smaller).
+    #[serde(default = "default_cache_compress_min", deserialize_with = "number")]
+    pub compress_min_bytes: u64,
+    /// The largest answer stored, in bytes (larger answers are served but not cached).
+    #[serde(default = "default_cache_max_entry", deserialize_with = "number")]
+    pub max_entry_bytes: u64,
+}
+
+fn default_cache_backend() -> String {
+    "memory".into()
+}
+
+fn default_cache_max_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_cache_compress_min() -> u64 {
+    1024
+}
+
+fn default_cache_max_entry() -> u64 {
+    4 << 20
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            backend: default_cache_backend(),
+            max_bytes: default_cache_max_bytes(),
+            redis_url: None,
+            compress_min_bytes: default_cache_compress_min(),
+            max_entry_bytes: default_cache_max_entry(),
+        }
+    }
+}
+
+/// `cache:` of a model mapping or a config key: answers to its requests are cached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCachePolicy {
+    /// How long an answer is served from the cache.
+    #[serde(deserialize_with = "number")]
+    pub ttl_seconds: u64,
+    /// Who shares entries: `key` (default), `user` or `shared`.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -480,6 +544,9 @@ pub struct RawKey {
     /// `server.max_requests_in_flight_per_key`).
     #[serde(default, deserialize_with = "optional_number")]
     pub max_requests_in_flight: Option<u64>,
+    /// Cache this key's answers (overrides a mapping's `cache`).
+    #[serde(default)]
+    pub cache: Option<RawCachePolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -568,6 +635,9 @@ pub struct RawMapping {
     /// use whichever answers first.
     #[serde(default)]
     pub hedge_after_ms: Option<u64>,
+    /// Cache answers for this model.
+    #[serde(default)]
+    pub cache: Option<RawCachePolicy>,
 }
 
 /// How one provider serves a mapped model.

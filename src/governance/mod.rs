@@ -436,6 +436,7 @@ impl Governance {
                     key_id: policy.id.clone(),
                     concurrency: policy.concurrency,
                     policy: Some(policy.clone()),
+                    cache: None,
                 })
             }
             _ => Err((
@@ -915,6 +916,7 @@ mod tests {
             input_tokens: 1,
             output_tokens: 2,
             cost_usd: 0.5,
+            cached: false,
         }
     }
 

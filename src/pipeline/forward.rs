@@ -338,18 +338,33 @@ impl Progress {
         ctx: &mut RequestCtx,
         provider: &str,
     ) -> Result<Option<Bytes>, ()> {
-        let read = tokio::time::timeout_at((self.last + self.idle).into(), up.read_response_body());
-        let read = tokio::select! {
-            r = read => r,
-            () = respond::client_gone(session) => {
-                // The client closed the stream ("Stop generating"): cancel the upstream
-                // request at once (the connection is closed, never pooled); usage seen so far
-                // is kept by the caller.
-                ctx.error = Some(GatewayError::ClientClosed);
-                ctx.log_detail = Some("client went away mid-stream".into());
-                up.shutdown().await;
-                return Err(());
+        let followers = crate::pipeline::cache::serving_followers;
+        let read = {
+            let mut read = std::pin::pin!(tokio::time::timeout_at(
+                (self.last + self.idle).into(),
+                up.read_response_body()
+            ));
+            if followers(ctx) {
+                // Requests coalesced onto this one read the answer too: it goes on even if
+                // this request's own client leaves (its writes then fail and are ignored).
+                Some(read.await)
+            } else {
+                tokio::select! {
+                    r = &mut read => Some(r),
+                    () = respond::client_gone(session) => {
+                        if followers(ctx) { Some(read.await) } else { None }
+                    }
+                }
             }
+        };
+        let Some(read) = read else {
+            // The client closed the stream ("Stop generating"): cancel the upstream request
+            // at once (the connection is closed, never pooled); usage seen so far is kept by
+            // the caller.
+            ctx.error = Some(GatewayError::ClientClosed);
+            ctx.log_detail = Some("client went away mid-stream".into());
+            up.shutdown().await;
+            return Err(());
         };
         let (error, detail) = match read {
             Ok(Ok(chunk)) => return Ok(chunk),

@@ -84,6 +84,14 @@ impl Gateway {
         let plan = self
             .govern_unified(ctx, &parsed.summary.model, plan)
             .await?; // governance (sets ctx.client_model)
+                     // The cache answers after governance (the key's scopes and limits apply to hits;
+                     // budgets are not charged for them), before any provider is called.
+        if let super::cache::Lookup::Answered = self
+            .cache_lookup(session, ctx, endpoint, &parsed, &plan)
+            .await?
+        {
+            return Ok(());
+        }
         let needs_typed = plan.candidates.iter().any(|c| match endpoint {
             // Messages: every host that does not speak Messages itself (the mock included).
             Endpoint::Messages | Endpoint::CountTokens => {
@@ -136,6 +144,7 @@ impl Gateway {
             endpoint,
             deadline: Instant::now() + config.router.policy.total_timeout,
         };
-        run.execute(session, ctx, &plan).await
+        let result = run.execute(session, ctx, &plan).await;
+        self.cache_finish(ctx, result)
     }
 }

@@ -38,6 +38,8 @@ pub struct Gateway {
     pub(crate) responses: Arc<crate::response_store::ResponseStore>,
     /// OpenTelemetry tracing (off until `telemetry:` configures it).
     pub tracing: Arc<crate::telemetry::Tracing>,
+    /// The response cache and the calls in flight (`cache:`).
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 /// What `request_filter` decided.
@@ -56,7 +58,12 @@ impl Gateway {
         health: Arc<HealthRegistry>,
         governance: Arc<crate::governance::Governance>,
     ) -> Self {
+        let cache = crate::cache::ResponseCache::new(
+            config.load().cache.clone(),
+            crate::cache::CacheMetrics::new(&metrics),
+        );
         Gateway {
+            cache,
             config,
             metrics,
             access_log,

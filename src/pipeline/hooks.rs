@@ -354,7 +354,13 @@ impl ProxyHttp for Gateway {
                 .unwrap_or(if e.is_some() { 502 } else { 0 })
         };
         let latency = ctx.started.elapsed();
-        let provider = ctx.provider.as_ref().map_or("none", |p| &*p.name);
+        // A cache hit (or a coalesced call's follower) is a request at no provider cost:
+        // counted under the provider label `cache`, its usage priced as the cost it saved.
+        let hit = ctx.cache.as_ref().and_then(|c| c.hit.clone());
+        let provider = match (&hit, ctx.provider.as_ref()) {
+            (Some(_), _) => "cache",
+            (None, p) => p.map_or("none", |p| &*p.name),
+        };
         let model = ctx.metric_model.as_deref().unwrap_or("none");
         let client_model = ctx.client_model.as_deref().unwrap_or("none");
         let status_code = http::StatusCode::from_u16(status).ok();
@@ -415,10 +421,15 @@ impl ProxyHttp for Gateway {
                 .as_ref()
                 .and_then(|c| c.prices.price(&[upstream, client_model]));
             ctx.cost = price.map_or(0.0, |p| p.cost(&usage));
-            if price.is_none() {
-                self.metrics.unpriced.with_label_values(&[provider]).inc();
+            if hit.is_some() {
+                self.cache.metrics.cost_saved.inc_by(ctx.cost);
+                ctx.cost = 0.0;
+            } else {
+                if price.is_none() {
+                    self.metrics.unpriced.with_label_values(&[provider]).inc();
+                }
+                self.metrics.record_usage(provider, model, &usage, ctx.cost);
             }
-            self.metrics.record_usage(provider, model, &usage, ctx.cost);
         }
         // Counted last, so a scrape that shows this request shows all of its other metrics too.
         // Probes (load balancers polling /health, /ready) would swamp the request metrics.
@@ -434,16 +445,18 @@ impl ProxyHttp for Gateway {
                 request_id: ctx.request_id.clone(),
                 user: caller.user.clone(),
                 key_id: caller.key_id.clone(),
-                provider: ctx
-                    .provider
-                    .as_ref()
-                    .map_or_else(|| Arc::from(provider), |p| p.name.clone()),
+                provider: match (&hit, ctx.provider.as_ref()) {
+                    (Some(h), _) => h.provider.clone().unwrap_or_else(|| Arc::from(provider)),
+                    (None, Some(p)) => p.name.clone(),
+                    (None, None) => Arc::from(provider),
+                },
                 model: client_model.to_owned(),
                 route: ctx.route.as_str(),
                 status: i32::from(status),
                 input_tokens: ctx.usage.map_or(0, |u| u.prompt_tokens as i64),
                 output_tokens: ctx.usage.map_or(0, |u| u.completion_tokens as i64),
                 cost_usd: ctx.cost,
+                cached: hit.is_some(),
             };
             self.governance.settle(caller, record).await;
         }
@@ -457,7 +470,10 @@ impl ProxyHttp for Gateway {
             method: session.req_header().method.as_str().to_owned(),
             route: ctx.route.as_str(),
             path: session.req_header().uri.path().chars().take(256).collect(),
-            provider: ctx.provider.as_ref().map(|p| p.name.clone()),
+            provider: match &hit {
+                Some(h) => h.provider.clone(),
+                None => ctx.provider.as_ref().map(|p| p.name.clone()),
+            },
             model: ctx.client_model.take(),
             upstream_model: ctx.upstream_model.take(),
             status,
@@ -465,6 +481,7 @@ impl ProxyHttp for Gateway {
             input_tokens: ctx.usage.map(|u| u.prompt_tokens),
             output_tokens: ctx.usage.map(|u| u.completion_tokens),
             usage_estimated: ctx.usage_estimated,
+            cache: ctx.cache.as_ref().map(|c| c.result.as_str()),
             cost_usd: ctx.usage.map(|_| ctx.cost),
             error: ctx.log_detail.take().or_else(|| {
                 ctx.error

@@ -14,6 +14,7 @@
 
 pub mod attempts;
 pub mod body;
+pub mod cache;
 pub mod forward;
 pub mod front_door;
 pub mod gateway;

@@ -242,9 +242,7 @@ impl Forwarder<'_> {
         filter.finish(&mut out);
         ctx.usage = filter.usage();
         if !out.is_empty() {
-            let _ = session
-                .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
-                .await;
+            respond::tail(session, ctx, Some(Bytes::copy_from_slice(&out)), false).await;
         }
         if !filter.saw_done() {
             let e = GatewayError::UpstreamUnreachable {
@@ -257,7 +255,7 @@ impl Forwarder<'_> {
             end_with_error(session, ctx, &e).await;
             return Ok(());
         }
-        let _ = session.write_response_body(None, true).await;
+        respond::tail(session, ctx, None, true).await;
         self.done(up, peer).await;
         Ok(())
     }
@@ -498,9 +496,7 @@ impl Forwarder<'_> {
         }
         if !out.is_empty() {
             ctx.mark_first_byte();
-            let _ = session
-                .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
-                .await;
+            respond::tail(session, ctx, Some(Bytes::copy_from_slice(&out)), false).await;
         }
         match end {
             StreamEnd::Complete => {}
@@ -520,7 +516,7 @@ impl Forwarder<'_> {
                 });
             }
         }
-        let _ = session.write_response_body(None, true).await;
+        respond::tail(session, ctx, None, true).await;
         if complete && !up.response_done() {
             // The translator saw the answer end before the provider's body did (its last
             // chunk may still be in flight): read that briefly, so the connection can be

@@ -207,6 +207,7 @@ struct Mapping {
     fallback: Vec<Target>,
     strategy: Option<Strategy>,
     hedge_after: Option<Duration>,
+    cache: Option<crate::cache::CachePolicy>,
     cursor: AtomicUsize,
 }
 
@@ -257,6 +258,8 @@ pub struct Plan<'a> {
     pub hedge_after: Option<Duration>,
     /// What resolved the model: its mapping, or the pattern that let it through.
     pub matched: Matched<'a>,
+    /// The mapping's `cache:` (answers for this model are cached).
+    pub cache: Option<crate::cache::CachePolicy>,
 }
 
 /// The configuration entry a model name resolved through.
@@ -447,6 +450,9 @@ impl Router {
                     fallback,
                     strategy,
                     hedge_after: m.hedge_after_ms.map(Duration::from_millis),
+                    cache: m.cache.as_ref().and_then(|c| {
+                        crate::cache::CachePolicy::from_raw(c, &format!("{path}.cache"), problems)
+                    }),
                     cursor: AtomicUsize::new(0),
                 },
             );
@@ -621,6 +627,7 @@ impl Router {
         };
         let mut candidates: Vec<Candidate<'a>> = Vec::new();
         let mut hedge_after = None;
+        let mut cache = None;
         let matched;
         if let Some(m) = self.mappings.get(model) {
             matched = Matched::Mapping(&m.label);
@@ -637,6 +644,7 @@ impl Router {
             }
             candidates.extend(m.fallback.iter().map(candidate));
             hedge_after = m.hedge_after;
+            cache = m.cache;
         } else if let Some((name, provider)) = self
             .declared
             .get_key_value(model)
@@ -693,6 +701,7 @@ impl Router {
             candidates,
             hedge_after,
             matched,
+            cache,
         })
     }
 

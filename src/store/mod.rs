@@ -207,6 +207,8 @@ pub struct UsageRecord {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+    /// Answered by the response cache (no provider call; `cost_usd` 0).
+    pub cached: bool,
 }
 
 /// An audit event: authentication failures, key lifecycle, admin actions.
@@ -699,6 +701,7 @@ impl Store {
                 input_tokens: r.try_get(8)?,
                 output_tokens: r.try_get(9)?,
                 cost_usd: r.try_get(10)?,
+                cached: false,
             });
         }
         drop(legacy);
@@ -878,6 +881,7 @@ mod tests {
             input_tokens: 1,
             output_tokens: 2,
             cost_usd: 0.25,
+            cached: true,
         };
         store.write_batch(&[new], &[]).await.unwrap();
         assert_eq!(store.count_usage().await.unwrap(), 2);

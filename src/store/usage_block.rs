@@ -20,21 +20,62 @@ use serde::{Deserialize, Serialize};
 
 use super::UsageRecord;
 
-/// Bumped when the encoding changes; readers refuse versions they do not know.
-const VERSION: u8 = 1;
+/// Bumped when the encoding changes; readers refuse versions they do not know. Version 2
+/// added `cached` at the end of each row (version 1 blocks still decode, as not cached).
+const VERSION: u8 = 2;
 
 /// At most this many records per block (bounds one row's size to a few hundred KB).
 pub const MAX_RECORDS: usize = 8192;
 
 #[derive(Serialize, Deserialize)]
-struct Block<'a> {
+struct Block<'a, R = Row<'a>> {
     version: u8,
     /// The time the rows' offsets count from (the block's first record's).
     first_ts_ms: i64,
     #[serde(borrow)]
     names: Vec<&'a str>,
-    #[serde(borrow)]
-    rows: Vec<Row<'a>>,
+    rows: Vec<R>,
+}
+
+/// The block's version alone (postcard: the first byte of the block).
+#[derive(Deserialize)]
+struct Version {
+    version: u8,
+}
+
+/// A version 1 row: [`Row`] without `cached`.
+#[derive(Deserialize)]
+struct RowV1<'a> {
+    ts_offset_ms: i64,
+    request_id: &'a str,
+    user: u32,
+    key_id: u32,
+    provider: u32,
+    model: u32,
+    route: u32,
+    status: i32,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+}
+
+impl<'a> From<RowV1<'a>> for Row<'a> {
+    fn from(r: RowV1<'a>) -> Row<'a> {
+        Row {
+            ts_offset_ms: r.ts_offset_ms,
+            request_id: r.request_id,
+            user: r.user,
+            key_id: r.key_id,
+            provider: r.provider,
+            model: r.model,
+            route: r.route,
+            status: r.status,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cost_usd: r.cost_usd,
+            cached: false,
+        }
+    }
 }
 
 /// [`Block`] up to its rows: postcard writes a struct as its fields in order and a sequence
@@ -60,6 +101,8 @@ struct Row<'a> {
     input_tokens: i64,
     output_tokens: i64,
     cost_usd: f64,
+    /// Answered by the response cache (version 2 on).
+    cached: bool,
 }
 
 /// Appends postcard's output to a vector the caller keeps (no allocation once it has grown).
@@ -193,6 +236,7 @@ impl BlockBuilder {
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
             cost_usd,
+            cached: r.cached,
         };
         let before = self.rows.len();
         if let Err(e) = postcard::serialize_with_flavor(&row, AppendTo(&mut self.rows)) {
@@ -309,6 +353,8 @@ pub struct StoredUsage {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+    /// Answered by the response cache.
+    pub cached: bool,
 }
 
 /// Why a block could not be read.
@@ -333,10 +379,21 @@ impl std::error::Error for DecodeError {}
 
 /// Calls `each` for every record of the block.
 pub fn decode(data: &[u8], mut each: impl FnMut(StoredUsage)) -> Result<(), DecodeError> {
-    let block: Block = postcard::from_bytes(data).map_err(DecodeError::Malformed)?;
-    if block.version != VERSION {
-        return Err(DecodeError::Version(block.version));
-    }
+    let (version, _) =
+        postcard::take_from_bytes::<Version>(data).map_err(DecodeError::Malformed)?;
+    let block: Block = match version.version {
+        1 => {
+            let v1: Block<RowV1> = postcard::from_bytes(data).map_err(DecodeError::Malformed)?;
+            Block {
+                version: v1.version,
+                first_ts_ms: v1.first_ts_ms,
+                names: v1.names,
+                rows: v1.rows.into_iter().map(Row::from).collect(),
+            }
+        }
+        VERSION => postcard::from_bytes(data).map_err(DecodeError::Malformed)?,
+        v => return Err(DecodeError::Version(v)),
+    };
     let name = |i: u32| {
         block
             .names
@@ -357,6 +414,7 @@ pub fn decode(data: &[u8], mut each: impl FnMut(StoredUsage)) -> Result<(), Deco
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
             cost_usd: r.cost_usd,
+            cached: r.cached,
         });
     }
     Ok(())
@@ -379,6 +437,7 @@ mod tests {
             input_tokens: 100 + i,
             output_tokens: 20 + i,
             cost_usd: 0.000_123 * i as f64,
+            cached: i % 7 == 0,
         }
     }
 
@@ -419,7 +478,58 @@ mod tests {
                 (r.input_tokens, r.output_tokens)
             );
             assert_eq!(b.cost_usd, r.cost_usd);
+            assert_eq!(b.cached, r.cached);
         }
+    }
+
+    /// Blocks written before `cached` existed (version 1) still decode, as not cached.
+    #[test]
+    fn version_1_blocks_decode_as_not_cached() {
+        #[derive(Serialize)]
+        struct V1Row<'a> {
+            ts_offset_ms: i64,
+            request_id: &'a str,
+            user: u32,
+            key_id: u32,
+            provider: u32,
+            model: u32,
+            route: u32,
+            status: i32,
+            input_tokens: i64,
+            output_tokens: i64,
+            cost_usd: f64,
+        }
+        let row = V1Row {
+            ts_offset_ms: 3,
+            request_id: "r1",
+            user: 0,
+            key_id: 1,
+            provider: 0,
+            model: 1,
+            route: 0,
+            status: 200,
+            input_tokens: 7,
+            output_tokens: 8,
+            cost_usd: 0.5,
+        };
+        let bytes = postcard::to_allocvec(&Block {
+            version: 1,
+            first_ts_ms: 1000,
+            names: vec!["a", "b"],
+            rows: vec![row],
+        })
+        .unwrap();
+        let mut back = Vec::new();
+        decode(&bytes, |r| back.push(r)).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].ts_ms, back[0].input_tokens), (1003, 7));
+        assert!(!back[0].cached);
+        let mut wrong = bytes.clone();
+        wrong[0] = 9;
+        assert!(matches!(
+            decode(&wrong, |_| {}),
+            Err(DecodeError::Version(9))
+        ));
     }
 
     /// The builder's incremental output is exactly postcard's encoding of the whole block
@@ -461,6 +571,7 @@ mod tests {
                     input_tokens: r.input_tokens,
                     output_tokens: r.output_tokens,
                     cost_usd: r.cost_usd,
+                    cached: r.cached,
                 })
                 .collect();
             let whole = postcard::to_allocvec(&Block {
@@ -489,6 +600,7 @@ mod tests {
             input_tokens: 1,
             output_tokens: 2,
             cost_usd: cost,
+            cached: false,
         };
         let usage = [
             rec(1, "a", 1.0),

@@ -196,6 +196,12 @@ responses = [
 for i, r in enumerate(responses):
     put("responses", bytes([i % 4]) + json.dumps(r).encode())
 
+# --- cache_key: request bodies (canonical form) and answers (identity found and refreshed)
+put("cache_key", b'{"model":"m","user":"u","messages":[{"role":"user","content":"hi"}],"metadata":{"a":1},"n":1.5}')
+put("cache_key", b'{"id": "chatcmpl-1", "created": 1700000000, "choices": [{"message": {"tool_calls": [{"id": "call_1"}]}}]}')
+put("cache_key", b'data: {"id":"c-1","created":5}\n\ndata: {"id":"c-1","created":5}\n\ndata: [DONE]\n\n')
+put("cache_key", b'event: response.created\ndata: {"response":{"id":"resp_1","created_at":77}}\n\n')
+
 # --- config: the shipped examples plus a small one with every section -----------------------
 for path in sorted(glob.glob(os.path.join(root, "conf", "*.yaml"))):
     with open(path, "rb") as f:
