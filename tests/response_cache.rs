@@ -743,19 +743,32 @@ async fn redis_is_shared_between_gateways() {
         redis_gateway(&up.url(), &redis),
         redis_gateway(&up.url(), &redis),
     );
-    let body = format!(
-        r#"{{"model":"cached-shared","messages":[{{"role":"user","content":"fleet {}"}}]}}"#,
-        fastrand_u64()
-    );
+    let unique = |what: &str| {
+        format!(
+            r#"{{"model":"cached-shared","messages":[{{"role":"user","content":"{what} {}"}}]}}"#,
+            fastrand_u64()
+        )
+    };
+    // Each gateway connects to Redis on first use, and a lookup slower than its bound is a
+    // miss by design: connect both first, so the counted requests meet a warm connection.
+    for gw in [&one, &two] {
+        let warm = unique("warm");
+        send(gw, ALICE, "/v1/chat/completions", &warm, &[]).await;
+        until_hit(gw, &warm).await;
+    }
+    let base = calls.load(Ordering::SeqCst);
+    let body = unique("fleet");
     let a = send(&one, ALICE, "/v1/chat/completions", &body, &[]).await;
     assert_eq!(a.cache.as_deref(), Some("miss"));
-    let b = until_hit(&two, &body).await;
+    // Stored (gateway one, which keeps nothing locally, finds it in Redis): now the other.
+    assert_eq!(until_hit(&one, &body).await.cache.as_deref(), Some("hit"));
+    let b = send(&two, ALICE, "/v1/chat/completions", &body, &[]).await;
     assert_eq!(
         b.cache.as_deref(),
         Some("hit"),
         "the other gateway sees the entry"
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.load(Ordering::SeqCst) - base, 1);
     assert_eq!(without_identity(&a.text()), without_identity(&b.text()));
 }
 
