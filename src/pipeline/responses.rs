@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use switchyard_filters::front::responses::request as responses_request;
 use switchyard_filters::openai::{parse_request_bytes, ParsedRequest};
 use switchyard_filters::Endpoint;
@@ -198,10 +198,20 @@ impl Gateway {
         let saves = body.get("store").and_then(Value::as_bool) != Some(false)
             && settings.retention_secs > 0;
         let echo = responses_request::echo(body, previous.as_deref());
-        let (parsed, body) = match &previous {
+        // The conversation's input items as stored (none when the answer is not kept).
+        let items_of = |body: &Map<String, Value>| -> Result<Option<String>, GatewayError> {
+            if !saves {
+                return Ok(None);
+            }
+            let items = responses_request::input_items(body, &id)?;
+            serde_json::to_string(&items)
+                .map(Some)
+                .map_err(|_| GatewayError::Internal)
+        };
+        let (parsed, input_items) = match &previous {
             None => {
-                let body = body.clone();
-                (parsed, body)
+                let items = items_of(body)?;
+                (parsed, items)
             }
             Some(prev) => {
                 let row = self
@@ -215,35 +225,31 @@ impl Gateway {
                     .ok_or_else(|| GatewayError::PreviousResponseNotFound(prev.clone()))?;
                 let mut history: Vec<Value> =
                     serde_json::from_str(&row.input_items).map_err(|_| GatewayError::Internal)?;
-                let stored: Value =
+                let mut stored: Map<String, Value> =
                     serde_json::from_str(&row.response).map_err(|_| GatewayError::Internal)?;
-                if let Some(Value::Array(output)) = stored.get("output") {
-                    history.extend(output.iter().cloned());
+                if let Some(Value::Array(output)) = stored.remove("output") {
+                    history.extend(output);
                 }
                 // Ids and unreferencable reasoning out: the conversation may continue on
                 // another provider, or on OpenAI, which resolves ids among its own responses.
                 openai_responses::history_for_openai(&mut history);
                 let mut body = body.clone();
                 responses_request::prepend_history(&mut body, history)?;
+                let items = items_of(&body)?;
                 let raw = serde_json::to_vec(&body).map_err(|_| GatewayError::Internal)?;
                 (
                     parse_request_bytes(Endpoint::Responses, Bytes::from(raw))?,
-                    body,
+                    items,
                 )
             }
         };
-        let saving = if saves {
-            let items = responses_request::input_items(&body, &id)?;
-            Some(Saving {
-                store: self.responses.clone(),
-                governance: self.governance.clone(),
-                settings,
-                owner,
-                input_items: serde_json::to_string(&items).map_err(|_| GatewayError::Internal)?,
-            })
-        } else {
-            None
-        };
+        let saving = input_items.map(|input_items| Saving {
+            store: self.responses.clone(),
+            governance: self.governance.clone(),
+            settings,
+            owner,
+            input_items,
+        });
         ctx.responses = Some(Box::new(ResponsesTurn {
             id,
             echo,

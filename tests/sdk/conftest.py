@@ -28,6 +28,16 @@ for _var in ("NO_PROXY", "no_proxy"):
     os.environ[_var] = ",".join(x for x in ("127.0.0.1", "localhost", os.environ.get(_var, "")) if x)
 
 
+@pytest.fixture(scope="module")
+def native():
+    """The native provider mocks (tests/sdk/native/) for one module of provider-table tests."""
+    from provider_table import NativeServer  # needs the SDK venv's cryptography: imported lazily
+
+    s = NativeServer()
+    yield s
+    s.stop()
+
+
 @pytest.fixture(scope="session")
 def upstream():
     up = MockUpstream(UPSTREAM_KEY).start()

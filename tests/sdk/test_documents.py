@@ -37,13 +37,6 @@ MESSAGES_NATIVE = CLAUDE | {"bedrock"}
 
 
 @pytest.fixture(scope="module")
-def native():
-    s = NativeServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(native, tmp_path_factory):
     g = start_gateway(native, tmp_path_factory, "documents")
     yield g

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from helpers import ALICE_KEY
-from provider_table import ROWS, NativeServer, start_gateway
+from provider_table import ROWS, start_gateway
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 FETCHED = [r for r in ROWS if r.fetched_by_gateway]
@@ -53,13 +53,6 @@ def images():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def native():
-    s = NativeServer()
-    yield s
-    s.stop()
 
 
 def _client(gw):

@@ -60,13 +60,6 @@ THINKING = {"type": "enabled", "budget_tokens": 1024}
 
 
 @pytest.fixture(scope="module")
-def native():
-    s = NativeServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(native, tmp_path_factory):
     g = start_gateway(native, tmp_path_factory, "messages-providers", EXTRA_MAPPINGS, ROUTING)
     yield g

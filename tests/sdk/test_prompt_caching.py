@@ -30,13 +30,6 @@ EPH = {"type": "ephemeral"}
 
 
 @pytest.fixture(scope="module")
-def native():
-    s = NativeServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(native, tmp_path_factory):
     g = start_gateway(native, tmp_path_factory, "prompt-caching", EXTRA)
     yield g

@@ -52,13 +52,6 @@ WEATHER_TOOL = {
 
 
 @pytest.fixture(scope="module")
-def native():
-    s = NativeServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(native, tmp_path_factory):
     g = start_gateway(native, tmp_path_factory, "reasoning", EXTRA_MAPPINGS)
     yield g

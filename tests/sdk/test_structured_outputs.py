@@ -19,7 +19,7 @@ from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel
 
 from helpers import ALICE_KEY
-from provider_table import ROWS, NativeServer, start_gateway
+from provider_table import ROWS, start_gateway
 
 from common import JSON_TOOL, sample  # noqa: E402  (tests/sdk/native: on sys.path via provider_table)
 
@@ -62,13 +62,6 @@ PROMPT = "Extract the person: Ann is 31."
 
 def ids(rows):
     return [r.name for r in rows]
-
-
-@pytest.fixture(scope="module")
-def native():
-    s = NativeServer()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -58,13 +58,6 @@ TOOL = {"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def native():
-    s = NativeServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(native, tmp_path_factory):
     g = start_gateway(native, tmp_path_factory, "thinking-loops", EXTRA_MAPPINGS, ROUTING)
     yield g

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from helpers import ALICE_KEY
-from provider_table import EMB_DIMS, EMBEDDING_ROWS, ROWS, NativeServer, start_gateway
+from provider_table import EMB_DIMS, EMBEDDING_ROWS, ROWS, start_gateway
 
 from common import Conversation, Turn, decide, embed  # noqa: E402  (tests/sdk/native: on sys.path via provider_table)
 
@@ -32,13 +32,6 @@ WEATHER_TOOL = {
 }
 PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
          "z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
-
-
-@pytest.fixture(scope="module")
-def native():
-    s = NativeServer()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")
