@@ -8,11 +8,19 @@
 #                   upstream_peer returns the origin; same Pingora, allocator, profile, threads)
 #   3. passthrough  switchyard POST /providers/openai/v1/chat/completions -> origin
 #   4. /v1 openai   switchyard POST /v1/chat/completions, model gpt-4 mapped to openai -> origin
+#   4b. /v1 anthropic the same request, model claude-bench mapped to anthropic: translated to a
+#                   Messages request, the origin's Anthropic answer translated back
 #   5. /v1 mock     switchyard POST /v1/chat/completions, model mock-bench on the built-in mock
 #   6. /v1 mock gov the same on a second switchyard with a SQLite store of 10,000 keys (GOV_KEYS)
 #                   and rate limits on (the key used has rpm/tpm set high enough never to refuse):
 #                   key lookup, budget/limit checks and one usage record per request included
 # and prints a markdown table (also written to target/bench/load-results.md).
+#
+# Streams (STREAMS=1, the default): the same request with "stream": true, answered by the
+# origin with an SSE body (OpenAI chunks, or Anthropic events for the translated row), driven
+# at a fixed rate by examples/stream_ttfb.rs (open loop, latency from when each request was
+# due): time to first body byte p50/p99 for origin, nginx proxy, bare Pingora, passthrough,
+# /v1 openai and /v1 anthropic (translated), and what each adds to the origin's.
 #
 # Per target: throughput (wrk -t1 -c$CONNS, $ROUNDS rounds of $DURATION s with the targets
 # interleaved, median round reported), a run at one connection (c=1), one at eight (c=8), and
@@ -31,7 +39,12 @@
 #   DURATION=4 (s per throughput round)  ROUNDS=3  LAT_DURATION=5  WARMUP=2  CONNS=16
 #   FIXED_CONNS=4  FIXED_RATE=1000  PACED_DELAY_MS=4  OHA=<path|none>  INSTALL_OHA=0  PIN=1
 #   NICE=-20  ONLY_NGINX=0 (nginx rows only)  NO_BUILD=0 (no cargo build)
-#   ONLY_TARGETS="origin proxy bare pass v1openai v1mock v1cache v1gov" (a subset)  GOV_KEYS=10000
+#   ONLY_TARGETS="origin proxy bare pass v1openai v1anthropic v1mock v1cache v1gov" (a subset)
+#   GOV_KEYS=10000
+#   THREADS=1 (worker threads of nginx proxy/origin, bare Pingora and switchyard; THREADS>1
+#   turns pinning off: every process may use every core, the load generator included)
+#   STREAMS=1  STREAM_RATE=500  STREAM_DURATION=5  STREAM_CONNS=16
+#   ONLY_STREAMS="sorigin sproxy sbare spass sv1openai sv1anthropic" (a subset; empty: none)
 #   SWITCHYARD_BIN=target/release/switchyard  OUT=target/bench/load-results.md
 #   KEEP_TMP=0 (keep the run dir target/bench/run.* with configs and logs)
 #   RUN_BASE=target/bench (where the run dir goes; /dev/shm keeps the servers' log and store
@@ -64,6 +77,13 @@ OUT="${OUT:-$ROOT/target/bench/load-results.md}"
 case "$OUT" in /*) ;; *) OUT="$ORIG_PWD/$OUT" ;; esac
 KEEP_TMP="${KEEP_TMP:-0}"
 TRACE="${TRACE:-off}"
+THREADS="${THREADS:-1}"
+case "$THREADS" in ''|*[!0-9]*|0) echo "THREADS must be a positive number" >&2; exit 2 ;; esac
+[ "$THREADS" = 1 ] || PIN=0
+STREAMS="${STREAMS:-1}"
+STREAM_RATE="${STREAM_RATE:-500}"
+STREAM_DURATION="${STREAM_DURATION:-5}"
+STREAM_CONNS="${STREAM_CONNS:-16}"
 case "$TRACE" in off) ;; *[!0-9.]*|"") echo "TRACE must be off or a ratio from 0 to 1" >&2; exit 2 ;; esac
 
 GW_KEY="sk-switchyard-bench"
@@ -121,8 +141,8 @@ if [ "$PIN" = 1 ]; then
 else
   PIN_SRV=()
   PIN_GEN=()
-  GW_THREADS="${GW_THREADS:-$NCPU}"
-  NGINX_WORKERS="${NGINX_WORKERS:-1}"
+  GW_THREADS="$THREADS"
+  NGINX_WORKERS="$THREADS"
 fi
 # Priority: as root, every benchmark process runs at nice -20 so that a build or test suite
 # started meanwhile gets what is left over instead of half of a core (NICE=0 turns it off).
@@ -207,11 +227,41 @@ LAST_USER_TEXT='Yes, the analytics team moved their weekly rollup to 01:30, whic
 # Realistic chat.completion answered by the origin (no single quotes, no '$': it sits in nginx.conf).
 ORIGIN_CONTENT='Make the dump wait for the lock rather than moving the schedule: pass a lock wait timeout to the backup (for example 10 minutes) so it queues behind the rollup instead of failing immediately. Moving the backup only hides the overlap until the next schedule change. Also alert when the dump takes longer than usual, so a stuck lock is noticed the same night.'
 ORIGIN_RESP='{"id":"chatcmpl-9QbEnchSwitchyard0000000001","object":"chat.completion","created":1716000000,"model":"gpt-4-0125-preview","choices":[{"index":0,"message":{"role":"assistant","content":"'"$ORIGIN_CONTENT"'","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":212,"completion_tokens":71,"total_tokens":283,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"system_fingerprint":"fp_5b26d85e12"}'
+# The same answer from an Anthropic-dialect origin (row 4b: translated both ways).
+ANTHROPIC_RESP='{"id":"msg_01BenchSwitchyard00000001","type":"message","role":"assistant","model":"claude-sonnet-4-20250514","content":[{"type":"text","text":"'"$ORIGIN_CONTENT"'"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":212,"output_tokens":71,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}'
+# Streamed answers (the stream rows): the content in pieces of eight words, as OpenAI
+# chat.completion.chunk events (with a usage chunk and [DONE]) and as Anthropic Messages events.
+read -r -a CONTENT_WORDS <<<"$ORIGIN_CONTENT"
+CONTENT_PIECES=()
+for ((i = 0; i < ${#CONTENT_WORDS[@]}; i += 8)); do
+  piece="${CONTENT_WORDS[*]:i:8}"
+  [ $((i + 8)) -ge ${#CONTENT_WORDS[@]} ] || piece="$piece "
+  CONTENT_PIECES+=("$piece")
+done
+OAI_CHUNK_HEAD='{"id":"chatcmpl-9QbEnchSwitchyard0000000002","object":"chat.completion.chunk","created":1716000000,"model":"gpt-4-0125-preview","system_fingerprint":"fp_5b26d85e12","choices":'
+OPENAI_SSE="data: ${OAI_CHUNK_HEAD}"'[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}'$'\n\n'
+ANTHROPIC_SSE='event: message_start'$'\n''data: {"type":"message_start","message":{"id":"msg_01BenchSwitchyard00000002","type":"message","role":"assistant","model":"claude-sonnet-4-20250514","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":212,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}'$'\n\n'
+ANTHROPIC_SSE+='event: content_block_start'$'\n''data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'$'\n\n'
+ANTHROPIC_SSE+='event: ping'$'\n''data: {"type": "ping"}'$'\n\n'
+for piece in "${CONTENT_PIECES[@]}"; do
+  OPENAI_SSE+="data: ${OAI_CHUNK_HEAD}"'[{"index":0,"delta":{"content":"'"$piece"'"},"logprobs":null,"finish_reason":null}]}'$'\n\n'
+  ANTHROPIC_SSE+='event: content_block_delta'$'\n''data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"'"$piece"'"}}'$'\n\n'
+done
+OPENAI_SSE+="data: ${OAI_CHUNK_HEAD}"'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}'$'\n\n'
+OPENAI_SSE+="data: ${OAI_CHUNK_HEAD}"'[],"usage":{"prompt_tokens":212,"completion_tokens":71,"total_tokens":283}}'$'\n\n''data: [DONE]'$'\n\n'
+ANTHROPIC_SSE+='event: content_block_stop'$'\n''data: {"type":"content_block_stop","index":0}'$'\n\n'
+ANTHROPIC_SSE+='event: message_delta'$'\n''data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":71}}'$'\n\n'
+ANTHROPIC_SSE+='event: message_stop'$'\n''data: {"type":"message_stop"}'$'\n\n'
 
 req_body() { printf '%s' "${REQ_TEMPLATE//__MODEL__/$1}"; }
+stream_body() { req_body "$1" | sed 's/"max_tokens":256,/"max_tokens":256,"stream":true,"stream_options":{"include_usage":true},/'; }
 req_body gpt-4 >"$TMP/req-gpt-4.json"
 req_body mock-bench >"$TMP/req-mock-bench.json"
 req_body gpt-4-cached >"$TMP/req-gpt-4-cached.json"
+req_body claude-bench >"$TMP/req-claude-bench.json"
+stream_body gpt-4 >"$TMP/stream-gpt-4.json"
+stream_body gpt-4-stream >"$TMP/stream-gpt-4-stream.json"
+stream_body claude-stream >"$TMP/stream-claude-stream.json"
 REQ_BYTES="$(wc -c <"$TMP/req-gpt-4.json")"
 RESP_BYTES="$(printf '%s' "$ORIGIN_RESP" | wc -c)"
 
@@ -276,6 +326,9 @@ $(nginx_temp_paths origin)
     listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
     location = /v1/chat/completions { return 200 '$ORIGIN_RESP'; }
     location = /v1/traces { default_type application/x-protobuf; return 200 ''; }
+    location = /v1/messages { return 200 '$ANTHROPIC_RESP'; }
+    location = /stream/v1/chat/completions { default_type text/event-stream; return 200 '$OPENAI_SSE'; }
+    location = /stream/v1/messages { default_type text/event-stream; return 200 '$ANTHROPIC_SSE'; }
     location = /echo-auth {
       return 200 '{"authorization":"\$http_authorization","organization":"\$http_openai_organization","x_api_key":"\$http_x_api_key"}';
     }
@@ -343,6 +396,10 @@ if [ "$ONLY_NGINX" != 1 ]; then
   if [ "$NO_BUILD" != 1 ] && [ "$SWITCHYARD_BIN" = "$ROOT/target/release/switchyard" ]; then
     log "cargo build --release --example bare_proxy"
     cargo build --release --example bare_proxy >&2 || die "cargo build --release --example bare_proxy failed"
+    if [ "$STREAMS" = 1 ]; then
+      log "cargo build --release --example stream_ttfb"
+      cargo build --release --example stream_ttfb >&2 || die "cargo build --release --example stream_ttfb failed"
+    fi
   fi
   GW_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
   if [ -n "$(git -C "$ROOT" status --porcelain -- src filters Cargo.toml Cargo.lock 2>/dev/null)" ]; then
@@ -363,12 +420,35 @@ providers:
   openai:
     endpoint: "http://127.0.0.1:$ORIGIN_PORT"
     auth: {method: api_key, config: {api_key: "$PROVIDER_KEY", organization: "$PROVIDER_ORG"}}
+  anthropic:
+    endpoint: "http://127.0.0.1:$ORIGIN_PORT"
+    auth: {method: api_key, config: {api_key: "$PROVIDER_KEY"}}
+  openai-stream:  # the stream rows: the origin answers SSE under /stream
+    type: openai
+    endpoint: "http://127.0.0.1:$ORIGIN_PORT/stream"
+    auth: {method: api_key, config: {api_key: "$PROVIDER_KEY"}}
+  anthropic-stream:
+    type: anthropic
+    endpoint: "http://127.0.0.1:$ORIGIN_PORT/stream"
+    auth: {method: api_key, config: {api_key: "$PROVIDER_KEY"}}
   mock: {}
 model_mappings:
   gpt-4:
     default_provider: openai
     providers:
       openai: {model: gpt-4-0125-preview}
+  claude-bench:
+    default_provider: anthropic
+    providers:
+      anthropic: {model: claude-sonnet-4-20250514}
+  gpt-4-stream:
+    default_provider: openai-stream
+    providers:
+      openai-stream: {model: gpt-4-0125-preview}
+  claude-stream:
+    default_provider: anthropic-stream
+    providers:
+      anthropic-stream: {model: claude-sonnet-4-20250514}
   gpt-4-cached:  # row 7: the same answer from the response cache (a hit after the first call)
     default_provider: openai
     providers:
@@ -450,7 +530,7 @@ PROXY_URL="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"
 PASS_URL="http://127.0.0.1:$GW_PORT/providers/openai/v1/chat/completions"
 V1_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
 TARGETS=(origin proxy)
-[ "$ONLY_NGINX" = 1 ] || { [ ! -x "${BARE_BIN:-}" ] || TARGETS+=(bare); TARGETS+=(pass v1openai v1mock v1gov v1cache); }
+[ "$ONLY_NGINX" = 1 ] || { [ ! -x "${BARE_BIN:-}" ] || TARGETS+=(bare); TARGETS+=(pass v1openai v1anthropic v1mock v1gov v1cache); }
 if [ -n "${ONLY_TARGETS:-}" ]; then  # e.g. ONLY_TARGETS="proxy v1openai" to re-measure a few rows
   read -r -a TARGETS <<<"$ONLY_TARGETS"
 fi
@@ -460,6 +540,7 @@ T_URL[proxy]="$PROXY_URL";    T_MODEL[proxy]=gpt-4;         T_LABEL[proxy]="2. n
 T_URL[bare]="http://127.0.0.1:$BARE_PORT/v1/chat/completions"; T_MODEL[bare]=gpt-4; T_LABEL[bare]="2b. bare Pingora proxy → origin (the framework's floor)"
 T_URL[pass]="$PASS_URL";      T_MODEL[pass]=gpt-4;          T_LABEL[pass]="3. switchyard passthrough → origin"
 T_URL[v1openai]="$V1_URL";    T_MODEL[v1openai]=gpt-4;      T_LABEL[v1openai]="4. switchyard /v1 gpt-4 → openai → origin"
+T_URL[v1anthropic]="$V1_URL"; T_MODEL[v1anthropic]=claude-bench; T_LABEL[v1anthropic]="4b. switchyard /v1 claude-bench → anthropic (translated) → origin"
 T_URL[v1mock]="$V1_URL";      T_MODEL[v1mock]=mock-bench;   T_LABEL[v1mock]="5. switchyard /v1 mock-bench → mock"
 T_URL[v1gov]="http://127.0.0.1:$GOV_PORT/v1/chat/completions"; T_MODEL[v1gov]=mock-bench
 T_LABEL[v1gov]="6. switchyard /v1 mock-bench, $GOV_KEYS store keys + rate limits"; T_KEY[v1gov]="${GOV_KEY:-}"
@@ -490,6 +571,12 @@ check_target() { # target
       got="$(jq -r '[.object, .model, .choices[0].message.content, .usage.total_tokens] | @tsv' "$TMP/resp.json" 2>/dev/null || echo unparsable)"
       if [ "$got" != "$(printf 'chat.completion\tgpt-4\t%s\t283' "$ORIGIN_CONTENT")" ]; then
         deviation "${T_LABEL[$t]}: want object chat.completion, model gpt-4 (the name sent), the origin's content and usage; got: $(head -c 300 "$TMP/resp.json")"
+        T_NOTE[$t]="⚠ response differs"
+      fi ;;
+    v1anthropic)
+      got="$(jq -r '[.object, .model, .choices[0].message.content, .choices[0].finish_reason, .usage.total_tokens] | @tsv' "$TMP/resp.json" 2>/dev/null || echo unparsable)"
+      if [ "$got" != "$(printf 'chat.completion\tclaude-bench\t%s\tstop\t283' "$ORIGIN_CONTENT")" ]; then
+        deviation "${T_LABEL[$t]}: want the Anthropic answer translated (chat.completion, model claude-bench, the content, finish_reason stop, 283 tokens); got: $(head -c 300 "$TMP/resp.json")"
         T_NOTE[$t]="⚠ response differs"
       fi ;;
     v1cache)
@@ -529,6 +616,73 @@ if [ "$ONLY_NGINX" != 1 ]; then
     deviation "GET /metrics on metrics_listen answered $code without ai_proxy_requests_total samples"
   fi
 fi
+
+# ---------------------------------------------------------------- stream targets
+# name -> port, path, body file; checked once like the rows above.
+STREAM_BIN="$(dirname "$SWITCHYARD_BIN")/examples/stream_ttfb"
+STARGETS=()
+if [ "$STREAMS" = 1 ]; then
+  if [ -x "$STREAM_BIN" ]; then
+    STARGETS=(sorigin sproxy)
+    [ "$ONLY_NGINX" = 1 ] || { [ ! -x "${BARE_BIN:-}" ] || STARGETS+=(sbare); STARGETS+=(spass sv1openai sv1anthropic); }
+    if [ -n "${ONLY_STREAMS+x}" ]; then read -r -a STARGETS <<<"$ONLY_STREAMS"; fi
+  else
+    log "no $STREAM_BIN (cargo build --release --example stream_ttfb): the stream rows are left out"
+  fi
+fi
+declare -A S_PORT S_PATH S_BODY S_LABEL S_NOTE
+S_PORT[sorigin]=$ORIGIN_PORT; S_PATH[sorigin]=/stream/v1/chat/completions; S_BODY[sorigin]=gpt-4
+S_LABEL[sorigin]="1. nginx origin (direct)"
+S_PORT[sproxy]=$PROXY_PORT; S_PATH[sproxy]=/stream/v1/chat/completions; S_BODY[sproxy]=gpt-4
+S_LABEL[sproxy]="2. nginx proxy_pass → origin"
+S_PORT[sbare]=$BARE_PORT; S_PATH[sbare]=/stream/v1/chat/completions; S_BODY[sbare]=gpt-4
+S_LABEL[sbare]="2b. bare Pingora proxy → origin"
+S_PORT[spass]=$GW_PORT; S_PATH[spass]=/providers/openai/stream/v1/chat/completions; S_BODY[spass]=gpt-4
+S_LABEL[spass]="3. switchyard passthrough → origin"
+S_PORT[sv1openai]=$GW_PORT; S_PATH[sv1openai]=/v1/chat/completions; S_BODY[sv1openai]=gpt-4-stream
+S_LABEL[sv1openai]="4. switchyard /v1 → openai → origin"
+S_PORT[sv1anthropic]=$GW_PORT; S_PATH[sv1anthropic]=/v1/chat/completions; S_BODY[sv1anthropic]=claude-stream
+S_LABEL[sv1anthropic]="4b. switchyard /v1 → anthropic (translated) → origin"
+printf '%s' "$OPENAI_SSE" >"$TMP/openai.sse"
+for t in "${STARGETS[@]}"; do
+  S_NOTE[$t]=""
+  code="$(curl -s -N -o "$TMP/sresp.txt" -w '%{http_code}' --max-time 5 -X POST \
+    "http://127.0.0.1:${S_PORT[$t]}${S_PATH[$t]}" -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $GW_KEY" --data-binary "@$TMP/stream-${S_BODY[$t]}.json" || echo 000)"
+  case "$t" in
+    sorigin | sproxy | sbare | spass)
+      if [ "$code" != 200 ] || ! cmp -s "$TMP/sresp.txt" "$TMP/openai.sse"; then
+        deviation "stream ${S_LABEL[$t]}: want 200 and the origin's SSE byte for byte; got $code: $(head -c 300 "$TMP/sresp.txt")"
+        S_NOTE[$t]="⚠ body differs"
+      fi ;;
+    *)
+      # Translated or not, the client must get OpenAI chunks carrying the whole content, the
+      # finish reason, the usage chunk and [DONE].
+      got="$(python3 - "$TMP/sresp.txt" <<'PY'
+import json, sys
+text, finish, usage, done = "", None, None, False
+for line in open(sys.argv[1], encoding="utf-8").read().split("\n"):
+    if not line.startswith("data: "):
+        continue
+    data = line[6:]
+    if data == "[DONE]":
+        done = True
+        continue
+    chunk = json.loads(data)
+    assert chunk["object"] == "chat.completion.chunk"
+    for c in chunk.get("choices") or []:
+        text += c.get("delta", {}).get("content") or ""
+        finish = c.get("finish_reason") or finish
+    usage = chunk.get("usage") or usage
+print(f"{text}|{finish}|{(usage or {}).get('total_tokens')}|{done}")
+PY
+)" || got="unparsable"
+      if [ "$code" != 200 ] || [ "$got" != "$ORIGIN_CONTENT|stop|283|True" ]; then
+        deviation "stream ${S_LABEL[$t]}: want 200, OpenAI chunks with the whole content, finish_reason stop, usage 283 and [DONE]; got $code: $got"
+        S_NOTE[$t]="⚠ stream differs"
+      fi ;;
+  esac
+done
 
 # ---------------------------------------------------------------- measuring
 declare -A R  # R[target:mode:field]
@@ -580,6 +734,23 @@ run_wrk() { # target mode conns seconds [delay_ms]
     + ${R[$t:$mode:err_status]} + ${R[$t:$mode:err_timeout]} ))
   log "$(printf '%-9s %-6s c=%-3s %7s req/s  p50 %6s us  p99 %6s us  errors %s' "$t" "$mode" "$c" \
     "${R[$t:$mode:rps]}" "${R[$t:$mode:p50_us]}" "${R[$t:$mode:p99_us]}" "${R[$t:$mode:errors]}")"
+}
+
+run_streams() { # target mode rate seconds
+  local t="$1" mode="$2" out line kv
+  out="$("${PIN_GEN[@]}" "$STREAM_BIN" "127.0.0.1:${S_PORT[$t]}" "${S_PATH[$t]}" \
+    "$TMP/stream-${S_BODY[$t]}.json" "$GW_KEY" "$3" "$4" "$STREAM_CONNS" 2>&1)" || true
+  line="$(printf '%s\n' "$out" | grep '^TTFBRESULT ' | tail -1)"
+  if [ -z "$line" ]; then
+    log "stream_ttfb gave no result for $t/$mode: $out"
+    R[$t:$mode:ok]=0
+    return
+  fi
+  R[$t:$mode:ok]=1
+  for kv in ${line#TTFBRESULT }; do R[$t:$mode:${kv%%=*}]="${kv#*=}"; done
+  log "$(printf '%-12s %-6s %6s req/s  ttfb p50 %6s us  p99 %6s us  sent %s answered %s errors %s' "$t" "$mode" \
+    "${R[$t:$mode:rps]}" "${R[$t:$mode:ttfb_p50_us]}" "${R[$t:$mode:ttfb_p99_us]}" \
+    "${R[$t:$mode:sent]}" "${R[$t:$mode:answered]}" "${R[$t:$mode:errors]}")"
 }
 
 cpu_busy_pct() { # CPU busy (all cores) over one second, from /proc/stat
@@ -658,6 +829,10 @@ for t in "${TARGETS[@]}"; do
   else
     run_wrk "$t" fixed "$FIXED_CONNS" "$LAT_DURATION" "$PACED_DELAY_MS"
   fi
+done
+for t in "${STARGETS[@]}"; do
+  run_streams "$t" swarm "$STREAM_RATE" 1
+  run_streams "$t" stream "$STREAM_RATE" "$STREAM_DURATION"
 done
 ELAPSED=$((SECONDS - T0))
 read -r BUSY1 STEAL1 < <(stat_busy)
@@ -786,6 +961,28 @@ fi
     for t in "${TARGETS[@]}"; do for m in c1 c8 fixed; do
       [ "${R[$t:$m:ok]:-0}" = 1 ] && [ "${R[$t:$m:errors]}" = 0 ] || echo "- ${T_LABEL[$t]} $m: $(errcell "$t" "$m")"
     done; done
+  fi
+  if [ "${#STARGETS[@]}" -gt 0 ]; then
+    echo
+    echo "### Streams: time to first byte at a fixed rate ($STREAM_RATE req/s for ${STREAM_DURATION} s over $STREAM_CONNS keep-alive connections)"
+    echo
+    echo "The bench's request with \"stream\": true; the origin answers $(printf '%s' "$OPENAI_SSE" | wc -c) bytes of OpenAI chunks ($(printf '%s' "$ANTHROPIC_SSE" | wc -c) bytes of Anthropic events for the translated row) at once. \`examples/stream_ttfb\` (open loop at a fixed rate; time from when each request is handed out to the first body byte, and to the end of the answer). Added = this row minus the origin hit directly."
+    echo
+    echo "| target | req/s | TTFB p50 | TTFB p99 | added p50 | added p99 | p99 minus nginx proxy's | whole answer p50 | p99 | sent / answered / errors |"
+    echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    for t in "${STARGETS[@]}"; do
+      if [ "${R[$t:stream:ok]:-0}" != 1 ]; then
+        printf '| %s | no result |||||||||\n' "${S_LABEL[$t]}"
+        continue
+      fi
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s |\n' "${S_LABEL[$t]}${S_NOTE[$t]:+ ${S_NOTE[$t]}}" \
+        "${R[$t:stream:rps]}" "$(us "${R[$t:stream:ttfb_p50_us]}")" "$(us "${R[$t:stream:ttfb_p99_us]}")" \
+        "$(diff_us "${R[$t:stream:ttfb_p50_us]}" "$(val sorigin stream ttfb_p50_us)" "${t/#sorigin/base}")" \
+        "$(diff_us "${R[$t:stream:ttfb_p99_us]}" "$(val sorigin stream ttfb_p99_us)" "${t/#sorigin/base}")" \
+        "$(t2="${t/#sorigin/x}"; diff_us "${R[$t:stream:ttfb_p99_us]}" "$(val sproxy stream ttfb_p99_us)" "${t2/#sproxy/base}")" \
+        "$(us "${R[$t:stream:total_p50_us]}")" "$(us "${R[$t:stream:total_p99_us]}")" \
+        "${R[$t:stream:sent]}" "${R[$t:stream:answered]}" "${R[$t:stream:errors]}"
+    done
   fi
   echo
   if [ "${#DEVIATIONS[@]}" -eq 0 ]; then
