@@ -457,6 +457,7 @@ impl ProxyHttp for Gateway {
                 output_tokens: ctx.usage.map_or(0, |u| u.completion_tokens as i64),
                 cost_usd: ctx.cost,
                 cached: hit.is_some(),
+                trace_id: ctx.trace.as_ref().map(|t| t.trace_id),
             };
             self.governance.settle(caller, record).await;
         }
