@@ -441,6 +441,25 @@ pub fn note_completion(ctx: &mut RequestCtx, c: &switchyard_filters::chat::Compl
     note_response(ctx, c.id.clone(), None, reasons);
 }
 
+/// Whether the request's trace is recorded (a stream relay then asks its translator to note
+/// the answer's id, model and finish reasons: [`note_stream_answer`]).
+pub fn sampled(ctx: &RequestCtx) -> bool {
+    ctx.trace.as_ref().is_some_and(|t| t.sampled)
+}
+
+/// The id, model and finish reasons a stream's translator noted (when asked to: `record`),
+/// for the current attempt's span; also for a stream that ended early (what it said so far).
+pub fn note_stream_answer(
+    ctx: &mut RequestCtx,
+    answer: Option<&mut switchyard_filters::translate::StreamAnswer>,
+) {
+    let Some(a) = answer.filter(|a| a.record) else {
+        return;
+    };
+    let (id, model) = (a.id.take(), a.model.take());
+    note_response(ctx, id, model, std::mem::take(&mut a.finish_reasons));
+}
+
 fn note_response(
     ctx: &mut RequestCtx,
     id: Option<String>,
