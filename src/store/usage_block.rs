@@ -496,7 +496,7 @@ mod tests {
             output_tokens: 20 + i,
             cost_usd: 0.000_123 * i as f64,
             cached: i % 7 == 0,
-            trace_id: (i % 4 != 0).then(|| 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736 ^ i as u128),
+            trace_id: (i % 4 != 0).then_some(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736 ^ i as u128),
         }
     }
 

@@ -162,11 +162,17 @@ pub fn on_path(ctx: &RequestCtx, index: Option<usize>) -> Option<OnPath> {
 }
 
 /// Runs `f` (which may fetch a credential: an upstream call's `open`) with `on` as the
-/// request a fetch on its path belongs to; just `f` when the request is not traced.
-pub async fn with_on_path<F: std::future::Future>(on: Option<OnPath>, f: F) -> F::Output {
+/// request a fetch on its path belongs to; just `f` when the request is not sampled. The
+/// scoped future is boxed (sampled requests only), so that the request's future, which
+/// holds this one, grows by nothing (`pipeline::route::future_sizes`).
+pub fn with_on_path<F: std::future::Future>(
+    on: Option<OnPath>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    use futures_util::future::Either;
     match on {
-        Some(on) => ON_PATH.scope(on, f).await,
-        None => f.await,
+        Some(on) => Either::Left(Box::pin(ON_PATH.scope(on, f))),
+        None => Either::Right(f),
     }
 }
 
