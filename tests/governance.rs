@@ -561,6 +561,7 @@ async fn store_batches(env: &Env) {
             output_tokens: 3,
             cost_usd: 0.01,
             cached: false,
+            trace_id: (i == 4_321).then_some(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c),
         })
         .collect();
     let before = env.store.count_usage().await.unwrap();
@@ -609,6 +610,13 @@ async fn store_batches(env: &Env) {
         (now + 4_321, "batch", "openai", "m1")
     );
     assert_eq!((r.route.as_str(), r.status), ("chat_completions", 429));
+    assert_eq!(
+        r.trace_id.as_deref(),
+        Some("0af7651916cd43dd8448eb211c80319c")
+    );
+    assert!(back
+        .iter()
+        .all(|u| u.trace_id.is_none() || u.request_id == "r4321"));
     let (keys, users) = env.store.spend_since(0).await.unwrap();
     assert!((keys[&key_id] - 90.0).abs() < 1e-6);
     assert!(users["batch"] >= 90.0 - 1e-6);
@@ -976,4 +984,81 @@ async fn sigterm_flushes_every_usage_record() {
         recorded as usize, answered,
         "usage records vs answered requests"
     );
+}
+
+/// Issue 18: a usage record carries its request's trace id — the caller's, whether the
+/// caller sampled it or not, else the one the gateway started — as `switchyard usage
+/// --records` and reports read it back (32 lowercase hex digits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_records_carry_the_trace_id() {
+    let (url, _dir) = sqlite_url();
+    // Spans go nowhere (a closed port): the record does not depend on their export.
+    let telemetry = format!(
+        "telemetry: {{otlp_endpoint: \"http://127.0.0.1:{}\", sample_ratio: 0, response_header: x-trace-id}}\n",
+        free_port()
+    );
+    let env = start_with(&url, None, &telemetry).await;
+    let (key_id, key) = env.key(spec("traced")).await;
+    let send = |traceparent: Option<&'static str>| {
+        let mut req = client()
+            .post(format!("{}/v1/chat/completions", env.base))
+            .bearer_auth(&key)
+            .json(&json!({"model": "mock-a", "messages": [{"role": "user", "content": "hi"}]}));
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        req.send()
+    };
+    let sampled = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let mut want = Vec::new();
+    for (tp, trace) in [
+        (
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some(sampled),
+        ),
+        (
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+            Some(unsampled),
+        ),
+        (None, None),
+    ] {
+        let r = send(tp).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let header = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+        if let Some(t) = trace {
+            assert_eq!(header, t);
+        }
+        r.bytes().await.unwrap();
+        want.push((request_id, header));
+    }
+    // Records are made in the logging phase, just after the answer: wait for all three.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        assert!(Instant::now() < deadline, "records: {got:?}");
+        env.flush().await;
+        got.clear();
+        env.store
+            .each_usage_since(0, |u| {
+                if u.key_id == key_id {
+                    got.push((u.request_id, u.trace_id.unwrap_or_default()))
+                }
+            })
+            .await
+            .unwrap();
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let fresh = &want
+        .iter()
+        .find(|(_, t)| t != sampled && t != unsampled)
+        .unwrap()
+        .1;
+    assert_eq!(fresh.len(), 32);
+    assert!(fresh
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
 }

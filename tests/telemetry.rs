@@ -33,6 +33,21 @@ impl Received {
             other => format!("{other:?}"),
         })
     }
+    /// A string-array attribute (`gen_ai.response.finish_reasons`), element by element.
+    fn strings(&self, key: &str) -> Option<Vec<String>> {
+        let kv = self.span.attributes.iter().find(|kv| kv.key == key)?;
+        match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::ArrayValue(a) => a
+                .values
+                .iter()
+                .map(|v| match v.value.as_ref()? {
+                    AnyValue::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
     fn trace_id(&self) -> String {
         hex::encode(&self.span.trace_id)
     }
@@ -704,5 +719,182 @@ async fn credential_refreshes_are_spans_of_their_own() {
             !format!("{spans:?}").contains(key),
             "the API key is in a span"
         );
+    }
+}
+
+/// Streamed answers get `gen_ai.response.id`, `.model` and `.finish_reasons` on their attempt
+/// span too, from what the stream relays read anyway: an OpenAI-dialect upstream (the
+/// same-dialect relay) and an Anthropic one (the translated relay).
+#[tokio::test]
+async fn streamed_answers_name_their_id_model_and_finish_reasons() {
+    use support::anthropic::{message_stream, stream_reply, ANTHROPIC_KEY, MODEL};
+    let otlp = Receiver::start();
+    let openai = MockUpstream::start(|_| {
+        Reply::Stream(
+            chat_stream("m-up-0125", &["Hel", "lo"], 5)
+                .chunks(23)
+                .map(<[u8]>::to_vec)
+                .collect(),
+            Duration::from_millis(1),
+        )
+    });
+    // Cut short by max_tokens: the reason the client is told is `length`.
+    let claude = String::from_utf8(message_stream(&["Hi", " there"], 9, 4))
+        .unwrap()
+        .replace("end_turn", "max_tokens")
+        .into_bytes();
+    let anthropic = MockUpstream::start(move |_| stream_reply(&claude, 17));
+    let providers = openai_provider("oai", &openai.url())
+        + &format!(
+            "  anthropic:\n    endpoint: \"{}\"\n    auth: {{method: api_key, config: {{api_key: \"{ANTHROPIC_KEY}\"}}}}\n",
+            anthropic.url()
+        );
+    let routes = format!(
+        "model_mappings:\n  m: {{providers: {{oai: {{model: m-up}}}}}}\n  c: {{providers: {{anthropic: {{model: {MODEL}}}}}}}\n\
+         telemetry: {{otlp_endpoint: \"{}\", response_header: x-trace-id}}\n",
+        otlp.url
+    );
+    let gw = gateway_with("", &providers, &routes);
+    let mut traces = Vec::new();
+    for model in ["m", "c"] {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth(GATEWAY_KEY)
+            .json(&json!({"model": model, "stream": true,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        traces.push(r.headers()["x-trace-id"].to_str().unwrap().to_owned());
+        let body = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
+        assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    }
+    let spans = otlp.wait_for(4).await;
+    let attempt = |trace: &str| {
+        spans
+            .iter()
+            .find(|s| s.span.kind == 3 && s.trace_id() == trace)
+            .unwrap_or_else(|| panic!("no attempt span in trace {trace}: {spans:#?}"))
+            .clone()
+    };
+    let (oai, claude) = (attempt(&traces[0]), attempt(&traces[1]));
+    assert_eq!(oai.attr("gen_ai.provider.name").as_deref(), Some("openai"));
+    assert_eq!(
+        oai.attr("gen_ai.response.id").as_deref(),
+        Some("chatcmpl-upstream2")
+    );
+    assert_eq!(
+        oai.attr("gen_ai.response.model").as_deref(),
+        Some("m-up-0125")
+    );
+    assert_eq!(
+        oai.strings("gen_ai.response.finish_reasons"),
+        Some(vec!["stop".to_owned()])
+    );
+    assert_eq!(oai.attr("gen_ai.usage.output_tokens").as_deref(), Some("2"));
+    assert_eq!(
+        claude.attr("gen_ai.provider.name").as_deref(),
+        Some("anthropic")
+    );
+    assert_eq!(
+        claude.attr("gen_ai.response.id").as_deref(),
+        Some("msg_01StreamMock")
+    );
+    assert_eq!(claude.attr("gen_ai.response.model").as_deref(), Some(MODEL));
+    assert_eq!(
+        claude.strings("gen_ai.response.finish_reasons"),
+        Some(vec!["length".to_owned()])
+    );
+    assert_eq!(
+        claude.attr("gen_ai.usage.output_tokens").as_deref(),
+        Some("4")
+    );
+}
+
+/// A token fetched on a request's path (none valid in the cache: here IAM's tokens live
+/// 3 s, inside the 5 s safety margin, so every request needs a new one) is a span of that
+/// request's trace, child of the attempt that needed it; a failed fetch is an error span.
+#[tokio::test]
+async fn a_token_fetched_on_the_request_path_is_a_child_of_its_attempt() {
+    use support::watsonx::{watsonx_upstream, IamEndpoint, GRANITE, IBM_API_KEY, WX_PROJECT};
+    for (key, failed) in [(IBM_API_KEY, false), ("ibm-apikey-wrong", true)] {
+        let otlp = Receiver::start();
+        let iam = IamEndpoint::start(IBM_API_KEY, Duration::from_secs(3));
+        let wx = watsonx_upstream(iam.book.clone());
+        let providers = format!(
+            "  watsonx:\n    endpoint: \"{}\"\n    project_id: {WX_PROJECT}\n    auth:\n      method: ibm_iam\n      config: {{api_key: \"{key}\", iam_endpoint: \"{}\"}}\n",
+            wx.url(),
+            iam.mock.url()
+        );
+        let gw = gateway_with(
+            "",
+            &providers,
+            &format!(
+                "model_mappings:\n  g: {{providers: {{watsonx: {{model: \"{GRANITE}\"}}}}}}\n\
+                 telemetry: {{otlp_endpoint: \"{}\", response_header: x-trace-id}}\n",
+                otlp.url
+            ),
+        );
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth(GATEWAY_KEY)
+            .json(&json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().is_success(), !failed, "{}", r.status());
+        let trace = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+        r.bytes().await.unwrap();
+        // The request's server span, attempt span and fetch span (background refreshes are
+        // root spans of other traces).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mine = loop {
+            let mine: Vec<Received> = otlp
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.trace_id() == trace)
+                .cloned()
+                .collect();
+            if mine.iter().any(|s| s.span.kind == 2) {
+                break mine;
+            }
+            assert!(Instant::now() < deadline, "no server span in trace {trace}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        let attempt = mine
+            .iter()
+            .find(|s| s.span.kind == 3)
+            .unwrap_or_else(|| panic!("{mine:#?}"));
+        let fetches: Vec<_> = mine
+            .iter()
+            .filter(|s| s.span.name == "credential fetch")
+            .collect();
+        assert_eq!(fetches.len(), 1, "{mine:#?}");
+        let f = fetches[0];
+        assert_eq!(f.span.kind, 1, "internal");
+        assert_eq!(f.parent(), attempt.span_id());
+        assert_eq!(
+            f.attr("switchyard.credential.kind").as_deref(),
+            Some("token")
+        );
+        assert_eq!(f.attr("switchyard.provider").as_deref(), Some("watsonx"));
+        assert!(f.span.start_time_unix_nano >= attempt.span.start_time_unix_nano);
+        assert!(f.span.end_time_unix_nano <= attempt.span.end_time_unix_nano);
+        if failed {
+            assert_eq!(f.attr("error.type").as_deref(), Some("fetch_failed"));
+            assert_eq!(f.span.status.as_ref().map(|s| s.code), Some(2));
+        } else {
+            assert_eq!(f.attr("error.type"), None);
+            assert_eq!(
+                attempt.attr("switchyard.attempt.outcome").as_deref(),
+                Some("won")
+            );
+        }
+        let all = format!("{:?}", otlp.spans.lock().unwrap());
+        assert!(!all.contains(key), "the API key is in a span");
+        assert!(!all.contains("iam-"), "a token is in a span");
     }
 }

@@ -242,7 +242,9 @@ fn reencode(m: &eventstream::Message<'_>) -> Vec<u8> {
 
 /// One translated stream ([`translate::chat_stream`]) for `dialect`. Flags: bit 0 legacy
 /// completion, bit 1 the client asked for usage, bit 2 the client called `/v1/responses`
-/// (Responses events instead of chunks), bit 7 repair event stream checksums (Bedrock).
+/// (Responses events instead of chunks), bit 3 record the answer's id, model and finish
+/// reasons (a sampled trace; also split-independent), bit 7 repair event stream checksums
+/// (Bedrock).
 pub fn stream(dialect: Dialect, data: &[u8]) {
     let (flags, pieces, stream) = split_input(data);
     let mut repaired = Vec::new();
@@ -265,18 +267,29 @@ pub fn stream(dialect: Dialect, data: &[u8]) {
     };
     let run = |pieces: &[&[u8]]| {
         let mut tr = translate::chat_stream(&t, &ctx);
+        if let Some(a) = tr.answer() {
+            a.record = flags & 8 != 0;
+        }
         let mut out = Vec::new();
         for p in pieces {
             tr.feed(p, &mut out);
         }
         let end = tr.finish(&mut out);
         let stored = tr.final_response().map(<[u8]>::to_vec);
-        (out, end, tr.usage(), stored)
+        let answer = tr.answer().map(|a| a.clone());
+        (out, end, tr.usage(), stored, answer)
     };
-    let (out, end, usage, stored) = run(&pieces);
+    let (out, end, usage, stored, answer) = run(&pieces);
+    if let Some(a) = &answer {
+        assert!(
+            a.record || *a == translate::StreamAnswer::default(),
+            "nothing noted unless recording"
+        );
+        assert!(a.finish_reasons.len() <= 1, "one choice, one finish reason");
+    }
     assert_eq!(
         run(&[stream]),
-        (out.clone(), end.clone(), usage, stored.clone()),
+        (out.clone(), end.clone(), usage, stored.clone(), answer),
         "split changes the client stream"
     );
     if ctx.front == FrontDoor::Responses {
@@ -558,7 +571,8 @@ pub fn messages(data: &[u8]) {
 }
 
 /// The OpenAI/Azure stream filter ([`StreamFilter`]). Flags: bit 0 client wants usage, bit 1
-/// Azure, bit 2 the upstream model differs from the client's.
+/// Azure, bit 2 the upstream model differs from the client's, bit 3 record the answer's id,
+/// model and finish reasons (split-independent too).
 pub fn openai_stream(data: &[u8]) {
     let (flags, pieces, stream) = split_input(data);
     let wants_usage = flags & 1 != 0;
@@ -573,6 +587,7 @@ pub fn openai_stream(data: &[u8]) {
     };
     let run = |pieces: &[&[u8]]| {
         let mut f = make();
+        f.answer().record = flags & 8 != 0;
         let mut forwarded = Vec::new();
         for p in pieces {
             let mut out = Vec::new();
@@ -585,7 +600,15 @@ pub fn openai_stream(data: &[u8]) {
         }
         f.finish(&mut forwarded);
         let model = f.model().map(str::to_owned);
-        (forwarded, f.usage(), model, f.saw_done(), f.is_identity())
+        let answer = f.answer().clone();
+        (
+            forwarded,
+            f.usage(),
+            model,
+            f.saw_done(),
+            f.is_identity(),
+            answer,
+        )
     };
     let whole = run(&[stream]);
     assert_eq!(run(&pieces), whole, "split changes the filtered stream");
@@ -866,4 +889,44 @@ pub fn cache_key(data: &[u8]) {
     let mut third = Vec::new();
     canonical(&reversed, &mut third);
     assert_eq!(first, third, "key order changed the canonical form");
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    /// The stream harnesses with the answer recorded (flag bit 3), over real streams and
+    /// byte-flipped copies of them: split-independent, never a panic.
+    #[test]
+    fn recorded_answers_survive_the_stream_harnesses() {
+        let anthropic = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let openai = b"data: {\"id\":\"c1\",\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\ndata: {\"id\":\"c1\",\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (dialect, body) in [
+            (Some(Dialect::Anthropic), &anthropic[..]),
+            (Some(Dialect::OpenAi), &openai[..]),
+            (None, &openai[..]),
+        ] {
+            for round in 0..300 {
+                let mut data = vec![8 | (next() as u8 & 7), 3, 7, 40, 91];
+                data.extend_from_slice(body);
+                if round > 0 {
+                    for _ in 0..(next() % 4) {
+                        let i = 5 + (next() as usize) % body.len();
+                        data[i] ^= next() as u8;
+                    }
+                }
+                match dialect {
+                    Some(d) => stream(d, &data),
+                    None => openai_stream(&data),
+                }
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::openai::{ParsedRequest, Usage};
 use crate::sse::SseFramer;
+use crate::translate::StreamAnswer;
 
 /// The upstream body: the client's, with the provider's model name, and
 /// `stream_options.include_usage` forced on for streams. Spliced from the client's bytes
@@ -164,6 +165,11 @@ pub struct StreamFilter {
     /// Azure OpenAI: rewrite whatever model each chunk names (the underlying model, not the
     /// deployment) and drop the content-filter chunks that have no choices and no usage.
     azure: bool,
+    /// The answer's id, model and finish reasons, for the gateway's trace (only read
+    /// when `answer.record`).
+    answer: StreamAnswer,
+    /// The first JSON event has been read for the answer's id and model.
+    head_read: bool,
 }
 
 impl StreamFilter {
@@ -191,6 +197,8 @@ impl StreamFilter {
             saw_done: false,
             events: 0,
             azure: false,
+            answer: StreamAnswer::default(),
+            head_read: false,
         }
     }
 
@@ -214,6 +222,8 @@ impl StreamFilter {
             saw_done,
             events,
             azure,
+            answer,
+            head_read,
         } = self;
         framer.feed(chunk, |event| {
             if event.first() != Some(&b':') {
@@ -222,6 +232,9 @@ impl StreamFilter {
             let data = event_data(event);
             if data == b"[DONE]" {
                 *saw_done = true;
+            }
+            if answer.record {
+                note_answer(answer, head_read, data);
             }
             let has_usage = memmem::find(data, b"\"usage\":{").is_some();
             if has_usage {
@@ -279,6 +292,12 @@ impl StreamFilter {
         self.model.as_deref()
     }
 
+    /// The answer's id, model and finish reasons: set `record` before the first `feed`
+    /// (for a sampled trace), read at the end.
+    pub fn answer(&mut self) -> &mut StreamAnswer {
+        &mut self.answer
+    }
+
     /// Complete events seen so far, comments (keep-alives) not counted.
     pub fn events(&self) -> u64 {
         self.events
@@ -287,6 +306,43 @@ impl StreamFilter {
     /// Whether the upstream ended its stream properly with `data: [DONE]`.
     pub fn saw_done(&self) -> bool {
         self.saw_done
+    }
+}
+
+/// Notes what a chunk's `data` says about the answer: the top-level `id` and `model` of the
+/// first JSON chunk (parsed once per stream), and every choice's non-null `finish_reason`
+/// (found by its key: a scan, no parse).
+fn note_answer(answer: &mut StreamAnswer, head_read: &mut bool, data: &[u8]) {
+    if !*head_read && data.first() == Some(&b'{') {
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(default, borrow)]
+            id: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default, borrow)]
+            model: Option<std::borrow::Cow<'a, str>>,
+        }
+        *head_read = true;
+        if let Ok(h) = serde_json::from_slice::<Head<'_>>(data) {
+            answer.note_id(h.id.as_deref().unwrap_or_default());
+            answer.note_model(h.model.as_deref().unwrap_or_default());
+        }
+    }
+    const KEY: &[u8] = b"\"finish_reason\":";
+    for at in memmem::find_iter(data, KEY) {
+        let rest = &data[at + KEY.len()..];
+        let rest = &rest[rest.len() - rest.trim_ascii_start().len()..];
+        let Some(value) = rest.strip_prefix(b"\"") else {
+            continue; // null
+        };
+        // Finish reasons are plain words: one with an escape is not worth decoding.
+        let Some(end) = memchr::memchr2(b'"', b'\\', value) else {
+            continue;
+        };
+        if value[end] == b'"' {
+            if let Ok(reason) = std::str::from_utf8(&value[..end]) {
+                answer.note_finish(reason);
+            }
+        }
     }
 }
 
@@ -352,6 +408,42 @@ data: [DONE]\n\n";
         filter.finish(&mut o);
         out.extend_from_slice(&o);
         out
+    }
+
+    /// A recording filter notes the first chunk's id and model and each choice's finish
+    /// reason (at every split, also with spaces after the colon, as Python servers write);
+    /// one that does not record keeps nothing.
+    #[test]
+    fn a_recording_filter_notes_the_answers_id_model_and_finish_reasons() {
+        let two_choices = b"data: {\"id\": \"c2\", \"model\": \"m-x\", \"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"length\"}, {\"index\": 1, \"delta\": {}, \"finish_reason\": null}]}\n\n\
+data: {\"id\": \"c2\", \"model\": \"m-y\", \"choices\": [{\"index\": 1, \"delta\": {}, \"finish_reason\": \"stop\"}]}\n\ndata: [DONE]\n\n";
+        for (stream, id, model, reasons) in [
+            (STREAM, "c1", "gpt-4-0125-preview", &["stop"][..]),
+            (&two_choices[..], "c2", "m-x", &["length", "stop"][..]),
+        ] {
+            for split in 0..=stream.len() {
+                let (a, b) = stream.split_at(split);
+                let mut f = StreamFilter::new("gpt-4-0125-preview", "gpt-4", false);
+                f.answer().record = true;
+                run(&mut f, &[a, b]);
+                let got = f.answer().clone();
+                assert_eq!(got.id.as_deref(), Some(id), "split {split}");
+                assert_eq!(got.model.as_deref(), Some(model), "split {split}");
+                assert_eq!(got.finish_reasons, reasons, "split {split}");
+            }
+        }
+        let mut f = StreamFilter::new("gpt-4-0125-preview", "gpt-4", false);
+        run(&mut f, &[STREAM]);
+        assert_eq!(*f.answer(), StreamAnswer::default());
+        // Odd values: escaped, unterminated, not a string: skipped, never a panic.
+        let mut f = StreamFilter::new("m", "m", true);
+        f.answer().record = true;
+        run(
+            &mut f,
+            &[b"data: {\"finish_reason\":\"a\\u0041\"}\n\ndata: {\"finish_reason\":7}\n\ndata: {\"finish_reason\":\"st"],
+        );
+        assert!(f.answer().finish_reasons.is_empty());
+        assert_eq!(f.answer().id, None);
     }
 
     #[test]

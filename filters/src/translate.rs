@@ -174,6 +174,55 @@ pub enum StreamEnd {
     Truncated,
 }
 
+/// What a provider stream said about its answer (OpenTelemetry `gen_ai.response.id`,
+/// `.model`, `.finish_reasons`), kept only once the gateway asked for it by setting `record`
+/// (for a sampled trace): the provider's response id and model at first sight, each finish
+/// reason when it comes. Nothing is parsed for it: the translators note what they read
+/// anyway; while `record` is false each note is one branch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamAnswer {
+    pub record: bool,
+    pub id: Option<String>,
+    pub model: Option<String>,
+    pub finish_reasons: Vec<String>,
+}
+
+/// Longest id or model kept (a span attribute, not a store of provider output).
+const ANSWER_FIELD_MAX: usize = 256;
+/// Most finish reasons kept (one per choice).
+const ANSWER_REASONS_MAX: usize = 16;
+
+fn bounded(s: &str) -> String {
+    let mut end = s.len().min(ANSWER_FIELD_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+impl StreamAnswer {
+    /// The provider's response id (the first non-empty one counts).
+    pub fn note_id(&mut self, id: &str) {
+        if self.record && self.id.is_none() && !id.is_empty() {
+            self.id = Some(bounded(id));
+        }
+    }
+
+    /// The model that answered (the first non-empty one counts).
+    pub fn note_model(&mut self, model: &str) {
+        if self.record && self.model.is_none() && !model.is_empty() {
+            self.model = Some(bounded(model));
+        }
+    }
+
+    /// A choice's finish reason.
+    pub fn note_finish(&mut self, reason: &str) {
+        if self.record && self.finish_reasons.len() < ANSWER_REASONS_MAX && !reason.is_empty() {
+            self.finish_reasons.push(bounded(reason));
+        }
+    }
+}
+
 /// Translates one provider stream into the client's OpenAI SSE stream, chunk by chunk.
 ///
 /// `feed` may be called with any split of the provider's bytes (mid-line, mid-UTF-8
@@ -194,6 +243,11 @@ pub trait StreamTranslator: Send {
     /// [`crate::chat::ChunkWriter::final_response`] gives), for the gateway to store; None for
     /// the other front doors and relays.
     fn final_response(&self) -> Option<&[u8]> {
+        None
+    }
+    /// The stream's [`StreamAnswer`]: the gateway sets `record` before the first `feed` and
+    /// reads it at the end. None for relays that keep none.
+    fn answer(&mut self) -> Option<&mut StreamAnswer> {
         None
     }
 }

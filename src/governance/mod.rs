@@ -917,6 +917,7 @@ mod tests {
             output_tokens: 2,
             cost_usd: 0.5,
             cached: false,
+            trace_id: None,
         }
     }
 

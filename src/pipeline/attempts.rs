@@ -269,9 +269,10 @@ impl Run<'_> {
         let mut call = self.call(cand, upstream, prepared);
         telemetry::inject(ctx, telemetry::current(ctx), &mut call.request);
         let fw = self.forwarder(remaining);
+        let on_path = telemetry::on_path(ctx, telemetry::current(ctx));
         // A client that leaves while the provider thinks cancels the call at once.
         let opened = tokio::select! {
-            r = fw.open(&call) => r,
+            r = telemetry::with_on_path(on_path, fw.open(&call)) => r,
             () = respond::client_gone(session) => {
                 health.release_probe();
                 ctx.log_detail = Some("client went away before the answer".into());
@@ -412,16 +413,20 @@ impl Run<'_> {
         telemetry::restart_attempt(ctx, span1, race_start + after);
         telemetry::inject(ctx, span0, &mut call0.request);
         telemetry::inject(ctx, span1, &mut call1.request);
+        let (on_path0, on_path1) = (
+            telemetry::on_path(ctx, span0),
+            telemetry::on_path(ctx, span1),
+        );
         let second_started = AtomicBool::new(false);
         let mut f0 = std::pin::pin!(async {
             let _g = h0.start();
-            fw.open(&call0).await
+            telemetry::with_on_path(on_path0, fw.open(&call0)).await
         });
         let mut f1 = std::pin::pin!(async {
             tokio::time::sleep(after).await;
             second_started.store(true, Ordering::Relaxed);
             let _g = h1.start();
-            fw.open(&call1).await
+            telemetry::with_on_path(on_path1, fw.open(&call1)).await
         });
         let good = |r: &Result<Opened, GatewayError>| matches!(r, Ok(o) if !self.policy.retry_on.status(o.status()));
         let (winner, result) = tokio::select! {

@@ -163,7 +163,10 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "passthrough without an upstream");
         };
         passthrough::prepare_upstream_request(req, upstream, &pt.path)?;
-        if let Err(e) = upstream.credential.apply(&provider.name, req, b"").await {
+        // A token fetched here (none cached yet) is a span under the server span.
+        let on_path = crate::telemetry::on_path(ctx, None);
+        let applied = upstream.credential.apply(&provider.name, req, b"");
+        if let Err(e) = crate::telemetry::with_on_path(on_path, applied).await {
             let status = e.status();
             ctx.error = Some(e);
             return Error::e_explain(
@@ -457,6 +460,7 @@ impl ProxyHttp for Gateway {
                 output_tokens: ctx.usage.map_or(0, |u| u.completion_tokens as i64),
                 cost_usd: ctx.cost,
                 cached: hit.is_some(),
+                trace_id: ctx.trace.as_ref().map(|t| t.trace_id),
             };
             self.governance.settle(caller, record).await;
         }

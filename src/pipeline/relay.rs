@@ -189,6 +189,7 @@ impl Forwarder<'_> {
         } else {
             StreamFilter::new(upstream_model, client_model, client_wants_usage)
         };
+        filter.answer().record = crate::telemetry::sampled(ctx);
         let mut h =
             respond::header(200, "text/event-stream", ctx).map_err(|_| GatewayError::Internal)?;
         copy_headers(resp, &mut h);
@@ -203,6 +204,7 @@ impl Forwarder<'_> {
                 Ok(None) => break,
                 Err(()) => {
                     ctx.usage = filter.usage();
+                    crate::telemetry::note_stream_answer(ctx, Some(filter.answer()));
                     return Ok(());
                 }
             };
@@ -219,6 +221,7 @@ impl Forwarder<'_> {
             }
             if !send.is_empty() && respond::body(session, ctx, send, false).await.is_err() {
                 ctx.usage = filter.usage();
+                crate::telemetry::note_stream_answer(ctx, Some(filter.answer()));
                 up.shutdown().await;
                 return Ok(());
             }
@@ -235,12 +238,14 @@ impl Forwarder<'_> {
                 .is_err()
             {
                 ctx.usage = filter.usage();
+                crate::telemetry::note_stream_answer(ctx, Some(filter.answer()));
                 return Ok(());
             }
         }
         out.clear();
         filter.finish(&mut out);
         ctx.usage = filter.usage();
+        crate::telemetry::note_stream_answer(ctx, Some(filter.answer()));
         if !out.is_empty() {
             respond::tail(session, ctx, Some(Bytes::copy_from_slice(&out)), false).await;
         }
@@ -445,6 +450,9 @@ impl Forwarder<'_> {
         let mut h = respond::header(200, "text/event-stream", ctx).map_err(io)?;
         copy_headers(resp, &mut h);
         respond::start_stream(session, ctx, h).await.map_err(io)?;
+        if let Some(a) = translator.answer() {
+            a.record = crate::telemetry::sampled(ctx);
+        }
         let mut out = Vec::with_capacity(4096);
         let mut progress = Progress::new(self);
         while !translator.ended() {
@@ -453,6 +461,7 @@ impl Forwarder<'_> {
                 Ok(None) => break,
                 Err(()) => {
                     ctx.usage = translator.usage();
+                    crate::telemetry::note_stream_answer(ctx, translator.answer());
                     return Ok(());
                 }
             };
@@ -471,6 +480,7 @@ impl Forwarder<'_> {
                 .is_err()
             {
                 ctx.usage = translator.usage();
+                crate::telemetry::note_stream_answer(ctx, translator.answer());
                 return Ok(());
             }
             if out.is_empty() {
@@ -483,6 +493,7 @@ impl Forwarder<'_> {
             let send = Bytes::copy_from_slice(&out);
             if respond::body(session, ctx, send, false).await.is_err() {
                 ctx.usage = translator.usage();
+                crate::telemetry::note_stream_answer(ctx, translator.answer());
                 up.shutdown().await;
                 return Ok(());
             }
@@ -491,6 +502,7 @@ impl Forwarder<'_> {
         let end = translator.finish(&mut out);
         let complete = matches!(end, StreamEnd::Complete);
         ctx.usage = translator.usage();
+        crate::telemetry::note_stream_answer(ctx, translator.answer());
         if saves {
             save_final_response(ctx, translator.final_response()).await;
         }

@@ -209,6 +209,8 @@ pub struct UsageRecord {
     pub cost_usd: f64,
     /// Answered by the response cache (no provider call; `cost_usd` 0).
     pub cached: bool,
+    /// The request's W3C trace id when it had a trace context (tracing on, sampled or not).
+    pub trace_id: Option<u128>,
 }
 
 /// An audit event: authentication failures, key lifecycle, admin actions.
@@ -702,6 +704,7 @@ impl Store {
                 output_tokens: r.try_get(9)?,
                 cost_usd: r.try_get(10)?,
                 cached: false,
+                trace_id: None,
             });
         }
         drop(legacy);
@@ -882,6 +885,7 @@ mod tests {
             output_tokens: 2,
             cost_usd: 0.25,
             cached: true,
+            trace_id: Some(0xabc),
         };
         store.write_batch(&[new], &[]).await.unwrap();
         assert_eq!(store.count_usage().await.unwrap(), 2);
@@ -902,6 +906,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids, ["new"]);
+        // Legacy rows have no trace id; block records keep theirs.
+        let mut traces = Vec::new();
+        store
+            .each_usage_since(0, |u| traces.push((u.request_id, u.trace_id)))
+            .await
+            .unwrap();
+        assert_eq!(
+            traces,
+            [
+                ("old".to_owned(), None),
+                (
+                    "new".to_owned(),
+                    Some("00000000000000000000000000000abc".to_owned())
+                )
+            ]
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

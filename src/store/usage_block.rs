@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use super::UsageRecord;
 
 /// Bumped when the encoding changes; readers refuse versions they do not know. Version 2
-/// added `cached` at the end of each row (version 1 blocks still decode, as not cached).
-const VERSION: u8 = 2;
+/// added `cached` at the end of each row (version 1 blocks still decode, as not cached);
+/// version 3 the request's trace id after it (older blocks decode without one).
+const VERSION: u8 = 3;
 
 /// At most this many records per block (bounds one row's size to a few hundred KB).
 pub const MAX_RECORDS: usize = 8192;
@@ -43,7 +44,44 @@ struct Version {
     version: u8,
 }
 
-/// A version 1 row: [`Row`] without `cached`.
+/// A version 2 row: [`Row`] without `trace_id`.
+#[derive(Deserialize)]
+struct RowV2<'a> {
+    ts_offset_ms: i64,
+    request_id: &'a str,
+    user: u32,
+    key_id: u32,
+    provider: u32,
+    model: u32,
+    route: u32,
+    status: i32,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+    cached: bool,
+}
+
+impl<'a> From<RowV2<'a>> for Row<'a> {
+    fn from(r: RowV2<'a>) -> Row<'a> {
+        Row {
+            ts_offset_ms: r.ts_offset_ms,
+            request_id: r.request_id,
+            user: r.user,
+            key_id: r.key_id,
+            provider: r.provider,
+            model: r.model,
+            route: r.route,
+            status: r.status,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cost_usd: r.cost_usd,
+            cached: r.cached,
+            trace_id: None,
+        }
+    }
+}
+
+/// A version 1 row: [`Row`] without `cached` and `trace_id`.
 #[derive(Deserialize)]
 struct RowV1<'a> {
     ts_offset_ms: i64,
@@ -74,6 +112,7 @@ impl<'a> From<RowV1<'a>> for Row<'a> {
             output_tokens: r.output_tokens,
             cost_usd: r.cost_usd,
             cached: false,
+            trace_id: None,
         }
     }
 }
@@ -103,6 +142,9 @@ struct Row<'a> {
     cost_usd: f64,
     /// Answered by the response cache (version 2 on).
     cached: bool,
+    /// The request's W3C trace id, big-endian (version 3 on): 1 byte when absent, 17 when
+    /// present (a fixed array: a random id would take 19 bytes as a varint).
+    trace_id: Option<[u8; 16]>,
 }
 
 /// Appends postcard's output to a vector the caller keeps (no allocation once it has grown).
@@ -237,6 +279,7 @@ impl BlockBuilder {
             output_tokens: r.output_tokens,
             cost_usd,
             cached: r.cached,
+            trace_id: r.trace_id.map(u128::to_be_bytes),
         };
         let before = self.rows.len();
         if let Err(e) = postcard::serialize_with_flavor(&row, AppendTo(&mut self.rows)) {
@@ -355,6 +398,9 @@ pub struct StoredUsage {
     pub cost_usd: f64,
     /// Answered by the response cache.
     pub cached: bool,
+    /// The request's W3C trace id (32 lowercase hex digits), when it had a trace context
+    /// (tracing on; sampled or not). None for records written before version 3.
+    pub trace_id: Option<String>,
 }
 
 /// Why a block could not be read.
@@ -391,6 +437,15 @@ pub fn decode(data: &[u8], mut each: impl FnMut(StoredUsage)) -> Result<(), Deco
                 rows: v1.rows.into_iter().map(Row::from).collect(),
             }
         }
+        2 => {
+            let v2: Block<RowV2> = postcard::from_bytes(data).map_err(DecodeError::Malformed)?;
+            Block {
+                version: v2.version,
+                first_ts_ms: v2.first_ts_ms,
+                names: v2.names,
+                rows: v2.rows.into_iter().map(Row::from).collect(),
+            }
+        }
         VERSION => postcard::from_bytes(data).map_err(DecodeError::Malformed)?,
         v => return Err(DecodeError::Version(v)),
     };
@@ -415,6 +470,9 @@ pub fn decode(data: &[u8], mut each: impl FnMut(StoredUsage)) -> Result<(), Deco
             output_tokens: r.output_tokens,
             cost_usd: r.cost_usd,
             cached: r.cached,
+            trace_id: r
+                .trace_id
+                .map(|t| crate::telemetry::context::trace_id_hex(u128::from_be_bytes(t))),
         });
     }
     Ok(())
@@ -438,6 +496,7 @@ mod tests {
             output_tokens: 20 + i,
             cost_usd: 0.000_123 * i as f64,
             cached: i % 7 == 0,
+            trace_id: (i % 4 != 0).then_some(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736 ^ i as u128),
         }
     }
 
@@ -459,8 +518,14 @@ mod tests {
             records.iter().map(|r| r.ts_ms).min().unwrap()
         );
         assert_eq!(e.last_ts_ms, records.iter().map(|r| r.ts_ms).max().unwrap());
-        // The point of blocks: names once per block, not per record.
-        assert!(e.data.len() < 500 * 40, "{} bytes", e.data.len());
+        // The point of blocks: names once per block, not per record (a trace id adds its
+        // 16 bytes).
+        let traced = records.iter().filter(|r| r.trace_id.is_some()).count();
+        assert!(
+            e.data.len() < 500 * 40 + traced * 16,
+            "{} bytes",
+            e.data.len()
+        );
         let mut back = Vec::new();
         decode(&e.data, |r| back.push(r)).unwrap();
         assert_eq!(back.len(), 500);
@@ -479,6 +544,107 @@ mod tests {
             );
             assert_eq!(b.cost_usd, r.cost_usd);
             assert_eq!(b.cached, r.cached);
+            assert_eq!(
+                b.trace_id,
+                r.trace_id.map(|t| format!("{t:032x}")),
+                "{}",
+                r.request_id
+            );
+        }
+        assert_eq!(
+            back[1].trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4737")
+        );
+        assert_eq!(back[0].trace_id, None);
+    }
+
+    /// A trace id costs 17 bytes, its absence one; ids with leading zero bytes and the
+    /// largest id survive the round trip; the JSON of a record names it `trace_id`.
+    #[test]
+    fn version_3_rows_carry_the_trace_id() {
+        let mut with = record(1, "alice", "gpt-4");
+        let mut without = with.clone();
+        without.trace_id = None;
+        let base = encode(std::slice::from_ref(&without)).unwrap().data.len();
+        for id in [1u128, 0xff, u128::MAX, 1 << 120] {
+            with.trace_id = Some(id);
+            let e = encode(std::slice::from_ref(&with)).unwrap();
+            assert_eq!(e.data[0], 3);
+            assert_eq!(e.data.len(), base + 16);
+            let mut back = Vec::new();
+            decode(&e.data, |r| back.push(r)).unwrap();
+            let hex = back[0].trace_id.clone().unwrap();
+            assert_eq!(hex.len(), 32);
+            assert_eq!(u128::from_str_radix(&hex, 16).unwrap(), id);
+            assert!(hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+            let json = serde_json::to_value(&back[0]).unwrap();
+            assert_eq!(json["trace_id"], hex.as_str());
+        }
+        let mut back = Vec::new();
+        decode(&encode(&[without]).unwrap().data, |r| back.push(r)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back[0]).unwrap()["trace_id"],
+            serde_json::Value::Null
+        );
+    }
+
+    /// Blocks written before trace ids existed (version 2) still decode, without one.
+    #[test]
+    fn version_2_blocks_decode_without_a_trace_id() {
+        #[derive(Serialize)]
+        struct V2Row<'a> {
+            ts_offset_ms: i64,
+            request_id: &'a str,
+            user: u32,
+            key_id: u32,
+            provider: u32,
+            model: u32,
+            route: u32,
+            status: i32,
+            input_tokens: i64,
+            output_tokens: i64,
+            cost_usd: f64,
+            cached: bool,
+        }
+        let row = |i: i64, cached: bool| V2Row {
+            ts_offset_ms: i,
+            request_id: "r2",
+            user: 1,
+            key_id: 0,
+            provider: 1,
+            model: 0,
+            route: 1,
+            status: 429,
+            input_tokens: 70,
+            output_tokens: 80,
+            cost_usd: 0.25,
+            cached,
+        };
+        let bytes = postcard::to_allocvec(&Block {
+            version: 2,
+            first_ts_ms: 2000,
+            names: vec!["a", "b"],
+            rows: vec![row(5, true), row(6, false)],
+        })
+        .unwrap();
+        let mut back = Vec::new();
+        decode(&bytes, |r| back.push(r)).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            (
+                back[0].ts_ms,
+                back[0].user.as_str(),
+                back[0].key_id.as_str()
+            ),
+            (2005, "b", "a")
+        );
+        assert_eq!((back[0].status, back[0].output_tokens), (429, 80));
+        assert!(back[0].cached && !back[1].cached);
+        assert!(back.iter().all(|r| r.trace_id.is_none()));
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], |_| {}).is_err(), "cut at {cut}");
         }
     }
 
@@ -524,6 +690,7 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].ts_ms, back[0].input_tokens), (1003, 7));
         assert!(!back[0].cached);
+        assert_eq!(back[0].trace_id, None);
         let mut wrong = bytes.clone();
         wrong[0] = 9;
         assert!(matches!(
@@ -572,6 +739,7 @@ mod tests {
                     output_tokens: r.output_tokens,
                     cost_usd: r.cost_usd,
                     cached: r.cached,
+                    trace_id: r.trace_id.map(u128::to_be_bytes),
                 })
                 .collect();
             let whole = postcard::to_allocvec(&Block {
@@ -601,6 +769,7 @@ mod tests {
             output_tokens: 2,
             cost_usd: cost,
             cached: false,
+            trace_id: None,
         };
         let usage = [
             rec(1, "a", 1.0),

@@ -119,17 +119,107 @@ pub fn credential_span(what: &str, started: Instant, error: Option<&str>) {
     if !context::ratio_sampled(trace_id, p.settings.sample_ratio) {
         return;
     }
+    let span = credential_span_data(
+        &p,
+        (trace_id, None),
+        "credential refresh",
+        what,
+        None,
+        started,
+        error.map(|e| ("refresh_failed", e)),
+    );
+    p.exporter.submit(vec![span]);
+}
+
+/// A sampled request on whose path a credential may be fetched (no valid token cached yet):
+/// the fetch's span goes into its trace, under `parent` (the attempt's span, or the server
+/// span when there is no attempt). Set for the fetch by [`with_on_path`].
+#[derive(Clone)]
+pub struct OnPath {
+    pipeline: Arc<Pipeline>,
+    trace_id: u128,
+    parent: u64,
+    provider: Option<Arc<str>>,
+}
+
+tokio::task_local! {
+    /// The request a credential is being applied for (see [`OnPath`]).
+    static ON_PATH: OnPath;
+}
+
+/// The [`OnPath`] of attempt `index` (None: the server span) of a sampled request.
+pub fn on_path(ctx: &RequestCtx, index: Option<usize>) -> Option<OnPath> {
+    let t = ctx.trace.as_deref().filter(|t| t.sampled)?;
+    let attempt = index.and_then(|i| t.attempts.get(i));
+    Some(OnPath {
+        pipeline: t.pipeline.clone(),
+        trace_id: t.trace_id,
+        parent: attempt.map_or(t.span_id, |a| a.span_id),
+        provider: attempt
+            .map(|a| a.provider.clone())
+            .or_else(|| ctx.provider.as_ref().map(|p| p.name.clone())),
+    })
+}
+
+/// Runs `f` (which may fetch a credential: an upstream call's `open`) with `on` as the
+/// request a fetch on its path belongs to; just `f` when the request is not sampled. The
+/// scoped future is boxed (sampled requests only), so that the request's future, which
+/// holds this one, grows by nothing (`pipeline::route::future_sizes`).
+pub fn with_on_path<F: std::future::Future>(
+    on: Option<OnPath>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    use futures_util::future::Either;
+    match on {
+        Some(on) => Either::Left(Box::pin(ON_PATH.scope(on, f))),
+        None => Either::Right(f),
+    }
+}
+
+/// Records a credential fetched on a request's path (`what`: the kind of credential, as
+/// for [`credential_span`]) that started at `started` and ended now: a span of the
+/// request's trace, child of the attempt that needed it, when the request is sampled (see
+/// [`with_on_path`]); nothing otherwise. `error`: why it failed (no secrets).
+pub fn credential_fetch_span(what: &str, started: Instant, error: Option<&str>) {
+    let _ = ON_PATH.try_with(|on| {
+        let span = credential_span_data(
+            &on.pipeline,
+            (on.trace_id, Some(on.parent)),
+            "credential fetch",
+            what,
+            on.provider.as_deref(),
+            started,
+            error.map(|e| ("fetch_failed", e)),
+        );
+        on.pipeline.exporter.submit(vec![span]);
+    });
+}
+
+/// A credential span (internal, sampled) from `started` to now: a root span, or a child of
+/// `parent` in the trace `trace_id`. `error`: its `error.type` and message.
+fn credential_span_data(
+    p: &Pipeline,
+    (trace_id, parent): (u128, Option<u64>),
+    name: &'static str,
+    what: &str,
+    provider: Option<&str>,
+    started: Instant,
+    error: Option<(&'static str, &str)>,
+) -> SpanData {
     let end_wall = SystemTime::now();
     let start_wall = end_wall.checked_sub(started.elapsed()).unwrap_or(end_wall);
     let mut attrs = vec![KeyValue::new("switchyard.credential.kind", what.to_owned())];
+    if let Some(provider) = provider {
+        attrs.push(KeyValue::new("switchyard.provider", provider.to_owned()));
+    }
     let status = match error {
-        Some(e) => {
-            attrs.push(KeyValue::new("error.type", "refresh_failed"));
+        Some((kind, e)) => {
+            attrs.push(KeyValue::new("error.type", kind));
             Status::error(e.chars().take(512).collect::<String>())
         }
         None => Status::Unset,
     };
-    p.exporter.submit(vec![SpanData {
+    SpanData {
         span_context: SpanContext::new(
             TraceId::from(trace_id),
             SpanId::from(context::new_span_id()),
@@ -137,10 +227,10 @@ pub fn credential_span(what: &str, started: Instant, error: Option<&str>) {
             false,
             TraceState::default(),
         ),
-        parent_span_id: SpanId::INVALID,
+        parent_span_id: parent.map_or(SpanId::INVALID, SpanId::from),
         parent_span_is_remote: false,
         span_kind: SpanKind::Internal,
-        name: Cow::Borrowed("credential refresh"),
+        name: Cow::Borrowed(name),
         start_time: start_wall,
         end_time: end_wall,
         attributes: attrs,
@@ -149,7 +239,7 @@ pub fn credential_span(what: &str, started: Instant, error: Option<&str>) {
         links: SpanLinks::default(),
         status,
         instrumentation_scope: p.scope.clone(),
-    }]);
+    }
 }
 
 /// Why an attempt was made.
@@ -439,6 +529,25 @@ pub fn note_completion(ctx: &mut RequestCtx, c: &switchyard_filters::chat::Compl
         .filter_map(|ch| ch.finish_reason.map(|r| r.as_str().to_owned()))
         .collect();
     note_response(ctx, c.id.clone(), None, reasons);
+}
+
+/// Whether the request's trace is recorded (a stream relay then asks its translator to note
+/// the answer's id, model and finish reasons: [`note_stream_answer`]).
+pub fn sampled(ctx: &RequestCtx) -> bool {
+    ctx.trace.as_ref().is_some_and(|t| t.sampled)
+}
+
+/// The id, model and finish reasons a stream's translator noted (when asked to: `record`),
+/// for the current attempt's span; also for a stream that ended early (what it said so far).
+pub fn note_stream_answer(
+    ctx: &mut RequestCtx,
+    answer: Option<&mut switchyard_filters::translate::StreamAnswer>,
+) {
+    let Some(a) = answer.filter(|a| a.record) else {
+        return;
+    };
+    let (id, model) = (a.id.take(), a.model.take());
+    note_response(ctx, id, model, std::mem::take(&mut a.finish_reasons));
 }
 
 fn note_response(

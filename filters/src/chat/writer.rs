@@ -16,6 +16,7 @@ use crate::front::messages::MessagesEvents;
 use crate::front::responses::ResponsesEvents;
 use crate::front::FrontDoor;
 use crate::openai::{error_body, Usage};
+use crate::translate::StreamAnswer;
 
 #[derive(Debug)]
 pub struct ChunkWriter {
@@ -31,6 +32,8 @@ pub struct ChunkWriter {
     thinking: String,
     /// Who writes the events when the client did not call an OpenAI chat/completions door.
     door: Door,
+    /// The provider's id, model and finish reason, for the gateway's trace.
+    answer: StreamAnswer,
 }
 
 /// The event writer of a front door that has its own stream grammar: every call is handed to
@@ -62,6 +65,7 @@ impl ChunkWriter {
                 FrontDoor::Responses => Door::Responses(Box::new(ResponsesEvents::new(ctx))),
                 FrontDoor::Chat | FrontDoor::Completions => Door::OpenAi,
             },
+            answer: StreamAnswer::default(),
         };
         w.set_id(ctx, None);
         w
@@ -69,6 +73,9 @@ impl ChunkWriter {
 
     /// Uses the provider's response id (call before the first chunk).
     pub fn set_id(&mut self, ctx: &ResponseCtx<'_>, provider_id: Option<&str>) {
+        if let Some(id) = provider_id {
+            self.answer.note_id(id);
+        }
         match &mut self.door {
             Door::Messages(m) => return m.set_id(ctx, provider_id),
             Door::Responses(r) => return r.set_id(ctx, provider_id),
@@ -88,6 +95,17 @@ impl ChunkWriter {
         json_str(&mut h, ctx.client_model);
         h.extend_from_slice(b",\"choices\":[");
         self.head = h;
+    }
+
+    /// The model the provider says answered (translators call it where their events name
+    /// one); kept only when the gateway records the answer.
+    pub fn provider_model(&mut self, model: &str) {
+        self.answer.note_model(model);
+    }
+
+    /// What the stream said about its answer (see [`StreamAnswer`]).
+    pub fn answer(&mut self) -> &mut StreamAnswer {
+        &mut self.answer
     }
 
     /// Whether the first (role) chunk has been written.
@@ -331,6 +349,9 @@ impl ChunkWriter {
 
     /// The last choice chunk: empty delta and the finish reason. Written once.
     pub fn finish(&mut self, out: &mut Vec<u8>, reason: FinishReason) {
+        if self.answer.finish_reasons.is_empty() {
+            self.answer.note_finish(reason.as_str());
+        }
         match &mut self.door {
             Door::Messages(m) => return m.finish(out, reason),
             Door::Responses(r) => return r.finish(out, reason),

@@ -1345,6 +1345,8 @@ struct Event<'a> {
 struct StartMessage<'a> {
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    model: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: Option<UsageIn>,
 }
@@ -1567,6 +1569,9 @@ impl Events {
                         };
                         self.writer.set_id(&ctx, m.id.as_deref());
                     }
+                    if let Some(model) = m.model.as_deref() {
+                        self.writer.provider_model(model);
+                    }
                     if let Some(u) = &m.usage {
                         self.tokens.absorb(u);
                     }
@@ -1765,6 +1770,10 @@ impl StreamTranslator for SseStream {
         self.events.writer.final_response()
     }
 
+    fn answer(&mut self) -> Option<&mut crate::translate::StreamAnswer> {
+        Some(self.events.writer.answer())
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.events.end.is_some() {
             return;
@@ -1855,6 +1864,10 @@ impl StreamTranslator for EventStream {
 
     fn final_response(&self) -> Option<&[u8]> {
         self.events.writer.final_response()
+    }
+
+    fn answer(&mut self) -> Option<&mut crate::translate::StreamAnswer> {
+        Some(self.events.writer.answer())
     }
 
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
@@ -2913,6 +2926,39 @@ data: {\"type\": \"message_stop\"}\n\n";
         assert_eq!(
             every_split(|| sse_stream(&ctx(false)), crlf.as_bytes()).0,
             out
+        );
+    }
+
+    /// A recording stream notes `message_start`'s id and model and the finish reason (as the
+    /// client is told it); a stream that does not record keeps nothing.
+    #[test]
+    fn the_answer_is_noted_only_when_recorded() {
+        for split in [0, 10, 200, TEXT_STREAM.len() - 3] {
+            let (a, b) = TEXT_STREAM.as_bytes().split_at(split);
+            let mut t = sse_stream(&ctx(false));
+            t.answer().unwrap().record = true;
+            let mut out = Vec::new();
+            t.feed(a, &mut out);
+            t.feed(b, &mut out);
+            assert_eq!(t.finish(&mut out), StreamEnd::Complete);
+            let got = t.answer().unwrap().clone();
+            assert_eq!(
+                got.id.as_deref(),
+                Some("msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY")
+            );
+            assert_eq!(got.model.as_deref(), Some("claude-opus-4-6"));
+            assert_eq!(got.finish_reasons, ["stop"]);
+        }
+        let max_tokens = TEXT_STREAM.replace("end_turn", "max_tokens");
+        let mut t = sse_stream(&ctx(false));
+        t.answer().unwrap().record = true;
+        t.feed(max_tokens.as_bytes(), &mut Vec::new());
+        assert_eq!(t.answer().unwrap().finish_reasons, ["length"]);
+        let mut t = sse_stream(&ctx(false));
+        t.feed(TEXT_STREAM.as_bytes(), &mut Vec::new());
+        assert_eq!(
+            *t.answer().unwrap(),
+            crate::translate::StreamAnswer::default()
         );
     }
 

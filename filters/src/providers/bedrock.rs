@@ -1464,6 +1464,10 @@ impl StreamTranslator for ConverseStream {
         self.state.writer.final_response()
     }
 
+    fn answer(&mut self) -> Option<&mut crate::translate::StreamAnswer> {
+        Some(self.state.writer.answer())
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.state.end.is_some() {
             return;

@@ -1157,6 +1157,8 @@ struct GenResponse<'a> {
     usage_metadata: Option<UsageMetadata>,
     #[serde(default, borrow)]
     response_id: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    model_version: Option<Str<'a>>,
     /// Only on a stream's error event.
     #[serde(default, borrow)]
     error: Option<GoogleError<'a>>,
@@ -1478,6 +1480,9 @@ impl GeminiStream {
                 let ctx = self.ctx.get();
                 self.writer.set_id(&ctx, Some(id));
             }
+            if let Some(m) = r.model_version.as_deref() {
+                self.writer.provider_model(m);
+            }
             self.writer.start(out);
         }
         if let Some(u) = r.usage_metadata.and_then(UsageMetadata::usage) {
@@ -1525,6 +1530,10 @@ impl StreamTranslator for GeminiStream {
 
     fn final_response(&self) -> Option<&[u8]> {
         self.writer.final_response()
+    }
+
+    fn answer(&mut self) -> Option<&mut crate::translate::StreamAnswer> {
+        Some(self.writer.answer())
     }
 
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {

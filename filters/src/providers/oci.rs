@@ -1586,6 +1586,10 @@ impl StreamTranslator for OciStream {
         self.writer.final_response()
     }
 
+    fn answer(&mut self) -> Option<&mut crate::translate::StreamAnswer> {
+        Some(self.writer.answer())
+    }
+
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.end.is_some() {
             return;

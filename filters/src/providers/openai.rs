@@ -616,6 +616,8 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
 struct StreamChunk<'a> {
     #[serde(default, borrow, deserialize_with = "nullable")]
     id: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "nullable")]
+    model: Cow<'a, str>,
     /// Choice 0 only (see the module doc).
     #[serde(default, borrow, deserialize_with = "first_choice")]
     choices: Option<StreamChoice<'a>>,
@@ -863,6 +865,7 @@ impl OaStream {
             let ctx = self.ctx.get();
             self.writer.set_id(&ctx, Some(chunk.id.as_ref()));
         }
+        self.writer.provider_model(&chunk.model);
         self.writer.start(out);
         if let Some(d) = choice.delta {
             self.writer.reasoning(out, &d.reasoning_content);
@@ -973,6 +976,10 @@ impl StreamTranslator for OaStream {
 
     fn final_response(&self) -> Option<&[u8]> {
         self.writer.final_response()
+    }
+
+    fn answer(&mut self) -> Option<&mut crate::translate::StreamAnswer> {
+        Some(self.writer.answer())
     }
 
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {

@@ -597,6 +597,8 @@ pub fn parse_chat(body: &[u8]) -> Result<Completion, BadAnswer> {
 struct StreamChunk<'a> {
     #[serde(default, borrow)]
     id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    model_id: Cow<'a, str>,
     /// Choice 0 only: the gateway streams one choice.
     #[serde(default, borrow, deserialize_with = "first_choice")]
     choices: Option<StreamChoice<'a>>,
@@ -743,6 +745,7 @@ impl WxStream {
             let ctx = self.ctx.get();
             self.writer
                 .set_id(&ctx, Some(chunk.id.as_ref()).filter(|id| !id.is_empty()));
+            self.writer.provider_model(&chunk.model_id);
         }
         self.writer.start(out);
         if let Some(u) = chunk.usage {
@@ -886,6 +889,10 @@ impl StreamTranslator for WxStream {
 
     fn final_response(&self) -> Option<&[u8]> {
         self.writer.final_response()
+    }
+
+    fn answer(&mut self) -> Option<&mut crate::translate::StreamAnswer> {
+        Some(self.writer.answer())
     }
 
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {

@@ -113,7 +113,16 @@ impl TokenSource {
         if let Some(h) = self.valid() {
             return Ok(h); // another request fetched it while we waited
         }
-        self.refresh().await
+        // On a request's path: a span of that request's trace (background refreshes have
+        // their own, from `maintain`).
+        let started = Instant::now();
+        let result = self.refresh().await;
+        crate::telemetry::credential_fetch_span(
+            "token",
+            started,
+            result.as_ref().err().map(String::as_str),
+        );
+        result
     }
 
     pub async fn apply(&self, provider: &str, req: &mut RequestHeader) -> Result<(), GatewayError> {
