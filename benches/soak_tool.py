@@ -26,6 +26,9 @@ import time
 
 KEY = "sk-soak-gateway-key-0001"
 SLOW_S = float(os.environ.get("SLOW_S", "20"))
+# The idle phase's one request per connection: the built-in mock provider by default; gpt-json
+# (answered by the mock upstream) for a target without one, such as the bare Pingora proxy.
+IDLE_MODEL = os.environ.get("IDLE_MODEL", "mock-soak")
 
 
 # ---------------------------------------------------------------- mock upstream
@@ -313,7 +316,7 @@ async def idle(base, n, pid):
     conns = []
     for i in range(n):
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(request("mock-soak", False))
+        writer.write(request(IDLE_MODEL, False))
         status, _, _ = await read_response(reader)
         assert status == 200, status
         conns.append(writer)

@@ -6,8 +6,15 @@
 //!
 //! `cargo run --release --example bare_proxy -- LISTEN ORIGIN [THREADS]`
 //! e.g. `bare_proxy 127.0.0.1:8090 127.0.0.1:9000 1`.
+//!
+//! `BARE_L4_READ_BUFFER=BYTES` sets the listener's L4 read buffer (Pingora's default, 64 KiB,
+//! when unset; the gateway uses 0 on its plain listener, see docs/BENCHMARKS.md "Memory per
+//! connection"), so both settings can be measured on the bare framework.
+//! `BARE_WORK_STEALING=0` runs Pingora's no-steal runtime (one single-threaded tokio runtime per
+//! thread) instead of tokio's multi-threaded scheduler (benches/floor.sh, issue 17 item 4).
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -51,12 +58,20 @@ fn main() {
         upstream_keepalive_pool_size: 256,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
+        work_stealing: std::env::var("BARE_WORK_STEALING").map_or(true, |v| v != "0"),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::parse_from_args(["bare_proxy"]), conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, Bare { origin });
-    proxy.add_tcp(&listen);
+    let mut buffers = L4BufferSettings::default();
+    if let Some(read) = std::env::var("BARE_L4_READ_BUFFER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        buffers = buffers.read(read);
+    }
+    proxy.add_listener(ListenerConfig::tcp(listen).l4_buffer(buffers));
     server.add_service(proxy);
     server.run_forever();
 }

@@ -6,8 +6,14 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+
+// tokio's bounded channel, used from plain threads (no runtime needed for `try_send` /
+// `try_recv`): it allocates its slots in blocks of 32 as records queue up, where
+// `std::sync::mpsc::sync_channel` allocated and touched all 16 Ki slots (5.4 MiB of RSS) at
+// start (issue 17, docs/BENCHMARKS.md "Memory per connection").
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 use serde::Serialize;
 
@@ -44,7 +50,7 @@ pub struct AccessRecord {
 }
 
 pub struct AccessLog {
-    tx: Option<SyncSender<AccessRecord>>,
+    tx: Option<Sender<AccessRecord>>,
     pub dropped: AtomicU64,
 }
 
@@ -52,7 +58,7 @@ impl AccessLog {
     /// Starts the writer thread (when `enabled`).
     pub fn start(enabled: bool) -> Arc<AccessLog> {
         let tx = enabled.then(|| {
-            let (tx, rx) = sync_channel(16 * 1024);
+            let (tx, rx) = channel(16 * 1024);
             std::thread::Builder::new()
                 .name("access-log".into())
                 .spawn(move || write_loop(rx))
@@ -69,7 +75,7 @@ impl AccessLog {
         let Some(tx) = &self.tx else { return };
         match tx.try_send(record) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -81,7 +87,7 @@ impl AccessLog {
 /// CPU time of a saturated gateway).
 const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn write_loop(rx: Receiver<AccessRecord>) {
+fn write_loop(mut rx: Receiver<AccessRecord>) {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     loop {
@@ -94,8 +100,8 @@ fn write_loop(rx: Receiver<AccessRecord>) {
                     }
                     wrote = true;
                 }
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
                     let _ = out.flush();
                     return;
                 }

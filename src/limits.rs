@@ -10,18 +10,22 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use crate::config::{ClientLimits, Config};
 use crate::errors::GatewayError;
@@ -92,7 +96,8 @@ impl ServerApp for ConnectionGate {
                 .limit_refusals
                 .with_label_values(&["connections"])
                 .inc();
-            refuse(stream, limits.max_connections).await;
+            // Boxed: its read buffer would otherwise sit in every connection's future.
+            Box::pin(refuse(stream, limits.max_connections)).await;
             return None;
         }
         if matches!(
@@ -113,9 +118,15 @@ impl ServerApp for ConnectionGate {
 
 impl ConnectionGate {
     /// Pingora's HTTP/1.x keep-alive loop, with our timeouts and a deadline on each header.
-    async fn serve_http1(&self, stream: Stream, shutdown: &ShutdownWatch, limits: ClientLimits) {
-        let mut session = ServerSession::new_http1(stream);
+    async fn serve_http1(
+        &self,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+        limits: ClientLimits,
+    ) {
+        let mut settings: Option<HttpPersistentSettings> = None;
         let mut reused = false;
+        let mut shutdown_changed = shutdown.clone();
         loop {
             // Per read: the first header must start within the header timeout, a reused
             // connection may idle for the keep-alive timeout.
@@ -124,6 +135,32 @@ impl ConnectionGate {
             } else {
                 limits.header_timeout
             };
+            // The whole header (idle wait included on a reused connection) has this long.
+            let budget = limits.header_timeout + if reused { per_read } else { Duration::ZERO };
+            let started = tokio::time::Instant::now();
+            if reused && *shutdown.borrow() {
+                return; // shutting down: an idle connection is closed, as Pingora does
+            }
+            // One timer for both waits (the first bytes within `per_read`, then the whole
+            // header by `started + budget`): a second timer per request made tokio wake its
+            // driver through the eventfd on every request (one `write` syscall each).
+            let deadline = tokio::time::sleep_until(started + per_read);
+            tokio::pin!(deadline);
+            stream = tokio::select! {
+                biased;
+                first = first_bytes(stream) => match first {
+                    Some(stream) => stream,
+                    None => return, // closed or failed
+                },
+                // Idle past the timeout: close, as Pingora's read would.
+                _ = &mut deadline => return,
+                _ = shutdown_changed.changed() => return,
+            };
+            deadline.as_mut().reset(started + budget);
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings.take() {
+                settings.apply_to_session(&mut session);
+            }
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             } else {
@@ -134,12 +171,8 @@ impl ConnectionGate {
             session.set_write_timeout(Some(limits.write_timeout));
             let header_read = Arc::new(AtomicBool::new(false));
             session.set_connection_user_context(Some(Box::new(HeaderRead(header_read.clone()))));
-            // The whole header (idle wait included on a reused connection) has this long.
-            let budget = limits.header_timeout + if reused { per_read } else { Duration::ZERO };
             let request = self.proxy.process_new_http(session, shutdown);
             tokio::pin!(request);
-            let deadline = tokio::time::sleep(budget);
-            tokio::pin!(deadline);
             let reusable = tokio::select! {
                 biased;
                 r = &mut request => r,
@@ -158,15 +191,57 @@ impl ConnectionGate {
                 }
             };
             let Some(reusable) = reusable else { return };
-            let (stream, settings) = reusable.consume();
-            session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
+            (stream, settings) = reusable.consume();
             reused = true;
         }
     }
 }
+
+/// Waits for the first bytes of the connection's next request while holding nothing but the
+/// stream (issue 17, docs/BENCHMARKS.md "Memory per connection"). Pingora's `process_new_http`
+/// allocates its whole request future (≈16 KB with our context) and a 4 KiB header buffer
+/// *before* it waits to read, so every idle keep-alive connection held both. On a plain TCP
+/// stream the bytes are read here through a buffer on the stack of one poll (nothing is kept
+/// while the read is pending) and put back with [`L4Stream::rewind`], where Pingora's header
+/// read finds them: no read syscall more than before. Other streams (TLS) are returned as they
+/// are, and Pingora waits as before. `None`: the client closed or the read failed.
+///
+/// The gateway does not enable HTTP/1.1 pipelining, so Pingora never carries a request read
+/// past the previous one to the next session (it closes such a connection instead): a complete
+/// request cannot be sitting in a pipelined prefix while this waits on the socket.
+async fn first_bytes(stream: Stream) -> Option<Stream> {
+    if !stream.as_any().is::<L4Stream>() {
+        return Some(stream);
+    }
+    let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else {
+        return None; // unreachable: the type was checked above
+    };
+    let read = std::future::poll_fn(|cx| {
+        // Uninitialised: zeroing 4 KiB on every poll cost ≈ 12,000 instructions a request.
+        let mut buf = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut read = ReadBuf::uninit(&mut buf);
+        match Pin::new(&mut *l4).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let got = read.filled();
+                if !got.is_empty() {
+                    l4.rewind(got);
+                }
+                Poll::Ready(Ok(got.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    match read {
+        Ok(n) if n > 0 => Some(l4),
+        _ => None,
+    }
+}
+
+/// The first read of a request in [`first_bytes`]: Pingora's initial header buffer size, so
+/// that read takes what Pingora's own first read would have taken.
+const FIRST_READ: usize = 4096;
 
 /// Answers a connection over `max_connections` with a 503 envelope and closes it. The
 /// request is drained briefly first so the close does not reset the answer away.

@@ -23,6 +23,7 @@ use crate::pipeline::Gateway;
 use crate::route::health::HealthRegistry;
 use crate::tls::ReloadableCert;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 
 /// How often provider host names are re-resolved.
 const DNS_REFRESH: Duration = Duration::from_secs(60);
@@ -159,7 +160,15 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
     http.server_options = Some(options);
     let gate = crate::limits::ConnectionGate::new(http, live.current.clone(), metrics.clone());
     let mut proxy = Service::new("switchyard".into(), gate);
-    proxy.add_tcp(&s.listen);
+    // No L4 read buffer on the plain listener (issue 17, docs/BENCHMARKS.md "Memory per
+    // connection"): Pingora's default is a 64 KiB `BufReader` per accepted connection, held for
+    // the connection's life, idle keep-alive included. Pingora reads the header into its own
+    // 4 KiB buffer and the body into a body buffer that lives only while a body is read, so
+    // the L4 buffer saved no read syscall here, only added a copy. The TLS listener keeps the
+    // default (rustls reads in small pieces, where the buffer does save syscalls).
+    proxy.add_listener(
+        ListenerConfig::tcp(s.listen.as_str()).l4_buffer(L4BufferSettings::default().read(0)),
+    );
     let mut certificate = None;
     if let Some(tls) = &s.tls {
         match https_settings(tls) {
@@ -175,6 +184,9 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
 
     if let Some(addr) = &s.metrics_listen {
         let mut svc = Service::new("metrics".into(), MetricsApp(metrics.clone()));
+        // A scrape now and then: one thread, not `server.threads` (each thread is a runtime
+        // worker with its own stack and allocator pages; issue 17, idle RSS).
+        svc.threads = Some(1);
         svc.add_tcp(addr);
         server.add_service(svc);
     }
@@ -195,6 +207,7 @@ pub fn build(config: Arc<Config>, source: Option<PathBuf>, upgrade: bool) -> Res
             "admin".into(),
             crate::admin::AdminApp::new(admin.clone(), governance.clone()),
         );
+        svc.threads = Some(1); // operator calls, rarely concurrent
         svc.add_tcp(&admin.listen);
         server.add_service(svc);
     }

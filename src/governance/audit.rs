@@ -9,9 +9,12 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+// tokio's bounded channel from plain threads: slots allocated in blocks as events queue, where
+// `std::sync::mpsc::sync_channel` allocated and touched all 8 Ki slots (0.9 MiB) at start.
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 use serde::Serialize;
 
@@ -45,7 +48,7 @@ struct Line<'a> {
 
 /// The JSON audit stream, written by its own thread (never by a request handler).
 pub struct AuditStream {
-    tx: SyncSender<AuditEvent>,
+    tx: Sender<AuditEvent>,
     pub dropped: AtomicU64,
 }
 
@@ -61,7 +64,7 @@ impl AuditStream {
             ),
             None => Box::new(std::io::stderr()),
         };
-        let (tx, rx) = sync_channel(8192);
+        let (tx, rx) = channel(8192);
         std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || write_loop(rx, out))?;
@@ -72,13 +75,13 @@ impl AuditStream {
     }
 
     pub fn log(&self, e: AuditEvent) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(e) {
+        if let Err(TrySendError::Full(_) | TrySendError::Closed(_)) = self.tx.try_send(e) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-fn write_loop(rx: Receiver<AuditEvent>, out: Box<dyn Write + Send>) {
+fn write_loop(mut rx: Receiver<AuditEvent>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::new(out);
     loop {
         let mut wrote = false;
@@ -97,8 +100,8 @@ fn write_loop(rx: Receiver<AuditEvent>, out: Box<dyn Write + Send>) {
                     }
                     wrote = true;
                 }
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
                     let _ = out.flush();
                     return;
                 }
