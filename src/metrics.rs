@@ -4,16 +4,18 @@
 //! bounded: provider names come from config, and model labels only ever carry names that
 //! resolved to a provider.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use rustc_hash::FxHashMap;
 use switchyard_filters::Usage;
 
 pub struct Metrics {
@@ -43,6 +45,115 @@ pub struct Metrics {
     pub media_fetches: IntCounterVec,
     /// Trace ids of sampled requests for the latency histograms (OpenMetrics scrapes).
     pub exemplars: crate::telemetry::exemplars::Exemplars,
+    /// Resolved per-(provider, model) handles, see [`Metrics::series`].
+    series: SeriesCache,
+}
+
+/// The request metrics of one (provider, model) label pair, resolved once: each
+/// `with_label_values` hashes its labels and takes the vector's lock (≈ 235 instructions), and
+/// a request touches up to six of them. A series is created on its first use (as
+/// `with_label_values` would), so no empty series appear.
+pub struct Series {
+    provider: Box<str>,
+    model: Box<str>,
+    duration: Histogram,
+    time_to_first_token: OnceLock<Histogram>,
+    /// `ai_proxy_requests_total` by status label (a handful per pair).
+    requests: Mutex<Vec<(Box<str>, IntCounter)>>,
+    input: OnceLock<IntCounter>,
+    output: OnceLock<IntCounter>,
+    cost: OnceLock<Counter>,
+}
+
+impl Series {
+    /// `ai_proxy_request_duration_seconds`.
+    pub fn observe_duration(&self, secs: f64) {
+        self.duration.observe(secs);
+    }
+
+    /// `ai_proxy_time_to_first_token_seconds`.
+    pub fn observe_time_to_first_token(&self, m: &Metrics, secs: f64) {
+        self.time_to_first_token
+            .get_or_init(|| {
+                m.time_to_first_token
+                    .with_label_values(&[&self.provider, &self.model])
+            })
+            .observe(secs);
+    }
+
+    /// `ai_proxy_requests_total` with this `status` label.
+    pub fn count_request(&self, m: &Metrics, status: &str) {
+        let mut by_status = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = by_status.iter().find(|(s, _)| &**s == status) {
+            c.inc();
+            return;
+        }
+        let c = m
+            .requests
+            .with_label_values(&[&self.provider, &self.model, status]);
+        c.inc();
+        // Status labels are three digits (at most a few hundred): bounded.
+        by_status.push((status.into(), c));
+    }
+
+    /// Tokens and cost of one answer (see [`Metrics::record_usage`]).
+    pub fn record_usage(&self, m: &Metrics, usage: &Usage, cost: f64) {
+        let (p, model) = (&*self.provider, &*self.model);
+        self.input
+            .get_or_init(|| m.tokens.with_label_values(&[p, model, "input"]))
+            .inc_by(usage.prompt_tokens);
+        self.output
+            .get_or_init(|| m.tokens.with_label_values(&[p, model, "output"]))
+            .inc_by(usage.completion_tokens);
+        // Rare: resolved by label each time.
+        if usage.cached_tokens > 0 {
+            m.tokens
+                .with_label_values(&[p, model, "cache_read"])
+                .inc_by(usage.cached_tokens);
+        }
+        if usage.cache_write_tokens > 0 {
+            m.tokens
+                .with_label_values(&[p, model, "cache_write"])
+                .inc_by(usage.cache_write_tokens);
+        }
+        if cost > 0.0 {
+            self.cost
+                .get_or_init(|| m.cost.with_label_values(&[p, model]))
+                .inc_by(cost);
+        }
+    }
+}
+
+type SeriesMap = FxHashMap<Box<str>, FxHashMap<Box<str>, Arc<Series>>>;
+
+/// [`Series`] by provider and model, one map per thread (no lock shared between workers).
+struct SeriesCache {
+    shards: Vec<Mutex<SeriesMap>>,
+}
+
+/// Pairs kept per shard; past it a shard starts over (labels are bounded by configuration,
+/// so this is only a backstop).
+const MAX_SERIES: usize = 4096;
+
+impl Default for SeriesCache {
+    fn default() -> Self {
+        let n = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 64));
+        SeriesCache {
+            shards: (0..n).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+impl SeriesCache {
+    fn mine(&self) -> &Mutex<SeriesMap> {
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            };
+        }
+        &self.shards[SHARD.with(|s| *s) % self.shards.len()]
+    }
 }
 
 impl Metrics {
@@ -216,7 +327,34 @@ impl Metrics {
             unpriced,
             media_fetches,
             exemplars: Default::default(),
+            series: SeriesCache::default(),
         })
+    }
+
+    /// The handles of the (`provider`, `model`) label pair: the duration histogram created
+    /// (as the first request's `observe` would), the rest on first use.
+    pub fn series(&self, provider: &str, model: &str) -> Arc<Series> {
+        let mut map = self.series.mine().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(provider).and_then(|m| m.get(model)) {
+            return s.clone();
+        }
+        if map.values().map(FxHashMap::len).sum::<usize>() >= MAX_SERIES {
+            map.clear();
+        }
+        let s = Arc::new(Series {
+            provider: provider.into(),
+            model: model.into(),
+            duration: self.duration.with_label_values(&[provider, model]),
+            time_to_first_token: OnceLock::new(),
+            requests: Mutex::default(),
+            input: OnceLock::new(),
+            output: OnceLock::new(),
+            cost: OnceLock::new(),
+        });
+        map.entry(provider.into())
+            .or_default()
+            .insert(model.into(), s.clone());
+        s
     }
 
     pub fn record_usage(&self, provider: &str, model: &str, usage: &Usage, cost: f64) {
@@ -317,5 +455,43 @@ mod tests {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
         assert!(!text.contains(r#"model="gpt-4o",provider="openai",type="cache_read""#));
+    }
+
+    /// The cached handles count into the same series as `with_label_values`, and create
+    /// none before their first use.
+    #[test]
+    fn series_handles_are_the_labelled_series() {
+        let m = Metrics::new();
+        let s = m.series("openai", "gpt-4");
+        assert!(Arc::ptr_eq(&s, &m.series("openai", "gpt-4")));
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("ai_proxy_requests_total{"), "{text}");
+        assert!(!text.contains("ai_proxy_tokens_total{"), "{text}");
+        assert!(!text.contains("ai_proxy_cost_usd_total{"), "{text}");
+        assert!(!text.contains("ai_proxy_time_to_first_token_seconds_count{"));
+        s.observe_duration(0.002);
+        s.count_request(&m, "200");
+        s.count_request(&m, "200");
+        m.series("openai", "gpt-4").count_request(&m, "429");
+        m.series("openai", "other").count_request(&m, "200");
+        s.record_usage(&m, &Usage::new(10, 3), 0.5);
+        s.record_usage(&m, &Usage::new(1, 1), 0.0);
+        s.observe_time_to_first_token(&m, 0.01);
+        m.requests
+            .with_label_values(&["openai", "gpt-4", "200"])
+            .inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            r#"ai_proxy_requests_total{model="gpt-4",provider="openai",status="200"} 3"#,
+            r#"ai_proxy_requests_total{model="gpt-4",provider="openai",status="429"} 1"#,
+            r#"ai_proxy_requests_total{model="other",provider="openai",status="200"} 1"#,
+            r#"ai_proxy_request_duration_seconds_count{model="gpt-4",provider="openai"} 1"#,
+            r#"ai_proxy_tokens_total{model="gpt-4",provider="openai",type="input"} 11"#,
+            r#"ai_proxy_tokens_total{model="gpt-4",provider="openai",type="output"} 4"#,
+            r#"ai_proxy_cost_usd_total{model="gpt-4",provider="openai"} 0.5"#,
+            r#"ai_proxy_time_to_first_token_seconds_count{model="gpt-4",provider="openai"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

@@ -70,18 +70,6 @@ impl UsageMeter {
     /// rest (the generated text) is only scanned. False when the document has no usage at the
     /// top (the caller then reads it whole: nested usage, the text-size estimate).
     fn observe_top_level(&mut self, bytes: &[u8]) -> bool {
-        const WANTED: [&str; 10] = [
-            "usage",
-            "usageMetadata",
-            "amazon-bedrock-invocationMetrics",
-            "model",
-            "modelId",
-            "modelVersion",
-            "model_id",
-            "results",
-            "input_token_count",
-            "predictions",
-        ];
         // Borrowed keys: a key with escapes fails here and takes the full path.
         let Ok(TopFields(top)) = serde_json::from_slice::<TopFields<'_>>(bytes) else {
             return false;
@@ -228,7 +216,23 @@ impl UsageMeter {
     }
 }
 
-/// A JSON object's top-level fields, their values left as unparsed text.
+/// The top-level fields [`UsageMeter::observe_top_level`] reads (every usage key of
+/// [`SHAPES`] among them).
+const WANTED: [&str; 10] = [
+    "usage",
+    "usageMetadata",
+    "amazon-bedrock-invocationMetrics",
+    "model",
+    "modelId",
+    "modelVersion",
+    "model_id",
+    "results",
+    "input_token_count",
+    "predictions",
+];
+
+/// A JSON object's top-level fields named in [`WANTED`], their values left as unparsed text
+/// (the others are only checked and skipped).
 struct TopFields<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for TopFields<'a> {
@@ -243,11 +247,13 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for TopFields<'a> {
                 self,
                 mut m: M,
             ) -> Result<Self::Value, M::Error> {
-                let mut fields = Vec::new();
+                let mut fields = Vec::with_capacity(4);
                 while let Some((k, v)) =
                     m.next_entry::<&'de str, &'de serde_json::value::RawValue>()?
                 {
-                    fields.push((k, v));
+                    if WANTED.contains(&k) {
+                        fields.push((k, v));
+                    }
                 }
                 Ok(TopFields(fields))
             }

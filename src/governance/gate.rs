@@ -50,7 +50,7 @@ impl Gateway {
                 }
             }
         }
-        ctx.rate = self.governance.admit(&caller).await?.rate;
+        ctx.rate = self.governance.admit(&caller).await?.rate.map(Box::new);
         Ok(plan)
     }
 
@@ -88,7 +88,7 @@ impl Gateway {
                 return Err(unpriced(m));
             }
         }
-        ctx.rate = self.governance.admit(&caller).await?.rate;
+        ctx.rate = self.governance.admit(&caller).await?.rate.map(Box::new);
         Ok(())
     }
 

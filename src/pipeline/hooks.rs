@@ -45,7 +45,7 @@ impl ProxyHttp for Gateway {
             session
                 .req_header()
                 .headers
-                .get("x-request-id")
+                .get(&crate::ctx::X_REQUEST_ID)
                 .map(|v| v.as_bytes()),
         );
         if let Some(p) = self.tracing.pipeline() {
@@ -60,7 +60,7 @@ impl ProxyHttp for Gateway {
             (config.server.limits, config.server.cors.clone())
         };
         if let Some(cors) = cors {
-            ctx.cors = Some(cors.decide(&session.req_header().headers));
+            ctx.cors = Some(Box::new(cors.decide(&session.req_header().headers)));
         }
         if let Err(e) = crate::limits::check_request_header(session, &limits) {
             self.refuse(session, ctx, &e).await;
@@ -368,10 +368,8 @@ impl ProxyHttp for Gateway {
         let client_model = ctx.client_model.as_deref().unwrap_or("none");
         let status_code = http::StatusCode::from_u16(status).ok();
         let status_label = status_code.as_ref().map_or("000", http::StatusCode::as_str);
-        self.metrics
-            .duration
-            .with_label_values(&[provider, model])
-            .observe(latency.as_secs_f64());
+        let series = self.metrics.series(provider, model);
+        series.observe_duration(latency.as_secs_f64());
         if let Some(limit) = ctx.error.as_ref().and_then(crate::limits::refusal_label) {
             self.metrics
                 .limit_refusals
@@ -401,10 +399,7 @@ impl ProxyHttp for Gateway {
                 .inc();
         }
         if let Some(ttfb) = ctx.first_byte {
-            self.metrics
-                .time_to_first_token
-                .with_label_values(&[provider, model])
-                .observe(ttfb.as_secs_f64());
+            series.observe_time_to_first_token(&self.metrics, ttfb.as_secs_f64());
         }
         crate::telemetry::exemplar(ctx, &self.metrics, provider, model, latency);
         if ctx
@@ -431,17 +426,15 @@ impl ProxyHttp for Gateway {
                 if price.is_none() {
                     self.metrics.unpriced.with_label_values(&[provider]).inc();
                 }
-                self.metrics.record_usage(provider, model, &usage, ctx.cost);
+                series.record_usage(&self.metrics, &usage, ctx.cost);
             }
         }
         // Counted last, so a scrape that shows this request shows all of its other metrics too.
         // Probes (load balancers polling /health, /ready) would swamp the request metrics.
         if !matches!(ctx.route, RouteKind::Health | RouteKind::Ready) {
-            self.metrics
-                .requests
-                .with_label_values(&[provider, model, status_label])
-                .inc();
+            series.count_request(&self.metrics, status_label);
         }
+        drop(series);
         if let Some(caller) = ctx.caller.as_ref() {
             let record = crate::store::UsageRecord {
                 ts_ms: crate::governance::audit::now_ms(),
@@ -473,7 +466,7 @@ impl ProxyHttp for Gateway {
             key_id: ctx.caller.as_ref().map(|c| c.key_id.clone()),
             method: session.req_header().method.as_str().to_owned(),
             route: ctx.route.as_str(),
-            path: session.req_header().uri.path().chars().take(256).collect(),
+            path: crate::access_log::truncated(session.req_header().uri.path(), 256).to_owned(),
             provider: match &hit {
                 Some(h) => h.provider.clone(),
                 None => ctx.provider.as_ref().map(|p| p.name.clone()),

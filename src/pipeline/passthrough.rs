@@ -415,20 +415,23 @@ impl Passthrough {
             return;
         }
         self.succeeded = true;
-        let header_count = |name: &str| {
+        // Parsed once (a lookup by `&str` parses the name every time).
+        static BEDROCK_INPUT: http::HeaderName =
+            http::HeaderName::from_static("x-amzn-bedrock-input-token-count");
+        static BEDROCK_OUTPUT: http::HeaderName =
+            http::HeaderName::from_static("x-amzn-bedrock-output-token-count");
+        let header_count = |name: &http::HeaderName| {
             resp.headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok())
         };
         // Bedrock InvokeModel reports usage in headers.
-        self.meter.observe_counts(
-            header_count("x-amzn-bedrock-input-token-count"),
-            header_count("x-amzn-bedrock-output-token-count"),
-        );
+        self.meter
+            .observe_counts(header_count(&BEDROCK_INPUT), header_count(&BEDROCK_OUTPUT));
         let ct = resp
             .headers
-            .get("content-type")
+            .get(http::header::CONTENT_TYPE)
             .map_or(&b""[..], |v| v.as_bytes());
         self.observer = if ct.starts_with(b"text/event-stream") {
             self.streamed = true;

@@ -316,7 +316,9 @@ impl Gateway {
             .flatten();
         self.govern_passthrough(ctx, &provider.name, path_model.as_deref())
             .await?;
-        ctx.passthrough = Some(Passthrough::new(path.clone()).with_path_model(path_model));
+        ctx.passthrough = Some(Box::new(
+            Passthrough::new(path.clone()).with_path_model(path_model),
+        ));
         if !upstream.credential.signs_body() {
             // Pingora's hooks stream the request through; the first body read may wait only
             // as long as the whole-body deadline leaves (`request_body_filter` keeps it so).

@@ -599,6 +599,15 @@ struct RoleOnly {
 /// Every message of `messages` (its JSON text) has a supported role. Not an array: left to
 /// the parse that needs it.
 fn check_roles(messages: &str) -> Result<(), InvalidRequest> {
+    // The usual case in one pass: every message reads as `RoleOnly` where it stands, which
+    // gives each the role that reading its own text would. Otherwise (some message is not
+    // an object, a role is duplicated, not an array...) message by message, as below.
+    if let Ok(all) = serde_json::from_str::<Vec<RoleOnly>>(messages) {
+        for (i, m) in all.into_iter().enumerate() {
+            check_role(i, m.role)?;
+        }
+        return Ok(());
+    }
     let Ok(items) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(messages) else {
         return Ok(());
     };
@@ -606,29 +615,28 @@ fn check_roles(messages: &str) -> Result<(), InvalidRequest> {
         let role = serde_json::from_str::<RoleOnly>(m.get())
             .ok()
             .and_then(|r| r.role);
-        match role {
-            Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
-            Some(Value::String(r)) => {
-                return Err(InvalidRequest::new(
-                    format!("Invalid value for 'messages[{i}].role': '{}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.", r.chars().take(64).collect::<String>()),
-                    Some(&format!("messages[{i}].role")),
-                ))
-            }
-            Some(_) => {
-                return Err(InvalidRequest::new(
-                    format!("Invalid type for 'messages[{i}].role': expected a string."),
-                    Some(&format!("messages[{i}].role")),
-                ))
-            }
-            None => {
-                return Err(InvalidRequest::new(
-                    format!("Missing required parameter: 'messages[{i}].role'."),
-                    Some(&format!("messages[{i}].role")),
-                ))
-            }
-        }
+        check_role(i, role)?;
     }
     Ok(())
+}
+
+/// Message `i`'s role (`None`: missing, or the message did not read as one) is supported.
+fn check_role(i: usize, role: Option<Value>) -> Result<(), InvalidRequest> {
+    match role {
+        Some(Value::String(r)) if ROLES.contains(&r.as_str()) => Ok(()),
+        Some(Value::String(r)) => Err(InvalidRequest::new(
+            format!("Invalid value for 'messages[{i}].role': '{}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.", r.chars().take(64).collect::<String>()),
+            Some(&format!("messages[{i}].role")),
+        )),
+        Some(_) => Err(InvalidRequest::new(
+            format!("Invalid type for 'messages[{i}].role': expected a string."),
+            Some(&format!("messages[{i}].role")),
+        )),
+        None => Err(InvalidRequest::new(
+            format!("Missing required parameter: 'messages[{i}].role'."),
+            Some(&format!("messages[{i}].role")),
+        )),
+    }
 }
 
 /// `value` of `key`, when present and not null, must be a number within `min..=max`.
@@ -1145,6 +1153,52 @@ pub fn data_url(url: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
+    /// The one-pass reading of the roles answers as reading message by message does.
+    #[test]
+    fn roles_in_one_pass_answer_as_message_by_message() {
+        fn by_message(messages: &str) -> Result<(), super::InvalidRequest> {
+            let Ok(items) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(messages)
+            else {
+                return Ok(());
+            };
+            for (i, m) in items.iter().enumerate() {
+                let role = serde_json::from_str::<super::RoleOnly>(m.get())
+                    .ok()
+                    .and_then(|r| r.role);
+                super::check_role(i, role)?;
+            }
+            Ok(())
+        }
+        let deep = format!("[{}{}]", "[".repeat(127), "]".repeat(127));
+        for messages in [
+            r#"[]"#,
+            r#"[{"role":"user","content":"hi \" ]"}]"#,
+            r#"[{"content":"x","role":"assistant"},{"role":"tool"}]"#,
+            r#"[{"role":"user"},{"role":"robot"}]"#,
+            r#"[{"role":"user"},{"role":7}]"#,
+            r#"[{"role":null}]"#,
+            r#"[{"content":"no role"}]"#,
+            r#"[{"role":"user","role":"system"}]"#,
+            r#"[{"role":"user"},"text",{"role":"bad"}]"#,
+            r#"[{"role":"bad"},"text"]"#,
+            r#"[["user"]]"#,
+            r#"[["user","extra"]]"#,
+            r#"[1, {"role":"user"}]"#,
+            r#"{"role":"user"}"#,
+            r#"[{"role":"user"}"#,
+            r#"[{"role":"\ud800"}]"#,
+            r#"[{"role":"user","n":1e999}]"#,
+            deep.as_str(),
+        ] {
+            let (one, each) = (super::check_roles(messages), by_message(messages));
+            assert_eq!(
+                one.as_ref().err().map(|e| (&e.message, &e.param)),
+                each.as_ref().err().map(|e| (&e.message, &e.param)),
+                "{messages}"
+            );
+        }
+    }
+
     use super::*;
     use crate::openai::parse_request;
 
