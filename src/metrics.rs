@@ -105,7 +105,8 @@ impl Series {
         self.output
             .get_or_init(|| m.tokens.with_label_values(&[p, model, "output"]))
             .inc_by(usage.completion_tokens);
-        // Rare: resolved by label each time.
+        // Parts of `input` (prompt-cache reads and writes), as their own series only when
+        // non-zero so uncached models get no empty series; rare, so resolved by label each time.
         if usage.cached_tokens > 0 {
             m.tokens
                 .with_label_values(&[p, model, "cache_read"])
@@ -357,30 +358,6 @@ impl Metrics {
         s
     }
 
-    pub fn record_usage(&self, provider: &str, model: &str, usage: &Usage, cost: f64) {
-        self.tokens
-            .with_label_values(&[provider, model, "input"])
-            .inc_by(usage.prompt_tokens);
-        self.tokens
-            .with_label_values(&[provider, model, "output"])
-            .inc_by(usage.completion_tokens);
-        // Parts of `input` (prompt-cache reads and writes), as their own series only when
-        // non-zero so uncached models get no empty series.
-        if usage.cached_tokens > 0 {
-            self.tokens
-                .with_label_values(&[provider, model, "cache_read"])
-                .inc_by(usage.cached_tokens);
-        }
-        if usage.cache_write_tokens > 0 {
-            self.tokens
-                .with_label_values(&[provider, model, "cache_write"])
-                .inc_by(usage.cache_write_tokens);
-        }
-        if cost > 0.0 {
-            self.cost.with_label_values(&[provider, model]).inc_by(cost);
-        }
-    }
-
     /// Adds a metric owned elsewhere (the governance layer's dropped-records counter).
     pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
         if let Err(e) = self.registry.register(c) {
@@ -444,8 +421,9 @@ mod tests {
         let mut u = Usage::new(100, 7);
         u.cached_tokens = 80;
         u.cache_write_tokens = 15;
-        m.record_usage("anthropic", "claude-x", &u, 0.0);
-        m.record_usage("openai", "gpt-4o", &Usage::new(5, 1), 0.0);
+        m.series("anthropic", "claude-x").record_usage(&m, &u, 0.0);
+        m.series("openai", "gpt-4o")
+            .record_usage(&m, &Usage::new(5, 1), 0.0);
         let text = String::from_utf8(m.render()).unwrap();
         for line in [
             r#"ai_proxy_tokens_total{model="claude-x",provider="anthropic",type="input"} 100"#,
