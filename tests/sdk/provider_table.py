@@ -75,6 +75,16 @@ def fail_model(row: Row, status: int) -> str:
     return f"{row.model.replace(':0', '')}-fail-{status}" if row.prefix == "bedrock" else f"{row.model}-fail-{status}"
 
 
+def ids(rows):
+    """Test ids for a parametrisation over provider rows."""
+    return [r.name for r in rows]
+
+
+def dropped(headers) -> list[str]:
+    """The parameters the gateway said it dropped (`x-switchyard-dropped-params`)."""
+    return [p.strip() for p in headers.get("x-switchyard-dropped-params", "").split(",") if p.strip()]
+
+
 def config(listen: str, metrics: str, url: str, sa_file: Path, oci_key: Path, oci_fp: str,
            extra_mappings: list[str] = (), routing: str = "") -> str:
     """The gateway config: every row's `conf-<row>` and `conf-<row>-fail-<status>` mappings, the

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from helpers import ALICE_KEY
-from provider_table import ROWS, NativeServer, start_gateway
+from provider_table import NativeServer, ROWS, ids, start_gateway
 
 # A minimal one-page PDF (no content stream needed for the mocks; real bytes all the same).
 PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
@@ -55,10 +55,6 @@ def claude(gw):
     c = anthropic.Anthropic(api_key=ALICE_KEY, base_url=gw.url, max_retries=0, timeout=20)
     yield c
     c.close()
-
-
-def ids(rows):
-    return [r.name for r in rows]
 
 
 def file_part(**file) -> dict:

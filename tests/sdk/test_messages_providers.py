@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from helpers import ALICE_KEY
-from provider_table import ROWS, NativeServer, Row, fail_model, start_gateway
+from provider_table import NativeServer, ROWS, Row, dropped, fail_model, ids, start_gateway
 
 from anthropic_messages import thinking_signature  # noqa: E402  (tests/sdk/native: on sys.path via provider_table)
 from common import Conversation, Turn, decide  # noqa: E402
@@ -73,20 +73,12 @@ def client(gw):
     c.close()
 
 
-def ids(rows):
-    return [r.name for r in rows]
-
-
 def expected(system: str | None, turns: list[Turn], **kw):
     return decide(Conversation(system, turns, **kw))
 
 
 def user(text: str) -> dict:
     return {"role": "user", "content": text}
-
-
-def dropped(headers) -> list[str]:
-    return [p.strip() for p in headers.get("x-switchyard-dropped-params", "").split(",") if p.strip()]
 
 
 def blocks(message) -> list[dict]:

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from helpers import ALICE_KEY
-from provider_table import ROWS, NativeServer, start_gateway
+from provider_table import NativeServer, ROWS, dropped, start_gateway
 
 ROW = {r.name: r for r in ROWS}
 CLAUDE_HOSTS = ["anthropic", "bedrock-invoke", "vertex-claude"]
@@ -48,10 +48,6 @@ def messages_client(gw):
     c = anthropic.Anthropic(api_key=ALICE_KEY, base_url=gw.url, max_retries=0, timeout=20)
     yield c
     c.close()
-
-
-def dropped(headers) -> list[str]:
-    return [p.strip() for p in headers.get("x-switchyard-dropped-params", "").split(",") if p.strip()]
 
 
 def marked_request(tag: str) -> dict:

@@ -21,7 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 from helpers import ALICE_KEY, BOB_KEY
-from provider_table import ROWS, NativeServer, start_gateway
+from provider_table import NativeServer, ROWS, ids, start_gateway
 
 from common import Conversation, Turn, decide  # noqa: E402  (tests/sdk/native, via provider_table)
 
@@ -56,10 +56,6 @@ def bob(gw):
     c = openai.OpenAI(api_key=BOB_KEY, base_url=gw.url + "/v1", max_retries=0, timeout=20)
     yield c
     c.close()
-
-
-def ids(rows):
-    return [r.name for r in rows]
 
 
 def expected(system, turns, **kw):

@@ -19,7 +19,7 @@ from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel
 
 from helpers import ALICE_KEY
-from provider_table import ROWS, start_gateway
+from provider_table import ROWS, ids, start_gateway
 
 from common import JSON_TOOL, sample  # noqa: E402  (tests/sdk/native: on sys.path via provider_table)
 
@@ -58,10 +58,6 @@ class Contact(BaseModel):
 
 
 PROMPT = "Extract the person: Ann is 31."
-
-
-def ids(rows):
-    return [r.name for r in rows]
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ import openai
 import pytest
 
 from helpers import ALICE_KEY
-from provider_table import ROWS, NativeServer, Row, start_gateway
+from provider_table import NativeServer, ROWS, Row, dropped, ids, start_gateway
 
 import bedrock as bedrock_mock  # noqa: E402  (tests/sdk/native: on sys.path via provider_table)
 from common import BadRequest  # noqa: E402
@@ -76,14 +76,6 @@ def messages_client(gw):
     c = anthropic.Anthropic(api_key=ALICE_KEY, base_url=gw.url, max_retries=0, timeout=20)
     yield c
     c.close()
-
-
-def ids(rows):
-    return [r.name for r in rows]
-
-
-def dropped(headers) -> list[str]:
-    return [p.strip() for p in headers.get("x-switchyard-dropped-params", "").split(",") if p.strip()]
 
 
 def sent(native: NativeServer, prefix: str) -> dict:
