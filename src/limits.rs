@@ -146,6 +146,9 @@ impl ConnectionGate {
             // driver through the eventfd on every request (one `write` syscall each).
             let deadline = tokio::time::sleep_until(started + per_read);
             tokio::pin!(deadline);
+            // Held through the first request, so a draining process never sees the
+            // connection between its first bytes and the request counted in flight.
+            let _awaiting = (!reused).then(|| AwaitingFirstRequest::new(&self.metrics));
             stream = tokio::select! {
                 biased;
                 first = first_bytes(stream) => match first {
@@ -154,7 +157,12 @@ impl ConnectionGate {
                 },
                 // Idle past the timeout: close, as Pingora's read would.
                 _ = &mut deadline => return,
-                _ = shutdown_changed.changed() => return,
+                // Shutting down: an idle keep-alive connection is closed (its client retries
+                // on another), but a fresh one is waited on within the header timeout: its
+                // client connected to send a request, and during a graceful upgrade the bytes
+                // may arrive just after the old process stopped accepting. Closing it then
+                // resets a request no other process can answer.
+                _ = shutdown_changed.changed(), if reused => return,
             };
             deadline.as_mut().reset(started + budget);
             let mut session = ServerSession::new_http1(stream);
@@ -194,6 +202,25 @@ impl ConnectionGate {
             (stream, settings) = reusable.consume();
             reused = true;
         }
+    }
+}
+
+/// A fresh connection counted in [`Metrics::awaiting_first_request`] until its first request
+/// is answered or it ends.
+struct AwaitingFirstRequest<'a>(&'a Metrics);
+
+impl<'a> AwaitingFirstRequest<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics
+            .awaiting_first_request
+            .fetch_add(1, Ordering::AcqRel);
+        AwaitingFirstRequest(metrics)
+    }
+}
+
+impl Drop for AwaitingFirstRequest<'_> {
+    fn drop(&mut self) {
+        self.0.awaiting_first_request.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Metrics {
     pub exemplars: crate::telemetry::exemplars::Exemplars,
     /// Resolved per-(provider, model) handles, see [`Metrics::series`].
     series: SeriesCache,
+    /// Fresh client connections until their first request is answered (not exported: a
+    /// draining process waits for them as for requests in flight, see `server::ExitWhenDrained`).
+    pub awaiting_first_request: std::sync::atomic::AtomicU64,
 }
 
 /// The request metrics of one (provider, model) label pair, resolved once: each
@@ -329,6 +332,7 @@ impl Metrics {
             media_fetches,
             exemplars: Default::default(),
             series: SeriesCache::default(),
+            awaiting_first_request: Default::default(),
         })
     }
 

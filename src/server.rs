@@ -538,7 +538,12 @@ impl BackgroundService for ExitWhenDrained {
         std::thread::spawn(move || {
             // Let the listeners close first so no new request slips in.
             std::thread::sleep(Duration::from_millis(100));
-            while metrics.in_flight.get() > 0 && Instant::now() < deadline {
+            // A connection accepted just before listening stopped is waited on too: its
+            // request has not arrived yet, but no other process can answer it.
+            let busy = |m: &Metrics| {
+                m.in_flight.get() > 0 || m.awaiting_first_request.load(Ordering::Acquire) > 0
+            };
+            while busy(&metrics) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(25));
             }
             log::info!("in-flight requests finished; exiting");

@@ -729,6 +729,78 @@ fn upgrade_under_load_with_keep_alive_clients_drops_no_request() {
     );
 }
 
+/// A client that connected to the old process before the hand-over but sends its request only
+/// after the old process has stopped accepting (under load, the bytes can trail the connect):
+/// the old process still answers it, and does not exit while it waits for it. Only that
+/// process can answer: the connection is in no other's accept queue.
+#[test]
+fn upgrade_answers_a_connection_whose_request_arrives_after_listening_stopped() {
+    let dir = TempDir::new("upgrade-late-request");
+    let port = free_port();
+    let upgrade_sock = dir.path("upgrade.sock");
+    let config = dir.path("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"server:
+  listen: "127.0.0.1:{port}"
+  threads: 1
+  grace_period_seconds: 10
+  upgrade_sock: "{}"
+  pid_file: "{}"
+auth:
+  keys: [{{user: drill, key: "{KEY}"}}]
+providers:
+  mock: {{}}
+routing:
+  patterns: [{{pattern: "^mock-", default_provider: mock}}]
+"#,
+            upgrade_sock.display(),
+            dir.path("switchyard.pid").display()
+        ),
+    )
+    .unwrap();
+    let a = Gateway::spawn(&dir, "a", &config, false);
+    wait_listening(port, Duration::from_secs(15));
+    let mut late = Conn::open(([127, 0, 0, 1], port).into()).expect("connect to A");
+    std::thread::sleep(Duration::from_millis(200)); // A has accepted it
+
+    let b = Gateway::spawn(&dir, "b", &config, true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !upgrade_sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "B never created the upgrade socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    a.signal("QUIT");
+    // Pingora keeps accepting in A for 5 s after the hand-over, then stops: send after that.
+    std::thread::sleep(Duration::from_millis(6000));
+    assert!(
+        a.try_wait().is_none(),
+        "A exited while a connection it accepted had not sent its request yet"
+    );
+    late.stream
+        .write_all(&chat_request("mock-fast", false, "late", false))
+        .unwrap();
+    let resp = read_response(&mut late.reader)
+        .unwrap_or_else(|(e, got)| panic!("no answer from A: {e} after {got} bytes"));
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert!(
+        resp.closes(),
+        "a draining process answers with Connection: close"
+    );
+    let exit = a.wait_exit(Duration::from_secs(5));
+    assert!(
+        exit.is_some(),
+        "A did not exit once the late request was answered"
+    );
+    assert_eq!(one_request(port, "mock-fast").0, 200, "B serves afterwards");
+    drop(b);
+}
+
 /// In which order the new process is started and the old one signalled.
 #[derive(Clone, Copy)]
 enum Order {
