@@ -7,10 +7,13 @@
 #
 # Targets: bare (examples/bare_proxy: bare Pingora, the framework's floor), pass (switchyard
 # passthrough), v1openai (/v1 chat to an OpenAI-shaped origin), v1anthropic (/v1 chat translated
-# to an Anthropic-shaped origin), v1mock (the built-in mock). The origin is a small Python
-# server (not measured).
+# to an Anthropic-shaped origin), v1mock (the built-in mock), v1gov (v1mock with a key from a
+# SQLite store of GOV_KEYS keys with rate limits: authentication, limits and the usage record
+# written by the governance thread, all counted). The origin is a small Python server (not
+# measured).
 #
-# Knobs: WARMUP=300 N=2000 TARGETS="bare pass v1openai v1anthropic v1mock"
+# Knobs: WARMUP=300 N=2000 TARGETS="bare pass v1openai v1anthropic v1mock" (v1gov on request)
+#   GOV_KEYS=10000
 #   SWITCHYARD_BIN=target/release/switchyard BARE_BIN=target/release/examples/bare_proxy
 #   NO_BUILD=0 OUT=target/bench/instructions.md KEEP_DUMPS=<dir> (keep each target's callgrind
 #   dump there, for callgrind_annotate)
@@ -92,17 +95,39 @@ routing:
     - {pattern: "^mock-", default_provider: mock}
 EOF
 
-# client.py PORT PATH MODEL WARMUP N PID: keep-alive requests, instrumentation on for the N.
+# v1gov: the same gateway with a store of GOV_KEYS keys (rate limits on each), the bench's key
+# one of them (as benches/load.sh row 6).
+if [[ " $TARGETS " == *" v1gov "* ]]; then
+  GOV_STORE="sqlite:$TMP/governance.db"
+  GOV_KEY="$("$SWITCHYARD_BIN" keys create --store "$GOV_STORE" --user bench-gov \
+    --rpm 1000000000 --tpm 1000000000000 2>/dev/null)" || die "switchyard keys create failed"
+  python3 - "$TMP/governance.db" "${GOV_KEYS:-10000}" <<'PY' || die "could not fill the store with keys"
+import hashlib, os, sqlite3, sys, time
+db, n = sys.argv[1], int(sys.argv[2])
+c = sqlite3.connect(db)
+now = int(time.time())
+rows = [(f"key_b{i:011d}", f"user{i % 500}", hashlib.sha256(("sk-sy-bench-" + os.urandom(16).hex()).encode()).hexdigest(),
+         "sk-sy-benc", "", "", None, None, 600, 100000, None, now, None, now) for i in range(n - 1)]
+c.executemany("INSERT INTO sy_keys (id, user_name, key_sha256, prefix, models, providers, budget_micro_usd,"
+              " period, rpm, tpm, expires_at, created_at, revoked_at, updated_at)"
+              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+c.execute("UPDATE sy_meta SET version = version + 1 WHERE name = 'keys'")
+c.commit()
+PY
+  sed -e "s|^auth:|auth:\n  store: \"$GOV_STORE\"|" "$TMP/gw.yaml" >"$TMP/gw-gov.yaml"
+fi
+
+# client.py PORT PATH MODEL WARMUP N PID KEY: keep-alive requests, instrumentation on for the N.
 cat >"$TMP/client.py" <<'PY'
 import http.client, json, subprocess, sys
-port, path, model, warmup, n, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+port, path, model, warmup, n, pid, key = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 msgs = [{"role": "system", "content": "You are a concise assistant for an internal engineering help desk. Answer in plain English, cite the relevant runbook section when you know it, and never invent command-line flags."},
         {"role": "user", "content": "Our nightly backup job on the reporting database started failing last Tuesday with 'could not obtain lock on relation'. Nothing changed in the job itself."},
         {"role": "assistant", "content": "A lock error usually means another session holds a conflicting lock when the dump starts. Did a schema migration get scheduled around the same time?"},
         {"role": "user", "content": "Yes, the analytics team moved their weekly rollup to 01:30, which overlaps the backup window. What is the least disruptive fix?"}]
 body = json.dumps({"model": model, "messages": msgs, "temperature": 0.2, "max_tokens": 256, "user": "bench-user-0042"}).encode()
 c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
-hdr = {"content-type": "application/json", "authorization": "Bearer sk-switchyard-bench"}
+hdr = {"content-type": "application/json", "authorization": "Bearer " + key}
 def run(k):
     for _ in range(k):
         c.request("POST", path, body, hdr)
@@ -117,9 +142,9 @@ subprocess.run(["callgrind_control", "-i", "off", pid], check=True, stdout=subpr
 PY
 
 wait_up() { for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$1/health" && return 0; sleep 0.1; done; return 1; }
-declare -A IR
+declare -A IR COPY
 measure() { # target
-  local t="$1" port pid path model
+  local t="$1" port pid path model key=sk-switchyard-bench conf="$TMP/gw.yaml"
   rm -f "$TMP"/cg.out.*
   case "$t" in
     bare)
@@ -129,20 +154,21 @@ measure() { # target
       path=/v1/chat/completions model=gpt-4 ;;
     *)
       port="$GW_PORT"
+      [ "$t" = v1gov ] && conf="$TMP/gw-gov.yaml" key="$GOV_KEY"
       valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/cg.out.%p" \
-        "$SWITCHYARD_BIN" serve -c "$TMP/gw.yaml" >"$TMP/$t.access.log" 2>"$TMP/$t.log" &
+        "$SWITCHYARD_BIN" serve -c "$conf" >"$TMP/$t.access.log" 2>"$TMP/$t.log" &
       case "$t" in
         pass) path=/providers/openai/v1/chat/completions model=gpt-4 ;;
         v1openai) path=/v1/chat/completions model=gpt-4 ;;
         v1anthropic) path=/v1/chat/completions model=claude-bench ;;
-        v1mock) path=/v1/chat/completions model=mock-bench ;;
+        v1mock | v1gov) path=/v1/chat/completions model=mock-bench ;;
         *) die "unknown target $t" ;;
       esac ;;
   esac
   pid=$!
   PIDS+=("$pid")
   wait_up "$port" || die "$t did not start: $(tail -5 "$TMP/$t.log")"
-  python3 "$TMP/client.py" "$port" "$path" "$model" "$WARMUP" "$N" "$pid" || die "$t: client failed"
+  python3 "$TMP/client.py" "$port" "$path" "$model" "$WARMUP" "$N" "$pid" "$key" || die "$t: client failed"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   local dump total
   dump="$(ls "$TMP"/cg.out.*.1 2>/dev/null | head -1)"
@@ -150,7 +176,13 @@ measure() { # target
   total="$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")"
   if [ -n "${KEEP_DUMPS:-}" ]; then mkdir -p "$KEEP_DUMPS" && cp "$dump" "$KEEP_DUMPS/callgrind.$t"; fi
   IR[$t]=$(( total / N ))
-  log "$t: ${IR[$t]} instructions per request"
+  # glibc's memcpy/memmove copy large blocks with `rep movsb`, which callgrind counts once per
+  # byte (a 13,000-byte copy: 12,999 instructions; natively a few hundred cycles). Shown
+  # apart, so a big copy does not pass for a big cost.
+  copy="$(callgrind_annotate --threshold=100 "$dump" 2>/dev/null \
+    | awk '/memmove-vec-unaligned-erms\.S:__(memcpy|memmove)/ {gsub(",", "", $1); s += $1} END {print s + 0}')"
+  COPY[$t]=$(( copy / N ))
+  log "$t: ${IR[$t]} instructions per request (${COPY[$t]} of them in memcpy/memmove)"
 }
 for t in $TARGETS; do measure "$t"; done
 
@@ -159,10 +191,14 @@ for t in $TARGETS; do measure "$t"; done
   echo
   echo "$N requests after $WARMUP warm-up, one keep-alive connection, one worker thread, every server thread counted."
   echo
-  echo "| target | instructions / request | vs bare Pingora |"
-  echo "|---|--:|--:|"
+  echo "| target | instructions / request | vs bare Pingora | of them memcpy/memmove | without those | vs bare, without those |"
+  echo "|---|--:|--:|--:|--:|--:|"
   for t in $TARGETS; do
     ratio="$( [ -n "${IR[bare]:-}" ] && awk -v a="${IR[$t]}" -v b="${IR[bare]}" 'BEGIN{printf "%.2f×", a/b}' || echo n/a)"
-    echo "| $t | ${IR[$t]} | $ratio |"
+    rest=$(( IR[$t] - COPY[$t] ))
+    ratio2="$( [ -n "${IR[bare]:-}" ] && awk -v a="$rest" -v b="$(( IR[bare] - COPY[bare] ))" 'BEGIN{printf "%.2f×", a/b}' || echo n/a)"
+    echo "| $t | ${IR[$t]} | $ratio | ${COPY[$t]} | $rest | $ratio2 |"
   done
+  echo
+  echo "memcpy/memmove: glibc copies large blocks with \`rep movsb\`, counted by callgrind once per byte."
 } | tee "$OUT"
