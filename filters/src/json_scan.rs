@@ -376,7 +376,7 @@ pub fn as_u64(raw: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Whether the scanner accepts `doc` as one value followed by whitespace.
