@@ -250,6 +250,11 @@ impl UsageMeter {
         self.model.as_deref()
     }
 
+    /// The model seen so far, taken out (the meter forgets it).
+    pub fn take_model(&mut self) -> Option<String> {
+        self.model.take()
+    }
+
     /// Bytes of generated text in the documents seen (string values of the providers' text
     /// fields): the basis of a token estimate when a response reports no usage.
     pub fn text_bytes(&self) -> u64 {

@@ -487,14 +487,14 @@ impl Passthrough {
     /// that reported no usage (an OpenAI stream without `stream_options.include_usage`, or
     /// one the client left early) is estimated at 4 bytes a token of the request body and of
     /// the generated text seen, so budgets and token limits still count it; see
-    /// [`Self::usage_estimated`].
+    /// [`Self::usage_estimated`]. Called once: the model is handed over.
     pub fn finish(&mut self) -> (Option<Usage>, Option<String>) {
         if let Observer::Json(buf) = std::mem::take(&mut self.observer) {
             self.meter.observe_json(&buf);
         }
         let model = match self.path_model.take() {
             Some(m) if self.succeeded => Some(m),
-            _ => self.meter.model().map(str::to_owned),
+            _ => self.meter.take_model(),
         };
         let mut usage = self.meter.usage();
         if usage.is_none() && self.succeeded && self.streamed {
