@@ -87,6 +87,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Only whitespace is left.
+    #[inline]
     pub fn end(&mut self) -> Result<(), Error> {
         match self.skip_ws() {
             None => Ok(()),
@@ -95,18 +96,23 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string whose opening quote is the next byte.
+    #[inline]
     pub fn string(&mut self) -> Result<RawStr<'a>, Error> {
-        if self.bytes.get(self.pos) != Some(&b'"') {
+        let bytes = self.bytes;
+        let mut i = self.pos;
+        if bytes.get(i) != Some(&b'"') {
             return Err(Error::Syntax);
         }
-        self.pos += 1;
-        let start = self.pos;
+        i += 1;
+        let start = i;
         let mut escaped = false;
         loop {
             // Eight bytes at a time up to the first quote, backslash or control character
             // (the lowest flagged byte is exact; later flags may be false, so only it is used).
-            while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-                let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            while let Some(chunk) = bytes.get(i..i + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                let w = u64::from_le_bytes(word);
                 let ctrl = w.wrapping_sub(ONES * 0x20) & !w;
                 let q = w ^ (ONES * u64::from(b'"'));
                 let quote = q.wrapping_sub(ONES) & !q;
@@ -114,25 +120,28 @@ impl<'a> Scanner<'a> {
                 let slash = s.wrapping_sub(ONES) & !s;
                 let hit = (ctrl | quote | slash) & HIGHS;
                 if hit != 0 {
-                    self.pos += (hit.trailing_zeros() / 8) as usize;
+                    i += (hit.trailing_zeros() / 8) as usize;
                     break;
                 }
-                self.pos += 8;
+                i += 8;
             }
-            let Some(&b) = self.bytes.get(self.pos) else {
+            let Some(&b) = bytes.get(i) else {
                 return Err(Error::Syntax);
             };
-            self.pos += 1;
+            i += 1;
             match b {
                 b'"' => {
+                    self.pos = i;
                     return Ok(RawStr {
-                        raw: &self.bytes[start..self.pos - 1],
+                        raw: &bytes[start..i - 1],
                         escaped,
-                    })
+                    });
                 }
                 b'\\' => {
                     escaped = true;
+                    self.pos = i;
                     self.escape()?;
+                    i = self.pos;
                 }
                 0..=0x1F => return Err(Error::Syntax),
                 _ => {}
@@ -141,6 +150,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The rest of an escape after its backslash.
+    #[inline]
     fn escape(&mut self) -> Result<(), Error> {
         let Some(&b) = self.bytes.get(self.pos) else {
             return Err(Error::Syntax);
@@ -160,6 +170,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline]
     fn digits(&mut self) -> usize {
         let start = self.pos;
         while self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
@@ -169,6 +180,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A number whose first byte (`-` or a digit) is the next byte.
+    #[inline]
     fn number(&mut self) -> Result<(), Error> {
         if self.bytes.get(self.pos) == Some(&b'-') {
             self.pos += 1;
@@ -203,6 +215,7 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
+    #[inline]
     fn literal(&mut self, word: &[u8]) -> Result<(), Error> {
         if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
             self.pos += word.len();
@@ -213,6 +226,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object member's key and colon (after whitespace).
+    #[inline]
     fn key(&mut self) -> Result<RawStr<'a>, Error> {
         if self.skip_ws() != Some(b'"') {
             return Err(Error::Syntax);
@@ -331,6 +345,7 @@ impl<'a> Members<'a> {
     /// The next member's key and value text (the value with nesting up to
     /// [`MAX_DEPTH`]` - 1` below the object), `Ok(None)` after the last.
     #[allow(clippy::type_complexity)]
+    #[inline]
     pub fn next_member(&mut self) -> Result<Option<(RawStr<'a>, &'a [u8])>, Error> {
         if self.done {
             return Ok(None);

@@ -295,9 +295,41 @@ enum Top<'a> {
     },
 }
 
-/// Index in [`WANTED`] of a top-level key, if it is one.
+/// Index in [`WANTED`] of a top-level key, if it is one (a test holds it to [`WANTED`]).
 fn wanted(key: &[u8]) -> Option<usize> {
-    WANTED.iter().position(|w| w.as_bytes() == key)
+    Some(match key {
+        b"usage" => 0,
+        b"usageMetadata" => 1,
+        b"amazon-bedrock-invocationMetrics" => 2,
+        b"model" => 3,
+        b"modelId" => 4,
+        b"modelVersion" => 5,
+        b"model_id" => 6,
+        b"results" => 7,
+        b"input_token_count" => 8,
+        b"predictions" => 9,
+        _ => return None,
+    })
+}
+
+/// The [`SHAPES`] entry and side (false: input, true: output) a member `name` of the usage
+/// object under `WANTED[usage_key]` counts for (a test holds it to [`SHAPES`]).
+fn count_slot(usage_key: usize, name: &[u8]) -> Option<(usize, bool)> {
+    Some(match (usage_key, name) {
+        (0, b"prompt_tokens") => (0, false),
+        (0, b"completion_tokens") => (0, true),
+        (0, b"input_tokens") => (1, false),
+        (0, b"output_tokens") => (1, true),
+        (0, b"inputTokens") => (2, false),
+        (0, b"outputTokens") => (2, true),
+        (0, b"promptTokens") => (3, false),
+        (0, b"completionTokens") => (3, true),
+        (1, b"promptTokenCount") => (4, false),
+        (1, b"candidatesTokenCount") => (4, true),
+        (2, b"inputTokenCount") => (5, false),
+        (2, b"outputTokenCount") => (5, true),
+        _ => return None,
+    })
 }
 
 /// Reads a document's top level with [`json_scan`], deciding only what it can prove equal to
@@ -369,9 +401,9 @@ fn scan_top(bytes: &[u8]) -> Top<'_> {
         }
     }
     let mut counts = [(None, None); 6];
-    for (i, key) in WANTED[..3].iter().enumerate() {
+    for i in 0..3 {
         if let Some(raw) = usage_objects(i) {
-            if read_counts(raw, key, &mut counts).is_none() {
+            if read_counts(raw, i, &mut counts).is_none() {
                 return Top::Unsure;
             }
         }
@@ -379,25 +411,30 @@ fn scan_top(bytes: &[u8]) -> Top<'_> {
     Top::Usage { model, counts }
 }
 
-/// Sets, for each of [`SHAPES`] under `key`, the `as_u64` of the usage object's input and
-/// output members (the last of duplicates, as in a `serde_json` map); `None` when the object
-/// might not read into a `Value` exactly as scanned (an escape anywhere, a number
-/// [`value_reads`] cannot vouch for).
-fn read_counts(raw: &[u8], key: &str, counts: &mut [(Option<u64>, Option<u64>); 6]) -> Option<()> {
-    if !value_reads(raw) {
+/// Sets, for each of [`SHAPES`] under `WANTED[usage_key]`, the `as_u64` of the usage
+/// object's input and output members (the last of duplicates, as in a `serde_json` map);
+/// `None` when the object might not read into a `Value` exactly as scanned (an escape
+/// anywhere, a value [`value_reads`] cannot vouch for).
+fn read_counts(
+    raw: &[u8],
+    usage_key: usize,
+    counts: &mut [(Option<u64>, Option<u64>); 6],
+) -> Option<()> {
+    // No escapes: every key is its text, and no string can fail to decode.
+    if memchr::memchr(b'\\', raw).is_some() {
         return None;
     }
     let mut members = Members::of(raw)?;
     while let Some((name, value)) = members.next_member().ok()? {
-        let name = name.plain()?;
-        for (slot, (shape_key, input, output)) in counts.iter_mut().zip(SHAPES) {
-            if shape_key != key {
-                continue;
-            }
-            if name == input.as_bytes() {
-                slot.0 = json_scan::as_u64(value);
-            } else if name == output.as_bytes() {
-                slot.1 = json_scan::as_u64(value);
+        if !value_reads(value) {
+            return None;
+        }
+        if let Some((shape, output)) = count_slot(usage_key, name.raw) {
+            let n = json_scan::as_u64(value);
+            if output {
+                counts[shape].1 = n;
+            } else {
+                counts[shape].0 = n;
             }
         }
     }
@@ -405,13 +442,10 @@ fn read_counts(raw: &[u8], key: &str, counts: &mut [(Option<u64>, Option<u64>); 
 }
 
 /// Whether `serde_json` surely reads the valid JSON value `raw` (nested at most
-/// [`json_scan::MAX_DEPTH`]) into a `Value`: it has no escapes (a lone surrogate escape is
-/// refused there), and each number has at most 40 characters and at most two exponent
-/// digits (`serde_json` refuses a number too large for an `f64`, such as `1e400`).
+/// [`json_scan::MAX_DEPTH`], without escapes: the caller checked) into a `Value`: each
+/// number has at most 40 characters and at most two exponent digits (`serde_json` refuses
+/// a number too large for an `f64`, such as `1e400`).
 fn value_reads(raw: &[u8]) -> bool {
-    if memchr::memchr(b'\\', raw).is_some() {
-        return false;
-    }
     let mut in_string = false;
     let mut i = 0;
     while let Some(&b) = raw.get(i) {
@@ -513,6 +547,24 @@ mod tests {
             data.extend_from_slice(doc);
             crate::fuzzing::usage(&data);
         }
+    }
+
+    #[test]
+    fn the_key_tables_match_wanted_and_shapes() {
+        for (i, w) in WANTED.iter().enumerate() {
+            assert_eq!(wanted(w.as_bytes()), Some(i), "{w}");
+        }
+        assert_eq!(wanted(b"Usage"), None);
+        for (j, (key, input, output)) in SHAPES.iter().enumerate() {
+            let k = wanted(key.as_bytes()).unwrap();
+            assert!(k < 3, "{key} is not among the first three wanted keys");
+            assert_eq!(count_slot(k, input.as_bytes()), Some((j, false)));
+            assert_eq!(count_slot(k, output.as_bytes()), Some((j, true)));
+            for other in (0..3).filter(|&o| o != k) {
+                assert_eq!(count_slot(other, input.as_bytes()), None);
+            }
+        }
+        assert_eq!(count_slot(0, b"total_tokens"), None);
     }
 
     #[test]
