@@ -64,7 +64,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips whitespace; the next byte, if any.
-    #[inline]
+    #[inline(always)]
     pub fn skip_ws(&mut self) -> Option<u8> {
         while let Some(&b) = self.bytes.get(self.pos) {
             if !is_ws(b) {
@@ -76,7 +76,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes `b` (after whitespace) or fails.
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, b: u8) -> Result<(), Error> {
         if self.skip_ws() == Some(b) {
             self.pos += 1;
@@ -96,7 +96,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string whose opening quote is the next byte.
-    #[inline]
+    #[inline(always)]
     pub fn string(&mut self) -> Result<RawStr<'a>, Error> {
         let bytes = self.bytes;
         let mut i = self.pos;
@@ -150,7 +150,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The rest of an escape after its backslash.
-    #[inline]
+    #[cold]
     fn escape(&mut self) -> Result<(), Error> {
         let Some(&b) = self.bytes.get(self.pos) else {
             return Err(Error::Syntax);
@@ -170,7 +170,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn digits(&mut self) -> usize {
         let start = self.pos;
         while self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
@@ -180,7 +180,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A number whose first byte (`-` or a digit) is the next byte.
-    #[inline]
+    #[inline(always)]
     fn number(&mut self) -> Result<(), Error> {
         if self.bytes.get(self.pos) == Some(&b'-') {
             self.pos += 1;
@@ -215,7 +215,7 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn literal(&mut self, word: &[u8]) -> Result<(), Error> {
         if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
             self.pos += word.len();
@@ -226,7 +226,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object member's key and colon (after whitespace).
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Result<RawStr<'a>, Error> {
         if self.skip_ws() != Some(b'"') {
             return Err(Error::Syntax);
