@@ -259,6 +259,15 @@ fn is_tchar(b: u8) -> bool {
 /// into one before the request is forwarded; differing or unreadable values are a 400.
 pub fn normalize_content_length(req: &mut RequestHeader) -> Result<(), GatewayError> {
     let values = req.headers.get_all(http::header::CONTENT_LENGTH);
+    // The usual case, one field of at most 19 digits (always a u64): nothing to collapse,
+    // nothing to refuse.
+    let mut fields = values.iter();
+    if let (Some(v), None) = (fields.next(), fields.next()) {
+        let digits = v.as_bytes();
+        if (1..20).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+            return Ok(());
+        }
+    }
     let mut length: Option<u64> = None;
     let mut pieces = 0usize;
     for v in values.iter() {
@@ -669,6 +678,41 @@ mod tests {
                 upstream_path_with(bad, None, &[], true).is_err(),
                 "{bad:?} was accepted"
             );
+        }
+    }
+
+    #[test]
+    fn content_length_is_collapsed_or_refused_as_before() {
+        let run = |values: &[&str]| {
+            let mut req = RequestHeader::build("POST", b"/v1/x", None).unwrap();
+            for v in values {
+                req.append_header("content-length", *v).unwrap();
+            }
+            let r = normalize_content_length(&mut req).map_err(|_| ());
+            let after: Vec<String> = req
+                .headers
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            (r, after)
+        };
+        assert_eq!(run(&["5"]), (Ok(()), vec!["5".to_string()]));
+        assert_eq!(run(&["0"]), (Ok(()), vec!["0".to_string()]));
+        assert_eq!(run(&["007"]), (Ok(()), vec!["007".to_string()]));
+        assert_eq!(run(&["+5"]), (Ok(()), vec!["+5".to_string()]));
+        assert_eq!(run(&["5, 5"]), (Ok(()), vec!["5".to_string()]));
+        assert_eq!(run(&["5", "5"]), (Ok(()), vec!["5".to_string()]));
+        assert_eq!(run(&["9999999999999999999"]).0, Ok(()));
+        for bad in [
+            &["5, 6"][..],
+            &["5", "6"],
+            &["abc"],
+            &[""],
+            &["99999999999999999999"],
+            &["-1"],
+        ] {
+            assert_eq!(run(bad).0, Err(()), "{bad:?}");
         }
     }
 
