@@ -341,7 +341,7 @@ fn count_slot(usage_key: usize, name: &[u8]) -> Option<(usize, bool)> {
 ///   `predictions` (read by [`UsageMeter::observe_count_fields`]) is there;
 /// - the model fields hold strings without escapes, `null`, `true` or `false`;
 /// - each usage object has no escapes at all and only numbers whose `Value` reading cannot
-///   fail ([`value_reads`]), so it is in the `serde_json` map exactly as scanned.
+///   fail ([`number_reads`]), so it is in the `serde_json` map exactly as scanned.
 ///
 /// Everything else is [`Top::Unsure`].
 fn scan_top(bytes: &[u8]) -> Top<'_> {
@@ -413,69 +413,101 @@ fn scan_top(bytes: &[u8]) -> Top<'_> {
 
 /// Sets, for each of [`SHAPES`] under `WANTED[usage_key]`, the `as_u64` of the usage
 /// object's input and output members (the last of duplicates, as in a `serde_json` map);
-/// `None` when the object might not read into a `Value` exactly as scanned (an escape
-/// anywhere, a value [`value_reads`] cannot vouch for).
+/// `None` when the object might not read into a `Value` exactly as scanned: an escape
+/// anywhere (a lone surrogate escape is refused there), or a number [`number_reads`] cannot
+/// vouch for.
+///
+/// `raw` is an object the top-level scan already checked, so it is read in one pass over
+/// its bytes: without escapes a string ends at the next quote, and the members of the
+/// object itself are the keys and values met at depth 1.
 fn read_counts(
     raw: &[u8],
     usage_key: usize,
     counts: &mut [(Option<u64>, Option<u64>); 6],
 ) -> Option<()> {
-    // No escapes: every key is its text, and no string can fail to decode.
     if memchr::memchr(b'\\', raw).is_some() {
         return None;
     }
-    let mut members = Members::of(raw)?;
-    while let Some((name, value)) = members.next_member().ok()? {
-        if !value_reads(value) {
-            return None;
-        }
-        if let Some((shape, output)) = count_slot(usage_key, name.raw) {
-            let n = json_scan::as_u64(value);
+    let mut depth = 0usize;
+    // At depth 1: the next string is a key; the member whose value comes next.
+    let mut want_key = false;
+    let mut member: Option<Option<(usize, bool)>> = None;
+    let mut set = |member: &mut Option<Option<(usize, bool)>>, n: Option<u64>| {
+        if let Some(Some((shape, output))) = member.take() {
             if output {
                 counts[shape].1 = n;
             } else {
                 counts[shape].0 = n;
             }
         }
+    };
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'"' => {
+                let len = memchr::memchr(b'"', raw.get(i + 1..)?)?;
+                let text = &raw[i + 1..i + 1 + len];
+                i += len + 2;
+                if depth == 1 && want_key {
+                    want_key = false;
+                    member = Some(count_slot(usage_key, text));
+                } else if depth == 1 {
+                    set(&mut member, None);
+                }
+                continue;
+            }
+            b'{' | b'[' => {
+                if depth == 1 {
+                    set(&mut member, None);
+                }
+                depth += 1;
+                want_key = depth == 1;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => want_key = depth == 1,
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while raw.get(i).is_some_and(|c| {
+                    c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-')
+                }) {
+                    i += 1;
+                }
+                let number = &raw[start..i];
+                if !number_reads(number) {
+                    return None;
+                }
+                if depth == 1 {
+                    set(&mut member, json_scan::as_u64(number));
+                }
+                continue;
+            }
+            b't' | b'f' | b'n' => {
+                if depth == 1 {
+                    set(&mut member, None);
+                }
+                while raw.get(i).is_some_and(u8::is_ascii_lowercase) {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
     }
     Some(())
 }
 
-/// Whether `serde_json` surely reads the valid JSON value `raw` (nested at most
-/// [`json_scan::MAX_DEPTH`], without escapes: the caller checked) into a `Value`: each
-/// number has at most 40 characters and at most two exponent digits (`serde_json` refuses
-/// a number too large for an `f64`, such as `1e400`).
-fn value_reads(raw: &[u8]) -> bool {
-    let mut in_string = false;
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        i += 1;
-        if b == b'"' {
-            in_string = !in_string;
-        } else if !in_string && (b == b'-' || b.is_ascii_digit()) {
-            let start = i - 1;
-            while raw.get(i).is_some_and(|c| {
-                c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-')
-            }) {
-                i += 1;
-            }
-            let number = &raw[start..i];
-            let exponent_digits =
-                number
-                    .iter()
-                    .position(|c| matches!(c, b'e' | b'E'))
-                    .map_or(0, |e| {
-                        number[e + 1..]
-                            .iter()
-                            .filter(|c| c.is_ascii_digit())
-                            .count()
-                    });
-            if number.len() > 40 || exponent_digits > 2 {
-                return false;
-            }
-        }
-    }
-    true
+/// Whether `serde_json` surely reads the (valid) number `raw` into a `Value`: at most 40
+/// characters and at most two exponent digits (it refuses a number too large for an `f64`,
+/// such as `1e400`).
+fn number_reads(raw: &[u8]) -> bool {
+    let exponent_digits = raw
+        .iter()
+        .position(|c| matches!(c, b'e' | b'E'))
+        .map_or(0, |e| {
+            raw[e + 1..].iter().filter(|c| c.is_ascii_digit()).count()
+        });
+    raw.len() <= 40 && exponent_digits <= 2
 }
 
 /// A JSON object's top-level fields named in [`WANTED`], their values left as unparsed text
