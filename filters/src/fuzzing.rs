@@ -28,6 +28,9 @@
 //!   stored items all have ids and decode like the input they came from, and what decodes
 //!   prepares for every dialect (or is refused) with a JSON body.
 //!
+//! - [`usage`]: the passthrough usage meter reads every document exactly as its
+//!   `serde_json` reading does (usage, model, text estimate), whatever it knew before;
+//!
 //! - [`cache_key`]: the response cache's canonical form is idempotent (the canonical form of
 //!   its own output is itself) and blind to key order; finding and refreshing an answer's
 //!   identity never panics, and refreshing it to itself changes nothing.
@@ -851,6 +854,7 @@ pub fn by_name(name: &str) -> Option<fn(&[u8])> {
         "request" => request,
         "responses" => responses,
         "cache_key" => cache_key,
+        "usage" => usage,
         _ => return None,
     })
 }
@@ -889,6 +893,29 @@ pub fn cache_key(data: &[u8]) {
     let mut third = Vec::new();
     canonical(&reversed, &mut third);
     assert_eq!(first, third, "key order changed the canonical form");
+}
+
+/// Fuzz target `usage`: see the module docs. Byte 0 primes the meters (bit 0: a model is
+/// already known, bit 1: counts are already known); the rest is one document.
+pub fn usage(data: &[u8]) {
+    let flags = data.first().copied().unwrap_or(0);
+    let doc = data.get(1..).unwrap_or(&[]);
+    let mut scanned = UsageMeter::new();
+    if flags & 1 != 0 {
+        scanned.observe_json(br#"{"model":"before","usage":null}"#);
+    }
+    if flags & 2 != 0 {
+        scanned.observe_counts(Some(100), None);
+    }
+    let mut reference = scanned.clone();
+    scanned.observe_json(doc);
+    reference.observe_json_serde(doc);
+    assert_eq!(
+        scanned,
+        reference,
+        "the scanned usage reading differs from serde_json's on {:?}",
+        String::from_utf8_lossy(doc)
+    );
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! benchmarked without a network. The gateway (`switchyard` crate) owns sockets, credentials
 //! and timing; this crate owns wire formats:
 //! - [`openai`]: the client-facing OpenAI dialect (request inspection, errors, usage),
+//! - [`json_scan`]: an allocation-free, validating walk over a JSON document (no values built),
 //! - [`json_shape`]: reading a body's top level and value kinds without building a tree,
 //! - [`chat`]: the neutral middle — typed requests, neutral answers, the OpenAI stream writer,
 //! - [`translate`]: the translator interface and its dispatch per provider [`translate::Dialect`],
@@ -22,6 +23,7 @@ pub mod eventstream;
 pub mod front;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod json_scan;
 pub mod json_shape;
 pub mod mock;
 pub mod model_name;

@@ -205,11 +205,15 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         if let (Some(pt), Some(chunk)) = (ctx.passthrough.as_mut(), body.as_ref()) {
-            pt.observe_chunk(chunk);
+            if end_of_stream {
+                pt.observe_last_chunk(chunk);
+            } else {
+                pt.observe_chunk(chunk);
+            }
             ctx.mark_first_byte();
         }
         Ok(None)

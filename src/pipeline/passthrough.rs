@@ -15,7 +15,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::content_coding::{decodable_accept_encoding, SideDecoder};
 use crate::errors::GatewayError;
-use crate::pipeline::forward::HOP_BY_HOP;
 use crate::providers::{ProviderKind, Upstream};
 
 /// Characters escaped in a default query value.
@@ -82,9 +81,17 @@ pub fn upstream_path_with(
             "backslashes and control characters are not allowed",
         ));
     }
-    let lower = rest.to_ascii_lowercase();
-    if (lower.contains("%2f") && !encoded_slashes) || lower.contains("%5c") || lower.contains("%00")
-    {
+    // `%2f` / `%5c` / `%00` in any case, found from the `%`s (most paths have none).
+    let bytes = rest.as_bytes();
+    let escaped = |i: usize| {
+        let hex = |k: usize| bytes.get(i + k).map_or(0, u8::to_ascii_lowercase);
+        match (hex(1), hex(2)) {
+            (b'2', b'f') => !encoded_slashes,
+            (b'5', b'c') | (b'0', b'0') => true,
+            _ => false,
+        }
+    };
+    if (0..bytes.len()).any(|i| bytes[i] == b'%' && escaped(i)) {
         return Err(GatewayError::BadPath("encoded slashes are not allowed"));
     }
     if rest.split('/').any(hides_dot_segment) {
@@ -187,7 +194,13 @@ pub fn allowed_methods(kind: ProviderKind) -> &'static str {
 /// Refuses a method the provider's API does not use (405 with `Allow`).
 pub fn check_method(kind: ProviderKind, method: &http::Method) -> Result<(), GatewayError> {
     let allow = allowed_methods(kind);
-    if allow.split(", ").any(|m| m == method.as_str()) {
+    // Compared as bytes (`str::split` by a string builds a substring searcher each time).
+    let method = method.as_str().as_bytes();
+    if allow
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|m| m.trim_ascii_start() == method)
+    {
         Ok(())
     } else {
         Err(GatewayError::MethodNotAllowed { allow })
@@ -246,6 +259,15 @@ fn is_tchar(b: u8) -> bool {
 /// into one before the request is forwarded; differing or unreadable values are a 400.
 pub fn normalize_content_length(req: &mut RequestHeader) -> Result<(), GatewayError> {
     let values = req.headers.get_all(http::header::CONTENT_LENGTH);
+    // The usual case, one field of at most 19 digits (always a u64): nothing to collapse,
+    // nothing to refuse.
+    let mut fields = values.iter();
+    if let (Some(v), None) = (fields.next(), fields.next()) {
+        let digits = v.as_bytes();
+        if (1..20).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+            return Ok(());
+        }
+    }
     let mut length: Option<u64> = None;
     let mut pieces = 0usize;
     for v in values.iter() {
@@ -270,6 +292,47 @@ fn bad_length() -> GatewayError {
     GatewayError::BadFraming("the Content-Length values differ or are not numbers")
 }
 
+/// [`crate::pipeline::forward::HOP_BY_HOP`] and `expect`, parsed once (a request's header names compare to these by
+/// their parsed form, most of them standard names).
+static HOP_BY_HOP_NAMES: [http::HeaderName; 10] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::EXPECT,
+];
+
+/// Whether [`decodable_accept_encoding`] would keep an `Accept-Encoding` value exactly as it
+/// is, decided without allocating for the plain form `coding(, coding)*` where every coding
+/// is one it keeps; false (the caller then asks it) for anything else.
+fn decodable_as_is(value: &[u8]) -> bool {
+    let mut rest = value;
+    loop {
+        let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+        let coding = &rest[..end];
+        if coding.is_empty()
+            || !coding
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+            || !crate::content_coding::DECODABLE
+                .iter()
+                .any(|c| coding.eq_ignore_ascii_case(c.as_bytes()))
+        {
+            return false;
+        }
+        match rest.get(end..) {
+            Some([]) => return true,
+            Some([b',', b' ', tail @ ..]) => rest = tail,
+            _ => return false,
+        }
+    }
+}
+
 /// Points a caller's request at the provider: final path, `Host`, hop-by-hop headers dropped,
 /// and the provider's default headers added where the caller sent none. Credentials are
 /// applied after this (they may sign what is set here).
@@ -284,11 +347,11 @@ pub fn prepare_upstream_request(
     req.set_uri(uri);
     req.insert_header("host", upstream.endpoint.authority.clone())?;
     // One pass over the request's own headers (usually none of these is there) rather than
-    // a lookup per name.
+    // a lookup per name; names compared as parsed names, not as strings.
     let hop: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|k| HOP_BY_HOP.contains(&k.as_str()) || k.as_str() == "expect")
+        .filter(|k| HOP_BY_HOP_NAMES.contains(k))
         .cloned()
         .collect();
     for name in hop {
@@ -296,13 +359,17 @@ pub fn prepare_upstream_request(
     }
     // Only codings the usage meter can decode (the answer is relayed as it comes).
     if let Some(accept) = req.headers.get(http::header::ACCEPT_ENCODING) {
-        match decodable_accept_encoding(&String::from_utf8_lossy(accept.as_bytes())) {
-            Some(kept) if kept.as_bytes() != accept.as_bytes() => {
-                req.insert_header(http::header::ACCEPT_ENCODING, kept)?
-            }
-            Some(_) => {}
-            None => {
-                req.remove_header(&http::header::ACCEPT_ENCODING);
+        if decodable_as_is(accept.as_bytes()) {
+            // The common `identity`, `gzip`, `gzip, deflate`: kept as they are.
+        } else {
+            match decodable_accept_encoding(&String::from_utf8_lossy(accept.as_bytes())) {
+                Some(kept) if kept.as_bytes() != accept.as_bytes() => {
+                    req.insert_header(http::header::ACCEPT_ENCODING, kept)?
+                }
+                Some(_) => {}
+                None => {
+                    req.remove_header(&http::header::ACCEPT_ENCODING);
+                }
             }
         }
     }
@@ -420,19 +487,32 @@ impl Passthrough {
             http::HeaderName::from_static("x-amzn-bedrock-input-token-count");
         static BEDROCK_OUTPUT: http::HeaderName =
             http::HeaderName::from_static("x-amzn-bedrock-output-token-count");
-        let header_count = |name: &http::HeaderName| {
-            resp.headers
-                .get(name)
+        // The first value of each header read here, in one pass over the answer's headers
+        // (a lookup by name hashes it; these are compared as parsed names).
+        let (mut input, mut output, mut content_type, mut coding) = (None, None, None, None);
+        for (name, value) in &resp.headers {
+            let slot = if *name == http::header::CONTENT_TYPE {
+                &mut content_type
+            } else if *name == http::header::CONTENT_ENCODING {
+                &mut coding
+            } else if *name == BEDROCK_INPUT {
+                &mut input
+            } else if *name == BEDROCK_OUTPUT {
+                &mut output
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        let header_count = |value: Option<&http::HeaderValue>| {
+            value
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok())
         };
         // Bedrock InvokeModel reports usage in headers.
         self.meter
-            .observe_counts(header_count(&BEDROCK_INPUT), header_count(&BEDROCK_OUTPUT));
-        let ct = resp
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .map_or(&b""[..], |v| v.as_bytes());
+            .observe_counts(header_count(input), header_count(output));
+        let ct = content_type.map_or(&b""[..], |v| v.as_bytes());
         self.observer = if ct.starts_with(b"text/event-stream") {
             self.streamed = true;
             Observer::Sse(SseFramer::new())
@@ -447,10 +527,7 @@ impl Passthrough {
         if matches!(self.observer, Observer::None) {
             return;
         }
-        let coding = resp
-            .headers
-            .get(http::header::CONTENT_ENCODING)
-            .map_or(&b""[..], |v| v.as_bytes());
+        let coding = coding.map_or(&b""[..], |v| v.as_bytes());
         match SideDecoder::for_encoding(coding, DECODED_LIMIT) {
             Ok(decoder) => self.decoder = decoder,
             Err(_unsupported) => {
@@ -483,18 +560,31 @@ impl Passthrough {
         }
     }
 
+    /// [`Self::observe_chunk`] for the answer's last chunk: a JSON answer that came whole in
+    /// it (nothing copied aside yet, nothing to decode) is read in place, not copied first.
+    pub fn observe_last_chunk(&mut self, chunk: &[u8]) {
+        if let (None, Observer::Json(buf)) = (&self.decoder, &self.observer) {
+            if buf.is_empty() && chunk.len() <= USAGE_SNIFF_LIMIT {
+                self.meter.observe_json(chunk);
+                self.observer = Observer::None;
+                return;
+            }
+        }
+        self.observe_chunk(chunk);
+    }
+
     /// The usage and model the response reported, once it is complete. A successful stream
     /// that reported no usage (an OpenAI stream without `stream_options.include_usage`, or
     /// one the client left early) is estimated at 4 bytes a token of the request body and of
     /// the generated text seen, so budgets and token limits still count it; see
-    /// [`Self::usage_estimated`].
+    /// [`Self::usage_estimated`]. Called once: the model is handed over.
     pub fn finish(&mut self) -> (Option<Usage>, Option<String>) {
         if let Observer::Json(buf) = std::mem::take(&mut self.observer) {
             self.meter.observe_json(&buf);
         }
         let model = match self.path_model.take() {
             Some(m) if self.succeeded => Some(m),
-            _ => self.meter.model().map(str::to_owned),
+            _ => self.meter.take_model(),
         };
         let mut usage = self.meter.usage();
         if usage.is_none() && self.succeeded && self.streamed {
@@ -536,6 +626,9 @@ mod tests {
             "/v1/%2e%2e/admin",
             "/v1/%2E./x",
             "/v1%2fadmin",
+            "/v1%2Fadmin",
+            "/v1/a%5C",
+            "/v1/a%00",
             "/v1/%5c..",
             "/v1\\..\\x",
             "/./v1",
@@ -546,6 +639,9 @@ mod tests {
                 upstream_path(bad, None, &[]).is_err(),
                 "{bad:?} was accepted"
             );
+        }
+        for fine in ["/v1/a%2", "/v1/%41%2e1", "/v1/100%25"] {
+            assert_eq!(upstream_path(fine, None, &[]).unwrap(), fine);
         }
         let defaults = [("api-version", "2024-10-21".to_string())];
         assert_eq!(
@@ -585,6 +681,135 @@ mod tests {
         }
     }
 
+    #[test]
+    fn content_length_is_collapsed_or_refused_as_before() {
+        let run = |values: &[&str]| {
+            let mut req = RequestHeader::build("POST", b"/v1/x", None).unwrap();
+            for v in values {
+                req.append_header("content-length", *v).unwrap();
+            }
+            let r = normalize_content_length(&mut req).map_err(|_| ());
+            let after: Vec<String> = req
+                .headers
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            (r, after)
+        };
+        assert_eq!(run(&["5"]), (Ok(()), vec!["5".to_string()]));
+        assert_eq!(run(&["0"]), (Ok(()), vec!["0".to_string()]));
+        assert_eq!(run(&["007"]), (Ok(()), vec!["007".to_string()]));
+        assert_eq!(run(&["+5"]), (Ok(()), vec!["+5".to_string()]));
+        assert_eq!(run(&["5, 5"]), (Ok(()), vec!["5".to_string()]));
+        assert_eq!(run(&["5", "5"]), (Ok(()), vec!["5".to_string()]));
+        assert_eq!(run(&["9999999999999999999"]).0, Ok(()));
+        for bad in [
+            &["5, 6"][..],
+            &["5", "6"],
+            &["abc"],
+            &[""],
+            &["99999999999999999999"],
+            &["-1"],
+        ] {
+            assert_eq!(run(bad).0, Err(()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_the_list_and_expect() {
+        let mut names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(|n| n.as_str()).collect();
+        let mut want: Vec<&str> = crate::pipeline::forward::HOP_BY_HOP.to_vec();
+        want.push("expect");
+        names.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn accept_encoding_kept_as_is_only_when_the_slow_path_would_keep_it() {
+        for value in [
+            "identity",
+            "gzip",
+            "GZip",
+            "gzip, deflate",
+            "gzip, deflate, br, zstd",
+            "gzip,deflate",
+            "gzip,  deflate",
+            " gzip",
+            "gzip ",
+            "gzip;q=1.0",
+            "gzip, *",
+            "compress",
+            "gzip, compress",
+            "",
+            ",",
+            "gzip,",
+            "x-gzip, identity",
+        ] {
+            let slow = decodable_accept_encoding(value);
+            if decodable_as_is(value.as_bytes()) {
+                assert_eq!(slow.as_deref(), Some(value), "{value:?}");
+            }
+            assert_eq!(
+                decodable_as_is(value.as_bytes()),
+                [
+                    "identity",
+                    "gzip",
+                    "GZip",
+                    "gzip, deflate",
+                    "gzip, deflate, br, zstd",
+                    "x-gzip, identity"
+                ]
+                .contains(&value),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn methods_are_checked_against_the_allow_list() {
+        for (method, ok) in [
+            ("GET", true),
+            ("HEAD", true),
+            ("POST", true),
+            ("DELETE", true),
+            ("PUT", false),
+            ("PATCH", false),
+            ("TRACE", false),
+            ("OPTIONS", false),
+            ("POS", false),
+            ("ET", false),
+        ] {
+            let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(
+                check_method(ProviderKind::OpenAi, &m).is_ok(),
+                ok,
+                "{method}"
+            );
+        }
+        let patch = http::Method::PATCH;
+        assert!(check_method(ProviderKind::Azure, &patch).is_ok());
+        assert!(check_method(ProviderKind::Bedrock, &patch).is_err());
+    }
+
+    #[test]
+    fn bedrock_header_counts_read_the_first_value() {
+        let mut r = response("application/json");
+        r.append_header("x-amzn-bedrock-input-token-count", " 12 ")
+            .unwrap();
+        r.append_header("x-amzn-bedrock-input-token-count", "99")
+            .unwrap();
+        r.append_header("x-amzn-bedrock-output-token-count", "x")
+            .unwrap();
+        r.append_header("x-amzn-bedrock-output-token-count", "7")
+            .unwrap();
+        let mut p = Passthrough::new("/model/m/invoke".into());
+        p.observe_response(&r);
+        p.observe_chunk(b"{}");
+        assert_eq!(p.finish(), (Some(Usage::new(12, 0)), None));
+    }
+
     fn response(content_type: &str) -> ResponseHeader {
         let mut r = ResponseHeader::build(200, None).unwrap();
         r.insert_header("content-type", content_type).unwrap();
@@ -596,7 +821,16 @@ mod tests {
         let mut p = Passthrough::new("/v1/chat/completions".into());
         p.observe_response(&response("application/json"));
         p.observe_chunk(br#"{"model":"gpt-4o","usage":{"prompt_tokens":1,"#);
-        p.observe_chunk(br#""completion_tokens":2,"total_tokens":3}}"#);
+        p.observe_last_chunk(br#""completion_tokens":2,"total_tokens":3}}"#);
+        assert_eq!(p.finish(), (Some(Usage::new(1, 2)), Some("gpt-4o".into())));
+
+        // Whole in its last chunk: read in place.
+        let mut p = Passthrough::new("/v1/chat/completions".into());
+        p.observe_response(&response("application/json"));
+        p.observe_last_chunk(
+            br#"{"model":"gpt-4o","usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+        );
+        assert!(matches!(p.observer, Observer::None));
         assert_eq!(p.finish(), (Some(Usage::new(1, 2)), Some("gpt-4o".into())));
 
         let mut p = Passthrough::new("/v1/chat/completions".into());

@@ -18,7 +18,7 @@ FUZZ=tests/fuzz
 ALL=(sse_decoder eventstream_decoder stream_openai stream_anthropic stream_bedrock_converse
   stream_bedrock_anthropic stream_vertex_gemini stream_vertex_anthropic stream_watsonx
   stream_oci_generic stream_oci_cohere stream_openai_chat messages_stream_anthropic
-  messages_stream_bedrock messages_stream_vertex messages answers request responses cache_key config)
+  messages_stream_bedrock messages_stream_vertex messages answers request responses cache_key usage config)
 
 limit=(-max_total_time=60)
 case "${1:-}" in

@@ -202,6 +202,21 @@ put("cache_key", b'{"id": "chatcmpl-1", "created": 1700000000, "choices": [{"mes
 put("cache_key", b'data: {"id":"c-1","created":5}\n\ndata: {"id":"c-1","created":5}\n\ndata: [DONE]\n\n')
 put("cache_key", b'event: response.created\ndata: {"response":{"id":"resp_1","created_at":77}}\n\n')
 
+# --- usage: provider answers and stream events (byte 0 primes the meters)
+for i, doc in enumerate([
+    b'{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":0}}}',
+    b'{"choices":[{"delta":{"content":"hi"}}],"usage":null}',
+    b'{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}',
+    b'{"type":"message_start","message":{"model":"claude-3","usage":{"input_tokens":25,"output_tokens":1}}}',
+    b'{"candidates":[],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":2},"modelVersion":"gemini-1.5"}',
+    b'[{"usageMetadata":{"promptTokenCount":1}}]',
+    b'{"output":{},"usage":{"inputTokens":7,"outputTokens":9,"totalTokens":16}}',
+    b'{"amazon-bedrock-invocationMetrics":{"inputTokenCount":30,"outputTokenCount":40}}',
+    b'{"model_id":"ibm/granite","results":[{"generated_token_count":1,"input_token_count":2}]}',
+    b'{"us\\u0061ge":{"prompt_tokens":1},"usage":{"prompt_tokens":1e400}}',
+]):
+    put("usage", bytes([i % 4]) + doc)
+
 # --- config: the shipped examples plus a small one with every section -----------------------
 for path in sorted(glob.glob(os.path.join(root, "conf", "*.yaml"))):
     with open(path, "rb") as f:
