@@ -967,6 +967,9 @@ mod tests {
                     String::from_utf8_lossy(body)
                 ),
             }
+            // The fuzz harnesses' invariants hold on every one of these bodies too.
+            crate::fuzzing::request(&[&[0u8][..], body].concat());
+            crate::fuzzing::answers(&[&[0u8, 0, 0, 0][..], body].concat());
             // The roles read in the same walk: vouched only where `all_roles` vouches.
             let known = |r: &str| ["user", "system", "tool"].contains(&r);
             if let Ok((Top::Object(f), roles)) = Fields::parse_chat(body, known) {
