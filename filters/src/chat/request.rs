@@ -579,10 +579,11 @@ pub fn validate(p: &ParsedRequest) -> Result<(), InvalidRequest> {
                 Some("logprobs"),
             ));
         }
-        match p.field("messages") {
-            Some(_) if p.roles_known() => {}
-            Some(messages) => check_roles(messages)?,
-            None => {}
+        // Known roles: not even the field's text is looked up (a UTF-8 check of all of it).
+        if !p.roles_known() {
+            if let Some(messages) = p.field("messages") {
+                check_roles(messages)?;
+            }
         }
     } else {
         // Legacy completions: `logprobs` is how many (0-5).
