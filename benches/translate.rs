@@ -1,12 +1,17 @@
 //! Criterion benches of the pure translation layer: request preparation latency for a 1 KB
-//! chat request, and SSE stream filtering throughput (MB/s of upstream bytes).
+//! chat request, a non-stream answer's way back (OpenAI's with the model renamed, Anthropic's
+//! translated), and SSE stream filtering throughput (MB/s of upstream bytes).
 //!
 //! Run: `cargo bench --bench translate`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use switchyard_filters::chat::response::render;
+use switchyard_filters::chat::ResponseCtx;
+use switchyard_filters::front::FrontDoor;
 use switchyard_filters::openai::{parse_request, Endpoint};
-use switchyard_filters::openai_upstream::{prepare_request, StreamFilter};
+use switchyard_filters::openai_upstream::{prepare_request, translate_response, StreamFilter};
 use switchyard_filters::sse::SseFramer;
+use switchyard_filters::translate::{parse_chat, Answer, Dialect, Target};
 
 /// A realistic ~1 KB chat request.
 fn chat_request() -> Vec<u8> {
@@ -122,5 +127,46 @@ fn stream_translation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, request_translation, stream_translation);
+/// The answers of benches/instructions.sh's origin: OpenAI's, and Anthropic's message.
+const OPENAI_ANSWER: &[u8] = br#"{"id": "chatcmpl-bench", "object": "chat.completion", "created": 1716000000, "model": "gpt-4-0125-preview", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Make the dump wait for the lock rather than moving the schedule.", "refusal": null}, "logprobs": null, "finish_reason": "stop"}], "usage": {"prompt_tokens": 212, "completion_tokens": 71, "total_tokens": 283}}"#;
+const ANTHROPIC_ANSWER: &[u8] = br#"{"id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514", "content": [{"type": "text", "text": "Make the dump wait for the lock rather than moving the schedule."}], "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 212, "output_tokens": 71}}"#;
+
+fn answer_translation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("answer");
+    g.bench_function("openai_rename_model", |b| {
+        b.iter(|| black_box(translate_response(black_box(OPENAI_ANSWER), "gpt-4")))
+    });
+    let t = Target {
+        dialect: Dialect::Anthropic,
+        upstream_model: "claude-sonnet-4-20250514",
+        project: None,
+        location: None,
+        api_version: None,
+    };
+    let ctx = ResponseCtx {
+        client_model: "claude-bench",
+        created: 1_700_000_000,
+        fallback_id: "req-bench",
+        front: FrontDoor::Chat,
+        include_usage: false,
+        echo: "",
+    };
+    g.bench_function("anthropic_to_chat", |b| {
+        b.iter(|| {
+            let answer = Answer {
+                body: black_box(ANTHROPIC_ANSWER),
+                input_tokens_header: None,
+            };
+            black_box(render(&parse_chat(&t, &answer).unwrap(), &ctx))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    request_translation,
+    answer_translation,
+    stream_translation
+);
 criterion_main!(benches);

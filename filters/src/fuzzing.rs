@@ -19,10 +19,12 @@
 //! - [`openai_stream`]: the OpenAI/Azure stream filter is split-independent, and forwards the
 //!   input byte for byte when it is the identity;
 //! - [`answers`]: answer parsers and error mapping never panic, what they accept renders as
-//!   JSON, and every mapped error is a 4xx/5xx OpenAI error envelope (OpenAI-shaped
-//!   upstreams' own envelopes pass through as they are);
-//! - [`request`]: every request the gateway accepts can be prepared for every dialect (or
-//!   is refused with an [`crate::InvalidRequest`]), and prepared bodies are JSON;
+//!   JSON, the OpenAI answer's model splice refuses exactly what `serde_json` refuses, and
+//!   every mapped error is a 4xx/5xx OpenAI error envelope (OpenAI-shaped upstreams' own
+//!   envelopes pass through as they are);
+//! - [`request`]: a body's one-walk reading refuses exactly what `serde_json` refuses; every
+//!   request the gateway accepts can be prepared for every dialect (or is refused with an
+//!   [`crate::InvalidRequest`]), and prepared bodies are JSON;
 //! - [`responses`]: the `/v1/responses` request side (checks, decoding, stored input items,
 //!   history splicing, the echo) never panics; the echo always splices into a JSON object,
 //!   stored items all have ids and decode like the input they came from, and what decodes
@@ -651,6 +653,19 @@ pub fn answers(data: &[u8]) {
                 let v: Value = serde_json::from_slice(&out).expect("a rendered answer is JSON");
                 assert!(v.is_object());
             }
+            // An OpenAI-shaped answer with the model renamed: refused exactly when it is not
+            // JSON, and JSON with the client's model when rewritten.
+            let renamed = crate::openai_upstream::translate_response(body, "client-model");
+            let tree = serde_json::from_slice::<Value>(body);
+            assert_eq!(
+                renamed.is_some(),
+                tree.is_ok(),
+                "translate_response and serde_json"
+            );
+            if let Some((Some(out), _)) = renamed {
+                let v: Value = serde_json::from_slice(&out).expect("a renamed answer is JSON");
+                assert_eq!(v["model"], "client-model");
+            }
         }
         1 => {
             let answers: Vec<Answer<'_>> = body
@@ -716,6 +731,12 @@ pub fn request(data: &[u8]) {
         2 => Endpoint::Embeddings,
         _ => Endpoint::Messages,
     };
+    // The one-walk reading of a body refuses exactly what serde_json refuses.
+    assert_eq!(
+        crate::json_shape::Fields::parse(body).is_ok(),
+        serde_json::from_slice::<Value>(body).is_ok(),
+        "Fields::parse and serde_json"
+    );
     let Ok(parsed) = parse_request(endpoint, body) else {
         return;
     };

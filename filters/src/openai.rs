@@ -87,6 +87,9 @@ pub struct ParsedRequest {
     pub summary: RequestSummary,
     raw: Bytes,
     fields: Fields,
+    /// Chat: every message's role was read and is one OpenAI accepts (the walk that read
+    /// the body vouched for them); false says nothing.
+    roles_known: bool,
     tree: OnceLock<Result<Map<String, Value>, InvalidRequest>>,
 }
 
@@ -99,6 +102,12 @@ impl ParsedRequest {
     /// The body's top-level fields (names and where their values are in [`Self::raw`]).
     pub fn fields(&self) -> &Fields {
         &self.fields
+    }
+
+    /// Chat: every message's role is known to be one OpenAI accepts (read when the body
+    /// was); false says nothing.
+    pub fn roles_known(&self) -> bool {
+        self.roles_known
     }
 
     /// The JSON text of top-level field `name`.
@@ -144,9 +153,16 @@ pub fn parse_request_bytes(
     endpoint: Endpoint,
     raw: Bytes,
 ) -> Result<ParsedRequest, InvalidRequest> {
-    let fields = match Fields::parse(&raw) {
-        Ok(Top::Object(fields)) => fields,
-        Ok(Top::Other(_)) => {
+    // Chat bodies: the roles are read in the same walk ([`crate::json_shape::all_roles`]).
+    let parsed = match endpoint {
+        Endpoint::ChatCompletions => {
+            Fields::parse_chat(&raw, |r| crate::chat::request::ROLES.contains(&r))
+        }
+        _ => Fields::parse(&raw).map(|top| (top, false)),
+    };
+    let (fields, roles_known) = match parsed {
+        Ok((Top::Object(fields), roles_known)) => (fields, roles_known),
+        Ok((Top::Other(_), _)) => {
             return Err(InvalidRequest::new(
                 "The request body must be a JSON object.",
                 None,
@@ -184,7 +200,13 @@ pub fn parse_request_bytes(
     };
     let input = endpoint.input_field();
     if endpoint == Endpoint::ChatCompletions {
-        match field(input).map(MessagesCheck::of) {
+        // Known roles: `messages` is a non-empty array of objects with string roles, so
+        // its text is not even looked up.
+        let check = match roles_known {
+            true => Some(MessagesCheck::Ok),
+            false => field(input).map(MessagesCheck::of),
+        };
+        match check {
             None | Some(MessagesCheck::NotArray("null")) => {
                 return Err(InvalidRequest::new(
                     format!("Missing required parameter: '{input}'."),
@@ -268,6 +290,7 @@ pub fn parse_request_bytes(
         },
         raw,
         fields,
+        roles_known,
         tree: OnceLock::new(),
     })
 }

@@ -119,10 +119,17 @@ fn write_stream_options(out: &mut Vec<u8>, client: Option<&[u8]>) {
 /// Rewrites a buffered (non-stream) upstream response for the client: the client's model name
 /// restored. Returns the body to send (None: the upstream's, unchanged) and the usage it
 /// reports; None when the body is not JSON at all (an unusable answer).
+///
+/// The answer goes back as the upstream wrote it (its field order, spacing and numbers),
+/// only the `model` value replaced. One checking walk finds `model` and `usage`
+/// ([`splice_model`]); what it cannot vouch for is read into a JSON tree.
 pub fn translate_response(
     body: &[u8],
     client_model: &str,
 ) -> Option<(Option<Vec<u8>>, Option<Usage>)> {
+    if let Some(answer) = splice_model(body, client_model) {
+        return Some(answer);
+    }
     let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
         return None;
     };
@@ -137,6 +144,51 @@ pub fn translate_response(
         }
         _ => (None, usage),
     })
+}
+
+/// [`translate_response`] without a tree: the body checked as `serde_json` would read it
+/// and its top-level `model` and `usage` located in one walk, the client's model spliced in.
+/// None: no verdict (not an object, a repeated or escaped name, an escaped model, a usage
+/// that does not read as one...): the tree decides.
+fn splice_model(body: &[u8], client_model: &str) -> Option<(Option<Vec<u8>>, Option<Usage>)> {
+    let (mut model, mut usage, mut plain) = (None, None, true);
+    crate::json_shape::scan_object(body, |key, escaped, value| {
+        let slot = match &body[key] {
+            _ if escaped => {
+                plain = false;
+                return;
+            }
+            b"model" => &mut model,
+            b"usage" => &mut usage,
+            _ => return,
+        };
+        plain &= slot.replace(value).is_none();
+    })?;
+    if !plain {
+        return None;
+    }
+    let usage = match usage.map(|r| &body[r]) {
+        None | Some(b"null") => None,
+        Some(u) => Some(serde_json::from_slice::<Usage>(u).ok()?),
+    };
+    let Some(model) = model else {
+        return Some((None, usage));
+    };
+    let name = match body[model.clone()].strip_prefix(b"\"") {
+        Some(quoted) => &quoted[..quoted.len() - 1],
+        None => return Some((None, usage)), // not a string: left as it is
+    };
+    if name.contains(&b'\\') {
+        return None;
+    }
+    if name == client_model.as_bytes() {
+        return Some((None, usage));
+    }
+    let mut out = Vec::with_capacity(body.len() + client_model.len() + 2);
+    out.extend_from_slice(&body[..model.start]);
+    write_json_str(&mut out, client_model);
+    out.extend_from_slice(&body[model.end..]);
+    Some((Some(out), usage))
 }
 
 /// The `usage` and `model` an OpenAI-shaped JSON object reports.
@@ -588,5 +640,51 @@ data: [DONE]\n\n";
         assert!(translate_response(b"<html>", "gpt-4").is_none());
         let (out, usage) = translate_response(br#"{"model":"gpt-4"}"#, "gpt-4").unwrap();
         assert_eq!((out, usage), (None, None));
+    }
+
+    /// The answer keeps the upstream's bytes but for the model; the walk reads what the
+    /// tree reads (usage, whether the body is JSON), and leaves odd bodies to the tree.
+    #[test]
+    fn response_is_spliced_and_reads_as_the_tree_does() {
+        let body = br#"{"id":"x", "model": "gpt-4-0125-preview","choices":[{"index":0,"message":{"role":"assistant","content":"\u00e9","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0}},"system_fingerprint":"fp","x":1.50}"#;
+        let (out, usage) = translate_response(body, "gpt-\"4\"").unwrap();
+        let expected = String::from_utf8_lossy(body).replace(
+            r#""model": "gpt-4-0125-preview""#,
+            r#""model": "gpt-\"4\"""#,
+        );
+        assert_eq!(String::from_utf8(out.unwrap()).unwrap(), expected);
+        assert_eq!(usage, Some(Usage::new(3, 4)));
+        // The tree's answer, for bodies the walk reads and bodies it leaves to the tree.
+        let tree = |body: &[u8], model: &str| {
+            let mut v = serde_json::from_slice::<Value>(body).ok()?;
+            let usage = Usage::from_response(&v);
+            Some(match v.get_mut("model") {
+                Some(m) if m.is_string() && m.as_str() != Some(model) => {
+                    *m = Value::String(model.to_owned());
+                    (Some(v), usage)
+                }
+                _ => (None, usage),
+            })
+        };
+        for body in [
+            &body[..],
+            br#"{"model":"m","usage":null}"#,
+            br#"{"model":7,"usage":{"prompt_tokens":1}}"#,
+            br#"{"usage":{"prompt_tokens":1.5}}"#,
+            br#"{"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+            br#"{"usage":[1,2,3]}"#,
+            br#"{"model":"a","model":"b"}"#,
+            br#"{"mod\u0065l":"a"}"#,
+            br#"{"model":"gpt-\u0034"}"#,
+            br#"{"model":"gpt-4","x":1e400}"#,
+            br#"{"model":"other"} x"#,
+            br#"["model"]"#,
+            br#"{"model":"other","n":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"#,
+        ] {
+            let got = translate_response(body, "gpt-4").map(|(out, usage)| {
+                (out.map(|o| serde_json::from_slice::<Value>(&o).unwrap()), usage)
+            });
+            assert_eq!(got, tree(body, "gpt-4"), "{}", String::from_utf8_lossy(body));
+        }
     }
 }

@@ -528,7 +528,7 @@ impl ChatRequest {
 }
 
 /// The roles OpenAI accepts in `messages` (`function` is its deprecated tool role).
-const ROLES: &[&str] = &[
+pub(crate) const ROLES: &[&str] = &[
     "system",
     "developer",
     "user",
@@ -579,8 +579,11 @@ pub fn validate(p: &ParsedRequest) -> Result<(), InvalidRequest> {
                 Some("logprobs"),
             ));
         }
-        if let Some(messages) = p.field("messages") {
-            check_roles(messages)?;
+        // Known roles: not even the field's text is looked up (a UTF-8 check of all of it).
+        if !p.roles_known() {
+            if let Some(messages) = p.field("messages") {
+                check_roles(messages)?;
+            }
         }
     } else {
         // Legacy completions: `logprobs` is how many (0-5).
@@ -599,6 +602,10 @@ struct RoleOnly {
 /// Every message of `messages` (its JSON text) has a supported role. Not an array: left to
 /// the parse that needs it.
 fn check_roles(messages: &str) -> Result<(), InvalidRequest> {
+    // The common case without reading any role into a value: one walk, nothing kept.
+    if crate::json_shape::all_roles(messages.as_bytes(), |r| ROLES.contains(&r)) {
+        return Ok(());
+    }
     // The usual case in one pass: every message reads as `RoleOnly` where it stands, which
     // gives each the role that reading its own text would. Otherwise (some message is not
     // an object, a role is duplicated, not an array...) message by message, as below.

@@ -190,8 +190,121 @@ pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
     match ctx.front {
         FrontDoor::Messages => return crate::front::messages::answer::render(c, ctx),
         FrontDoor::Responses => return crate::front::responses::answer::render(c, ctx),
-        FrontDoor::Chat | FrontDoor::Completions => {}
+        FrontDoor::Completions => return render_tree(c, ctx),
+        FrontDoor::Chat => {}
     }
+    // Written straight from typed parts, every object's keys in sorted order: the bytes a
+    // `serde_json::Value` of the same answer serializes to (see `render_tree`, the tests).
+    let choices: Vec<ChoiceOut<'_>> = c
+        .choices
+        .iter()
+        .enumerate()
+        .map(|(index, ch)| ChoiceOut {
+            finish_reason: ch.finish_reason.map(FinishReason::as_str),
+            index,
+            logprobs: (),
+            message: MessageOut {
+                content: ch.content.as_deref(),
+                reasoning_content: ch.reasoning.as_deref(),
+                refusal: (),
+                role: "assistant",
+                thinking_blocks: (!ch.thinking_blocks.is_empty()).then(|| {
+                    ch.thinking_blocks
+                        .iter()
+                        .map(ThinkingBlock::to_json)
+                        .collect()
+                }),
+                tool_calls: (!ch.tool_calls.is_empty()).then(|| tool_calls_tree(&ch.tool_calls)),
+            },
+        })
+        .collect();
+    let body = ChatOut {
+        choices,
+        created: ctx.created,
+        id: ctx.response_id(c.id.as_deref()),
+        model: ctx.client_model,
+        object: "chat.completion",
+        usage: c.usage.map(UsageSorted::from),
+    };
+    serde_json::to_vec(&body).expect("typed parts serialize")
+}
+
+/// A `chat.completion` body, its keys in sorted order (see [`render`]).
+#[derive(Serialize)]
+struct ChatOut<'a> {
+    choices: Vec<ChoiceOut<'a>>,
+    created: u64,
+    id: String,
+    model: &'a str,
+    object: &'static str,
+    usage: Option<UsageSorted>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    finish_reason: Option<&'static str>,
+    index: usize,
+    logprobs: (),
+    message: MessageOut<'a>,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    refusal: (),
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_blocks: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Value>,
+}
+
+/// [`UsageOut`] with its keys in sorted order.
+#[derive(Serialize)]
+struct UsageSorted {
+    completion_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<ReasoningOut>,
+    prompt_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<CachedOut>,
+    total_tokens: u64,
+}
+
+impl From<Usage> for UsageSorted {
+    fn from(u: Usage) -> Self {
+        let o = UsageOut::from(u);
+        UsageSorted {
+            completion_tokens: o.completion_tokens,
+            completion_tokens_details: o.completion_tokens_details,
+            prompt_tokens: o.prompt_tokens,
+            prompt_tokens_details: o.prompt_tokens_details,
+            total_tokens: o.total_tokens,
+        }
+    }
+}
+
+/// Tool calls as a JSON tree (keys sorted: `function`, `id`, `type`).
+fn tool_calls_tree(calls: &[ToolCall]) -> Value {
+    let calls: Vec<ToolCallOut<'_>> = calls
+        .iter()
+        .map(|t| ToolCallOut {
+            id: &t.id,
+            kind: "function",
+            function: FunctionOut {
+                name: &t.name,
+                arguments: &t.arguments,
+            },
+        })
+        .collect();
+    serde_json::to_value(calls).unwrap_or(Value::Null)
+}
+
+/// [`render`] through a JSON tree: legacy completions, and the reference the chat
+/// rendering is tested against.
+fn render_tree(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
     let id = ctx.response_id(c.id.as_deref());
     let usage = c.usage.map(UsageOut::from);
     let body = if ctx.front.is_legacy() {
@@ -237,6 +350,7 @@ pub fn render(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
                         })
                         .collect();
                     message["tool_calls"] = serde_json::to_value(calls).unwrap_or(Value::Null);
+                    debug_assert_eq!(message["tool_calls"], tool_calls_tree(&ch.tool_calls));
                 }
                 if let Some(r) = &ch.reasoning {
                     message["reasoning_content"] = Value::String(r.clone());
@@ -354,5 +468,68 @@ mod tests {
         assert_eq!(v["object"], "text_completion");
         assert_eq!(v["choices"][0]["text"], "hi");
         assert_eq!(v["usage"]["total_tokens"], 12);
+    }
+
+    /// The typed chat rendering writes the very bytes the JSON tree did, for every mix of
+    /// parts.
+    #[test]
+    fn chat_rendering_is_byte_for_byte_the_trees() {
+        let call = ToolCall {
+            id: "t\"1".into(),
+            name: "f".into(),
+            arguments: "{\"a\":1}".into(),
+        };
+        let block = ThinkingBlock::Thinking {
+            thinking: "t".into(),
+            signature: "s".into(),
+        };
+        let mut n = 0;
+        for content in [None, Some("hi \u{e9}\n".to_owned())] {
+            for reasoning in [None, Some("why".to_owned())] {
+                for blocks in [
+                    vec![],
+                    vec![block.clone(), ThinkingBlock::Redacted { data: "d".into() }],
+                ] {
+                    for calls in [vec![], vec![call.clone(), call.clone()]] {
+                        for usage in [None, Some((0, 0)), Some((4, 0)), Some((0, 3)), Some((4, 3))]
+                        {
+                            let choice = Choice {
+                                content: content.clone(),
+                                reasoning: reasoning.clone(),
+                                thinking_blocks: blocks.clone(),
+                                tool_calls: calls.clone(),
+                                finish_reason: [
+                                    None,
+                                    Some(FinishReason::Stop),
+                                    Some(FinishReason::ToolCalls),
+                                ][n % 3],
+                            };
+                            let c = Completion {
+                                id: [None, Some("chatcmpl-x".into()), Some("m1".into())][n % 3]
+                                    .clone(),
+                                choices: vec![choice.clone(); 1 + n % 2],
+                                usage: usage.map(|(cached, reasoning)| {
+                                    let mut u = Usage::new(10, 2);
+                                    u.cached_tokens = cached;
+                                    u.reasoning_tokens = reasoning;
+                                    u
+                                }),
+                            };
+                            n += 1;
+                            let ctx = ctx(false);
+                            assert_eq!(
+                                String::from_utf8(render(&c, &ctx)).unwrap(),
+                                String::from_utf8(render_tree(&c, &ctx)).unwrap()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let empty = Completion::default();
+        assert_eq!(
+            render(&empty, &ctx(false)),
+            render_tree(&empty, &ctx(false))
+        );
     }
 }
