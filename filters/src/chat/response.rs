@@ -337,20 +337,7 @@ fn render_tree(c: &Completion, ctx: &ResponseCtx<'_>) -> Vec<u8> {
                     "refusal": null,
                 });
                 if !ch.tool_calls.is_empty() {
-                    let calls: Vec<ToolCallOut<'_>> = ch
-                        .tool_calls
-                        .iter()
-                        .map(|t| ToolCallOut {
-                            id: &t.id,
-                            kind: "function",
-                            function: FunctionOut {
-                                name: &t.name,
-                                arguments: &t.arguments,
-                            },
-                        })
-                        .collect();
-                    message["tool_calls"] = serde_json::to_value(calls).unwrap_or(Value::Null);
-                    debug_assert_eq!(message["tool_calls"], tool_calls_tree(&ch.tool_calls));
+                    message["tool_calls"] = tool_calls_tree(&ch.tool_calls);
                 }
                 if let Some(r) = &ch.reasoning {
                     message["reasoning_content"] = Value::String(r.clone());
