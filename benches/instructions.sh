@@ -101,19 +101,7 @@ if [[ " $TARGETS " == *" v1gov "* ]]; then
   GOV_STORE="sqlite:$TMP/governance.db"
   GOV_KEY="$("$SWITCHYARD_BIN" keys create --store "$GOV_STORE" --user bench-gov \
     --rpm 1000000000 --tpm 1000000000000 2>/dev/null)" || die "switchyard keys create failed"
-  python3 - "$TMP/governance.db" "${GOV_KEYS:-10000}" <<'PY' || die "could not fill the store with keys"
-import hashlib, os, sqlite3, sys, time
-db, n = sys.argv[1], int(sys.argv[2])
-c = sqlite3.connect(db)
-now = int(time.time())
-rows = [(f"key_b{i:011d}", f"user{i % 500}", hashlib.sha256(("sk-sy-bench-" + os.urandom(16).hex()).encode()).hexdigest(),
-         "sk-sy-benc", "", "", None, None, 600, 100000, None, now, None, now) for i in range(n - 1)]
-c.executemany("INSERT INTO sy_keys (id, user_name, key_sha256, prefix, models, providers, budget_micro_usd,"
-              " period, rpm, tpm, expires_at, created_at, revoked_at, updated_at)"
-              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-c.execute("UPDATE sy_meta SET version = version + 1 WHERE name = 'keys'")
-c.commit()
-PY
+  python3 "$ROOT/benches/gov_keys.py" "$TMP/governance.db" "${GOV_KEYS:-10000}" || die "could not fill the store with keys"
   sed -e "s|^auth:|auth:\n  store: \"$GOV_STORE\"|" "$TMP/gw.yaml" >"$TMP/gw-gov.yaml"
 fi
 

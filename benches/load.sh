@@ -495,23 +495,7 @@ EOF
   GOV_STORE="sqlite:$TMP/governance.db"
   GOV_KEY="$("$SWITCHYARD_BIN" keys create --store "$GOV_STORE" --user bench-gov \
     --rpm 1000000000 --tpm 1000000000000 2>/dev/null)" || die "switchyard keys create failed"
-  python3 - "$TMP/governance.db" "$GOV_KEYS" <<'PY' || die "could not fill the store with keys"
-import hashlib, os, sqlite3, sys, time
-db, n = sys.argv[1], int(sys.argv[2])
-c = sqlite3.connect(db)
-now = int(time.time())
-rows = []
-for i in range(n - 1):
-    secret = "sk-sy-bench-" + os.urandom(16).hex()
-    rows.append((f"key_b{i:011d}", f"user{i % 500}", hashlib.sha256(secret.encode()).hexdigest(),
-                 secret[:10], "", "", None, None, 600, 100000, None, now, None, now))
-c.executemany("INSERT INTO sy_keys (id, user_name, key_sha256, prefix, models, providers, budget_micro_usd,"
-              " period, rpm, tpm, expires_at, created_at, revoked_at, updated_at)"
-              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-c.execute("UPDATE sy_meta SET version = version + 1 WHERE name = 'keys'")
-c.commit()
-print(c.execute("SELECT COUNT(*) FROM sy_keys").fetchone()[0], file=sys.stderr)
-PY
+  python3 "$ROOT/benches/gov_keys.py" "$TMP/governance.db" "$GOV_KEYS" || die "could not fill the store with keys"
   sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$GOV_PORT/" -e '/metrics_listen/d' \
     -e "s|^auth:|auth:\n  store: \"$GOV_STORE\"|" "$TMP/switchyard.yaml" >"$TMP/switchyard-gov.yaml"
   RUST_LOG="${RUST_LOG:-warn}" "${PIN_SRV[@]}" "$SWITCHYARD_BIN" serve -c "$TMP/switchyard-gov.yaml" \
