@@ -1,5 +1,5 @@
 //! Criterion benches of every provider translator: request translation latency for a 1 KB
-//! chat request, stream translation throughput (MB/s of provider bytes, fed in network-like
+//! chat request and a ≈ 64 KB agent conversation, stream translation throughput (MB/s of provider bytes, fed in network-like
 //! chunks) and, printed once per dialect before measuring, heap allocations per provider
 //! chunk (counted by a wrapping global allocator).
 //!
@@ -53,6 +53,27 @@ fn chat_request() -> Vec<u8> {
         "tools": [{"type": "function", "function": {"name": "lookup", "description": "Look a term up",
             "parameters": {"type": "object", "properties": {"term": {"type": "string"}}, "required": ["term"]}}}],
         "temperature": 0.2, "max_tokens": 256, "stream": true, "user": "bench"
+    }))
+    .unwrap()
+}
+
+/// A long agent conversation (≈ 64 KB: a system prompt and 20 exchanges of code and prose,
+/// with quotes, newlines and tabs to escape), where the per-byte work of reading and writing
+/// the text decides the cost.
+fn long_chat_request() -> Vec<u8> {
+    let code = "fn main() {\n\tlet s = \"quoted\";\n\tprintln!(\"{s}\");\n}\n".repeat(12);
+    let prose =
+        "The change moves the lock so the dump waits for it, rather than moving the schedule. "
+            .repeat(8);
+    let mut messages = vec![serde_json::json!({"role": "system", "content": prose.repeat(2)})];
+    for i in 0..20 {
+        messages.push(serde_json::json!({"role": "user", "content": format!("Step {i}: {prose}")}));
+        messages
+            .push(serde_json::json!({"role": "assistant", "content": format!("{code}{prose}")}));
+    }
+    messages.push(serde_json::json!({"role": "user", "content": "Go on."}));
+    serde_json::to_vec(&serde_json::json!({
+        "model": "bench", "messages": messages, "max_tokens": 1024, "stream": true,
     }))
     .unwrap()
 }
@@ -252,23 +273,28 @@ fn ctx() -> ResponseCtx<'static> {
 }
 
 fn request_translation(c: &mut Criterion) {
-    let body = chat_request();
-    let mut g = c.benchmark_group("request");
-    for d in DIALECTS {
-        let t = target(d);
-        g.bench_function(
-            BenchmarkId::new(d.as_str(), format!("{}B", body.len())),
-            |b| {
-                b.iter(|| {
-                    let parsed =
-                        parse_request(Endpoint::ChatCompletions, black_box(&body)).unwrap();
-                    let req = ChatRequest::from_parsed(&parsed).unwrap();
-                    black_box(prepare_chat(&t, &req).unwrap())
-                })
-            },
-        );
+    for (group, body) in [
+        ("request", chat_request()),
+        ("request_long", long_chat_request()),
+    ] {
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        for d in DIALECTS {
+            let t = target(d);
+            g.bench_function(
+                BenchmarkId::new(d.as_str(), format!("{}B", body.len())),
+                |b| {
+                    b.iter(|| {
+                        let parsed =
+                            parse_request(Endpoint::ChatCompletions, black_box(&body)).unwrap();
+                        let req = ChatRequest::from_parsed(&parsed).unwrap();
+                        black_box(prepare_chat(&t, &req).unwrap())
+                    })
+                },
+            );
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 fn stream_translation(c: &mut Criterion) {
