@@ -1,6 +1,6 @@
 //! Criterion benches of every provider translator: request translation latency for a 1 KB
-//! chat request and a ≈ 64 KB agent conversation, stream translation throughput (MB/s of provider bytes, fed in network-like
-//! chunks) and, printed once per dialect before measuring, heap allocations per provider
+//! chat request and a ≈ 45 KB agent conversation, stream translation throughput (MB/s of
+//! provider bytes, fed in network-like chunks) and, printed once per dialect before measuring, heap allocations per provider
 //! chunk (counted by a wrapping global allocator).
 //!
 //! Run: `cargo bench --bench providers` (add a filter, e.g. `-- stream/anthropic`).
@@ -57,7 +57,7 @@ fn chat_request() -> Vec<u8> {
     .unwrap()
 }
 
-/// A long agent conversation (≈ 64 KB: a system prompt and 20 exchanges of code and prose,
+/// A long agent conversation (≈ 45 KB: a system prompt and 20 exchanges of code and prose,
 /// with quotes, newlines and tabs to escape), where the per-byte work of reading and writing
 /// the text decides the cost.
 fn long_chat_request() -> Vec<u8> {
