@@ -12,6 +12,9 @@
 //! connection"), so both settings can be measured on the bare framework.
 //! `BARE_WORK_STEALING=0` runs Pingora's no-steal runtime (one single-threaded tokio runtime per
 //! thread) instead of tokio's multi-threaded scheduler (benches/floor.sh, issue 17 item 4).
+//! `BARE_TIMEOUTS=1` gives the upstream peer the timeouts the gateway sets on its own
+//! (connect 10 s, read and write 300 s, idle 60 s: its defaults), so what Pingora's
+//! timers cost can be measured on the bare framework.
 
 use async_trait::async_trait;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -19,12 +22,14 @@ use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::upstreams::peer::HttpPeer;
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     origin: String,
+    timeouts: bool,
 }
 
 #[async_trait]
@@ -38,11 +43,16 @@ impl ProxyHttp for Bare {
         _session: &mut Session,
         _ctx: &mut (),
     ) -> pingora::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.origin.as_str(),
-            false,
-            String::new(),
-        )))
+        let mut peer = HttpPeer::new(self.origin.as_str(), false, String::new());
+        if self.timeouts {
+            let o = &mut peer.options;
+            o.connection_timeout = Some(Duration::from_secs(10));
+            o.total_connection_timeout = Some(Duration::from_secs(10));
+            o.read_timeout = Some(Duration::from_secs(300));
+            o.write_timeout = Some(Duration::from_secs(300));
+            o.idle_timeout = Some(Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -63,7 +73,8 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::parse_from_args(["bare_proxy"]), conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Bare { origin });
+    let timeouts = std::env::var("BARE_TIMEOUTS").is_ok_and(|v| v == "1");
+    let mut proxy = http_proxy_service(&server.configuration, Bare { origin, timeouts });
     let mut buffers = L4BufferSettings::default();
     if let Some(read) = std::env::var("BARE_L4_READ_BUFFER")
         .ok()
