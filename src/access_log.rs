@@ -27,7 +27,7 @@ pub struct AccessRecord {
     pub user: Option<Arc<str>>,
     /// The id of the key used (store keys: `key_...`; config keys: `cfg:` + digest prefix).
     pub key_id: Option<Arc<str>>,
-    pub method: String,
+    pub method: std::borrow::Cow<'static, str>,
     pub route: &'static str,
     pub path: String,
     pub provider: Option<Arc<str>>,
@@ -69,6 +69,11 @@ impl AccessLog {
             tx,
             dropped: AtomicU64::new(0),
         })
+    }
+
+    /// Whether records are written (`server.access_log`); when not, callers need not build one.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
     }
 
     pub fn log(&self, record: AccessRecord) {
@@ -247,6 +252,23 @@ fn word_needs_escape(w: u64) -> bool {
         != 0
 }
 
+/// A request method's name, without an allocation for the standard ones.
+pub fn method_name(m: &http::Method) -> std::borrow::Cow<'static, str> {
+    use http::Method;
+    std::borrow::Cow::Borrowed(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return std::borrow::Cow::Owned(m.as_str().to_owned()),
+    })
+}
+
 /// At most the first `max` characters of `s` (the access log's `path`).
 pub fn truncated(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -323,7 +345,7 @@ mod tests {
             trace_id: Some(format!("t{text}")),
             user: Some(Arc::from(text)),
             key_id: None,
-            method: "POST".into(),
+            method: method_name(&http::Method::POST),
             route: "passthrough",
             path: format!("/p/{text}"),
             provider: Some(Arc::from("openai")),
@@ -346,6 +368,19 @@ mod tests {
         let mut theirs = serde_json::to_string(rec).unwrap();
         theirs.push('\n');
         (String::from_utf8(ours).unwrap(), theirs)
+    }
+
+    #[test]
+    fn method_names_are_static_for_standard_methods() {
+        use std::borrow::Cow;
+        for m in [
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+        ] {
+            let name = method_name(&http::Method::from_bytes(m.as_bytes()).unwrap());
+            assert!(matches!(name, Cow::Borrowed(n) if n == m), "{m}");
+        }
+        let ext = method_name(&http::Method::from_bytes(b"PROPFIND").unwrap());
+        assert!(matches!(ext, Cow::Owned(ref n) if n == "PROPFIND"));
     }
 
     #[test]

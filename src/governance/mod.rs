@@ -525,6 +525,12 @@ impl Governance {
     /// Settles a finished request: its cost counts against budgets at once, its tokens
     /// against the key's tokens per minute, and its usage record goes into a block for the
     /// store.
+    /// Whether usage records are kept (a store is configured); without one, [`Self::settle`]
+    /// does nothing and callers need not build a record.
+    pub fn records_usage(&self) -> bool {
+        self.records.is_some()
+    }
+
     pub async fn settle(&self, caller: &Caller, record: UsageRecord) {
         if self.records.is_none() {
             return;

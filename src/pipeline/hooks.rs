@@ -439,7 +439,11 @@ impl ProxyHttp for Gateway {
             series.count_request(&self.metrics, status_label);
         }
         drop(series);
-        if let Some(caller) = ctx.caller.as_ref() {
+        if let Some(caller) = ctx
+            .caller
+            .as_ref()
+            .filter(|_| self.governance.records_usage())
+        {
             let record = crate::store::UsageRecord {
                 ts_ms: crate::governance::audit::now_ms(),
                 request_id: ctx.request_id.clone(),
@@ -462,13 +466,16 @@ impl ProxyHttp for Gateway {
             self.governance.settle(caller, record).await;
         }
         let trace_id = crate::telemetry::finish(ctx, session, status);
+        if !self.access_log.enabled() {
+            return;
+        }
         self.access_log.log(AccessRecord {
             ts: now_rfc3339(),
             trace_id,
             request_id: std::mem::take(&mut ctx.request_id),
             user: ctx.caller.as_ref().map(|c| c.user.clone()),
             key_id: ctx.caller.as_ref().map(|c| c.key_id.clone()),
-            method: session.req_header().method.as_str().to_owned(),
+            method: crate::access_log::method_name(&session.req_header().method),
             route: ctx.route.as_str(),
             path: crate::access_log::truncated(session.req_header().uri.path(), 256).to_owned(),
             provider: match &hit {
