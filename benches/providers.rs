@@ -1,7 +1,7 @@
 //! Criterion benches of every provider translator: request translation latency for a 1 KB
 //! chat request and a ≈ 45 KB agent conversation, stream translation throughput (MB/s of
-//! provider bytes, fed in network-like chunks) and, printed once per dialect before measuring, heap allocations per provider
-//! chunk (counted by a wrapping global allocator).
+//! provider bytes, fed in network-like chunks) and, printed once per dialect before measuring,
+//! heap allocations per provider chunk (counted by a wrapping global allocator).
 //!
 //! Run: `cargo bench --bench providers` (add a filter, e.g. `-- stream/anthropic`).
 

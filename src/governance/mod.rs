@@ -522,17 +522,17 @@ impl Governance {
         Ok(())
     }
 
-    /// Settles a finished request: its cost counts against budgets at once, its tokens
-    /// against the key's tokens per minute, and its usage record goes into a block for the
-    /// store.
     /// Whether usage records are kept (a store is configured); without one, [`Self::settle`]
     /// does nothing and callers need not build a record.
     pub fn records_usage(&self) -> bool {
         self.records.is_some()
     }
 
+    /// Settles a finished request: its cost counts against budgets at once, its tokens
+    /// against the key's tokens per minute, and its usage record goes into a block for the
+    /// store.
     pub async fn settle(&self, caller: &Caller, record: UsageRecord) {
-        if self.records.is_none() {
+        if !self.records_usage() {
             return;
         }
         let tokens = (record.input_tokens + record.output_tokens).max(0) as u64;
